@@ -1,0 +1,22 @@
+// Per-environment state shared by the wrapped classes, and the init hooks each file provides.
+#pragma once
+
+#include <napi.h>
+
+#include <string>
+#include <unordered_map>
+
+namespace nodecriu {
+
+// Lives as the environment's instance data, so worker threads and jest's module registry each
+// get their own constructors.
+struct AddonData {
+  std::unordered_map<std::string, Napi::FunctionReference> constructors;
+};
+
+AddonData& GetAddonData(Napi::Env env);
+
+// One per source file that exports something; each is called once from addon.cc.
+void InitErrors(Napi::Env env, Napi::Object exports);
+
+}  // namespace nodecriu

@@ -1,0 +1,2 @@
+/** node-criu: TCP connection checkpoint/restore (libsoccr) and a CRIU-RPC client. */
+export * from './errors';
