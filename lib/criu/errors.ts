@@ -1,0 +1,111 @@
+/**
+ * One error class per way a CRIU call can fail (nats.js style). Every one is a NodeCriuError with
+ * a string `code`, so callers can switch on `code` without instanceof (which breaks across jest
+ * realms and duplicated installs).
+ */
+import { constants as osConstants } from 'node:os';
+
+import { NodeCriuError, type NodeCriuErrorOptions } from '../errors';
+
+/** CRIU could not be started (swrk spawn failed, binary missing) or reached (service socket). */
+export class CriuConnectionError extends NodeCriuError {
+  /** swrk's exit code or signal when it died before answering, if known. */
+  readonly exitCode?: number | null;
+  readonly signal?: NodeJS.Signals | null;
+
+  constructor(
+    message: string,
+    options: NodeCriuErrorOptions & { exitCode?: number | null; signal?: NodeJS.Signals | null },
+  ) {
+    super(message, options);
+    if (options.exitCode !== undefined) this.exitCode = options.exitCode;
+    if (options.signal !== undefined) this.signal = options.signal;
+  }
+}
+
+/** The bytes on the wire were not a valid criu_resp, or arrived out of order. code ERR_CRIU_PROTOCOL. */
+export class CriuProtocolError extends NodeCriuError {
+  constructor(message: string, options: Partial<NodeCriuErrorOptions> = {}) {
+    super(message, { ...options, code: options.code ?? 'ERR_CRIU_PROTOCOL' });
+  }
+}
+
+export interface CriuRequestErrorDetails {
+  /** The request type name that failed ('DUMP', 'RESTORE', ...). */
+  requestType: string;
+  /** The response type CRIU answered with ('EMPTY' means it rejected the request itself). */
+  responseType?: string;
+  /** cr_errno as CRIU sent it (positive errno), when it sent one. */
+  crErrno?: number;
+  /** cr_errmsg: CRIU's first logged error line, when it sent one. */
+  crErrmsg?: string;
+  /** Path of CRIU's log file for this request, when known. */
+  logFile?: string;
+  /** The last lines of that log file, read after the failure. */
+  logTail?: string;
+  cause?: unknown;
+}
+
+function errnoName(errno: number): string | undefined {
+  for (const [name, value] of Object.entries(osConstants.errno)) if (value === errno) return name;
+  return undefined;
+}
+
+/**
+ * CRIU answered success=false. `code` is cr_errno's name ('ESRCH', 'EEXIST', 'EBADRQC') when CRIU
+ * sent one, else 'ERR_CRIU_REQUEST_FAILED' ('ERR_CRIU_UNSUPPORTED' for an EMPTY reply).
+ */
+export class CriuRequestError extends NodeCriuError {
+  readonly requestType: string;
+  readonly responseType?: string;
+  readonly crErrno?: number;
+  readonly crErrmsg?: string;
+  readonly logFile?: string;
+  readonly logTail?: string;
+
+  constructor(message: string, details: CriuRequestErrorDetails) {
+    const name = details.crErrno ? errnoName(details.crErrno) : undefined;
+    const code = name ?? (details.responseType === 'EMPTY' ? 'ERR_CRIU_UNSUPPORTED' : 'ERR_CRIU_REQUEST_FAILED');
+    super(message, {
+      code,
+      ...(details.crErrno ? { errno: -details.crErrno } : {}),
+      cause: details.cause,
+    });
+    this.requestType = details.requestType;
+    if (details.responseType !== undefined) this.responseType = details.responseType;
+    if (details.crErrno !== undefined) this.crErrno = details.crErrno;
+    if (details.crErrmsg !== undefined) this.crErrmsg = details.crErrmsg;
+    if (details.logFile !== undefined) this.logFile = details.logFile;
+    if (details.logTail !== undefined) this.logTail = details.logTail;
+  }
+}
+
+/** A notification handler threw or rejected; CRIU was told the script failed. code ERR_CRIU_NOTIFY_HANDLER. */
+export class CriuNotifyHandlerError extends NodeCriuError {
+  readonly script: string;
+
+  constructor(script: string, cause: unknown) {
+    super(`notify handler for '${script}' failed: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      code: 'ERR_CRIU_NOTIFY_HANDLER',
+      cause,
+    });
+    this.script = script;
+  }
+}
+
+/** The call's timeoutMs elapsed. code ERR_CRIU_TIMEOUT. */
+export class CriuTimeoutError extends NodeCriuError {
+  readonly timeoutMs: number;
+
+  constructor(message: string, timeoutMs: number, cause?: unknown) {
+    super(message, { code: 'ERR_CRIU_TIMEOUT', cause });
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** The caller's AbortSignal fired. code ABORT_ERR (Node's own code for aborts); cause = signal.reason. */
+export class CriuAbortError extends NodeCriuError {
+  constructor(message: string, cause?: unknown) {
+    super(message, { code: 'ABORT_ERR', cause });
+  }
+}
