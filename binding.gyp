@@ -9,7 +9,12 @@
     {
       "target_name": "soccr",
       "type": "static_library",
-      "sources": ["vendor/libsoccr/soccr.c"],
+      "sources": [
+        "vendor/libsoccr/soccr.c",
+        "vendor/libsoccr/soccr-dump.c",
+        "vendor/libsoccr/soccr-restore.c",
+        "vendor/libsoccr/soccr-fin.c"
+      ],
       "include_dirs": ["vendor/libsoccr"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-fPIC", "-fvisibility=hidden"],
       "direct_dependent_settings": {

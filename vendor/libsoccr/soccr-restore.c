@@ -1,0 +1,421 @@
+/*
+ * libsoccr (node-criu): restoring a saved connection into a fresh socket in repair mode.
+ *
+ * Steps (the staged API exposes them; libsoccr_restore() runs them all):
+ *  1. unbound:   TCP_QUEUE_SEQ of both queues (the socket must still be unconnected)
+ *  -  bind(src) + connect(dst): in repair mode connect sends no SYN and goes to ESTABLISHED
+ *  2. noq:       TCP_REPAIR_OPTIONS (must precede any transmission, Linux >= 6.1), TCP_TIMESTAMP
+ *  3. queues:    receive queue, then the sent-unacknowledged part of the send queue; the unsent
+ *                tail is kept by the handle and sent by libsoccr_resume() after repair is off
+ *  4. finish:    TCP_REPAIR_WINDOW (after the receive queue: the kernel checks it against
+ *                rcv_nxt), then FIN state: our FIN through shutdown() with the send queue
+ *                selected (counted as sent, no packet), the peer's FIN as an injected packet.
+ * Any failure after connect disconnects the socket silently (connect(AF_UNSPEC) in repair mode
+ * sends nothing) so it is never left half-restored.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "soccr-internal.h"
+
+#ifndef SO_BUF_LOCK
+#define SO_BUF_LOCK 72
+#endif
+
+/* First chunk of a repair-mode queue write; halved on ENOMEM down to MIN_CHUNK. */
+#define MAX_CHUNK (1u << 20)
+#define MIN_CHUNK 1024u
+
+static int set_int(int fd, int level, int opt, int val)
+{
+	return setsockopt(fd, level, opt, &val, sizeof(val));
+}
+
+static int get_int(int fd, int level, int opt, int *val)
+{
+	socklen_t len = sizeof(*val);
+	return getsockopt(fd, level, opt, val, &len);
+}
+
+/* Repair-mode writes are still bounded by the socket's memory accounting, so big queues need
+ * bigger buffers while they are written. FORCE needs CAP_NET_ADMIN in the initial namespace;
+ * elsewhere fall back to the plain options (capped by net.core.[rw]mem_max). */
+static int raise_bufs(struct libsoccr_sk *sk)
+{
+	const int big = INT_MAX / 2;
+
+	if (sk->bufs_raised)
+		return 0;
+	if (get_int(sk->fd, SOL_SOCKET, SO_SNDBUF, &sk->orig_sndbuf) < 0 ||
+	    get_int(sk->fd, SOL_SOCKET, SO_RCVBUF, &sk->orig_rcvbuf) < 0)
+		return -1;
+	if (get_int(sk->fd, SOL_SOCKET, SO_BUF_LOCK, &sk->orig_buf_lock) < 0)
+		sk->orig_buf_lock = -1; /* Linux < 5.14: the lock bits stay set afterwards */
+	sk->bufs_raised = true;
+	if (set_int(sk->fd, SOL_SOCKET, SO_SNDBUFFORCE, big) < 0)
+		set_int(sk->fd, SOL_SOCKET, SO_SNDBUF, big);
+	if (set_int(sk->fd, SOL_SOCKET, SO_RCVBUFFORCE, big) < 0)
+		set_int(sk->fd, SOL_SOCKET, SO_RCVBUF, big);
+	logd("Raised socket buffers (were snd %d rcv %d)\n", sk->orig_sndbuf, sk->orig_rcvbuf);
+	return 0;
+}
+
+void soccr_put_back_bufs(struct libsoccr_sk *sk)
+{
+	int saved = errno;
+
+	if (!sk->bufs_raised)
+		return;
+	/* The kernel doubles what is set, and getsockopt reports the doubled value. */
+	if (set_int(sk->fd, SOL_SOCKET, SO_SNDBUFFORCE, sk->orig_sndbuf / 2) < 0)
+		set_int(sk->fd, SOL_SOCKET, SO_SNDBUF, sk->orig_sndbuf / 2);
+	if (set_int(sk->fd, SOL_SOCKET, SO_RCVBUFFORCE, sk->orig_rcvbuf / 2) < 0)
+		set_int(sk->fd, SOL_SOCKET, SO_RCVBUF, sk->orig_rcvbuf / 2);
+	/* Setting a size locks it (no autotuning); give back the application's lock bits. */
+	if (sk->orig_buf_lock >= 0)
+		set_int(sk->fd, SOL_SOCKET, SO_BUF_LOCK, sk->orig_buf_lock);
+	sk->bufs_raised = false;
+	errno = saved;
+}
+
+int soccr_send_all(struct libsoccr_sk *sk, const char *buf, uint32_t len)
+{
+	uint32_t off = 0, chunk = len < MAX_CHUNK ? len : MAX_CHUNK;
+	unsigned failures = 0;
+
+	while (off < len) {
+		uint32_t n = len - off < chunk ? len - off : chunk;
+		ssize_t ret = send(sk->fd, buf + off, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (ret > 0) {
+			off += (uint32_t)ret;
+			continue;
+		}
+		if (ret < 0 && errno == EINTR)
+			continue;
+		if (ret < 0 && (errno == ENOMEM || errno == EAGAIN || errno == ENOBUFS)) {
+			/* Out of socket memory: raise the buffers once, then halve the chunk
+			 * (a repair write of the receive queue allocates one skb per call). */
+			if (!sk->bufs_raised) {
+				if (raise_bufs(sk) < 0)
+					return -1;
+				continue;
+			}
+			if (chunk > MIN_CHUNK) {
+				chunk /= 2;
+				continue;
+			}
+			if (++failures < 3)
+				continue;
+		}
+		if (ret == 0)
+			errno = EIO;
+		loge("Unable to write %u of %u queue bytes: errno %d\n", len - off, len, errno);
+		return -1;
+	}
+	return 0;
+}
+
+static int select_queue(struct libsoccr_sk *sk, int queue)
+{
+	if (set_int(sk->fd, SOL_TCP, TCP_REPAIR_QUEUE, queue) < 0) {
+		loge("Unable to select repair queue %d: errno %d\n", queue, errno);
+		return -1;
+	}
+	return 0;
+}
+
+static int check_data(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data,
+		      unsigned data_size)
+{
+	if (!sk || !data || data_size < sizeof(*data)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (!soccr_state_supported(data->state)) {
+		loge("Cannot restore state %s (%u)\n", soccr_state_name(data->state), data->state);
+		errno = EINVAL;
+		return -1;
+	}
+	if (data->unsq_len > data->outq_len || (data->flags & ~SOCCR_FLAGS_WINDOW) ||
+	    data->snd_wscale > 14 || data->rcv_wscale > 14 ||
+	    (data->state == TCP_FIN_WAIT2 && data->outq_len != 0) ||
+	    (data->opt_mask & ~(TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE))) {
+		loge("Inconsistent data for state %s\n", soccr_state_name(data->state));
+		errno = EINVAL;
+		return -1;
+	}
+	return 0;
+}
+
+/* Undoes a failed restore: after connect, disconnect silently; put the buffers back. */
+static void restore_failed(struct libsoccr_sk *sk)
+{
+	int saved = errno;
+
+	if (sk->connected) {
+		struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+		if (connect(sk->fd, &unspec, sizeof(unspec)) < 0)
+			loge("Unable to disconnect after a failed restore: errno %d\n", errno);
+		sk->connected = false;
+	}
+	soccr_put_back_bufs(sk);
+	free(sk->unsent);
+	sk->unsent = NULL;
+	sk->unsent_len = 0;
+	sk->fin_deferred = false;
+	memset(sk->queue_restored, 0, sizeof(sk->queue_restored));
+	sk->stage = SOCCR_STAGE_PAUSED;
+	errno = saved;
+}
+
+/* End of the data in the send queue: outq_seq counts our FIN if one is queued. */
+static uint32_t send_data_end(const struct libsoccr_sk_data *data)
+{
+	return data->outq_seq - (soccr_our_fin_queued(data->state) ? 1 : 0);
+}
+
+/* End of the data in the receive queue: inq_seq counts the peer's FIN if one arrived. */
+static uint32_t recv_data_end(const struct libsoccr_sk_data *data)
+{
+	return data->inq_seq - (soccr_peer_fin_received(data->state) ? 1 : 0);
+}
+
+static int rst_unbound(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data)
+{
+	if (select_queue(sk, TCP_RECV_QUEUE) < 0 ||
+	    set_int(sk->fd, SOL_TCP, TCP_QUEUE_SEQ, (int)(recv_data_end(data) - data->inq_len)) < 0)
+		goto fail;
+	if (select_queue(sk, TCP_SEND_QUEUE) < 0 ||
+	    set_int(sk->fd, SOL_TCP, TCP_QUEUE_SEQ, (int)(send_data_end(data) - data->outq_len)) < 0)
+		goto fail;
+	sk->stage = SOCCR_STAGE_UNBOUND;
+	return 0;
+fail:
+	loge("Unable to set the queue sequence numbers: errno %d\n", errno);
+	restore_failed(sk);
+	return -1;
+}
+
+static int rst_noq(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data)
+{
+	struct tcp_repair_opt opts[4];
+	int n = 0;
+
+	sk->connected = true;
+	if (data->opt_mask & TCPI_OPT_SACK)
+		opts[n++] = (struct tcp_repair_opt){TCPOPT_SACK_PERMITTED, 0};
+	if (data->opt_mask & TCPI_OPT_WSCALE)
+		opts[n++] = (struct tcp_repair_opt){TCPOPT_WINDOW,
+						    data->snd_wscale | (data->rcv_wscale << 16)};
+	if (data->opt_mask & TCPI_OPT_TIMESTAMPS)
+		opts[n++] = (struct tcp_repair_opt){TCPOPT_TIMESTAMP, 0};
+	if (data->mss_clamp)
+		opts[n++] = (struct tcp_repair_opt){TCPOPT_MAXSEG, data->mss_clamp};
+	if (n && setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_OPTIONS, opts,
+			    (socklen_t)(n * sizeof(opts[0]))) < 0) {
+		loge("Unable to set TCP_REPAIR_OPTIONS: errno %d\n", errno);
+		goto fail;
+	}
+	if ((data->opt_mask & TCPI_OPT_TIMESTAMPS) &&
+	    set_int(sk->fd, SOL_TCP, TCP_TIMESTAMP, (int)data->timestamp) < 0) {
+		loge("Unable to set TCP_TIMESTAMP: errno %d\n", errno);
+		goto fail;
+	}
+	sk->stage = SOCCR_STAGE_CONNECTED;
+	return 0;
+fail:
+	restore_failed(sk);
+	return -1;
+}
+
+static int rst_queue(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data, int queue,
+		     const char *buf)
+{
+	uint32_t len = queue == TCP_RECV_QUEUE ? data->inq_len : data->outq_len;
+	uint32_t sent_len = len;
+
+	if (len && !buf) {
+		loge("No buffer for the %u bytes of queue %d\n", len, queue);
+		errno = EINVAL;
+		goto fail;
+	}
+	if (queue == TCP_SEND_QUEUE && data->unsq_len) {
+		/* Never-sent bytes are written after repair is off (libsoccr_resume), so the
+		 * kernel sends them for real under the restored window. */
+		sent_len = len - data->unsq_len;
+		free(sk->unsent);
+		sk->unsent = malloc(data->unsq_len);
+		if (!sk->unsent)
+			goto fail;
+		memcpy(sk->unsent, buf + sent_len, data->unsq_len);
+		sk->unsent_len = data->unsq_len;
+	}
+	if (sent_len) {
+		if (select_queue(sk, queue) < 0 || soccr_send_all(sk, buf, sent_len) < 0)
+			goto fail;
+	}
+	sk->queue_restored[queue] = true;
+	return 0;
+fail:
+	restore_failed(sk);
+	return -1;
+}
+
+static int rst_finish(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data)
+{
+	uint32_t state = data->state;
+	bool our_fin = soccr_our_fin_queued(state), peer_fin = soccr_peer_fin_received(state);
+	uint32_t ack = send_data_end(data) - data->outq_len; /* snd_una */
+
+	if (data->flags & SOCCR_FLAGS_WINDOW) {
+		struct tcp_repair_window win = {
+			.snd_wl1 = data->snd_wl1, .snd_wnd = data->snd_wnd,
+			.max_window = data->max_window, .rcv_wnd = data->rcv_wnd,
+			.rcv_wup = data->rcv_wup,
+		};
+		uint32_t rcv_nxt = recv_data_end(data);
+		/* Until the peer's FIN is re-received rcv_nxt is one lower than at the dump;
+		 * keep the right edge of the advertised window where it was. */
+		if (soccr_seq_after(win.rcv_wup, rcv_nxt)) {
+			win.rcv_wnd += win.rcv_wup - rcv_nxt;
+			win.rcv_wup = rcv_nxt;
+		}
+		if (setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_WINDOW, &win, sizeof(win)) < 0) {
+			loge("Unable to set TCP_REPAIR_WINDOW: errno %d\n", errno);
+			goto fail;
+		}
+	}
+
+	/* Our FIN: unsent data must go first, so with unsent data the FIN waits for resume. */
+	sk->fin_deferred = our_fin && sk->unsent_len > 0;
+	/* CLOSING = our FIN, then theirs; LAST_ACK = theirs, then ours. */
+	if (peer_fin && state != TCP_CLOSING) {
+		if (soccr_inject_peer_fin(sk, data, data->inq_seq - 1, ack) < 0)
+			goto fail;
+	}
+	if (our_fin && !sk->fin_deferred) {
+		if (select_queue(sk, TCP_SEND_QUEUE) < 0)
+			goto fail;
+		if (shutdown(sk->fd, SHUT_WR) < 0) {
+			loge("Unable to queue our FIN: errno %d\n", errno);
+			goto fail;
+		}
+	}
+	if (peer_fin && state == TCP_CLOSING) {
+		if (soccr_inject_peer_fin(sk, data, data->inq_seq - 1, ack) < 0)
+			goto fail;
+	}
+	if (!sk->unsent_len)
+		soccr_put_back_bufs(sk);
+	sk->stage = SOCCR_STAGE_DONE;
+	return 0;
+fail:
+	restore_failed(sk);
+	return -1;
+}
+
+static int stage_error(struct libsoccr_sk *sk, const char *call)
+{
+	loge("%s called out of order (restore stage %d)\n", call, sk ? (int)sk->stage : -1);
+	errno = EINVAL;
+	return -1;
+}
+
+int libsoccr_restore(struct libsoccr_sk *sk, struct libsoccr_sk_data *data, unsigned data_size)
+{
+	union libsoccr_addr *src, *dst;
+	socklen_t src_len, dst_len;
+
+	if (check_data(sk, data, data_size) < 0)
+		return -1;
+	if (sk->stage != SOCCR_STAGE_PAUSED)
+		return stage_error(sk, "libsoccr_restore");
+	src = sk->addr[1];
+	dst = sk->addr[0];
+	if (!src || !dst || src->sa.sa_family != dst->sa.sa_family ||
+	    (data->inq_len && !sk->restore_queue[TCP_RECV_QUEUE]) ||
+	    (data->outq_len && !sk->restore_queue[TCP_SEND_QUEUE])) {
+		loge("Addresses or queue buffers missing for the restore\n");
+		errno = EINVAL;
+		return -1;
+	}
+	src_len = src->sa.sa_family == AF_INET ? sizeof(src->v4) : sizeof(src->v6);
+	dst_len = src_len;
+
+	if (rst_unbound(sk, data) < 0)
+		return -1;
+	/* Repair mode sets SK_FORCE_REUSE: bind needs no SO_REUSEADDR. */
+	if (bind(sk->fd, &src->sa, src_len) < 0) {
+		loge("Unable to bind the restored socket: errno %d\n", errno);
+		restore_failed(sk);
+		return -1;
+	}
+	if (connect(sk->fd, &dst->sa, dst_len) < 0) {
+		loge("Unable to connect the restored socket: errno %d\n", errno);
+		restore_failed(sk);
+		return -1;
+	}
+	if (rst_noq(sk, data) < 0)
+		return -1;
+	if (rst_queue(sk, data, TCP_RECV_QUEUE, sk->restore_queue[TCP_RECV_QUEUE]) < 0 ||
+	    rst_queue(sk, data, TCP_SEND_QUEUE, sk->restore_queue[TCP_SEND_QUEUE]) < 0)
+		return -1;
+	if (rst_finish(sk, data) < 0)
+		return -1;
+	logd("Restored %s: in %u@%u out %u@%u unsent %u\n", soccr_state_name(data->state),
+	     data->inq_len, data->inq_seq, data->outq_len, data->outq_seq, data->unsq_len);
+	return 0;
+}
+
+int libsoccr_set_sk_data_unbound(struct libsoccr_sk *sk, struct libsoccr_sk_data *data,
+				 unsigned data_size)
+{
+	if (check_data(sk, data, data_size) < 0)
+		return -1;
+	if (sk->stage != SOCCR_STAGE_PAUSED)
+		return stage_error(sk, "libsoccr_set_sk_data_unbound");
+	return rst_unbound(sk, data);
+}
+
+int libsoccr_set_sk_data_noq(struct libsoccr_sk *sk, struct libsoccr_sk_data *data,
+			     unsigned data_size)
+{
+	if (check_data(sk, data, data_size) < 0)
+		return -1;
+	if (sk->stage != SOCCR_STAGE_UNBOUND)
+		return stage_error(sk, "libsoccr_set_sk_data_noq");
+	return rst_noq(sk, data);
+}
+
+int libsoccr_restore_queue(struct libsoccr_sk *sk, struct libsoccr_sk_data *data,
+			   unsigned data_size, int queue_id, char *buf)
+{
+	if (check_data(sk, data, data_size) < 0)
+		return -1;
+	if (queue_id != TCP_RECV_QUEUE && queue_id != TCP_SEND_QUEUE) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (sk->stage != SOCCR_STAGE_CONNECTED || sk->queue_restored[queue_id] ||
+	    (queue_id == TCP_SEND_QUEUE && !sk->queue_restored[TCP_RECV_QUEUE] && data->inq_len))
+		return stage_error(sk, "libsoccr_restore_queue");
+	return rst_queue(sk, data, queue_id, buf);
+}
+
+int libsoccr_set_sk_data(struct libsoccr_sk *sk, struct libsoccr_sk_data *data, unsigned data_size)
+{
+	if (check_data(sk, data, data_size) < 0)
+		return -1;
+	if (sk->stage != SOCCR_STAGE_CONNECTED ||
+	    (data->inq_len && !sk->queue_restored[TCP_RECV_QUEUE]) ||
+	    (data->outq_len && !sk->queue_restored[TCP_SEND_QUEUE]))
+		return stage_error(sk, "libsoccr_set_sk_data");
+	return rst_finish(sk, data);
+}
