@@ -1,0 +1,432 @@
+// SOCK_SEQPACKET transport for CRIU-RPC: socketpair/connect, a non-blocking socket driven by one
+// uv_poll_t on the environment's loop, whole-message reads with SCM_RIGHTS fds, queued sends.
+#include "seqpacket.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "addon.h"
+#include "errors.h"
+
+namespace nodecriu {
+
+namespace {
+
+// CRIU sends at most one fd per message (orphan-pts-master); room for more costs nothing.
+constexpr size_t kMaxFdsPerMessage = 64;
+// Messages handled per poll callback before yielding back to the loop (poll is level-triggered).
+constexpr int kMaxReadsPerWakeup = 64;
+
+void CloseFds(const std::vector<int>& fds) {
+  for (int fd : fds) close(fd);
+}
+
+}  // namespace
+
+// Allocated apart from the ObjectWrap because libuv owns it until the uv_close callback, which can
+// run after the JS object was collected.
+struct SeqpacketPoller {
+  uv_poll_t handle;
+  SeqpacketSocket* owner = nullptr;
+  napi_env env = nullptr;
+  // Our registration; cleared once removed or once the environment started running it.
+  napi_async_cleanup_hook_handle cleanup_hook = nullptr;
+  // Set when the environment is tearing down and waits for our uv_close to finish.
+  napi_async_cleanup_hook_handle finishing = nullptr;
+};
+
+static void OnPollEvent(uv_poll_t* handle, int status, int events) {
+  auto* poller = static_cast<SeqpacketPoller*>(handle->data);
+  if (poller->owner != nullptr) poller->owner->OnPoll(status, events);
+}
+
+static void OnPollClosed(uv_handle_t* handle) {
+  auto* poller = static_cast<SeqpacketPoller*>(handle->data);
+  if (poller->finishing != nullptr) napi_remove_async_cleanup_hook(poller->finishing);
+  delete poller;
+}
+
+// Environment teardown (worker exit, jest module registry reset): close whatever is still open.
+static void OnEnvCleanup(napi_async_cleanup_hook_handle handle, void* arg) {
+  auto* poller = static_cast<SeqpacketPoller*>(arg);
+  poller->finishing = handle;
+  poller->cleanup_hook = nullptr;
+  if (poller->owner != nullptr) poller->owner->CloseNow(false);
+}
+
+void SeqpacketSocket::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = DefineClass(
+      env, "SeqpacketSocket",
+      {
+          InstanceMethod<&SeqpacketSocket::Send>("send"),
+          InstanceMethod<&SeqpacketSocket::Close>("close"),
+          InstanceMethod<&SeqpacketSocket::Ref>("ref"),
+          InstanceMethod<&SeqpacketSocket::Unref>("unref"),
+          InstanceAccessor<&SeqpacketSocket::GetFd>("fd"),
+          InstanceAccessor<&SeqpacketSocket::GetClosed>("closed"),
+      });
+  GetAddonData(env).constructors["SeqpacketSocket"] = Napi::Persistent(ctor);
+  exports.Set("SeqpacketSocket", ctor);
+}
+
+// new SeqpacketSocket(fd, onMessage(data, fds), onEnd(error | null)): takes ownership of fd once
+// the constructor returns; on a throw the caller still owns it.
+SeqpacketSocket::SeqpacketSocket(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<SeqpacketSocket>(info), env_(info.Env()) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt32(info, 0, "fd must be a number");
+  if (fd < 0) ThrowInvalidArg(env, "fd must be a non-negative integer");
+  if (info.Length() < 3 || !info[1].IsFunction() || !info[2].IsFunction())
+    ThrowInvalidArg(env, "onMessage and onEnd must be functions");
+
+  int type = 0;
+  socklen_t type_len = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0) ThrowErrno(env, errno, "getsockopt");
+  if (type != SOCK_SEQPACKET) ThrowErrno(env, EPROTOTYPE, "getsockopt", "not a SOCK_SEQPACKET socket");
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) ThrowErrno(env, errno, "fcntl");
+
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr)
+    ThrowErrno(env, EINVAL, "napi_get_uv_event_loop");
+  auto* poller = new SeqpacketPoller();
+  int rc = uv_poll_init(loop, &poller->handle, fd);
+  if (rc < 0) {
+    delete poller;
+    ThrowErrno(env, -rc, "uv_poll_init");
+  }
+  poller->handle.data = poller;
+  poller->owner = this;
+  poller->env = env;
+  poller_ = poller;
+  fd_ = fd;
+  napi_add_async_cleanup_hook(env, OnEnvCleanup, poller, &poller->cleanup_hook);
+
+  on_message_ = Napi::Persistent(info[1].As<Napi::Function>());
+  on_end_ = Napi::Persistent(info[2].As<Napi::Function>());
+  SetStrong(true);
+  UpdatePoll();
+}
+
+SeqpacketSocket::~SeqpacketSocket() { CloseNow(false); }
+
+void SeqpacketSocket::SetStrong(bool strong) {
+  if (strong == strong_) return;
+  strong_ = strong;
+  if (strong) {
+    ObjectWrap::Ref();
+  } else {
+    ObjectWrap::Unref();
+  }
+}
+
+void SeqpacketSocket::CloseNow(bool from_js) {
+  if (closed_) return;
+  closed_ = true;
+  SeqpacketPoller* poller = poller_;
+  poller_ = nullptr;
+  if (poller != nullptr) {
+    if (poller->cleanup_hook != nullptr) {
+      napi_remove_async_cleanup_hook(poller->cleanup_hook);
+      poller->cleanup_hook = nullptr;
+    }
+    poller->owner = nullptr;
+    uv_poll_stop(&poller->handle);
+    uv_close(reinterpret_cast<uv_handle_t*>(&poller->handle), OnPollClosed);
+  }
+  if (fd_ >= 0) close(fd_);  // after uv_poll_stop: epoll must forget the fd before it is reused
+  fd_ = -1;
+  DropPendingSends();
+  if (from_js) SetStrong(false);
+}
+
+void SeqpacketSocket::DropPendingSends() {
+  for (PendingSend& pending : pending_) CloseFds(pending.fds);
+  pending_.clear();
+}
+
+void SeqpacketSocket::UpdatePoll() {
+  if (closed_ || poller_ == nullptr) return;
+  int events = 0;
+  if (!ended_) events |= UV_READABLE | UV_DISCONNECT;
+  if (!ended_ && !pending_.empty()) events |= UV_WRITABLE;
+  if (events == 0) {
+    uv_poll_stop(&poller_->handle);
+    return;
+  }
+  int rc = uv_poll_start(&poller_->handle, events, OnPollEvent);
+  if (rc < 0) ReportEnd(-rc, "uv_poll_start", nullptr);
+  if (loop_ref_) {
+    uv_ref(reinterpret_cast<uv_handle_t*>(&poller_->handle));
+  } else {
+    uv_unref(reinterpret_cast<uv_handle_t*>(&poller_->handle));
+  }
+}
+
+void SeqpacketSocket::OnPoll(int status, int events) {
+  Napi::HandleScope scope(env_);
+  if (status < 0) {
+    ReportEnd(-status, "uv_poll", nullptr);
+    return;
+  }
+  if ((events & UV_WRITABLE) != 0) FlushSends();
+  if (!closed_ && !ended_ && (events & (UV_READABLE | UV_DISCONNECT)) != 0) ReadAvailable(false);
+}
+
+void SeqpacketSocket::ReadAvailable(bool) {
+  for (int i = 0; i < kMaxReadsPerWakeup && !closed_ && !ended_; ++i) {
+    // The next message's full length, whatever its size (MSG_TRUNC makes recv report it).
+    ssize_t size = recv(fd_, nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+    if (size < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      ReportEnd(errno, "recv", nullptr);
+      return;
+    }
+    Napi::Buffer<uint8_t> data = Napi::Buffer<uint8_t>::New(env_, static_cast<size_t>(size));
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+    struct iovec iov = {data.Data(), static_cast<size_t>(size)};
+    struct msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    ssize_t got;
+    do {
+      got = recvmsg(fd_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      ReportEnd(errno, "recvmsg", nullptr);
+      return;
+    }
+    std::vector<int> fds;
+    for (struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+      if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const unsigned char* bytes = CMSG_DATA(cmsg);
+      for (size_t k = 0; k < count; ++k) {
+        int received;
+        memcpy(&received, bytes + k * sizeof(int), sizeof(int));
+        fds.push_back(received);
+      }
+    }
+    if ((msg.msg_flags & MSG_CTRUNC) != 0) {
+      CloseFds(fds);
+      ReportEnd(EMSGSIZE, "recvmsg", "ancillary data truncated: more fds than expected");
+      return;
+    }
+    if ((msg.msg_flags & MSG_TRUNC) != 0 || got != size) {
+      CloseFds(fds);
+      ReportEnd(EMSGSIZE, "recvmsg", "message truncated");
+      return;
+    }
+    // recv() returns 0 both at EOF and for an empty message; CRIU never sends empty messages and
+    // send() refuses them, so 0 bytes without fds is the peer's EOF.
+    if (got == 0 && fds.empty()) {
+      ReportEnd(0, nullptr, nullptr);
+      return;
+    }
+    Deliver(data, fds);
+  }
+}
+
+void SeqpacketSocket::Deliver(Napi::Buffer<uint8_t> data, const std::vector<int>& fds) {
+  Napi::Array fd_array = Napi::Array::New(env_, fds.size());
+  for (size_t k = 0; k < fds.size(); ++k) fd_array.Set(static_cast<uint32_t>(k), Napi::Number::New(env_, fds[k]));
+  try {
+    on_message_.MakeCallback(Value(), {data, fd_array});
+  } catch (const Napi::Error& error) {
+    // The JS layer never throws from this callback; if it does, surface it like any uncaught error.
+    napi_fatal_exception(env_, error.Value());
+  }
+}
+
+void SeqpacketSocket::ReportEnd(int err, const char* syscall, const char* detail) {
+  if (ended_ || closed_) return;
+  ended_ = true;
+  DropPendingSends();
+  UpdatePoll();
+  Napi::Value reason = env_.Null();
+  if (err != 0) reason = ErrnoError(env_, err, syscall, detail).Value();
+  // Nothing more will arrive: the JS object no longer needs pinning for the loop's sake.
+  Napi::Object self = Value();
+  SetStrong(false);
+  try {
+    on_end_.MakeCallback(self, {reason});
+  } catch (const Napi::Error& error) {
+    napi_fatal_exception(env_, error.Value());
+  }
+}
+
+void SeqpacketSocket::FlushSends() {
+  while (!pending_.empty() && !closed_ && !ended_) {
+    PendingSend& pending = pending_.front();
+    struct iovec iov = {pending.data.data(), pending.data.size()};
+    struct msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    std::vector<char> control;
+    if (!pending.fds.empty()) {
+      control.resize(CMSG_SPACE(sizeof(int) * pending.fds.size()));
+      msg.msg_control = control.data();
+      msg.msg_controllen = control.size();
+      struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+      cmsg->cmsg_level = SOL_SOCKET;
+      cmsg->cmsg_type = SCM_RIGHTS;
+      cmsg->cmsg_len = CMSG_LEN(sizeof(int) * pending.fds.size());
+      memcpy(CMSG_DATA(cmsg), pending.fds.data(), sizeof(int) * pending.fds.size());
+    }
+    ssize_t sent;
+    do {
+      sent = sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      ReportEnd(errno, "sendmsg", nullptr);
+      return;
+    }
+    CloseFds(pending.fds);
+    pending_.pop_front();
+  }
+  UpdatePoll();
+}
+
+// send(data: Uint8Array, fds?: number[]): true when sent now, false when queued until writable.
+// The caller keeps ownership of `fds` (queued sends hold dup'd copies).
+Napi::Value SeqpacketSocket::Send(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) ThrowInvalidArg(env, "data must be a Uint8Array");
+  Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+  if (data.ByteLength() == 0) ThrowInvalidArg(env, "an empty message cannot be told apart from EOF");
+  std::vector<int> fds;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsArray()) ThrowInvalidArg(env, "fds must be an array of fd numbers");
+    Napi::Array list = info[1].As<Napi::Array>();
+    if (list.Length() > kMaxFdsPerMessage) ThrowInvalidArg(env, "too many fds for one message");
+    for (uint32_t k = 0; k < list.Length(); ++k) {
+      Napi::Value item = list.Get(k);
+      if (!item.IsNumber() || item.As<Napi::Number>().Int32Value() < 0) ThrowInvalidArg(env, "fds must be fd numbers");
+      fds.push_back(item.As<Napi::Number>().Int32Value());
+    }
+  }
+  if (closed_) ThrowErrno(env, EBADF, "sendmsg", "socket is closed");
+  if (ended_) ThrowErrno(env, EPIPE, "sendmsg", "socket has ended");
+
+  if (pending_.empty()) {
+    struct iovec iov = {data.Data(), data.ByteLength()};
+    struct msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    std::vector<char> control;
+    if (!fds.empty()) {
+      control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
+      msg.msg_control = control.data();
+      msg.msg_controllen = control.size();
+      struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+      cmsg->cmsg_level = SOL_SOCKET;
+      cmsg->cmsg_type = SCM_RIGHTS;
+      cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+      memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+    }
+    ssize_t sent;
+    do {
+      sent = sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (sent < 0 && errno == EINTR);
+    if (sent >= 0) return Napi::Boolean::New(env, true);
+    if (errno != EAGAIN && errno != EWOULDBLOCK) ThrowErrno(env, errno, "sendmsg");
+  }
+
+  PendingSend pending;
+  pending.data.assign(data.Data(), data.Data() + data.ByteLength());
+  for (int fd : fds) {
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) {
+      int err = errno;
+      CloseFds(pending.fds);
+      ThrowErrno(env, err, "fcntl", "F_DUPFD_CLOEXEC");
+    }
+    pending.fds.push_back(copy);
+  }
+  pending_.push_back(std::move(pending));
+  UpdatePoll();
+  return Napi::Boolean::New(env, false);
+}
+
+Napi::Value SeqpacketSocket::Close(const Napi::CallbackInfo& info) {
+  CloseNow(true);
+  return info.Env().Undefined();
+}
+
+// ref()/unref(): like net.Socket, whether an open socket keeps the process alive. An unref'd socket
+// is also not pinned, so dropping it lets the GC close its fd.
+Napi::Value SeqpacketSocket::Ref(const Napi::CallbackInfo& info) {
+  loop_ref_ = true;
+  if (!closed_ && !ended_) {
+    SetStrong(true);
+    UpdatePoll();
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value SeqpacketSocket::Unref(const Napi::CallbackInfo& info) {
+  loop_ref_ = false;
+  SetStrong(false);
+  UpdatePoll();
+  return info.Env().Undefined();
+}
+
+Napi::Value SeqpacketSocket::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+
+Napi::Value SeqpacketSocket::GetClosed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), closed_);
+}
+
+// seqpacketPair(): [a, b], a connected SOCK_SEQPACKET pair, both close-on-exec (spawn's stdio dup2
+// clears it on the child's copy).
+static Napi::Value SeqpacketPair(const Napi::CallbackInfo& info) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) < 0) ThrowErrno(info.Env(), errno, "socketpair");
+  Napi::Array result = Napi::Array::New(info.Env(), 2);
+  result.Set(0u, Napi::Number::New(info.Env(), fds[0]));
+  result.Set(1u, Napi::Number::New(info.Env(), fds[1]));
+  return result;
+}
+
+// seqpacketConnect(path): a connected, non-blocking, close-on-exec fd. Unix-socket connect never
+// waits for the peer: a full backlog fails with EAGAIN instead of blocking the loop.
+static Napi::Value SeqpacketConnect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) ThrowInvalidArg(env, "path must be a string");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) ThrowErrno(env, ENAMETOOLONG, "connect", path.c_str());
+  memcpy(addr.sun_path, path.data(), path.size());
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) ThrowErrno(env, errno, "socket");
+  int rc;
+  do {
+    rc = connect(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr));
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "connect", path.c_str());
+  }
+  return Napi::Number::New(env, fd);
+}
+
+void InitSeqpacket(Napi::Env env, Napi::Object exports) {
+  SeqpacketSocket::Init(env, exports);
+  exports.Set("seqpacketPair", Napi::Function::New(env, SeqpacketPair, "seqpacketPair"));
+  exports.Set("seqpacketConnect", Napi::Function::New(env, SeqpacketConnect, "seqpacketConnect"));
+}
+
+}  // namespace nodecriu
