@@ -130,8 +130,8 @@ function checkMessage(type: protobuf.Type, value: unknown, where: string): void 
 
 function encodeChecked(type: protobuf.Type, message: unknown, name: string): Buffer {
   checkMessage(type, message, name);
-  // A private copy: protobufjs may hand out a slice of a shared pool.
-  return Buffer.from(type.encode(message as Record<string, unknown>).finish());
+  const bytes = type.encode(message as Record<string, unknown>).finish();
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** Validates then encodes a criu_req. Throws InvalidArgumentError when `req` is not a valid one. */
