@@ -9,6 +9,9 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());  // freed by node-addon-api's default finalizer
   InitErrors(env, exports);
   InitSeqpacket(env, exports);
+  InitSoccrHandle(env, exports);
+  InitSoccrLog(env, exports);
+  InitSocketOps(env, exports);
   // Each wrapped class or function group adds its Init call here (declared in addon.h).
   return exports;
 }

@@ -19,5 +19,8 @@ AddonData& GetAddonData(Napi::Env env);
 // One per source file that exports something; each is called once from addon.cc.
 void InitErrors(Napi::Env env, Napi::Object exports);
 void InitSeqpacket(Napi::Env env, Napi::Object exports);
+void InitSoccrHandle(Napi::Env env, Napi::Object exports);
+void InitSoccrLog(Napi::Env env, Napi::Object exports);
+void InitSocketOps(Napi::Env env, Napi::Object exports);
 
 }  // namespace nodecriu

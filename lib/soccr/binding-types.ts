@@ -1,3 +1,68 @@
-/** The raw addon surface of the libsoccr half (csrc/soccr_*.cc, csrc/socket_ops.cc). */
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
-export interface SoccrBinding {}
+/** The raw addon surface of the libsoccr half (csrc/soccr_*.cc, csrc/socket_ops.cc). Internal. */
+
+/** A socket address as native code reads and writes it (network byte order bytes). */
+export interface NativeSockaddr {
+  family: 4 | 6;
+  /** 4 bytes for family 4, 16 for family 6. */
+  address: Uint8Array;
+  port: number;
+  flowinfo?: number;
+  scopeId?: number;
+}
+
+/** csrc/soccr_handle.cc: one libsoccr handle; owns a dup() of the fd it was made from. */
+export interface NativeSoccrHandle {
+  /** The handle's own dup of the fd, -1 after resume()/release(). */
+  readonly fd: number;
+  /** libsoccr_save: the 17 libsoccr_sk_data words. */
+  save(): Uint32Array;
+  /** A copy of the saved queue: 1 = receive, 2 = send. Empty when the queue is. */
+  getQueueBytes(queue: 1 | 2): Buffer;
+  /** set_addr x2 + set_queue_bytes x2 + libsoccr_restore. */
+  restore(data: Uint32Array, self: NativeSockaddr, peer: NativeSockaddr, recv: Uint8Array, send: Uint8Array): void;
+  setSkDataUnbound(data: Uint32Array): void;
+  setSkDataNoq(data: Uint32Array): void;
+  restoreQueue(data: Uint32Array, queue: 1 | 2, bytes: Uint8Array): void;
+  setSkData(data: Uint32Array): void;
+  /** Repair off (+ unsent data, deferred FIN), free, close the dup. Idempotent. */
+  resume(): void;
+  /** Free and close the dup; repair mode stays on. Idempotent. */
+  release(): void;
+}
+
+export interface NativeSocketInfo {
+  /** 4, 6, or -AF_xxx for other families. */
+  domain: number;
+  type: number;
+  protocol: number;
+  acceptConn: boolean;
+  /** Linux TCP state (1 = ESTABLISHED ...), -1 for non-TCP sockets. */
+  tcpState: number;
+  /** TCP_REPAIR as getsockopt reports it (0/1), -1 for non-TCP sockets. */
+  repair: number;
+  pendingError: number;
+}
+
+/** csrc/socket_ops.cc. Every function throws a NativeErrnoError on failure. */
+export interface NativeSocketOps {
+  tcpSocket(family: 4 | 6, netnsPath?: string): number;
+  closeFd(fd: number): void;
+  attachDropFilter(fd: number): void;
+  detachFilter(fd: number): void;
+  sockName(fd: number): NativeSockaddr;
+  peerName(fd: number): NativeSockaddr;
+  bind(fd: number, address: NativeSockaddr): void;
+  /** true: connected; false: EINPROGRESS. */
+  connect(fd: number, address: NativeSockaddr): boolean;
+  socketInfo(fd: number): NativeSocketInfo;
+  setRepair(fd: number, on: boolean): void;
+  setSendBufferForce(fd: number, bytes: number): number;
+  sendBufferSize(fd: number): number;
+}
+
+export interface SoccrBinding {
+  SoccrHandle: new (fd: number) => NativeSoccrHandle;
+  socketOps: NativeSocketOps;
+  /** Process-global libsoccr level (max over environments), per-environment callback. */
+  setSoccrLog(level: 0 | 1 | 2, callback?: (level: number, line: string) => void): void;
+}

@@ -1,0 +1,279 @@
+#include "socket_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "addon.h"
+#include "errors.h"
+
+namespace nodecriu {
+
+namespace {
+
+int ArgFd(const Napi::CallbackInfo& info, size_t index = 0) {
+  int32_t fd = ArgInt32(info, index, "fd must be an integer");
+  if (fd < 0) ThrowInvalidArg(info.Env(), "fd must be >= 0");
+  return fd;
+}
+
+int GetIntOpt(Napi::Env env, int fd, int level, int name, const char* syscall) {
+  int value = 0;
+  socklen_t len = sizeof(value);
+  if (getsockopt(fd, level, name, &value, &len) < 0) ThrowErrno(env, errno, syscall);
+  return value;
+}
+
+void SetIntOpt(Napi::Env env, int fd, int level, int name, int value, const char* syscall) {
+  if (setsockopt(fd, level, name, &value, sizeof(value)) < 0) ThrowErrno(env, errno, syscall);
+}
+
+// Runs `fn` with the calling thread switched into the network namespace at `path`, and always
+// switches back. setns() changes only this thread (Node's main thread while the call lasts);
+// sockets keep the namespace they were created in for their whole life.
+template <typename Fn>
+int InNetns(Napi::Env env, const std::string& path, Fn fn) {
+  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (target < 0) ThrowErrno(env, errno, "open", path.c_str());
+  int original = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (original < 0) {
+    int err = errno;
+    close(target);
+    ThrowErrno(env, err, "open", "/proc/thread-self/ns/net");
+  }
+  if (setns(target, CLONE_NEWNET) < 0) {
+    int err = errno;
+    close(target);
+    close(original);
+    ThrowErrno(env, err, "setns", path.c_str());
+  }
+  int result = fn();
+  int saved = errno;
+  // Failing to return would leave Node's main thread in a foreign namespace: nothing sane can
+  // continue after that, so it is fatal rather than an exception.
+  if (setns(original, CLONE_NEWNET) < 0) {
+    perror("node-criu: setns back to the original network namespace");
+    abort();
+  }
+  close(target);
+  close(original);
+  errno = saved;
+  return result;
+}
+
+// tcpSocket(family: 4|6, netnsPath?: string) -> fd. Non-blocking and close-on-exec, as libuv
+// and a restore both want.
+Napi::Value TcpSocket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t family = ArgInt32(info, 0, "family must be 4 or 6");
+  if (family != 4 && family != 6) ThrowInvalidArg(env, "family must be 4 or 6");
+  int domain = family == 4 ? AF_INET : AF_INET6;
+  auto create = [domain]() { return socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP); };
+  int fd;
+  if (info.Length() > 1 && info[1].IsString()) {
+    fd = InNetns(env, info[1].As<Napi::String>().Utf8Value(), create);
+  } else {
+    fd = create();
+  }
+  if (fd < 0) ThrowErrno(env, errno, "socket");
+  return Napi::Number::New(env, fd);
+}
+
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  if (close(ArgFd(info)) < 0 && errno != EINTR) ThrowErrno(info.Env(), errno, "close");
+  return info.Env().Undefined();
+}
+
+// Classic BPF program of one instruction, "return 0": every packet for this socket is dropped
+// before TCP sees it, so nothing the peer sends is acknowledged while it is attached.
+Napi::Value AttachDropFilter(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info);
+  sock_filter drop_all[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
+  sock_fprog program = {1, drop_all};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program)) < 0)
+    ThrowErrno(info.Env(), errno, "setsockopt", "SO_ATTACH_FILTER");
+  return info.Env().Undefined();
+}
+
+Napi::Value DetachFilter(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info);
+  int unused = 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof(unused)) < 0)
+    ThrowErrno(info.Env(), errno, "setsockopt", "SO_DETACH_FILTER");
+  return info.Env().Undefined();
+}
+
+Napi::Value SockName(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info);
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) ThrowErrno(info.Env(), errno, "getsockname");
+  return SockaddrToJs(info.Env(), reinterpret_cast<sockaddr*>(&ss));
+}
+
+Napi::Value PeerName(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info);
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) ThrowErrno(info.Env(), errno, "getpeername");
+  return SockaddrToJs(info.Env(), reinterpret_cast<sockaddr*>(&ss));
+}
+
+Napi::Value Bind(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info);
+  sockaddr_storage ss;
+  socklen_t len = SockaddrFromJs(info.Env(), info[1], &ss);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0) ThrowErrno(info.Env(), errno, "bind");
+  return info.Env().Undefined();
+}
+
+// connect(fd, addr) -> true when connected now (always in repair mode), false for EINPROGRESS.
+Napi::Value Connect(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info);
+  sockaddr_storage ss;
+  socklen_t len = SockaddrFromJs(info.Env(), info[1], &ss);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0) {
+    if (errno == EINPROGRESS) return Napi::Boolean::New(info.Env(), false);
+    ThrowErrno(info.Env(), errno, "connect");
+  }
+  return Napi::Boolean::New(info.Env(), true);
+}
+
+// socketInfo(fd) -> {domain, type, protocol, acceptConn, tcpState, repair, pendingError}.
+// tcpState/repair are -1 for non-TCP sockets. ENOTSOCK for anything that is not a socket.
+Napi::Value SocketInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info);
+  int domain = GetIntOpt(env, fd, SOL_SOCKET, SO_DOMAIN, "getsockopt");
+  int type = GetIntOpt(env, fd, SOL_SOCKET, SO_TYPE, "getsockopt");
+  int protocol = GetIntOpt(env, fd, SOL_SOCKET, SO_PROTOCOL, "getsockopt");
+  int accept_conn = GetIntOpt(env, fd, SOL_SOCKET, SO_ACCEPTCONN, "getsockopt");
+  int pending_error = GetIntOpt(env, fd, SOL_SOCKET, SO_ERROR, "getsockopt");
+  int tcp_state = -1;
+  int repair = -1;
+  if ((domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM && protocol == IPPROTO_TCP) {
+    tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0) ThrowErrno(env, errno, "getsockopt", "TCP_INFO");
+    tcp_state = ti.tcpi_state;
+    repair = GetIntOpt(env, fd, IPPROTO_TCP, TCP_REPAIR, "getsockopt");
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("domain", domain == AF_INET ? 4 : domain == AF_INET6 ? 6 : -domain);
+  out.Set("type", type);
+  out.Set("protocol", protocol);
+  out.Set("acceptConn", accept_conn != 0);
+  out.Set("tcpState", tcp_state);
+  out.Set("repair", repair);
+  out.Set("pendingError", pending_error);
+  return out;
+}
+
+// setRepair(fd, on): the bare TCP_REPAIR switch, for cleaning up a socket whose handle is gone.
+Napi::Value SetRepair(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info);
+  bool on = info.Length() > 1 && info[1].ToBoolean();
+  SetIntOpt(info.Env(), fd, IPPROTO_TCP, TCP_REPAIR, on ? 1 : 0, "setsockopt");
+  return info.Env().Undefined();
+}
+
+// setSendBufferForce(fd, bytes): SO_SNDBUFFORCE (CAP_NET_ADMIN), lets Node's pending writes
+// reach the kernel when the peer is not acknowledging. Returns the resulting SO_SNDBUF.
+Napi::Value SetSendBufferForce(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info);
+  int32_t bytes = ArgInt32(info, 1, "bytes must be an integer");
+  if (bytes <= 0) ThrowInvalidArg(env, "bytes must be > 0");
+  SetIntOpt(env, fd, SOL_SOCKET, SO_SNDBUFFORCE, bytes, "setsockopt");
+  return Napi::Number::New(env, GetIntOpt(env, fd, SOL_SOCKET, SO_SNDBUF, "getsockopt"));
+}
+
+Napi::Value SendBufferSize(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info);
+  return Napi::Number::New(info.Env(), GetIntOpt(info.Env(), fd, SOL_SOCKET, SO_SNDBUF, "getsockopt"));
+}
+
+}  // namespace
+
+socklen_t SockaddrFromJs(Napi::Env env, Napi::Value value, sockaddr_storage* out) {
+  memset(out, 0, sizeof(*out));
+  if (!value.IsObject()) ThrowInvalidArg(env, "address must be an object");
+  Napi::Object obj = value.As<Napi::Object>();
+  Napi::Value family = obj.Get("family");
+  Napi::Value address = obj.Get("address");
+  Napi::Value port = obj.Get("port");
+  if (!family.IsNumber() || !port.IsNumber() || !address.IsTypedArray())
+    ThrowInvalidArg(env, "address must be {family, address: Uint8Array, port}");
+  Napi::TypedArray typed = address.As<Napi::TypedArray>();
+  if (typed.TypedArrayType() != napi_uint8_array) ThrowInvalidArg(env, "address.address must be a Uint8Array");
+  Napi::Uint8Array bytes = address.As<Napi::Uint8Array>();
+  uint32_t port_value = port.As<Napi::Number>().Uint32Value();
+  if (port_value > 65535) ThrowInvalidArg(env, "port out of range");
+  int32_t fam = family.As<Napi::Number>().Int32Value();
+  if (fam == 4 && bytes.ElementLength() == 4) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(out);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(static_cast<uint16_t>(port_value));
+    memcpy(&sin->sin_addr, bytes.Data(), 4);
+    return sizeof(sockaddr_in);
+  }
+  if (fam == 6 && bytes.ElementLength() == 16) {
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(out);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(static_cast<uint16_t>(port_value));
+    memcpy(&sin6->sin6_addr, bytes.Data(), 16);
+    Napi::Value scope = obj.Get("scopeId");
+    if (scope.IsNumber()) sin6->sin6_scope_id = scope.As<Napi::Number>().Uint32Value();
+    Napi::Value flowinfo = obj.Get("flowinfo");
+    if (flowinfo.IsNumber()) sin6->sin6_flowinfo = htonl(flowinfo.As<Napi::Number>().Uint32Value());
+    return sizeof(sockaddr_in6);
+  }
+  ThrowInvalidArg(env, "address family and length do not match (4: 4 bytes, 6: 16 bytes)");
+}
+
+Napi::Object SockaddrToJs(Napi::Env env, const sockaddr* sa) {
+  Napi::Object out = Napi::Object::New(env);
+  if (sa->sa_family == AF_INET) {
+    auto* sin = reinterpret_cast<const sockaddr_in*>(sa);
+    out.Set("family", 4);
+    out.Set("address", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&sin->sin_addr), 4));
+    out.Set("port", ntohs(sin->sin_port));
+  } else if (sa->sa_family == AF_INET6) {
+    auto* sin6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    out.Set("family", 6);
+    out.Set("address", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(&sin6->sin6_addr), 16));
+    out.Set("port", ntohs(sin6->sin6_port));
+    out.Set("flowinfo", ntohl(sin6->sin6_flowinfo));
+    out.Set("scopeId", sin6->sin6_scope_id);
+  } else {
+    ThrowErrno(env, EAFNOSUPPORT, "getsockname");
+  }
+  return out;
+}
+
+void InitSocketOps(Napi::Env env, Napi::Object exports) {
+  Napi::Object ops = Napi::Object::New(env);
+  ops.Set("tcpSocket", Napi::Function::New(env, TcpSocket, "tcpSocket"));
+  ops.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  ops.Set("attachDropFilter", Napi::Function::New(env, AttachDropFilter, "attachDropFilter"));
+  ops.Set("detachFilter", Napi::Function::New(env, DetachFilter, "detachFilter"));
+  ops.Set("sockName", Napi::Function::New(env, SockName, "sockName"));
+  ops.Set("peerName", Napi::Function::New(env, PeerName, "peerName"));
+  ops.Set("bind", Napi::Function::New(env, Bind, "bind"));
+  ops.Set("connect", Napi::Function::New(env, Connect, "connect"));
+  ops.Set("socketInfo", Napi::Function::New(env, SocketInfo, "socketInfo"));
+  ops.Set("setRepair", Napi::Function::New(env, SetRepair, "setRepair"));
+  ops.Set("setSendBufferForce", Napi::Function::New(env, SetSendBufferForce, "setSendBufferForce"));
+  ops.Set("sendBufferSize", Napi::Function::New(env, SendBufferSize, "sendBufferSize"));
+  exports.Set("socketOps", ops);
+}
+
+}  // namespace nodecriu

@@ -1,0 +1,22 @@
+// Socket system calls the TypeScript restore/checkpoint code needs and Node's net module does not
+// offer: raw TCP sockets (optionally in another network namespace), bind/connect in repair mode,
+// the per-socket drop filter used as a lock, and socket introspection. Every failure throws
+// ThrowErrno; fds returned to JS are owned by JS (closeFd).
+#pragma once
+
+#include <napi.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+namespace nodecriu {
+
+// Reads {family: 4|6, address: Uint8Array(4|16), port, flowinfo?, scopeId?} into a sockaddr.
+// Returns the sockaddr length. Throws ThrowInvalidArg on a malformed object.
+socklen_t SockaddrFromJs(Napi::Env env, Napi::Value value, sockaddr_storage* out);
+
+// The inverse: a JS object of the shape above.
+Napi::Object SockaddrToJs(Napi::Env env, const sockaddr* sa);
+
+void InitSocketOps(Napi::Env env, Napi::Object exports);
+
+}  // namespace nodecriu

@@ -1,0 +1,97 @@
+/** Socket addresses: the string form users see and the byte form native code and images use. */
+import * as net from 'node:net';
+
+import type { NativeSockaddr } from './binding-types';
+
+export interface SocketAddress {
+  /** 4 or 6: the socket's address family (an IPv4-mapped address belongs to family 6). */
+  family: 4 | 6;
+  /** '127.0.0.1', '::1', '::ffff:127.0.0.1' ... */
+  address: string;
+  port: number;
+  /** IPv6 only; 0 unless link-local. */
+  scopeId?: number;
+}
+
+/** Bytes of an IP address in string form, or undefined if it is not one of `family`. */
+export function addressBytes(family: 4 | 6, address: string): Buffer | undefined {
+  if (family === 4) {
+    if (!net.isIPv4(address)) return undefined;
+    return Buffer.from(address.split('.').map(Number));
+  }
+  if (!net.isIPv6(address)) return undefined;
+  let text = address;
+  const zone = text.indexOf('%');
+  if (zone >= 0) text = text.slice(0, zone);
+  // A trailing dotted quad (::ffff:1.2.3.4) stands for the last two words.
+  const lastColon = text.lastIndexOf(':');
+  const tail = text.slice(lastColon + 1);
+  if (tail.includes('.')) {
+    const b = tail.split('.').map(Number);
+    text = `${text.slice(0, lastColon + 1)}${((b[0] << 8) | b[1]).toString(16)}:${((b[2] << 8) | b[3]).toString(16)}`;
+  }
+  const [head, rest] = text.includes('::') ? text.split('::') : [text, undefined];
+  const parse = (part: string | undefined): number[] => (part ? part.split(':').filter((p) => p !== '').map((h) => parseInt(h, 16)) : []);
+  const headWords = parse(head);
+  const restWords = parse(rest);
+  const fill = 8 - headWords.length - restWords.length;
+  if (rest === undefined && fill !== 0) return undefined;
+  const words = [...headWords, ...new Array<number>(rest === undefined ? 0 : Math.max(fill, 0)).fill(0), ...restWords];
+  if (words.length !== 8) return undefined;
+  const out = Buffer.alloc(16);
+  words.forEach((w, i) => out.writeUInt16BE(w, i * 2));
+  return out;
+}
+
+/** The string form of 4 or 16 address bytes, as Node prints it (RFC 5952, mapped as dotted). */
+export function addressString(bytes: Uint8Array): string {
+  if (bytes.length === 4) return Array.from(bytes).join('.');
+  if (bytes.length !== 16) throw new RangeError('address must be 4 or 16 bytes');
+  const b = Buffer.from(bytes);
+  const isMapped = b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
+  if (isMapped) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  const words = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(i * 2));
+  // Longest run (>= 2) of zero words becomes '::'.
+  let bestStart = -1;
+  let bestLength = 0;
+  for (let i = 0; i < 8; ) {
+    if (words[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLength && j - i >= 2) {
+      bestStart = i;
+      bestLength = j - i;
+    }
+    i = j;
+  }
+  const hex = (ws: number[]) => ws.map((w) => w.toString(16)).join(':');
+  if (bestStart < 0) return hex(words);
+  return `${hex(words.slice(0, bestStart))}::${hex(words.slice(bestStart + bestLength))}`;
+}
+
+/** The IPv4 address inside an IPv4-mapped IPv6 address, else undefined. */
+export function mappedIPv4(address: string): string | undefined {
+  const bytes = net.isIPv6(address) ? addressBytes(6, address) : undefined;
+  if (!bytes) return undefined;
+  return bytes.subarray(0, 10).every((x) => x === 0) && bytes[10] === 0xff && bytes[11] === 0xff
+    ? `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`
+    : undefined;
+}
+
+export function fromNativeSockaddr(sa: NativeSockaddr): SocketAddress {
+  const out: SocketAddress = { family: sa.family, address: addressString(sa.address), port: sa.port };
+  if (sa.family === 6 && sa.scopeId) out.scopeId = sa.scopeId;
+  return out;
+}
+
+/** Undefined when `address` is malformed (callers turn that into their own error). */
+export function toNativeSockaddr(address: SocketAddress): NativeSockaddr | undefined {
+  const bytes = addressBytes(address.family, address.address);
+  if (!bytes || !Number.isInteger(address.port) || address.port < 0 || address.port > 65535) return undefined;
+  const out: NativeSockaddr = { family: address.family, address: new Uint8Array(bytes), port: address.port };
+  if (address.family === 6) out.scopeId = address.scopeId ?? 0;
+  return out;
+}

@@ -1,0 +1,258 @@
+/**
+ * checkpointConnection / restoreConnection: move a live net.Socket's connection into a
+ * ConnectionImage and back into a new net.Socket, without losing a byte in either direction and
+ * without the peer seeing a reset. See docs in index.ts for the lock choice.
+ */
+import * as net from 'node:net';
+import * as path from 'node:path';
+
+import { InvalidArgumentError, fromNativeError } from '../errors';
+import { fromNativeSockaddr } from './address';
+import type { NativeSoccrHandle } from './binding-types';
+import { SoccrError } from './errors';
+import { checkConnectedTcp, nativeAddress } from './handle';
+import { CONNECTION_IMAGE_VERSION, validateConnectionImage } from './image';
+import type { ConnectionImage, NftablesLockRef } from './image';
+import { soccrBinding } from './native';
+import { NftablesLock, processLock } from './nft-lock';
+import type { ConnectionTuple } from './nft-lock';
+import { adoptFd, flushWrites, pendingReadBytes, restartReading, socketFd, stopReading } from './node-socket';
+import { skDataFromWords, skDataToWords } from './sk-data';
+
+/**
+ * 'nftables': the peer's packets for the connection's 4-tuple are dropped by an nftables rule from
+ *   before the checkpoint until the restore removes it; covers the time the original socket exists
+ *   AND the gap after it is closed (no RST from the source host). The default when the original
+ *   is closed.
+ * 'filter': a drop-all socket filter on the original socket; covers only the original socket's
+ *   lifetime. The default with keepRunning (the original stays, so there is no gap), or when the
+ *   gap is covered otherwise (the connection's address leaves the host or namespace).
+ * 'none': the caller blocks the traffic itself.
+ * An NftablesLock object: use that table (its lifetime is the caller's).
+ */
+export type ConnectionLock = 'nftables' | 'filter' | 'none' | NftablesLock;
+
+export interface CheckpointOptions {
+  /** Keep the original connection running (resume it) instead of closing it silently. Default false. */
+  keepRunning?: boolean;
+  lock?: ConnectionLock;
+  /** Path of the network namespace the socket lives in, for the nftables lock (default: ours). */
+  netns?: string;
+  /** How long to wait for Node's write buffer to reach the kernel (default 10000 ms). */
+  flushTimeoutMs?: number;
+}
+
+export interface RestoreOptions {
+  /** Create the new socket in the network namespace at this path (default: ours). */
+  netns?: string;
+  /** Remove the image's nftables lock once restored (default true). */
+  unlock?: boolean;
+}
+
+function checkOptions(options: unknown): asserts options is CheckpointOptions {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  const o = options as CheckpointOptions;
+  if (o.keepRunning !== undefined && typeof o.keepRunning !== 'boolean') throw new InvalidArgumentError('keepRunning must be a boolean', 'ERR_INVALID_ARG_TYPE');
+  if (o.lock !== undefined && !(o.lock instanceof NftablesLock) && !['nftables', 'filter', 'none'].includes(o.lock as string)) {
+    throw new InvalidArgumentError(`lock must be 'nftables', 'filter', 'none' or an NftablesLock (got ${String(o.lock)})`);
+  }
+  if (o.netns !== undefined && (typeof o.netns !== 'string' || !path.isAbsolute(o.netns))) throw new InvalidArgumentError('netns must be an absolute path');
+  if (o.flushTimeoutMs !== undefined && (!Number.isFinite(o.flushTimeoutMs) || o.flushTimeoutMs < 0)) throw new InvalidArgumentError('flushTimeoutMs must be >= 0', 'ERR_OUT_OF_RANGE');
+}
+
+interface Paused {
+  socket: net.Socket;
+  fd: number;
+  native?: NativeSoccrHandle;
+  wasReading: boolean;
+  filtered: boolean;
+}
+
+/** Undoes a checkpoint that did not complete: repair off, filter off, reading back on. */
+function undo(entry: Paused): void {
+  const ops = soccrBinding().socketOps;
+  entry.native?.resume();
+  if (entry.filtered) {
+    try {
+      ops.detachFilter(entry.fd);
+    } catch {
+      // The socket may be gone already; nothing else to undo.
+    }
+  }
+  restartReading(entry.socket, entry.wasReading);
+}
+
+/** checkpointConnection for many sockets at once: one flush wait, one nftables batch. */
+export async function checkpointConnections(sockets: readonly net.Socket[], options: CheckpointOptions = {}): Promise<ConnectionImage[]> {
+  if (!Array.isArray(sockets)) throw new InvalidArgumentError('sockets must be an array', 'ERR_INVALID_ARG_TYPE');
+  checkOptions(options);
+  const keepRunning = options.keepRunning ?? false;
+  const lockKind = options.lock ?? (keepRunning ? 'filter' : 'nftables');
+  const flushTimeoutMs = options.flushTimeoutMs ?? 10000;
+  if (new Set(sockets).size !== sockets.length) throw new InvalidArgumentError('sockets must not repeat');
+  const ops = soccrBinding().socketOps;
+
+  const fds = sockets.map((socket) => socketFd(socket));
+  fds.forEach((fd) => checkConnectedTcp(fd));
+  const tuples: ConnectionTuple[] = fds.map((fd) => ({
+    local: fromNativeSockaddr(ops.sockName(fd)),
+    remote: fromNativeSockaddr(ops.peerName(fd)),
+  }));
+
+  await Promise.all(sockets.map((socket) => flushWrites(socket, flushTimeoutMs)));
+
+  let lock: NftablesLock | undefined;
+  if (lockKind instanceof NftablesLock) lock = lockKind;
+  else if (lockKind === 'nftables') lock = await processLock(options.netns);
+  if (lock) await lock.add(tuples);
+  const unlock = async () => {
+    if (lock) await lock.remove(tuples).catch(() => undefined);
+  };
+
+  // The application may have written while nft ran: flush again (ACKs are dropped now, but the
+  // raised send buffer has room) until every socket is empty at the same moment.
+  for (let attempt = 0; sockets.some((s) => s.writableLength > 0 || s.writableCorked > 0); attempt++) {
+    if (attempt === 3 || sockets.some((s) => s.destroyed)) {
+      await unlock();
+      throw new SoccrError('the application keeps writing while the connection is checkpointed', { code: 'ERR_FLUSH_TIMEOUT' });
+    }
+    try {
+      await Promise.all(sockets.map((socket) => flushWrites(socket, flushTimeoutMs)));
+    } catch (error) {
+      await unlock();
+      throw error;
+    }
+  }
+
+  // From here to the end nothing awaits: no JS can read, write or close these sockets meanwhile.
+  const entries: Paused[] = [];
+  const images: ConnectionImage[] = [];
+  try {
+    sockets.forEach((socket, i) => {
+      const entry: Paused = { socket, fd: fds[i], wasReading: false, filtered: false };
+      entries.push(entry);
+      if (lockKind === 'filter') {
+        ops.attachDropFilter(entry.fd);
+        entry.filtered = true;
+      }
+      entry.wasReading = stopReading(socket);
+      entry.native = new (soccrBinding().SoccrHandle)(entry.fd);
+      const skData = skDataFromWords(entry.native.save());
+      const image: ConnectionImage = {
+        version: CONNECTION_IMAGE_VERSION,
+        family: tuples[i].local.family,
+        local: tuples[i].local,
+        remote: tuples[i].remote,
+        skData,
+        recvQueue: entry.native.getQueueBytes(1),
+        sendQueue: entry.native.getQueueBytes(2),
+        sendQueueUnsent: skData.unsqLen,
+        pendingRead: pendingReadBytes(socket, false),
+      };
+      if (lock && !keepRunning) image.lock = lock.ref;
+      images.push(image);
+    });
+  } catch (error) {
+    entries.forEach(undo);
+    await unlock();
+    throw fromNativeError(SoccrError, error, 'checkpoint');
+  }
+
+  if (keepRunning) {
+    entries.forEach(undo);
+    await unlock();
+    return images;
+  }
+  for (const entry of entries) {
+    // Release leaves repair on and closes libsoccr's dup; destroying the net.Socket closes the
+    // last fd, so the kernel drops the connection without FIN or RST.
+    entry.native?.release();
+    pendingReadBytes(entry.socket, true);
+    entry.socket.destroy();
+  }
+  return images;
+}
+
+/**
+ * Checkpoints a live connection. Node's pending writes are flushed into the kernel first; the
+ * traffic is locked (see ConnectionLock); libsoccr saves the connection; then the original is
+ * closed silently (default) or resumed (keepRunning).
+ */
+export async function checkpointConnection(socket: net.Socket, options: CheckpointOptions = {}): Promise<ConnectionImage> {
+  const [image] = await checkpointConnections([socket], options);
+  return image;
+}
+
+/** restoreConnection for many images: one nftables batch per lock table. */
+export async function restoreConnections(images: readonly ConnectionImage[], options: RestoreOptions = {}): Promise<net.Socket[]> {
+  if (!Array.isArray(images)) throw new InvalidArgumentError('images must be an array', 'ERR_INVALID_ARG_TYPE');
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (options.netns !== undefined && (typeof options.netns !== 'string' || !path.isAbsolute(options.netns))) {
+    throw new InvalidArgumentError('netns must be an absolute path');
+  }
+  images.forEach((image) => validateConnectionImage(image));
+  const binding = soccrBinding();
+  const ops = binding.socketOps;
+
+  const restored: { fd: number; native: NativeSoccrHandle }[] = [];
+  const rollback = () => {
+    for (const r of restored) {
+      r.native.release();
+      ops.closeFd(r.fd); // repair mode is still on: the connection vanishes silently
+    }
+  };
+  try {
+    for (const image of images) {
+      const words = skDataToWords(image.skData);
+      const self = nativeAddress(image.local, 'local');
+      const peer = nativeAddress(image.remote, 'remote');
+      const fd = ops.tcpSocket(image.family, options.netns);
+      let native: NativeSoccrHandle;
+      try {
+        native = new binding.SoccrHandle(fd);
+      } catch (error) {
+        ops.closeFd(fd);
+        throw error;
+      }
+      restored.push({ fd, native });
+      native.restore(words, self, peer, image.recvQueue, image.sendQueue);
+    }
+  } catch (error) {
+    rollback();
+    throw fromNativeError(SoccrError, error, 'restore');
+  }
+
+  if (options.unlock ?? true) {
+    const byLock = new Map<string, { ref: NftablesLockRef; tuples: ConnectionTuple[] }>();
+    for (const image of images) {
+      if (!image.lock) continue;
+      const key = `${image.lock.netns ?? ''}\0${image.lock.table}`;
+      if (!byLock.has(key)) byLock.set(key, { ref: image.lock, tuples: [] });
+      byLock.get(key)?.tuples.push({ local: image.local, remote: image.remote });
+    }
+    try {
+      for (const { ref, tuples } of byLock.values()) {
+        await NftablesLock.fromRef(ref)
+          .remove(tuples)
+          .catch((error: { code?: string }) => {
+            // The table is not in this namespace or host: the source side releases it.
+            if (error.code !== 'ENOENT') throw error;
+          });
+      }
+    } catch (error) {
+      rollback();
+      throw error;
+    }
+  }
+
+  return restored.map((r, i) => {
+    r.native.resume();
+    return adoptFd(r.fd, images[i].pendingRead);
+  });
+}
+
+/** Restores a connection image into a new, connected net.Socket. */
+export async function restoreConnection(image: ConnectionImage, options: RestoreOptions = {}): Promise<net.Socket> {
+  const [socket] = await restoreConnections([image], options);
+  return socket;
+}

@@ -1,0 +1,219 @@
+/**
+ * The low-level API: libsoccr's calls on one socket, as `soccr.pause(socketOrFd)` returns them.
+ * The caller must block the data flow first (see attachDropFilter / NftablesLock) and, for a
+ * net.Socket, must not have unflushed writes (checkpointConnection handles both).
+ */
+import * as net from 'node:net';
+
+import { InvalidArgumentError, fromNativeError } from '../errors';
+import { toNativeSockaddr } from './address';
+import type { SocketAddress } from './address';
+import type { NativeSockaddr, NativeSoccrHandle } from './binding-types';
+import { SoccrError } from './errors';
+import { soccrBinding } from './native';
+import { restartReading, socketFd, stopReading } from './node-socket';
+import { RESTORABLE_STATES, TcpState, skDataFromWords, skDataToWords, tcpStateName } from './sk-data';
+import type { SkData } from './sk-data';
+
+export type QueueName = 'recv' | 'send';
+
+const QUEUE_IDS = { recv: 1, send: 2 } as const;
+
+function queueId(queue: unknown): 1 | 2 {
+  if (queue !== 'recv' && queue !== 'send') throw new InvalidArgumentError(`queue must be 'recv' or 'send' (got ${String(queue)})`);
+  return QUEUE_IDS[queue];
+}
+
+function nativeCall<T>(context: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (error) {
+    throw fromNativeError(SoccrError, error, context);
+  }
+}
+
+export function nativeAddress(address: SocketAddress, name: string): NativeSockaddr {
+  const sa = typeof address === 'object' && address !== null ? toNativeSockaddr(address) : undefined;
+  if (!sa) throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port} with a valid IP address`);
+  return sa;
+}
+
+function bytesArg(bytes: unknown, name: string): Uint8Array {
+  if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError(`${name} must be a Buffer or Uint8Array`, 'ERR_INVALID_ARG_TYPE');
+  return bytes;
+}
+
+/**
+ * A paused socket (TCP_REPAIR on). Owns a dup of the fd: resume() turns repair off and closes the
+ * dup; release() closes the dup and leaves repair on (closing the last fd then drops the
+ * connection silently). A handle garbage-collected while open is resumed.
+ */
+export class SoccrHandle {
+  #native: NativeSoccrHandle;
+  #skData: SkData | undefined;
+  #onDone: (() => void) | undefined;
+
+  /** @internal use soccr.pause(). */
+  constructor(native: NativeSoccrHandle, onDone?: () => void) {
+    this.#native = native;
+    this.#onDone = onDone;
+  }
+
+  /** The handle's own fd (a dup), -1 after resume()/release(). */
+  get fd(): number {
+    return this.#native.fd;
+  }
+
+  get closed(): boolean {
+    return this.#native.fd < 0;
+  }
+
+  /** libsoccr_save on first call (cached after): every sk_data field. */
+  getSkData(): SkData {
+    this.#skData ??= skDataFromWords(nativeCall('libsoccr save', () => this.#native.save()));
+    return this.#skData;
+  }
+
+  /** The saved receive or send queue (saves first if needed). */
+  getQueueBytes(queue: QueueName): Buffer {
+    const id = queueId(queue);
+    this.getSkData();
+    return nativeCall('libsoccr get queue', () => this.#native.getQueueBytes(id));
+  }
+
+  /** One-call restore onto this (fresh, paused) socket: bind, connect without SYN, queues, window. */
+  restore(data: SkData, local: SocketAddress, remote: SocketAddress, recvQueue: Uint8Array, sendQueue: Uint8Array): void {
+    const words = skDataToWords(data);
+    const self = nativeAddress(local, 'local');
+    const peer = nativeAddress(remote, 'remote');
+    if (bytesArg(recvQueue, 'recvQueue').length !== data.inqLen) throw new InvalidArgumentError('recvQueue length must equal inqLen');
+    if (bytesArg(sendQueue, 'sendQueue').length !== data.outqLen) throw new InvalidArgumentError('sendQueue length must equal outqLen');
+    nativeCall('libsoccr restore', () => this.#native.restore(words, self, peer, recvQueue, sendQueue));
+  }
+
+  /** Staged restore 1/4: sequence numbers. Then bind() and connect(). */
+  setSkDataUnbound(data: SkData): void {
+    const words = skDataToWords(data);
+    nativeCall('libsoccr set_sk_data_unbound', () => this.#native.setSkDataUnbound(words));
+  }
+
+  /** bind() the paused socket (repair mode: no SO_REUSEADDR needed). */
+  bind(local: SocketAddress): void {
+    const sa = nativeAddress(local, 'local');
+    nativeCall('bind', () => soccrBinding().socketOps.bind(this.#openFd('bind'), sa));
+  }
+
+  /** connect() the paused socket: in repair mode this establishes it without sending a SYN. */
+  connect(remote: SocketAddress): void {
+    const sa = nativeAddress(remote, 'remote');
+    nativeCall('connect', () => soccrBinding().socketOps.connect(this.#openFd('connect'), sa));
+  }
+
+  /** Staged restore 2/4: MSS, window scale, SACK, timestamps. */
+  setSkDataNoq(data: SkData): void {
+    const words = skDataToWords(data);
+    nativeCall('libsoccr set_sk_data_noq', () => this.#native.setSkDataNoq(words));
+  }
+
+  /** Staged restore 3/4: one queue's bytes (inqLen / outqLen of them). */
+  setQueueBytes(data: SkData, queue: QueueName, bytes: Uint8Array): void {
+    const words = skDataToWords(data);
+    const id = queueId(queue);
+    bytesArg(bytes, 'bytes');
+    if (bytes.length !== (id === 1 ? data.inqLen : data.outqLen)) {
+      throw new InvalidArgumentError(`${queue} queue bytes must be ${id === 1 ? 'inqLen' : 'outqLen'} long`);
+    }
+    nativeCall('libsoccr restore_queue', () => this.#native.restoreQueue(words, id, bytes));
+  }
+
+  /** Staged restore 4/4: window and FIN state. Then resume(). */
+  setSkData(data: SkData): void {
+    const words = skDataToWords(data);
+    nativeCall('libsoccr set_sk_data', () => this.#native.setSkData(words));
+  }
+
+  /** Repair off (the kernel sends a window probe), pending unsent data goes out; idempotent. */
+  resume(): void {
+    this.#native.resume();
+    this.#finish();
+  }
+
+  /** Frees the handle and closes its dup, leaving repair mode on; idempotent. */
+  release(): void {
+    this.#native.release();
+    this.#finish();
+  }
+
+  #openFd(what: string): number {
+    const fd = this.#native.fd;
+    if (fd < 0) throw new SoccrError(`${what}: handle already resumed or released`, { code: 'EBADF', syscall: what });
+    return fd;
+  }
+
+  #finish(): void {
+    const done = this.#onDone;
+    this.#onDone = undefined;
+    done?.();
+  }
+}
+
+/**
+ * Checks that `fd` is a connected TCP socket in a state libsoccr can save. Throws SoccrError:
+ * ENOTSOCK (kernel), ERR_SOCKET_NOT_TCP, ERR_SOCKET_LISTENING, ENOTCONN, ERR_SOCKET_STATE.
+ */
+export function checkConnectedTcp(fd: number): void {
+  const ops = soccrBinding().socketOps;
+  const info = nativeCall('socket info', () => ops.socketInfo(fd));
+  if ((info.domain !== 4 && info.domain !== 6) || info.tcpState < 0) {
+    throw new SoccrError('not a TCP socket', { code: 'ERR_SOCKET_NOT_TCP' });
+  }
+  if (info.acceptConn || info.tcpState === TcpState.LISTEN) throw new SoccrError('socket is listening', { code: 'ERR_SOCKET_LISTENING' });
+  nativeCall('getpeername', () => ops.peerName(fd)); // ENOTCONN for unconnected sockets
+  if (!RESTORABLE_STATES.has(info.tcpState) || info.tcpState === TcpState.CLOSE || info.tcpState === TcpState.SYN_SENT) {
+    throw new SoccrError(`TCP state ${tcpStateName(info.tcpState) ?? info.tcpState} cannot be checkpointed`, { code: 'ERR_SOCKET_STATE' });
+  }
+}
+
+function fdArg(fd: number): number {
+  if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) throw new InvalidArgumentError('fd must be a non-negative integer', 'ERR_INVALID_ARG_TYPE');
+  return fd;
+}
+
+/**
+ * libsoccr_pause on a connected socket (TCP_REPAIR on). For a net.Socket, libuv stops reading it
+ * until resume(); it must not have bytes in Node's write buffer (ERR_SOCKET_WRITE_PENDING):
+ * checkpointConnection flushes them first.
+ */
+export function pause(socketOrFd: net.Socket | number): SoccrHandle {
+  if (typeof socketOrFd === 'number') {
+    const fd = fdArg(socketOrFd);
+    checkConnectedTcp(fd);
+    return new SoccrHandle(nativeCall('libsoccr pause', () => new (soccrBinding().SoccrHandle)(fd)));
+  }
+  const socket = socketOrFd;
+  const fd = socketFd(socket);
+  if (socket.writableLength > 0) {
+    throw new SoccrError(`${socket.writableLength} bytes are still in Node's write buffer`, { code: 'ERR_SOCKET_WRITE_PENDING' });
+  }
+  checkConnectedTcp(fd);
+  const wasReading = stopReading(socket);
+  try {
+    const native = nativeCall('libsoccr pause', () => new (soccrBinding().SoccrHandle)(fd));
+    return new SoccrHandle(native, () => restartReading(socket, wasReading));
+  } catch (error) {
+    restartReading(socket, wasReading);
+    throw error;
+  }
+}
+
+/** For restoring: a new non-blocking TCP socket fd (optionally in the netns at `netns`), paused. */
+export function pauseNewSocket(family: 4 | 6, netns?: string): { fd: number; handle: SoccrHandle } {
+  const ops = soccrBinding().socketOps;
+  const fd = nativeCall('socket', () => ops.tcpSocket(family, netns));
+  try {
+    return { fd, handle: new SoccrHandle(nativeCall('libsoccr pause', () => new (soccrBinding().SoccrHandle)(fd))) };
+  } catch (error) {
+    ops.closeFd(fd);
+    throw error;
+  }
+}

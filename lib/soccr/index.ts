@@ -1,0 +1,26 @@
+/**
+ * The libsoccr half of node-criu.
+ *
+ * High level: checkpointConnection(socket) -> ConnectionImage -> encodeConnectionImage -> bytes
+ * (disk, IPC, network) -> decodeConnectionImage -> restoreConnection(image) -> net.Socket.
+ * Low level: soccr.pause(socketOrFd) and the SoccrHandle calls, soccr.* socket helpers.
+ */
+import * as soccr from './soccr';
+
+export { soccr };
+export { checkpointConnection, checkpointConnections, restoreConnection, restoreConnections } from './connection';
+export type { CheckpointOptions, ConnectionLock, RestoreOptions } from './connection';
+export {
+  CONNECTION_IMAGE_VERSION,
+  connectionImageProblem,
+  decodeConnectionImage,
+  encodeConnectionImage,
+  validateConnectionImage,
+} from './image';
+export type { ConnectionImage, NftablesLockRef } from './image';
+export { NftablesLock } from './nft-lock';
+export type { ConnectionTuple } from './nft-lock';
+export { ConnectionImageError, NftablesLockError, SoccrError } from './errors';
+export { SOCCR_FLAGS_WINDOW, TcpState, tcpStateName } from './sk-data';
+export type { SkData, TcpStateName } from './sk-data';
+export type { SocketAddress } from './address';

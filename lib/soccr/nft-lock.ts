@@ -1,0 +1,202 @@
+/**
+ * NftablesLock: drops the peer's packets for a set of TCP 4-tuples, in one nftables table per
+ * lock, so a connection whose socket was closed in repair mode is neither acknowledged nor reset
+ * until its restored socket takes over. Tuples live in two sets (IPv4 and IPv6; IPv4-mapped
+ * addresses go to the IPv4 set, as they appear on the wire), so thousands of connections cost one
+ * `nft -f -` batch. nft is spawned with an argument array and the batch on stdin, never a shell.
+ * Packets marked SOCCR_MARK (libsoccr's injected FINs) pass.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { mappedIPv4 } from './address';
+import type { SocketAddress } from './address';
+import { NftablesLockError } from './errors';
+import type { NftablesLockRef } from './image';
+
+export interface ConnectionTuple {
+  local: SocketAddress;
+  remote: SocketAddress;
+}
+
+const SOCCR_MARK = 0xc114;
+
+/** The nft binary: $NODE_CRIU_NFT, else `nft` found on PATH (or /usr/sbin, /sbin). */
+export function findNft(): string | undefined {
+  const override = process.env.NODE_CRIU_NFT;
+  if (override !== undefined) return fs.existsSync(override) ? override : undefined;
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin'].filter(Boolean);
+  for (const dir of dirs) {
+    const candidate = path.join(dir, 'nft');
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+/** Runs one nft batch (in `netns` via nsenter when given). Rejects with NftablesLockError. */
+export function runNft(batch: string, netns?: string): Promise<void> {
+  const nft = findNft();
+  if (!nft) {
+    return Promise.reject(
+      new NftablesLockError('nft not found (install Debian package nftables, or set NODE_CRIU_NFT)', { code: 'ERR_NFT_NOT_FOUND' }),
+    );
+  }
+  const [command, args] = netns ? ['nsenter', [`--net=${netns}`, '--', nft, '-f', '-']] : [nft, ['-f', '-']];
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk: string) => {
+      if (stderr.length < 4096) stderr += chunk;
+    });
+    child.on('error', (error: NodeJS.ErrnoException) => {
+      reject(new NftablesLockError(`cannot run ${command}: ${error.message}`, { code: error.code === 'ENOENT' ? 'ERR_NFT_NOT_FOUND' : 'ERR_NFT_FAILED', cause: error }));
+    });
+    child.on('close', (status) => {
+      if (status === 0) return resolve();
+      const code = /No such file or directory/.test(stderr) ? 'ENOENT' : 'ERR_NFT_FAILED';
+      reject(new NftablesLockError(`nft failed (exit ${status}): ${stderr.trim()}`, { code }));
+    });
+    child.stdin.on('error', () => {
+      // nft exiting early closes its stdin; the exit status reports the failure.
+    });
+    child.stdin.end(batch);
+  });
+}
+
+/** The set a tuple belongs in and its element text, keyed remote . rport . local . lport. */
+function element(tuple: ConnectionTuple): { set: 'v4' | 'v6'; text: string } {
+  const remote4 = tuple.remote.family === 4 ? tuple.remote.address : mappedIPv4(tuple.remote.address);
+  const local4 = tuple.local.family === 4 ? tuple.local.address : mappedIPv4(tuple.local.address);
+  if (remote4 !== undefined && local4 !== undefined) {
+    return { set: 'v4', text: `${remote4} . ${tuple.remote.port} . ${local4} . ${tuple.local.port}` };
+  }
+  return { set: 'v6', text: `${tuple.remote.address} . ${tuple.remote.port} . ${tuple.local.address} . ${tuple.local.port}` };
+}
+
+function elementBatch(verb: 'add' | 'delete', table: string, tuples: readonly ConnectionTuple[]): string {
+  const bySet: Record<'v4' | 'v6', string[]> = { v4: [], v6: [] };
+  for (const tuple of tuples) {
+    const e = element(tuple);
+    bySet[e.set].push(e.text);
+  }
+  let batch = '';
+  for (const set of ['v4', 'v6'] as const) {
+    if (bySet[set].length > 0) batch += `${verb} element inet ${table} ${set} { ${bySet[set].join(', ')} }\n`;
+  }
+  return batch;
+}
+
+export class NftablesLock {
+  /** `node_criu_<pid>_<random>` unless given. */
+  readonly table: string;
+  /** Network namespace path the table lives in (undefined: the process's own). */
+  readonly netns?: string;
+  private destroyed = false;
+
+  private constructor(table: string, netns?: string) {
+    this.table = table;
+    if (netns !== undefined) this.netns = netns;
+  }
+
+  /** Creates the table, its two sets and the input-hook drop chain. */
+  static async create(options: { netns?: string } = {}): Promise<NftablesLock> {
+    const table = `node_criu_${process.pid}_${randomBytes(4).toString('hex')}`;
+    const lock = new NftablesLock(table, options.netns);
+    await runNft(
+      [
+        `table inet ${table} {`,
+        `  set v4 { type ipv4_addr . inet_service . ipv4_addr . inet_service; }`,
+        `  set v6 { type ipv6_addr . inet_service . ipv6_addr . inet_service; }`,
+        `  chain input {`,
+        `    type filter hook input priority -310; policy accept;`,
+        `    meta mark ${SOCCR_MARK} accept`,
+        `    ip saddr . tcp sport . ip daddr . tcp dport @v4 drop`,
+        `    ip6 saddr . tcp sport . ip6 daddr . tcp dport @v6 drop`,
+        `  }`,
+        `}`,
+        '',
+      ].join('\n'),
+      options.netns,
+    );
+    return lock;
+  }
+
+  /** A lock another process created (from an image's `lock`), to remove tuples from it. */
+  static fromRef(ref: NftablesLockRef): NftablesLock {
+    return new NftablesLock(ref.table, ref.netns);
+  }
+
+  get ref(): NftablesLockRef {
+    return this.netns === undefined ? { table: this.table } : { table: this.table, netns: this.netns };
+  }
+
+  /** Starts dropping the peer's packets of these connections. */
+  async add(tuples: readonly ConnectionTuple[]): Promise<void> {
+    if (tuples.length > 0) await runNft(elementBatch('add', this.table, tuples), this.netns);
+  }
+
+  /** Stops dropping them. Rejects with code ENOENT when the table or an element is missing. */
+  async remove(tuples: readonly ConnectionTuple[]): Promise<void> {
+    if (tuples.length > 0) await runNft(elementBatch('delete', this.table, tuples), this.netns);
+  }
+
+  /** Deletes the table (every tuple is released). Idempotent; a missing table is not an error. */
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    registry.delete(this);
+    try {
+      await runNft(`delete table inet ${this.table}\n`, this.netns);
+    } catch (error) {
+      if ((error as NftablesLockError).code !== 'ENOENT') throw error;
+    }
+  }
+
+  /** Makes the lock outlive nothing: it is deleted when the process exits (see processLock). */
+  deleteOnExit(): this {
+    registry.add(this);
+    installExitHook();
+    return this;
+  }
+}
+
+// Locks made by checkpointConnection's default ('nftables' without a lock object) are per process
+// and per namespace, and are deleted when the process exits.
+const registry = new Set<NftablesLock>();
+const processLocks = new Map<string, Promise<NftablesLock>>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    const nft = findNft();
+    if (!nft) return;
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
+    for (const lock of registry) {
+      const [command, args] = lock.netns ? ['nsenter', [`--net=${lock.netns}`, '--', nft, '-f', '-']] : [nft, ['-f', '-']];
+      spawnSync(command, args, { input: `delete table inet ${lock.table}\n`, stdio: ['pipe', 'ignore', 'ignore'] });
+    }
+  });
+}
+
+/** The process's lock table in `netns` (created on first use, deleted at exit). */
+export function processLock(netns?: string): Promise<NftablesLock> {
+  const key = netns ?? '';
+  let lock = processLocks.get(key);
+  if (!lock) {
+    lock = NftablesLock.create(netns === undefined ? {} : { netns }).then((l) => l.deleteOnExit());
+    lock.catch(() => processLocks.delete(key));
+    processLocks.set(key, lock);
+  }
+  return lock;
+}
