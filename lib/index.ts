@@ -1,4 +1,3 @@
 /** node-criu: TCP connection checkpoint/restore (libsoccr) and a CRIU-RPC client. */
 export * from './errors';
 export * from './soccr';
-export * from './criu';
