@@ -161,7 +161,7 @@ const UINT32_MAX = 0xffffffff;
 // Field checks. Each throws InvalidArgumentError naming the option.
 
 function fail(where: string, message: string, code: 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE'): never {
-  throw new InvalidArgumentError(`options.${where} ${message}`, code);
+  throw new InvalidArgumentError(`${where === '' ? 'options' : `options.${where}`} ${message}`, code);
 }
 
 function checkBool(value: unknown, where: string): void {
@@ -196,14 +196,18 @@ function checkEnum(value: unknown, where: string, names: Record<string, number>)
   }
 }
 
+function join(where: string, key: string): string {
+  return where === '' ? key : `${where}.${key}`;
+}
+
 /** A plain object whose keys are all in `allowed`, with `required` keys present. */
 function checkRecord(value: unknown, where: string, allowed: readonly string[], required: readonly string[] = []): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(where, 'must be an object', 'ERR_INVALID_ARG_TYPE');
   const record = value as Record<string, unknown>;
   for (const key of Object.keys(record)) {
-    if (record[key] !== undefined && !allowed.includes(key)) fail(`${where}.${key}`, 'is not a known option', 'ERR_INVALID_ARG_VALUE');
+    if (record[key] !== undefined && !allowed.includes(key)) fail(join(where, key), 'is not a known option', 'ERR_INVALID_ARG_VALUE');
   }
-  for (const key of required) if (record[key] === undefined) fail(`${where}.${key}`, 'is required', 'ERR_INVALID_ARG_VALUE');
+  for (const key of required) if (record[key] === undefined) fail(join(where, key), 'is required', 'ERR_INVALID_ARG_VALUE');
   return record;
 }
 
