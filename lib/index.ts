@@ -1,3 +1,4 @@
 /** node-criu: TCP connection checkpoint/restore (libsoccr) and a CRIU-RPC client. */
 export * from './errors';
 export * from './soccr';
+export * from './criu';

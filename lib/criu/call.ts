@@ -1,0 +1,150 @@
+/**
+ * Per-call cancellation and cleanup. Every public async call runs in a CallScope: the caller's
+ * AbortSignal and timeoutMs abort `scope.signal`; whatever the call opened or started registers a
+ * cleanup with `scope.defer()`, and all cleanups (kill and reap swrk, close the socket, close
+ * directory fds) have finished before the call settles, whichever way it settles. Listeners and
+ * timers are removed on settle.
+ */
+import { InvalidArgumentError } from '../errors';
+import { CriuAbortError, CriuTimeoutError } from './errors';
+
+export interface CriuCallOptions {
+  /** Aborting it kills the CRIU worker (SIGKILL), reaps it and rejects with CriuAbortError. */
+  signal?: AbortSignal;
+  /** Rejects with CriuTimeoutError (after the same cleanup) when the call takes longer. */
+  timeoutMs?: number;
+}
+
+export function validateCallOptions(call: unknown): asserts call is CriuCallOptions | undefined {
+  if (call === undefined) return;
+  if (typeof call !== 'object' || call === null) throw new InvalidArgumentError('call options must be an object', 'ERR_INVALID_ARG_TYPE');
+  const { signal, timeoutMs } = call as Record<string, unknown>;
+  for (const key of Object.keys(call)) {
+    if (key !== 'signal' && key !== 'timeoutMs') throw new InvalidArgumentError(`call options: unknown option '${key}'`);
+  }
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new InvalidArgumentError('call options: signal must be an AbortSignal', 'ERR_INVALID_ARG_TYPE');
+  }
+  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2 ** 31 - 1)) {
+    throw new InvalidArgumentError(`call options: timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`, 'ERR_OUT_OF_RANGE');
+  }
+}
+
+export class CallScope {
+  private readonly controller = new AbortController();
+  private readonly cleanups: (() => unknown)[] = [];
+  private disposed = false;
+  /** Set by runCall: rejects the call with `error` after aborting the scope. */
+  cancelHook: ((error: Error) => void) | undefined;
+  private markFinished!: () => void;
+  /** Resolves once the call has settled and every cleanup ran. */
+  readonly finished = new Promise<void>((resolve) => {
+    this.markFinished = resolve;
+  });
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  /** Runs `cleanup` when the call settles (last registered runs first). */
+  defer(cleanup: () => unknown): void {
+    if (this.disposed) {
+      void Promise.resolve().then(cleanup).catch(() => undefined);
+      return;
+    }
+    this.cleanups.push(cleanup);
+  }
+
+  /** Forgets a cleanup (its resource was handed to someone else, e.g. a keep_open session). */
+  release(cleanup: () => unknown): void {
+    const index = this.cleanups.indexOf(cleanup);
+    if (index >= 0) this.cleanups.splice(index, 1);
+  }
+
+  abort(reason: Error): void {
+    this.controller.abort(reason);
+  }
+
+  /** Ends the call from outside (client close): aborts, cleans up, rejects with `error`. */
+  cancel(error: Error): void {
+    this.cancelHook?.(error);
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const cleanup of this.cleanups.splice(0).reverse()) {
+      try {
+        await cleanup();
+      } catch {
+        // cleanup is best effort; the call's own outcome is what the caller needs
+      }
+    }
+    this.markFinished();
+  }
+}
+
+/**
+ * Runs `body` in a CallScope bounded by `call.signal` and `call.timeoutMs`. On abort or timeout the
+ * scope's signal fires (the connection kills its worker), all cleanups run, then the call rejects
+ * with CriuAbortError / CriuTimeoutError whose cause is the signal's reason.
+ */
+export async function runCall<T>(
+  what: string,
+  call: CriuCallOptions | undefined,
+  body: (scope: CallScope) => Promise<T>,
+  track?: { add(scope: CallScope): void; delete(scope: CallScope): void },
+): Promise<T> {
+  validateCallOptions(call);
+  const scope = new CallScope();
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  let cancel!: (error: Error) => void;
+  const cancelled = new Promise<never>((_, reject) => {
+    cancel = (error) => {
+      scope.abort(error);
+      reject(error);
+    };
+  });
+  cancelled.catch(() => undefined);
+  let wasCancelled = false;
+  scope.cancelHook = (error) => {
+    if (wasCancelled) return;
+    wasCancelled = true;
+    cancel(error);
+  };
+  const userSignal = call?.signal;
+  if (userSignal?.aborted) {
+    throw new CriuAbortError(`${what} aborted before it started`, userSignal.reason);
+  }
+  if (userSignal) {
+    onAbort = () => scope.cancel(new CriuAbortError(`${what} aborted`, userSignal.reason));
+    userSignal.addEventListener('abort', onAbort, { once: true });
+  }
+  if (call?.timeoutMs !== undefined) {
+    const timeoutMs = call.timeoutMs;
+    timer = setTimeout(() => scope.cancel(new CriuTimeoutError(`${what} timed out after ${timeoutMs} ms`, timeoutMs)), timeoutMs);
+  }
+  track?.add(scope);
+  const work = body(scope);
+  const settled = work.then(
+    () => undefined,
+    () => undefined,
+  );
+  try {
+    return await Promise.race([work, cancelled]);
+  } finally {
+    if (timer !== undefined) clearTimeout(timer);
+    if (onAbort !== undefined) userSignal?.removeEventListener('abort', onAbort);
+    if (wasCancelled) {
+      // The aborted signal has already killed the worker and closed the socket, so the body ends
+      // promptly; wait for it (bounded: a notify handler ignoring the signal) so that whatever it
+      // was still opening is registered and cleaned up below, before the caller hears of it.
+      let bound: NodeJS.Timeout | undefined;
+      await Promise.race([settled, new Promise((resolve) => (bound = setTimeout(resolve, 5000)))]);
+      clearTimeout(bound);
+    }
+    await scope.dispose();
+    track?.delete(scope);
+  }
+}

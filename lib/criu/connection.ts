@@ -1,0 +1,197 @@
+/**
+ * One conversation with CRIU: a transport (to a swrk we spawned, or to `criu service`) and the
+ * request/response state machine, including NOTIFY round trips. A swrk connection serves one
+ * request (or one keep_open / pre-dump sequence) and then swrk exits.
+ */
+import { closeSync } from 'node:fs';
+
+import type { CallScope } from './call';
+import { decodeResponse, encodeRequest } from './codec';
+import { CriuConnectionError, CriuNotifyHandlerError, CriuProtocolError } from './errors';
+import { CriuReqType, reqTypeName, type CriuRequestMessage, type CriuResponseMessage } from './messages';
+import { runNotifyHandler, type CriuNotifyHandlers } from './notify';
+import { describeExit, spawnSwrk, type SwrkExit, type SwrkProcess } from './swrk';
+import { SeqpacketTransport, type CriuTransport } from './transport';
+
+export interface NotifyRecord {
+  script: string;
+  pid?: number;
+}
+
+export interface RequestOptions {
+  handlers?: CriuNotifyHandlers;
+  /** Every notification seen, in arrival order (the client returns it to the caller). */
+  notifications?: NotifyRecord[];
+  signal?: AbortSignal;
+}
+
+/** The final reply plus the first notify handler failure, if any. */
+export interface RequestOutcome {
+  response: CriuResponseMessage;
+  handlerError?: CriuNotifyHandlerError;
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // nothing left to release
+  }
+}
+
+export class CriuConnection {
+  private destroyed = false;
+
+  private constructor(
+    readonly transport: CriuTransport,
+    readonly swrk: SwrkProcess | undefined,
+    readonly description: string,
+  ) {}
+
+  /** Spawns `criu swrk 3` (extraFds become its fds 4, 5, ...). */
+  static async swrk(criuPath: string, extraFds: readonly number[] = []): Promise<CriuConnection> {
+    const swrk = await spawnSwrk(criuPath, extraFds);
+    return new CriuConnection(swrk.transport, swrk, `criu swrk (pid ${swrk.pid})`);
+  }
+
+  /** Connects to `criu service --address <address>`. */
+  static service(address: string): CriuConnection {
+    return new CriuConnection(SeqpacketTransport.connect(address), undefined, `criu service at ${address}`);
+  }
+
+  /** For tests: a connection over any transport. */
+  static over(transport: CriuTransport, description = 'criu'): CriuConnection {
+    return new CriuConnection(transport, undefined, description);
+  }
+
+  /** Ties the connection to a call: killed on abort/timeout, closed when the call settles. */
+  bindTo(scope: CallScope): () => Promise<void> {
+    const onAbort = (): void => {
+      void this.destroy();
+    };
+    scope.signal.addEventListener('abort', onAbort, { once: true });
+    const cleanup = async (): Promise<void> => {
+      scope.signal.removeEventListener('abort', onAbort);
+      if (scope.signal.aborted) await this.destroy();
+      else await this.close();
+    };
+    scope.defer(cleanup);
+    return cleanup;
+  }
+
+  /**
+   * Sends `request` and reads until its reply, answering NOTIFY messages with the handlers.
+   * Rejects with CriuConnectionError when CRIU goes away without replying (with swrk's exit status
+   * and stderr), CriuProtocolError on a malformed or unexpected reply. A reply with success=false
+   * is returned, not thrown: the caller knows which error to build.
+   */
+  async request(request: CriuRequestMessage, options: RequestOptions = {}, fds?: number[]): Promise<RequestOutcome> {
+    const bytes = encodeRequest(request);
+    try {
+      this.transport.send(bytes, fds);
+    } catch (error) {
+      throw await this.explainFailure(error, request.type);
+    }
+    let handlerError: CriuNotifyHandlerError | undefined;
+    for (;;) {
+      let message;
+      try {
+        message = await this.transport.receive();
+      } catch (error) {
+        if (handlerError) throw handlerError;
+        throw await this.explainFailure(error, request.type);
+      }
+      let response: CriuResponseMessage;
+      try {
+        response = decodeResponse(message.data);
+      } catch (error) {
+        message.fds.forEach(closeQuietly);
+        await this.destroy();
+        throw error;
+      }
+      if (response.type !== CriuReqType.NOTIFY || request.type === CriuReqType.NOTIFY) {
+        message.fds.forEach(closeQuietly);
+        if (response.type !== request.type && response.type !== CriuReqType.EMPTY) {
+          await this.destroy();
+          throw new CriuProtocolError(
+            `${this.description}: sent ${reqTypeName(request.type)}, got a ${reqTypeName(response.type)} reply`,
+          );
+        }
+        return handlerError ? { response, handlerError } : { response };
+      }
+
+      const script = response.notify?.script ?? '';
+      const pid = response.notify?.pid;
+      options.notifications?.push(pid !== undefined ? { script, pid } : { script });
+      const fd = message.fds[0];
+      message.fds.slice(1).forEach(closeQuietly);
+      const signal = options.signal ?? new AbortController().signal;
+      // After a failed handler CRIU is already aborting; later notifications are acked as failed.
+      const outcome = handlerError
+        ? ({ ok: false, error: handlerError } as const)
+        : await runNotifyHandler(options.handlers, {
+            script,
+            ...(pid !== undefined ? { pid } : {}),
+            ...(fd !== undefined ? { fd } : {}),
+            signal,
+          });
+      if (fd !== undefined) closeQuietly(fd);
+      if (!outcome.ok && !handlerError) handlerError = new CriuNotifyHandlerError(script, outcome.error);
+      const ack: CriuRequestMessage = { type: CriuReqType.NOTIFY, notifySuccess: outcome.ok };
+      if (outcome.ok && outcome.external !== undefined) ack.opts = { imagesDirFd: -1, external: outcome.external };
+      try {
+        this.transport.send(encodeRequest(ack));
+      } catch (error) {
+        if (handlerError) throw handlerError;
+        throw await this.explainFailure(error, request.type);
+      }
+    }
+  }
+
+  /**
+   * Turns a transport failure into the error the caller sees: for swrk, waits for its exit and
+   * reports code or signal and the tail of its stderr.
+   */
+  private async explainFailure(error: unknown, requestType: number): Promise<Error> {
+    if (this.destroyed) return error as Error;
+    const what = reqTypeName(requestType);
+    if (this.swrk) {
+      const exit: SwrkExit = await this.swrk.exited;
+      const stderr = this.swrk.stderrTail().trim();
+      return new CriuConnectionError(
+        `${this.description} ended without replying to ${what} (${describeExit(exit)})${stderr ? `; stderr: ${stderr.slice(-2000)}` : ''}`,
+        {
+          code: 'ERR_CRIU_EXITED',
+          exitCode: exit.code,
+          signal: exit.signal,
+          cause: error,
+        },
+      );
+    }
+    const e = error as CriuConnectionError;
+    return new CriuConnectionError(`${this.description} closed without replying to ${what}: ${e.message}`, {
+      code: e.code ?? 'ERR_CRIU_DISCONNECTED',
+      ...(e.errno !== undefined ? { errno: e.errno } : {}),
+      cause: error,
+    });
+  }
+
+  /** The worker's exit status once it exited (swrk only). */
+  exitStatus(): SwrkExit | undefined {
+    return this.swrk?.exitStatus();
+  }
+
+  /** Closes our end; swrk sees EOF and exits. Resolves once it is reaped. Idempotent. */
+  async close(): Promise<SwrkExit | undefined> {
+    this.transport.close();
+    return this.swrk?.exited;
+  }
+
+  /** SIGKILLs swrk (if still running), reaps it and closes the socket. Idempotent. */
+  async destroy(): Promise<SwrkExit | undefined> {
+    this.destroyed = true;
+    this.transport.close();
+    if (this.swrk) return this.swrk.kill();
+    return undefined;
+  }
+}

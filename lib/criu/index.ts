@@ -1,0 +1,26 @@
+/** The CRIU-RPC half: the `Criu` client, its option and notify types, errors, and criu lookup. */
+export { Criu, PageServerChild } from './client';
+export type {
+  CriuClientOptions,
+  CriuDumpResult,
+  CriuFeatures,
+  CriuNotifyRecord,
+  CriuPageServerResult,
+  CriuPreDumpOptions,
+  CriuPreDumpResult,
+  CriuRestoreResult,
+  CriuVersion,
+} from './client';
+export type { CriuPreDumpIteration, CriuWaitStatus } from './sessions';
+export type { CriuCallOptions } from './call';
+export { CRIU_NOTIFY_SCRIPTS } from './notify';
+export type { CriuNotifyEvent, CriuNotifyHandler, CriuNotifyHandlers, CriuNotifyResult, CriuNotifyScript } from './notify';
+export { CRIU_OPTION_NAMES, toCriuOpts, validateCriuOptions } from './options';
+export type { CriuCgroupsMode, CriuImageIoModeName, CriuNetworkLock, CriuOptions, CriuPreDumpModeName, ResolvedCriuFds } from './options';
+export { decodeRequest, decodeResponse, encodeRequest, encodeResponse } from './codec';
+export * from './messages';
+export * from './errors';
+export { ensureCriu, locateCriu } from './locate';
+export type { CriuCommand } from './locate';
+export { SeqpacketTransport } from './transport';
+export type { CriuMessage, CriuTransport } from './transport';
