@@ -17,7 +17,8 @@ import { soccrBinding } from './native';
 import { NftablesLock, processLock } from './nft-lock';
 import type { ConnectionTuple } from './nft-lock';
 import { adoptFd, flushWrites, pendingReadBytes, restartReading, socketFd, stopReading } from './node-socket';
-import { skDataFromWords, skDataToWords } from './sk-data';
+import { TcpState, skDataFromWords, skDataToWords } from './sk-data';
+import type { SkData } from './sk-data';
 
 /**
  * 'nftables': the peer's packets for the connection's 4-tuple are dropped by an nftables rule from
@@ -183,6 +184,26 @@ export async function checkpointConnection(socket: net.Socket, options: Checkpoi
   return image;
 }
 
+/**
+ * The never-sent tail of the send queue is written through the restored net.Socket (Node queues
+ * what the peer cannot take yet) instead of by libsoccr_resume, which must finish synchronously
+ * and gives up after a bounded wait when the peer's window stays closed (the bytes it could not
+ * send would be lost; see the report on vendor/libsoccr). Unsent bytes have no sequence numbers
+ * on the wire yet, so sending them later yields the same stream. Only while our FIN is not
+ * queued: otherwise libsoccr must order data and FIN itself.
+ */
+function deferUnsent(image: ConnectionImage): { skData: SkData; sendQueue: Buffer; unsent: Buffer } {
+  const d = image.skData;
+  const ourFinQueued = d.state !== TcpState.ESTABLISHED && d.state !== TcpState.CLOSE_WAIT;
+  if (d.unsqLen === 0 || ourFinQueued) return { skData: d, sendQueue: image.sendQueue, unsent: Buffer.alloc(0) };
+  const sent = d.outqLen - d.unsqLen;
+  return {
+    skData: { ...d, outqLen: sent, outqSeq: (d.outqSeq - d.unsqLen) >>> 0, unsqLen: 0 },
+    sendQueue: image.sendQueue.subarray(0, sent),
+    unsent: image.sendQueue.subarray(sent),
+  };
+}
+
 /** restoreConnection for many images: one nftables batch per lock table. */
 export async function restoreConnections(images: readonly ConnectionImage[], options: RestoreOptions = {}): Promise<net.Socket[]> {
   if (!Array.isArray(images)) throw new InvalidArgumentError('images must be an array', 'ERR_INVALID_ARG_TYPE');
@@ -194,7 +215,7 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   const binding = soccrBinding();
   const ops = binding.socketOps;
 
-  const restored: { fd: number; native: NativeSoccrHandle }[] = [];
+  const restored: { fd: number; native: NativeSoccrHandle; unsent: Buffer }[] = [];
   const rollback = () => {
     for (const r of restored) {
       r.native.release();
@@ -203,7 +224,8 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   };
   try {
     for (const image of images) {
-      const words = skDataToWords(image.skData);
+      const { skData, sendQueue, unsent } = deferUnsent(image);
+      const words = skDataToWords(skData);
       const self = nativeAddress(image.local, 'local');
       const peer = nativeAddress(image.remote, 'remote');
       const fd = ops.tcpSocket(image.family, options.netns);
@@ -214,8 +236,8 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
         ops.closeFd(fd);
         throw error;
       }
-      restored.push({ fd, native });
-      native.restore(words, self, peer, image.recvQueue, image.sendQueue);
+      restored.push({ fd, native, unsent });
+      native.restore(words, self, peer, image.recvQueue, sendQueue);
     }
   } catch (error) {
     rollback();
@@ -247,7 +269,9 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
 
   return restored.map((r, i) => {
     r.native.resume();
-    return adoptFd(r.fd, images[i].pendingRead);
+    const socket = adoptFd(r.fd, images[i].pendingRead);
+    if (r.unsent.length > 0) socket.write(r.unsent);
+    return socket;
   });
 }
 
