@@ -184,8 +184,8 @@ static int tcp_state(int fd, uint8_t *state)
 	return 0;
 }
 
-int soccr_inject_peer_fin(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data,
-			  uint32_t fin_seq, uint32_t ack_seq)
+int soccr_inject_peer_segment(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data,
+			      uint32_t seq, uint32_t ack_seq, bool fin)
 {
 	const union libsoccr_addr *self = sk->addr[1], *peer = sk->addr[0];
 	union libsoccr_addr self_q, peer_q;
@@ -216,10 +216,10 @@ int soccr_inject_peer_fin(struct libsoccr_sk *sk, const struct libsoccr_sk_data 
 			wnd = 0xffff;
 	}
 	memset(&th, 0, sizeof(th));
-	th.seq = htonl(fin_seq);
+	th.seq = htonl(seq);
 	th.ack = htonl(ack_seq);
 	th.doff_res = 5 << 4;
-	th.flags = TH_FIN_FLAG | TH_ACK_FLAG;
+	th.flags = fin ? TH_FIN_FLAG | TH_ACK_FLAG : TH_ACK_FLAG;
 	th.window = htons((uint16_t)wnd);
 
 	if (v4_of(peer, &unused, &unused_port))
@@ -227,7 +227,7 @@ int soccr_inject_peer_fin(struct libsoccr_sk *sk, const struct libsoccr_sk_data 
 	else
 		ret = send_v6(peer, self, &th);
 	if (ret < 0) {
-		loge("Unable to send the peer's FIN: errno %d\n", errno);
+		loge("Unable to send the peer's %s: errno %d\n", fin ? "FIN" : "ACK", errno);
 		return -1;
 	}
 
@@ -236,13 +236,14 @@ int soccr_inject_peer_fin(struct libsoccr_sk *sk, const struct libsoccr_sk_data 
 		if (tcp_state(sk->fd, &now) < 0)
 			return -1;
 		if (now != before) {
-			logd("Peer FIN re-received: %s -> %s\n", soccr_state_name(before),
-			     soccr_state_name(now));
+			logd("Peer %s re-received: %s -> %s\n", fin ? "FIN" : "ACK",
+			     soccr_state_name(before), soccr_state_name(now));
 			return 0;
 		}
 		nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
 	}
-	loge("The injected FIN was not accepted (state %s)\n", soccr_state_name(before));
+	loge("The injected %s was not accepted (state %s)\n", fin ? "FIN" : "ACK",
+	     soccr_state_name(before));
 	errno = ETIMEDOUT;
 	return -1;
 }

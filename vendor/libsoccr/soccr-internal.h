@@ -80,6 +80,8 @@ SOCCR_HIDDEN bool soccr_peer_fin_received(uint32_t state);
 SOCCR_HIDDEN const char *soccr_state_name(uint32_t state);
 
 /* ---- restore helpers ---- */
+/* Raises SO_SNDBUF/SO_RCVBUF (FORCE if permitted) and remembers the old values. 0 or -1. */
+SOCCR_HIDDEN int soccr_raise_bufs(struct libsoccr_sk *sk);
 /* Puts SO_SNDBUF/SO_RCVBUF and SO_BUF_LOCK back if they were raised. Keeps errno. */
 SOCCR_HIDDEN void soccr_put_back_bufs(struct libsoccr_sk *sk);
 /* Sends len bytes (repair queue already selected, or repair off), looping on short writes,
@@ -87,10 +89,11 @@ SOCCR_HIDDEN void soccr_put_back_bufs(struct libsoccr_sk *sk);
 SOCCR_HIDDEN int soccr_send_all(struct libsoccr_sk *sk, const char *buf, uint32_t len);
 
 /* ---- soccr-fin.c ---- */
-/* Injects the peer's FIN (with ACK) towards our socket through a raw socket marked SOCCR_MARK
- * and waits until the socket has processed it. 0 or -1 (errno). */
-SOCCR_HIDDEN int soccr_inject_peer_fin(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data,
-				       uint32_t fin_seq, uint32_t ack_seq);
+/* Injects a segment from the peer (FIN+ACK, or a pure ACK) towards our socket through a raw
+ * socket marked SOCCR_MARK and waits until the socket's state changed. 0 or -1 (errno). */
+SOCCR_HIDDEN int soccr_inject_peer_segment(struct libsoccr_sk *sk,
+					   const struct libsoccr_sk_data *data, uint32_t seq,
+					   uint32_t ack_seq, bool fin);
 
 /* Sequence arithmetic modulo 2^32. */
 static inline bool soccr_seq_after(uint32_t a, uint32_t b)

@@ -46,7 +46,7 @@ static int get_int(int fd, int level, int opt, int *val)
 /* Repair-mode writes are still bounded by the socket's memory accounting, so big queues need
  * bigger buffers while they are written. FORCE needs CAP_NET_ADMIN in the initial namespace;
  * elsewhere fall back to the plain options (capped by net.core.[rw]mem_max). */
-static int raise_bufs(struct libsoccr_sk *sk)
+int soccr_raise_bufs(struct libsoccr_sk *sk)
 {
 	const int big = INT_MAX / 2;
 
@@ -103,7 +103,7 @@ int soccr_send_all(struct libsoccr_sk *sk, const char *buf, uint32_t len)
 			/* Out of socket memory: raise the buffers once, then halve the chunk
 			 * (a repair write of the receive queue allocates one skb per call). */
 			if (!sk->bufs_raised) {
-				if (raise_bufs(sk) < 0)
+				if (soccr_raise_bufs(sk) < 0)
 					return -1;
 				continue;
 			}
@@ -250,6 +250,9 @@ static int rst_queue(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data
 		/* Never-sent bytes are written after repair is off (libsoccr_resume), so the
 		 * kernel sends them for real under the restored window. */
 		sent_len = len - data->unsq_len;
+		/* They were all queued at the source; keep room for them until resume. */
+		if (soccr_raise_bufs(sk) < 0)
+			goto fail;
 		free(sk->unsent);
 		sk->unsent = malloc(data->unsq_len);
 		if (!sk->unsent)
@@ -297,7 +300,7 @@ static int rst_finish(struct libsoccr_sk *sk, const struct libsoccr_sk_data *dat
 	sk->fin_deferred = our_fin && sk->unsent_len > 0;
 	/* CLOSING = our FIN, then theirs; LAST_ACK = theirs, then ours. */
 	if (peer_fin && state != TCP_CLOSING) {
-		if (soccr_inject_peer_fin(sk, data, data->inq_seq - 1, ack) < 0)
+		if (soccr_inject_peer_segment(sk, data, data->inq_seq - 1, ack, true) < 0)
 			goto fail;
 	}
 	if (our_fin && !sk->fin_deferred) {
@@ -307,9 +310,13 @@ static int rst_finish(struct libsoccr_sk *sk, const struct libsoccr_sk_data *dat
 			loge("Unable to queue our FIN: errno %d\n", errno);
 			goto fail;
 		}
+		/* FIN_WAIT2: the peer had acknowledged our FIN; replay that ACK. */
+		if (state == TCP_FIN_WAIT2 &&
+		    soccr_inject_peer_segment(sk, data, data->inq_seq, data->outq_seq, false) < 0)
+			goto fail;
 	}
 	if (peer_fin && state == TCP_CLOSING) {
-		if (soccr_inject_peer_fin(sk, data, data->inq_seq - 1, ack) < 0)
+		if (soccr_inject_peer_segment(sk, data, data->inq_seq - 1, ack, true) < 0)
 			goto fail;
 	}
 	if (!sk->unsent_len)

@@ -183,6 +183,8 @@ void libsoccr_resume(struct libsoccr_sk *sk)
 			send_unsent(sk);
 		if (sk->fin_deferred && shutdown(sk->fd, SHUT_WR) < 0)
 			loge("Unable to send the deferred FIN: errno %d\n", errno);
+		/* The buffers stayed raised so the unsent bytes fit; now they are queued. */
+		soccr_put_back_bufs(sk);
 	}
 	libsoccr_release(sk);
 	errno = saved;

@@ -1,0 +1,39 @@
+/* One end-to-end migration scenario: build a connection in a given TCP state with given queues,
+ * lock and dump the server end with libsoccr, close it in repair mode, restore it into a new
+ * socket (same netns, or another netns the server address moved to), then check traffic both
+ * ways byte for byte, the FIN exchange, and that no RST was sent. */
+#ifndef NCR_TEST_MIGRATE_H
+#define NCR_TEST_MIGRATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "netutil.h"
+
+enum restore_api { API_ONE_CALL, API_STAGED };
+
+struct scenario {
+	enum family fam;
+	int state;            /* TCP state of the server end at the dump */
+	uint32_t recvq;       /* bytes in the server's receive queue at the dump */
+	uint32_t sendq;       /* bytes the server writes while the peer's ACKs are dropped */
+	bool zero_window;     /* peer stops reading with a tiny receive buffer: unsent data */
+	bool opts_off;        /* timestamps, SACK and window scaling off (sysctls) */
+	bool veth;            /* peer and server in separate netns over veth; restore in a third */
+	enum restore_api api;
+	bool non_excl;        /* pass buffers and addresses without SOCCR_MEM_EXCL */
+	uint32_t extra;       /* bytes each way after the restore */
+};
+
+int run_scenario(const struct scenario *sc);
+
+/* Bench and tests: the restore part alone (one-call API, EXCL buffers). */
+struct saved_conn {
+	struct libsoccr_sk_data data;
+	char *recvq, *sendq;
+	union libsoccr_addr *self, *peer;
+};
+int dump_socket(int fd, struct saved_conn *out);         /* pause + save + take; fd left paused */
+int restore_socket(struct saved_conn *in, int domain);   /* returns the new fd (repair off) */
+
+#endif
