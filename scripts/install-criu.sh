@@ -10,10 +10,10 @@
 # Cache layout (NODE_CRIU_CACHE_DIR, default /var/cache/node-criu):
 #   root/        the private Debian root (absent when the system criu is used)
 #   bin/criu     wrapper: `exec <loader> --library-path <libs> <criu> "$@"` (or exec system criu)
-#   state        key=value lines (source, version, criu, built); written last, atomically
+#   state        key=value lines (source, version, criu, installed); written last, atomically
 #   build.log    debootstrap output of the last build
 #   .lock        flock for concurrent runs; .build-*: in-progress builds (removed on any exit)
-# A run with a valid cache only runs `bin/criu --version` (no network, no lock).
+# A run with a valid cache only runs `bin/criu --version` (no network, no waiting on the lock).
 # Builds go into .build-XXXXXX, are verified (criu --version >= 4.2, criu check, nftables network
 # lock, rpc.proto) and only then renamed to root/, so an interrupted run never leaves a half root.
 #
