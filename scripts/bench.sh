@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the project's benchmarks; each prints a markdown table to stdout.
+# Sections are independent: add new benchmarks below as their own section.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "bench: needs root (TCP_REPAIR, network namespaces)" >&2
+  exit 1
+fi
+
+# --- libsoccr (C): dump/restore of one connection vs the same kernel calls made directly ---
+make -s -C bench/c >/dev/null
+# A private network namespace: loopback only, nothing on the host is touched.
+unshare -n sh -c 'ip link set lo up && exec bench/c/build/soccr_bench "${SOCCR_BENCH_ITERS:-3000}"'
+echo
