@@ -107,6 +107,30 @@ describe('response decoding: known bytes', () => {
     expect(Object.getPrototypeOf(resp)).toBe(Object.prototype);
   });
 
+  it("decodes CRIU 4.2.1's real failure replies (captured from swrk on this kernel)", () => {
+    // DUMP of a pid that does not exist: ESRCH, and cr_errmsg is CRIU's FIRST error line, which on
+    // machines without CAP_SYS_RESOURCE is the harmless RLIMIT_NOFILE complaint, not the cause.
+    const errmsg = "Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\n";
+    const errmsgHex = '4a5e' + Buffer.from(errmsg).toString('hex');
+    expect(decodeResponse(hex('080110001a0208003803' + errmsgHex))).toEqual({
+      type: CriuReqType.DUMP, success: false, dump: { restored: false }, crErrno: 3, crErrmsg: errmsg,
+    });
+    // A failed RESTORE carries restore.pid -1 and no cr_errno.
+    expect(decodeResponse(hex('08021000220b08ffffffffffffffffff01' + errmsgHex))).toEqual({
+      type: CriuReqType.RESTORE, success: false, restore: { pid: -1 }, crErrmsg: errmsg,
+    });
+    // DUMP with opts {} (no images dir at all): EBADRQC.
+    expect(decodeResponse(hex('080110001a0208003838'))).toEqual({ type: 1, success: false, dump: { restored: false }, crErrno: 56 });
+    // WAIT_PID on a pid that is not criu's child: failure without cr_errno.
+    expect(decodeResponse(hex('080b1000'))).toEqual({ type: CriuReqType.WAIT_PID, success: false });
+    // FEATURE_CHECK of all three on this kernel (no soft-dirty, so no mem_track).
+    expect(decodeResponse(hex('080910014206080010011801'))).toEqual({
+      type: CriuReqType.FEATURE_CHECK, success: true, features: { memTrack: false, lazyPages: true, pidfdStore: true },
+    });
+    // A request type CRIU does not know (42): CRIU answers EMPTY, success false.
+    expect(decodeResponse(hex('08001000'))).toEqual({ type: CriuReqType.EMPTY, success: false });
+  });
+
   it('decodes a failure with cr_errno and cr_errmsg', () => {
     const msg = Buffer.from('Can\'t dump: no such process');
     const bytes = Buffer.from([0x08, 0x01, 0x10, 0x00, 0x38, 0x03, 0x4a, msg.length, ...msg]);

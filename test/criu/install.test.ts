@@ -189,6 +189,72 @@ waitpid($pid, 0); print "spawner $?\\n";
   });
 });
 
+describe('install-criu.sh: which criu it picks', () => {
+  /** A fake system criu: prints `version`, and `criu check` exits `checkStatus`. */
+  function fakeSystemCriu(dir: string, version: string, checkStatus: number): string {
+    fs.mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, 'criu');
+    fs.writeFileSync(
+      file,
+      `#!/bin/sh\ncase "$1" in\n  --version) echo "Version: ${version}" ;;\n  check) echo checked; exit ${checkStatus} ;;\n  *) echo "fake criu $*" ;;\nesac\n`,
+      { mode: 0o755 },
+    );
+    return file;
+  }
+
+  /** A temp cache whose root/ links to the real private root, so no case here needs a build. */
+  function cacheWithRoot(name: string): string {
+    const cache = path.join(scratch, name);
+    fs.mkdirSync(cache);
+    fs.symlinkSync(criuRoot()!, path.join(cache, 'root'));
+    return cache;
+  }
+
+  function install(cache: string, systemDir: string, extraEnv: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
+    const env = { ...process.env, NODE_CRIU_CACHE_DIR: cache, PATH: `${trapBin}:${systemDir}:${process.env.PATH}`, ...extraEnv };
+    return run('bash', [INSTALL_CRIU_SCRIPT], env);
+  }
+
+  function state(cache: string): Record<string, string> {
+    return Object.fromEntries(
+      fs.readFileSync(path.join(cache, 'state'), 'utf8').trim().split('\n').map((line) => line.split(/=(.*)/s).slice(0, 2)),
+    );
+  }
+
+  it('uses a system criu that is 4.2+ and passes `criu check`, through a wrapper', () => {
+    const cache = cacheWithRoot('pick-system');
+    const system = fakeSystemCriu(path.join(scratch, 'sys-good'), '4.3', 0);
+    const out = install(cache, path.dirname(system));
+    expect(out.status).toBe(0);
+    expect(out.stdout).toBe(`${path.join(cache, 'bin', 'criu')}\n`);
+    expect(state(cache)).toMatchObject({ source: 'system', version: '4.3', criu: system });
+    expect(run(path.join(cache, 'bin', 'criu'), ['dump', '-t', '1']).stdout).toBe('fake criu dump -t 1\n');
+    expect(fs.existsSync(trapLog)).toBe(false);
+  });
+
+  it.each([
+    ['too old (bookworm ships 3.17.1)', '3.17.1', 0],
+    ['4.2 but `criu check` fails', '4.2.1', 1],
+  ])('does not use a system criu that is %s: it keeps the private root', (_name, version, checkStatus) => {
+    const cache = cacheWithRoot(`pick-root-${version}-${checkStatus}`);
+    const system = fakeSystemCriu(path.join(scratch, `sys-${version}-${checkStatus}`), version, checkStatus);
+    const out = install(cache, path.dirname(system));
+    expect(out.status).toBe(0);
+    expect(out.stderr).toMatch(/is not usable/);
+    expect(state(cache)).toMatchObject({ source: 'root', version: versionOf(WRAPPER) });
+    expect(versionOf(path.join(cache, 'bin', 'criu'))).toBe(versionOf(WRAPPER));
+    expect(fs.existsSync(trapLog)).toBe(false);
+  });
+
+  it('NODE_CRIU_USE_SYSTEM=0 ignores even a good system criu', () => {
+    const cache = cacheWithRoot('pick-forced-root');
+    const system = fakeSystemCriu(path.join(scratch, 'sys-ignored'), '4.3', 0);
+    const out = install(cache, path.dirname(system), { NODE_CRIU_USE_SYSTEM: '0' });
+    expect(out.status).toBe(0);
+    expect(state(cache).source).toBe('root');
+  });
+});
+
 describe('locateCriu', () => {
   const savedEnv = { ...process.env };
   let dirs: { option: string; env: string; cache: string; pathDir: string };
