@@ -1,9 +1,11 @@
 {
-  # NODE_CRIU_LIBSOCCR=<dir> links an external libsoccr (<dir>/soccr.h or <dir>/soccr/soccr.h,
-  # plus <dir>/libsoccr.a) instead of vendor/libsoccr. See vendor/libsoccr/README.md: CRIU's
-  # libsoccr is GPLv2, so an addon built that way is GPLv2 as a whole.
+  # NODE_CRIU_LIBSOCCR=<dir> links an external libsoccr instead of vendor/libsoccr: <dir> is a
+  # built CRIU tree (soccr/soccr.h, soccr/libsoccr.a, include/common/config.h) or a directory
+  # with soccr.h + libsoccr.a. Resolved by vendor/libsoccr/external-libsoccr.js. CRIU's
+  # libsoccr is GPLv2 and needs libnet: an addon built that way is GPLv2 as a whole and lacks
+  # the node-criu extensions (see vendor/libsoccr/README.md).
   "variables": {
-    "external_libsoccr%": "<!(node -p \"process.env.NODE_CRIU_LIBSOCCR || ''\")"
+    "external_libsoccr%": "<!(node vendor/libsoccr/external-libsoccr.js dir)"
   },
   "targets": [
     {
@@ -35,8 +37,8 @@
         ["external_libsoccr==''", {
           "dependencies": ["soccr"]
         }, {
-          "include_dirs": ["<(external_libsoccr)", "<(external_libsoccr)/soccr"],
-          "libraries": ["<(external_libsoccr)/libsoccr.a", "-lnet"],
+          "include_dirs": ["<!@(node vendor/libsoccr/external-libsoccr.js includes)"],
+          "libraries": ["<!(node vendor/libsoccr/external-libsoccr.js lib)", "-lnet"],
           "defines": ["NODE_CRIU_EXTERNAL_LIBSOCCR=1"]
         }]
       ]
