@@ -59,7 +59,8 @@ export interface CriuRestoreResult {
 }
 
 export interface CriuPageServerResult {
-  pid: number;
+  /** The daemon's pid when CRIU reports it (CRIU 4.2.1 sends 0: then absent). */
+  pid?: number;
   port: number;
 }
 
@@ -265,14 +266,16 @@ export class Criu {
 
   /**
    * PAGE_SERVER: a daemonized page server writing into options.imagesDir, listening on
-   * options.ps.address/port (port 0: CRIU picks). It serves one dump and exits; close() kills it
-   * if it is still running.
+   * options.ps.address/port (port 0: CRIU picks). It serves one dump and exits. close() kills it
+   * only if CRIU reported its pid (4.2.1 does not); pageServerChld() keeps it under control.
    */
   async pageServer(options: CriuOptions, call?: CriuCallOptions): Promise<CriuPageServerResult> {
     const { response, logPath } = await this.operation(CriuReqType.PAGE_SERVER, 'page-server', options, undefined, call, true);
-    if (response.ps?.pid === undefined || response.ps.port === undefined) throw this.failure({ type: CriuReqType.PAGE_SERVER }, response, logPath);
-    this.pageServers.add(response.ps.pid);
-    return { pid: response.ps.pid, port: response.ps.port };
+    if (!response.ps?.port) throw this.failure({ type: CriuReqType.PAGE_SERVER }, response, logPath);
+    // CRIU 4.2.1 answers pid 0 here (the daemon's pid is not reported), so it may be unknown.
+    const pid = response.ps.pid !== undefined && response.ps.pid > 1 ? response.ps.pid : undefined;
+    if (pid !== undefined) this.pageServers.add(pid);
+    return { ...(pid !== undefined ? { pid } : {}), port: response.ps.port };
   }
 
   /**

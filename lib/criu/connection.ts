@@ -111,7 +111,9 @@ export class CriuConnection {
       }
       if (response.type !== CriuReqType.NOTIFY || request.type === CriuReqType.NOTIFY) {
         message.fds.forEach(closeQuietly);
-        if (response.type !== request.type && response.type !== CriuReqType.EMPTY) {
+        // CRIU answers PAGE_SERVER_CHLD with a PAGE_SERVER-typed reply.
+        const expected = request.type === CriuReqType.PAGE_SERVER_CHLD ? CriuReqType.PAGE_SERVER : request.type;
+        if (response.type !== request.type && response.type !== expected && response.type !== CriuReqType.EMPTY) {
           await this.destroy();
           throw new CriuProtocolError(
             `${this.description}: sent ${reqTypeName(request.type)}, got a ${reqTypeName(response.type)} reply`,

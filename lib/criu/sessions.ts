@@ -168,6 +168,7 @@ export class PageServerChild {
     if (!this.done) {
       this.done = true;
       try {
+        if (!Number.isInteger(this.pid) || this.pid <= 1) throw new Error('no page server pid');
         process.kill(this.pid, 'SIGKILL');
       } catch {
         // already gone
@@ -183,6 +184,8 @@ export class PageServerChild {
  * its pid is gone.
  */
 export async function killDaemon(pid: number): Promise<void> {
+  // Never 0 or negative: that would signal a process group, ours included.
+  if (!Number.isInteger(pid) || pid <= 1) return;
   try {
     process.kill(pid, 'SIGKILL');
   } catch {

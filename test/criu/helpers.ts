@@ -91,7 +91,8 @@ export function pidAlive(pid: number): boolean {
 
 /** SIGKILLs `pid` if alive and waits (bounded) until it is gone. */
 export async function killPid(pid: number | undefined): Promise<void> {
-  if (pid === undefined) return;
+  // 0 or negative would signal a whole process group (jest's own included).
+  if (pid === undefined || !Number.isInteger(pid) || pid <= 1) return;
   try {
     process.kill(pid, 'SIGKILL');
   } catch {
