@@ -57,7 +57,7 @@ const char *test_netns_prefix(void)
 	return test_prefix[0] ? test_prefix : run_prefix();
 }
 
-static int lo_up(void)
+int test_lo_up(void)
 {
 	struct ifreq ifr = {0};
 	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), ret;
@@ -130,7 +130,7 @@ static pid_t start_test(int idx, const char *log)
 	setvbuf(stdout, NULL, _IONBF, 0);
 	signal(SIGPIPE, SIG_IGN);
 	alarm(TEST_TIMEOUT_S);
-	if (unshare(CLONE_NEWNET) < 0 || lo_up() < 0) {
+	if (unshare(CLONE_NEWNET) < 0 || test_lo_up() < 0) {
 		perror("unshare/lo");
 		_exit(3);
 	}

@@ -24,6 +24,9 @@ void test_add(test_fn fn, const void *arg, const char *fmt, ...)
 /* Runs the registered tests whose name contains filter (NULL = all); returns failures. */
 int test_run_all(const char *filter, int jobs);
 
+/* Brings lo up in the current network namespace. */
+int test_lo_up(void);
+
 /* Prefix of every network namespace name the suite creates (unique per run). */
 const char *test_netns_prefix(void);
 

@@ -361,8 +361,69 @@ static int t_timestamp(const void *arg)
 	return finish_pair(fd, p.cli, &c2s, &s2c, &c0);
 }
 
+/* SO_PEEK_OFF (TCP, Linux >= 6.9) must not shift what save() peeks; the app's value stays. */
+static int t_peek_off(const void *arg)
+{
+	struct pair p;
+	struct stream c2s, s2c;
+	struct libsoccr_sk_data d;
+	int off = 3, v = -5;
+	socklen_t len = sizeof(v);
+	(void)arg;
+
+	TRY(loaded_pair(&p, &c2s, &s2c, 10, 0, FAM_V4));
+	CHECK(setsockopt(p.srv, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off)) == 0, "SO_PEEK_OFF");
+	struct libsoccr_sk *sk = libsoccr_pause(p.srv);
+	CHECK(sk, "pause");
+	CHECK(libsoccr_save(sk, &d, sizeof(d)) == 68 && d.inq_len == 10, "save");
+	char *q = libsoccr_get_queue_bytes(sk, TCP_RECV_QUEUE, 0);
+	for (int i = 0; i < 10; i++)
+		CHECK((uint8_t)q[i] == stream_byte(0, (uint64_t)i), "byte %d from the queue start", i);
+	CHECK(getsockopt(p.srv, SOL_SOCKET, SO_PEEK_OFF, &v, &len) == 0 && v == 3,
+	      "SO_PEEK_OFF put back (%d)", v);
+	libsoccr_resume(sk);
+	v = -1;
+	CHECK(setsockopt(p.srv, SOL_SOCKET, SO_PEEK_OFF, &v, sizeof(v)) == 0, "SO_PEEK_OFF off");
+	TRY(unlock_socket(p.srv));
+	struct rst_counters c0;
+	TRY(read_rst_counters(&c0));
+	return finish_pair(p.srv, p.cli, &c2s, &s2c, &c0);
+}
+
+/* One connection moved 20 times in a row, with new data in both queues before every dump. */
+static int t_cycles(const void *arg)
+{
+	struct pair p;
+	struct stream c2s, s2c;
+	struct rst_counters c0;
+	(void)arg;
+
+	TRY(loaded_pair(&p, &c2s, &s2c, 100, 100, FAM_V6));
+	TRY(read_rst_counters(&c0));
+	int srv = p.srv;
+	for (int i = 0; i < 20; i++) {
+		struct saved_conn saved;
+		char guard[64];
+		TRY(dump_socket(srv, &saved));
+		TRY(nft_drop_flow(-1, saved.peer, saved.self, guard, sizeof(guard)));
+		close(srv);
+		srv = restore_socket(&saved, AF_INET6);
+		CHECK(srv >= 0, "restore %d", i);
+		TRY(nft_delete_table(-1, guard));
+		TRY(set_nonblock(srv));
+		/* more data each way; the server reads nothing, so its receive queue grows */
+		TRY(stream_write_all(p.cli, &c2s, 1000, 5000));
+		TRY(wait_queue(srv, false, (int)(c2s.written - c2s.read), 5000));
+		TRY(stream_write_all(srv, &s2c, 1000, 5000));
+		TRY(stream_read(p.cli, &s2c) < 0 ? -1 : 0);
+	}
+	return finish_pair(srv, p.cli, &c2s, &s2c, &c0);
+}
+
 void register_api_tests(void)
 {
+	test_add(t_peek_off, NULL, "api: SO_PEEK_OFF does not shift the saved queue");
+	test_add(t_cycles, NULL, "api: one connection moved 20 times, data added each time");
 	test_add(t_data_size, NULL, "api: data_size, 68-byte ABI, zeroed tail");
 	test_add(t_ownership, NULL, "api: queue/address ownership with and without EXCL");
 	test_add(t_log_errno, NULL, "api: log levels, prefixes, errno kept across the callback");

@@ -42,6 +42,11 @@ void register_matrix_tests(void)
 				     TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING};
 	const uint32_t big = 4u << 20;
 
+	/* a receive queue far above the new socket's default buffers */
+	struct scenario huge = {.fam = FAM_V4, .state = TCP_ESTABLISHED, .recvq = 12u << 20,
+				.sendq = 8u << 20, .extra = 1 << 20};
+	add(huge, " huge");
+
 	for (int f = FAM_V4; f <= FAM_MAPPED; f++) {
 		for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++) {
 			for (int opts_off = 0; opts_off <= 1; opts_off++) {

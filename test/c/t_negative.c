@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -260,8 +261,53 @@ static int t_compat_program(const void *arg)
 	return 0;
 }
 
+static int write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, text, strlen(text));
+	close(fd);
+	return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* In a user namespace (root there, not in the initial namespace) SO_SNDBUFFORCE and
+ * SO_RCVBUFFORCE are refused: libsoccr falls back to SO_SNDBUF/SO_RCVBUF and unsent data that
+ * fits still arrives intact. */
+static int t_userns(const void *arg)
+{
+	(void)arg;
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		int big = 1 << 24, fd;
+		if (unshare(CLONE_NEWUSER | CLONE_NEWNET) < 0 ||
+		    write_file("/proc/self/setgroups", "deny") < 0 ||
+		    write_file("/proc/self/uid_map", "0 0 1") < 0 ||
+		    write_file("/proc/self/gid_map", "0 0 1") < 0 || test_lo_up() < 0) {
+			perror("userns setup");
+			exit(20);
+		}
+		fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big)) == 0 ||
+		    errno != EPERM) {
+			fprintf(stderr, "  SO_SNDBUFFORCE should be refused in a user namespace\n");
+			exit(21);
+		}
+		close(fd);
+		struct scenario sc = {.fam = FAM_V4, .state = TCP_ESTABLISHED, .recvq = 1000,
+				      .sendq = 65536, .zero_window = true, .extra = 65536};
+		exit(run_scenario(&sc) ? 22 : 0);
+	}
+	int status;
+	CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "userns child status %d", status);
+	return 0;
+}
+
 void register_negative_tests(void)
 {
+	test_add(t_userns, NULL, "userns: no SO_*BUFFORCE, fallback buffers, unsent data intact");
 	test_add(t_not_a_socket, NULL, "negative: not a socket (ENOTSOCK, EBADF)");
 	test_add(t_udp, NULL, "negative: UDP and AF_UNIX sockets");
 	test_add(t_listening, NULL, "negative: listening socket (EPERM, keeps listening)");

@@ -116,7 +116,29 @@ int soccr_send_all(struct libsoccr_sk *sk, const char *buf, uint32_t len)
 		}
 		if (ret == 0)
 			errno = EIO;
+		else if (errno == EAGAIN)
+			errno = ENOBUFS; /* out of socket memory even with raised buffers */
 		loge("Unable to write %u of %u queue bytes: errno %d\n", len - off, len, errno);
+		return -1;
+	}
+	return 0;
+}
+
+/* Unsent bytes are written by resume, which cannot fail: make sure now that the whole send
+ * queue fits the (raised) send buffer. Without CAP_NET_ADMIN in the initial namespace the raise
+ * falls back to SO_SNDBUF, capped by net.core.wmem_max; a bigger queue fails here (ENOBUFS)
+ * instead of losing bytes later. The margin covers per-skb overhead. */
+static int check_send_room(struct libsoccr_sk *sk, uint32_t queue_len)
+{
+	int sndbuf = 0;
+	uint64_t need = (uint64_t)queue_len + queue_len / 8 + 65536;
+
+	if (get_int(sk->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf) < 0)
+		return -1;
+	if ((uint64_t)sndbuf < need) {
+		loge("Send queue of %u bytes does not fit the send buffer (%d bytes; "
+		     "SO_SNDBUFFORCE not permitted?)\n", queue_len, sndbuf);
+		errno = ENOBUFS;
 		return -1;
 	}
 	return 0;
@@ -252,6 +274,8 @@ static int rst_queue(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data
 		sent_len = len - data->unsq_len;
 		/* They were all queued at the source; keep room for them until resume. */
 		if (soccr_raise_bufs(sk) < 0)
+			goto fail;
+		if (check_send_room(sk, len) < 0)
 			goto fail;
 		free(sk->unsent);
 		sk->unsent = malloc(data->unsq_len);
