@@ -12,7 +12,7 @@ import type { NativeSoccrHandle } from './binding-types';
 import { SoccrError } from './errors';
 import { checkConnectedTcp, nativeAddress } from './handle';
 import { CONNECTION_IMAGE_VERSION, validateConnectionImage } from './image';
-import type { ConnectionImage, NftablesLockRef } from './image';
+import type { ConnectionImage } from './image';
 import { soccrBinding } from './native';
 import { NftablesLock, processLock } from './nft-lock';
 import type { ConnectionTuple } from './nft-lock';
@@ -48,6 +48,13 @@ export interface RestoreOptions {
   netns?: string;
   /** Remove the image's nftables lock once restored (default true). */
   unlock?: boolean;
+  /**
+   * Further locks holding these connections' 4-tuples, released once they are restored (before
+   * repair mode ends). E.g. a lock in the target namespace that drops the peer's packets from the
+   * moment the address arrives there until the restored socket exists (else that namespace
+   * answers them with a RST).
+   */
+  locks?: readonly NftablesLock[];
 }
 
 function checkOptions(options: unknown): asserts options is CheckpointOptions {
@@ -211,6 +218,9 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   if (options.netns !== undefined && (typeof options.netns !== 'string' || !path.isAbsolute(options.netns))) {
     throw new InvalidArgumentError('netns must be an absolute path');
   }
+  if (options.locks !== undefined && (!Array.isArray(options.locks) || !options.locks.every((l) => l instanceof NftablesLock))) {
+    throw new InvalidArgumentError('locks must be an array of NftablesLock', 'ERR_INVALID_ARG_TYPE');
+  }
   images.forEach((image) => validateConnectionImage(image));
   const binding = soccrBinding();
   const ops = binding.socketOps;
@@ -244,27 +254,26 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
     throw fromNativeError(SoccrError, error, 'restore');
   }
 
-  if (options.unlock ?? true) {
-    const byLock = new Map<string, { ref: NftablesLockRef; tuples: ConnectionTuple[] }>();
-    for (const image of images) {
-      if (!image.lock) continue;
-      const key = `${image.lock.netns ?? ''}\0${image.lock.table}`;
-      if (!byLock.has(key)) byLock.set(key, { ref: image.lock, tuples: [] });
-      byLock.get(key)?.tuples.push({ local: image.local, remote: image.remote });
+  const byLock = new Map<string, { lock: NftablesLock; tuples: ConnectionTuple[] }>();
+  const addTo = (lock: NftablesLock, image: ConnectionImage) => {
+    const key = `${lock.netns ?? ''}\0${lock.table}`;
+    if (!byLock.has(key)) byLock.set(key, { lock, tuples: [] });
+    byLock.get(key)?.tuples.push({ local: image.local, remote: image.remote });
+  };
+  for (const image of images) {
+    if (image.lock && (options.unlock ?? true)) addTo(NftablesLock.fromRef(image.lock), image);
+    for (const lock of options.locks ?? []) addTo(lock, image);
+  }
+  try {
+    for (const { lock, tuples } of byLock.values()) {
+      await lock.remove(tuples).catch((error: { code?: string }) => {
+        // Not in this table (or the table is not in this namespace or host): nothing to release.
+        if (error.code !== 'ENOENT') throw error;
+      });
     }
-    try {
-      for (const { ref, tuples } of byLock.values()) {
-        await NftablesLock.fromRef(ref)
-          .remove(tuples)
-          .catch((error: { code?: string }) => {
-            // The table is not in this namespace or host: the source side releases it.
-            if (error.code !== 'ENOENT') throw error;
-          });
-      }
-    } catch (error) {
-      rollback();
-      throw error;
-    }
+  } catch (error) {
+    rollback();
+    throw error;
   }
 
   return restored.map((r, i) => {
