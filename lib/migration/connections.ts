@@ -1,0 +1,30 @@
+/**
+ * Connections-only migration: a server process hands its live TCP connections, with the
+ * application's own state for each, to another server process, which takes them over; the first
+ * then exits (or keeps running if the handover failed: nothing is lost either way).
+ *
+ *   source:  await handOverConnections(sockets, { to, serializeState, onResumed, moveAddress })
+ *   target:  await acceptHandover({ from: { listen: { port } }, onConnection(socket, state) {...} })
+ *
+ * Which method fits when:
+ *   method 'fd' (SCM_RIGHTS over a unix SEQPACKET socket): same host only; the kernel socket itself
+ *     changes owner, so there is no repair mode, no lock and no copy of the queues: the cheapest
+ *     handover (an upgrade or restart of the server in place). The socket stays in the namespace
+ *     it was created in.
+ *   method 'repair' (libsoccr TCP_REPAIR images): any host or namespace that owns the connection's
+ *     local address when it restores; the connection is re-created from its image. Costs a
+ *     checkpoint and restore per connection (tens of microseconds in the kernel), plus the lock:
+ *       lock 'filter' with moveAddress: the originals stay paused behind a per-socket drop filter
+ *         until the target confirms (the source can resume them as they were); the target drops
+ *         the staged 4-tuples with nftables between the address arriving and each restore.
+ *       lock 'nftables' (target in the same namespace): the originals are closed at checkpoint
+ *         (the 4-tuple must be free for the restore), their packets dropped by nftables until the
+ *         target restores them; on failure the source restores the images itself.
+ */
+export { handOverConnections } from './handover-source';
+export type { HandOverOptions, HandOverResult, HandoverMethod, HandoverPhases } from './handover-source';
+export { acceptHandover } from './handover-target';
+export type { AcceptHandoverOptions, AcceptHandoverResult, HandoverHello } from './handover-target';
+export { HANDOVER_PROTOCOL_VERSION } from './handover-channel';
+export type { HandoverChannelSpec } from './handover-channel';
+export { HandoverError } from './handover-errors';

@@ -1,0 +1,33 @@
+/** Errors of the connection handover (lib/migration/connections*.ts). */
+import { closeSync } from 'node:fs';
+
+import { NodeCriuError } from '../errors';
+
+/**
+ * A handover did not complete. code:
+ *   ERR_HANDOVER_REFUSED       the target said no (its reason is in the message)
+ *   ERR_HANDOVER_PEER_ABORTED  the other side sent ABORT
+ *   ERR_HANDOVER_CHANNEL_CLOSED the control channel broke (the other process died or closed it)
+ *   ERR_HANDOVER_CONNECT / ERR_HANDOVER_LISTEN   the channel could not be set up
+ *   ERR_HANDOVER_PROTOCOL / ERR_HANDOVER_VERSION a malformed frame or a different protocol version
+ *   ERR_HANDOVER_FDS_UNSUPPORTED fd passing asked of a stream channel
+ *   ERR_HANDOVER_TIMEOUT / ERR_HANDOVER_ABORTED  timeoutMs elapsed / the signal aborted
+ *   ERR_HANDOVER_ADDRESS       the moveAddress hook failed
+ * On the source, `resumed` tells how many connections are back with the application (every one
+ * that was not confirmed by the target, unless `lost` says otherwise).
+ */
+export class HandoverError extends NodeCriuError {
+  resumed = 0;
+  lost = 0;
+  constructor(message: string, code: string, cause?: unknown) {
+    super(message, cause === undefined ? { code } : { code, cause });
+  }
+}
+
+export function closeFdQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+}
