@@ -2,3 +2,4 @@
 export * from './errors';
 export * from './soccr';
 export * from './criu';
+export * from './migration';

@@ -1,0 +1,9 @@
+/** Live migration routes. Whole process through CRIU: migrateProcess. */
+export { migrateProcess } from './process';
+export type { ProcessMigrationOptions, ProcessMigrationProgress, ProcessMigrationResult } from './process';
+export { ProcessMigrationError } from './process-errors';
+export type { ProcessMigrationPhase } from './process-errors';
+export type { CriuDumpStats } from './process-images';
+
+/** Connections only (the demo engineer's route): hand live sockets to another process. */
+export * from './connections';

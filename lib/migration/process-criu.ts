@@ -1,0 +1,139 @@
+/**
+ * Running CRIU inside a given network namespace. CRIU must share the task's netns to dump it as a
+ * task whose sockets are external to the tree (per-connection lock, no netns image), and must run
+ * inside the target netns so the restored task lands there. The Criu client spawns
+ * `<criuPath> swrk 3`; for another netns we give it a wrapper that execs
+ * `nsenter --net=<netns> -- <criu> swrk 3` (nsenter does not fork for a net namespace, so fds 3+
+ * and the pid pass through). The wrapper's text is fixed: the netns and criu paths are symlinks
+ * next to it, so no caller string is ever parsed by a shell.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { Criu } from '../criu';
+import { InvalidArgumentError } from '../errors';
+import { ProcessMigrationError } from './process-errors';
+
+const WRAPPER = `#!/bin/sh
+# node-criu: run criu inside the network namespace that the 'netns' link next to this file names.
+d=$(dirname "$0")
+exec nsenter "--net=$d/netns" -- "$d/criu" "$@"
+`;
+
+/** An executable named `name` on PATH, else undefined. */
+export function findOnPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
+    if (dir === '') continue;
+    const candidate = path.join(dir, name);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** Same inode as our own netns: no wrapper needed. */
+function isOwnNetns(netns: string): boolean {
+  const ours = fs.statSync('/proc/self/ns/net');
+  const theirs = fs.statSync(netns);
+  return ours.dev === theirs.dev && ours.ino === theirs.ino;
+}
+
+/**
+ * Checks that `netns` names a network namespace (a /run/netns/NAME bind mount or a
+ * /proc/PID/ns/net link); throws ERR_NETNS_NOT_FOUND otherwise.
+ */
+export function checkNetns(netns: string, what: string): void {
+  if (typeof netns !== 'string' || netns === '') throw new InvalidArgumentError(`${what} must be a non-empty path`, 'ERR_INVALID_ARG_TYPE');
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(netns, 'r');
+    // nsfs files report size 0 and live on the nsfs filesystem; a plain file would be accepted by
+    // open() but refused by setns(), so compare the device with our own namespace's.
+    const ns = fs.fstatSync(fd);
+    const own = fs.statSync('/proc/self/ns/net');
+    if (ns.dev !== own.dev) throw new Error('not a namespace file');
+  } catch (error) {
+    throw new ProcessMigrationError(`${what} ${netns} is not a network namespace (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); create it with 'ip netns add NAME' and pass /run/netns/NAME`, {
+      code: 'ERR_NETNS_NOT_FOUND',
+      phase: 'check',
+      serverOn: 'source',
+      cause: error,
+    });
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/** A Criu client whose swrk runs in `netns` (our own when undefined), and its cleanup. */
+export interface NetnsCriu {
+  criu: Criu;
+  /** The executable the client spawns (the wrapper, or criu itself). */
+  criuPath: string;
+  close(): Promise<void>;
+}
+
+export function criuInNetns(criuPath: string, netns: string | undefined): NetnsCriu {
+  if (netns === undefined || isOwnNetns(netns)) {
+    const criu = new Criu({ criuPath });
+    return { criu, criuPath, close: () => criu.close() };
+  }
+  if (findOnPath('nsenter') === undefined) {
+    throw new ProcessMigrationError('nsenter (util-linux) is not on PATH; it is needed to run CRIU inside another network namespace', {
+      code: 'ERR_NSENTER_NOT_FOUND',
+      phase: 'check',
+      serverOn: 'source',
+    });
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'node-criu-netns-'));
+  fs.symlinkSync(path.resolve(netns), path.join(dir, 'netns'));
+  fs.symlinkSync(path.resolve(criuPath), path.join(dir, 'criu'));
+  const wrapper = path.join(dir, 'criu-in-netns');
+  fs.writeFileSync(wrapper, WRAPPER, { mode: 0o700 });
+  const criu = new Criu({ criuPath: wrapper });
+  return {
+    criu,
+    criuPath: wrapper,
+    close: async () => {
+      await criu.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Runs `nft` in `netns` (argument array, no shell); undefined when nft is missing or fails. */
+export function nftInNetns(netns: string | undefined, args: string[]): string | undefined {
+  const nft = findOnPath('nft');
+  if (nft === undefined) return undefined;
+  const [command, argv] = netns === undefined ? [nft, args] : ['nsenter', [`--net=${netns}`, '--', nft, ...args]];
+  try {
+    return execFileSync(command, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10000 });
+  } catch {
+    return undefined;
+  }
+}
+
+/** Names of CRIU's lock tables ('inet CRIU-...') in `netns`. */
+export function criuLockTables(netns: string | undefined): string[] {
+  const out = nftInNetns(netns, ['list', 'tables']) ?? '';
+  return out
+    .split('\n')
+    .map((line) => /^table (\S+) (CRIU-\S+)$/.exec(line.trim()))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => `${m[1]} ${m[2]}`);
+}
+
+/** Deletes the given 'family name' tables in `netns`; returns the ones deleted. */
+export function deleteTables(netns: string | undefined, tables: string[]): string[] {
+  const deleted: string[] = [];
+  for (const table of tables) {
+    const [family, name] = table.split(' ');
+    if (nftInNetns(netns, ['delete', 'table', family, name]) !== undefined) deleted.push(table);
+  }
+  return deleted;
+}

@@ -1,0 +1,214 @@
+/**
+ * The images side of the whole-process route: the directory layout, CRIU's stats-dump image,
+ * copying a dump to the target's directory, and the connected TCP pair that carries pages from
+ * the dumping CRIU to the target's page server.
+ *
+ * Layout under imagesDir (0700): source/pre-N and source/dump are what the source side writes;
+ * target/pre-N and target/dump what the target side has (copied, or received by its page server).
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+
+export interface ImagesLayout {
+  root: string;
+  source: string;
+  target: string;
+}
+
+export function prepareLayout(imagesDir: string): ImagesLayout {
+  const root = path.resolve(imagesDir);
+  fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+  const layout = { root, source: path.join(root, 'source'), target: path.join(root, 'target') };
+  for (const dir of [layout.source, layout.target]) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return layout;
+}
+
+/** A fresh, empty 0700 directory (an earlier run's files would mix into a new dump). */
+export function freshDir(dir: string): string {
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return dir;
+}
+
+/** CRIU's dump statistics (stats.proto dump_stats_entry); times in microseconds. */
+export interface CriuDumpStats {
+  freezingTimeUs?: number;
+  frozenTimeUs?: number;
+  memdumpTimeUs?: number;
+  memwriteTimeUs?: number;
+  pagesScanned?: number;
+  pagesSkippedParent?: number;
+  pagesWritten?: number;
+}
+
+const DUMP_STATS_FIELDS: Record<number, keyof CriuDumpStats> = {
+  1: 'freezingTimeUs',
+  2: 'frozenTimeUs',
+  3: 'memdumpTimeUs',
+  4: 'memwriteTimeUs',
+  5: 'pagesScanned',
+  6: 'pagesSkippedParent',
+  7: 'pagesWritten',
+};
+
+/** Minimal protobuf reader: enough for stats_entry (varints and one nested message). */
+function readVarint(buf: Buffer, at: { pos: number }): number {
+  let result = 0;
+  let scale = 1;
+  for (let i = 0; i < 10; i++) {
+    if (at.pos >= buf.length) throw new Error('truncated varint');
+    const byte = buf[at.pos++];
+    result += (byte & 0x7f) * scale;
+    if ((byte & 0x80) === 0) return result;
+    scale *= 128;
+  }
+  throw new Error('varint too long');
+}
+
+function skipField(buf: Buffer, wire: number, at: { pos: number }): void {
+  if (wire === 0) readVarint(buf, at);
+  else if (wire === 1) at.pos += 8;
+  else if (wire === 5) at.pos += 4;
+  else if (wire === 2) at.pos += readVarint(buf, at);
+  else throw new Error(`wire type ${wire}`);
+}
+
+/**
+ * Reads `<dir>/stats-dump` (two u32 magics, a u32 length, then stats_entry{1: dump_stats_entry});
+ * undefined when it is missing or not what we expect (statistics are best effort).
+ */
+export function readDumpStats(dir: string): CriuDumpStats | undefined {
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(path.join(dir, 'stats-dump'));
+  } catch {
+    return undefined;
+  }
+  try {
+    if (buf.length < 12) return undefined;
+    const length = buf.readUInt32LE(8);
+    const entry = buf.subarray(12, 12 + length);
+    const at = { pos: 0 };
+    while (at.pos < entry.length) {
+      const key = readVarint(entry, at);
+      if (key >>> 3 === 1 && (key & 7) === 2) {
+        const size = readVarint(entry, at);
+        const inner = entry.subarray(at.pos, at.pos + size);
+        const stats: CriuDumpStats = {};
+        const ia = { pos: 0 };
+        while (ia.pos < inner.length) {
+          const k = readVarint(inner, ia);
+          const name = DUMP_STATS_FIELDS[k >>> 3];
+          if (name !== undefined && (k & 7) === 0) stats[name] = readVarint(inner, ia);
+          else skipField(inner, k & 7, ia);
+        }
+        return stats;
+      }
+      skipField(entry, key & 7, at);
+    }
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}
+
+/** Total size of the pages-*.img files in `dir` (what a dump or pre-dump copied). */
+export function pagesBytes(dir: string): number {
+  let total = 0;
+  for (const name of fs.readdirSync(dir)) {
+    if (name.startsWith('pages-') && name.endsWith('.img')) total += fs.statSync(path.join(dir, name)).size;
+  }
+  return total;
+}
+
+/**
+ * Copies every regular file of `from` into `to` that `to` does not have yet (the page server
+ * already wrote pagemap/pages there); stands in for scp/rsync between hosts. Returns bytes copied.
+ */
+export function copyImages(from: string, to: string): number {
+  fs.mkdirSync(to, { recursive: true, mode: 0o700 });
+  let bytes = 0;
+  for (const entry of fs.readdirSync(from, { withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const dest = path.join(to, entry.name);
+    if (fs.existsSync(dest)) continue;
+    fs.copyFileSync(path.join(from, entry.name), dest);
+    bytes += fs.statSync(dest).size;
+  }
+  return bytes;
+}
+
+/** Whether `dir` holds a complete dump (CRIU writes inventory.img and pstree.img). */
+export function isCompleteDump(dir: string): boolean {
+  return ['inventory.img', 'pstree.img'].every((name) => fs.existsSync(path.join(dir, name)));
+}
+
+/**
+ * A connected TCP pair on our own loopback, both ends idle (never read by Node), for CRIU's
+ * ps.fd: the target's page server gets one end, the dumping CRIU the other, wherever their
+ * network namespaces are (a socket keeps the namespace it was created in). On separate hosts this
+ * would be a TCP connection between them; here it also needs no route between the namespaces.
+ */
+export interface PageChannel {
+  serverFd: number;
+  clientFd: number;
+  /** Closes our copies (the CRIU processes keep theirs). Idempotent. */
+  close(): void;
+}
+
+function handleFd(socket: net.Socket): number {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new Error('no fd on the socket handle');
+  return fd;
+}
+
+/**
+ * Clears O_NONBLOCK on `fd`'s open file description. CRIU's page transfer expects a blocking
+ * socket (with libuv's non-blocking one it fails with EAGAIN), and Node has no fcntl: libuv makes
+ * a child's stdin blocking before exec, and the flag lives in the description we share with it.
+ */
+function makeBlocking(fd: number): void {
+  const result = spawnSync(findTrue(), [], { stdio: [fd, 'ignore', 'ignore'], timeout: 10000 });
+  if (result.error) throw result.error;
+}
+
+function findTrue(): string {
+  for (const candidate of ['/usr/bin/true', '/bin/true']) if (fs.existsSync(candidate)) return candidate;
+  return process.execPath;
+}
+
+export async function openPageChannel(): Promise<PageChannel> {
+  const server = net.createServer({ pauseOnConnect: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as net.AddressInfo;
+  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+  const client = net.connect({ port, host: '127.0.0.1' });
+  client.pause();
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', reject);
+  });
+  const peer = await accepted;
+  server.close();
+  const serverFd = handleFd(peer);
+  const clientFd = handleFd(client);
+  makeBlocking(serverFd);
+  makeBlocking(clientFd);
+  let closed = false;
+  return {
+    serverFd,
+    clientFd,
+    close: () => {
+      if (closed) return;
+      closed = true;
+      // destroy() closes our fd only (no shutdown), so the copies CRIU holds stay connected.
+      peer.destroy();
+      client.destroy();
+    },
+  };
+}

@@ -1,0 +1,300 @@
+/**
+ * Whole-process live migration through CRIU (issue #5): pre-dumps while the server runs (when
+ * CRIU can track memory), a final dump with its TCP connections (tcp_established, nftables lock),
+ * the images carried to the target (a copied directory, or CRIU's page server), the service
+ * address moved by the caller's hook, and a restore inside the target's network namespace.
+ *
+ * Failure design (the server is never lost, and its peers never see a reset):
+ * - Anything before or during the final dump fails: CRIU resumes the task where it was and
+ *   removes its network lock (CRIU does this itself unless leave_stopped, which we never set), so
+ *   the server keeps serving on the source; we check the pid is alive and say so.
+ * - Anything after the dump fails (transfer, moveAddress, target restore, an abort): the dump's
+ *   images are complete and the source's connections are still held by CRIU's nftables lock, so
+ *   we move the address back (moveAddressBack) and restore the same images on the source. The
+ *   peers see only a longer pause. Only if that restore fails too is the process not running
+ *   (ERR_MIGRATION_LOST; the images stay for a manual restore).
+ * We chose restore-on-source over dumping with leave_running: with leave_running the source copy
+ * keeps running (and talking) while the target copy starts, so both would own the connections.
+ */
+import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
+import { checkNetns, criuInNetns, criuLockTables, deleteTables, type NetnsCriu } from './process-criu';
+import { ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
+import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, type ImagesLayout, type PageChannel } from './process-images';
+import { checkPid, validateProcessMigrationOptions, type ProcessMigrationOptions, type ProcessMigrationResult } from './process-options';
+import * as path from 'node:path';
+
+export type { ProcessMigrationOptions, ProcessMigrationResult, ProcessMigrationProgress } from './process-options';
+
+const PAGE_SIZE = 4096;
+
+/**
+ * The most telling line of a CRIU failure: CRIU's own cr_errmsg is its FIRST error line, which
+ * here is always the harmless "Can't setup RLIMIT_NOFILE"; the last error line of its log says
+ * why the operation failed.
+ */
+export function describeFailure(error: unknown): string {
+  const e = error as { message?: string; logTail?: string; logFile?: string };
+  const lines = (e.logTail ?? '').split('\n').filter((line) => /Error \(/.test(line) && !/RLIMIT_NOFILE/.test(line));
+  const reason = lines.length > 0 ? lines.map((line) => line.replace(/^\([\d.]+\)\s*/, '')).slice(-2).join(' / ') : undefined;
+  const message = e.message ?? String(error);
+  return reason !== undefined ? `${reason}${e.logFile ? ` (log: ${e.logFile})` : ''}` : message;
+}
+const DEFAULT_MAX_PRE_DUMPS = 5;
+/** phaul's rule: a pre-dump that copied fewer pages than this is good enough. */
+const DEFAULT_MIN_PAGES = 64;
+
+type Phases = ProcessMigrationResult['phases'];
+
+class Migration {
+  readonly phases: Phases = { preDump: 0, dump: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
+  readonly iterations: ProcessMigrationResult['iterations'] = [];
+  readonly signal: AbortSignal | undefined;
+  readonly transfer: 'directory' | 'page-server';
+  readonly base: CriuOptions;
+  /** parent_img for the final dump (set when pre-dumps ran). */
+  parent: string | undefined;
+  moved = false;
+  memoryTracking = false;
+
+  constructor(
+    readonly options: ProcessMigrationOptions,
+    readonly layout: ImagesLayout,
+    readonly source: NetnsCriu,
+    readonly target: NetnsCriu,
+  ) {
+    const signals = [options.signal, options.timeoutMs !== undefined ? AbortSignal.timeout(options.timeoutMs) : undefined].filter(
+      (s): s is AbortSignal => s !== undefined,
+    );
+    this.signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+    this.transfer = options.transfer ?? 'directory';
+    this.base = { ...options.criuOptions, tcpEstablished: true, networkLock: 'nftables' };
+  }
+
+  emit(phase: string, detail?: Record<string, unknown>): void {
+    try {
+      this.options.onProgress?.(detail === undefined ? { phase } : { phase, detail });
+    } catch {
+      // a throwing listener must not break a migration halfway
+    }
+  }
+
+  async timed<T>(phase: keyof Phases, body: () => Promise<T>, detail?: Record<string, unknown>): Promise<T> {
+    this.emit(phase, { state: 'start', ...detail });
+    const started = performance.now();
+    try {
+      return await body();
+    } finally {
+      const ms = performance.now() - started;
+      this.phases[phase] += ms;
+      this.emit(phase, { state: 'end', ms: Math.round(ms * 10) / 10 });
+    }
+  }
+
+  aborted(): boolean {
+    return this.signal?.aborted === true;
+  }
+
+  abortReason(): Error {
+    const reason: unknown = this.signal?.reason;
+    return reason instanceof Error ? reason : new Error(String(reason));
+  }
+
+  /** Before the dump: nothing was touched yet. */
+  checkAbort(phase: ProcessMigrationPhase): void {
+    if (!this.aborted()) return;
+    throw new ProcessMigrationError(`migration aborted before ${phase}: ${this.abortReason().message}; the server keeps running on the source`, {
+      code: 'ERR_MIGRATION_ABORTED',
+      phase,
+      serverOn: 'source',
+      pid: this.options.pid,
+      cause: this.abortReason(),
+    });
+  }
+
+  /** Pre-dumps while the task runs; copies each to the target side as it goes (pages move early). */
+  async preDumps(): Promise<void> {
+    const features = await this.source.criu.featureCheck({ memTrack: true });
+    this.memoryTracking = features.memTrack === true;
+    const plan = this.options.preDump === false ? undefined : this.options.preDump ?? {};
+    if (plan === undefined) return;
+    if (!this.memoryTracking) {
+      this.emit('preDump', {
+        state: 'skipped',
+        reason: 'CRIU cannot track memory changes on this kernel (CONFIG_MEM_SOFT_DIRTY off): every pre-dump would be a full copy and CRIU 4.2 aborts it',
+      });
+      return;
+    }
+    const max = plan.maxIterations ?? DEFAULT_MAX_PRE_DUMPS;
+    const minPages = plan.minPages ?? DEFAULT_MIN_PAGES;
+    let previous: number | undefined;
+    await this.timed('preDump', async () => {
+      for (let index = 1; index <= max; index++) {
+        this.checkAbort('preDump');
+        const dir = freshDir(path.join(this.layout.source, `pre-${index}`));
+        const started = performance.now();
+        await this.source.criu.singlePreDump({
+          ...this.base,
+          pid: this.options.pid,
+          imagesDir: dir,
+          trackMem: true,
+          ...(this.parent !== undefined ? { parentImg: this.parent } : {}),
+        });
+        const written = readDumpStats(dir)?.pagesWritten ?? Math.ceil(pagesBytes(dir) / PAGE_SIZE);
+        copyImages(dir, freshDir(path.join(this.layout.target, `pre-${index}`)));
+        const ms = performance.now() - started;
+        this.iterations.push({ index, pagesWritten: written, ms });
+        this.parent = `../pre-${index}`;
+        this.emit('preDump', { state: 'iteration', index, pagesWritten: written, ms: Math.round(ms) });
+        // Stop when little is left to copy, or when the copies stop shrinking (the task dirties
+        // memory as fast as we copy it), like phaul.
+        if (written < minPages || (previous !== undefined && written >= previous)) break;
+        previous = written;
+      }
+    });
+  }
+
+  /** Final dump (pages to the target's page server in that mode). Throws only with the task resumed on the source. */
+  async dump(): Promise<{ dumpDir: string; targetDir: string; pageServer?: PageServerChild }> {
+    const dumpDir = freshDir(path.join(this.layout.source, 'dump'));
+    const targetDir = freshDir(path.join(this.layout.target, 'dump'));
+    const chain = this.parent !== undefined ? { parentImg: this.parent, trackMem: true } : {};
+    let channel: PageChannel | undefined;
+    let pageServer: PageServerChild | undefined;
+    try {
+      if (this.transfer === 'page-server') {
+        channel = await openPageChannel();
+        pageServer = await this.target.criu.pageServerChld({ imagesDir: targetDir, ps: { fd: channel.serverFd }, ...chain });
+        this.emit('transfer', { state: 'page-server', pid: pageServer.pid });
+      }
+      const ps = channel !== undefined ? { ps: { fd: channel.clientFd } } : {};
+      await this.timed('dump', () => this.source.criu.dump({ ...this.base, pid: this.options.pid, imagesDir: dumpDir, ...chain, ...ps }));
+    } catch (error) {
+      channel?.close();
+      await pageServer?.close();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      let alive = true;
+      try {
+        checkPid(this.options.pid);
+      } catch {
+        alive = false;
+      }
+      throw new ProcessMigrationError(
+        `CRIU could not dump process ${this.options.pid}: ${describeFailure(error)}; ${alive ? 'it keeps running on the source' : 'it is no longer running'}`,
+        { code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: alive ? 'source' : 'none', pid: this.options.pid, cause: error },
+      );
+    }
+    channel?.close();
+    return { dumpDir, targetDir, ...(pageServer !== undefined ? { pageServer } : {}) };
+  }
+
+  /** After the dump: the page server's exit, then the non-page images copied to the target. */
+  async carry(dirs: { dumpDir: string; targetDir: string; pageServer?: PageServerChild }): Promise<void> {
+    await this.timed('transfer', async () => {
+      if (dirs.pageServer !== undefined) {
+        const status = await dirs.pageServer.waitPid();
+        if (status.exitCode !== 0) throw new Error(`the page server exited with ${status.signal ?? `code ${String(status.exitCode)}`}`);
+      }
+      copyImages(dirs.dumpDir, dirs.targetDir);
+    });
+  }
+
+  /** Puts the server back on the source from `dir`; returns its pid or throws ERR_MIGRATION_LOST. */
+  async rollback(phase: ProcessMigrationPhase, cause: unknown, dir: string): Promise<never> {
+    this.emit('rollback', { state: 'start', after: phase, reason: describeFailure(cause) });
+    let rollbackError: unknown;
+    if (this.moved && this.options.moveAddressBack !== undefined) {
+      try {
+        await this.options.moveAddressBack();
+      } catch (error) {
+        rollbackError = error;
+      }
+    }
+    try {
+      const restored = await this.source.criu.restore({ ...this.base, imagesDir: dir, logFile: 'criu-rollback.log' });
+      this.emit('rollback', { state: 'end', pid: restored.pid });
+      throw new ProcessMigrationError(
+        `migration failed during ${phase} (${describeFailure(cause)}); the server was restored on the source as pid ${restored.pid}`,
+        { code: 'ERR_MIGRATION_ROLLED_BACK', phase, serverOn: 'source', pid: restored.pid, cause, ...(rollbackError ? { rollbackError } : {}) },
+      );
+    } catch (error) {
+      if (error instanceof ProcessMigrationError) throw error;
+      throw new ProcessMigrationError(
+        `migration failed during ${phase} (${describeFailure(cause)}) and restoring on the source failed too (${describeFailure(error)}); the images are kept in ${dir}`,
+        { code: 'ERR_MIGRATION_LOST', phase: 'rollback', serverOn: 'none', imagesDir: dir, cause, rollbackError: error },
+      );
+    }
+  }
+
+  async run(): Promise<ProcessMigrationResult> {
+    const started = performance.now();
+    this.checkAbort('preDump');
+    await this.preDumps();
+    this.checkAbort('dump');
+    const locksBefore = criuLockTables(this.options.source?.netns);
+    const dirs = await this.dump();
+    // Directory mode: the source's own copy is complete. Page-server mode: the pages are only on
+    // the target side (on one machine we can read them; across hosts they would be sent back).
+    const rollbackDir = this.transfer === 'page-server' ? dirs.targetDir : dirs.dumpDir;
+    try {
+      await this.carry(dirs);
+    } catch (error) {
+      if (this.transfer === 'page-server') copyImages(dirs.dumpDir, dirs.targetDir);
+      return this.rollback('transfer', error, rollbackDir);
+    }
+    let phase: ProcessMigrationPhase = 'moveAddress';
+    let restoredPid: number;
+    try {
+      if (this.aborted()) throw this.abortReason();
+      if (this.options.moveAddress !== undefined) {
+        this.moved = true;
+        await this.timed('moveAddress', this.options.moveAddress);
+      }
+      if (this.aborted()) throw this.abortReason();
+      phase = 'restore';
+      const restored = await this.timed('restore', () => this.target.criu.restore({ ...this.base, imagesDir: dirs.targetDir }));
+      restoredPid = restored.pid;
+    } catch (error) {
+      return this.rollback(phase, error, rollbackDir);
+    }
+    const downtimeMs = this.phases.dump + this.phases.transfer + this.phases.moveAddress + this.phases.restore;
+    // CRIU leaves its lock table in the source namespace after a successful dump (so the source
+    // never answers the moved connections with RST); the process lives on the target now.
+    const stale = criuLockTables(this.options.source?.netns).filter((t) => !locksBefore.includes(t));
+    if (stale.length > 0) deleteTables(this.options.source?.netns, stale);
+    this.phases.total = performance.now() - started;
+    const dumpStats = readDumpStats(dirs.dumpDir);
+    const result: ProcessMigrationResult = {
+      restoredPid,
+      iterations: this.iterations,
+      phases: this.phases,
+      downtimeMs,
+      memoryTracking: this.memoryTracking,
+      transfer: this.transfer,
+      pagesBytes: pagesBytes(dirs.targetDir),
+      imagesDir: dirs.targetDir,
+      ...(dumpStats !== undefined ? { dumpStats } : {}),
+    };
+    this.emit('done', { restoredPid, downtimeMs: Math.round(downtimeMs) });
+    return result;
+  }
+}
+
+/** Moves the process tree rooted at options.pid to the target network namespace (see the file comment). */
+export async function migrateProcess(options: ProcessMigrationOptions): Promise<ProcessMigrationResult> {
+  validateProcessMigrationOptions(options);
+  checkPid(options.pid);
+  if (options.source?.netns !== undefined) checkNetns(options.source.netns, 'source.netns');
+  if (options.target?.netns !== undefined) checkNetns(options.target.netns, 'target.netns');
+  const command = locateCriu(options.criuPath !== undefined ? { criuPath: options.criuPath } : {});
+  const layout = prepareLayout(options.imagesDir);
+  const source = criuInNetns(command.path, options.source?.netns);
+  let target: NetnsCriu | undefined;
+  try {
+    target = criuInNetns(command.path, options.target?.netns);
+    return await new Migration(options, layout, source, target).run();
+  } finally {
+    await source.close();
+    await target?.close();
+  }
+}
+
