@@ -108,8 +108,16 @@ SeqpacketSocket::SeqpacketSocket(const Napi::CallbackInfo& info)
   fd_ = fd;
   napi_add_async_cleanup_hook(env, OnEnvCleanup, poller, &poller->cleanup_hook);
 
-  on_message_ = Napi::Persistent(info[1].As<Napi::Function>());
-  on_end_ = Napi::Persistent(info[2].As<Napi::Function>());
+  // The callbacks usually close over the JS object that owns this socket. Strong references to
+  // them would be GC roots and keep that whole cycle alive forever; instead the wrapper object
+  // holds them as (hidden) properties and we keep only weak references.
+  Napi::Object self = info.This().As<Napi::Object>();
+  self.DefineProperties({
+      Napi::PropertyDescriptor::Value("__onMessage", info[1], napi_default),
+      Napi::PropertyDescriptor::Value("__onEnd", info[2], napi_default),
+  });
+  on_message_ = Napi::Weak(info[1].As<Napi::Function>());
+  on_end_ = Napi::Weak(info[2].As<Napi::Function>());
   SetStrong(true);
   UpdatePoll();
 }
@@ -170,13 +178,28 @@ void SeqpacketSocket::UpdatePoll() {
 }
 
 void SeqpacketSocket::OnPoll(int status, int events) {
-  Napi::HandleScope scope(env_);
-  if (status < 0) {
-    ReportEnd(-status, "uv_poll", nullptr);
+  // While the environment tears down (worker exit) Node still runs the loop once, and no handle
+  // scope can be opened: then stop polling and touch nothing JS (the cleanup hook closes us next).
+  napi_handle_scope raw_scope;
+  if (napi_open_handle_scope(env_, &raw_scope) != napi_ok) {
+    ended_ = true;
+    UpdatePoll();
     return;
   }
-  if ((events & UV_WRITABLE) != 0) FlushSends();
-  if (!closed_ && !ended_ && (events & (UV_READABLE | UV_DISCONNECT)) != 0) ReadAvailable(false);
+  // A C++ exception must never unwind into libuv. The JS callbacks' own exceptions are handled
+  // where they are called; anything else node-addon-api throws here ends this socket's reads.
+  try {
+    if (status < 0) {
+      ReportEnd(-status, "uv_poll", nullptr);
+    } else {
+      if ((events & UV_WRITABLE) != 0) FlushSends();
+      if (!closed_ && !ended_ && (events & (UV_READABLE | UV_DISCONNECT)) != 0) ReadAvailable(false);
+    }
+  } catch (...) {
+    ended_ = true;
+    UpdatePoll();
+  }
+  napi_close_handle_scope(env_, raw_scope);
 }
 
 void SeqpacketSocket::ReadAvailable(bool) {
@@ -240,8 +263,12 @@ void SeqpacketSocket::ReadAvailable(bool) {
 void SeqpacketSocket::Deliver(Napi::Buffer<uint8_t> data, const std::vector<int>& fds) {
   Napi::Array fd_array = Napi::Array::New(env_, fds.size());
   for (size_t k = 0; k < fds.size(); ++k) fd_array.Set(static_cast<uint32_t>(k), Napi::Number::New(env_, fds[k]));
+  if (on_message_.IsEmpty() || on_message_.Value().IsEmpty()) {
+    CloseFds(fds);
+    return;
+  }
   try {
-    on_message_.MakeCallback(Value(), {data, fd_array});
+    on_message_.Value().MakeCallback(Value(), {data, fd_array});
   } catch (const Napi::Error& error) {
     // The JS layer never throws from this callback; if it does, surface it like any uncaught error.
     napi_fatal_exception(env_, error.Value());
@@ -258,8 +285,9 @@ void SeqpacketSocket::ReportEnd(int err, const char* syscall, const char* detail
   // Nothing more will arrive: the JS object no longer needs pinning for the loop's sake.
   Napi::Object self = Value();
   SetStrong(false);
+  if (on_end_.IsEmpty() || on_end_.Value().IsEmpty()) return;
   try {
-    on_end_.MakeCallback(self, {reason});
+    on_end_.Value().MakeCallback(self, {reason});
   } catch (const Napi::Error& error) {
     napi_fatal_exception(env_, error.Value());
   }
