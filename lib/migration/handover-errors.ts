@@ -14,11 +14,13 @@ import { NodeCriuError } from '../errors';
  *   ERR_HANDOVER_TIMEOUT / ERR_HANDOVER_ABORTED  timeoutMs elapsed / the signal aborted
  *   ERR_HANDOVER_ADDRESS       the moveAddress hook failed
  * On the source, `resumed` tells how many connections are back with the application (every one
- * that was not confirmed by the target, unless `lost` says otherwise).
+ * that was not confirmed by the target, unless `lost` says otherwise), `closed` how many had
+ * closed meanwhile (given back too).
  */
 export class HandoverError extends NodeCriuError {
   resumed = 0;
   lost = 0;
+  closed = 0;
   constructor(message: string, code: string, cause?: unknown) {
     super(message, cause === undefined ? { code } : { code, cause });
   }

@@ -87,6 +87,8 @@ export interface HandOverResult {
   resumed: number;
   /** Connections neither side could keep (only after a partial failure once the address moved). */
   lost: number;
+  /** Connections that were closed (destroyed) when the handover reached them; given back through onResumed as they are. */
+  closed: number;
   failures: Array<{ index: number; code: string; message: string }>;
   phases: HandoverPhases;
 }
@@ -154,18 +156,16 @@ async function resumeHeld(entries: Held[], lockKind: 'filter' | 'nftables', meth
   for (const entry of entries) {
     if (entry.done) continue;
     entry.done = true;
-    if (method === 'fd') {
-      restartReading(entry.socket, entry.wasReading ?? true);
-      back.push(entry);
-    } else if (lockKind === 'filter') {
-      entry.handle?.resume(); // repair off; restarts libuv reading
-      if (entry.filtered) soccr.detachFilter(entry.socket);
-      back.push(entry);
-    } else if (entry.image) {
-      toRestore.push(entry);
-    } else {
-      back.push(entry); // never checkpointed: untouched
+    if (method === 'repair' && lockKind === 'nftables' && entry.image) {
+      toRestore.push(entry); // the original is closed
+      continue;
     }
+    if (method === 'repair' && lockKind === 'filter') {
+      entry.handle?.resume(); // repair off
+      if (entry.filtered) soccr.detachFilter(entry.socket);
+    }
+    restartReading(entry.socket, entry.wasReading ?? false);
+    back.push(entry);
   }
   if (toRestore.length > 0) {
     // The originals are closed: restore the images here (their nftables lock is removed by it).
@@ -223,6 +223,7 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
   const held: Held[] = [];
   let lock: NftablesLock | undefined;
   let addressMoved = false;
+  let closed = 0;
   try {
     channel.sendJson(MessageType.HELLO, { method, count: sockets.length, addressMoves: options.moveAddress !== undefined, lock: lockKind, pid: process.pid });
     const welcome = await channel.expect([MessageType.WELCOME, MessageType.REFUSE], signal);
@@ -234,30 +235,47 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
 
     for (const [index, socket] of sockets.entries()) {
       const state = options.serializeState ? await options.serializeState(socket) : new Uint8Array(0);
-      held.push({ index, socket, state: Buffer.from(state) });
+      // libuv stops reading now: a FIN or data that arrives meanwhile stays in the kernel (and
+      // goes with the connection) instead of ending or destroying the net.Socket under us.
+      const wasReading = socket.destroyed ? false : stopReading(socket);
+      held.push({ index, socket, state: Buffer.from(state), wasReading });
     }
-    await Promise.all(sockets.map((socket) => flushWrites(socket, 10000)));
+    // A connection that closed meanwhile (destroyed, or its writes failed) is not handed over: the
+    // application gets it back as it is.
+    const flushed = await Promise.allSettled(held.map((entry) => (entry.socket.destroyed ? Promise.reject(new Error('destroyed')) : flushWrites(entry.socket, 10000))));
+    const live: Held[] = [];
+    held.forEach((entry, i) => {
+      if (flushed[i].status === 'fulfilled' && !entry.socket.destroyed) {
+        live.push(entry);
+      } else {
+        entry.done = true;
+        closed++;
+        options.onResumed?.(entry.socket, entry.state);
+      }
+    });
 
     if (method === 'fd') {
-      for (const entry of held) {
-        entry.wasReading = stopReading(entry.socket);
+      for (const entry of live) {
         const pending = pendingReadBytes(entry.socket, false);
         channel.send(MessageType.CONNECTION_FD, entry.index, u32Prefixed(pending, entry.state), [soccr.fdOfSocket(entry.socket)]);
       }
     } else if (lockKind === 'filter') {
       // Synchronous from the first pause to the last: nothing else runs on these sockets meanwhile.
-      for (const entry of held) entry.image = pauseInPlace(entry);
-    } else {
+      for (const entry of live) entry.image = pauseInPlace(entry);
+    } else if (live.length > 0) {
       lock = await NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns });
-      const images = await checkpointConnections(sockets, { lock, ...(options.netns === undefined ? {} : { netns: options.netns }) });
-      images.forEach((image, i) => (held[i].image = image));
+      const images = await checkpointConnections(
+        live.map((entry) => entry.socket),
+        { lock, ...(options.netns === undefined ? {} : { netns: options.netns }) },
+      );
+      images.forEach((image, i) => (live[i].image = image));
     }
     lap('checkpoint');
 
     if (method === 'repair') {
-      for (const entry of held) channel.send(MessageType.CONNECTION, entry.index, u32Prefixed(encodeConnectionImage(entry.image as ConnectionImage), entry.state));
+      for (const entry of live) channel.send(MessageType.CONNECTION, entry.index, u32Prefixed(encodeConnectionImage(entry.image as ConnectionImage), entry.state));
     }
-    channel.sendJson(MessageType.STAGE_END, { count: held.length });
+    channel.sendJson(MessageType.STAGE_END, { count: live.length });
     await channel.expect([MessageType.STAGED], signal);
     lap('transfer');
 
@@ -303,13 +321,15 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
     }
     phases.total = performance.now() - started;
     progress('done', { handedOver, resumed, lost });
-    return { method, handedOver, resumed, lost, failures, phases };
+    return { method, handedOver, resumed, lost, closed, failures, phases };
   } catch (error) {
     const failure = error instanceof HandoverError ? error : new HandoverError((error as Error).message, (error as { code?: string }).code ?? 'ERR_HANDOVER_FAILED', error);
-    try {
-      channel.sendJson(MessageType.ABORT, { reason: failure.message });
-    } catch {
-      // channel already broken
+    if (failure.code !== 'ERR_HANDOVER_REFUSED') {
+      try {
+        channel.sendJson(MessageType.ABORT, { reason: failure.message });
+      } catch {
+        // channel already broken
+      }
     }
     if (addressMoved && options.moveAddressBack) {
       await options.moveAddressBack().catch(() => undefined);
@@ -324,6 +344,7 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
       failure.resumed = resumed;
       failure.lost = lost;
     }
+    failure.closed = closed;
     throw failure;
   } finally {
     channel.close();

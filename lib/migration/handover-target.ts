@@ -178,7 +178,7 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
       phases: { stage: stagedAt - started, restore: restoredAt - stagedAt, total: performance.now() - started },
     };
   } catch (error) {
-    if (!committed) {
+    if (!committed && (error as { code?: string }).code !== 'ERR_HANDOVER_REFUSED') {
       try {
         channel.sendJson(MessageType.ABORT, { reason: (error as Error).message });
       } catch {

@@ -108,3 +108,74 @@ it('hands the live fds to a new process over SEQPACKET (SCM_RIGHTS): exact both 
   expectAllExact(clientReports, serverReports, TOTAL, COUNT);
   expect(resets()).toEqual(before);
 });
+
+it('keeps serving every connection on the source when the target refuses', async () => {
+  const before = resets();
+  const { source, clients } = await sourceWithClients();
+  const target = start(H, SERVER_FIXTURE);
+  const { listening } = await target.request<{ listening: { port: number } }>({ cmd: 'accept', listen: { host: '127.0.0.1', port: 0 }, refuse: 'draining' });
+  const reply = await source.request<HandoverReply>({ cmd: 'handover', to: { host: '127.0.0.1', port: listening.port } });
+  expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_REFUSED', resumed: 0, lost: 0 });
+  expect(await target.nextEvent('acceptFailed')).toMatchObject({ code: 'ERR_HANDOVER_REFUSED' });
+
+  const { clientReports, serverReports } = await waitForExactTraffic(clients, [source], TOTAL);
+  expectAllExact(clientReports, serverReports, TOTAL, COUNT);
+  expect(resets()).toEqual(before);
+});
+
+describe.each([
+  ['filter', 'the paused originals resume'],
+  ['nftables', 'the source restores its images locally'],
+])('target killed after staging, before it restores (lock %s)', (lock, how) => {
+  it(`loses nothing: ${how} and the server keeps running on the source`, async () => {
+    const before = resets();
+    const { source, clients } = await sourceWithClients();
+    const target = start(H, SERVER_FIXTURE);
+    const { listening } = await target.request<{ listening: { port: number } }>({ cmd: 'accept', listen: { host: '127.0.0.1', port: 0 } });
+    // The source's moveAddress hook asks us: kill the target (SIGKILL) right then, so it dies
+    // holding every staged connection and before COMMIT; moveAddressBack is answered the same way.
+    const hooks: string[] = [];
+    source.onEvent((e) => {
+      if (e.event !== 'moveAddress' && e.event !== 'moveAddressBack') return;
+      hooks.push(e.event);
+      void (async () => {
+        if (e.event === 'moveAddress') await target.stop();
+        source.process.send({ cmd: 'addressMoved' });
+      })();
+    });
+    const reply = await source.request<HandoverReply>({ cmd: 'handover', to: { host: '127.0.0.1', port: listening.port }, lock, moveAddress: true });
+    expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_CHANNEL_CLOSED', resumed: COUNT, lost: 0 });
+    expect(hooks).toEqual(['moveAddress', 'moveAddressBack']);
+
+    const { clientReports, serverReports } = await waitForExactTraffic(clients, [source], TOTAL);
+    expectAllExact(clientReports, serverReports, TOTAL, COUNT);
+    expect(resets()).toEqual(before);
+    // The source left no nftables table. The killed target could not delete its own gap lock
+    // (SIGKILL runs no exit hook): its table is named after its pid; remove it here.
+    const tables = lab.exec(H, 'nft', ['list', 'tables']).trim().split('\n').filter(Boolean);
+    const targetTables = tables.filter((t) => t.startsWith(`table inet node_criu_${target.process.pid}_`));
+    expect(tables.filter((t) => !targetTables.includes(t))).toEqual([]);
+    for (const t of targetTables) lab.exec(H, 'nft', ['delete', ...t.split(' ')]);
+  });
+});
+
+it('carries on when a client closes its connection in the middle of the handover', async () => {
+  const before = resets();
+  const { source, clients, ports } = await sourceWithClients();
+  const target = start(H, SERVER_FIXTURE);
+  const { listening } = await target.request<{ listening: { port: number } }>({ cmd: 'accept', listen: { host: '127.0.0.1', port: 0 } });
+  const handover = source.request<HandoverReply>({ cmd: 'handover', to: { host: '127.0.0.1', port: listening.port } });
+  await source.nextEvent('progress');
+  await clients.request({ cmd: 'end', port: ports[0] });
+  const reply = await handover;
+  expect(reply).toMatchObject({ result: { handedOver: expect.any(Number) } });
+  expect(reply.result?.resumed).toBe(0);
+  expect(reply.result?.lost).toBe(0);
+
+  const { clientReports, serverReports } = await waitForExactTraffic(clients, [source, target], TOTAL);
+  expectAllExact(clientReports, serverReports, TOTAL, COUNT);
+  const closed = clientReports.find((r) => r.port === ports[0]);
+  expect(closed).toMatchObject({ ended: true });
+  expect(serverReports.get(ports[0])?.ended).toBe(true);
+  expect(resets()).toEqual(before);
+});
