@@ -107,12 +107,17 @@ export function criuInNetns(criuPath: string, netns: string | undefined): NetnsC
 }
 
 /** Runs `nft` in `netns` (argument array, no shell); undefined when nft is missing or fails. */
-export function nftInNetns(netns: string | undefined, args: string[]): string | undefined {
+export function nftInNetns(netns: string | undefined, args: string[], input?: string): string | undefined {
   const nft = findOnPath('nft');
   if (nft === undefined) return undefined;
   const [command, argv] = netns === undefined ? [nft, args] : ['nsenter', [`--net=${netns}`, '--', nft, ...args]];
   try {
-    return execFileSync(command, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10000 });
+    return execFileSync(command, argv, {
+      encoding: 'utf8',
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'ignore'],
+      timeout: 10000,
+      ...(input !== undefined ? { input } : {}),
+    });
   } catch {
     return undefined;
   }
@@ -136,4 +141,20 @@ export function deleteTables(netns: string | undefined, tables: string[]): strin
     if (nftInNetns(netns, ['delete', 'table', family, name]) !== undefined) deleted.push(table);
   }
   return deleted;
+}
+
+/**
+ * Copies CRIU's lock table `table` ('inet CRIU-...', holding the dumped connections' 4-tuples)
+ * from `from` into `to` under the name `name`. Between the address arriving on the target and
+ * CRIU's restore creating its own lock there, a peer's retransmission would otherwise meet a
+ * namespace that owns the address but no socket, and be answered with RST. Returns the new
+ * table ('inet NAME') or undefined when it could not be made.
+ */
+export function copyLockTable(from: string | undefined, table: string, to: string | undefined, name: string): string | undefined {
+  const [family, source] = table.split(' ');
+  const text = nftInNetns(from, ['list', 'table', family, source]);
+  if (text === undefined) return undefined;
+  const renamed = text.replace(`table ${family} ${source} {`, `table ${family} ${name} {`);
+  if (renamed === text) return undefined;
+  return nftInNetns(to, ['-f', '-'], renamed) !== undefined ? `${family} ${name}` : undefined;
 }

@@ -17,7 +17,9 @@
  * keeps running (and talking) while the target copy starts, so both would own the connections.
  */
 import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
-import { checkNetns, criuInNetns, criuLockTables, deleteTables, type NetnsCriu } from './process-criu';
+import { randomBytes } from 'node:crypto';
+
+import { checkNetns, copyLockTable, criuInNetns, criuLockTables, deleteTables, type NetnsCriu } from './process-criu';
 import { ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, type ImagesLayout, type PageChannel } from './process-images';
 import { checkPid, validateProcessMigrationOptions, type ProcessMigrationOptions, type ProcessMigrationResult } from './process-options';
@@ -55,6 +57,8 @@ class Migration {
   parent: string | undefined;
   moved = false;
   memoryTracking = false;
+  /** Our copy of CRIU's lock in the target namespace, held from moveAddress until the restore. */
+  hold: string | undefined;
 
   constructor(
     readonly options: ProcessMigrationOptions,
@@ -198,6 +202,11 @@ class Migration {
     });
   }
 
+  releaseHold(): void {
+    if (this.hold !== undefined) deleteTables(this.options.target?.netns, [this.hold]);
+    this.hold = undefined;
+  }
+
   /** Puts the server back on the source from `dir`; returns its pid or throws ERR_MIGRATION_LOST. */
   async rollback(phase: ProcessMigrationPhase, cause: unknown, dir: string): Promise<never> {
     this.emit('rollback', { state: 'start', after: phase, reason: describeFailure(cause) });
@@ -209,6 +218,8 @@ class Migration {
         rollbackError = error;
       }
     }
+    // The address has left the target (or never arrived): its hold is no longer needed.
+    this.releaseHold();
     try {
       const restored = await this.source.criu.restore({ ...this.base, imagesDir: dir, logFile: 'criu-rollback.log' });
       this.emit('rollback', { state: 'end', pid: restored.pid });
@@ -241,6 +252,12 @@ class Migration {
       if (this.transfer === 'page-server') copyImages(dirs.dumpDir, dirs.targetDir);
       return this.rollback('transfer', error, rollbackDir);
     }
+    const locksAfter = criuLockTables(this.options.source?.netns).filter((t) => !locksBefore.includes(t));
+    if (this.options.target?.netns !== this.options.source?.netns && locksAfter.length > 0) {
+      const name = `node-criu-hold-${this.options.pid}-${randomBytes(3).toString('hex')}`;
+      this.hold = copyLockTable(this.options.source?.netns, locksAfter[0], this.options.target?.netns, name);
+      if (this.hold === undefined) this.emit('moveAddress', { state: 'warning', reason: 'could not hold the connections in the target namespace (nft missing?); a peer may see a reset' });
+    }
     let phase: ProcessMigrationPhase = 'moveAddress';
     let restoredPid: number;
     try {
@@ -251,8 +268,10 @@ class Migration {
       }
       if (this.aborted()) throw this.abortReason();
       phase = 'restore';
+      // On failure the hold stays until the rollback has moved the address back.
       const restored = await this.timed('restore', () => this.target.criu.restore({ ...this.base, imagesDir: dirs.targetDir }));
       restoredPid = restored.pid;
+      this.releaseHold();
     } catch (error) {
       return this.rollback(phase, error, rollbackDir);
     }

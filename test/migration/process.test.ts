@@ -1,0 +1,228 @@
+/**
+ * Whole-process live migration through CRIU 4.2.1 (migrateProcess) between network namespaces,
+ * with clients in a third namespace streaming both ways the whole time (see process-lab.ts):
+ * connections kept, every byte exact both ways (counts and SHA-256), no reset seen by any client,
+ * no RST sent from the source or target namespace. Failure paths: CRIU failing during the dump,
+ * the target's restore failing, the target refusing (no address), a client leaving mid-migration.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { Criu, locateCriu, migrateProcess, type ProcessMigrationOptions, type ProcessMigrationResult } from '../../lib';
+import { expectExactTwoWay } from '../helpers/traffic';
+import { ProcessLab, pidAlive, type ClientsReport, type Pair, type ServerReport } from './process-lab';
+
+const STREAM = { connections: 3, total: 3 * 1024 * 1024, paceBytes: 16384, paceMs: 5 };
+/** CRIU's fault-injection codes (criu/include/fault-injection.h): dump pages fail, restore root fails. */
+const FI_DUMP_PAGES = 3;
+const FI_RESTORE_ROOT_ONLY = 2;
+
+let lab: ProcessLab;
+let criuPath: string;
+let memTrack: boolean;
+
+beforeAll(async () => {
+  criuPath = locateCriu().path;
+  const criu = new Criu({ criuPath });
+  try {
+    memTrack = (await criu.featureCheck({ memTrack: true })).memTrack === true;
+  } finally {
+    await criu.close();
+  }
+});
+
+// A fresh topology per test, so no test's late packets (or RST counts) leak into the next.
+beforeEach(() => {
+  lab = new ProcessLab();
+});
+
+afterEach(async () => {
+  await lab?.destroy();
+});
+
+/** RSTs that reached the clients' namespace, and connections reset there. */
+function rsts(): { rstsIntoClients: number; clientEstabResets: number } {
+  return { rstsIntoClients: lab.rstsIntoClients(), clientEstabResets: lab.netns.tcpCounters(lab.C).EstabResets };
+}
+
+function expectAllExact(clients: ClientsReport, server: ServerReport): void {
+  const ports = Object.keys(clients.reports).sort();
+  expect(ports).toHaveLength(STREAM.connections);
+  expect(Object.keys(server.reports).sort()).toEqual(ports);
+  for (const port of ports) {
+    expectExactTwoWay(clients.reports[port], server.reports[port], { aToB: STREAM.total, bToA: STREAM.total });
+  }
+}
+
+function options(pair: Pair, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions {
+  return {
+    pid: pair.serverPid,
+    source: { netns: lab.path(lab.S) },
+    target: { netns: lab.path(lab.T) },
+    imagesDir: path.join(pair.statusDir, 'images'),
+    moveAddress: lab.moveAddress,
+    moveAddressBack: lab.moveAddressBack,
+    criuPath,
+    ...extra,
+  };
+}
+
+describe.each(['directory', 'page-server'] as const)('migrateProcess, transfer %s', (transfer) => {
+  it('moves the streaming server to the target: connections kept, bytes exact both ways, no RST', async () => {
+    const pair = await lab.startPair(`ok-${transfer}`, STREAM);
+    await pair.waitFlowing(256 * 1024);
+    const before = rsts();
+    const events: string[] = [];
+    const result: ProcessMigrationResult = await migrateProcess(
+      options(pair, { transfer, onProgress: (e) => events.push(`${e.phase}:${String(e.detail?.state)}`) }),
+    );
+    lab.track(result.restoredPid);
+
+    // CRIU restores the original pid, now inside the target namespace.
+    expect(result.restoredPid).toBe(pair.serverPid);
+    expect(lab.pidNetnsInode(result.restoredPid)).toBe(lab.netnsInode(lab.T));
+    expect(result.transfer).toBe(transfer);
+    expect(result.memoryTracking).toBe(memTrack);
+    if (!memTrack) expect(result.iterations).toEqual([]);
+    for (const phase of ['dump', 'transfer', 'moveAddress', 'restore', 'total'] as const) expect(result.phases[phase]).toBeGreaterThan(0);
+    expect(result.pagesBytes).toBeGreaterThan(0);
+    expect(result.dumpStats?.pagesWritten).toBeGreaterThan(0);
+    expect(events).toEqual(expect.arrayContaining(['dump:start', 'dump:end', 'transfer:end', 'moveAddress:end', 'restore:end', 'done:undefined']));
+    expect(events.indexOf('moveAddress:start')).toBeGreaterThan(events.indexOf('dump:end'));
+    expect(events.indexOf('restore:start')).toBeGreaterThan(events.indexOf('moveAddress:end'));
+
+    const { clients, server } = await pair.reports();
+    expect(server.pid).toBe(pair.serverPid);
+    expectAllExact(clients, server);
+    expect(rsts()).toEqual(before);
+    // No CRIU lock left behind in either namespace.
+    expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
+    expect(lab.nftTables(lab.T)).not.toMatch(/CRIU/);
+  });
+});
+
+describe('migrateProcess failure paths', () => {
+  it('CRIU fails during the dump: the server keeps running on the source, the address stays, nothing is lost', async () => {
+    const pair = await lab.startPair('dump-fails', STREAM);
+    await pair.waitFlowing(256 * 1024);
+    const before = rsts();
+    let moved = 0;
+    const error = await migrateProcess(
+      options(pair, {
+        criuPath: lab.faultyCriu(criuPath, FI_DUMP_PAGES, lab.S),
+        moveAddress: async () => {
+          moved++;
+        },
+      }),
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: 'source', pid: pair.serverPid });
+    expect(moved).toBe(0);
+    expect(pidAlive(pair.serverPid)).toBe(true);
+    expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
+    const { clients, server } = await pair.reports();
+    expectAllExact(clients, server);
+    expect(rsts()).toEqual(before);
+    expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
+  });
+
+  it('the target restore fails midway: the server is restored on the source, nothing is lost', async () => {
+    const pair = await lab.startPair('restore-fails', STREAM);
+    await pair.waitFlowing(256 * 1024);
+    const before = rsts();
+    const phases: string[] = [];
+    const error = await migrateProcess(
+      options(pair, { criuPath: lab.faultyCriu(criuPath, FI_RESTORE_ROOT_ONLY, lab.T), onProgress: (e) => phases.push(e.phase) }),
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source', pid: pair.serverPid });
+    expect(phases).toContain('rollback');
+    lab.track(pair.serverPid);
+    expect(pidAlive(pair.serverPid)).toBe(true);
+    expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
+    const { clients, server } = await pair.reports();
+    expectAllExact(clients, server);
+    expect(rsts()).toEqual(before);
+    expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
+    expect(lab.nftTables(lab.T)).not.toMatch(/CRIU/);
+  });
+
+  it('the target refuses (its address never arrived), page-server transfer: rolled back onto the source', async () => {
+    const pair = await lab.startPair('target-refuses', STREAM);
+    await pair.waitFlowing(256 * 1024);
+    const before = rsts();
+    const error = await migrateProcess(options(pair, { transfer: 'page-server', moveAddress: async () => undefined, moveAddressBack: async () => undefined })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source' });
+    lab.track(pair.serverPid);
+    expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
+    const { clients, server } = await pair.reports();
+    expectAllExact(clients, server);
+    expect(rsts()).toEqual(before);
+  });
+
+  it('a client that disconnects mid-migration does not break it; the others lose nothing', async () => {
+    const pair = await lab.startPair('client-leaves', STREAM, 1);
+    await pair.waitFlowing(256 * 1024);
+    const [leaver] = pair.leaverPids;
+    const rstsBefore = lab.rstsIntoClients();
+    const result = await migrateProcess(
+      options(pair, {
+        onProgress: (e) => {
+          // The leaver dies while the server is frozen and its connections are locked.
+          if (e.phase === 'dump' && e.detail?.state === 'start') process.kill(leaver, 'SIGKILL');
+        },
+      }),
+    );
+    lab.track(result.restoredPid);
+    expect(pidAlive(leaver)).toBe(false);
+    const { clients, server } = await pair.reports();
+    expectAllExact(clients, server);
+    expect(server.closed).toHaveLength(1);
+    // The server side never reset anyone (the dead client's own kernel answers with RSTs; those leave C).
+    expect(lab.rstsIntoClients()).toBe(rstsBefore);
+  });
+});
+
+describe('migrateProcess argument and environment errors (nothing touched)', () => {
+  function fdCount(): number {
+    return fs.readdirSync('/proc/self/fd').length;
+  }
+
+  it('rejects a missing pid, a missing namespace, a bogus criu and bad options with codes', async () => {
+    const fds = fdCount();
+    const base = { imagesDir: path.join(lab.dir, 'neg'), criuPath };
+    await expect(migrateProcess({ ...base, pid: 0x3ffffff0 })).rejects.toMatchObject({ code: 'ERR_PID_NOT_FOUND' });
+    await expect(migrateProcess({ ...base, pid: process.pid, target: { netns: '/run/netns/ncr-does-not-exist' } })).rejects.toMatchObject({
+      code: 'ERR_NETNS_NOT_FOUND',
+    });
+    await expect(migrateProcess({ ...base, pid: process.pid, source: { netns: '/etc/hostname' } })).rejects.toMatchObject({ code: 'ERR_NETNS_NOT_FOUND' });
+    await expect(migrateProcess({ ...base, pid: process.pid, criuPath: '/nonexistent/criu' })).rejects.toMatchObject({ code: 'ERR_CRIU_NOT_FOUND' });
+    await expect(migrateProcess({ ...base, pid: -1 })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
+    await expect(migrateProcess({ ...base, pid: process.pid, transfer: 'carrier-pigeon' as 'directory' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(migrateProcess({ ...base, pid: process.pid, criuOptions: { leaveRunning: true } })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(migrateProcess({ ...base, pid: process.pid, bogus: 1 } as unknown as ProcessMigrationOptions)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    expect(fs.existsSync(base.imagesDir)).toBe(false);
+    expect(fdCount()).toBe(fds);
+  });
+
+  it('an aborted signal stops it before the dump: the server never paused', async () => {
+    const pair = await lab.startPair('aborted', STREAM);
+    await pair.waitFlowing(128 * 1024);
+    const controller = new AbortController();
+    controller.abort(new Error('operator changed their mind'));
+    await expect(migrateProcess(options(pair, { signal: controller.signal }))).rejects.toMatchObject({
+      code: 'ERR_MIGRATION_ABORTED',
+      serverOn: 'source',
+    });
+    expect(fs.existsSync(path.join(pair.statusDir, 'images', 'source', 'dump', 'inventory.img'))).toBe(false);
+    const { clients, server } = await pair.reports();
+    expectAllExact(clients, server);
+  });
+});
