@@ -12,14 +12,20 @@
 
 enum restore_api { API_ONE_CALL, API_STAGED };
 
+#define OPT_OFF_TS 1u     /* net.ipv4.tcp_timestamps=0 */
+#define OPT_OFF_SACK 2u   /* net.ipv4.tcp_sack=0 */
+#define OPT_OFF_WSCALE 4u /* net.ipv4.tcp_window_scaling=0 */
+#define OPT_OFF_ALL 7u
+
 struct scenario {
 	enum family fam;
 	int state;            /* TCP state of the server end at the dump */
 	uint32_t recvq;       /* bytes in the server's receive queue at the dump */
 	uint32_t sendq;       /* bytes the server writes while the peer's ACKs are dropped */
 	bool zero_window;     /* peer stops reading with a tiny receive buffer: unsent data */
-	bool opts_off;        /* timestamps, SACK and window scaling off (sysctls) */
+	unsigned opts_off;    /* OPT_OFF_* bits: TCP options switched off by sysctl */
 	bool veth;            /* peer and server in separate netns over veth; restore in a third */
+	bool veth_same_ns;    /* with veth: restore in the server's own netns (no move) */
 	enum restore_api api;
 	bool non_excl;        /* pass buffers and addresses without SOCCR_MEM_EXCL */
 	uint32_t extra;       /* bytes each way after the restore */

@@ -30,9 +30,12 @@ static void add(struct scenario sc, const char *what)
 {
 	struct scenario *copy = malloc(sizeof(*copy));
 	*copy = sc;
+	static const char *const off_names[] = {"", " ts-off", " sack-off", " ts+sack-off",
+						" wscale-off", " ts+wscale-off", " sack+wscale-off",
+						" opts-off"};
 	test_add(run, copy, "migrate %s %s %s%s%s%s recvq=%u sendq=%u%s",
-		 sc.veth ? "veth" : "lo", family_name(sc.fam), state_name(sc.state),
-		 sc.opts_off ? " opts-off" : "", sc.api == API_STAGED ? " staged" : "",
+		 sc.veth ? (sc.veth_same_ns ? "veth-same-ns" : "veth") : "lo",
+		 family_name(sc.fam), state_name(sc.state), off_names[sc.opts_off & 7], sc.api == API_STAGED ? " staged" : "",
 		 sc.non_excl ? " non-excl" : "", sc.recvq, sc.sendq, what);
 }
 
@@ -49,7 +52,7 @@ void register_matrix_tests(void)
 
 	for (int f = FAM_V4; f <= FAM_MAPPED; f++) {
 		for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++) {
-			for (int opts_off = 0; opts_off <= 1; opts_off++) {
+			for (unsigned opts_off = 0; opts_off <= OPT_OFF_ALL; opts_off += OPT_OFF_ALL) {
 				/* empty queues, 1 byte each way */
 				for (uint32_t q = 0; q <= 1; q++) {
 					struct scenario sc = {.fam = f, .state = states[s],
@@ -87,7 +90,31 @@ void register_matrix_tests(void)
 		ve.state = TCP_CLOSE_WAIT;
 		add(ve, "");
 		ve.state = TCP_FIN_WAIT1;
-		ve.opts_off = true;
+		ve.opts_off = OPT_OFF_ALL;
 		add(ve, "");
+		/* over veth without moving: restored in the server's own netns */
+		struct scenario vs = {.fam = f, .state = TCP_ESTABLISHED, .recvq = 5000,
+				      .sendq = 7000, .veth = true, .veth_same_ns = true,
+				      .extra = 1 << 20};
+		add(vs, "");
+	}
+	/* the remaining half-closed states over veth, and MB queues at a 1500-byte MTU */
+	static const int more[] = {TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING};
+	for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
+		struct scenario sc = {.fam = FAM_V6, .state = more[i], .recvq = 3000, .sendq = 3000,
+				      .veth = true, .extra = 65536};
+		add(sc, "");
+	}
+	struct scenario mb = {.fam = FAM_V4, .state = TCP_ESTABLISHED, .recvq = 4u << 20,
+			      .sendq = 4u << 20, .veth = true, .extra = 1 << 20};
+	add(mb, "");
+	/* each TCP option off on its own */
+	for (unsigned off = OPT_OFF_TS; off <= OPT_OFF_WSCALE; off <<= 1) {
+		struct scenario one = {.fam = FAM_V4, .state = TCP_ESTABLISHED, .recvq = 20000,
+				       .sendq = 30000, .opts_off = off, .extra = 1 << 20};
+		add(one, "");
+		one.fam = FAM_V6;
+		one.state = TCP_CLOSE_WAIT;
+		add(one, "");
 	}
 }
