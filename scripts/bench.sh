@@ -14,3 +14,8 @@ make -s -C bench/c >/dev/null
 # A private network namespace: loopback only, nothing on the host is touched.
 unshare -n sh -c 'ip link set lo up && exec bench/c/build/soccr_bench "${SOCCR_BENCH_ITERS:-3000}"'
 echo
+
+# --- CRIU-RPC client: node-criu vs criu CLI vs pycriu (VERSION/CHECK round trips, dump + restore) ---
+npx tsc -p tsconfig.build.json
+node bench/criu-rpc-bench.js
+echo
