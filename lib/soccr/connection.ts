@@ -55,6 +55,8 @@ export interface RestoreOptions {
    * answers them with a RST).
    */
   locks?: readonly NftablesLock[];
+  /** net.Socket's allowHalfOpen for the restored sockets (Node's default: false). */
+  allowHalfOpen?: boolean;
 }
 
 function checkOptions(options: unknown): asserts options is CheckpointOptions {
@@ -211,6 +213,8 @@ function deferUnsent(image: ConnectionImage): { skData: SkData; sendQueue: Buffe
   };
 }
 
+const OUR_FIN_STATES: ReadonlySet<number> = new Set([TcpState.FIN_WAIT1, TcpState.FIN_WAIT2, TcpState.CLOSING, TcpState.LAST_ACK]);
+
 /** restoreConnection for many images: one nftables batch per lock table. */
 export async function restoreConnections(images: readonly ConnectionImage[], options: RestoreOptions = {}): Promise<net.Socket[]> {
   if (!Array.isArray(images)) throw new InvalidArgumentError('images must be an array', 'ERR_INVALID_ARG_TYPE');
@@ -278,8 +282,11 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
 
   return restored.map((r, i) => {
     r.native.resume();
-    const socket = adoptFd(r.fd, images[i].pendingRead);
+    const socket = adoptFd(r.fd, images[i].pendingRead, options.allowHalfOpen ?? false);
     if (r.unsent.length > 0) socket.write(r.unsent);
+    // Our FIN was already sent or queued: Node's side must be ended too (the kernel's shutdown()
+    // of an already shut socket is a no-op), so the application cannot write after FIN.
+    if (OUR_FIN_STATES.has(images[i].skData.state)) socket.end();
     return socket;
   });
 }

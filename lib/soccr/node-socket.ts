@@ -124,8 +124,8 @@ export async function flushWrites(socket: net.Socket, timeoutMs: number): Promis
 }
 
 /** Wraps a connected TCP fd (ownership passes to the socket) in a net.Socket. */
-export function adoptFd(fd: number, pendingRead?: Buffer): net.Socket {
-  const socket = new net.Socket({ fd, readable: true, writable: true });
+export function adoptFd(fd: number, pendingRead?: Buffer, allowHalfOpen = false): net.Socket {
+  const socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen });
   if (pendingRead && pendingRead.length > 0) socket.unshift(pendingRead);
   return socket;
 }

@@ -19,13 +19,14 @@ export interface TcpPair {
 }
 
 /** A loopback connection. 'mapped': dual-stack listener, IPv4 client: the accepted side is AF_INET6 ::ffff:127.0.0.1. */
-export async function tcpPair(kind: PairKind = 4): Promise<TcpPair> {
-  const server = net.createServer();
+export async function tcpPair(kind: PairKind = 4, options: { allowHalfOpen?: boolean } = {}): Promise<TcpPair> {
+  const allowHalfOpen = options.allowHalfOpen ?? false;
+  const server = net.createServer({ allowHalfOpen });
   const listenHost = kind === 4 ? '127.0.0.1' : kind === 6 ? '::1' : '::';
   await new Promise<void>((resolve) => server.listen(0, listenHost, resolve));
   const port = (server.address() as net.AddressInfo).port;
   const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-  const client = net.connect(port, kind === 6 ? '::1' : '127.0.0.1');
+  const client = net.connect({ port, host: kind === 6 ? '::1' : '127.0.0.1', allowHalfOpen });
   await new Promise<void>((resolve, reject) => {
     client.once('connect', resolve);
     client.once('error', reject);
