@@ -420,8 +420,55 @@ static int t_cycles(const void *arg)
 	return finish_pair(srv, p.cli, &c2s, &s2c, &c0);
 }
 
+/* Buffers raised for a restore are put back (sizes and SO_BUF_LOCK: autotuning stays on). */
+static int t_bufs_put_back(const void *arg)
+{
+	struct pair p;
+	struct pair_opts po = {.fam = FAM_V4, .cli_ns = -1, .srv_ns = -1, .cli_rcvbuf = 2048};
+	struct stream c2s, s2c;
+	struct saved_conn saved;
+	struct rst_counters c0;
+	int def_snd, def_rcv, snd, rcv, lock = -1;
+	socklen_t len = sizeof(int);
+	(void)arg;
+
+	int fresh = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(getsockopt(fresh, SOL_SOCKET, SO_SNDBUF, &def_snd, &len) == 0, "default sndbuf");
+	CHECK(getsockopt(fresh, SOL_SOCKET, SO_RCVBUF, &def_rcv, &len) == 0, "default rcvbuf");
+	close(fresh);
+	stream_init(&c2s, 0);
+	stream_init(&s2c, 1);
+	TRY(make_pair(&p, &po));
+	TRY(set_nonblock(p.cli));
+	TRY(set_nonblock(p.srv));
+	TRY(read_rst_counters(&c0));
+	/* the peer does not read: most of this stays unsent, so restore must raise the buffers */
+	for (int i = 0; i < 100 && s2c.written < 300000; i++) {
+		CHECK(stream_write(p.srv, &s2c, 300000 - s2c.written) >= 0, "write");
+		sleep_ms(2);
+	}
+	TRY(lock_socket(p.srv));
+	TRY(dump_socket(p.srv, &saved));
+	CHECK(saved.data.unsq_len > 0, "unsent data");
+	close(p.srv);
+	int fd = restore_socket(&saved, AF_INET);
+	CHECK(fd >= 0, "restore");
+	/* Raised means INT_MAX/2 (doubled); put back means the connected socket's own size
+	 * (at most the tcp_wmem/tcp_rmem maximum, 4/6 MB by default). */
+	CHECK(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, &len) == 0 && snd >= def_snd &&
+		      snd <= 64 << 20,
+	      "sndbuf put back (is %d)", snd);
+	CHECK(getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, &len) == 0 && rcv >= def_rcv / 2 &&
+		      rcv <= 64 << 20,
+	      "rcvbuf put back (is %d)", rcv);
+	CHECK(getsockopt(fd, SOL_SOCKET, SO_BUF_LOCK, &lock, &len) == 0 && lock == 0,
+	      "no buffer lock left (%d)", lock);
+	return finish_pair(fd, p.cli, &c2s, &s2c, &c0);
+}
+
 void register_api_tests(void)
 {
+	test_add(t_bufs_put_back, NULL, "api: raised socket buffers put back, autotuning kept");
 	test_add(t_peek_off, NULL, "api: SO_PEEK_OFF does not shift the saved queue");
 	test_add(t_cycles, NULL, "api: one connection moved 20 times, data added each time");
 	test_add(t_data_size, NULL, "api: data_size, 68-byte ABI, zeroed tail");
