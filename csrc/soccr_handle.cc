@@ -65,6 +65,7 @@ void SoccrHandle::Init(Napi::Env env, Napi::Object exports) {
           InstanceAccessor<&SoccrHandle::Fd>("fd"),
           InstanceMethod<&SoccrHandle::Save>("save"),
           InstanceMethod<&SoccrHandle::GetQueueBytes>("getQueueBytes"),
+          InstanceMethod<&SoccrHandle::GetAddr>("getAddr"),
           InstanceMethod<&SoccrHandle::Restore>("restore"),
           InstanceMethod<&SoccrHandle::SetSkDataUnbound>("setSkDataUnbound"),
           InstanceMethod<&SoccrHandle::SetSkDataNoq>("setSkDataNoq"),
@@ -148,6 +149,18 @@ Napi::Value SoccrHandle::GetQueueBytes(const Napi::CallbackInfo& info) {
   if (bytes == nullptr) ThrowSoccr(env, errno, "libsoccr_get_queue_bytes", 0);
   FlushSoccrLog(env);
   return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<uint8_t*>(bytes), length);
+}
+
+// getAddr(self: boolean) -> {family, address, port, ...}: libsoccr_get_addr (the address set for
+// a restore, else getsockname/getpeername).
+Napi::Value SoccrHandle::GetAddr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool self = info.Length() > 0 && info[0].ToBoolean();
+  libsoccr_sk* sk = Open(env, "libsoccr_get_addr");
+  union libsoccr_addr* addr = libsoccr_get_addr(sk, self ? 1 : 0, 0);
+  if (addr == nullptr) ThrowSoccr(env, errno, "libsoccr_get_addr", 0);
+  FlushSoccrLog(env);
+  return SockaddrToJs(env, &addr->sa);
 }
 
 // restore(skData, self, peer, recvBytes, sendBytes): set_addr x2 + set_queue_bytes x2 (copies,

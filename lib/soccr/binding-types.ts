@@ -18,6 +18,8 @@ export interface NativeSoccrHandle {
   save(): Uint32Array;
   /** A copy of the saved queue: 1 = receive, 2 = send. Empty when the queue is. */
   getQueueBytes(queue: 1 | 2): Buffer;
+  /** libsoccr_get_addr: own (true) or peer (false) address. */
+  getAddr(self: boolean): NativeSockaddr;
   /** set_addr x2 + set_queue_bytes x2 + libsoccr_restore. */
   restore(data: Uint32Array, self: NativeSockaddr, peer: NativeSockaddr, recv: Uint8Array, send: Uint8Array): void;
   setSkDataUnbound(data: Uint32Array): void;

@@ -6,7 +6,7 @@
 import * as net from 'node:net';
 
 import { InvalidArgumentError, fromNativeError } from '../errors';
-import { toNativeSockaddr } from './address';
+import { fromNativeSockaddr, toNativeSockaddr } from './address';
 import type { SocketAddress } from './address';
 import type { NativeSockaddr, NativeSoccrHandle } from './binding-types';
 import { SoccrError } from './errors';
@@ -79,6 +79,16 @@ export class SoccrHandle {
     const id = queueId(queue);
     this.getSkData();
     return nativeCall('libsoccr get queue', () => this.#native.getQueueBytes(id));
+  }
+
+  /** The socket's own address (libsoccr_get_addr). */
+  getLocalAddress(): SocketAddress {
+    return fromNativeSockaddr(nativeCall('libsoccr get_addr', () => this.#native.getAddr(true)));
+  }
+
+  /** The peer's address (libsoccr_get_addr). */
+  getRemoteAddress(): SocketAddress {
+    return fromNativeSockaddr(nativeCall('libsoccr get_addr', () => this.#native.getAddr(false)));
   }
 
   /** One-call restore onto this (fresh, paused) socket: bind, connect without SYN, queues, window. */

@@ -1,0 +1,135 @@
+/**
+ * The low-level API: soccr.pause on a raw fd, every sk_data field, both queues' exact bytes, the
+ * addresses, and the staged restore (unbound -> bind -> connect -> noq -> queues -> sk_data ->
+ * resume) onto a new socket; libsoccr's log reaching a JS logger.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+
+import { NftablesLock, SoccrError, restoreConnection, checkpointConnection, soccr } from '../../lib';
+import type { TrafficReport } from '../helpers/traffic';
+import { PatternStream, TrafficEndpoint, expectExactTwoWay, waitFor } from '../helpers/traffic';
+import { TransferableEndpoint } from '../fixtures/transferable-endpoint';
+import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
+import { binding } from '../../lib/native';
+
+/** The xorshift state inside a PatternStream (plain JS field), to continue its stream elsewhere. */
+function patternState(pattern: PatternStream): number {
+  return (pattern as unknown as { state: number }).state;
+}
+
+it('pauses a raw fd, saves exact queues, and restores it with the staged calls', async () => {
+  const fdsBefore = fdCount();
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const lock = await NftablesLock.create();
+  const ops = binding().socketOps;
+  let restored: net.Socket | undefined;
+  let peerSocket: net.Socket | undefined;
+  try {
+    const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+    const fd = soccr.createTcpSocket(4);
+    ops.connect(fd, { family: 4, address: new Uint8Array([127, 0, 0, 1]), port });
+    peerSocket = await accepted;
+    await waitFor(() => ops.socketInfo(fd).tcpState === 1, 5000, () => 'not connected');
+
+    // The peer streams into the raw fd, which nobody reads: its kernel receive queue fills.
+    const peer = new TrafficEndpoint({ seed: 1, total: 300_000 }).attach(peerSocket);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Bytes written on the raw fd with the peer's ACKs dropped stay sent-but-unacknowledged.
+    soccr.attachDropFilter(fd);
+    const moverPattern = new PatternStream(2);
+    const written = moverPattern.next(30_000);
+    expect(fs.writeSync(fd, written)).toBe(30_000);
+    await waitFor(() => peer.received.bytes === 30_000, 5000, () => `peer got ${peer.received.bytes}`);
+
+    const handle = soccr.pause(fd);
+    expect(soccr.isInRepairMode(fd)).toBe(true);
+    const data = handle.getSkData();
+    expect(data.stateName).toBe('ESTABLISHED');
+    expect(data.outqLen).toBe(30_000);
+    expect(data.unsqLen).toBe(0);
+    expect(data.inqLen).toBeGreaterThan(0);
+    expect(data.optMask & 1).toBe(1); // timestamps on loopback
+    expect(data.flags & 1).toBe(1); // window fields valid
+    expect(data.mssClamp).toBeGreaterThan(0);
+    const recv = handle.getQueueBytes('recv');
+    expect(recv.equals(new PatternStream(1).next(data.inqLen))).toBe(true);
+    expect(handle.getQueueBytes('send').equals(written)).toBe(true);
+    const local = handle.getLocalAddress();
+    const remote = handle.getRemoteAddress();
+    expect(remote).toEqual({ family: 4, address: '127.0.0.1', port });
+    expect(local.port).toBe(peerSocket.remotePort);
+
+    // Close the original in repair mode (silently), the lock covering the gap.
+    await lock.add([{ local, remote }]);
+    handle.release();
+    soccr.closeFd(fd);
+
+    const { fd: newFd, handle: target } = soccr.pauseNewSocket(4);
+    target.setSkDataUnbound(data);
+    target.bind(local);
+    target.connect(remote);
+    target.setSkDataNoq(data);
+    target.setQueueBytes(data, 'recv', recv);
+    target.setQueueBytes(data, 'send', written);
+    target.setSkData(data);
+    await lock.remove([{ local, remote }]);
+    target.resume();
+    expect(soccr.isInRepairMode(newFd)).toBe(false);
+    restored = soccr.adoptSocket(newFd);
+
+    const mover = new TransferableEndpoint({
+      sendSeed: 2,
+      recvSeed: 1,
+      state: {
+        total: 500_000,
+        send: { state: patternState(moverPattern), offset: 30_000 },
+        recv: { state: patternState(new PatternStream(1)), offset: 0 },
+        mismatchAt: -1,
+        resets: 0,
+        errors: [],
+      },
+    }).attach(restored);
+    await waitFor(() => mover.receivedBytes === 300_000 && peer.received.bytes === 500_000, 30000, () => `${mover.receivedBytes} ${peer.received.bytes}`);
+    expectExactTwoWay(peer.report(), mover.report() as TrafficReport, { aToB: 300_000, bToA: 500_000 });
+  } finally {
+    restored?.destroy();
+    peerSocket?.destroy();
+    await lock.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  }
+  expect(fdsInRepairMode()).toEqual([]);
+  expect(fdCount()).toBe(fdsBefore);
+});
+
+it("routes libsoccr's log to a JS logger and into error messages", async () => {
+  const lines: [string, string][] = [];
+  soccr.setLogger((level, line) => lines.push([level, line]), 'debug');
+  const pair = await tcpPair(4);
+  let restored: net.Socket | undefined;
+  try {
+    const image = await checkpointConnection(pair.accepted, { lock: 'filter', keepRunning: true });
+    let error: SoccrError | undefined;
+    try {
+      await restoreConnection(image); // the original still exists: EADDRNOTAVAIL
+    } catch (e) {
+      error = e as SoccrError;
+    }
+    expect(error?.code).toBe('EADDRNOTAVAIL');
+    const errorLines = lines.filter(([level]) => level === 'error').map(([, line]) => line);
+    expect(errorLines.length).toBeGreaterThan(0);
+    expect(error?.message).toContain(errorLines[errorLines.length - 1]);
+    expect(lines.some(([level]) => level === 'debug')).toBe(true);
+
+    soccr.setLogger(undefined);
+    const count = lines.length;
+    await expect(restoreConnection(image)).rejects.toMatchObject({ code: 'EADDRNOTAVAIL' });
+    expect(lines.length).toBe(count);
+  } finally {
+    soccr.setLogger(undefined);
+    restored?.destroy();
+    await pair.close();
+  }
+});
