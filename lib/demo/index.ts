@@ -1,0 +1,215 @@
+/**
+ * `npx node-criu demo`: a TCP server on host A with N clients streaming both ways is live-migrated
+ * to host B by each route in turn (whole process with CRIU; connections only with libsoccr; and,
+ * on the same host, fd passing), and a table shows what the clients saw. Everything runs in
+ * network namespaces the demo creates (names `ncrdemo-<pid>-...`) and is removed at the end, on
+ * failure, and on SIGINT/SIGTERM; a later run sweeps namespaces a killed run left behind.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { ensureCriu } from '../criu/locate';
+import { NodeCriuError } from '../errors';
+import { findNft } from '../soccr/nft-lock';
+import { DEMO_PREFIX, DemoLab, sweepStaleDemos } from './lab';
+import { ControlHub, ROUTE_TITLES, runRoute } from './routes';
+import type { DemoRoute, DemoRouteResult, RouteContext } from './routes';
+
+export type { DemoRoute, DemoRouteResult } from './routes';
+
+export interface DemoOptions {
+  /** Client connections (default 300). */
+  clients?: number;
+  /** Routes to run, in order (default: process, connections, fd). */
+  routes?: DemoRoute[];
+  /** Traffic before each migration (ms, default 1500) and after it (default 1000). */
+  warmupMs?: number;
+  afterMs?: number;
+  /** Each connection sends paceBytes every paceMs in each direction (default 512 B / 20 ms). */
+  paceBytes?: number;
+  paceMs?: number;
+  criuPath?: string;
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+  /** Clean up on SIGINT/SIGTERM, then let the signal end the process (default true). */
+  handleSignals?: boolean;
+}
+
+export interface DemoReport {
+  date: string;
+  kernel: string;
+  clients: number;
+  paceBytes: number;
+  paceMs: number;
+  routes: DemoRouteResult[];
+  /** Every route kept every connection, exactly once both ways, with no reset. */
+  ok: boolean;
+  /** Stale demo namespaces removed at startup. */
+  swept: string[];
+}
+
+/** The demo could not start: code ERR_DEMO_NOT_ROOT, ERR_DEMO_TOOL_MISSING, ERR_DEMO_ARGS. */
+export class DemoError extends NodeCriuError {
+  constructor(message: string, code: string, cause?: unknown) {
+    super(message, cause === undefined ? { code } : { code, cause });
+  }
+}
+
+const ALL_ROUTES: DemoRoute[] = ['process', 'connections', 'fd'];
+
+function has(command: string): boolean {
+  try {
+    execFileSync('sh', ['-c', 'command -v "$1"', 'sh', command], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** nft for the locks: installed with apt when missing (we are root), else a clear error. */
+function ensureNft(log: (line: string) => void): void {
+  if (findNft()) return;
+  if (!has('apt-get')) throw new DemoError('nft (nftables) is missing and apt-get is not available: install nftables', 'ERR_DEMO_TOOL_MISSING');
+  log('installing nftables with apt-get');
+  try {
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    execFileSync('apt-get', ['update', '-qq'], { stdio: 'ignore', env });
+    execFileSync('apt-get', ['install', '-y', '-qq', 'nftables'], { stdio: 'ignore', env });
+  } catch (error) {
+    throw new DemoError('nft (nftables) is missing and apt-get install nftables failed: install it by hand', 'ERR_DEMO_TOOL_MISSING', error);
+  }
+  if (!findNft()) throw new DemoError('nft still not found after installing nftables', 'ERR_DEMO_TOOL_MISSING');
+}
+
+function validate(options: DemoOptions): Required<Pick<DemoOptions, 'clients' | 'routes' | 'warmupMs' | 'afterMs' | 'paceBytes' | 'paceMs'>> {
+  const clients = options.clients ?? 300;
+  if (!Number.isInteger(clients) || clients < 1 || clients > 5000) throw new DemoError('clients must be an integer from 1 to 5000', 'ERR_DEMO_ARGS');
+  const routes = options.routes ?? ALL_ROUTES;
+  if (!Array.isArray(routes) || routes.length === 0 || routes.some((r) => !ALL_ROUTES.includes(r))) {
+    throw new DemoError(`routes must be a non-empty list of ${ALL_ROUTES.join(', ')}`, 'ERR_DEMO_ARGS');
+  }
+  const number = (value: number | undefined, fallback: number, name: string, min: number) => {
+    const v = value ?? fallback;
+    if (!Number.isFinite(v) || v < min) throw new DemoError(`${name} must be a number >= ${min}`, 'ERR_DEMO_ARGS');
+    return v;
+  };
+  return {
+    clients,
+    routes,
+    warmupMs: number(options.warmupMs, 1500, 'warmupMs', 0),
+    afterMs: number(options.afterMs, 1000, 'afterMs', 0),
+    paceBytes: number(options.paceBytes, 512, 'paceBytes', 1),
+    paceMs: number(options.paceMs, 20, 'paceMs', 1),
+  };
+}
+
+export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
+  const settings = validate(options);
+  const log = options.log ?? (() => undefined);
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new DemoError('the demo needs root (network namespaces, TCP_REPAIR, CRIU): run it with sudo', 'ERR_DEMO_NOT_ROOT');
+  }
+  for (const tool of ['ip', 'nsenter']) {
+    if (!has(tool)) throw new DemoError(`${tool} is missing (Debian: apt-get install iproute2 util-linux)`, 'ERR_DEMO_TOOL_MISSING');
+  }
+  ensureNft(log);
+  let criuPath = options.criuPath;
+  if (settings.routes.includes('process')) {
+    log('looking for CRIU (installs CRIU 4.2 in a private root on first use, about a minute)');
+    criuPath = (await ensureCriu(criuPath === undefined ? {} : { criuPath })).path;
+  }
+
+  const swept = sweepStaleDemos();
+  if (swept.length > 0) log(`removed ${swept.length} namespaces left by an interrupted demo`);
+  const lab = new DemoLab();
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), `${lab.id}-`));
+  const control = new ControlHub(path.join(stateDir, 'control.sock'));
+  const pids = new Set<number>();
+
+  let cleaned = false;
+  const cleanup = () => {
+    if (cleaned) return;
+    cleaned = true;
+    control.close();
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    lab.destroy();
+    if (process.env.NODE_CRIU_DEMO_KEEP) log(`kept ${stateDir}`);
+    else fs.rmSync(stateDir, { recursive: true, force: true });
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    cleanup();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.kill(process.pid, signal);
+  };
+  if (options.handleSignals ?? true) {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+
+  const report: DemoReport = {
+    date: new Date().toISOString(),
+    kernel: os.release(),
+    clients: settings.clients,
+    paceBytes: settings.paceBytes,
+    paceMs: settings.paceMs,
+    routes: [],
+    ok: false,
+    swept,
+  };
+  try {
+    log(`setting up namespaces ${lab.id}-{a,b,c,br}`);
+    lab.setup();
+    await control.listen();
+    const ctx: RouteContext = { lab, stateDir, control, pids, log, clients: settings.clients, paceBytes: settings.paceBytes, paceMs: settings.paceMs, warmupMs: settings.warmupMs, afterMs: settings.afterMs, ...(criuPath !== undefined ? { criuPath } : {}), ...(options.signal ? { signal: options.signal } : {}) };
+    for (const route of settings.routes) {
+      options.signal?.throwIfAborted();
+      log(`route ${ROUTE_TITLES[route]}: ${settings.clients} clients`);
+      report.routes.push(await runRoute(ctx, route));
+    }
+    report.ok = report.routes.every((r) => r.error === undefined && r.kept === r.connections && r.exactBothWays === r.connections && r.rsts === 0 && r.leftoverTables.length === 0);
+    return report;
+  } finally {
+    cleanup();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+const ms = (v: number | undefined) => (v === undefined ? '-' : v >= 100 ? v.toFixed(0) : v.toFixed(1));
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+/** The report as a markdown table, with the machine/date header lines. */
+export function formatDemoTable(report: DemoReport): string {
+  const lines = [
+    `node-criu demo: ${report.clients} clients, each streaming ${report.paceBytes} B every ${report.paceMs} ms both ways`,
+    `date ${report.date}, kernel ${report.kernel}, ${os.cpus().length} CPUs`,
+    '',
+    '| route | connections kept | exactly once both ways (c→s / s→c) | RSTs | longest pause | phases (ms) |',
+    '| --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const r of report.routes) {
+    const phases = Object.entries(r.phases)
+      .map(([k, v]) => `${k} ${ms(v)}`)
+      .join(', ');
+    const exact = `${r.exactBothWays}/${r.connections} (${mb(r.bytesClientToServer)} / ${mb(r.bytesServerToClient)})`;
+    const cells = r.error
+      ? [r.title, `failed: ${r.error}`, '-', '-', '-', phases || '-']
+      : [r.title, `${r.kept}/${r.connections}`, exact, String(r.rsts), `${ms(r.longestPauseMs)} ms`, phases];
+    lines.push(`| ${cells.join(' | ')} |`);
+    if (r.leftoverTables.length > 0) lines.push(`|  | left behind: ${r.leftoverTables.join('; ')} | | | | |`);
+  }
+  lines.push('', report.ok ? 'Every route kept every connection, every byte exactly once, no reset.' : 'NOT OK: see the rows above.');
+  return lines.join('\n');
+}
+
+export { DEMO_PREFIX };
