@@ -105,12 +105,16 @@ export class Criu {
   }
 
   /** Opens a connection bound to `scope` (killed on abort, closed when the call settles). */
-  private async connect(scope: CallScope, extraFds: readonly number[] = []): Promise<{ connection: CriuConnection; release: () => void }> {
+  private async connect(
+    scope: CallScope,
+    extraFds: readonly number[] = [],
+    selfDump = false,
+  ): Promise<{ connection: CriuConnection; release: () => void }> {
     if (this.closed) throw new CriuConnectionError('this Criu client is closed', { code: 'ERR_CRIU_CLIENT_CLOSED' });
     let connection: CriuConnection;
     if (this.mode === 'swrk') {
       const command = locateCriu(this.criuPath !== undefined ? { criuPath: this.criuPath } : {});
-      connection = await CriuConnection.swrk(command.path, extraFds);
+      connection = await CriuConnection.swrk(command.path, extraFds, selfDump);
     } else {
       connection = CriuConnection.service(this.address as string);
     }
@@ -146,9 +150,9 @@ export class Criu {
   private async simple(
     scope: CallScope,
     request: CriuRequestMessage,
-    extra: { extraFds?: number[]; logPath?: string; handlers?: CriuNotifyHandlers; notifications?: NotifyRecord[] } = {},
+    extra: { extraFds?: number[]; logPath?: string; handlers?: CriuNotifyHandlers; notifications?: NotifyRecord[]; selfDump?: boolean } = {},
   ): Promise<CriuResponseMessage> {
-    const { connection } = await this.connect(scope, extra.extraFds);
+    const { connection } = await this.connect(scope, extra.extraFds, extra.selfDump);
     const outcome = await connection.request(request, {
       signal: scope.signal,
       ...(extra.handlers ? { handlers: extra.handlers } : {}),
@@ -223,6 +227,8 @@ export class Criu {
         {
           extraFds: prepared.extraFds,
           notifications,
+          // DUMP without pid dumps this very process: criu must not be our child.
+          selfDump: type === CriuReqType.DUMP && checked.pid === undefined,
           ...(prepared.logPath ? { logPath: prepared.logPath } : {}),
           ...(handlers ? { handlers } : {}),
         },

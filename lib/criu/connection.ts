@@ -49,8 +49,8 @@ export class CriuConnection {
   ) {}
 
   /** Spawns `criu swrk 3` (extraFds become its fds 4, 5, ...). */
-  static async swrk(criuPath: string, extraFds: readonly number[] = []): Promise<CriuConnection> {
-    const swrk = await spawnSwrk(criuPath, extraFds);
+  static async swrk(criuPath: string, extraFds: readonly number[] = [], outsideOurTree = false): Promise<CriuConnection> {
+    const swrk = await spawnSwrk(criuPath, extraFds, { outsideOurTree });
     return new CriuConnection(swrk.transport, swrk, `criu swrk (pid ${swrk.pid})`);
   }
 
@@ -157,6 +157,12 @@ export class CriuConnection {
   private async explainFailure(error: unknown, requestType: number): Promise<Error> {
     if (this.destroyed) return error as Error;
     const what = reqTypeName(requestType);
+    if (this.swrk?.outsideOurTree) {
+      return new CriuConnectionError(`criu swrk (started outside our process tree) ended without replying to ${what}; its exit status is unknown`, {
+        code: 'ERR_CRIU_EXITED',
+        cause: error,
+      });
+    }
     if (this.swrk) {
       const exit: SwrkExit = await this.swrk.exited;
       const stderr = this.swrk.stderrTail().trim();

@@ -24,6 +24,8 @@ export interface SwrkExit {
 
 export interface SwrkProcess {
   readonly pid: number;
+  /** Started outside our process tree (self-dump): `exited` is the launcher's, not swrk's. */
+  readonly outsideOurTree: boolean;
   readonly transport: SeqpacketTransport;
   /** Resolves once the child has exited (it is reaped by then). */
   readonly exited: Promise<SwrkExit>;
@@ -44,14 +46,29 @@ export function describeExit(exit: SwrkExit): string {
  * Spawns `<criuPath> swrk 3` with `extraFds` (caller's fds) as its fds 4, 5, ... Rejects with
  * CriuConnectionError when the binary cannot be started (code ENOENT/EACCES from spawn).
  */
-export function spawnSwrk(criuPath: string, extraFds: readonly number[] = [], options: { cwd?: string } = {}): Promise<SwrkProcess> {
+export function spawnSwrk(
+  criuPath: string,
+  extraFds: readonly number[] = [],
+  options: { cwd?: string; outsideOurTree?: boolean } = {},
+): Promise<SwrkProcess> {
   const { transport, peerFd } = SeqpacketTransport.pair(`criu swrk (${criuPath})`);
   let child: ChildProcess;
   try {
-    child = spawn(criuPath, ['swrk', '3'], {
-      stdio: ['ignore', 'ignore', 'pipe', peerFd, ...extraFds],
-      ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
-    });
+    // A self-dump needs criu outside the dumped tree ("criu itself is within dumped tree"): a shell
+    // starts it in the background and exits, so swrk is re-parented away from us. Its exit status
+    // is then unknowable, and no stderr pipe may link the dumped process to it. It also gets its
+    // own session (detached): left in ours, it would keep our pid number in use as its session
+    // and group id, and restoring us with that pid would fail with EEXIST until it is reaped.
+    child = options.outsideOurTree
+      ? spawn('/bin/sh', ['-c', '"$0" swrk 3 </dev/null >/dev/null 2>&1 &', criuPath], {
+          stdio: ['ignore', 'ignore', 'ignore', peerFd, ...extraFds],
+          detached: true,
+          ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+        })
+      : spawn(criuPath, ['swrk', '3'], {
+          stdio: ['ignore', 'ignore', 'pipe', peerFd, ...extraFds],
+          ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+        });
   } catch (error) {
     transport.close();
     closeSync(peerFd);
@@ -83,6 +100,7 @@ export function spawnSwrk(criuPath: string, extraFds: readonly number[] = [], op
 
   const swrk = (pid: number): SwrkProcess => ({
     pid,
+    outsideOurTree: options.outsideOurTree === true,
     transport,
     exited,
     exitStatus: () => exitStatus,
