@@ -1,0 +1,176 @@
+/** `node-criu migrate`: live-migrate a process tree (and its TCP connections) between network namespaces. */
+import { execFile, spawn } from 'node:child_process';
+
+import { migrateProcess, type ProcessMigrationOptions } from '../migration';
+import { checkNetns, findOnPath } from '../migration/process-criu';
+import { checkPid } from '../migration/process-options';
+import { CliError, COMMON_OPTIONS, EXIT, parse, positiveInteger, printResult, requireRoot, resolveCriu, UsageError, type Output } from './common';
+
+export const MIGRATE_HELP = `Usage: node-criu migrate --pid PID --images-dir DIR --target-netns PATH [options]
+
+Live-migrates the process tree rooted at PID, with its established TCP connections, into
+another network namespace (standing in for another host) through CRIU: pre-dumps while it
+runs (when the kernel tracks memory changes), a final dump, the images carried to the target
+(a directory, or CRIU's page server), the service address moved, and a restore in the target.
+If anything after the dump fails, the process is restored on the source (exit code 5).
+
+Options:
+  --pid PID              root of the tree to move (required)
+  --images-dir DIR       working directory for the images (required; created 0700)
+  --source-netns PATH    where the tree runs now, e.g. /run/netns/NAME (default: ours)
+  --target-netns PATH    where it should run (default: ours)
+  --transfer MODE        directory (default) or page-server
+  --no-pre-dump          skip pre-dumps
+  --max-pre-dumps N      at most N pre-dumps (default 5)
+  --move-address CIDR    move this address (e.g. 10.0.0.100/24) from the source's --device to
+                         the target's, between the dump and the restore
+  --device NAME          the interface for --move-address on both sides (default eth0)
+  --hook PATH            an executable run between dump and restore with argument 'to-target'
+                         (and 'to-source' if rolling back); env NODE_CRIU_PID,
+                         NODE_CRIU_SOURCE_NETNS, NODE_CRIU_TARGET_NETNS. No shell is involved.
+  --route ROUTE          process (default). The connections route moves sockets from inside a
+                         cooperating Node process (handOverConnections); see 'node-criu demo'
+  --timeout SECONDS      give up (before the dump) or roll back (after it) when exceeded
+  --shell-job            the tree is a shell job
+  --criu-path PATH       the criu executable to use
+  --json                 print one JSON document on stdout (the result, with phase times)
+  -q, --quiet            no progress on stderr
+  -h, --help             this help
+
+Exit codes: 0 migrated, 1 failed, 2 usage, 3 not root / no CRIU / no nsenter, 4 no such pid or
+namespace, 5 not migrated but still running on the source, 6 not running anywhere (images kept).`;
+
+function run(command: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(command, args, { timeout: 30000 }, (error, _stdout, stderr) => {
+      if (error) reject(new Error(`${command} ${args.join(' ')}: ${String(stderr).trim() || error.message}`));
+      else resolve();
+    });
+  });
+}
+
+/** `ip ARGS` inside `netns` (ours when undefined); argument arrays only. */
+function ipIn(netns: string | undefined, args: string[]): Promise<void> {
+  return netns === undefined ? run('ip', args) : run('nsenter', [`--net=${netns}`, '--', 'ip', ...args]);
+}
+
+function addressMover(cidr: string, device: string, from: string | undefined, to: string | undefined): () => Promise<void> {
+  return async () => {
+    await ipIn(from, ['addr', 'del', cidr, 'dev', device]);
+    await ipIn(to, ['addr', 'add', cidr, 'dev', device]);
+    // Forget the neighbours the new owner knew: its next packets then ARP for them, and an ARP
+    // request teaches the peer the address's new MAC (there is no arping here to announce it).
+    await ipIn(to, ['neigh', 'flush', 'dev', device]).catch(() => undefined);
+  };
+}
+
+function hookRunner(hook: string, direction: 'to-target' | 'to-source', env: Record<string, string>): () => Promise<void> {
+  return () =>
+    new Promise((resolve, reject) => {
+      const child = spawn(hook, [direction], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
+      child.once('error', reject);
+      child.once('exit', (code, signal) => {
+        if (code === 0) resolve();
+        else reject(new Error(`hook ${hook} ${direction} exited with ${signal ?? `code ${String(code)}`}`));
+      });
+    });
+}
+
+export async function migrateCommand(args: string[], out: Output, signal: AbortSignal): Promise<number> {
+  const values = parse(args, {
+    ...COMMON_OPTIONS,
+    pid: { type: 'string' },
+    'images-dir': { type: 'string' },
+    'source-netns': { type: 'string' },
+    'target-netns': { type: 'string' },
+    transfer: { type: 'string' },
+    'no-pre-dump': { type: 'boolean' },
+    'max-pre-dumps': { type: 'string' },
+    'move-address': { type: 'string' },
+    device: { type: 'string' },
+    hook: { type: 'string' },
+    route: { type: 'string' },
+    timeout: { type: 'string' },
+    'shell-job': { type: 'boolean' },
+  });
+  const route = values.route ?? 'process';
+  if (route === 'connections') {
+    throw new UsageError(
+      "the connections route hands sockets over from inside a cooperating Node process (handOverConnections/acceptHandover in the library); it cannot move an arbitrary pid from the command line: use '--route process', or 'node-criu demo' to watch it",
+    );
+  }
+  if (route !== 'process') throw new UsageError(`--route must be 'process' or 'connections', got '${route}'`);
+  const pid = positiveInteger(values.pid, '--pid');
+  if (pid === undefined) throw new UsageError('--pid is required');
+  if (values['images-dir'] === undefined) throw new UsageError('--images-dir is required');
+  const transfer = values.transfer ?? 'directory';
+  if (transfer !== 'directory' && transfer !== 'page-server') throw new UsageError(`--transfer must be 'directory' or 'page-server', got '${transfer}'`);
+  const maxPreDumps = positiveInteger(values['max-pre-dumps'], '--max-pre-dumps');
+  const timeoutSeconds = positiveInteger(values.timeout, '--timeout');
+  if (values['move-address'] !== undefined && !/^[0-9a-fA-F:.]+\/\d{1,3}$/.test(values['move-address'])) {
+    throw new UsageError(`--move-address must be an address with its prefix length (e.g. 10.0.0.100/24), got '${values['move-address']}'`);
+  }
+  if (values['move-address'] !== undefined && values.hook !== undefined) throw new UsageError('--move-address and --hook cannot be combined');
+  const sourceNetns = values['source-netns'];
+  const targetNetns = values['target-netns'];
+
+  requireRoot();
+  checkPid(pid);
+  if (sourceNetns !== undefined) checkNetns(sourceNetns, '--source-netns');
+  if (targetNetns !== undefined) checkNetns(targetNetns, '--target-netns');
+  if ((sourceNetns !== undefined || targetNetns !== undefined) && findOnPath('nsenter') === undefined) {
+    throw new CliError('nsenter (util-linux) is not on PATH; it is needed to run CRIU inside a network namespace', EXIT.ENVIRONMENT, 'ERR_NSENTER_NOT_FOUND');
+  }
+  const { command, version } = await resolveCriu(values['criu-path'], false, out);
+  out.progress(`migrating process ${pid} with CRIU ${version.text} (${transfer})`);
+
+  const options: ProcessMigrationOptions = {
+    pid,
+    imagesDir: values['images-dir'],
+    transfer,
+    criuPath: command.path,
+    signal,
+    ...(sourceNetns !== undefined ? { source: { netns: sourceNetns } } : {}),
+    ...(targetNetns !== undefined ? { target: { netns: targetNetns } } : {}),
+    ...(values['no-pre-dump'] ? { preDump: false as const } : maxPreDumps !== undefined ? { preDump: { maxIterations: maxPreDumps } } : {}),
+    ...(timeoutSeconds !== undefined ? { timeoutMs: timeoutSeconds * 1000 } : {}),
+    ...(values['shell-job'] ? { criuOptions: { shellJob: true } } : {}),
+    onProgress: (event) => {
+      const d = event.detail ?? {};
+      if (d.state === 'start') out.progress(`${event.phase}...`);
+      else if (d.state === 'end' && typeof d.ms === 'number') out.progress(`${event.phase} done in ${d.ms} ms`);
+      else if (d.state === 'skipped' || d.state === 'warning') out.progress(`${event.phase}: ${String(d.reason)}`);
+      else if (d.state === 'iteration') out.progress(`pre-dump ${String(d.index)}: ${String(d.pagesWritten)} pages in ${String(d.ms)} ms`);
+      else if (event.phase === 'rollback') out.progress(`rolling back to the source${d.reason ? `: ${String(d.reason)}` : ''}`);
+    },
+  };
+  if (values['move-address'] !== undefined) {
+    const device = values.device ?? 'eth0';
+    options.moveAddress = addressMover(values['move-address'], device, sourceNetns, targetNetns);
+    options.moveAddressBack = addressMover(values['move-address'], device, targetNetns, sourceNetns);
+  } else if (values.hook !== undefined) {
+    const env = { NODE_CRIU_PID: String(pid), NODE_CRIU_SOURCE_NETNS: sourceNetns ?? '', NODE_CRIU_TARGET_NETNS: targetNetns ?? '' };
+    options.moveAddress = hookRunner(values.hook, 'to-target', env);
+    options.moveAddressBack = hookRunner(values.hook, 'to-source', env);
+  }
+
+  const result = await migrateProcess(options);
+  const p = result.phases;
+  const ms = (n: number): number => Math.round(n * 10) / 10;
+  printResult(
+    out,
+    {
+      command: 'migrate',
+      route: 'process',
+      ...result,
+      phases: Object.fromEntries(Object.entries(p).map(([k, v]) => [k, ms(v)])),
+      downtimeMs: ms(result.downtimeMs),
+    },
+    [
+      `migrated process ${pid}: now pid ${result.restoredPid} in ${targetNetns ?? 'our network namespace'}`,
+      `downtime ${Math.round(result.downtimeMs)} ms: dump ${Math.round(p.dump)}, transfer ${Math.round(p.transfer)}, move address ${Math.round(p.moveAddress)}, restore ${Math.round(p.restore)} ms (total ${Math.round(p.total)} ms)`,
+      `pre-dumps: ${result.iterations.length}${result.memoryTracking ? '' : ' (memory tracking unavailable on this kernel)'}; pages: ${result.pagesBytes} bytes via ${result.transfer}`,
+    ],
+  );
+  return EXIT.OK;
+}
