@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -305,8 +307,86 @@ static int t_userns(const void *arg)
 	return 0;
 }
 
+static int set_net_raw(bool on)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct caps[2];
+
+	if (syscall(SYS_capget, &hdr, caps) < 0)
+		return -1;
+	if (on)
+		caps[0].effective |= 1u << CAP_NET_RAW;
+	else
+		caps[0].effective &= ~(1u << CAP_NET_RAW);
+	return (int)syscall(SYS_capset, &hdr, caps);
+}
+
+/* A failure after connect (no CAP_NET_RAW for the peer's FIN in CLOSE_WAIT) is rolled back: the
+ * socket is disconnected silently, and the same image then restores into a new socket. */
+static int t_no_net_raw(const void *arg)
+{
+	(void)arg;
+	struct pair p;
+	struct pair_opts po = {.fam = FAM_V6, .cli_ns = -1, .srv_ns = -1};
+	struct stream c2s, s2c;
+	struct saved_conn saved, copy;
+	struct rst_counters c0, c1;
+	char guard[64];
+
+	stream_init(&c2s, 0);
+	stream_init(&s2c, 1);
+	TRY(make_pair(&p, &po));
+	TRY(set_nonblock(p.cli));
+	TRY(set_nonblock(p.srv));
+	TRY(read_rst_counters(&c0));
+	TRY(stream_write_all(p.cli, &c2s, 500, 5000));
+	CHECK(shutdown(p.cli, SHUT_WR) == 0, "shutdown");
+	TRY(wait_state(p.srv, TCP_CLOSE_WAIT, 5000));
+	TRY(lock_socket(p.srv));
+	TRY(dump_socket(p.srv, &saved));
+	TRY(nft_drop_flow(-1, saved.peer, saved.self, guard, sizeof(guard)));
+	close(p.srv);
+	copy = saved;
+	copy.recvq = memcpy(malloc(500), saved.recvq, 500);
+	copy.self = memcpy(malloc(sizeof(*saved.self)), saved.self, sizeof(*saved.self));
+	copy.peer = memcpy(malloc(sizeof(*saved.peer)), saved.peer, sizeof(*saved.peer));
+
+	CHECK(set_net_raw(false) == 0, "drop CAP_NET_RAW");
+	int fds = count_fds();
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct libsoccr_sk *sk = libsoccr_pause(fd);
+	CHECK(sk, "pause (CAP_NET_ADMIN is enough)");
+	libsoccr_set_addr(sk, 1, saved.self, SOCCR_MEM_EXCL);
+	libsoccr_set_addr(sk, 0, saved.peer, SOCCR_MEM_EXCL);
+	libsoccr_set_queue_bytes(sk, TCP_RECV_QUEUE, saved.recvq, SOCCR_MEM_EXCL);
+	errno = 0;
+	CHECK(libsoccr_restore(sk, &saved.data, sizeof(saved.data)) == -1 && errno == EPERM,
+	      "peer FIN without CAP_NET_RAW: EPERM");
+	CHECK(tcp_state_of(fd) == TCP_CLOSE && in_repair(fd) == 1, "disconnected, repair on");
+	libsoccr_release(sk);
+	close(fd);
+	CHECK(count_fds() == fds, "no fd leaked");
+	CHECK(set_net_raw(true) == 0, "CAP_NET_RAW back");
+
+	fd = restore_socket(&copy, AF_INET6);
+	CHECK(fd >= 0, "restore with CAP_NET_RAW");
+	CHECK(tcp_state_of(fd) == TCP_CLOSE_WAIT, "CLOSE_WAIT");
+	TRY(nft_delete_table(-1, guard));
+	TRY(set_nonblock(fd));
+	struct pump_end a = {.fd = fd, .out = &s2c, .in = &c2s, .extra = 70000};
+	struct pump_end b = {.fd = p.cli, .out = &c2s, .in = &s2c, .wr_shut = true};
+	TRY(pump_until_closed(&a, &b, 10000));
+	TRY(wait_state(fd, TCP_CLOSE, 5000));
+	TRY(read_rst_counters(&c1));
+	CHECK(rst_counters_equal(&c0, &c1), "no RST");
+	close(fd);
+	close(p.cli);
+	return 0;
+}
+
 void register_negative_tests(void)
 {
+	test_add(t_no_net_raw, NULL, "negative: no CAP_NET_RAW for the peer's FIN (EPERM, rolled back)");
 	test_add(t_userns, NULL, "userns: no SO_*BUFFORCE, fallback buffers, unsent data intact");
 	test_add(t_not_a_socket, NULL, "negative: not a socket (ENOTSOCK, EBADF)");
 	test_add(t_udp, NULL, "negative: UDP and AF_UNIX sockets");
