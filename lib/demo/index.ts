@@ -186,6 +186,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
 }
 
 const ms = (v: number | undefined) => (v === undefined ? '-' : v >= 100 ? v.toFixed(0) : v.toFixed(1));
+const rsts = (r: DemoRouteResult) => {
+  const where = Object.entries(r.rstDetail ?? {}).filter(([, v]) => v !== 0);
+  return where.length === 0 ? String(r.rsts) : `${r.rsts} (${where.map(([k, v]) => `${k} ${v}`).join(', ')})`;
+};
 const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 /** The report as a markdown table, with the machine/date header lines. */
@@ -204,7 +208,7 @@ export function formatDemoTable(report: DemoReport): string {
     const exact = `${r.exactBothWays}/${r.connections} (${mb(r.bytesClientToServer)} / ${mb(r.bytesServerToClient)})`;
     const cells = r.error
       ? [r.title, `failed: ${r.error}`, '-', '-', '-', phases || '-']
-      : [r.title, `${r.kept}/${r.connections}`, exact, String(r.rsts), `${ms(r.longestPauseMs)} ms`, phases];
+      : [r.title, `${r.kept}/${r.connections}`, exact, rsts(r), `${ms(r.longestPauseMs)} ms`, phases];
     lines.push(`| ${cells.join(' | ')} |`);
     if (r.leftoverTables.length > 0) lines.push(`|  | left behind: ${r.leftoverTables.join('; ')} | | | | |`);
   }

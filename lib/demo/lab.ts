@@ -21,6 +21,9 @@ export const SERVICE_IP = `${SUBNET}.100`;
 
 export type Host = 'a' | 'b' | 'c' | 'br';
 
+/** The demo's own RST-counting table in A, B and C (not a leftover). */
+const RST_TABLE = 'ncrdemo_rst';
+
 function run(command: string, args: string[]): string {
   return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
@@ -111,6 +114,7 @@ export class DemoLab {
       this.ip(host, ['addr', 'add', `${HOST_IP[host]}/24`, 'dev', `v${host}`]);
       this.ip(host, ['link', 'set', `v${host}`, 'up']);
     }
+    this.installRstCounters();
     this.placeVip('a');
   }
 
@@ -138,18 +142,37 @@ export class DemoLab {
     this.vipOn = to;
   }
 
-  /** OutRsts of A, B and C plus C's EstabResets (resets its established connections received). */
-  resetCounters(): number {
-    let total = 0;
+  /**
+   * Counts every RST that A, B or C sends on the demo network (out of its veth), with a named
+   * nftables counter per namespace (table ncrdemo_rst). Loopback is left out on purpose: CRIU's
+   * own feature probes open and reset loopback connections inside A and B.
+   */
+  private installRstCounters(): void {
     for (const host of ['a', 'b', 'c'] as const) {
-      const text = run('nsenter', [`--net=${this.path(host)}`, '--', 'cat', '/proc/net/snmp']);
-      const lines = text.split('\n').filter((l) => l.startsWith('Tcp:'));
-      const keys = lines[0].split(/\s+/);
-      const values = lines[1].split(/\s+/).map(Number);
-      total += values[keys.indexOf('OutRsts')];
-      if (host === 'c') total += values[keys.indexOf('EstabResets')];
+      execFileSync('nsenter', [`--net=${this.path(host)}`, '--', 'nft', '-f', '-'], {
+        input: [
+          `table inet ${RST_TABLE} {`,
+          '  counter rst_out { }',
+          '  chain out {',
+          '    type filter hook output priority -400; policy accept;',
+          `    oifname "v${host}" tcp flags & rst == rst counter name rst_out`,
+          '  }',
+          '}',
+          '',
+        ].join('\n'),
+      });
     }
-    return total;
+  }
+
+  /** RSTs sent so far by A, B and C on the demo network. */
+  resetCounters(): Record<string, number> {
+    const counters: Record<string, number> = {};
+    for (const host of ['a', 'b', 'c'] as const) {
+      const text = tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'nft', 'list', 'counter', 'inet', RST_TABLE, 'rst_out']) ?? '';
+      const match = /packets (\d+)/.exec(text);
+      counters[`${host}.rstOut`] = match ? Number(match[1]) : NaN;
+    }
+    return counters;
   }
 
   /** Lists the nftables tables inside A and B (for the leftover check). */
@@ -157,7 +180,8 @@ export class DemoLab {
     const out: string[] = [];
     for (const host of ['a', 'b'] as const) {
       const text = tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'nft', 'list', 'tables']) ?? '';
-      out.push(...text.split('\n').filter(Boolean).map((t) => `${host}: ${t}`));
+      const tables = text.split('\n').filter((t) => t !== '' && t !== `table inet ${RST_TABLE}`);
+      out.push(...tables.map((t) => `${host}: ${t}`));
     }
     return out;
   }
@@ -178,9 +202,12 @@ export class DemoLab {
     }
   }
 
-  /** Deletes every nftables table in A and B. */
+  /** Deletes every nftables table in A and B except the RST counters. */
   flushTables(): void {
-    for (const host of ['a', 'b'] as const) tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'nft', 'flush', 'ruleset']);
+    for (const entry of this.nftTables()) {
+      const [host, table] = entry.split(': ');
+      tryRun('nsenter', [`--net=${this.path(host as Host)}`, '--', 'nft', 'delete', ...table.split(' ')]);
+    }
   }
 
   /** Spawns `node script config` inside `host`'s namespace. */

@@ -32,8 +32,10 @@ export interface DemoRouteResult {
   exactBothWays: number;
   bytesClientToServer: number;
   bytesServerToClient: number;
-  /** Client-side reset errors + OutRsts in A, B, C + EstabResets in C, during the run. */
+  /** Resets during the run: RSTs sent on the demo network by A, B or C, plus reset errors either end's sockets reported. */
   rsts: number;
+  /** Where they were counted (delta per counter). */
+  rstDetail?: Record<string, number>;
   /** Longest time any client waited between two arrivals of data (from just before the migration). */
   longestPauseMs: number;
   /** The route's own phase times (ms). */
@@ -60,7 +62,7 @@ export interface RouteContext {
   /** The current route's clients process. */
   shared?: ControlLink;
   /** Reset counters just before the migration. */
-  before?: number;
+  before?: Record<string, number>;
 }
 
 const SERVICE_PORT = 8080;
@@ -296,7 +298,10 @@ export async function runRoute(ctx: RouteContext, route: DemoRoute): Promise<Dem
     }).length;
     row.longestPauseMs = Math.max(0, ...clientReports.map((c) => c.maxGapMs));
     const clientResets = clientReports.reduce((n, c) => n + c.resets, 0) + [...serverReports.values()].reduce((n, s) => n + s.resets, 0);
-    row.rsts = clientResets + (ctx.lab.resetCounters() - (ctx.before ?? 0));
+    const after = ctx.lab.resetCounters();
+    row.rstDetail = { clientErrors: clientResets };
+    for (const [key, value] of Object.entries(after)) row.rstDetail[key] = value - (ctx.before?.[key] ?? 0);
+    row.rsts = Object.values(row.rstDetail).reduce((a, b) => a + b, 0);
   } catch (error) {
     row.error = (error as Error).message;
     ctx.log(`${route} route failed: ${row.error}`);
