@@ -123,7 +123,11 @@ export async function runCall<T>(
   }
   if (call?.timeoutMs !== undefined) {
     const timeoutMs = call.timeoutMs;
-    timer = setTimeout(() => scope.cancel(new CriuTimeoutError(`${what} timed out after ${timeoutMs} ms`, timeoutMs)), timeoutMs);
+    timer = setTimeout(() => {
+      // The same reason AbortSignal.timeout() would give, as the cause.
+      const reason = new DOMException(`${what} timed out after ${timeoutMs} ms`, 'TimeoutError');
+      scope.cancel(new CriuTimeoutError(`${what} timed out after ${timeoutMs} ms`, timeoutMs, reason));
+    }, timeoutMs);
   }
   track?.add(scope);
   const work = body(scope);

@@ -132,6 +132,34 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
     expect(childrenOf(process.pid)).toEqual([]);
   });
 
+  it('inheritFds and ps.fd become swrk fds 4, 5, ... and their numbers go into inherit_fd / ps.fd', async () => {
+    const { criu, log } = scripted([{ recv: true }, { send: { type: CriuReqType.RESTORE, success: true, restore: { pid: 55 } } }]);
+    const first = path.join(dir, 'first');
+    const second = path.join(dir, 'second');
+    const pages = path.join(dir, 'pages');
+    const fds = [first, second, pages].map((file) => fs.openSync(file, 'w'));
+    try {
+      await criu.restore({
+        imagesDir: dir,
+        inheritFds: [
+          { key: 'file[1:2]', fd: fds[0] },
+          { key: 'file[3:4]', fd: fds[1] },
+        ],
+        ps: { fd: fds[2] },
+      });
+      const [entry] = log();
+      expect(entry.req.opts?.inheritFd).toEqual([
+        { key: 'file[1:2]', fd: 4 },
+        { key: 'file[3:4]', fd: 5 },
+      ]);
+      expect(entry.req.opts?.ps).toEqual({ fd: 6 });
+      // (fds 7+ are the fake's own node internals)
+      expect((entry as unknown as { extra: Record<string, string> }).extra).toMatchObject({ 4: first, 5: second, 6: pages });
+    } finally {
+      fds.forEach((fd) => fs.closeSync(fd));
+    }
+  });
+
   it('malformed, unexpected and EMPTY replies are typed errors and leave nothing behind', async () => {
     const fds = fdCount();
     const garbage = scripted([{ recv: true }, { sendRaw: 'ffffffffff' }]);

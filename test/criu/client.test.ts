@@ -110,6 +110,7 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
       () => criu.dump({ imagesDir: dir, pid: 1 }, undefined, { timeoutMs: -5 }),
       () => criu.featureCheck({ memTrack: 'yes' } as never),
       () => new Criu({ mode: 'service' }),
+      () => new Criu({ mode: 'service', address: path.join(dir, 's.sock') }).dump({ imagesDir: dir, pid: 1, inheritFds: [{ key: 'k', fd: 0 }] }),
       () => new Criu({ mode: 'rpc' as never }),
     ];
     for (const attempt of bad) {
@@ -133,6 +134,7 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
     const fds = fdCount();
     const error = await criu.version({ timeoutMs: 300 }).catch((e: unknown) => e);
     expect(error).toMatchObject({ name: 'CriuTimeoutError', code: 'ERR_CRIU_TIMEOUT', timeoutMs: 300 });
+    expect((error as Error).cause).toMatchObject({ name: 'TimeoutError' });
     expect(childrenOf(process.pid)).toEqual([]);
     expect(fdCount()).toBe(fds);
   });
