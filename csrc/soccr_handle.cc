@@ -67,6 +67,7 @@ void SoccrHandle::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&SoccrHandle::GetQueueBytes>("getQueueBytes"),
           InstanceMethod<&SoccrHandle::GetAddr>("getAddr"),
           InstanceMethod<&SoccrHandle::Restore>("restore"),
+          InstanceMethod<&SoccrHandle::RestorePacked>("restorePacked"),
           InstanceMethod<&SoccrHandle::SetSkDataUnbound>("setSkDataUnbound"),
           InstanceMethod<&SoccrHandle::SetSkDataNoq>("setSkDataNoq"),
           InstanceMethod<&SoccrHandle::RestoreQueue>("restoreQueue"),
@@ -79,22 +80,27 @@ void SoccrHandle::Init(Napi::Env env, Napi::Object exports) {
 }
 
 // new SoccrHandle(fd): dup(fd), then libsoccr_pause(dup) (TCP_REPAIR on).
+// new SoccrHandle(fd, false): borrows fd without a dup and never closes it (for callers that own
+// the fd and always resume or release the handle before letting go of it: the package's batch
+// restore, which would otherwise need two fds per connection).
 SoccrHandle::SoccrHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SoccrHandle>(info) {
   Napi::Env env = info.Env();
   int32_t fd = ArgInt32(info, 0, "fd must be an integer");
   if (fd < 0) ThrowInvalidArg(env, "fd must be >= 0");
-  int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  bool borrow = info.Length() > 1 && info[1].IsBoolean() && !info[1].As<Napi::Boolean>().Value();
+  int dup_fd = borrow ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (dup_fd < 0) ThrowErrno(env, errno, "dup");
   BeginSoccrCall();
   libsoccr_sk* sk = libsoccr_pause(dup_fd);
   if (sk == nullptr) {
     int err = errno;
-    close(dup_fd);
+    if (!borrow) close(dup_fd);
     ThrowSoccr(env, err, "libsoccr_pause", -1);
   }
   FlushSoccrLog(env);
   sk_ = sk;
   dup_fd_ = dup_fd;
+  owns_fd_ = !borrow;
 }
 
 SoccrHandle::~SoccrHandle() {
@@ -107,10 +113,8 @@ SoccrHandle::~SoccrHandle() {
 }
 
 void SoccrHandle::CloseDup() {
-  if (dup_fd_ >= 0) {
-    close(dup_fd_);
-    dup_fd_ = -1;
-  }
+  if (dup_fd_ >= 0 && owns_fd_) close(dup_fd_);
+  dup_fd_ = -1;
 }
 
 libsoccr_sk* SoccrHandle::Open(Napi::Env env, const char* what) {
@@ -122,21 +126,42 @@ libsoccr_sk* SoccrHandle::Open(Napi::Env env, const char* what) {
 Napi::Value SoccrHandle::Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), dup_fd_); }
 
 // save() -> Uint32Array(17): libsoccr_save; the queues stay in the handle for getQueueBytes.
+// save(out: Uint32Array(17 or 33)) fills `out` instead (no allocation): the 17 words, then (33)
+// the own and the peer address in the packed form of socket_ops.h (libsoccr_get_addr).
 Napi::Value SoccrHandle::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  Napi::Uint32Array packed;
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+        info[0].As<Napi::Uint32Array>().ElementLength() < kSkDataWords)
+      ThrowInvalidArg(env, "out must be a Uint32Array of 17 or 33 words");
+    packed = info[0].As<Napi::Uint32Array>();
+  }
   libsoccr_sk* sk = Open(env, "libsoccr_save");
   libsoccr_sk_data data;
   int ret = libsoccr_save(sk, &data, sizeof(data));
   if (ret != static_cast<int>(sizeof(data))) ThrowSoccr(env, errno, "libsoccr_save", ret);
-  FlushSoccrLog(env);
   saved_ = data;
   has_saved_ = true;
-  Napi::Uint32Array out = Napi::Uint32Array::New(env, kSkDataWords);
-  memcpy(out.Data(), &data, sizeof(data));
-  return out;
+  if (packed.IsEmpty()) {
+    FlushSoccrLog(env);
+    Napi::Uint32Array out = Napi::Uint32Array::New(env, kSkDataWords);
+    memcpy(out.Data(), &data, sizeof(data));
+    return out;
+  }
+  memcpy(packed.Data(), &data, sizeof(data));
+  // 17 words: sk_data only; 33: the addresses too.
+  for (int self = 1; self >= 0 && packed.ElementLength() >= kSkDataWords + 16; self--) {
+    union libsoccr_addr* addr = libsoccr_get_addr(sk, self, 0);
+    if (addr == nullptr) ThrowSoccr(env, errno, "libsoccr_get_addr", 0);
+    if (!SockaddrToWords(&addr->sa, packed.Data() + kSkDataWords + (self ? 0 : 8)))
+      ThrowErrno(env, EAFNOSUPPORT, "libsoccr_get_addr");
+  }
+  FlushSoccrLog(env);
+  return packed;
 }
 
-// getQueueBytes(queueId: 1 recv | 2 send) -> Buffer (a copy; empty for an empty queue).
+// getQueueBytes(queueId: 1 recv | 2 send) -> Buffer (a copy), or null for an empty queue.
 Napi::Value SoccrHandle::GetQueueBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t queue = ArgUint32(info, 0, "queue must be 1 (recv) or 2 (send)");
@@ -144,7 +169,7 @@ Napi::Value SoccrHandle::GetQueueBytes(const Napi::CallbackInfo& info) {
   libsoccr_sk* sk = Open(env, "libsoccr_get_queue_bytes");
   if (!has_saved_) ThrowErrno(env, ENODATA, "libsoccr_get_queue_bytes", "save() first");
   uint32_t length = queue == TCP_RECV_QUEUE ? saved_.inq_len : saved_.outq_len;
-  if (length == 0) return Napi::Buffer<uint8_t>::New(env, 0);
+  if (length == 0) return env.Null();  // JS substitutes an empty Buffer (cheaper than making one here)
   char* bytes = libsoccr_get_queue_bytes(sk, static_cast<int>(queue), 0);
   if (bytes == nullptr) ThrowSoccr(env, errno, "libsoccr_get_queue_bytes", 0);
   FlushSoccrLog(env);
@@ -176,6 +201,34 @@ Napi::Value SoccrHandle::Restore(const Napi::CallbackInfo& info) {
   Napi::Uint8Array send = BytesArg(info, 4, "send queue must be a Uint8Array");
   if (recv.ElementLength() != data.inq_len) ThrowInvalidArg(env, "recv queue length must equal inq_len");
   if (send.ElementLength() != data.outq_len) ThrowInvalidArg(env, "send queue length must equal outq_len");
+  RestoreWith(env, &data, self_ss, peer_ss, recv, send);
+  return env.Undefined();
+}
+
+// restorePacked(words: Uint32Array(33) as save(out) fills it, recvBytes, sendBytes): restore()
+// without reading address objects.
+Napi::Value SoccrHandle::RestorePacked(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+      info[0].As<Napi::Uint32Array>().ElementLength() < kSkDataWords + 16)
+    ThrowInvalidArg(env, "packed data must be a Uint32Array of 33 words");
+  const uint32_t* words = info[0].As<Napi::Uint32Array>().Data();
+  libsoccr_sk_data data;
+  memcpy(&data, words, sizeof(data));
+  sockaddr_storage self_ss, peer_ss;
+  if (SockaddrFromWords(words + kSkDataWords, &self_ss) == 0 || SockaddrFromWords(words + kSkDataWords + 8, &peer_ss) == 0)
+    ThrowInvalidArg(env, "packed addresses are invalid");
+  Napi::Uint8Array recv = BytesArg(info, 1, "recv queue must be a Uint8Array");
+  Napi::Uint8Array send = BytesArg(info, 2, "send queue must be a Uint8Array");
+  if (recv.ElementLength() != data.inq_len) ThrowInvalidArg(env, "recv queue length must equal inq_len");
+  if (send.ElementLength() != data.outq_len) ThrowInvalidArg(env, "send queue length must equal outq_len");
+  RestoreWith(env, &data, self_ss, peer_ss, recv, send);
+  return env.Undefined();
+}
+
+void SoccrHandle::RestoreWith(Napi::Env env, libsoccr_sk_data* data_ptr, const sockaddr_storage& self_ss,
+                              const sockaddr_storage& peer_ss, Napi::Uint8Array recv, Napi::Uint8Array send) {
+  libsoccr_sk_data& data = *data_ptr;
   libsoccr_sk* sk = Open(env, "libsoccr_restore");
 
   union libsoccr_addr* self_addr = reinterpret_cast<libsoccr_addr*>(MallocCopy(env, &self_ss, sizeof(libsoccr_addr)));
@@ -204,7 +257,6 @@ Napi::Value SoccrHandle::Restore(const Napi::CallbackInfo& info) {
   int ret = libsoccr_restore(sk, &data, sizeof(data));
   if (ret < 0) ThrowSoccr(env, errno, "libsoccr_restore", ret);
   FlushSoccrLog(env);
-  return env.Undefined();
 }
 
 // Staged restore (the caller binds and connects the fd between setSkDataUnbound and setSkDataNoq).

@@ -32,6 +32,9 @@ class SoccrHandle : public Napi::ObjectWrap<SoccrHandle> {
   Napi::Value GetQueueBytes(const Napi::CallbackInfo& info);
   Napi::Value GetAddr(const Napi::CallbackInfo& info);
   Napi::Value Restore(const Napi::CallbackInfo& info);
+  Napi::Value RestorePacked(const Napi::CallbackInfo& info);
+  void RestoreWith(Napi::Env env, libsoccr_sk_data* data, const sockaddr_storage& self, const sockaddr_storage& peer,
+                   Napi::Uint8Array recv, Napi::Uint8Array send);
   Napi::Value SetSkDataUnbound(const Napi::CallbackInfo& info);
   Napi::Value SetSkDataNoq(const Napi::CallbackInfo& info);
   Napi::Value RestoreQueue(const Napi::CallbackInfo& info);
@@ -41,6 +44,7 @@ class SoccrHandle : public Napi::ObjectWrap<SoccrHandle> {
 
   libsoccr_sk* sk_ = nullptr;
   int dup_fd_ = -1;
+  bool owns_fd_ = true;  // false: borrowed fd (see the constructor), never closed here
   libsoccr_sk_data saved_{};  // from the last save(): queue lengths for getQueueBytes
   bool has_saved_ = false;
 };

@@ -146,7 +146,7 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), true);
 }
 
-// socketInfo(fd) -> {domain, type, protocol, acceptConn, tcpState, repair, pendingError}.
+// socketInfo(fd) -> {domain, type, protocol, acceptConn, tcpState, repair, pendingError, reuseAddr}.
 // tcpState/repair are -1 for non-TCP sockets. ENOTSOCK for anything that is not a socket.
 Napi::Value SocketInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -156,6 +156,7 @@ Napi::Value SocketInfo(const Napi::CallbackInfo& info) {
   int protocol = GetIntOpt(env, fd, SOL_SOCKET, SO_PROTOCOL, "getsockopt");
   int accept_conn = GetIntOpt(env, fd, SOL_SOCKET, SO_ACCEPTCONN, "getsockopt");
   int pending_error = GetIntOpt(env, fd, SOL_SOCKET, SO_ERROR, "getsockopt");
+  int reuse_addr = GetIntOpt(env, fd, SOL_SOCKET, SO_REUSEADDR, "getsockopt");
   int tcp_state = -1;
   int repair = -1;
   if ((domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM && protocol == IPPROTO_TCP) {
@@ -174,14 +175,45 @@ Napi::Value SocketInfo(const Napi::CallbackInfo& info) {
   out.Set("tcpState", tcp_state);
   out.Set("repair", repair);
   out.Set("pendingError", pending_error);
+  out.Set("reuseAddr", reuse_addr != 0);
   return out;
 }
 
-// setRepair(fd, on): the bare TCP_REPAIR switch, for cleaning up a socket whose handle is gone.
+// inspectTcp(fd, out: Uint32Array(18)): everything a checkpoint checks and records, in one call
+// and without allocating: out[0] TCP state (TCP_INFO), out[1] SO_REUSEADDR, out[2..9] own
+// address, out[10..17] peer address (packed form, socket_ops.h). Throws the failing call's errno
+// (EOPNOTSUPP/ENOPROTOOPT for a non-TCP socket, ENOTCONN from getpeername when unconnected).
+Napi::Value InspectTcp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info);
+  if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+      info[1].As<Napi::Uint32Array>().ElementLength() < 18)
+    ThrowInvalidArg(env, "out must be a Uint32Array of 18 words");
+  uint32_t* out = info[1].As<Napi::Uint32Array>().Data();
+  tcp_info ti;
+  socklen_t len = sizeof(ti);
+  memset(&ti, 0, sizeof(ti));
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0) ThrowErrno(env, errno, "getsockopt", "TCP_INFO");
+  out[0] = ti.tcpi_state;
+  out[1] = GetIntOpt(env, fd, SOL_SOCKET, SO_REUSEADDR, "getsockopt") != 0;
+  sockaddr_storage ss;
+  len = sizeof(ss);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) ThrowErrno(env, errno, "getsockname");
+  if (!SockaddrToWords(reinterpret_cast<sockaddr*>(&ss), out + 2)) ThrowErrno(env, EAFNOSUPPORT, "getsockname");
+  len = sizeof(ss);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) ThrowErrno(env, errno, "getpeername");
+  if (!SockaddrToWords(reinterpret_cast<sockaddr*>(&ss), out + 10)) ThrowErrno(env, EAFNOSUPPORT, "getpeername");
+  return env.Undefined();
+}
+
+// setRepair(fd, on, reuseAddr?): the bare TCP_REPAIR switch, for a socket whose libsoccr handle
+// was released. Turning repair off clears SO_REUSEADDR (the kernel resets sk_reuse), so the
+// application's setting (read before repair went on) is re-applied, as libsoccr_resume does.
 Napi::Value SetRepair(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info);
   bool on = info.Length() > 1 && info[1].ToBoolean();
   SetIntOpt(info.Env(), fd, IPPROTO_TCP, TCP_REPAIR, on ? 1 : 0, "setsockopt");
+  if (!on && info.Length() > 2 && info[2].ToBoolean()) SetIntOpt(info.Env(), fd, SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt");
   return info.Env().Undefined();
 }
 
@@ -259,6 +291,56 @@ Napi::Object SockaddrToJs(Napi::Env env, const sockaddr* sa) {
   return out;
 }
 
+bool SockaddrToWords(const sockaddr* sa, uint32_t* words) {
+  memset(words, 0, 8 * sizeof(uint32_t));
+  if (sa->sa_family == AF_INET) {
+    auto* sin = reinterpret_cast<const sockaddr_in*>(sa);
+    words[0] = 4;
+    words[1] = ntohs(sin->sin_port);
+    words[2] = ntohl(sin->sin_addr.s_addr);
+    return true;
+  }
+  if (sa->sa_family == AF_INET6) {
+    auto* sin6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    words[0] = 6;
+    words[1] = ntohs(sin6->sin6_port);
+    for (int i = 0; i < 4; i++) {
+      uint32_t w;
+      memcpy(&w, sin6->sin6_addr.s6_addr + 4 * i, 4);
+      words[2 + i] = ntohl(w);
+    }
+    words[6] = sin6->sin6_scope_id;
+    words[7] = ntohl(sin6->sin6_flowinfo);
+    return true;
+  }
+  return false;
+}
+
+socklen_t SockaddrFromWords(const uint32_t* words, sockaddr_storage* out) {
+  memset(out, 0, sizeof(*out));
+  if (words[1] > 65535) return 0;
+  if (words[0] == 4) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(out);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(static_cast<uint16_t>(words[1]));
+    sin->sin_addr.s_addr = htonl(words[2]);
+    return sizeof(sockaddr_in);
+  }
+  if (words[0] == 6) {
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(out);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(static_cast<uint16_t>(words[1]));
+    for (int i = 0; i < 4; i++) {
+      uint32_t w = htonl(words[2 + i]);
+      memcpy(sin6->sin6_addr.s6_addr + 4 * i, &w, 4);
+    }
+    sin6->sin6_scope_id = words[6];
+    sin6->sin6_flowinfo = htonl(words[7]);
+    return sizeof(sockaddr_in6);
+  }
+  return 0;
+}
+
 void InitSocketOps(Napi::Env env, Napi::Object exports) {
   Napi::Object ops = Napi::Object::New(env);
   ops.Set("tcpSocket", Napi::Function::New(env, TcpSocket, "tcpSocket"));
@@ -271,6 +353,7 @@ void InitSocketOps(Napi::Env env, Napi::Object exports) {
   ops.Set("connect", Napi::Function::New(env, Connect, "connect"));
   ops.Set("socketInfo", Napi::Function::New(env, SocketInfo, "socketInfo"));
   ops.Set("setRepair", Napi::Function::New(env, SetRepair, "setRepair"));
+  ops.Set("inspectTcp", Napi::Function::New(env, InspectTcp, "inspectTcp"));
   ops.Set("setSendBufferForce", Napi::Function::New(env, SetSendBufferForce, "setSendBufferForce"));
   ops.Set("sendBufferSize", Napi::Function::New(env, SendBufferSize, "sendBufferSize"));
   exports.Set("socketOps", ops);

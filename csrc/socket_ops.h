@@ -17,6 +17,12 @@ socklen_t SockaddrFromJs(Napi::Env env, Napi::Value value, sockaddr_storage* out
 // The inverse: a JS object of the shape above.
 Napi::Object SockaddrToJs(Napi::Env env, const sockaddr* sa);
 
+// The packed form (8 uint32 words, no allocation): [family 4|6, port, a0, a1, a2, a3, scopeId,
+// flowinfo], address bytes as big-endian words (IPv4: a0 only). Returns false for other families.
+bool SockaddrToWords(const sockaddr* sa, uint32_t* words);
+// Returns the sockaddr length, or 0 when the words are not a valid address.
+socklen_t SockaddrFromWords(const uint32_t* words, sockaddr_storage* out);
+
 void InitSocketOps(Napi::Env env, Napi::Object exports);
 
 }  // namespace nodecriu

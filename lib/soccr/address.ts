@@ -95,3 +95,33 @@ export function toNativeSockaddr(address: SocketAddress): NativeSockaddr | undef
   if (address.family === 6) out.scopeId = address.scopeId ?? 0;
   return out;
 }
+
+/**
+ * The packed address form native code fills without allocating (8 uint32 words at `offset`):
+ * [family, port, a0, a1, a2, a3, scopeId, flowinfo], address bytes as big-endian words.
+ */
+export function socketAddressFromWords(words: Uint32Array, offset: number): SocketAddress {
+  const family = words[offset] as 4 | 6;
+  const port = words[offset + 1];
+  if (family === 4) {
+    const a = words[offset + 2];
+    return { family, address: `${a >>> 24}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`, port };
+  }
+  const bytes = Buffer.allocUnsafe(16);
+  for (let i = 0; i < 4; i++) bytes.writeUInt32BE(words[offset + 2 + i], i * 4);
+  const out: SocketAddress = { family, address: addressString(bytes), port };
+  if (words[offset + 6]) out.scopeId = words[offset + 6];
+  return out;
+}
+
+/** Writes a (valid) SocketAddress in the packed form; false if the address does not parse. */
+export function socketAddressToWords(address: SocketAddress, words: Uint32Array, offset: number): boolean {
+  const bytes = addressBytes(address.family, address.address);
+  if (!bytes) return false;
+  words.fill(0, offset, offset + 8);
+  words[offset] = address.family;
+  words[offset + 1] = address.port;
+  for (let i = 0; i < bytes.length / 4; i++) words[offset + 2 + i] = bytes.readUInt32BE(i * 4);
+  if (address.family === 6) words[offset + 6] = address.scopeId ?? 0;
+  return true;
+}

@@ -16,12 +16,16 @@ export interface NativeSoccrHandle {
   readonly fd: number;
   /** libsoccr_save: the 17 libsoccr_sk_data words. */
   save(): Uint32Array;
-  /** A copy of the saved queue: 1 = receive, 2 = send. Empty when the queue is. */
-  getQueueBytes(queue: 1 | 2): Buffer;
+  /** libsoccr_save into `out`: 17 words sk_data; with 33 words also own and peer address, packed. */
+  save(out: Uint32Array): Uint32Array;
+  /** A copy of the saved queue: 1 = receive, 2 = send; null when the queue is empty. */
+  getQueueBytes(queue: 1 | 2): Buffer | null;
   /** libsoccr_get_addr: own (true) or peer (false) address. */
   getAddr(self: boolean): NativeSockaddr;
   /** set_addr x2 + set_queue_bytes x2 + libsoccr_restore. */
   restore(data: Uint32Array, self: NativeSockaddr, peer: NativeSockaddr, recv: Uint8Array, send: Uint8Array): void;
+  /** restore() with sk_data and both addresses packed as save(out) fills them. */
+  restorePacked(packed: Uint32Array, recv: Uint8Array, send: Uint8Array): void;
   setSkDataUnbound(data: Uint32Array): void;
   setSkDataNoq(data: Uint32Array): void;
   restoreQueue(data: Uint32Array, queue: 1 | 2, bytes: Uint8Array): void;
@@ -43,6 +47,8 @@ export interface NativeSocketInfo {
   /** TCP_REPAIR as getsockopt reports it (0/1), -1 for non-TCP sockets. */
   repair: number;
   pendingError: number;
+  /** SO_REUSEADDR (read it before repair mode, which forces reuse). */
+  reuseAddr: boolean;
 }
 
 /** csrc/socket_ops.cc. Every function throws a NativeErrnoError on failure. */
@@ -57,13 +63,20 @@ export interface NativeSocketOps {
   /** true: connected; false: EINPROGRESS. */
   connect(fd: number, address: NativeSockaddr): boolean;
   socketInfo(fd: number): NativeSocketInfo;
-  setRepair(fd: number, on: boolean): void;
+  /** One call, no allocation: out[0] TCP state, out[1] SO_REUSEADDR, out[2..9] own, out[10..17] peer address (packed). */
+  inspectTcp(fd: number, out: Uint32Array): void;
+  /** TCP_REPAIR on/off; turning it off re-applies SO_REUSEADDR when reuseAddr is true. */
+  setRepair(fd: number, on: boolean, reuseAddr?: boolean): void;
   setSendBufferForce(fd: number, bytes: number): number;
   sendBufferSize(fd: number): number;
 }
 
 export interface SoccrBinding {
-  SoccrHandle: new (fd: number) => NativeSoccrHandle;
+  /**
+   * libsoccr_pause on a dup of fd (the handle owns and closes the dup). With dupFd false it uses
+   * fd itself and never closes it: only for code that owns fd and always resumes or releases.
+   */
+  SoccrHandle: new (fd: number, dupFd?: boolean) => NativeSoccrHandle;
   socketOps: NativeSocketOps;
   /** Process-global libsoccr level (max over environments), per-environment callback. */
   setSoccrLog(level: 0 | 1 | 2, callback?: (level: number, line: string) => void): void;

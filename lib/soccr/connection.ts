@@ -7,18 +7,22 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { InvalidArgumentError, fromNativeError } from '../errors';
-import { fromNativeSockaddr } from './address';
+import { socketAddressFromWords, socketAddressToWords } from './address';
 import type { NativeSoccrHandle } from './binding-types';
 import { SoccrError } from './errors';
-import { checkConnectedTcp, nativeAddress } from './handle';
+import { checkConnectedTcp } from './handle';
 import { CONNECTION_IMAGE_VERSION, validateConnectionImage } from './image';
 import type { ConnectionImage } from './image';
 import { soccrBinding } from './native';
 import { NftablesLock, processLock } from './nft-lock';
 import type { ConnectionTuple } from './nft-lock';
 import { adoptFd, flushWrites, pendingReadBytes, restartReading, socketFd, stopReading } from './node-socket';
-import { TcpState, skDataFromWords, skDataToWords } from './sk-data';
+import { TcpState, skDataFromWords, skDataToWords, tcpStateName } from './sk-data';
 import type { SkData } from './sk-data';
+
+/** sk_data (17 words) + own and peer address (8 words each), as SoccrHandle.save(out) fills it. */
+const SK_DATA_WORDS = 17;
+const PACKED_WORDS = SK_DATA_WORDS + 16;
 
 /**
  * 'nftables': the peer's packets for the connection's 4-tuple are dropped by an nftables rule from
@@ -73,15 +77,21 @@ function checkOptions(options: unknown): asserts options is CheckpointOptions {
 interface Paused {
   socket: net.Socket;
   fd: number;
-  native?: NativeSoccrHandle;
+  /** SO_REUSEADDR before repair mode, re-applied when repair goes off again. */
+  reuseAddr: boolean;
   wasReading: boolean;
   filtered: boolean;
+  /** In repair mode (its libsoccr handle already released, so no dup is held). */
+  repair: boolean;
 }
 
-/** Undoes a checkpoint that did not complete: repair off, filter off, reading back on. */
-function undo(entry: Paused): void {
+/** Ends repair mode and the filter, restarts reading: the original runs on (undo or keepRunning). */
+function unpause(entry: Paused): void {
   const ops = soccrBinding().socketOps;
-  entry.native?.resume();
+  if (entry.repair) {
+    ops.setRepair(entry.fd, false, entry.reuseAddr);
+    entry.repair = false;
+  }
   if (entry.filtered) {
     try {
       ops.detachFilter(entry.fd);
@@ -90,6 +100,42 @@ function undo(entry: Paused): void {
     }
   }
   restartReading(entry.socket, entry.wasReading);
+}
+
+/** States a live connection can be checkpointed in. */
+const CHECKPOINTABLE: ReadonlySet<number> = new Set([
+  TcpState.ESTABLISHED,
+  TcpState.FIN_WAIT1,
+  TcpState.FIN_WAIT2,
+  TcpState.CLOSE_WAIT,
+  TcpState.LAST_ACK,
+  TcpState.CLOSING,
+]);
+
+/**
+ * State, SO_REUSEADDR and 4-tuple of every socket, one native call each (the fast path of a
+ * large batch). When a socket fails, checkConnectedTcp says precisely why.
+ */
+function inspectSockets(fds: readonly number[]): { tuples: ConnectionTuple[]; reuseAddr: boolean[] } {
+  const ops = soccrBinding().socketOps;
+  const words = new Uint32Array(18);
+  const tuples: ConnectionTuple[] = [];
+  const reuseAddr: boolean[] = [];
+  for (const fd of fds) {
+    try {
+      ops.inspectTcp(fd, words);
+    } catch (error) {
+      checkConnectedTcp(fd);
+      throw fromNativeError(SoccrError, error, 'checkpoint');
+    }
+    if (!CHECKPOINTABLE.has(words[0])) {
+      checkConnectedTcp(fd);
+      throw new SoccrError(`TCP state ${tcpStateName(words[0]) ?? words[0]} cannot be checkpointed`, { code: 'ERR_SOCKET_STATE' });
+    }
+    reuseAddr.push(words[1] === 1);
+    tuples.push({ local: socketAddressFromWords(words, 2), remote: socketAddressFromWords(words, 10) });
+  }
+  return { tuples, reuseAddr };
 }
 
 /** checkpointConnection for many sockets at once: one flush wait, one nftables batch. */
@@ -103,11 +149,7 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   const ops = soccrBinding().socketOps;
 
   const fds = sockets.map((socket) => socketFd(socket));
-  fds.forEach((fd) => checkConnectedTcp(fd));
-  const tuples: ConnectionTuple[] = fds.map((fd) => ({
-    local: fromNativeSockaddr(ops.sockName(fd)),
-    remote: fromNativeSockaddr(ops.peerName(fd)),
-  }));
+  const { tuples, reuseAddr } = inspectSockets(fds);
 
   await Promise.all(sockets.map((socket) => flushWrites(socket, flushTimeoutMs)));
 
@@ -135,27 +177,41 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   }
 
   // From here to the end nothing awaits: no JS can read, write or close these sockets meanwhile.
+  // Each libsoccr handle is released right after its save (repair stays on), so a batch never
+  // holds more than one extra fd; undo and keepRunning turn repair off directly.
   const entries: Paused[] = [];
   const images: ConnectionImage[] = [];
+  const packed = new Uint32Array(SK_DATA_WORDS); // sk_data only: the addresses are known
+  const SoccrHandle = soccrBinding().SoccrHandle;
   try {
     sockets.forEach((socket, i) => {
-      const entry: Paused = { socket, fd: fds[i], wasReading: false, filtered: false };
+      const entry: Paused = { socket, fd: fds[i], reuseAddr: reuseAddr[i], wasReading: false, filtered: false, repair: false };
       entries.push(entry);
       if (lockKind === 'filter') {
         ops.attachDropFilter(entry.fd);
         entry.filtered = true;
       }
       entry.wasReading = stopReading(socket);
-      entry.native = new (soccrBinding().SoccrHandle)(entry.fd);
-      const skData = skDataFromWords(entry.native.save());
+      const native = new SoccrHandle(entry.fd);
+      entry.repair = true;
+      let recv: Buffer | null;
+      let send: Buffer | null;
+      try {
+        native.save(packed);
+        recv = native.getQueueBytes(1);
+        send = native.getQueueBytes(2);
+      } finally {
+        native.release();
+      }
+      const skData = skDataFromWords(packed);
       const image: ConnectionImage = {
         version: CONNECTION_IMAGE_VERSION,
         family: tuples[i].local.family,
         local: tuples[i].local,
         remote: tuples[i].remote,
         skData,
-        recvQueue: entry.native.getQueueBytes(1),
-        sendQueue: entry.native.getQueueBytes(2),
+        recvQueue: recv ?? Buffer.alloc(0),
+        sendQueue: send ?? Buffer.alloc(0),
         sendQueueUnsent: skData.unsqLen,
         pendingRead: pendingReadBytes(socket, false),
       };
@@ -163,20 +219,19 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
       images.push(image);
     });
   } catch (error) {
-    entries.forEach(undo);
+    entries.forEach(unpause);
     await unlock();
     throw fromNativeError(SoccrError, error, 'checkpoint');
   }
 
   if (keepRunning) {
-    entries.forEach(undo);
+    entries.forEach(unpause);
     await unlock();
     return images;
   }
   for (const entry of entries) {
-    // Release leaves repair on and closes libsoccr's dup; destroying the net.Socket closes the
-    // last fd, so the kernel drops the connection without FIN or RST.
-    entry.native?.release();
+    // Repair mode is on and Node's fd is the last one: destroying the net.Socket closes it, and
+    // the kernel drops the connection without FIN or RST.
     pendingReadBytes(entry.socket, true);
     entry.socket.destroy();
   }
@@ -230,6 +285,7 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   const ops = binding.socketOps;
 
   const restored: { fd: number; native: NativeSoccrHandle; unsent: Buffer }[] = [];
+  const packed = new Uint32Array(PACKED_WORDS);
   const rollback = () => {
     for (const r of restored) {
       r.native.release();
@@ -239,19 +295,20 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   try {
     for (const image of images) {
       const { skData, sendQueue, unsent } = deferUnsent(image);
-      const words = skDataToWords(skData);
-      const self = nativeAddress(image.local, 'local');
-      const peer = nativeAddress(image.remote, 'remote');
+      packed.set(skDataToWords(skData));
+      if (!socketAddressToWords(image.local, packed, SK_DATA_WORDS) || !socketAddressToWords(image.remote, packed, SK_DATA_WORDS + 8)) {
+        throw new InvalidArgumentError('image addresses do not parse');
+      }
       const fd = ops.tcpSocket(image.family, options.netns);
       let native: NativeSoccrHandle;
       try {
-        native = new binding.SoccrHandle(fd);
+        native = new binding.SoccrHandle(fd, false); // borrowed: one fd per connection, not two
       } catch (error) {
         ops.closeFd(fd);
         throw error;
       }
       restored.push({ fd, native, unsent });
-      native.restore(words, self, peer, image.recvQueue, sendQueue);
+      native.restorePacked(packed, image.recvQueue, sendQueue);
     }
   } catch (error) {
     rollback();

@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import { InvalidArgumentError, fromNativeError } from '../errors';
 import { fromNativeSockaddr, toNativeSockaddr } from './address';
 import type { SocketAddress } from './address';
-import type { NativeSockaddr, NativeSoccrHandle } from './binding-types';
+import type { NativeSockaddr, NativeSocketInfo, NativeSoccrHandle } from './binding-types';
 import { SoccrError } from './errors';
 import { soccrBinding } from './native';
 import { restartReading, socketFd, stopReading } from './node-socket';
@@ -78,7 +78,7 @@ export class SoccrHandle {
   getQueueBytes(queue: QueueName): Buffer {
     const id = queueId(queue);
     this.getSkData();
-    return nativeCall('libsoccr get queue', () => this.#native.getQueueBytes(id));
+    return nativeCall('libsoccr get queue', () => this.#native.getQueueBytes(id)) ?? Buffer.alloc(0);
   }
 
   /** The socket's own address (libsoccr_get_addr). */
@@ -171,7 +171,7 @@ export class SoccrHandle {
  * Checks that `fd` is a connected TCP socket in a state libsoccr can save. Throws SoccrError:
  * ENOTSOCK (kernel), ERR_SOCKET_NOT_TCP, ERR_SOCKET_LISTENING, ENOTCONN, ERR_SOCKET_STATE.
  */
-export function checkConnectedTcp(fd: number): void {
+export function checkConnectedTcp(fd: number): NativeSocketInfo {
   const ops = soccrBinding().socketOps;
   const info = nativeCall('socket info', () => ops.socketInfo(fd));
   if ((info.domain !== 4 && info.domain !== 6) || info.tcpState < 0) {
@@ -182,6 +182,7 @@ export function checkConnectedTcp(fd: number): void {
   if (!RESTORABLE_STATES.has(info.tcpState) || info.tcpState === TcpState.CLOSE || info.tcpState === TcpState.SYN_SENT) {
     throw new SoccrError(`TCP state ${tcpStateName(info.tcpState) ?? info.tcpState} cannot be checkpointed`, { code: 'ERR_SOCKET_STATE' });
   }
+  return info;
 }
 
 function fdArg(fd: number): number {

@@ -1,0 +1,233 @@
+'use strict';
+/**
+ * libsoccr from JS: checkpoint + restore cost of one connection (the sequence of bench/c: pause,
+ * save, queues, addresses, release, close in repair mode, new socket, pause, restore, resume),
+ * through node-criu's public low-level API and through the raw addon, for the same receive-queue
+ * sizes as bench/c; then a batch of 10,000 connections checkpointed and restored with
+ * checkpointConnections / restoreConnections (nftables lock, one batch each), the peers living
+ * in a child process (fd limit). Prints markdown tables. Needs root and `npm run build`.
+ *
+ * Usage: node bench/soccr/js-soccr-bench.js [iterations=3000] [batch=10000]
+ * (scripts/bench.sh runs it in a private network namespace: `unshare -n`, loopback only.)
+ */
+const { fork } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..', '..');
+const nodeCriu = require(path.join(root, 'dist'));
+const { binding } = require(path.join(root, 'dist', 'native.js'));
+
+const iterations = Number(process.argv[2] || 3000);
+const batchSize = Number(process.argv[3] || 10000);
+
+function fromNative(sa) {
+  return { family: sa.family, address: sa.family === 4 ? Array.from(sa.address).join('.') : '::1', port: sa.port };
+}
+
+function percentile(values, p) {
+  const sorted = Float64Array.from(values).sort();
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+}
+
+function nowUs() {
+  return Number(process.hrtime.bigint()) / 1e3;
+}
+
+/** A blocking-style pair: the client as a net.Socket, the server side as a raw fd nobody reads. */
+async function rawPair() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = server.address().port;
+  const ops = binding().socketOps;
+  const accepted = new Promise((resolve) => server.once('connection', resolve));
+  const fd = ops.tcpSocket(4);
+  ops.connect(fd, { family: 4, address: new Uint8Array([127, 0, 0, 1]), port });
+  const client = await accepted; // the peer
+  for (let i = 0; i < 1000 && ops.socketInfo(fd).tcpState !== 1; i++) await new Promise((r) => setTimeout(r, 1));
+  server.close();
+  return { client, fd };
+}
+
+function publicApiCycle(fd) {
+  const t0 = nowUs();
+  const handle = nodeCriu.soccr.pause(fd);
+  const data = handle.getSkData();
+  const recv = handle.getQueueBytes('recv');
+  const send = handle.getQueueBytes('send');
+  const local = handle.getLocalAddress();
+  const remote = handle.getRemoteAddress();
+  handle.release();
+  const t1 = nowUs();
+  nodeCriu.soccr.closeFd(fd);
+  const t2 = nowUs();
+  const { fd: newFd, handle: target } = nodeCriu.soccr.pauseNewSocket(local.family);
+  target.restore(data, local, remote, recv, send);
+  target.resume();
+  const t3 = nowUs();
+  return { fd: newFd, dump: t1 - t0, restore: t3 - t2 };
+}
+
+const packed = new Uint32Array(33);
+const empty = Buffer.alloc(0);
+
+function rawBindingCycle(fd) {
+  const b = binding();
+  const t0 = nowUs();
+  const h = new b.SoccrHandle(fd);
+  h.save(packed); // sk_data + both addresses, no allocation
+  const recv = h.getQueueBytes(1) || empty;
+  const send = h.getQueueBytes(2) || empty;
+  h.release();
+  const t1 = nowUs();
+  b.socketOps.closeFd(fd);
+  const t2 = nowUs();
+  const newFd = b.socketOps.tcpSocket(packed[17]);
+  const h2 = new b.SoccrHandle(newFd);
+  h2.restorePacked(packed, recv, send);
+  h2.resume();
+  const t3 = nowUs();
+  return { fd: newFd, dump: t1 - t0, restore: t3 - t2 };
+}
+
+async function singleRow(queueBytes) {
+  const { client, fd: firstFd } = await rawPair();
+  const payload = Buffer.alloc(queueBytes, 7);
+  for (let i = 0; i < queueBytes; i++) payload[i] = (i * 31 + 7) & 0xff;
+  if (queueBytes) {
+    client.write(payload);
+    for (let i = 0; i < 5000; i++) {
+      const h = new (binding().SoccrHandle)(firstFd);
+      const inq = h.save()[1];
+      h.resume();
+      if (inq === queueBytes) break;
+      await new Promise((r) => setTimeout(r, 1));
+      if (i === 4999) throw new Error('queue did not fill');
+    }
+  }
+  // The peer's stray packets (ACKs of window probes) must not meet the closed original between
+  // dump and restore (that would reset the connection): the nftables lock holds them, outside
+  // the timed sequence, as a real checkpoint would.
+  const lock = await nodeCriu.NftablesLock.create();
+  const ops = binding().socketOps;
+  const tuple = { local: fromNative(ops.sockName(firstFd)), remote: fromNative(ops.peerName(firstFd)) };
+  await lock.add([tuple]);
+  let fd = firstFd;
+  const times = { apiDump: [], apiRestore: [], rawDump: [], rawRestore: [] };
+  for (let i = -50; i < iterations; i++) {
+    const a = publicApiCycle(fd);
+    fd = a.fd;
+    const r = rawBindingCycle(fd);
+    fd = r.fd;
+    if (i >= 0) {
+      times.apiDump.push(a.dump);
+      times.apiRestore.push(a.restore);
+      times.rawDump.push(r.dump);
+      times.rawRestore.push(r.restore);
+    }
+  }
+  await lock.remove([tuple]);
+  await lock.destroy();
+  // Verify: the queue survived every move byte for byte, and traffic flows both ways.
+  const socket = nodeCriu.soccr.adoptSocket(fd);
+  const expected = Buffer.concat([payload, Buffer.from('ping')]);
+  const got = [];
+  let have = 0;
+  await new Promise((resolve, reject) => {
+    socket.on('data', (d) => {
+      got.push(d);
+      have += d.length;
+      if (have >= expected.length) resolve();
+    });
+    socket.on('error', reject);
+    client.write('ping');
+  });
+  if (!Buffer.concat(got).equals(expected)) throw new Error('queue corrupted');
+  const pong = new Promise((resolve) => client.once('data', (d) => resolve(d.toString())));
+  socket.write('pong');
+  if ((await pong) !== 'pong') throw new Error('no traffic after the moves');
+  socket.destroy();
+  client.destroy();
+  const row = (d, r) => {
+    const d50 = percentile(d, 0.5);
+    const r50 = percentile(r, 0.5);
+    return `${d50.toFixed(1)} / ${percentile(d, 0.99).toFixed(1)} | ${r50.toFixed(1)} / ${percentile(r, 0.99).toFixed(1)} | ${(d50 + r50).toFixed(1)}`;
+  };
+  console.log(`| ${queueBytes} | public API | ${row(times.apiDump, times.apiRestore)} |`);
+  console.log(`| ${queueBytes} | raw addon | ${row(times.rawDump, times.rawRestore)} |`);
+}
+
+function request(child, msg) {
+  return new Promise((resolve, reject) => {
+    const id = Math.random();
+    const onMessage = (reply) => {
+      if (reply.id !== id) return;
+      child.off('message', onMessage);
+      if (reply.error) reject(new Error(reply.error));
+      else resolve(reply);
+    };
+    child.on('message', onMessage);
+    child.send({ ...msg, id });
+  });
+}
+
+async function batch(count) {
+  const peer = fork(path.join(root, 'test', 'fixtures', 'soccr-peer.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const server = net.createServer();
+  const accepted = new Map();
+  server.on('connection', (s) => accepted.set(s.remotePort, s));
+  await new Promise((resolve) => server.listen({ port: 0, host: '127.0.0.1', backlog: 4096 }, resolve));
+  const { ports } = await request(peer, { cmd: 'connect', host: '127.0.0.1', port: server.address().port, count, seedBase: 1, total: 0 });
+  while (accepted.size < count) await new Promise((r) => setTimeout(r, 10));
+  const sockets = ports.map((p) => accepted.get(p));
+  const lock = await nodeCriu.NftablesLock.create();
+  try {
+    const t0 = nowUs();
+    const images = await nodeCriu.checkpointConnections(sockets, { lock });
+    const t1 = nowUs();
+    const restored = await nodeCriu.restoreConnections(images);
+    const t2 = nowUs();
+    // Every restored connection carries 100 bytes each way.
+    await request(peer, { cmd: 'sendMore', bytes: 100 });
+    let received = 0;
+    await new Promise((resolve) => {
+      for (const s of restored) {
+        s.on('data', (d) => {
+          received += d.length;
+          if (received === 100 * count) resolve();
+        });
+        s.write(Buffer.alloc(100, 1));
+      }
+    });
+    const { reports } = await request(peer, { cmd: 'wait', receivedEach: 100, timeoutMs: 60000 });
+    const bad = reports.filter((r) => r.received.bytes !== 100 || r.resets !== 0).length;
+    if (bad) throw new Error(`${bad} restored connections failed`);
+    console.log(`| ${count} | ${((t1 - t0) / 1e3).toFixed(0)} | ${((t2 - t1) / 1e3).toFixed(0)} | ${((t2 - t0) / 1e3).toFixed(0)} | ${((t2 - t0) / count).toFixed(1)} |`);
+    restored.forEach((s) => s.destroy());
+  } finally {
+    await lock.destroy();
+    peer.kill('SIGKILL');
+    server.close();
+  }
+}
+
+(async () => {
+  const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
+  console.log('### libsoccr from JS: checkpoint and restore of one established TCP connection\n');
+  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; loopback; ${iterations} iterations per row, public API and raw addon (packed save/restore) interleaved.\n`);
+  console.log('| recv queue bytes | layer | dump p50 / p99 µs | restore p50 / p99 µs | dump + restore p50 µs |');
+  console.log('|---:|---|---:|---:|---:|');
+  for (const q of [0, 4096, 65536]) await singleRow(q);
+  console.log('\nDump = pause + save + both queues + both addresses + release (public API: plus argument and socket-state validation); restore = socket + pause + restore + resume. Same sequence as bench/c; close in repair mode not timed.\n');
+  console.log(`### libsoccr from JS: ${batchSize} connections at once\n`);
+  console.log('| connections | checkpointConnections ms | restoreConnections ms | total ms | µs per connection |');
+  console.log('|---:|---:|---:|---:|---:|');
+  await batch(batchSize);
+  console.log('\ncheckpointConnections: validation, nftables lock (one `nft -f -` batch), pause + save + queues per socket, silent close; restoreConnections: new socket + restore per image, one nft batch to unlock, resume, new net.Socket. Peers in a child process; every restored connection then carried 100 bytes each way.');
+  process.exit(0);
+})().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
