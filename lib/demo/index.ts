@@ -143,7 +143,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
     }
     lab.destroy();
     if (process.env.NODE_CRIU_DEMO_KEEP) log(`kept ${stateDir}`);
-    else fs.rmSync(stateDir, { recursive: true, force: true });
+    else fs.rmSync(stateDir, { recursive: true, force: true, maxRetries: 3 });
   };
   const onSignal = (signal: NodeJS.Signals) => {
     cleanup();

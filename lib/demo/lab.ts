@@ -13,6 +13,8 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 export const DEMO_PREFIX = 'ncrdemo';
 export const SUBNET = '10.213.0';
@@ -79,6 +81,11 @@ export function sweepStaleDemos(): string[] {
     if (!match || alive(Number(match[1]))) continue;
     deleteNamespace(name);
     removed.push(name);
+  }
+  // State directories (control socket, CRIU images) of demos that are gone.
+  for (const entry of fs.readdirSync(os.tmpdir())) {
+    const match = /^ncrdemo-(\d+)-[0-9a-f]+-/.exec(entry);
+    if (match && !alive(Number(match[1]))) fs.rmSync(path.join(os.tmpdir(), entry), { recursive: true, force: true });
   }
   return removed;
 }
