@@ -19,3 +19,8 @@ echo
 npx tsc -p tsconfig.build.json
 node bench/criu-rpc-bench.js
 echo
+
+# --- libsoccr from JS: one connection (public API and raw addon), 10,000 connections at once ---
+npx tsc -p tsconfig.build.json
+unshare -n sh -c 'ip link set lo up && exec node bench/soccr/js-soccr-bench.js "${SOCCR_BENCH_ITERS:-3000}" 10000'
+echo

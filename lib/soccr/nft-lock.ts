@@ -160,7 +160,19 @@ export class NftablesLock {
     }
   }
 
-  /** Makes the lock outlive nothing: it is deleted when the process exits (see processLock). */
+  /**
+   * Deletes the per-process tables checkpointConnection creates for its default 'nftables' lock
+   * (they are otherwise deleted when the process exits). Call it once no checkpointed connection
+   * of this process still waits for its restore. Test runners that sandbox `process` (jest) do
+   * not deliver the exit event, so their tests call this in afterAll.
+   */
+  static async destroyProcessLocks(): Promise<void> {
+    const locks = [...processLocks.values()];
+    processLocks.clear();
+    for (const lock of locks) await (await lock.catch(() => undefined))?.destroy();
+  }
+
+  /** Deletes the table when the process exits (see processLock). */
   deleteOnExit(): this {
     registry.add(this);
     installExitHook();

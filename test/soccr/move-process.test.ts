@@ -3,14 +3,21 @@
  * originals silently, nftables lock on), sends the encoded images over IPC, and the child
  * restores them (removing the lock) and continues the traffic where this process stopped.
  */
+import { execFileSync } from 'node:child_process';
 import * as net from 'node:net';
 
-import { checkpointConnections, encodeConnectionImage } from '../../lib';
+import { NftablesLock, checkpointConnections, encodeConnectionImage } from '../../lib';
 import type { TrafficReport } from '../helpers/traffic';
 import { TrafficEndpoint, expectExactTwoWay } from '../helpers/traffic';
 import { TransferableEndpoint } from '../fixtures/transferable-endpoint';
 import { Child, fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
 import type { PairKind, TcpPair } from '../helpers/soccr';
+
+afterAll(async () => {
+  // These tests use checkpointConnections' default lock: the process's own table.
+  await NftablesLock.destroyProcessLocks();
+  expect(execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' })).not.toContain(`node_criu_${process.pid}_`);
+});
 
 it('moves IPv4, IPv6 and IPv4-mapped connections into a child process mid-stream', async () => {
   const kinds: PairKind[] = [4, 6, 'mapped'];
