@@ -123,3 +123,19 @@ it('rejects bad options with a typed error before touching anything', async () =
   await expect(runDemo({ routes: ['teleport' as never] })).rejects.toBeInstanceOf(DemoError);
   expect(demoNamespaces(process.pid)).toEqual([]);
 });
+
+it('stops and removes everything when its AbortSignal fires in the middle of a route', async () => {
+  const controller = new AbortController();
+  const run = runDemo({
+    clients: 4,
+    routes: ['connections', 'fd'],
+    signal: controller.signal,
+    log: (line) => {
+      if (line.startsWith('route connections')) setTimeout(() => controller.abort(new Error('test abort')), 300);
+    },
+  });
+  await expect(run).rejects.toMatchObject({ code: 'ERR_DEMO_ABORTED' });
+  expect(demoNamespaces(process.pid)).toEqual([]);
+  expect(demoDirs(process.pid)).toEqual([]);
+  expect(demoProcesses(process.pid)).toEqual([]);
+});

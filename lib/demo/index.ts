@@ -34,7 +34,11 @@ export interface DemoOptions {
   /** Progress lines (default: none). */
   log?: (line: string) => void;
   signal?: AbortSignal;
-  /** Clean up on SIGINT/SIGTERM, then let the signal end the process (default true). */
+  /**
+   * Clean up on SIGINT/SIGTERM, then let the signal end the process. Default: true unless a
+   * `signal` is given (then the caller handles signals and aborts it: runDemo cleans up at once
+   * and rejects with ERR_DEMO_ABORTED).
+   */
   handleSignals?: boolean;
 }
 
@@ -51,7 +55,7 @@ export interface DemoReport {
   swept: string[];
 }
 
-/** The demo could not start: code ERR_DEMO_NOT_ROOT, ERR_DEMO_TOOL_MISSING, ERR_DEMO_ARGS. */
+/** The demo could not start (ERR_DEMO_NOT_ROOT, ERR_DEMO_TOOL_MISSING, ERR_DEMO_ARGS) or was aborted (ERR_DEMO_ABORTED). */
 export class DemoError extends NodeCriuError {
   constructor(message: string, code: string, cause?: unknown) {
     super(message, cause === undefined ? { code } : { code, cause });
@@ -151,10 +155,17 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
     process.off('SIGTERM', onSignal);
     process.kill(process.pid, signal);
   };
-  if (options.handleSignals ?? true) {
+  if (options.handleSignals ?? options.signal === undefined) {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   }
+  // Aborted: remove everything now (the demo's processes are disposable, CRIU included); the
+  // running route then fails fast and runDemo rejects.
+  const onAbort = () => {
+    log('interrupted: removing the demo namespaces and processes');
+    cleanup();
+  };
+  options.signal?.addEventListener('abort', onAbort, { once: true });
 
   const report: DemoReport = {
     date: new Date().toISOString(),
@@ -172,13 +183,15 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
     await control.listen();
     const ctx: RouteContext = { lab, stateDir, control, pids, log, clients: settings.clients, paceBytes: settings.paceBytes, paceMs: settings.paceMs, warmupMs: settings.warmupMs, afterMs: settings.afterMs, ...(criuPath !== undefined ? { criuPath } : {}), ...(options.signal ? { signal: options.signal } : {}) };
     for (const route of settings.routes) {
-      options.signal?.throwIfAborted();
+      if (options.signal?.aborted) break;
       log(`route ${ROUTE_TITLES[route]}: ${settings.clients} clients`);
       report.routes.push(await runRoute(ctx, route));
     }
+    if (options.signal?.aborted) throw new DemoError('the demo was interrupted; everything it created is removed', 'ERR_DEMO_ABORTED', options.signal.reason);
     report.ok = report.routes.every((r) => r.error === undefined && r.kept === r.connections && r.exactBothWays === r.connections && r.rsts === 0 && r.leftoverTables.length === 0);
     return report;
   } finally {
+    options.signal?.removeEventListener('abort', onAbort);
     cleanup();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -79,6 +79,7 @@ export class ControlHub {
   private readonly waiters: Array<() => void> = [];
   readonly events: Record<string, unknown>[] = [];
   onMoveAddress: (() => void) | undefined;
+  private closed = false;
   onMoveAddressBack: (() => void) | undefined;
 
   constructor(readonly socketPath: string) {
@@ -113,6 +114,7 @@ export class ControlHub {
   async role(role: string, timeoutMs = 30000): Promise<{ link: ControlLink; pid: number }> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
+      if (this.closed) throw new Error('the demo is shutting down');
       const found = this.links.get(role);
       if (found) return found;
       if (Date.now() > deadline) throw new Error(`the demo's ${role} process did not start (see ${path.dirname(this.socketPath)}/*.log)`);
@@ -126,6 +128,7 @@ export class ControlHub {
   async handoverDone(timeoutMs = 60000): Promise<Record<string, unknown>> {
     const deadline = Date.now() + timeoutMs;
     while (this.events.length === 0) {
+      if (this.closed) throw new Error('the demo is shutting down');
       if (Date.now() > deadline) throw new Error('the target never reported the end of the handover');
       await new Promise<void>((resolve) => {
         this.waiters.push(resolve);
@@ -143,6 +146,7 @@ export class ControlHub {
   }
 
   close(): void {
+    this.closed = true;
     this.reset();
     this.server.close();
   }
