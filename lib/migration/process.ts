@@ -47,6 +47,18 @@ const DEFAULT_MIN_PAGES = 64;
 
 type Phases = ProcessMigrationResult['phases'];
 
+/** Waits (bounded, 10 s) until no process has `pid`, zombies included. */
+async function waitForPidFree(pid: number): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 class Migration {
   readonly phases: Phases = { preDump: 0, dump: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
   readonly iterations: ProcessMigrationResult['iterations'] = [];
@@ -220,6 +232,9 @@ class Migration {
     }
     // The address has left the target (or never arrived): its hold is no longer needed.
     this.releaseHold();
+    // A failed restore kills what it had created, but the pids stay taken until those zombies
+    // are reaped (by init, once the target's CRIU has exited); CRIU restores the same pid.
+    await waitForPidFree(this.options.pid);
     try {
       const restored = await this.source.criu.restore({ ...this.base, imagesDir: dir, logFile: 'criu-rollback.log' });
       this.emit('rollback', { state: 'end', pid: restored.pid });

@@ -164,6 +164,7 @@ export class ProcessLab {
     await waitForFile(path.join(statusDir, 'listening'));
     const clients = this.spawnNode(this.C, 'process-clients.js', { ...common, statusDir, connections: stream.connections });
     await waitForFile(path.join(statusDir, 'clients-connected'), 30000, path.join(statusDir, 'clients-error'));
+    if (extraClients === 0) await waitForFile(path.join(statusDir, 'all-accepted'));
     const leavers: ChildProcess[] = [];
     for (let i = 0; i < extraClients; i++) {
       const leaverDir = path.join(statusDir, `leaver-${i}`);
@@ -171,6 +172,7 @@ export class ProcessLab {
       leavers.push(this.spawnNode(this.C, 'process-clients.js', { ...common, statusDir: leaverDir, connections: 1 }));
       await waitForFile(path.join(leaverDir, 'clients-connected'), 30000, path.join(leaverDir, 'clients-error'));
     }
+    if (extraClients > 0) await waitForFile(path.join(statusDir, 'all-accepted'));
     return new Pair(statusDir, server.pid as number, clients.pid as number, leavers.map((l) => l.pid as number));
   }
 

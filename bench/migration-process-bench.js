@@ -1,0 +1,220 @@
+'use strict';
+/**
+ * Whole-process live migration (migrateProcess, CRIU) vs. a restart: the longest pause a client
+ * sees, for 10, 100 and 1000 connections streaming both ways.
+ *
+ *   process route: the server process is migrated S -> T with its connections (directory and
+ *                  page-server transfer); the clients keep their connections.
+ *   restart:       the baseline: the server is killed on S, the address moved to T, a new server
+ *                  started there, and the clients reconnect (every 10 ms until it answers).
+ *
+ * "Longest pause" = the largest gap between two arrivals of data at a client, over all clients
+ * (p50 = the median client's largest gap); the natural gap is the pacing interval. Runs in its own
+ * network namespaces (ncr-bench-<pid>-...), removed at the end. Needs root and `npm run build`.
+ * Usage: node bench/migration-process-bench.js [counts, default 10,100,1000] [routes, default
+ * directory,page-server,restart]. NODE_CRIU_BENCH_KEEP=1 keeps the work directory (CRIU logs).
+ */
+const { execFileSync, spawn } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const { migrateProcess, locateCriu } = require('../dist');
+
+const FIXTURES = path.join(__dirname, '..', 'test', 'fixtures');
+const PACE = { paceBytes: 256, paceMs: 20 };
+const WARMUP_MS = 1500;
+const AFTER_MS = 1500;
+const PREFIX = `ncr-bench-${process.pid}`;
+const SUBNET = `10.${200 + (process.pid % 50)}.0`;
+const VIP = `${SUBNET}.100`;
+const ns = (h) => `${PREFIX}-${h}`;
+const nsPath = (h) => `/run/netns/${ns(h)}`;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const ip = (h, args) => execFileSync('ip', ['-n', ns(h), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+
+function setup() {
+  for (const h of ['b', 's', 't', 'c']) {
+    execFileSync('ip', ['netns', 'add', ns(h)]);
+    ip(h, ['link', 'set', 'lo', 'up']);
+  }
+  ip('b', ['link', 'add', 'br0', 'type', 'bridge']);
+  ip('b', ['link', 'set', 'br0', 'up']);
+  for (const [h, n] of [['s', 2], ['t', 3], ['c', 9]]) {
+    ip('b', ['link', 'add', `p${n}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns(h)]);
+    ip('b', ['link', 'set', `p${n}`, 'master', 'br0', 'up']);
+    ip(h, ['addr', 'add', `${SUBNET}.${n}/24`, 'dev', 'eth0']);
+    ip(h, ['link', 'set', 'eth0', 'up']);
+  }
+}
+
+function teardown() {
+  for (const h of ['c', 't', 's', 'b']) {
+    try {
+      execFileSync('ip', ['netns', 'delete', ns(h)], { stdio: 'ignore' });
+    } catch {
+      // gone
+    }
+  }
+}
+
+function vipOn(h) {
+  for (const other of ['s', 't']) {
+    try {
+      ip(other, ['addr', 'del', `${VIP}/24`, 'dev', 'eth0']);
+    } catch {
+      // not there
+    }
+  }
+  ip(h, ['addr', 'add', `${VIP}/24`, 'dev', 'eth0']);
+  ip('c', ['neigh', 'flush', 'dev', 'eth0']);
+}
+
+const pids = new Set();
+function spawnNode(h, script, config) {
+  const child = spawn('nsenter', [`--net=${nsPath(h)}`, '--', process.execPath, script, JSON.stringify(config)], {
+    detached: true,
+    stdio: 'ignore',
+    env: { ...process.env, UV_USE_IO_URING: '0' },
+  });
+  child.on('error', () => undefined);
+  pids.add(child.pid);
+  return child.pid;
+}
+
+function killAll() {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  pids.clear();
+}
+
+async function waitFile(file, timeoutMs = 120000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!fs.existsSync(file)) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${file}`);
+    await sleep(20);
+  }
+  return fs.readFileSync(file, 'utf8');
+}
+
+function gaps(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { max: sorted[sorted.length - 1], p50: sorted[Math.floor(sorted.length / 2)] };
+}
+
+async function processRoute(dir, connections, transfer, criuPath) {
+  vipOn('s');
+  const total = PACE.paceBytes * Math.ceil((WARMUP_MS + AFTER_MS + 3000 + connections * 5) / PACE.paceMs);
+  const common = { statusDir: dir, host: VIP, port: 7000, total, expectIn: total, ...PACE };
+  spawnNode('s', path.join(FIXTURES, 'process-server.js'), { ...common, connections });
+  await waitFile(path.join(dir, 'listening'));
+  spawnNode('c', path.join(FIXTURES, 'process-clients.js'), { ...common, connections });
+  await waitFile(path.join(dir, 'clients-connected'));
+  await waitFile(path.join(dir, 'all-accepted'));
+  await sleep(WARMUP_MS);
+  const serverPid = Number(fs.readFileSync(path.join(dir, 'listening'), 'utf8'));
+  const result = await migrateProcess({
+    pid: serverPid,
+    source: { netns: nsPath('s') },
+    target: { netns: nsPath('t') },
+    imagesDir: path.join(dir, 'images'),
+    transfer,
+    criuPath,
+    moveAddress: async () => vipOn('t'),
+    moveAddressBack: async () => vipOn('s'),
+  });
+  pids.add(result.restoredPid);
+  const clients = JSON.parse(await waitFile(path.join(dir, 'clients.json')));
+  const server = JSON.parse(await waitFile(path.join(dir, 'server.json')));
+  let exact = 0;
+  for (const [port, report] of Object.entries(clients.reports)) {
+    const other = server.reports[port];
+    if (other && JSON.stringify(report.sent) === JSON.stringify(other.received) && JSON.stringify(report.received) === JSON.stringify(other.sent) && report.resets === 0) exact++;
+  }
+  killAll();
+  return { gap: gaps(Object.values(clients.maxGapMs)), result, exact };
+}
+
+async function restartRoute(dir, connections) {
+  vipOn('s');
+  const common = { statusDir: dir, host: VIP, port: 7000, ...PACE };
+  const serverPid = spawnNode('s', path.join(__dirname, 'migration-process-echo-server.js'), { ...common, name: 'old' });
+  await waitFile(path.join(dir, 'old-listening'));
+  const clientsPid = spawnNode('c', path.join(__dirname, 'migration-process-reconnect-clients.js'), { ...common, connections });
+  await waitFile(path.join(dir, 'clients-connected'));
+  await sleep(WARMUP_MS);
+  const started = performance.now();
+  process.kill(serverPid, 'SIGKILL');
+  vipOn('t');
+  spawnNode('t', path.join(__dirname, 'migration-process-echo-server.js'), { ...common, name: 'new' });
+  await waitFile(path.join(dir, 'reconnected'));
+  const allBackMs = performance.now() - started;
+  await sleep(AFTER_MS);
+  process.kill(clientsPid, 'SIGUSR2');
+  const clients = JSON.parse(await waitFile(path.join(dir, 'clients.json')));
+  killAll();
+  return { gap: gaps(clients.maxGapMs), allBackMs, reconnects: clients.reconnects };
+}
+
+const f = (v) => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
+
+async function main() {
+  if (process.getuid() !== 0) throw new Error('needs root');
+  const counts = (process.argv[2] ?? '10,100,1000').split(',').map(Number);
+  const routes = (process.argv[3] ?? 'directory,page-server,restart').split(',');
+  const criuPath = locateCriu().path;
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), `${PREFIX}-`));
+  const rows = [];
+  process.on('SIGINT', () => {
+    killAll();
+    teardown();
+    process.exit(130);
+  });
+  try {
+    for (const n of counts) {
+      for (const transfer of ['directory', 'page-server'].filter((t) => routes.includes(t))) {
+        const dir = path.join(work, `process-${transfer}-${n}`);
+        fs.mkdirSync(dir);
+        process.stderr.write(`bench: process route (${transfer}), ${n} connections\n`);
+        // Fresh namespaces per run: sockets a killed run leaves in FIN_WAIT/TIME_WAIT on the
+        // target would collide with a new connection that reuses their 4-tuple.
+        setup();
+        const { gap, result, exact } = await processRoute(dir, n, transfer, criuPath).finally(teardown);
+        const p = result.phases;
+        rows.push(`| ${n} | process (CRIU, ${transfer}) | ${f(gap.max)} | ${f(gap.p50)} | ${f(result.downtimeMs)} | dump ${f(p.dump)}, transfer ${f(p.transfer)}, move ${f(p.moveAddress)}, restore ${f(p.restore)} | ${(result.pagesBytes / 1e6).toFixed(1)} MB | ${exact}/${n} kept, exact |`);
+      }
+      if (!routes.includes('restart')) continue;
+      const dir = path.join(work, `restart-${n}`);
+      fs.mkdirSync(dir);
+      process.stderr.write(`bench: restart + reconnect baseline, ${n} connections\n`);
+      setup();
+      const { gap, allBackMs, reconnects } = await restartRoute(dir, n).finally(teardown);
+      rows.push(`| ${n} | restart + reconnect | ${f(gap.max)} | ${f(gap.p50)} | ${f(allBackMs)} (until all reconnected) | - | - | 0/${n} kept (${reconnects} reconnects; state lost) |`);
+    }
+  } finally {
+    killAll();
+    teardown();
+    if (process.env.NODE_CRIU_BENCH_KEEP) process.stderr.write(`bench: kept ${work}\n`);
+    else fs.rmSync(work, { recursive: true, force: true });
+  }
+  console.log('## Whole-process migration (CRIU) vs restart: longest client-visible pause');
+  console.log('');
+  console.log(`machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, kernel ${os.release()}, node ${process.version}; date ${new Date().toISOString()}`);
+  console.log(`traffic: every connection streams ${PACE.paceBytes} B every ${PACE.paceMs} ms each way (natural gap ${PACE.paceMs} ms); times in ms`);
+  console.log('');
+  console.log('| connections | route | longest pause (max client) | longest pause (median client) | downtime | phases | images | connections |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const row of rows) console.log(row);
+}
+
+main().catch((error) => {
+  killAll();
+  teardown();
+  console.error(`bench failed: ${error.stack ?? error}`);
+  process.exitCode = 1;
+});
