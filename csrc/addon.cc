@@ -12,6 +12,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSoccrHandle(env, exports);
   InitSoccrLog(env, exports);
   InitSocketOps(env, exports);
+  InitSoccrOneshot(env, exports);
   // Each wrapped class or function group adds its Init call here (declared in addon.h).
   return exports;
 }

@@ -22,5 +22,6 @@ void InitSeqpacket(Napi::Env env, Napi::Object exports);
 void InitSoccrHandle(Napi::Env env, Napi::Object exports);
 void InitSoccrLog(Napi::Env env, Napi::Object exports);
 void InitSocketOps(Napi::Env env, Napi::Object exports);
+void InitSoccrOneshot(Napi::Env env, Napi::Object exports);
 
 }  // namespace nodecriu

@@ -243,19 +243,20 @@ void SoccrHandle::RestoreWith(Napi::Env env, libsoccr_sk_data* data_ptr, const s
     free(peer_addr);
     ThrowSoccr(env, err, "libsoccr_set_addr", -1);
   }
+  // The queues are lent (flags 0, no copy): valid until libsoccr_restore returns, which happens
+  // before this call returns to JS. The handle must not keep the pointers past that, so they are
+  // cleared again right after.
   const int queue_ids[2] = {TCP_RECV_QUEUE, TCP_SEND_QUEUE};
   Napi::Uint8Array* queues[2] = {&recv, &send};
   for (int i = 0; i < 2; i++) {
     if (queues[i]->ElementLength() == 0) continue;
-    char* copy = MallocCopy(env, queues[i]->Data(), queues[i]->ElementLength());
-    if (libsoccr_set_queue_bytes(sk, queue_ids[i], copy, SOCCR_MEM_EXCL) < 0) {
-      int err = errno;
-      free(copy);
-      ThrowSoccr(env, err, "libsoccr_set_queue_bytes", -1);
-    }
+    if (libsoccr_set_queue_bytes(sk, queue_ids[i], reinterpret_cast<char*>(queues[i]->Data()), 0) < 0)
+      ThrowSoccr(env, errno, "libsoccr_set_queue_bytes", -1);
   }
   int ret = libsoccr_restore(sk, &data, sizeof(data));
-  if (ret < 0) ThrowSoccr(env, errno, "libsoccr_restore", ret);
+  int err = errno;
+  for (int i = 0; i < 2; i++) libsoccr_set_queue_bytes(sk, queue_ids[i], nullptr, 0);
+  if (ret < 0) ThrowSoccr(env, err, "libsoccr_restore", ret);
   FlushSoccrLog(env);
 }
 

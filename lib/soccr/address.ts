@@ -13,12 +13,35 @@ export interface SocketAddress {
   scopeId?: number;
 }
 
+/** Dotted-quad IPv4 (what net.isIPv4 accepts: no leading zeros, each part 0..255), parsed by hand: batches parse thousands. */
+function ipv4Bytes(address: string): Buffer | undefined {
+  if (typeof address !== 'string' || address.length > 15) return undefined;
+  const out = Buffer.allocUnsafe(4);
+  let part = 0;
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i <= address.length; i++) {
+    const c = i < address.length ? address.charCodeAt(i) : 46; // end acts as a final '.'
+    if (c === 46) {
+      if (digits === 0 || part > 3) return undefined;
+      out[part++] = value;
+      value = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && value === 0) return undefined; // leading zero
+      value = value * 10 + (c - 48);
+      if (value > 255) return undefined;
+      digits++;
+    } else {
+      return undefined;
+    }
+  }
+  return part === 4 ? out : undefined;
+}
+
 /** Bytes of an IP address in string form, or undefined if it is not one of `family`. */
 export function addressBytes(family: 4 | 6, address: string): Buffer | undefined {
-  if (family === 4) {
-    if (!net.isIPv4(address)) return undefined;
-    return Buffer.from(address.split('.').map(Number));
-  }
+  if (family === 4) return ipv4Bytes(address);
   if (!net.isIPv6(address)) return undefined;
   let text = address;
   const zone = text.indexOf('%');

@@ -78,6 +78,13 @@ export interface SoccrBinding {
    */
   SoccrHandle: new (fd: number, dupFd?: boolean) => NativeSoccrHandle;
   socketOps: NativeSocketOps;
+  /**
+   * csrc/soccr_oneshot.cc: pause + save (+ addresses when packed has 33 words) + both queues +
+   * release, in one call on the caller's fd; leaves repair on. Queues are null when empty.
+   */
+  soccrDump(fd: number, packed: Uint32Array): [Buffer | null, Buffer | null];
+  /** pause + set addresses and queues + restore + resume on a fresh fd, in one call. */
+  soccrRestore(fd: number, packed: Uint32Array, recv: Uint8Array, send: Uint8Array): void;
   /** Process-global libsoccr level (max over environments), per-environment callback. */
   setSoccrLog(level: 0 | 1 | 2, callback?: (level: number, line: string) => void): void;
 }

@@ -177,12 +177,12 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   }
 
   // From here to the end nothing awaits: no JS can read, write or close these sockets meanwhile.
-  // Each libsoccr handle is released right after its save (repair stays on), so a batch never
-  // holds more than one extra fd; undo and keepRunning turn repair off directly.
+  // No libsoccr handle outlives its socket's dump (repair stays on), so a batch holds no extra
+  // fds; undo and keepRunning turn repair off directly.
   const entries: Paused[] = [];
   const images: ConnectionImage[] = [];
   const packed = new Uint32Array(SK_DATA_WORDS); // sk_data only: the addresses are known
-  const SoccrHandle = soccrBinding().SoccrHandle;
+  const binding = soccrBinding();
   try {
     sockets.forEach((socket, i) => {
       const entry: Paused = { socket, fd: fds[i], reuseAddr: reuseAddr[i], wasReading: false, filtered: false, repair: false };
@@ -192,17 +192,9 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
         entry.filtered = true;
       }
       entry.wasReading = stopReading(socket);
-      const native = new SoccrHandle(entry.fd);
+      // One libsoccr sequence (pause, save, queues, release): repair stays on, no handle kept.
+      const [recv, send] = binding.soccrDump(entry.fd, packed);
       entry.repair = true;
-      let recv: Buffer | null;
-      let send: Buffer | null;
-      try {
-        native.save(packed);
-        recv = native.getQueueBytes(1);
-        send = native.getQueueBytes(2);
-      } finally {
-        native.release();
-      }
       const skData = skDataFromWords(packed);
       const image: ConnectionImage = {
         version: CONNECTION_IMAGE_VERSION,

@@ -6,7 +6,7 @@
 import * as net from 'node:net';
 
 import { InvalidArgumentError, fromNativeError } from '../errors';
-import { fromNativeSockaddr, toNativeSockaddr } from './address';
+import { fromNativeSockaddr, socketAddressFromWords, toNativeSockaddr } from './address';
 import type { SocketAddress } from './address';
 import type { NativeSockaddr, NativeSocketInfo, NativeSoccrHandle } from './binding-types';
 import { SoccrError } from './errors';
@@ -52,11 +52,13 @@ export class SoccrHandle {
   #native: NativeSoccrHandle;
   #skData: SkData | undefined;
   #onDone: (() => void) | undefined;
+  #tuple: { local: SocketAddress; remote: SocketAddress } | undefined;
 
   /** @internal use soccr.pause(). */
-  constructor(native: NativeSoccrHandle, onDone?: () => void) {
+  constructor(native: NativeSoccrHandle, onDone?: () => void, tuple?: { local: SocketAddress; remote: SocketAddress }) {
     this.#native = native;
     this.#onDone = onDone;
+    this.#tuple = tuple;
   }
 
   /** The handle's own fd (a dup), -1 after resume()/release(). */
@@ -83,12 +85,12 @@ export class SoccrHandle {
 
   /** The socket's own address (libsoccr_get_addr). */
   getLocalAddress(): SocketAddress {
-    return fromNativeSockaddr(nativeCall('libsoccr get_addr', () => this.#native.getAddr(true)));
+    return this.#tuple?.local ?? fromNativeSockaddr(nativeCall('libsoccr get_addr', () => this.#native.getAddr(true)));
   }
 
   /** The peer's address (libsoccr_get_addr). */
   getRemoteAddress(): SocketAddress {
-    return fromNativeSockaddr(nativeCall('libsoccr get_addr', () => this.#native.getAddr(false)));
+    return this.#tuple?.remote ?? fromNativeSockaddr(nativeCall('libsoccr get_addr', () => this.#native.getAddr(false)));
   }
 
   /** One-call restore onto this (fresh, paused) socket: bind, connect without SYN, queues, window. */
@@ -185,6 +187,26 @@ export function checkConnectedTcp(fd: number): NativeSocketInfo {
   return info;
 }
 
+const inspectWords = new Uint32Array(18);
+
+/**
+ * checkConnectedTcp's fast path (one native call, no allocation) that also returns the 4-tuple;
+ * on any doubt checkConnectedTcp names the precise problem.
+ */
+function inspectConnectedTcp(fd: number): { local: SocketAddress; remote: SocketAddress } {
+  try {
+    soccrBinding().socketOps.inspectTcp(fd, inspectWords);
+  } catch (error) {
+    checkConnectedTcp(fd);
+    throw fromNativeError(SoccrError, error, 'socket info');
+  }
+  const state = inspectWords[0];
+  if (state !== TcpState.ESTABLISHED && (!RESTORABLE_STATES.has(state) || state === TcpState.CLOSE || state === TcpState.SYN_SENT)) {
+    checkConnectedTcp(fd);
+  }
+  return { local: socketAddressFromWords(inspectWords, 2), remote: socketAddressFromWords(inspectWords, 10) };
+}
+
 function fdArg(fd: number): number {
   if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) throw new InvalidArgumentError('fd must be a non-negative integer', 'ERR_INVALID_ARG_TYPE');
   return fd;
@@ -198,19 +220,19 @@ function fdArg(fd: number): number {
 export function pause(socketOrFd: net.Socket | number): SoccrHandle {
   if (typeof socketOrFd === 'number') {
     const fd = fdArg(socketOrFd);
-    checkConnectedTcp(fd);
-    return new SoccrHandle(nativeCall('libsoccr pause', () => new (soccrBinding().SoccrHandle)(fd)));
+    const tuple = inspectConnectedTcp(fd);
+    return new SoccrHandle(nativeCall('libsoccr pause', () => new (soccrBinding().SoccrHandle)(fd)), undefined, tuple);
   }
   const socket = socketOrFd;
   const fd = socketFd(socket);
   if (socket.writableLength > 0) {
     throw new SoccrError(`${socket.writableLength} bytes are still in Node's write buffer`, { code: 'ERR_SOCKET_WRITE_PENDING' });
   }
-  checkConnectedTcp(fd);
+  const tuple = inspectConnectedTcp(fd);
   const wasReading = stopReading(socket);
   try {
     const native = nativeCall('libsoccr pause', () => new (soccrBinding().SoccrHandle)(fd));
-    return new SoccrHandle(native, () => restartReading(socket, wasReading));
+    return new SoccrHandle(native, () => restartReading(socket, wasReading), tuple);
   } catch (error) {
     restartReading(socket, wasReading);
     throw error;
