@@ -7,7 +7,7 @@
  *   - dump (task killed) + restore of the same small process (`sleep`), log level 4 to a file and
  *     network lock skipped for all three
  * Prints a markdown table. Needs root, `npm run build` (dist/) and scripts/install-criu.sh.
- * CRIU_BENCH_ITERS (default 15) sets the iterations per tool.
+ * CRIU_BENCH_ITERS (default 20) sets the iterations per tool.
  */
 const { execFileSync, spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -18,7 +18,7 @@ const readline = require('node:readline');
 const { Criu, locateCriu } = require('../dist');
 const { criuRoot } = require('../dist/criu/locate');
 
-const ITERS = Number(process.env.CRIU_BENCH_ITERS || 15);
+const ITERS = Number(process.env.CRIU_BENCH_ITERS || 20);
 const criuPath = locateCriu().path;
 const root = criuRoot();
 
@@ -46,6 +46,9 @@ function startPycriu() {
   const lines = readline.createInterface({ input: python.stdout });
   const waiting = [];
   lines.on('line', (line) => waiting.shift()(JSON.parse(line)));
+  python.on('exit', (code) => {
+    for (const resolve of waiting.splice(0)) resolve({ error: `pycriu driver exited with code ${code}` });
+  });
   return {
     call(request) {
       return new Promise((resolve, reject) => {
@@ -83,7 +86,7 @@ async function timed(fn) {
 }
 
 async function main() {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-bench-criu-'));
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'node-criu-rpc-bench-'));
   const criu = new Criu();
   const pycriu = startPycriu();
   const samples = {};

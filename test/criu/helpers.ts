@@ -18,7 +18,7 @@ export function uniqueName(prefix = 'ncr'): string {
 }
 
 export function makeTempDir(label: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `ncr-${label}-`));
+  return fs.mkdtempSync(path.join(os.tmpdir(), `node-criu-rpc-${label}-`));
 }
 
 export function removeDir(dir: string | undefined): void {
