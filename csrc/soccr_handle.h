@@ -7,7 +7,8 @@
 // fd, that close is the socket's last reference and the connection vanishes silently, which is
 // how a checkpoint closes the original). A handle garbage-collected while still open is resumed
 // (repair off on the dup, then the dup is closed): memory is freed and the socket is not left in
-// repair mode.
+// repair mode. Exception, for the package's batch restore only: new SoccrHandle(fd, false)
+// borrows fd (no dup, never closed by the handle); its caller always resumes or releases it.
 #pragma once
 
 #include <napi.h>

@@ -1,7 +1,7 @@
 /**
  * checkpointConnection / restoreConnection: move a live net.Socket's connection into a
  * ConnectionImage and back into a new net.Socket, without losing a byte in either direction and
- * without the peer seeing a reset. See docs in index.ts for the lock choice.
+ * without the peer seeing a reset. ConnectionLock below explains the lock choice.
  */
 import * as net from 'node:net';
 import * as path from 'node:path';

@@ -3,6 +3,7 @@
  * addresses, and the staged restore (unbound -> bind -> connect -> noq -> queues -> sk_data ->
  * resume) onto a new socket; libsoccr's log reaching a JS logger.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 
@@ -132,4 +133,24 @@ it("routes libsoccr's log to a JS logger and into error messages", async () => {
     restored?.destroy();
     await pair.close();
   }
+});
+
+it('NODE_DEBUG=node-criu shows libsoccr\'s log on stderr', () => {
+  const script = `
+    const net = require('node:net');
+    const nodeCriu = require(${JSON.stringify(require('node:path').resolve(__dirname, '..', '..', 'dist'))});
+    (async () => {
+      const server = net.createServer();
+      await new Promise((r) => server.listen(0, '127.0.0.1', r));
+      const accepted = new Promise((r) => server.once('connection', r));
+      const client = net.connect(server.address().port, '127.0.0.1');
+      const socket = await accepted;
+      const image = await nodeCriu.checkpointConnection(socket, { keepRunning: true, lock: 'filter' });
+      await nodeCriu.restoreConnection(image).catch((e) => process.stdout.write(e.code));
+      client.destroy(); socket.destroy(); server.close();
+    })();`;
+  const result = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, NODE_DEBUG: 'node-criu' }, encoding: 'utf8', timeout: 30000 });
+  expect(result.stdout).toBe('EADDRNOTAVAIL');
+  expect(result.stderr).toMatch(/NODE-CRIU \d+: libsoccr error: Error \(/);
+  expect(result.stderr).toMatch(/NODE-CRIU \d+: libsoccr debug: /);
 });

@@ -12,6 +12,7 @@ import {
   ConnectionImageError,
   InvalidArgumentError,
   NftablesLock,
+  NftablesLockError,
   NodeCriuError,
   SoccrError,
   checkpointConnection,
@@ -189,6 +190,25 @@ describe('what cannot be restored', () => {
       expect(pair.accepted.destroyed).toBe(false);
       await expectStillWorks(pair.client, pair.accepted);
     } finally {
+      await pair.close();
+    }
+  });
+});
+
+describe('lock prerequisites', () => {
+  it("'nftables' lock without an nft binary: ERR_NFT_NOT_FOUND, the connection untouched", async () => {
+    const saved = process.env.NODE_CRIU_NFT;
+    process.env.NODE_CRIU_NFT = '/nonexistent/nft';
+    const pair = await tcpPair(4);
+    try {
+      await expectCode(checkpointConnection(pair.accepted, { lock: 'nftables' }), 'ERR_NFT_NOT_FOUND', NftablesLockError);
+      await expectCode(NftablesLock.create(), 'ERR_NFT_NOT_FOUND', NftablesLockError);
+      expect(pair.accepted.destroyed).toBe(false);
+      expect(soccr.isInRepairMode(pair.accepted)).toBe(false);
+      await expectStillWorks(pair.client, pair.accepted);
+    } finally {
+      if (saved === undefined) delete process.env.NODE_CRIU_NFT;
+      else process.env.NODE_CRIU_NFT = saved;
       await pair.close();
     }
   });
