@@ -96,6 +96,7 @@ static void raw_dump(int fd, struct image *im)
 	len = sizeof(v);
 	getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &v, &len);
 	set_i(fd, SOL_TCP, TCP_REPAIR, 1);
+	set_i(fd, SOL_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);
 	len = sizeof(ti);
 	if (getsockopt(fd, SOL_TCP, TCP_INFO, &ti, &len))
 		die("TCP_INFO\n");
@@ -103,11 +104,6 @@ static void raw_dump(int fd, struct image *im)
 	d->opt_mask = ti.tcpi_options & 7;
 	d->snd_wscale = ti.tcpi_snd_wscale;
 	d->rcv_wscale = ti.tcpi_rcv_wscale;
-	if (ioctl(fd, SIOCOUTQ, &outq) || ioctl(fd, SIOCOUTQNSD, &unsq) || ioctl(fd, SIOCINQ, &inq))
-		die("ioctl\n");
-	d->outq_len = (uint32_t)outq;
-	d->unsq_len = (uint32_t)unsq;
-	d->inq_len = (uint32_t)inq;
 	len = sizeof(v);
 	getsockopt(fd, SOL_TCP, TCP_MAXSEG, &d->mss_clamp, &len);
 	len = sizeof(v);
@@ -121,6 +117,9 @@ static void raw_dump(int fd, struct image *im)
 	d->max_window = w.max_window;
 	d->rcv_wnd = w.rcv_wnd;
 	d->rcv_wup = w.rcv_wup;
+	if (ioctl(fd, SIOCINQ, &inq))
+		die("ioctl\n");
+	d->inq_len = (uint32_t)inq;
 	if (inq) {
 		len = sizeof(v);
 		getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &v, &len);
@@ -134,6 +133,10 @@ static void raw_dump(int fd, struct image *im)
 	    inq)
 		die("peek\n");
 	set_i(fd, SOL_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);
+	if (ioctl(fd, SIOCOUTQ, &outq) || ioctl(fd, SIOCOUTQNSD, &unsq))
+		die("ioctl\n");
+	d->outq_len = (uint32_t)outq;
+	d->unsq_len = (uint32_t)unsq;
 	len = sizeof(v);
 	getsockopt(fd, SOL_TCP, TCP_QUEUE_SEQ, &d->outq_seq, &len);
 	im->outq = outq ? malloc((size_t)outq + 1) : NULL;
@@ -153,6 +156,7 @@ static int raw_restore(struct image *im)
 									   : sizeof(im->self.v6);
 	getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &v, &len);
 	set_i(fd, SOL_TCP, TCP_REPAIR, 1);
+	set_i(fd, SOL_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);
 	set_i(fd, SOL_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE);
 	set_i(fd, SOL_TCP, TCP_QUEUE_SEQ, (int)(d->inq_seq - d->inq_len));
 	set_i(fd, SOL_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE);

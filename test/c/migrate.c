@@ -326,6 +326,8 @@ int run_scenario(const struct scenario *sc)
 	/* Nothing may reach the 4-tuple while no socket owns it (it would answer with RST). */
 	char guard[64];
 	TRY(nft_drop_flow(e.peer_ns, peer, self, guard, sizeof(guard)));
+	if (sc->close_delay_ms)
+		sleep_ms(sc->close_delay_ms);
 	if (!sc->non_excl)
 		libsoccr_release(sk);
 	CHECK(close(p.srv) == 0, "close in repair mode");
@@ -385,7 +387,14 @@ int run_scenario(const struct scenario *sc)
 	struct pump_end cli_end = {.fd = p.cli, .out = &c2s, .in = &s2c,
 				   .extra = peer_fin_state(sc->state) ? 0 : sc->extra,
 				   .wr_shut = peer_fin_state(sc->state)};
-	TRY(pump_until_closed(&srv_end, &cli_end, 20000));
+	if (pump_until_closed(&srv_end, &cli_end, 20000)) {
+		/* Leave evidence in the test log: socket internals and neighbours per netns. */
+		for (int i = 0; i < (sc->veth ? 3 : 1); i++)
+			run_in_ns(i == 0 ? e.peer_ns : i == 1 ? e.src_ns : e.dst_ns,
+				  "echo '--- netns %d'; ss -tinoem; ip neigh; ip addr; "
+				  "nft list ruleset; cat /proc/net/netstat | head -2 1>&2", i);
+		FAIL("traffic after the restore");
+	}
 	/* Both FINs sent and acknowledged: both sockets leave the connection (TIME_WAIT or
 	 * CLOSE, which an fd reports as TCP_CLOSE). */
 	TRY(wait_state(fd, TCP_CLOSE, 10000));

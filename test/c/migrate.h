@@ -29,6 +29,8 @@ struct scenario {
 	enum restore_api api;
 	bool non_excl;        /* pass buffers and addresses without SOCCR_MEM_EXCL */
 	uint32_t extra;       /* bytes each way after the restore */
+	int close_delay_ms;   /* wait between save and close: the kernel's timers (tail loss
+			       * probe) run on the paused socket meanwhile */
 };
 
 int run_scenario(const struct scenario *sc);

@@ -105,6 +105,16 @@ void register_matrix_tests(void)
 				      .veth = true, .extra = 65536};
 		add(sc, "");
 	}
+	/* Sent data unacknowledged (ACKs dropped), more waiting for the congestion window, and
+	 * 60 ms between save and close: the tail loss probe fires on the paused socket. It must
+	 * not transmit new data the saved state does not know about (the peer would then ACK
+	 * beyond the restored snd_nxt and the connection would stall). */
+	for (int f = FAM_V4; f <= FAM_V6; f++) {
+		struct scenario tlp = {.fam = f, .state = TCP_ESTABLISHED, .recvq = 1000,
+				       .sendq = 90000, .veth = true, .close_delay_ms = 60,
+				       .extra = 65536};
+		add(tlp, " probe-after-save");
+	}
 	struct scenario mb = {.fam = FAM_V4, .state = TCP_ESTABLISHED, .recvq = 4u << 20,
 			      .sendq = 4u << 20, .veth = true, .extra = 1 << 20};
 	add(mb, "");

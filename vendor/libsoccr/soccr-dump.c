@@ -1,11 +1,12 @@
 /*
  * libsoccr (node-criu): libsoccr_save(), reading a paused socket's state and queues.
  *
- * Kernel calls, in order: TCP_INFO (state, options, window scales), SIOCOUTQ, SIOCOUTQNSD,
- * SIOCINQ, TCP_MAXSEG (mss_clamp in repair mode), TCP_TIMESTAMP (if timestamps are on),
- * TCP_REPAIR_WINDOW, then for the receive and the send queue: TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ and
- * one recv(MSG_PEEK) of len+1 bytes that must return exactly len (anything else means traffic
- * was not blocked and the queue changed under us).
+ * Kernel calls, in order: TCP_INFO (state, options, window scales), TCP_MAXSEG (mss_clamp in
+ * repair mode), TCP_TIMESTAMP (if timestamps are on), TCP_REPAIR_WINDOW; receive queue: SIOCINQ,
+ * TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, recv(MSG_PEEK) of len+1 bytes that must return exactly len
+ * (anything else means traffic was not blocked); send queue: TCP_REPAIR_QUEUE, SIOCOUTQ,
+ * SIOCOUTQNSD, TCP_QUEUE_SEQ, peek. The send queue stays selected afterwards (see
+ * save_send_lengths).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,8 +20,8 @@
 
 #include "soccr-internal.h"
 
-/* Selects a repair queue, reads its end sequence number and peeks its len bytes into a new
- * buffer (*out; NULL when len is 0). 0 or -1 (errno). */
+/* Selects a repair queue (the send queue is selected by the caller), reads its end sequence
+ * number and peeks its len bytes into a new buffer (*out; NULL when len is 0). 0 or -1. */
 static int save_queue(struct libsoccr_sk *sk, int queue, uint32_t len, uint32_t *seq, char **out)
 {
 	socklen_t optlen = sizeof(*seq);
@@ -28,7 +29,8 @@ static int save_queue(struct libsoccr_sk *sk, int queue, uint32_t len, uint32_t 
 	ssize_t got;
 
 	*out = NULL;
-	if (setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_QUEUE, &queue, sizeof(queue)) < 0) {
+	if (queue != TCP_SEND_QUEUE &&
+	    setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_QUEUE, &queue, sizeof(queue)) < 0) {
 		loge("Unable to select repair queue %d: errno %d\n", queue, errno);
 		return -1;
 	}
@@ -96,7 +98,6 @@ static int save_state(struct libsoccr_sk *sk, struct libsoccr_sk_data *data)
 {
 	struct tcp_info ti;
 	socklen_t len = sizeof(ti);
-	int outq, unsq, inq;
 
 	if (getsockopt(sk->fd, SOL_TCP, TCP_INFO, &ti, &len) < 0) {
 		loge("Unable to read TCP_INFO of %d: errno %d\n", sk->fd, errno);
@@ -120,14 +121,23 @@ static int save_state(struct libsoccr_sk *sk, struct libsoccr_sk_data *data)
 		data->rcv_wscale = ti.tcpi_rcv_wscale;
 	}
 
-	if (ioctl(sk->fd, SIOCOUTQ, &outq) < 0 || ioctl(sk->fd, SIOCOUTQNSD, &unsq) < 0 ||
-	    ioctl(sk->fd, SIOCINQ, &inq) < 0) {
-		loge("Unable to read the queue lengths of %d: errno %d\n", sk->fd, errno);
+	return 0;
+}
+
+/* Send queue lengths. Called with TCP_SEND_QUEUE selected: from then on a timer (tail loss
+ * probe) that pushes new data only marks it sent, without a packet (tcp_write_xmit in repair
+ * mode), so the peer never holds bytes beyond the snd_nxt we record. */
+static int save_send_lengths(struct libsoccr_sk *sk, struct libsoccr_sk_data *data)
+{
+	int outq, unsq;
+
+	if (ioctl(sk->fd, SIOCOUTQ, &outq) < 0 || ioctl(sk->fd, SIOCOUTQNSD, &unsq) < 0) {
+		loge("Unable to read the send queue lengths of %d: errno %d\n", sk->fd, errno);
 		return -1;
 	}
 	/* A FIN we queued but that is not acknowledged occupies one sequence number of the send
 	 * queue (SIOCOUTQ counts it, and SIOCOUTQNSD does while it is unsent). The ABI counts
-	 * bytes only. SIOCINQ already leaves out a received FIN. */
+	 * bytes only. */
 	if (soccr_our_fin_unacked(data->state)) {
 		if (outq < 1) {
 			loge("State %s without our FIN in the send queue\n",
@@ -139,14 +149,13 @@ static int save_state(struct libsoccr_sk *sk, struct libsoccr_sk_data *data)
 		if (unsq > 0)
 			unsq--;
 	}
-	if (outq < 0 || unsq < 0 || inq < 0 || unsq > outq) {
-		loge("Inconsistent queue lengths out %d unsent %d in %d\n", outq, unsq, inq);
+	if (outq < 0 || unsq < 0 || unsq > outq) {
+		loge("Inconsistent send queue lengths out %d unsent %d\n", outq, unsq);
 		errno = EPROTO;
 		return -1;
 	}
 	data->outq_len = (uint32_t)outq;
 	data->unsq_len = (uint32_t)unsq;
-	data->inq_len = (uint32_t)inq;
 	return 0;
 }
 
@@ -200,8 +209,8 @@ static int save_window(struct libsoccr_sk *sk, struct libsoccr_sk_data *data)
 int libsoccr_save(struct libsoccr_sk *sk, struct libsoccr_sk_data *data, unsigned data_size)
 {
 	char *recvq = NULL, *sendq = NULL;
-	int peek_off, ret;
-	int no_queue = TCP_NO_QUEUE;
+	int peek_off, ret, inq;
+	int send_queue = TCP_SEND_QUEUE;
 
 	if (!sk || !data || data_size < sizeof(*data)) {
 		errno = EINVAL;
@@ -216,17 +225,31 @@ int libsoccr_save(struct libsoccr_sk *sk, struct libsoccr_sk_data *data, unsigne
 	if (save_window(sk, data))
 		return -4;
 
+	/* Receive queue: length first, so data arriving later changes the sequence number and
+	 * the peek, and is caught. */
+	if (ioctl(sk->fd, SIOCINQ, &inq) < 0 || inq < 0) {
+		loge("Unable to read the receive queue length of %d: errno %d\n", sk->fd, errno);
+		ret = -2;
+		goto fail;
+	}
+	data->inq_len = (uint32_t)inq; /* SIOCINQ leaves out a received FIN */
 	peek_off = data->inq_len ? peek_off_disable(sk->fd) : -1;
 	ret = save_queue(sk, TCP_RECV_QUEUE, data->inq_len, &data->inq_seq, &recvq) ? -5 : 0;
 	peek_off_restore(sk->fd, peek_off);
-	if (!ret && save_queue(sk, TCP_SEND_QUEUE, data->outq_len, &data->outq_seq, &sendq))
+	if (ret)
+		goto fail;
+
+	if (setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_QUEUE, &send_queue, sizeof(send_queue)) < 0) {
 		ret = -6;
-	if (ret) {
-		int saved = errno;
-		free(recvq);
-		setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_QUEUE, &no_queue, sizeof(no_queue));
-		errno = saved;
-		return ret;
+		goto fail;
+	}
+	if (save_send_lengths(sk, data)) {
+		ret = -2;
+		goto fail;
+	}
+	if (save_queue(sk, TCP_SEND_QUEUE, data->outq_len, &data->outq_seq, &sendq)) {
+		ret = -6;
+		goto fail;
 	}
 	/* A second save on one handle replaces (and frees) the first one's buffers. */
 	free(sk->saved_queue[TCP_RECV_QUEUE]);
@@ -236,4 +259,13 @@ int libsoccr_save(struct libsoccr_sk *sk, struct libsoccr_sk_data *data, unsigne
 	logd("Saved %s: in %u@%u out %u@%u unsent %u\n", soccr_state_name(data->state),
 	     data->inq_len, data->inq_seq, data->outq_len, data->outq_seq, data->unsq_len);
 	return (int)sizeof(*data);
+
+fail: {
+	/* Leave the send queue selected, as pause does (see save_send_lengths). */
+	int saved = errno;
+	free(recvq);
+	setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_QUEUE, &send_queue, sizeof(send_queue));
+	errno = saved;
+	return ret;
+}
 }
