@@ -154,7 +154,13 @@ export function isCompleteDump(dir: string): boolean {
 export interface PageChannel {
   serverFd: number;
   clientFd: number;
-  /** Closes our copies (the CRIU processes keep theirs). Idempotent. */
+  /**
+   * Closes our copy of the page server's end, once the page server has its own: while we hold
+   * it, a page server that dies leaves the connection open and the dumping CRIU (with the task
+   * frozen) blocks on it forever. Idempotent.
+   */
+  closeServerEnd(): void;
+  /** Closes our copies of both ends (the CRIU processes keep theirs). Idempotent. */
   close(): void;
 }
 
@@ -199,16 +205,16 @@ export async function openPageChannel(): Promise<PageChannel> {
   const clientFd = handleFd(client);
   makeBlocking(serverFd);
   makeBlocking(clientFd);
-  let closed = false;
+  // destroy() closes our fd only (no shutdown), so the copies CRIU holds stay connected.
   return {
     serverFd,
     clientFd,
+    closeServerEnd: () => {
+      if (!peer.destroyed) peer.destroy();
+    },
     close: () => {
-      if (closed) return;
-      closed = true;
-      // destroy() closes our fd only (no shutdown), so the copies CRIU holds stay connected.
-      peer.destroy();
-      client.destroy();
+      if (!peer.destroyed) peer.destroy();
+      if (!client.destroyed) client.destroy();
     },
   };
 }

@@ -18,6 +18,7 @@
  */
 import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
 import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 
 import { checkNetns, copyLockTable, criuInNetns, criuLockTables, deleteTables, type NetnsCriu } from './process-criu';
 import { ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
@@ -46,6 +47,22 @@ const DEFAULT_MAX_PRE_DUMPS = 5;
 const DEFAULT_MIN_PAGES = 64;
 
 type Phases = ProcessMigrationResult['phases'];
+
+/**
+ * Whether the page server (a child of the target's swrk, which reaps it only on WAIT_PID) has
+ * exited with a failure: a zombie whose exit code (/proc/PID/stat field 52) is not 0, or gone.
+ */
+function pageServerFailed(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return true;
+  }
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (fields[0] !== 'Z') return false;
+  return Number(fields[49]) !== 0;
+}
 
 /** Waits (bounded, 10 s) until no process has `pid`, zombies included. */
 async function waitForPidFree(pid: number): Promise<void> {
@@ -180,10 +197,30 @@ class Migration {
       if (this.transfer === 'page-server') {
         channel = await openPageChannel();
         pageServer = await this.target.criu.pageServerChld({ imagesDir: targetDir, ps: { fd: channel.serverFd }, ...chain });
+        channel.closeServerEnd();
         this.emit('transfer', { state: 'page-server', pid: pageServer.pid });
       }
       const ps = channel !== undefined ? { ps: { fd: channel.clientFd } } : {};
-      await this.timed('dump', () => this.source.criu.dump({ ...this.base, pid: this.options.pid, imagesDir: dumpDir, ...chain, ...ps }));
+      // Page-server mode can be aborted mid-dump safely: killing the page server breaks CRIU's
+      // page stream, so the dump fails and CRIU resumes the task on the source. (Killing CRIU
+      // itself could leave the task stopped with its parasite inside, so we never do that.)
+      const server = pageServer;
+      const onAbort = (): void => {
+        if (server !== undefined) void server.close();
+      };
+      this.signal?.addEventListener('abort', onAbort, { once: true });
+      // The target's swrk keeps its own copy of the page server's socket, so a page server that
+      // dies alone would leave the dumping CRIU (and the frozen task) waiting forever: end the
+      // whole target side as soon as the page server exits abnormally.
+      const watchdog = server === undefined ? undefined : setInterval(() => {
+        if (pageServerFailed(server.pid)) void server.close();
+      }, 50);
+      try {
+        await this.timed('dump', () => this.source.criu.dump({ ...this.base, pid: this.options.pid, imagesDir: dumpDir, ...chain, ...ps }));
+      } finally {
+        if (watchdog !== undefined) clearInterval(watchdog);
+        this.signal?.removeEventListener('abort', onAbort);
+      }
     } catch (error) {
       channel?.close();
       await pageServer?.close();

@@ -167,6 +167,35 @@ describe('migrateProcess failure paths', () => {
     expect(rsts()).toEqual(before);
   });
 
+  it('the target dies during a page-server transfer: the dump fails, the server keeps running on the source', async () => {
+    const pair = await lab.startPair('page-server-dies', STREAM);
+    await pair.waitFlowing(256 * 1024);
+    const before = rsts();
+    let pageServer: number | undefined;
+    const error = await migrateProcess(
+      options(pair, {
+        transfer: 'page-server',
+        onProgress: (e) => {
+          if (e.phase === 'transfer' && e.detail?.state === 'page-server') pageServer = e.detail.pid as number;
+          // The target's page server dies just as the source starts sending it pages.
+          if (e.phase === 'dump' && e.detail?.state === 'start' && pageServer !== undefined) process.kill(pageServer, 'SIGKILL');
+        },
+      }),
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(pageServer).toBeDefined();
+    expect(error).toMatchObject({ code: 'ERR_MIGRATION_DUMP_FAILED', serverOn: 'source', pid: pair.serverPid });
+    expect(pidAlive(pair.serverPid)).toBe(true);
+    expect(fs.readFileSync(`/proc/${pair.serverPid}/status`, 'utf8')).not.toMatch(/^State:\s+[Tt]/m);
+    expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
+    const { clients, server } = await pair.reports();
+    expectAllExact(clients, server);
+    expect(rsts()).toEqual(before);
+    expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
+  });
+
   it('a client that disconnects mid-migration does not break it; the others lose nothing', async () => {
     const pair = await lab.startPair('client-leaves', STREAM, 1);
     await pair.waitFlowing(256 * 1024);
