@@ -108,12 +108,13 @@ async function handle(body: Record<string, unknown>): Promise<unknown> {
     }
     case 'resetGaps': {
       const now = performance.now();
+      const steadyMaxGapMs = Math.max(0, ...clients.map((c) => c.maxGapMs));
       timingGaps = true;
       for (const client of clients) {
         client.maxGapMs = 0;
         client.lastDataAt = now;
       }
-      return {};
+      return { steadyMaxGapMs };
     }
     case 'stop': {
       // A connection still silent at this moment has been paused at least this long.

@@ -211,7 +211,7 @@ export function formatDemoTable(report: DemoReport): string {
     `node-criu demo: ${report.clients} clients, each streaming ${report.paceBytes} B every ${report.paceMs} ms both ways`,
     `date ${report.date}, kernel ${report.kernel}, ${os.cpus().length} CPUs`,
     '',
-    '| route | connections kept | exactly once both ways (c→s / s→c) | RSTs | longest pause | phases (ms) |',
+    '| route | connections kept | exactly once both ways (c→s / s→c) | RSTs | longest pause (before: steady) | phases (ms) |',
     '| --- | --- | --- | --- | --- | --- |',
   ];
   for (const r of report.routes) {
@@ -221,7 +221,7 @@ export function formatDemoTable(report: DemoReport): string {
     const exact = `${r.exactBothWays}/${r.connections} (${mb(r.bytesClientToServer)} / ${mb(r.bytesServerToClient)})`;
     const cells = r.error
       ? [r.title, `failed: ${r.error}`, '-', '-', '-', phases || '-']
-      : [r.title, `${r.kept}/${r.connections}`, exact, rsts(r), `${ms(r.longestPauseMs)} ms`, phases];
+      : [r.title, `${r.kept}/${r.connections}`, exact, rsts(r), `${ms(r.longestPauseMs)} ms (${ms(r.steadyPauseMs)} ms)`, phases];
     lines.push(`| ${cells.join(' | ')} |`);
     if (r.leftoverTables.length > 0) lines.push(`|  | left behind: ${r.leftoverTables.join('; ')} | | | | |`);
   }

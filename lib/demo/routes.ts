@@ -38,6 +38,8 @@ export interface DemoRouteResult {
   rstDetail?: Record<string, number>;
   /** Longest time any client waited between two arrivals of data (from just before the migration). */
   longestPauseMs: number;
+  /** The same before the migration (warm-up): the machine's own jitter, for comparison. */
+  steadyPauseMs: number;
   /** The route's own phase times (ms). */
   phases: Record<string, number>;
   /** nftables tables still in A or B after the route (there should be none; removed before the next route). */
@@ -61,6 +63,8 @@ export interface RouteContext {
   control: ControlHub;
   /** The current route's clients process. */
   shared?: ControlLink;
+  /** Longest gap during the warm-up. */
+  steadyPauseMs?: number;
   /** Reset counters just before the migration. */
   before?: Record<string, number>;
 }
@@ -186,7 +190,7 @@ async function migrateByProcess(ctx: RouteContext): Promise<{ server: ServerSide
   ctx.shared = clients;
   await sleep(ctx.warmupMs);
   ctx.before = ctx.lab.resetCounters();
-  await clients.request({ cmd: 'resetGaps' });
+  ctx.steadyPauseMs = (await clients.request<{ steadyMaxGapMs: number }>({ cmd: 'resetGaps' })).steadyMaxGapMs;
   ctx.log(`process route: migrating pid ${pid} with CRIU`);
   const result = await migrateProcess({
     pid,
@@ -238,7 +242,7 @@ async function migrateByHandover(ctx: RouteContext, method: 'repair' | 'fd'): Pr
   }
   await sleep(ctx.warmupMs);
   ctx.before = ctx.lab.resetCounters();
-  await clients.request({ cmd: 'resetGaps' });
+  ctx.steadyPauseMs = (await clients.request<{ steadyMaxGapMs: number }>({ cmd: 'resetGaps' })).steadyMaxGapMs;
   ctx.control.onMoveAddress = () => ctx.lab.moveVip('b');
   ctx.control.onMoveAddressBack = () => ctx.lab.moveVip('a');
   ctx.log(`${method === 'fd' ? 'fd' : 'connections'} route: handing ${ctx.clients} connections over`);
@@ -271,7 +275,7 @@ async function migrateByHandover(ctx: RouteContext, method: 'repair' | 'fd'): Pr
 export async function runRoute(ctx: RouteContext, route: DemoRoute): Promise<DemoRouteResult> {
   ctx.lab.placeVip('a');
   ctx.control.reset();
-  const row: DemoRouteResult = { route, title: ROUTE_TITLES[route], connections: ctx.clients, kept: 0, exactBothWays: 0, bytesClientToServer: 0, bytesServerToClient: 0, rsts: 0, longestPauseMs: 0, phases: {}, leftoverTables: [] };
+  const row: DemoRouteResult = { route, title: ROUTE_TITLES[route], connections: ctx.clients, kept: 0, exactBothWays: 0, bytesClientToServer: 0, bytesServerToClient: 0, rsts: 0, longestPauseMs: 0, steadyPauseMs: 0, phases: {}, leftoverTables: [] };
   try {
     const { server, phases } = route === 'process' ? await migrateByProcess(ctx) : await migrateByHandover(ctx, route === 'fd' ? 'fd' : 'repair');
     row.phases = phases;
@@ -301,6 +305,7 @@ export async function runRoute(ctx: RouteContext, route: DemoRoute): Promise<Dem
       return s !== undefined && !c.ended && !s.ended && c.errors.length === 0 && s.errors.length === 0;
     }).length;
     row.longestPauseMs = Math.max(0, ...clientReports.map((c) => c.maxGapMs));
+    row.steadyPauseMs = ctx.steadyPauseMs ?? 0;
     const clientResets = clientReports.reduce((n, c) => n + c.resets, 0) + [...serverReports.values()].reduce((n, s) => n + s.resets, 0);
     const after = ctx.lab.resetCounters();
     row.rstDetail = { clientErrors: clientResets };

@@ -230,6 +230,8 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
     if (welcome.type === MessageType.REFUSE) {
       throw new HandoverError(`target refused the handover: ${jsonOf<{ reason?: string }>(welcome).reason ?? 'no reason'}`, 'ERR_HANDOVER_REFUSED');
     }
+    // The nftables table is made before the application lets go of anything (outside the pause).
+    if (method === 'repair' && lockKind === 'nftables' && sockets.length > 0) lock = await NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns });
     lap('handshake');
     progress('checkpoint', { connections: sockets.length });
 
@@ -262,8 +264,7 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
     } else if (lockKind === 'filter') {
       // Synchronous from the first pause to the last: nothing else runs on these sockets meanwhile.
       for (const entry of live) entry.image = pauseInPlace(entry);
-    } else if (live.length > 0) {
-      lock = await NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns });
+    } else if (live.length > 0 && lock) {
       const images = await checkpointConnections(
         live.map((entry) => entry.socket),
         { lock, ...(options.netns === undefined ? {} : { netns: options.netns }) },

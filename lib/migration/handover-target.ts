@@ -105,6 +105,7 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
   const started = performance.now();
   const staged: Staged[] = [];
   let lock: NftablesLock | undefined;
+  let lockReadyForCleanup: Promise<NftablesLock> | undefined;
   let committed = false;
   try {
     const hello = jsonOf<HandoverHello>(await channel.expect([MessageType.HELLO], signal));
@@ -120,6 +121,11 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
       throw new HandoverError(`handover refused: ${refusal}`, 'ERR_HANDOVER_REFUSED');
     }
     channel.sendJson(MessageType.WELCOME, { pid: process.pid });
+    // The gap lock's table is made now, while the source checkpoints, so that only adding the
+    // tuples falls inside the connections' pause.
+    const wantLock = hello.method === 'repair' && hello.addressMoves && (options.lock ?? 'nftables') === 'nftables' && hello.count > 0;
+    const lockReady = (lockReadyForCleanup = wantLock ? NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns }) : undefined);
+    lockReady?.catch(() => undefined); // awaited below (or in finally); never an unhandled rejection
 
     for (;;) {
       const message: HandoverMessage = await channel.expect([MessageType.CONNECTION, MessageType.CONNECTION_FD, MessageType.STAGE_END], signal);
@@ -138,8 +144,8 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
       }
     }
 
-    if (hello.method === 'repair' && hello.addressMoves && (options.lock ?? 'nftables') === 'nftables' && staged.length > 0) {
-      lock = await NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns });
+    if (lockReady && staged.length > 0) {
+      lock = await lockReady;
       await lock.add(staged.map((s) => ({ local: (s.image as ConnectionImage).local, remote: (s.image as ConnectionImage).remote })));
       // restoreConnections removes each tuple from this table right before it resumes the socket.
       for (const s of staged) (s.image as ConnectionImage).lock = lock.ref;
@@ -189,6 +195,7 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
   } finally {
     for (const s of staged) if (s.fd !== undefined) closeFdQuietly(s.fd);
     channel.close();
+    if (lockReadyForCleanup) lock = await lockReadyForCleanup.catch(() => lock);
     if (lock) await lock.destroy().catch(() => undefined);
   }
 }
