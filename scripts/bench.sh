@@ -24,3 +24,8 @@ echo
 npx tsc -p tsconfig.build.json
 unshare -n sh -c 'ip link set lo up && exec node bench/soccr/js-soccr-bench.js "${SOCCR_BENCH_ITERS:-3000}" 10000'
 echo
+
+# --- whole-process migration (CRIU) vs restart+reconnect: longest client pause, 10/100/1000 connections ---
+npx tsc -p tsconfig.build.json
+node bench/migration-process-bench.js "${PROCESS_BENCH_COUNTS:-10,100,1000}"
+echo

@@ -125,18 +125,25 @@ export function pagesBytes(dir: string): number {
 
 /**
  * Copies every regular file of `from` into `to` that `to` does not have yet (the page server
- * already wrote pagemap/pages there); stands in for scp/rsync between hosts. Returns bytes copied.
+ * already wrote pagemap/pages there); stands in for scp/rsync between hosts. A dump has one
+ * tcp-stream image per connection, so files are copied a few at a time. Returns bytes copied.
  */
-export function copyImages(from: string, to: string): number {
+export async function copyImages(from: string, to: string): Promise<number> {
   fs.mkdirSync(to, { recursive: true, mode: 0o700 });
+  const names = fs
+    .readdirSync(from, { withFileTypes: true })
+    .filter((entry) => entry.isFile() && !fs.existsSync(path.join(to, entry.name)))
+    .map((entry) => entry.name);
   let bytes = 0;
-  for (const entry of fs.readdirSync(from, { withFileTypes: true })) {
-    if (!entry.isFile()) continue;
-    const dest = path.join(to, entry.name);
-    if (fs.existsSync(dest)) continue;
-    fs.copyFileSync(path.join(from, entry.name), dest);
-    bytes += fs.statSync(dest).size;
-  }
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < names.length) {
+      const name = names[next++];
+      await fs.promises.copyFile(path.join(from, name), path.join(to, name));
+      bytes += (await fs.promises.stat(path.join(to, name))).size;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(16, names.length) }, worker));
   return bytes;
 }
 

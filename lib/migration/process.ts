@@ -173,7 +173,7 @@ class Migration {
           ...(this.parent !== undefined ? { parentImg: this.parent } : {}),
         });
         const written = readDumpStats(dir)?.pagesWritten ?? Math.ceil(pagesBytes(dir) / PAGE_SIZE);
-        copyImages(dir, freshDir(path.join(this.layout.target, `pre-${index}`)));
+        await copyImages(dir, freshDir(path.join(this.layout.target, `pre-${index}`)));
         const ms = performance.now() - started;
         this.iterations.push({ index, pagesWritten: written, ms });
         this.parent = `../pre-${index}`;
@@ -247,7 +247,7 @@ class Migration {
         const status = await dirs.pageServer.waitPid();
         if (status.exitCode !== 0) throw new Error(`the page server exited with ${status.signal ?? `code ${String(status.exitCode)}`}`);
       }
-      copyImages(dirs.dumpDir, dirs.targetDir);
+      await copyImages(dirs.dumpDir, dirs.targetDir);
     });
   }
 
@@ -301,7 +301,7 @@ class Migration {
     try {
       await this.carry(dirs);
     } catch (error) {
-      if (this.transfer === 'page-server') copyImages(dirs.dumpDir, dirs.targetDir);
+      if (this.transfer === 'page-server') await copyImages(dirs.dumpDir, dirs.targetDir).catch(() => undefined);
       return this.rollback('transfer', error, rollbackDir);
     }
     const locksAfter = criuLockTables(this.options.source?.netns).filter((t) => !locksBefore.includes(t));
