@@ -16,7 +16,7 @@ import type { ConnectionImage } from './image';
 import { soccrBinding } from './native';
 import { NftablesLock, processLock } from './nft-lock';
 import type { ConnectionTuple } from './nft-lock';
-import { adoptFd, flushWrites, pendingReadBytes, restartReading, socketFd, stopReading } from './node-socket';
+import { adoptFd, flushWrites, pendingReadBytes, restartReading, socketFd, startReading, stopReading } from './node-socket';
 import { TcpState, skDataFromWords, skDataToWords, tcpStateName } from './sk-data';
 import type { SkData } from './sk-data';
 
@@ -317,21 +317,29 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
     if (image.lock && (options.unlock ?? true)) addTo(NftablesLock.fromRef(image.lock), image);
     for (const lock of options.locks ?? []) addTo(lock, image);
   }
-  try {
+  // nft runs (another process) while the net.Sockets are built; they do not read yet, since the
+  // restored sockets stay in repair mode until the lock is gone.
+  const unlocking = (async () => {
     for (const { lock, tuples } of byLock.values()) {
       await lock.remove(tuples).catch((error: { code?: string }) => {
         // Not in this table (or the table is not in this namespace or host): nothing to release.
         if (error.code !== 'ENOENT') throw error;
       });
     }
+  })();
+  const sockets = restored.map((r, i) => adoptFd(r.fd, images[i].pendingRead, options.allowHalfOpen ?? false, true));
+  try {
+    await unlocking;
   } catch (error) {
-    rollback();
+    restored.forEach((r) => r.native.release());
+    sockets.forEach((socket) => socket.destroy()); // closes the fds, repair still on: silent
     throw error;
   }
 
   return restored.map((r, i) => {
     r.native.resume();
-    const socket = adoptFd(r.fd, images[i].pendingRead, options.allowHalfOpen ?? false);
+    const socket = sockets[i];
+    startReading(socket);
     if (r.unsent.length > 0) socket.write(r.unsent);
     // Our FIN was already sent or queued: Node's side must be ended too (the kernel's shutdown()
     // of an already shut socket is a no-op), so the application cannot write after FIN.

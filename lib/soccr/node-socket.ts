@@ -123,9 +123,19 @@ export async function flushWrites(socket: net.Socket, timeoutMs: number): Promis
   }
 }
 
-/** Wraps a connected TCP fd (ownership passes to the socket) in a net.Socket. */
-export function adoptFd(fd: number, pendingRead?: Buffer, allowHalfOpen = false): net.Socket {
-  const socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen });
+/**
+ * Wraps a connected TCP fd (ownership passes to the socket) in a net.Socket. With `paused`, libuv
+ * does not read it yet (the fd may still be in repair mode, where a plain read fails): call
+ * startReading once it is resumed.
+ */
+export function adoptFd(fd: number, pendingRead?: Buffer, allowHalfOpen = false, paused = false): net.Socket {
+  const socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused } as net.SocketConstructorOpts);
   if (pendingRead && pendingRead.length > 0) socket.unshift(pendingRead);
   return socket;
+}
+
+/** Undoes adoptFd's `paused`: back to a fresh socket's state (reading, not yet flowing). */
+export function startReading(socket: net.Socket): void {
+  (socket as unknown as { readableFlowing: boolean | null }).readableFlowing = null;
+  socket.read(0);
 }
