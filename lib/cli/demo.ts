@@ -37,7 +37,6 @@ interface DemoModule {
 
 function loadDemo(): DemoModule {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require('../demo') as DemoModule;
   } catch (error) {
     throw new CliError(`the demo is not part of this build (${(error as Error).message.split('\n')[0]})`, EXIT.ENVIRONMENT, 'ERR_DEMO_MISSING');

@@ -46,7 +46,6 @@ export async function main(argv: string[]): Promise<number> {
     return name === undefined ? EXIT.USAGE : EXIT.OK;
   }
   if (name === '--version' || name === '-v') {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     process.stdout.write(`${(require('../../package.json') as { version: string }).version}\n`);
     return EXIT.OK;
   }

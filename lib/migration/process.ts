@@ -244,7 +244,9 @@ class Migration {
   async carry(dirs: { dumpDir: string; targetDir: string; pageServer?: PageServerChild }): Promise<void> {
     await this.timed('transfer', async () => {
       if (dirs.pageServer !== undefined) {
-        const status = await dirs.pageServer.waitPid();
+        // After a successful dump the page server has written everything and exits; bounded
+        // so a hung target ends in a rollback instead of an outage.
+        const status = await dirs.pageServer.waitPid({ timeoutMs: 30000 });
         if (status.exitCode !== 0) throw new Error(`the page server exited with ${status.signal ?? `code ${String(status.exitCode)}`}`);
       }
       await copyImages(dirs.dumpDir, dirs.targetDir);
