@@ -9,7 +9,7 @@ import type { CallScope } from './call';
 import { decodeResponse, encodeRequest } from './codec';
 import { CriuConnectionError, CriuNotifyHandlerError, CriuProtocolError } from './errors';
 import { CriuReqType, reqTypeName, type CriuRequestMessage, type CriuResponseMessage } from './messages';
-import { runNotifyHandler, type CriuNotifyHandlers } from './notify';
+import { runNotifyHandler, type CriuNotifyHandlers, type NotifyOutcome } from './notify';
 import { describeExit, spawnSwrk, type SwrkExit, type SwrkProcess } from './swrk';
 import { SeqpacketTransport, type CriuTransport } from './transport';
 
@@ -39,8 +39,17 @@ function closeQuietly(fd: number): void {
   }
 }
 
+/**
+ * How long CRIU may take to unwind after an abort answered its pending notification with failure,
+ * before it is killed anyway.
+ */
+export const ABORT_GRACE_MS = 3000;
+
 export class CriuConnection {
   private destroyed = false;
+  /** CRIU is waiting for our answer to a notification (a handler is running). */
+  private inNotify = false;
+  private graceTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     readonly transport: CriuTransport,
@@ -67,7 +76,16 @@ export class CriuConnection {
   /** Ties the connection to a call: killed on abort/timeout, closed when the call settles. */
   bindTo(scope: CallScope): () => Promise<void> {
     const onAbort = (): void => {
-      void this.destroy();
+      // While CRIU waits on a notification it is at a safe point: request() answers "failed" and
+      // CRIU unwinds (unfreezes the task, unlocks and repairs its connections). Killing CRIU there
+      // instead would leave TCP connections in repair mode behind its network lock. Elsewhere
+      // there is no safe point: SIGKILL now.
+      if (this.inNotify) {
+        this.graceTimer = setTimeout(() => void this.destroy(), ABORT_GRACE_MS);
+        this.graceTimer.unref();
+      } else {
+        void this.destroy();
+      }
     };
     scope.signal.addEventListener('abort', onAbort, { once: true });
     const cleanup = async (): Promise<void> => {
@@ -129,14 +147,33 @@ export class CriuConnection {
       message.fds.slice(1).forEach(closeQuietly);
       const signal = options.signal ?? new AbortController().signal;
       // After a failed handler CRIU is already aborting; later notifications are acked as failed.
-      const outcome = handlerError
-        ? ({ ok: false, error: handlerError } as const)
-        : await runNotifyHandler(options.handlers, {
-            script,
-            ...(pid !== undefined ? { pid } : {}),
-            ...(fd !== undefined ? { fd } : {}),
-            signal,
-          });
+      let outcome: NotifyOutcome;
+      if (handlerError) {
+        outcome = { ok: false, error: handlerError };
+      } else if (signal.aborted) {
+        outcome = { ok: false, error: signal.reason };
+      } else {
+        this.inNotify = true;
+        let onAbort: (() => void) | undefined;
+        const aborted = new Promise<NotifyOutcome>((resolve) => {
+          onAbort = () => resolve({ ok: false, error: signal.reason });
+          signal.addEventListener('abort', onAbort, { once: true });
+        });
+        try {
+          outcome = await Promise.race([
+            runNotifyHandler(options.handlers, {
+              script,
+              ...(pid !== undefined ? { pid } : {}),
+              ...(fd !== undefined ? { fd } : {}),
+              signal,
+            }),
+            aborted,
+          ]);
+        } finally {
+          this.inNotify = false;
+          if (onAbort) signal.removeEventListener('abort', onAbort);
+        }
+      }
       if (fd !== undefined) closeQuietly(fd);
       if (!outcome.ok && !handlerError) handlerError = new CriuNotifyHandlerError(script, outcome.error);
       const ack: CriuRequestMessage = { type: CriuReqType.NOTIFY, notifySuccess: outcome.ok };
@@ -191,12 +228,14 @@ export class CriuConnection {
 
   /** Closes our end; swrk sees EOF and exits. Resolves once it is reaped. Idempotent. */
   async close(): Promise<SwrkExit | undefined> {
+    clearTimeout(this.graceTimer);
     this.transport.close();
     return this.swrk?.exited;
   }
 
   /** SIGKILLs swrk (if still running), reaps it and closes the socket. Idempotent. */
   async destroy(): Promise<SwrkExit | undefined> {
+    clearTimeout(this.graceTimer);
     this.destroyed = true;
     this.transport.close();
     if (this.swrk) return this.swrk.kill();

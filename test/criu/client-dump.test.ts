@@ -175,6 +175,34 @@ describe('Criu dump/restore of a streaming TCP server (CRIU 4.2.1, private netns
     expectExactTwoWay(client, server, { aToB: CLIENT_TO_SERVER, bToA: SERVER_TO_CLIENT });
   });
 
+  it('abort while CRIU waits on post-dump: CRIU is told "failed" and unwinds; connections unlocked, nothing lost', async () => {
+    const pair = await startPair('abort-post-dump');
+    await pair.waitReceived(256 * 1024);
+    const images = path.join(pair.statusDir, 'images');
+    fs.mkdirSync(images);
+    const controller = new AbortController();
+    const reason = new Error('abort at post-dump');
+    const error = await criu
+      .dump(
+        { imagesDir: images, pid: pair.serverPid, ...tcpOptions },
+        {
+          // The server is frozen, its connections repaired and locked; CRIU waits for this answer.
+          'post-dump': (event) =>
+            new Promise<void>((resolve) => {
+              event.signal.addEventListener('abort', () => resolve());
+              controller.abort(reason);
+            }),
+        },
+        { signal: controller.signal },
+      )
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR', cause: reason });
+    expect(pidAlive(pair.serverPid)).toBe(true);
+    const { client, server } = await pair.reports();
+    expectExactTwoWay(client, server, { aToB: CLIENT_TO_SERVER, bToA: SERVER_TO_CLIENT });
+    expect(netns.nftTables()).not.toMatch(/CRIU/);
+  });
+
   it('a notify handler that throws fails the dump with ERR_CRIU_NOTIFY_HANDLER; the server runs on and loses nothing', async () => {
     const pair = await startPair('handler-fails');
     await pair.waitReceived(256 * 1024);

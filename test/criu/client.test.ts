@@ -160,6 +160,44 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
     expect(childrenOf(process.pid)).toEqual([]);
   });
 
+  it('aborting a real dump while CRIU waits on post-dump: CRIU unwinds, swrk is reaped, the task runs on', async () => {
+    const criu = new Criu();
+    const ticks = path.join(dir, 'abort-ticks');
+    const child = spawn(process.execPath, [path.join(FIXTURES, 'criu-idle.js'), ticks], {
+      detached: true,
+      stdio: 'ignore',
+      env: { ...process.env, UV_USE_IO_URING: '0' },
+    });
+    try {
+      await waitForFile(ticks);
+      const controller = new AbortController();
+      const reason = new Error('changed my mind');
+      const error = await criu
+        .dump(
+          { imagesDir: dir, pid: child.pid, networkLock: 'skip' },
+          {
+            // The task is frozen and dumped now; CRIU waits for this ack before killing it.
+            'post-dump': (event) =>
+              new Promise<void>((resolve) => {
+                event.signal.addEventListener('abort', () => resolve());
+                controller.abort(reason);
+              }),
+          },
+          { signal: controller.signal },
+        )
+        .catch((e: unknown) => e);
+      expect(error).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR', cause: reason });
+      // swrk is gone (exited and reaped); only the task itself is still our child, and it runs.
+      expect(childrenOf(process.pid)).toEqual([child.pid]);
+      const before = Number(fs.readFileSync(ticks, 'utf8'));
+      for (let i = 0; i < 200 && Number(fs.readFileSync(ticks, 'utf8')) <= before; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(Number(fs.readFileSync(ticks, 'utf8'))).toBeGreaterThan(before);
+    } finally {
+      await killPid(child.pid);
+      await criu.close();
+    }
+  });
+
   it('close() kills a call in flight and later calls fail with ERR_CRIU_CLIENT_CLOSED', async () => {
     const slow = path.join(dir, 'slow-criu');
     fs.writeFileSync(slow, '#!/bin/sh\nexec sleep 30\n', { mode: 0o755 });
