@@ -154,3 +154,37 @@ it('NODE_DEBUG=node-criu shows libsoccr\'s log on stderr', () => {
   expect(result.stderr).toMatch(/NODE-CRIU \d+: libsoccr error: Error \(/);
   expect(result.stderr).toMatch(/NODE-CRIU \d+: libsoccr debug: /);
 });
+
+it('low-level restore of MBs of never-sent data (peer not reading) delivers every byte (libsoccr_resume)', async () => {
+  const pair = await tcpPair(4);
+  const a = new TrafficEndpoint({ seed: 31, total: 2_000_000, chunk: 65536 }).attach(pair.client);
+  const b = new TrafficEndpoint({ seed: 32, total: 0, chunk: 1 << 20 }).attach(pair.accepted);
+  const lock = await NftablesLock.create();
+  let restored: net.Socket | undefined;
+  try {
+    await b.waitForReceived(2_000_000);
+    pair.accepted.pause();
+    pair.client.pause(); // a stops reading: b's data fills a's window, then b's buffers
+    b.sendMore(6_000_000);
+    await waitFor(() => pair.accepted.writableLength > 0, 10000, () => 'Node write buffer still empty');
+    const original = b.detach() as net.Socket;
+    const image = await checkpointConnection(original, { lock });
+    expect(image.sendQueueUnsent).toBeGreaterThan(1_000_000);
+    // Restored step by step: libsoccr itself writes the unsent part at resume (restoreConnection
+    // writes it through Node instead).
+    const { fd, handle } = soccr.pauseNewSocket(4);
+    handle.restore(image.skData, image.local, image.remote, image.recvQueue, image.sendQueue);
+    await lock.remove([{ local: image.local, remote: image.remote }]);
+    handle.resume();
+    restored = soccr.adoptSocket(fd);
+    restored.unshift(image.pendingRead);
+    b.attach(restored);
+    pair.client.resume();
+    await Promise.all([a.waitForReceived(6_000_000), b.waitForReceived(2_000_000)]);
+    expectExactTwoWay(a.report(), b.report(), { aToB: 2_000_000, bToA: 6_000_000 });
+  } finally {
+    restored?.destroy();
+    await lock.destroy();
+    await pair.close();
+  }
+});
