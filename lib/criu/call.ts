@@ -9,9 +9,15 @@ import { InvalidArgumentError } from '../errors';
 import { CriuAbortError, CriuTimeoutError } from './errors';
 
 export interface CriuCallOptions {
-  /** Aborting it kills the CRIU worker (SIGKILL), reaps it and rejects with CriuAbortError. */
+  /**
+   * Aborting it ends the call with CriuAbortError (cause: the signal's reason) once everything is
+   * cleaned up and swrk reaped. If CRIU is waiting on a notification at that moment, it is told
+   * the script failed and gets up to 3 s to unwind (unfreeze the task, unlock its connections);
+   * otherwise swrk is SIGKILLed at once, which during a TCP dump can leave the task's
+   * connections in repair mode behind CRIU's lock. In service mode the connection is closed.
+   */
   signal?: AbortSignal;
-  /** Rejects with CriuTimeoutError (after the same cleanup) when the call takes longer. */
+  /** Like an abort, but rejects with CriuTimeoutError when the call takes longer. */
   timeoutMs?: number;
 }
 
