@@ -41,6 +41,13 @@ describe('Criu dump/restore of a streaming TCP server (CRIU 4.2.1, private netns
     for (const pid of pids.splice(0)) await killPid(pid);
   });
 
+  let resetsOnPort: (() => number) | undefined;
+
+  /** Not one RST went to or from the server's port during the test. */
+  function expectNoResets(): void {
+    expect(resetsOnPort?.()).toBe(0);
+  }
+
   afterAll(async () => {
     await criu?.close();
     netns?.remove();
@@ -56,6 +63,7 @@ describe('Criu dump/restore of a streaming TCP server (CRIU 4.2.1, private netns
     pids.push(server.pid);
     const serverExited = new Promise((resolve) => server.once('exit', resolve));
     const port = Number(await waitForFile(path.join(statusDir, 'port')));
+    resetsOnPort = netns.watchResets(port);
     const client = netns.spawnNode(path.join(FIXTURES, 'criu-traffic-client.js'), [
       JSON.stringify({ statusDir, port, seed: 2000, total: CLIENT_TO_SERVER, expectIn: SERVER_TO_CLIENT, ...PACE }),
     ]);
@@ -133,6 +141,7 @@ describe('Criu dump/restore of a streaming TCP server (CRIU 4.2.1, private netns
 
     const { client, server } = await pair.reports();
     expectExactTwoWay(client, server, { aToB: CLIENT_TO_SERVER, bToA: SERVER_TO_CLIENT });
+    expectNoResets();
     expect(netns.nftTables()).not.toMatch(/CRIU/);
   });
 
@@ -147,6 +156,7 @@ describe('Criu dump/restore of a streaming TCP server (CRIU 4.2.1, private netns
     expect(fs.readdirSync(images)).toEqual(expect.arrayContaining(['inventory.img', 'criu-dump.log']));
     const { client, server } = await pair.reports();
     expectExactTwoWay(client, server, { aToB: CLIENT_TO_SERVER, bToA: SERVER_TO_CLIENT });
+    expectNoResets();
     expect(netns.nftTables()).not.toMatch(/CRIU/);
   });
 
@@ -173,6 +183,7 @@ describe('Criu dump/restore of a streaming TCP server (CRIU 4.2.1, private netns
     expect(pidAlive(pair.serverPid)).toBe(true);
     const { client, server } = await pair.reports();
     expectExactTwoWay(client, server, { aToB: CLIENT_TO_SERVER, bToA: SERVER_TO_CLIENT });
+    expectNoResets();
   });
 
   it('abort while CRIU waits on post-dump: CRIU is told "failed" and unwinds; connections unlocked, nothing lost', async () => {
@@ -200,6 +211,7 @@ describe('Criu dump/restore of a streaming TCP server (CRIU 4.2.1, private netns
     expect(pidAlive(pair.serverPid)).toBe(true);
     const { client, server } = await pair.reports();
     expectExactTwoWay(client, server, { aToB: CLIENT_TO_SERVER, bToA: SERVER_TO_CLIENT });
+    expectNoResets();
     expect(netns.nftTables()).not.toMatch(/CRIU/);
   });
 
@@ -220,6 +232,7 @@ describe('Criu dump/restore of a streaming TCP server (CRIU 4.2.1, private netns
     expect(pidAlive(pair.serverPid)).toBe(true);
     const { client, server } = await pair.reports();
     expectExactTwoWay(client, server, { aToB: CLIENT_TO_SERVER, bToA: SERVER_TO_CLIENT });
+    expectNoResets();
     expect(netns.nftTables()).not.toMatch(/CRIU/);
   });
 });

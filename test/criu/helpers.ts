@@ -66,6 +66,25 @@ export class Netns {
     return execFileSync('nsenter', [`--net=${this.file}`, 'nft', 'list', 'tables'], { encoding: 'utf8' });
   }
 
+  private nft(args: string[]): string {
+    return execFileSync('nsenter', [`--net=${this.file}`, 'nft', ...args], { encoding: 'utf8' });
+  }
+
+  /**
+   * Counts RST segments to or from TCP `port` in this namespace (an nft output-hook counter, which
+   * sees loopback traffic both ways). Namespace-wide counters would not do: every CRIU run sends
+   * one RST on a probe connection of its own (measured: `criu check` adds 1 to OutRsts).
+   */
+  watchResets(port: number): () => number {
+    const table = `ncr_rst_${port}`;
+    this.nft(['add', 'table', 'inet', table]);
+    this.nft(['add', 'chain', 'inet', table, 'out', '{ type filter hook output priority 0 ; }']);
+    this.nft(['add', 'rule', 'inet', table, 'out', 'tcp', 'sport', String(port), 'tcp', 'flags', '&', 'rst', '==', 'rst', 'counter']);
+    this.nft(['add', 'rule', 'inet', table, 'out', 'tcp', 'dport', String(port), 'tcp', 'flags', '&', 'rst', '==', 'rst', 'counter']);
+    return () =>
+      [...this.nft(['list', 'chain', 'inet', table, 'out']).matchAll(/counter packets (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+  }
+
   remove(): void {
     try {
       execFileSync('ip', ['netns', 'del', this.name], { stdio: 'ignore' });
