@@ -6,6 +6,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { soccr } from '../../lib';
+import { addressBytes } from '../../lib/soccr/address';
 
 export type PairKind = 4 | 6 | 'mapped';
 
@@ -116,8 +117,8 @@ export async function connectFromNetns(netnsPath: string, family: 4 | 6, address
   try {
     const { binding } = await import('../../lib/native');
     const ops = binding().socketOps;
-    const bytes = family === 4 ? Buffer.from(address.split('.').map(Number)) : undefined;
-    if (!bytes) throw new Error('connectFromNetns: IPv4 only');
+    const bytes = addressBytes(family, address);
+    if (!bytes) throw new Error(`connectFromNetns: not an IPv${family} address: ${address}`);
     ops.connect(fd, { family, address: new Uint8Array(bytes), port });
     for (let i = 0; i < 2000; i++) {
       const info = ops.socketInfo(fd);
