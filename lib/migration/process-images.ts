@@ -140,7 +140,8 @@ export async function copyImages(from: string, to: string): Promise<number> {
     while (next < names.length) {
       const name = names[next++];
       await fs.promises.copyFile(path.join(from, name), path.join(to, name));
-      bytes += (await fs.promises.stat(path.join(to, name))).size;
+      const { size } = await fs.promises.stat(path.join(to, name));
+      bytes += size;
     }
   };
   await Promise.all(Array.from({ length: Math.min(16, names.length) }, worker));

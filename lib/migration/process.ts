@@ -49,6 +49,15 @@ const DEFAULT_MIN_PAGES = 64;
 type Phases = ProcessMigrationResult['phases'];
 
 /**
+ * phaul's rule for ending the pre-dump loop: stop when the last pre-dump copied little (fewer
+ * than `minPages`), or when the copies stop shrinking (the task dirties memory as fast as we copy
+ * it, so another round would not shorten the final, frozen one).
+ */
+export function preDumpsAreDone(pagesWritten: number, previous: number | undefined, minPages: number): boolean {
+  return pagesWritten < minPages || (previous !== undefined && pagesWritten >= previous);
+}
+
+/**
  * Whether the page server (a child of the target's swrk, which reaps it only on WAIT_PID) has
  * exited with a failure: a zombie whose exit code (/proc/PID/stat field 52) is not 0, or gone.
  */
@@ -178,9 +187,7 @@ class Migration {
         this.iterations.push({ index, pagesWritten: written, ms });
         this.parent = `../pre-${index}`;
         this.emit('preDump', { state: 'iteration', index, pagesWritten: written, ms: Math.round(ms) });
-        // Stop when little is left to copy, or when the copies stop shrinking (the task dirties
-        // memory as fast as we copy it), like phaul.
-        if (written < minPages || (previous !== undefined && written >= previous)) break;
+        if (preDumpsAreDone(written, previous, minPages)) break;
         previous = written;
       }
     });
