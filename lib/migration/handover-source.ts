@@ -20,6 +20,7 @@ import { checkpointConnections, restoreConnections } from '../soccr/connection';
 import { CONNECTION_IMAGE_VERSION, encodeConnectionImage } from '../soccr/image';
 import type { ConnectionImage } from '../soccr/image';
 import { NftablesLock } from '../soccr/nft-lock';
+import type { ConnectionTuple } from '../soccr/nft-lock';
 import { flushWrites, pendingReadBytes, restartReading, stopReading } from '../soccr/node-socket';
 import * as soccr from '../soccr/soccr';
 import type { SoccrHandle } from '../soccr/handle';
@@ -124,6 +125,21 @@ function u32Prefixed(first: Uint8Array, rest: Uint8Array): Buffer {
   return Buffer.concat([length, first, rest]);
 }
 
+/** The 4-tuples of the sockets that are still open. */
+function liveTuples(sockets: readonly net.Socket[]): ConnectionTuple[] {
+  const ops = soccrBinding().socketOps;
+  const tuples: ConnectionTuple[] = [];
+  for (const socket of sockets) {
+    try {
+      const fd = soccr.fdOfSocket(socket);
+      tuples.push({ local: fromNativeSockaddr(ops.sockName(fd)), remote: fromNativeSockaddr(ops.peerName(fd)) });
+    } catch {
+      // closed meanwhile: it will not be handed over either
+    }
+  }
+  return tuples;
+}
+
 /** A repair-mode checkpoint that keeps the original open: paused, filtered, reading stopped. */
 function pauseInPlace(entry: Held): ConnectionImage {
   const ops = soccrBinding().socketOps;
@@ -225,7 +241,10 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
   let addressMoved = false;
   let closed = 0;
   try {
-    channel.sendJson(MessageType.HELLO, { method, count: sockets.length, addressMoves: options.moveAddress !== undefined, lock: lockKind, pid: process.pid });
+    // With the address moving, the 4-tuples go in HELLO: the target drops them before anything
+    // is paused (harmless: no packet of theirs reaches it until the address arrives).
+    const tuples = method === 'repair' && options.moveAddress !== undefined ? liveTuples(sockets) : undefined;
+    channel.sendJson(MessageType.HELLO, { method, count: sockets.length, addressMoves: options.moveAddress !== undefined, lock: lockKind, pid: process.pid, ...(tuples ? { tuples } : {}) });
     const welcome = await channel.expect([MessageType.WELCOME, MessageType.REFUSE], signal);
     if (welcome.type === MessageType.REFUSE) {
       throw new HandoverError(`target refused the handover: ${jsonOf<{ reason?: string }>(welcome).reason ?? 'no reason'}`, 'ERR_HANDOVER_REFUSED');

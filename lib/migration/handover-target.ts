@@ -13,6 +13,7 @@ import { restoreConnections } from '../soccr/connection';
 import { decodeConnectionImage } from '../soccr/image';
 import type { ConnectionImage } from '../soccr/image';
 import { NftablesLock } from '../soccr/nft-lock';
+import type { ConnectionTuple } from '../soccr/nft-lock';
 import { acceptChannel, jsonOf, MessageType, openChannel } from './handover-channel';
 import type { HandoverChannel, HandoverChannelSpec, HandoverMessage } from './handover-channel';
 import { closeFdQuietly, HandoverError } from './handover-errors';
@@ -24,7 +25,11 @@ export interface HandoverHello {
   addressMoves: boolean;
   lock: 'filter' | 'nftables';
   pid: number;
+  /** With addressMoves: the connections' 4-tuples, for the target's gap lock. */
+  tuples?: ConnectionTuple[];
 }
+
+const tupleKey = (t: ConnectionTuple) => `${t.local.address} ${t.local.port} ${t.remote.address} ${t.remote.port}`;
 
 export interface AcceptHandoverOptions {
   /** The channel from the source: a SeqpacketTransport or net.Socket, or where to listen for it. */
@@ -66,9 +71,19 @@ function splitPrefixed(payload: Buffer): [Buffer, Buffer] {
   return [payload.subarray(4, 4 + length), payload.subarray(4 + length)];
 }
 
+function validEndpoint(e: unknown): boolean {
+  if (typeof e !== 'object' || e === null) return false;
+  const { family, address, port } = e as { family?: unknown; address?: unknown; port?: unknown };
+  return (family === 4 || family === 6) && typeof address === 'string' && net.isIP(address) !== 0 && Number.isInteger(port) && (port as number) > 0 && (port as number) < 65536;
+}
+
 function validateHello(hello: HandoverHello): void {
   if ((hello.method !== 'repair' && hello.method !== 'fd') || !Number.isInteger(hello.count) || hello.count < 0) {
     throw new HandoverError('malformed HELLO', 'ERR_HANDOVER_PROTOCOL');
+  }
+  // The tuples end up in an nft batch: only well-formed addresses and ports get that far.
+  if (hello.tuples !== undefined && (!Array.isArray(hello.tuples) || !hello.tuples.every((t) => validEndpoint(t?.local) && validEndpoint(t?.remote)))) {
+    throw new HandoverError('malformed HELLO tuples', 'ERR_HANDOVER_PROTOCOL');
   }
 }
 
@@ -105,7 +120,6 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
   const started = performance.now();
   const staged: Staged[] = [];
   let lock: NftablesLock | undefined;
-  let lockReadyForCleanup: Promise<NftablesLock> | undefined;
   let committed = false;
   try {
     const hello = jsonOf<HandoverHello>(await channel.expect([MessageType.HELLO], signal));
@@ -120,12 +134,17 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
       channel.sendJson(MessageType.REFUSE, { reason: refusal });
       throw new HandoverError(`handover refused: ${refusal}`, 'ERR_HANDOVER_REFUSED');
     }
-    channel.sendJson(MessageType.WELCOME, { pid: process.pid });
-    // The gap lock's table is made now, while the source checkpoints, so that only adding the
-    // tuples falls inside the connections' pause.
+    // The gap lock (when the address moves here) is made before WELCOME, with the tuples HELLO
+    // announced: nothing is paused yet, so none of this lengthens the connections' pause.
     const wantLock = hello.method === 'repair' && hello.addressMoves && (options.lock ?? 'nftables') === 'nftables' && hello.count > 0;
-    const lockReady = (lockReadyForCleanup = wantLock ? NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns }) : undefined);
-    lockReady?.catch(() => undefined); // awaited below (or in finally); never an unhandled rejection
+    const announced = new Set<string>();
+    if (wantLock) {
+      lock = await NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns });
+      const tuples = Array.isArray(hello.tuples) ? hello.tuples : [];
+      await lock.add(tuples);
+      tuples.forEach((t) => announced.add(tupleKey(t)));
+    }
+    channel.sendJson(MessageType.WELCOME, { pid: process.pid });
 
     for (;;) {
       const message: HandoverMessage = await channel.expect([MessageType.CONNECTION, MessageType.CONNECTION_FD, MessageType.STAGE_END], signal);
@@ -144,9 +163,9 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
       }
     }
 
-    if (lockReady && staged.length > 0) {
-      lock = await lockReady;
-      await lock.add(staged.map((s) => ({ local: (s.image as ConnectionImage).local, remote: (s.image as ConnectionImage).remote })));
+    if (lock && staged.length > 0) {
+      const late = staged.map((s) => ({ local: (s.image as ConnectionImage).local, remote: (s.image as ConnectionImage).remote })).filter((t) => !announced.has(tupleKey(t)));
+      await lock.add(late);
       // restoreConnections removes each tuple from this table right before it resumes the socket.
       for (const s of staged) (s.image as ConnectionImage).lock = lock.ref;
     }
@@ -195,7 +214,6 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
   } finally {
     for (const s of staged) if (s.fd !== undefined) closeFdQuietly(s.fd);
     channel.close();
-    if (lockReadyForCleanup) lock = await lockReadyForCleanup.catch(() => lock);
     if (lock) await lock.destroy().catch(() => undefined);
   }
 }

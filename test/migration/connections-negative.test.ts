@@ -180,3 +180,32 @@ it('SEQPACKET channel: a 1 MiB message with an fd arrives whole (fragments), fd 
   expect(fdCount()).toBe(fds);
   await expectStillWorking(pair);
 });
+
+it('the target rejects HELLO tuples that are not addresses (they would reach an nft batch)', async () => {
+  const fds = fdCount();
+  let port = 0;
+  const accepting = acceptHandover({
+    from: { listen: { host: '127.0.0.1', port: 0 } },
+    onConnection: () => undefined,
+    onListening: (address) => (port = (address as net.AddressInfo).port),
+    timeoutMs: 5000,
+  });
+  while (port === 0) await new Promise((r) => setTimeout(r, 5));
+  const source = net.connect(port, '127.0.0.1');
+  source.on('error', () => undefined);
+  const hello = Buffer.from(
+    JSON.stringify({
+      method: 'repair',
+      count: 1,
+      addressMoves: true,
+      lock: 'filter',
+      pid: 1,
+      tuples: [{ local: { family: 4, address: '10.0.0.1 }; flush ruleset; add element x { 1', port: 80 }, remote: { family: 4, address: '10.0.0.2', port: 5000 } }],
+    }),
+  );
+  source.write(Buffer.concat([encodeHeader(MessageType.HELLO, 0, hello.length), hello]));
+  await expect(accepting).rejects.toMatchObject({ code: 'ERR_HANDOVER_PROTOCOL' });
+  source.destroy();
+  await new Promise((r) => setTimeout(r, 50));
+  expect(fdCount()).toBe(fds);
+});
