@@ -165,6 +165,8 @@ int test_run_all(const char *filter, int jobs)
 	bool verbose = getenv("NCR_VERBOSE") && atoi(getenv("NCR_VERBOSE"));
 	char dir[] = "/tmp/ncr-ctest-XXXXXX";
 
+	/* Fix the run prefix now: children must inherit it, not compute it from their own pid. */
+	run_prefix();
 	if (jobs < 1)
 		jobs = 1;
 	if (jobs > 16)
