@@ -17,6 +17,8 @@ import type { SkData } from './sk-data';
 
 export type QueueName = 'recv' | 'send';
 
+const pausedSockets = new FinalizationRegistry<() => void>((onCollected) => onCollected());
+
 const QUEUE_IDS = { recv: 1, send: 2 } as const;
 
 function queueId(queue: unknown): 1 | 2 {
@@ -54,11 +56,21 @@ export class SoccrHandle {
   #onDone: (() => void) | undefined;
   #tuple: { local: SocketAddress; remote: SocketAddress } | undefined;
 
-  /** @internal use soccr.pause(). */
-  constructor(native: NativeSoccrHandle, onDone?: () => void, tuple?: { local: SocketAddress; remote: SocketAddress }) {
+  /**
+   * @internal use soccr.pause(). For a net.Socket: `onResumed` restarts its reading after
+   * resume(); `onCollected` runs if the handle is garbage-collected while open (the native side
+   * resumes its dup in its own finalizer, in no guaranteed order with this one, so onCollected
+   * turns repair off itself before Node reads again).
+   */
+  constructor(
+    native: NativeSoccrHandle,
+    socketHooks?: { onResumed: () => void; onCollected: () => void },
+    tuple?: { local: SocketAddress; remote: SocketAddress },
+  ) {
     this.#native = native;
-    this.#onDone = onDone;
+    this.#onDone = socketHooks?.onResumed;
     this.#tuple = tuple;
+    if (socketHooks) pausedSockets.register(this, socketHooks.onCollected, this);
   }
 
   /** The handle's own fd (a dup), -1 after resume()/release(). */
@@ -144,16 +156,23 @@ export class SoccrHandle {
     nativeCall('libsoccr set_sk_data', () => this.#native.setSkData(words));
   }
 
-  /** Repair off (the kernel sends a window probe), pending unsent data goes out; idempotent. */
+  /**
+   * Repair off (the kernel sends a window probe), pending unsent data goes out; idempotent. A
+   * net.Socket given to pause() reads again.
+   */
   resume(): void {
     this.#native.resume();
-    this.#finish();
+    this.#finish(true);
   }
 
-  /** Frees the handle and closes its dup, leaving repair mode on; idempotent. */
+  /**
+   * Frees the handle and closes its dup, leaving repair mode on; idempotent. A net.Socket given to
+   * pause() stays stopped (reading in repair mode fails): destroy it to drop the connection
+   * silently.
+   */
   release(): void {
     this.#native.release();
-    this.#finish();
+    this.#finish(false);
   }
 
   #openFd(what: string): number {
@@ -162,10 +181,13 @@ export class SoccrHandle {
     return fd;
   }
 
-  #finish(): void {
+  #finish(resumed: boolean): void {
     const done = this.#onDone;
     this.#onDone = undefined;
-    done?.();
+    if (done) {
+      pausedSockets.unregister(this);
+      if (resumed) done();
+    }
   }
 }
 
@@ -229,10 +251,26 @@ export function pause(socketOrFd: net.Socket | number): SoccrHandle {
     throw new SoccrError(`${socket.writableLength} bytes are still in Node's write buffer`, { code: 'ERR_SOCKET_WRITE_PENDING' });
   }
   const tuple = inspectConnectedTcp(fd);
+  const reuseAddr = inspectWords[1] === 1;
   const wasReading = stopReading(socket);
   try {
     const native = nativeCall('libsoccr pause', () => new (soccrBinding().SoccrHandle)(fd));
-    return new SoccrHandle(native, () => restartReading(socket, wasReading), tuple);
+    return new SoccrHandle(
+      native,
+      {
+        onResumed: () => restartReading(socket, wasReading),
+        onCollected: () => {
+          if (socket.destroyed) return;
+          try {
+            soccrBinding().socketOps.setRepair(fd, false, reuseAddr);
+          } catch {
+            return; // the socket is gone
+          }
+          restartReading(socket, wasReading);
+        },
+      },
+      tuple,
+    );
   } catch (error) {
     restartReading(socket, wasReading);
     throw error;

@@ -239,5 +239,8 @@ describe('privileges', () => {
     expect(result.inRepairAfterGc).toBe(false);
     expect(result.echoed).toBe('after-gc');
     expect(result.fdsAfter).toBe(result.fdsBefore);
+    expect(result.socketInRepairWhilePaused).toBe(true);
+    expect(result.socketRead).toBe('read-after-gc');
+    expect(result.socketErrors).toEqual([]);
   });
 });
