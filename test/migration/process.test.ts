@@ -251,7 +251,39 @@ describe('migrateProcess argument and environment errors (nothing touched)', () 
       serverOn: 'source',
     });
     expect(fs.existsSync(path.join(pair.statusDir, 'images', 'source', 'dump', 'inventory.img'))).toBe(false);
+    // timeoutMs elapses during the preparation (the feature check spawns CRIU): same outcome.
+    await expect(migrateProcess(options(pair, { timeoutMs: 1 }))).rejects.toMatchObject({ code: 'ERR_MIGRATION_ABORTED', serverOn: 'source' });
+    expect(fs.existsSync(path.join(pair.statusDir, 'images', 'source', 'dump', 'inventory.img'))).toBe(false);
     const { clients, server } = await pair.reports();
     expectAllExact(clients, server);
+  });
+
+  it('an abort that arrives during the dump rolls the server back onto the source after it', async () => {
+    const pair = await lab.startPair('aborted-mid-dump', STREAM);
+    await pair.waitFlowing(256 * 1024);
+    const before = rsts();
+    const controller = new AbortController();
+    let moved = 0;
+    const error = await migrateProcess(
+      options(pair, {
+        signal: controller.signal,
+        moveAddress: async () => {
+          moved++;
+        },
+        onProgress: (e) => {
+          if (e.phase === 'dump' && e.detail?.state === 'start') controller.abort(new Error('operator pressed Ctrl-C'));
+        },
+      }),
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'moveAddress', serverOn: 'source', pid: pair.serverPid });
+    expect(moved).toBe(0);
+    lab.track(pair.serverPid);
+    expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
+    const { clients, server } = await pair.reports();
+    expectAllExact(clients, server);
+    expect(rsts()).toEqual(before);
   });
 });
