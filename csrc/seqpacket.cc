@@ -186,6 +186,14 @@ void SeqpacketSocket::OnPoll(int status, int events) {
     UpdatePoll();
     return;
   }
+  // The GC may have collected the (unref'd, unreachable) JS object while its finalizer, which
+  // closes us, has not run yet: nobody is left to tell anything, so just stop.
+  if (Value().IsEmpty()) {
+    ended_ = true;
+    UpdatePoll();
+    napi_close_handle_scope(env_, raw_scope);
+    return;
+  }
   // A C++ exception must never unwind into libuv. The JS callbacks' own exceptions are handled
   // where they are called; anything else node-addon-api throws here ends this socket's reads.
   try {
