@@ -8,6 +8,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { NetnsLab } from './helpers/netns';
 import { expectExactTwoWay } from './helpers/traffic';
 import { ProcessLab, pidAlive, type ClientsReport, type ServerReport } from './migration/process-lab';
 
@@ -134,6 +135,17 @@ describe('node-criu CLI: help, usage and environment errors', () => {
     expect(netns.code).toBe(4);
     expect(json(netns).error.code).toBe('ERR_NETNS_NOT_FOUND');
     expect(netns.stderr).toContain("ip netns add");
+
+    // A namespace that exists, but the process does not run in it.
+    const lab = new NetnsLab();
+    try {
+      const other = lab.add('other');
+      const mismatch = await cli(['dump', '--pid', String(process.pid), '--images-dir', '/tmp/ncr-never', '--netns', lab.path(other), '--json']);
+      expect(mismatch.code).toBe(4);
+      expect(json(mismatch).error.code).toBe('ERR_NETNS_MISMATCH');
+    } finally {
+      lab.destroy();
+    }
 
     const images = await cli(['restore', '--images-dir', '/tmp/ncr-no-such-images']);
     expect(images.code).toBe(4);

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import type { CriuNetworkLock, CriuOptions } from '../criu';
-import { checkNetns, criuInNetns } from '../migration/process-criu';
+import { checkNetns, checkTaskNetns, criuInNetns } from '../migration/process-criu';
 import { checkPid } from '../migration/process-options';
 import { CliError, COMMON_OPTIONS, EXIT, parse, positiveInteger, printResult, requireRoot, resolveCriu, UsageError, type Output } from './common';
 
@@ -75,6 +75,7 @@ export async function dumpCommand(args: string[], out: Output): Promise<number> 
   requireRoot();
   checkPid(pid);
   if (values.netns !== undefined) checkNetns(values.netns, '--netns');
+  checkTaskNetns(pid, values.netns, '--netns');
   const { command, version } = await resolveCriu(values['criu-path'], false, out);
   const imagesDir = path.resolve(values['images-dir']);
   fs.mkdirSync(imagesDir, { recursive: true, mode: 0o700 });

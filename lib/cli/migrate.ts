@@ -2,7 +2,7 @@
 import { execFile, spawn } from 'node:child_process';
 
 import { migrateProcess, type ProcessMigrationOptions } from '../migration';
-import { checkNetns, findOnPath } from '../migration/process-criu';
+import { checkNetns, checkTaskNetns, findOnPath } from '../migration/process-criu';
 import { checkPid } from '../migration/process-options';
 import { CliError, COMMON_OPTIONS, EXIT, parse, positiveInteger, printResult, requireRoot, resolveCriu, UsageError, type Output } from './common';
 
@@ -118,6 +118,7 @@ export async function migrateCommand(args: string[], out: Output, signal: AbortS
   checkPid(pid);
   if (sourceNetns !== undefined) checkNetns(sourceNetns, '--source-netns');
   if (targetNetns !== undefined) checkNetns(targetNetns, '--target-netns');
+  checkTaskNetns(pid, sourceNetns, '--source-netns');
   if ((sourceNetns !== undefined || targetNetns !== undefined) && findOnPath('nsenter') === undefined) {
     throw new CliError('nsenter (util-linux) is not on PATH; it is needed to run CRIU inside a network namespace', EXIT.ENVIRONMENT, 'ERR_NSENTER_NOT_FOUND');
   }

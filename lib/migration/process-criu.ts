@@ -70,6 +70,27 @@ export function checkNetns(netns: string, what: string): void {
   }
 }
 
+/**
+ * The task must run in the namespace CRIU will run in (`netns`, or ours): otherwise CRIU takes it
+ * for a task with a network namespace of its own and dumps that namespace too (and the restore
+ * creates a new one), which is not a migration into the target. Throws ERR_NETNS_MISMATCH.
+ */
+export function checkTaskNetns(pid: number, netns: string | undefined, what: string): void {
+  let task: fs.Stats;
+  try {
+    task = fs.statSync(`/proc/${pid}/ns/net`);
+  } catch {
+    return; // the pid check reports a missing process
+  }
+  const expected = fs.statSync(netns ?? '/proc/self/ns/net');
+  if (task.ino !== expected.ino || task.dev !== expected.dev) {
+    throw new ProcessMigrationError(
+      `process ${pid} does not run in ${netns ?? 'our network namespace'} (its namespace is net:[${task.ino}]); pass the namespace it runs in as ${what}`,
+      { code: 'ERR_NETNS_MISMATCH', phase: 'check', serverOn: 'source', pid },
+    );
+  }
+}
+
 /** A Criu client whose swrk runs in `netns` (our own when undefined), and its cleanup. */
 export interface NetnsCriu {
   criu: Criu;

@@ -25,8 +25,9 @@ export interface ProcessMigrationErrorDetails {
  * code: ERR_MIGRATION_DUMP_FAILED (CRIU failed to dump; the server kept running on the source),
  * ERR_MIGRATION_ROLLED_BACK (a later step failed; the server was restored on the source),
  * ERR_MIGRATION_LOST (the rollback failed too), ERR_MIGRATION_ABORTED (signal/timeout before the
- * dump: nothing was touched), ERR_PID_NOT_FOUND, ERR_NETNS_NOT_FOUND, ERR_NSENTER_NOT_FOUND,
- * ERR_MIGRATION_PRECHECK (CRIU missing or unusable; nothing was touched).
+ * dump: nothing was touched), ERR_PID_NOT_FOUND, ERR_NETNS_NOT_FOUND, ERR_NETNS_MISMATCH (the
+ * process runs in another namespace than source.netns), ERR_NSENTER_NOT_FOUND. A missing CRIU
+ * is the Criu client's CriuConnectionError ERR_CRIU_NOT_FOUND (nothing touched either).
  */
 export class ProcessMigrationError extends NodeCriuError {
   readonly phase: ProcessMigrationPhase;

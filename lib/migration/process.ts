@@ -20,7 +20,7 @@ import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 
-import { checkNetns, copyLockTable, criuInNetns, criuLockTables, deleteTables, type NetnsCriu } from './process-criu';
+import { checkNetns, checkTaskNetns, copyLockTable, criuInNetns, criuLockTables, deleteTables, type NetnsCriu } from './process-criu';
 import { ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, type ImagesLayout, type PageChannel } from './process-images';
 import { checkPid, validateProcessMigrationOptions, type ProcessMigrationOptions, type ProcessMigrationResult } from './process-options';
@@ -365,6 +365,7 @@ export async function migrateProcess(options: ProcessMigrationOptions): Promise<
   checkPid(options.pid);
   if (options.source?.netns !== undefined) checkNetns(options.source.netns, 'source.netns');
   if (options.target?.netns !== undefined) checkNetns(options.target.netns, 'target.netns');
+  checkTaskNetns(options.pid, options.source?.netns, 'source.netns');
   const command = locateCriu(options.criuPath !== undefined ? { criuPath: options.criuPath } : {});
   const layout = prepareLayout(options.imagesDir);
   const source = criuInNetns(command.path, options.source?.netns);

@@ -233,6 +233,8 @@ describe('migrateProcess argument and environment errors (nothing touched)', () 
     });
     await expect(migrateProcess({ ...base, pid: process.pid, source: { netns: '/etc/hostname' } })).rejects.toMatchObject({ code: 'ERR_NETNS_NOT_FOUND' });
     await expect(migrateProcess({ ...base, pid: process.pid, criuPath: '/nonexistent/criu' })).rejects.toMatchObject({ code: 'ERR_CRIU_NOT_FOUND' });
+    // We run in the host's namespace, not in S: CRIU would dump our namespace along with us.
+    await expect(migrateProcess({ ...base, pid: process.pid, source: { netns: lab.path(lab.S) } })).rejects.toMatchObject({ code: 'ERR_NETNS_MISMATCH' });
     await expect(migrateProcess({ ...base, pid: -1 })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
     await expect(migrateProcess({ ...base, pid: process.pid, transfer: 'carrier-pigeon' as 'directory' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     await expect(migrateProcess({ ...base, pid: process.pid, criuOptions: { leaveRunning: true } })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
