@@ -102,6 +102,12 @@ function unpause(entry: Paused): void {
   restartReading(entry.socket, entry.wasReading);
 }
 
+/** flushWrites for the sockets that have something in Node's write buffer (usually none). */
+async function flushAll(sockets: readonly net.Socket[], timeoutMs: number): Promise<void> {
+  const pending = sockets.filter((s) => s.writableLength > 0 || s.writableCorked > 0);
+  if (pending.length > 0) await Promise.all(pending.map((socket) => flushWrites(socket, timeoutMs)));
+}
+
 /** States a live connection can be checkpointed in. */
 const CHECKPOINTABLE: ReadonlySet<number> = new Set([
   TcpState.ESTABLISHED,
@@ -151,7 +157,7 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   const fds = sockets.map((socket) => socketFd(socket));
   const { tuples, reuseAddr } = inspectSockets(fds);
 
-  await Promise.all(sockets.map((socket) => flushWrites(socket, flushTimeoutMs)));
+  await flushAll(sockets, flushTimeoutMs);
 
   let lock: NftablesLock | undefined;
   if (lockKind instanceof NftablesLock) lock = lockKind;
@@ -169,7 +175,7 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
       throw new SoccrError('the application keeps writing while the connection is checkpointed', { code: 'ERR_FLUSH_TIMEOUT' });
     }
     try {
-      await Promise.all(sockets.map((socket) => flushWrites(socket, flushTimeoutMs)));
+      await flushAll(sockets, flushTimeoutMs);
     } catch (error) {
       await unlock();
       throw error;
