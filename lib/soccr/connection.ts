@@ -248,11 +248,11 @@ export async function checkpointConnection(socket: net.Socket, options: Checkpoi
 
 /**
  * The never-sent tail of the send queue is written through the restored net.Socket (Node queues
- * what the peer cannot take yet) instead of by libsoccr_resume, which must finish synchronously
- * and gives up after a bounded wait when the peer's window stays closed (the bytes it could not
- * send would be lost; see the report on vendor/libsoccr). Unsent bytes have no sequence numbers
- * on the wire yet, so sending them later yields the same stream. Only while our FIN is not
- * queued: otherwise libsoccr must order data and FIN itself.
+ * what the peer cannot take yet, with backpressure) instead of by libsoccr_resume, which writes it
+ * synchronously into socket buffers it raises to fit (the first vendor/libsoccr version instead
+ * gave up after ~5 s of closed window and lost the rest). Unsent bytes have no sequence numbers on
+ * the wire yet, so sending them later yields the same stream. Only while our FIN is not queued:
+ * otherwise libsoccr must order data and FIN itself.
  */
 function deferUnsent(image: ConnectionImage): { skData: SkData; sendQueue: Buffer; unsent: Buffer } {
   const d = image.skData;
