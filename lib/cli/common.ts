@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { ensureCriu, locateCriu, Criu, type CriuCommand, type CriuVersion } from '../criu';
+import { describeFailure } from '../migration/process';
 
 export const EXIT = {
   OK: 0,
@@ -152,9 +153,13 @@ export function toCliError(error: unknown): CliError {
   for (const key of ['serverOn', 'pid', 'imagesDir', 'logFile', 'phase'] as const) if (e[key] !== undefined) details[key] = e[key];
   let hint: string | undefined;
   if (code === 'ERR_CRIU_NOT_FOUND') hint = INSTALL_HINT;
+  if (code === 'EEXIST') hint = 'a process already has the pid the dump recorded (the original, or its zombie): CRIU restores the same pid';
+  if (code === 'ESRCH') hint = 'the process is gone';
   if (code === 'ERR_MIGRATION_LOST') hint = `restore it by hand: node-criu restore --images-dir ${String(e.imagesDir)} --netns <source netns>`;
-  if (e.logFile !== undefined) hint = `CRIU's log: ${e.logFile}`;
-  return new CliError(e.message ?? String(error), EXIT_BY_CODE[code] ?? EXIT.FAILED, code, hint, details);
+  if (e.logFile !== undefined) hint = `${hint !== undefined ? `${hint}; ` : ''}CRIU's log: ${e.logFile}`;
+  // A CRIU failure reads best as the last errors of its log (its own message quotes the first).
+  const message = (error as { logTail?: string }).logTail !== undefined ? `CRIU failed: ${describeFailure(error)}` : (e.message ?? String(error));
+  return new CliError(message, EXIT_BY_CODE[code] ?? EXIT.FAILED, code, hint, details);
 }
 
 /** Prints the result: JSON on stdout, or the human lines. */
