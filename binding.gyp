@@ -15,6 +15,7 @@
         "vendor/libsoccr/soccr.c",
         "vendor/libsoccr/soccr-dump.c",
         "vendor/libsoccr/soccr-restore.c",
+        "vendor/libsoccr/soccr-bufs.c",
         "vendor/libsoccr/soccr-fin.c"
       ],
       "include_dirs": ["vendor/libsoccr"],

@@ -79,11 +79,13 @@ SOCCR_HIDDEN bool soccr_our_fin_unacked(uint32_t state);
 SOCCR_HIDDEN bool soccr_peer_fin_received(uint32_t state);
 SOCCR_HIDDEN const char *soccr_state_name(uint32_t state);
 
-/* ---- restore helpers ---- */
+/* ---- socket buffers (soccr-bufs.c) ---- */
 /* Raises SO_SNDBUF/SO_RCVBUF (FORCE if permitted) and remembers the old values. 0 or -1. */
 SOCCR_HIDDEN int soccr_raise_bufs(struct libsoccr_sk *sk);
 /* Puts SO_SNDBUF/SO_RCVBUF and SO_BUF_LOCK back if they were raised. Keeps errno. */
 SOCCR_HIDDEN void soccr_put_back_bufs(struct libsoccr_sk *sk);
+/* The whole send queue (queue_len bytes) fits the current send buffer; else -1, ENOBUFS. */
+SOCCR_HIDDEN int soccr_check_send_room(struct libsoccr_sk *sk, uint32_t queue_len);
 /* Sends len bytes (repair queue already selected, or repair off), looping on short writes,
  * raising the socket buffers once and halving the chunk on ENOMEM/EAGAIN. 0 or -1 (errno). */
 SOCCR_HIDDEN int soccr_send_all(struct libsoccr_sk *sk, const char *buf, uint32_t len);
