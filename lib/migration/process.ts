@@ -318,6 +318,7 @@ class Migration {
       const name = `node-criu-hold-${this.options.pid}-${randomBytes(3).toString('hex')}`;
       this.hold = copyLockTable(this.options.source?.netns, locksAfter[0], this.options.target?.netns, name);
       if (this.hold === undefined) this.emit('moveAddress', { state: 'warning', reason: 'could not hold the connections in the target namespace (nft missing?); a peer may see a reset' });
+      else this.emit('moveAddress', { state: 'hold', table: this.hold });
     }
     let phase: ProcessMigrationPhase = 'moveAddress';
     let restoredPid: number;

@@ -87,7 +87,9 @@ describe.each(['directory', 'page-server'] as const)('migrateProcess, transfer %
     for (const phase of ['dump', 'transfer', 'moveAddress', 'restore', 'total'] as const) expect(result.phases[phase]).toBeGreaterThan(0);
     expect(result.pagesBytes).toBeGreaterThan(0);
     expect(result.dumpStats?.pagesWritten).toBeGreaterThan(0);
-    expect(events).toEqual(expect.arrayContaining(['dump:start', 'dump:end', 'transfer:end', 'moveAddress:end', 'restore:end', 'done:undefined']));
+    // The target held the connections (a copy of CRIU's lock) from the address move to the restore.
+    expect(events).toEqual(expect.arrayContaining(['dump:start', 'dump:end', 'transfer:end', 'moveAddress:hold', 'moveAddress:end', 'restore:end', 'done:undefined']));
+    expect(events.indexOf('moveAddress:hold')).toBeLessThan(events.indexOf('moveAddress:start'));
     expect(events.indexOf('moveAddress:start')).toBeGreaterThan(events.indexOf('dump:end'));
     expect(events.indexOf('restore:start')).toBeGreaterThan(events.indexOf('moveAddress:end'));
 
@@ -97,7 +99,7 @@ describe.each(['directory', 'page-server'] as const)('migrateProcess, transfer %
     expect(rsts()).toEqual(before);
     // No CRIU lock left behind in either namespace.
     expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
-    expect(lab.nftTables(lab.T)).not.toMatch(/CRIU/);
+    expect(lab.nftTables(lab.T)).not.toMatch(/CRIU|node-criu-hold/);
   });
 });
 
@@ -148,7 +150,7 @@ describe('migrateProcess failure paths', () => {
     expectAllExact(clients, server);
     expect(rsts()).toEqual(before);
     expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
-    expect(lab.nftTables(lab.T)).not.toMatch(/CRIU/);
+    expect(lab.nftTables(lab.T)).not.toMatch(/CRIU|node-criu-hold/);
   });
 
   it('the target refuses (its address never arrived), page-server transfer: rolled back onto the source', async () => {
@@ -160,6 +162,8 @@ describe('migrateProcess failure paths', () => {
       (e: unknown) => e,
     );
     expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source' });
+    expect(lab.nftTables(lab.T)).not.toMatch(/CRIU|node-criu-hold/);
+    expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
     lab.track(pair.serverPid);
     expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
     const { clients, server } = await pair.reports();
@@ -282,6 +286,8 @@ describe('migrateProcess argument and environment errors (nothing touched)', () 
     );
     expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'moveAddress', serverOn: 'source', pid: pair.serverPid });
     expect(moved).toBe(0);
+    expect(lab.nftTables(lab.T)).not.toMatch(/CRIU|node-criu-hold/);
+    expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
     lab.track(pair.serverPid);
     expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
     const { clients, server } = await pair.reports();
