@@ -196,7 +196,7 @@ export class Criu {
   }
 
   /** FEATURE_CHECK: CRIU's answer for each feature asked (all three by default). */
-  featureCheck(features: CriuFeatures = { memTrack: true, lazyPages: true, pidfdStore: true }, call?: CriuCallOptions): Promise<CriuFeatures> {
+  async featureCheck(features: CriuFeatures = { memTrack: true, lazyPages: true, pidfdStore: true }, call?: CriuCallOptions): Promise<CriuFeatures> {
     if (typeof features !== 'object' || features === null) throw new InvalidArgumentError('features must be an object', 'ERR_INVALID_ARG_TYPE');
     for (const [key, value] of Object.entries(features)) {
       if (!['memTrack', 'lazyPages', 'pidfdStore'].includes(key)) throw new InvalidArgumentError(`features.${key}: unknown feature`);
@@ -288,7 +288,7 @@ export class Criu {
    * PAGE_SERVER_CHLD with keep_open: the page server runs as a child of this call's swrk, which
    * stays connected; PageServerChild.waitPid() sends WAIT_PID (the last request on it).
    */
-  pageServerChld(options: CriuOptions, call?: CriuCallOptions): Promise<PageServerChild> {
+  async pageServerChld(options: CriuOptions, call?: CriuCallOptions): Promise<PageServerChild> {
     const checked = checkOptions(options, this.mode, { requireImagesDir: true });
     return this.run('criu PAGE_SERVER_CHLD', call, async (scope) => {
       const prepared = prepareOptions(checked, scope, { logName: 'criu-page-server.log' });
@@ -314,7 +314,7 @@ export class Criu {
    * parent_img set to the previous one) while options.shouldContinue says so (at most
    * maxIterations), then the final DUMP into imagesDir/dump.
    */
-  preDump(options: CriuPreDumpOptions, handlers?: CriuNotifyHandlers, call?: CriuCallOptions): Promise<CriuPreDumpResult> {
+  async preDump(options: CriuPreDumpOptions, handlers?: CriuNotifyHandlers, call?: CriuCallOptions): Promise<CriuPreDumpResult> {
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
     const { shouldContinue, maxIterations, ...criuOptions } = options;
     if (shouldContinue !== undefined && typeof shouldContinue !== 'function') {
