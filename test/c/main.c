@@ -20,6 +20,7 @@ static void log_to_stderr(unsigned int level, const char *fmt, ...)
 
 void register_matrix_tests(void);
 void register_api_tests(void);
+void register_restore_tests(void);
 void register_negative_tests(void);
 
 int main(int argc, char **argv)
@@ -34,6 +35,7 @@ int main(int argc, char **argv)
 	if (getenv("NCR_SOCCR_LOG"))
 		libsoccr_set_log((unsigned)atoi(getenv("NCR_SOCCR_LOG")), log_to_stderr);
 	register_api_tests();
+	register_restore_tests();
 	register_negative_tests();
 	register_matrix_tests();
 	return test_run_all(argc > 1 ? argv[1] : NULL, jobs ? atoi(jobs) : 2) ? 1 : 0;

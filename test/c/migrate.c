@@ -13,57 +13,7 @@
 #include "harness.h"
 #include "stream.h"
 
-int dump_socket(int fd, struct saved_conn *out)
-{
-	struct libsoccr_sk *sk = libsoccr_pause(fd);
-	int ret;
 
-	memset(out, 0, sizeof(*out));
-	CHECK(sk, "libsoccr_pause");
-	ret = libsoccr_save(sk, &out->data, sizeof(out->data));
-	CHECK(ret == (int)sizeof(out->data), "libsoccr_save returned %d", ret);
-	out->recvq = libsoccr_get_queue_bytes(sk, TCP_RECV_QUEUE, SOCCR_MEM_EXCL);
-	out->sendq = libsoccr_get_queue_bytes(sk, TCP_SEND_QUEUE, SOCCR_MEM_EXCL);
-	out->self = libsoccr_get_addr(sk, 1, SOCCR_MEM_EXCL);
-	out->peer = libsoccr_get_addr(sk, 0, SOCCR_MEM_EXCL);
-	libsoccr_release(sk);
-	CHECK(out->self && out->peer, "libsoccr_get_addr");
-	CHECK(!out->data.inq_len || out->recvq, "receive queue buffer");
-	CHECK(!out->data.outq_len || out->sendq, "send queue buffer");
-	return 0;
-}
-
-int restore_socket(struct saved_conn *in, int domain)
-{
-	int fd = socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0), off = 0;
-	struct libsoccr_sk *sk;
-
-	if (fd < 0)
-		return -1;
-	if (domain == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
-	sk = libsoccr_pause(fd);
-	if (!sk) {
-		close(fd);
-		return -1;
-	}
-	libsoccr_set_addr(sk, 1, in->self, SOCCR_MEM_EXCL);
-	libsoccr_set_addr(sk, 0, in->peer, SOCCR_MEM_EXCL);
-	if (in->recvq)
-		libsoccr_set_queue_bytes(sk, TCP_RECV_QUEUE, in->recvq, SOCCR_MEM_EXCL);
-	if (in->sendq)
-		libsoccr_set_queue_bytes(sk, TCP_SEND_QUEUE, in->sendq, SOCCR_MEM_EXCL);
-	in->self = in->peer = NULL;
-	in->recvq = in->sendq = NULL;
-	if (libsoccr_restore(sk, &in->data, sizeof(in->data)) < 0) {
-		perror("  libsoccr_restore");
-		libsoccr_release(sk);
-		close(fd);
-		return -1;
-	}
-	libsoccr_resume(sk);
-	return fd;
-}
 
 /* ---- scenario pieces ---- */
 
@@ -417,3 +367,4 @@ int run_scenario(const struct scenario *sc)
 			TRY(netns_delete(e.names[i]));
 	return 0;
 }
+

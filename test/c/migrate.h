@@ -44,4 +44,13 @@ struct saved_conn {
 int dump_socket(int fd, struct saved_conn *out);         /* pause + save + take; fd left paused */
 int restore_socket(struct saved_conn *in, int domain);   /* returns the new fd (repair off) */
 
+/* A loopback pair of family fam: the peer sent in_bytes (unread by srv), srv sent out_bytes
+ * while locked (its incoming ACKs dropped), so both queues are non-empty. srv stays locked. */
+struct stream;
+int loaded_pair(struct pair *p, struct stream *c2s, struct stream *s2c, uint32_t in_bytes,
+		uint32_t out_bytes, enum family fam);
+/* Traffic both ways (100000 bytes extra each), a clean close, no RST since c0. */
+int finish_pair(int srv, int cli, struct stream *c2s, struct stream *s2c,
+		const struct rst_counters *c0);
+
 #endif
