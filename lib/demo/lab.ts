@@ -182,6 +182,13 @@ export class DemoLab {
     return counters;
   }
 
+  /** A one-line summary of `ss` in `host` (established sockets, listeners' queues): for progress logs. */
+  socketSummary(host: Host): string {
+    const established = (tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'ss', '-Htn', 'state', 'established']) ?? '').split('\n').filter(Boolean).length;
+    const listeners = (tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'ss', '-Htln']) ?? '').split('\n').filter(Boolean).map((l) => l.split(/\s+/).slice(1, 4).join(' '));
+    return `${established} established; listening (recv-q send-q local): ${listeners.join(', ') || 'none'}`;
+  }
+
   /** Lists the nftables tables inside A and B (for the leftover check). */
   nftTables(): string[] {
     const out: string[] = [];

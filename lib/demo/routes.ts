@@ -156,6 +156,32 @@ export class ControlHub {
   }
 }
 
+/**
+ * Waits until the server application has accepted every client: a connection still in the
+ * listener's accept queue when the handover closes the listener would be reset (and CRIU refuses
+ * to dump one). Under heavy load Node can take seconds to accept a thousand connections.
+ */
+async function waitForAccepted(ctx: RouteContext, count: () => Promise<number>): Promise<void> {
+  for (let i = 0; ; i++) {
+    const accepted = await count();
+    if (accepted >= ctx.clients) return;
+    if (i >= 300) throw new Error(`the server accepted only ${accepted} of ${ctx.clients} connections`);
+    await sleep(100);
+  }
+}
+
+function readReportFile(file: string, pid: number): Promise<ServerConnectionReport[]> {
+  return (async () => {
+    fs.rmSync(file, { force: true });
+    process.kill(pid, 'SIGUSR2');
+    for (let i = 0; !fs.existsSync(file); i++) {
+      if (i > 500) throw new Error('the server does not answer');
+      await sleep(10);
+    }
+    return (JSON.parse(fs.readFileSync(file, 'utf8')) as { reports: ServerConnectionReport[] }).reports;
+  })();
+}
+
 interface ServerSide {
   report(): Promise<ServerConnectionReport[]>;
   stop(): Promise<void>;
@@ -188,6 +214,9 @@ async function migrateByProcess(ctx: RouteContext): Promise<{ server: ServerSide
   }
   const clients = await startClients(ctx);
   ctx.shared = clients;
+  const reportFile = path.join(statusDir, 'report.json');
+  await waitForAccepted(ctx, async () => (await readReportFile(reportFile, pid)).length);
+  await clients.request({ cmd: 'resetGaps' }); // the steady-state figure starts once all are served
   await sleep(ctx.warmupMs);
   ctx.before = ctx.lab.resetCounters();
   ctx.steadyPauseMs = (await clients.request<{ steadyMaxGapMs: number }>({ cmd: 'resetGaps' })).steadyMaxGapMs;
@@ -206,19 +235,10 @@ async function migrateByProcess(ctx: RouteContext): Promise<{ server: ServerSide
   });
   pid = result.restoredPid;
   ctx.pids.add(pid);
-  const reportFile = path.join(statusDir, 'report.json');
   return {
     phases: result.phases,
     server: {
-      async report() {
-        fs.rmSync(reportFile, { force: true });
-        process.kill(pid, 'SIGUSR2');
-        for (let i = 0; !fs.existsSync(reportFile); i++) {
-          if (i > 500) throw new Error('the restored server does not answer');
-          await sleep(10);
-        }
-        return (JSON.parse(fs.readFileSync(reportFile, 'utf8')) as { reports: ServerConnectionReport[] }).reports;
-      },
+      report: () => readReportFile(reportFile, pid),
       async stop() {
         process.kill(pid, 'SIGUSR1');
       },
@@ -240,18 +260,22 @@ async function migrateByHandover(ctx: RouteContext, method: 'repair' | 'fd'): Pr
     if (target.pid) ctx.pids.add(target.pid);
     await ctx.control.role('target');
   }
+  await waitForAccepted(ctx, async () => (await sourceLink.request<{ reports: unknown[] }>({ cmd: 'report' })).reports.length);
+  await clients.request({ cmd: 'resetGaps' }); // the steady-state figure starts once all are served
   await sleep(ctx.warmupMs);
   ctx.before = ctx.lab.resetCounters();
   ctx.steadyPauseMs = (await clients.request<{ steadyMaxGapMs: number }>({ cmd: 'resetGaps' })).steadyMaxGapMs;
   ctx.control.onMoveAddress = () => ctx.lab.moveVip('b');
   ctx.control.onMoveAddressBack = () => ctx.lab.moveVip('a');
   ctx.log(`${method === 'fd' ? 'fd' : 'connections'} route: handing ${ctx.clients} connections over`);
+  ctx.log(`  A before the handover: ${ctx.lab.socketSummary('a')}`);
   const reply = await sourceLink.request<{ result?: { phases: Record<string, number>; handedOver: number }; failed?: boolean; code?: string; message?: string }>({
     cmd: 'handover',
     method,
     to: { host: HOST_IP.b, port: HANDOVER_PORT },
   });
   if (!reply.result) throw new Error(`handover failed: ${reply.code ?? ''} ${reply.message ?? ''} (the source kept its connections)`);
+  ctx.log(`  handed over ${reply.result.handedOver} of ${ctx.clients} connections`);
   const done = await ctx.control.handoverDone();
   if (done.failed) throw new Error(`target: ${String(done.code)} ${String(done.message)}`);
   const { link: targetLink, pid: targetPid } = await ctx.control.role('target');
