@@ -1,0 +1,58 @@
+// The free functions of the SEQPACKET transport: making a socketpair for swrk, connecting to a
+// `criu service` socket, and the module registration of csrc/seqpacket.cc's SeqpacketSocket.
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "addon.h"
+#include "errors.h"
+#include "seqpacket.h"
+
+namespace nodecriu {
+
+// seqpacketPair(): [a, b], a connected SOCK_SEQPACKET pair, both close-on-exec (spawn's stdio dup2
+// clears it on the child's copy).
+static Napi::Value SeqpacketPair(const Napi::CallbackInfo& info) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) < 0) ThrowErrno(info.Env(), errno, "socketpair");
+  Napi::Array result = Napi::Array::New(info.Env(), 2);
+  result.Set(0u, Napi::Number::New(info.Env(), fds[0]));
+  result.Set(1u, Napi::Number::New(info.Env(), fds[1]));
+  return result;
+}
+
+// seqpacketConnect(path): a connected, non-blocking, close-on-exec fd. Unix-socket connect never
+// waits for the peer: a full backlog fails with EAGAIN instead of blocking the loop.
+static Napi::Value SeqpacketConnect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) ThrowInvalidArg(env, "path must be a string");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) ThrowErrno(env, ENAMETOOLONG, "connect", path.c_str());
+  memcpy(addr.sun_path, path.data(), path.size());
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) ThrowErrno(env, errno, "socket");
+  int rc;
+  do {
+    rc = connect(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr));
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "connect", path.c_str());
+  }
+  return Napi::Number::New(env, fd);
+}
+
+void InitSeqpacket(Napi::Env env, Napi::Object exports) {
+  SeqpacketSocket::Init(env, exports);
+  exports.Set("seqpacketPair", Napi::Function::New(env, SeqpacketPair, "seqpacketPair"));
+  exports.Set("seqpacketConnect", Napi::Function::New(env, SeqpacketConnect, "seqpacketConnect"));
+}
+
+}  // namespace nodecriu
