@@ -17,7 +17,7 @@ import { soccrBinding } from './native';
 import { NftablesLock, processLock } from './nft-lock';
 import type { ConnectionTuple } from './nft-lock';
 import { adoptFd, flushWrites, pendingReadBytes, restartReading, socketFd, startReading, stopReading } from './node-socket';
-import { TcpState, skDataFromWords, skDataToWords, tcpStateName } from './sk-data';
+import { TcpState, skDataFromWords, tcpStateName, writeSkDataWords } from './sk-data';
 import type { SkData } from './sk-data';
 
 /** sk_data (17 words) + own and peer address (8 words each), as SoccrHandle.save(out) fills it. */
@@ -293,7 +293,7 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   try {
     for (const image of images) {
       const { skData, sendQueue, unsent } = deferUnsent(image);
-      packed.set(skDataToWords(skData));
+      writeSkDataWords(skData, packed); // validated with the image above
       if (!socketAddressToWords(image.local, packed, SK_DATA_WORDS) || !socketAddressToWords(image.remote, packed, SK_DATA_WORDS + 8)) {
         throw new InvalidArgumentError('image addresses do not parse');
       }

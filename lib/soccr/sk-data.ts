@@ -77,12 +77,48 @@ export const SK_DATA_FIELDS = [
 ] as const satisfies readonly (keyof SkData)[];
 
 export function skDataFromWords(words: Uint32Array): SkData {
-  const out: Record<string, number | string> = {};
-  SK_DATA_FIELDS.forEach((field, i) => {
-    out[field] = words[i];
-  });
-  out.stateName = tcpStateName(words[0]) ?? `UNKNOWN(${words[0]})`;
-  return out as unknown as SkData;
+  // One literal (one object shape) rather than a loop: batches build thousands of these.
+  return {
+    state: words[0],
+    stateName: tcpStateName(words[0]) ?? (`UNKNOWN(${words[0]})` as TcpStateName),
+    inqLen: words[1],
+    inqSeq: words[2],
+    outqLen: words[3],
+    outqSeq: words[4],
+    unsqLen: words[5],
+    optMask: words[6],
+    mssClamp: words[7],
+    sndWscale: words[8],
+    rcvWscale: words[9],
+    timestamp: words[10],
+    flags: words[11],
+    sndWl1: words[12],
+    sndWnd: words[13],
+    maxWindow: words[14],
+    rcvWnd: words[15],
+    rcvWup: words[16],
+  };
+}
+
+/** Writes already validated sk_data into words[0..16] (no checks, no allocation). */
+export function writeSkDataWords(data: SkData, words: Uint32Array): void {
+  words[0] = data.state;
+  words[1] = data.inqLen;
+  words[2] = data.inqSeq;
+  words[3] = data.outqLen;
+  words[4] = data.outqSeq;
+  words[5] = data.unsqLen;
+  words[6] = data.optMask;
+  words[7] = data.mssClamp;
+  words[8] = data.sndWscale;
+  words[9] = data.rcvWscale;
+  words[10] = data.timestamp;
+  words[11] = data.flags;
+  words[12] = data.sndWl1;
+  words[13] = data.sndWnd;
+  words[14] = data.maxWindow;
+  words[15] = data.rcvWnd;
+  words[16] = data.rcvWup;
 }
 
 /**
