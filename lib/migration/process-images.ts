@@ -114,6 +114,39 @@ export function readDumpStats(dir: string): CriuDumpStats | undefined {
   return undefined;
 }
 
+/**
+ * The pids of the dumped tree, from `<dir>/pstree.img` (an 8-byte header, then u32-length
+ * prefixed pstree_entry messages whose field 1 is the pid); [] when unreadable.
+ */
+export function readTreePids(dir: string): number[] {
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(path.join(dir, 'pstree.img'));
+  } catch {
+    return [];
+  }
+  const pids: number[] = [];
+  try {
+    for (let pos = 8; pos + 4 <= buf.length; ) {
+      const length = buf.readUInt32LE(pos);
+      const entry = buf.subarray(pos + 4, pos + 4 + length);
+      pos += 4 + length;
+      const at = { pos: 0 };
+      while (at.pos < entry.length) {
+        const key = readVarint(entry, at);
+        if (key === 0x08) {
+          pids.push(readVarint(entry, at));
+          break;
+        }
+        skipField(entry, key & 7, at);
+      }
+    }
+  } catch {
+    return pids;
+  }
+  return pids;
+}
+
 /** Total size of the pages-*.img files in `dir` (what a dump or pre-dump copied). */
 export function pagesBytes(dir: string): number {
   let total = 0;

@@ -22,7 +22,7 @@ import * as fs from 'node:fs';
 
 import { checkNetns, checkTaskNetns, copyLockTable, criuInNetns, criuLockTables, deleteTables, type NetnsCriu } from './process-criu';
 import { ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
-import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, type ImagesLayout, type PageChannel } from './process-images';
+import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, readTreePids, type ImagesLayout, type PageChannel } from './process-images';
 import { checkPid, validateProcessMigrationOptions, type ProcessMigrationOptions, type ProcessMigrationResult } from './process-options';
 import * as path from 'node:path';
 
@@ -265,9 +265,35 @@ class Migration {
     this.hold = undefined;
   }
 
+  /**
+   * After a failed target restore: a target CRIU that died late (the target "host" failing
+   * midway) can leave the restored tree behind in the target namespace, stuck or even running,
+   * holding the pid the source restore needs. It cannot have exchanged a byte on the moved
+   * connections (our hold drops them in both directions), so it is killed while the hold is
+   * still in place; whatever it sends while dying is dropped too.
+   */
+  async removeTargetLeftovers(dumpDir: string): Promise<number[]> {
+    const targetNs = fs.statSync(this.options.target?.netns ?? '/proc/self/ns/net');
+    const killed: number[] = [];
+    for (const pid of readTreePids(dumpDir)) {
+      try {
+        const ns = fs.statSync(`/proc/${pid}/ns/net`);
+        if (ns.ino !== targetNs.ino || ns.dev !== targetNs.dev) continue;
+        process.kill(pid, 'SIGKILL');
+        killed.push(pid);
+      } catch {
+        // not there (the normal case: CRIU cleaned up after itself)
+      }
+    }
+    for (const pid of killed) await waitForPidFree(pid);
+    if (killed.length > 0) this.emit('rollback', { state: 'removed-target-leftovers', pids: killed });
+    return killed;
+  }
+
   /** Puts the server back on the source from `dir`; returns its pid or throws ERR_MIGRATION_LOST. */
-  async rollback(phase: ProcessMigrationPhase, cause: unknown, dir: string): Promise<never> {
+  async rollback(phase: ProcessMigrationPhase, cause: unknown, dir: string, dumpDir?: string): Promise<never> {
     this.emit('rollback', { state: 'start', after: phase, reason: describeFailure(cause) });
+    if (phase === 'restore' && dumpDir !== undefined) await this.removeTargetLeftovers(dumpDir);
     let rollbackError: unknown;
     if (this.moved && this.options.moveAddressBack !== undefined) {
       try {
@@ -335,7 +361,7 @@ class Migration {
       restoredPid = restored.pid;
       this.releaseHold();
     } catch (error) {
-      return this.rollback(phase, error, rollbackDir);
+      return this.rollback(phase, error, rollbackDir, dirs.dumpDir);
     }
     const downtimeMs = this.phases.dump + this.phases.transfer + this.phases.moveAddress + this.phases.restore;
     // CRIU leaves its lock table in the source namespace after a successful dump (so the source

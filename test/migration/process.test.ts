@@ -153,6 +153,33 @@ describe('migrateProcess failure paths', () => {
     expect(lab.nftTables(lab.T)).not.toMatch(/CRIU|node-criu-hold/);
   });
 
+  it("the target's CRIU dies late in the restore: the half-restored copy is removed, the server comes back on the source", async () => {
+    const pair = await lab.startPair('target-criu-dies', STREAM);
+    // Inside T only: kill CRIU as soon as the restored task has its memory back (its cmdline is
+    // the server's again), before CRIU resumes it and replies. That leaves the copy in T.
+    const killer = path.join(lab.dir, 'criu-killed-late');
+    fs.writeFileSync(
+      killer,
+      `#!/bin/sh\nif [ "$(ip netns identify)" = "${lab.T}" ]; then\n  ( n=0; while ! grep -q process-server /proc/${pair.serverPid}/cmdline 2>/dev/null && [ $n -lt 4000 ]; do n=$((n+1)); done; kill -9 $$ ) &\nfi\nexec "${criuPath}" "$@"\n`,
+      { mode: 0o755 },
+    );
+    await pair.waitFlowing(256 * 1024);
+    const before = rsts();
+    const events: Array<{ phase: string; detail?: Record<string, unknown> }> = [];
+    const error = await migrateProcess(options(pair, { criuPath: killer, onProgress: (e) => events.push(e) })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source', pid: pair.serverPid });
+    expect(events).toContainEqual({ phase: 'rollback', detail: { state: 'removed-target-leftovers', pids: [pair.serverPid] } });
+    lab.track(pair.serverPid);
+    expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
+    const { clients, server } = await pair.reports();
+    expectAllExact(clients, server);
+    expect(rsts()).toEqual(before);
+    expect(lab.nftTables(lab.T)).not.toMatch(/CRIU|node-criu-hold/);
+  });
+
   it('the target refuses (its address never arrived), page-server transfer: rolled back onto the source', async () => {
     const pair = await lab.startPair('target-refuses', STREAM);
     await pair.waitFlowing(256 * 1024);
