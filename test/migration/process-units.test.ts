@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { describeFailure, preDumpsAreDone } from '../../lib/migration/process';
-import { copyImages, openPageChannel, readDumpStats } from '../../lib/migration/process-images';
+import { copyImages, openPageChannel, readDumpStats, readTreePids } from '../../lib/migration/process-images';
 
 function varint(n: number): number[] {
   const out: number[] = [];
@@ -62,6 +62,27 @@ describe('stats-dump reader', () => {
     header.writeUInt32LE(4, 8);
     fs.writeFileSync(path.join(dir, 'stats-dump'), Buffer.concat([header, Buffer.from([0x0a, 0x05, 0x08, 0xff])]));
     expect(readDumpStats(dir)).toBeUndefined();
+  });
+});
+
+describe('pstree reader', () => {
+  it("lists every task's pid of the dumped tree, and [] when there is no image", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-pstree-'));
+    try {
+      expect(readTreePids(dir)).toEqual([]);
+      // pstree_entry { pid 1, ppid 2, pgid 3, sid 4, threads 5 (repeated) }
+      const entry = (pid: number, ppid: number): number[] => [0x08, ...varint(pid), 0x10, ...varint(ppid), 0x18, ...varint(pid), 0x20, ...varint(pid), 0x28, ...varint(pid), 0x28, ...varint(pid + 1)];
+      const chunks = [Buffer.from([0x19, 0x43, 0x56, 0x54, 0x30, 0x30, 0x27, 0x50])];
+      for (const e of [entry(3679, 0), entry(40000, 3679)]) {
+        const length = Buffer.alloc(4);
+        length.writeUInt32LE(e.length, 0);
+        chunks.push(length, Buffer.from(e));
+      }
+      fs.writeFileSync(path.join(dir, 'pstree.img'), Buffer.concat(chunks));
+      expect(readTreePids(dir)).toEqual([3679, 40000]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
