@@ -154,6 +154,19 @@ describe('node-criu CLI: help, usage and environment errors', () => {
   });
 });
 
+describe('node-criu demo', () => {
+  it('runs the demo module (process route, 5 clients) and prints its report as JSON', async () => {
+    const run = await cli(['demo', '--clients', '5', '--routes', 'process', '--warmup-ms', '300', '--after-ms', '300', '--json']);
+    const doc = json(run);
+    expect(run.code).toBe(0);
+    expect(doc).toMatchObject({ ok: true, command: 'demo', report: { ok: true, clients: 5 } });
+    expect(doc.report.routes).toHaveLength(1);
+    expect(doc.report.routes[0]).toMatchObject({ connections: 5, kept: 5, exactBothWays: 5, rsts: 0 });
+    const bad = await cli(['demo', '--routes', 'teleport']);
+    expect(bad.code).toBe(2);
+  });
+});
+
 describe('node-criu CLI against a streaming server', () => {
   const STREAM = { connections: 2, total: 2 * 1024 * 1024, paceBytes: 16384, paceMs: 5 };
   let lab: ProcessLab;
