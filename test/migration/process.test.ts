@@ -86,6 +86,9 @@ describe.each(['directory', 'page-server'] as const)('migrateProcess, transfer %
     if (!memTrack) expect(result.iterations).toEqual([]);
     for (const phase of ['dump', 'transfer', 'moveAddress', 'restore', 'total'] as const) expect(result.phases[phase]).toBeGreaterThan(0);
     expect(result.pagesBytes).toBeGreaterThan(0);
+    // The images hold the server's memory: private to root.
+    for (const dir of ['', 'source', 'target']) expect(fs.statSync(path.join(pair.statusDir, 'images', dir)).mode & 0o777).toBe(0o700);
+    expect(result.imagesDir).toBe(path.join(pair.statusDir, 'images', 'target', 'dump'));
     expect(result.dumpStats?.pagesWritten).toBeGreaterThan(0);
     // The target held the connections (a copy of CRIU's lock) from the address move to the restore.
     expect(events).toEqual(expect.arrayContaining(['dump:start', 'dump:end', 'transfer:end', 'moveAddress:hold', 'moveAddress:end', 'restore:end', 'done:undefined']));
