@@ -17,7 +17,7 @@ import * as path from 'node:path';
 
 import { InvalidArgumentError } from '../errors';
 import { checkpointConnections, restoreConnections } from '../soccr/connection';
-import { CONNECTION_IMAGE_VERSION, encodeConnectionImage } from '../soccr/image';
+import { CONNECTION_IMAGE_VERSION, decodeConnectionImage, encodeConnectionImage } from '../soccr/image';
 import type { ConnectionImage } from '../soccr/image';
 import { NftablesLock } from '../soccr/nft-lock';
 import type { ConnectionTuple } from '../soccr/nft-lock';
@@ -123,6 +123,18 @@ function u32Prefixed(first: Uint8Array, rest: Uint8Array): Buffer {
   const length = Buffer.alloc(4);
   length.writeUInt32BE(first.byteLength, 0);
   return Buffer.concat([length, first, rest]);
+}
+
+/**
+ * The image codec loads its protobuf schema on first use (tens of ms): do that before anything
+ * is paused. Decoding nothing loads it and then fails validation, which is all we want here.
+ */
+export function warmUpImageCodec(): void {
+  try {
+    decodeConnectionImage(new Uint8Array(0));
+  } catch {
+    // expected: an empty image is not valid
+  }
 }
 
 /** The 4-tuples of the sockets that are still open. */
@@ -231,6 +243,7 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
     mark = now;
   };
 
+  warmUpImageCodec();
   const channel: HandoverChannel = await openChannel(options.to, signal);
   if (method === 'fd' && !channel.canPassFds) {
     channel.close();

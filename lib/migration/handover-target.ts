@@ -17,6 +17,7 @@ import type { ConnectionTuple } from '../soccr/nft-lock';
 import { acceptChannel, jsonOf, MessageType, openChannel } from './handover-channel';
 import type { HandoverChannel, HandoverChannelSpec, HandoverMessage } from './handover-channel';
 import { closeFdQuietly, HandoverError } from './handover-errors';
+import { warmUpImageCodec } from './handover-source';
 import type { HandoverMethod } from './handover-source';
 
 export interface HandoverHello {
@@ -117,6 +118,7 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
       ? await acceptChannel(from.listen, signal, options.onListening)
       : await openChannel(from as HandoverChannelSpec, signal);
 
+  warmUpImageCodec();
   const started = performance.now();
   const staged: Staged[] = [];
   let lock: NftablesLock | undefined;
