@@ -61,6 +61,17 @@ export class FixtureProcess extends Child {
   }
 }
 
+/**
+ * Waits until the server application has accepted `count` connections: one still in the accept
+ * queue when the handover starts is not the application's yet (it is not handed over).
+ */
+export async function waitForAccepted(server: FixtureProcess, count: number): Promise<void> {
+  for (let i = 0; (await server.reports()).length < count; i++) {
+    if (i > 300) throw new Error(`the server accepted fewer than ${count} connections`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** A connected SEQPACKET pair for two children (close both here once they are spawned). */
 export function seqpacketPair(): [number, number] {
   return binding().seqpacketPair();

@@ -11,7 +11,7 @@
 import { closeSync } from 'node:fs';
 
 import { NetnsLab } from '../helpers/netns';
-import { CLIENTS_FIXTURE, FixtureProcess, SERVER_FIXTURE, expectAllExact, seqpacketPair, waitForExactTraffic } from './connections-helpers';
+import { CLIENTS_FIXTURE, FixtureProcess, SERVER_FIXTURE, expectAllExact, seqpacketPair, waitForAccepted, waitForExactTraffic } from './connections-helpers';
 
 const lab = new NetnsLab();
 const ns = { A: '', B: '', C: '', BR: '' };
@@ -77,6 +77,7 @@ async function setup(): Promise<{ source: FixtureProcess; target: FixtureProcess
   const { port } = await source.request<{ port: number }>({ cmd: 'listen', host: VIP, port: 0, total: TOTAL });
   const clients = start('C', CLIENTS_FIXTURE);
   await clients.request({ cmd: 'connect', host: VIP, port, count: COUNT, total: TOTAL });
+  await waitForAccepted(source, COUNT);
   await target.request({ cmd: 'accept', channelFd: 4 });
   await new Promise((resolve) => setTimeout(resolve, 300));
   return { source, target, clients };

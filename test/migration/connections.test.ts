@@ -10,7 +10,7 @@
 import { closeSync } from 'node:fs';
 
 import { NetnsLab } from '../helpers/netns';
-import { CLIENTS_FIXTURE, FixtureProcess, SERVER_FIXTURE, expectAllExact, seqpacketPair, waitForExactTraffic } from './connections-helpers';
+import { CLIENTS_FIXTURE, FixtureProcess, SERVER_FIXTURE, expectAllExact, seqpacketPair, waitForAccepted, waitForExactTraffic } from './connections-helpers';
 
 const lab = new NetnsLab();
 let H = '';
@@ -56,6 +56,7 @@ async function sourceWithClients(channelFd?: number): Promise<{ source: FixtureP
   const { port } = await source.request<{ port: number }>({ cmd: 'listen', host: SERVER_IP, port: 0, total: TOTAL });
   const clients = start(C, CLIENTS_FIXTURE);
   const { ports } = await clients.request<{ ports: number[] }>({ cmd: 'connect', host: SERVER_IP, port, count: COUNT, total: TOTAL });
+  await waitForAccepted(source, COUNT);
   // Let the traffic get going, so the handover happens mid-stream.
   await new Promise((resolve) => setTimeout(resolve, 300));
   return { source, clients, port, ports };
