@@ -10,6 +10,7 @@
 
 #include "addon.h"
 #include "errors.h"
+#include "soccr_compat.h"
 #include "soccr_log.h"
 #include "socket_ops.h"
 
@@ -152,9 +153,9 @@ Napi::Value SoccrHandle::Save(const Napi::CallbackInfo& info) {
   memcpy(packed.Data(), &data, sizeof(data));
   // 17 words: sk_data only; 33: the addresses too.
   for (int self = 1; self >= 0 && packed.ElementLength() >= kSkDataWords + 16; self--) {
-    union libsoccr_addr* addr = libsoccr_get_addr(sk, self, 0);
-    if (addr == nullptr) ThrowSoccr(env, errno, "libsoccr_get_addr", 0);
-    if (!SockaddrToWords(&addr->sa, packed.Data() + kSkDataWords + (self ? 0 : 8)))
+    union libsoccr_addr addr;
+    if (!SoccrCopyAddr(sk, dup_fd_, self, &addr)) ThrowSoccr(env, errno, "libsoccr_get_addr", 0);
+    if (!SockaddrToWords(&addr.sa, packed.Data() + kSkDataWords + (self ? 0 : 8)))
       ThrowErrno(env, EAFNOSUPPORT, "libsoccr_get_addr");
   }
   FlushSoccrLog(env);
@@ -182,10 +183,10 @@ Napi::Value SoccrHandle::GetAddr(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   bool self = info.Length() > 0 && info[0].ToBoolean();
   libsoccr_sk* sk = Open(env, "libsoccr_get_addr");
-  union libsoccr_addr* addr = libsoccr_get_addr(sk, self ? 1 : 0, 0);
-  if (addr == nullptr) ThrowSoccr(env, errno, "libsoccr_get_addr", 0);
+  union libsoccr_addr addr;
+  if (!SoccrCopyAddr(sk, dup_fd_, self ? 1 : 0, &addr)) ThrowSoccr(env, errno, "libsoccr_get_addr", 0);
   FlushSoccrLog(env);
-  return SockaddrToJs(env, &addr->sa);
+  return SockaddrToJs(env, &addr.sa);
 }
 
 // restore(skData, self, peer, recvBytes, sendBytes): set_addr x2 + set_queue_bytes x2 (copies,

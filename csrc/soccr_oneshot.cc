@@ -9,6 +9,7 @@
 #include "addon.h"
 #include "errors.h"
 #include "soccr.h"
+#include "soccr_compat.h"
 #include "soccr_log.h"
 #include "socket_ops.h"
 
@@ -62,9 +63,10 @@ Napi::Value SoccrDump(const Napi::CallbackInfo& info) {
   }
   memcpy(packed.Data(), &data, sizeof(data));
   for (int self = 1; with_addresses && self >= 0; self--) {
-    union libsoccr_addr* addr = libsoccr_get_addr(sk, self, 0);
-    if (addr == nullptr || !SockaddrToWords(&addr->sa, packed.Data() + kSkDataWords + (self ? 0 : 8))) {
-      int err = addr == nullptr ? errno : EAFNOSUPPORT;
+    union libsoccr_addr addr;
+    bool have = SoccrCopyAddr(sk, fd, self, &addr);
+    if (!have || !SockaddrToWords(&addr.sa, packed.Data() + kSkDataWords + (self ? 0 : 8))) {
+      int err = !have ? errno : EAFNOSUPPORT;
       libsoccr_resume(sk);
       ThrowSoccrCall(env, err, "libsoccr_get_addr", 0);
     }
