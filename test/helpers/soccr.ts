@@ -1,5 +1,5 @@
 /** Helpers for the libsoccr tests: loopback pairs, child processes over IPC, fd and repair checks. */
-import { fork } from 'node:child_process';
+import { execFileSync, fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -43,6 +43,15 @@ export async function tcpPair(kind: PairKind = 4, options: { allowHalfOpen?: boo
       await new Promise((resolve) => server.close(resolve));
     },
   };
+}
+
+/** Bytes in the kernel receive queue of a connected socket (ss's Recv-Q; -1 if not found). */
+export function kernelRecvQueue(socket: net.Socket): number {
+  const local = `[${socket.localAddress}]:${socket.localPort}`;
+  const remote = `[${socket.remoteAddress}]:${socket.remotePort}`;
+  const out = execFileSync('ss', ['-Htn', 'state', 'established', 'src', local, 'dst', remote], { encoding: 'utf8' });
+  const first = out.trim().split(/\s+/)[0];
+  return first === undefined || first === '' ? -1 : Number(first);
 }
 
 export function fdCount(): number {

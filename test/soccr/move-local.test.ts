@@ -13,8 +13,8 @@ import {
   soccr,
 } from '../../lib';
 import type { ConnectionImage } from '../../lib';
-import { TrafficEndpoint, expectExactTwoWay } from '../helpers/traffic';
-import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
+import { TrafficEndpoint, expectExactTwoWay, waitFor } from '../helpers/traffic';
+import { fdCount, fdsInRepairMode, kernelRecvQueue, tcpPair } from '../helpers/soccr';
 import type { PairKind } from '../helpers/soccr';
 
 let lock: NftablesLock;
@@ -110,7 +110,12 @@ describe('queues', () => {
       pair.client.pause();
       a.sendMore(6_000_000);
       b.sendMore(8_000_000);
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      // Wait for the state this test is about (a fixed sleep is too short on a loaded machine).
+      await waitFor(
+        () => kernelRecvQueue(original) > 1_000_000 && original.writableLength > 0,
+        20_000,
+        () => `recv queue ${kernelRecvQueue(original)} bytes, Node write buffer ${original.writableLength} bytes`,
+      );
       const nodeWriteBuffered = original.writableLength;
       expect(nodeWriteBuffered).toBeGreaterThan(0);
       b.detach();
