@@ -20,6 +20,14 @@
  *       lock 'nftables' (target in the same namespace): the originals are closed at checkpoint
  *         (the 4-tuple must be free for the restore), their packets dropped by nftables until the
  *         target restores them; on failure the source restores the images itself.
+ *
+ * What is not handed over: the listening socket, and with it any connection still in its accept
+ * queue (established by the kernel, not yet accepted by the application). Node's net.Server does
+ * not list its connections either: the application passes the sockets it holds. So stop accepting
+ * (or wait until everything queued is accepted) before handing over; close the listener once the
+ * handover starts, and let the target listen when it is done. A SYN that reaches the source after
+ * its listener closed is answered with RST (the client may retry); CRIU's whole-process route
+ * carries the listener too.
  */
 export { handOverConnections } from './handover-source';
 export type { HandOverOptions, HandOverResult, HandoverMethod, HandoverPhases } from './handover-source';
