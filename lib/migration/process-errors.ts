@@ -4,6 +4,8 @@
  * a later step (cleanup) failed, 'none' when even the rollback failed (the images are kept so it
  * can be restored by hand: `node-criu restore --images-dir <imagesDir> --netns <source>`).
  */
+import * as fs from 'node:fs';
+
 import { NodeCriuError } from '../errors';
 
 export type ProcessMigrationPhase = 'check' | 'preDump' | 'dump' | 'transfer' | 'moveAddress' | 'restore' | 'rollback';
@@ -43,5 +45,46 @@ export class ProcessMigrationError extends NodeCriuError {
     if (details.pid !== undefined) this.pid = details.pid;
     if (details.imagesDir !== undefined) this.imagesDir = details.imagesDir;
     if (details.rollbackError !== undefined) this.rollbackError = details.rollbackError;
+  }
+}
+
+/**
+ * The most telling line of a CRIU failure: CRIU's own cr_errmsg is its FIRST error line, which
+ * here is always the harmless "Can't setup RLIMIT_NOFILE"; the last error line of its log says
+ * why the operation failed.
+ */
+export function describeFailure(error: unknown): string {
+  const e = error as { message?: string; logTail?: string; logFile?: string };
+  const lines = (e.logTail ?? '').split('\n').filter((line) => /Error \(/.test(line) && !/RLIMIT_NOFILE/.test(line));
+  const reason = lines.length > 0 ? lines.map((line) => line.replace(/^\([\d.]+\)\s*/, '')).slice(-2).join(' / ') : undefined;
+  const message = e.message ?? String(error);
+  return reason !== undefined ? `${reason}${e.logFile ? ` (log: ${e.logFile})` : ''}` : message;
+}
+
+/**
+ * Whether the page server (a child of the target's swrk, which reaps it only on WAIT_PID) has
+ * exited with a failure: a zombie whose exit code (/proc/PID/stat field 52) is not 0, or gone.
+ */
+export function pageServerFailed(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return true;
+  }
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (fields[0] !== 'Z') return false;
+  return Number(fields[49]) !== 0;
+}
+
+/** Waits (bounded, 10 s) until no process has `pid`, zombies included. */
+export async function waitForPidFree(pid: number): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }

@@ -15,33 +15,28 @@
  *   (ERR_MIGRATION_LOST; the images stay for a manual restore).
  * We chose restore-on-source over dumping with leave_running: with leave_running the source copy
  * keeps running (and talking) while the target copy starts, so both would own the connections.
+ *
+ * Around the restore: from the address move until the restore has succeeded, the target
+ * namespace holds the moved 4-tuples with a copy of CRIU's lock table (else a peer's
+ * retransmission meets an address with no socket and gets RST). A target CRIU that dies late can
+ * leave a half-restored copy there; the rollback kills it while the hold still drops its packets.
+ * In page-server mode a page server that dies mid-dump would block the dump (and the frozen task)
+ * forever, so a watchdog ends the target side, the dump fails and CRIU resumes the task.
  */
-import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-
-import { checkNetns, checkTaskNetns, copyLockTable, criuInNetns, criuLockTables, deleteTables, type NetnsCriu } from './process-criu';
-import { ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
-import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, readTreePids, type ImagesLayout, type PageChannel } from './process-images';
-import { checkPid, validateProcessMigrationOptions, type ProcessMigrationOptions, type ProcessMigrationResult } from './process-options';
 import * as path from 'node:path';
 
+import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
+import { checkNetns, checkTaskNetns, copyLockTable, criuInNetns, criuLockTables, deleteTables, type NetnsCriu } from './process-criu';
+import { describeFailure, pageServerFailed, ProcessMigrationError, waitForPidFree, type ProcessMigrationPhase } from './process-errors';
+import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, readTreePids, type ImagesLayout, type PageChannel } from './process-images';
+import { checkPid, validateProcessMigrationOptions, type ProcessMigrationOptions, type ProcessMigrationResult } from './process-options';
+
 export type { ProcessMigrationOptions, ProcessMigrationResult, ProcessMigrationProgress } from './process-options';
+export { describeFailure };
 
 const PAGE_SIZE = 4096;
-
-/**
- * The most telling line of a CRIU failure: CRIU's own cr_errmsg is its FIRST error line, which
- * here is always the harmless "Can't setup RLIMIT_NOFILE"; the last error line of its log says
- * why the operation failed.
- */
-export function describeFailure(error: unknown): string {
-  const e = error as { message?: string; logTail?: string; logFile?: string };
-  const lines = (e.logTail ?? '').split('\n').filter((line) => /Error \(/.test(line) && !/RLIMIT_NOFILE/.test(line));
-  const reason = lines.length > 0 ? lines.map((line) => line.replace(/^\([\d.]+\)\s*/, '')).slice(-2).join(' / ') : undefined;
-  const message = e.message ?? String(error);
-  return reason !== undefined ? `${reason}${e.logFile ? ` (log: ${e.logFile})` : ''}` : message;
-}
 const DEFAULT_MAX_PRE_DUMPS = 5;
 /** phaul's rule: a pre-dump that copied fewer pages than this is good enough. */
 const DEFAULT_MIN_PAGES = 64;
@@ -55,34 +50,6 @@ type Phases = ProcessMigrationResult['phases'];
  */
 export function preDumpsAreDone(pagesWritten: number, previous: number | undefined, minPages: number): boolean {
   return pagesWritten < minPages || (previous !== undefined && pagesWritten >= previous);
-}
-
-/**
- * Whether the page server (a child of the target's swrk, which reaps it only on WAIT_PID) has
- * exited with a failure: a zombie whose exit code (/proc/PID/stat field 52) is not 0, or gone.
- */
-function pageServerFailed(pid: number): boolean {
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return true;
-  }
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  if (fields[0] !== 'Z') return false;
-  return Number(fields[49]) !== 0;
-}
-
-/** Waits (bounded, 10 s) until no process has `pid`, zombies included. */
-async function waitForPidFree(pid: number): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 class Migration {
