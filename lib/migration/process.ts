@@ -52,6 +52,15 @@ export function preDumpsAreDone(pagesWritten: number, previous: number | undefin
   return pagesWritten < minPages || (previous !== undefined && pagesWritten >= previous);
 }
 
+/**
+ * CRIU restores every task with its original pid, and the dump's SIGKILL leaves them as zombies
+ * until reaped: the root by its parent, its children by init (which may take a moment). Waits
+ * (bounded) until every pid of the dumped tree is free.
+ */
+async function waitForTreeFree(dumpDir: string): Promise<void> {
+  for (const pid of readTreePids(dumpDir)) await waitForPidFree(pid);
+}
+
 class Migration {
   readonly phases: Phases = { preDump: 0, dump: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
   readonly iterations: ProcessMigrationResult['iterations'] = [];
@@ -272,8 +281,9 @@ class Migration {
     // The address has left the target (or never arrived): its hold is no longer needed.
     this.releaseHold();
     // A failed restore kills what it had created, but the pids stay taken until those zombies
-    // are reaped (by init, once the target's CRIU has exited); CRIU restores the same pid.
-    await waitForPidFree(this.options.pid);
+    // are reaped (by init, once the target's CRIU has exited); CRIU restores the same pids.
+    if (dumpDir !== undefined) await waitForTreeFree(dumpDir);
+    else await waitForPidFree(this.options.pid);
     try {
       const restored = await this.source.criu.restore({ ...this.base, imagesDir: dir, logFile: 'criu-rollback.log' });
       this.emit('rollback', { state: 'end', pid: restored.pid });
@@ -304,7 +314,7 @@ class Migration {
       await this.carry(dirs);
     } catch (error) {
       if (this.transfer === 'page-server') await copyImages(dirs.dumpDir, dirs.targetDir).catch(() => undefined);
-      return this.rollback('transfer', error, rollbackDir);
+      return this.rollback('transfer', error, rollbackDir, dirs.dumpDir);
     }
     const locksAfter = criuLockTables(this.options.source?.netns).filter((t) => !locksBefore.includes(t));
     if (this.options.target?.netns !== this.options.source?.netns && locksAfter.length > 0) {
@@ -324,7 +334,10 @@ class Migration {
       if (this.aborted()) throw this.abortReason();
       phase = 'restore';
       // On failure the hold stays until the rollback has moved the address back.
-      const restored = await this.timed('restore', () => this.target.criu.restore({ ...this.base, imagesDir: dirs.targetDir }));
+      const restored = await this.timed('restore', async () => {
+        await waitForTreeFree(dirs.dumpDir);
+        return this.target.criu.restore({ ...this.base, imagesDir: dirs.targetDir });
+      });
       restoredPid = restored.pid;
       this.releaseHold();
     } catch (error) {

@@ -156,11 +156,11 @@ export class ProcessLab {
   }
 
   /** A server in S on serviceIp:7000 with `stream.connections` clients in C, streaming both ways. */
-  async startPair(label: string, stream: StreamConfig, extraClients = 0): Promise<Pair> {
+  async startPair(label: string, stream: StreamConfig, extraClients = 0, serverExtra: { child?: boolean } = {}): Promise<Pair> {
     const statusDir = path.join(this.dir, label);
     fs.mkdirSync(statusDir);
     const common = { host: this.serviceIp, port: 7000, total: stream.total, expectIn: stream.total, paceBytes: stream.paceBytes, paceMs: stream.paceMs };
-    const server = this.spawnNode(this.S, 'process-server.js', { ...common, statusDir, connections: stream.connections + extraClients });
+    const server = this.spawnNode(this.S, 'process-server.js', { ...common, ...serverExtra, statusDir, connections: stream.connections + extraClients });
     await waitForFile(path.join(statusDir, 'listening'));
     const clients = this.spawnNode(this.C, 'process-clients.js', { ...common, statusDir, connections: stream.connections });
     await waitForFile(path.join(statusDir, 'clients-connected'), 30000, path.join(statusDir, 'clients-error'));

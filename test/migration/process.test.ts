@@ -106,6 +106,27 @@ describe.each(['directory', 'page-server'] as const)('migrateProcess, transfer %
   });
 });
 
+describe('migrateProcess, a process tree', () => {
+  it('moves the root and its child together into the target namespace', async () => {
+    const pair = await lab.startPair('tree', STREAM, 0, { child: true });
+    const child = Number(fs.readFileSync(path.join(pair.statusDir, 'child'), 'utf8'));
+    lab.track(child);
+    await pair.waitFlowing(256 * 1024);
+    const before = rsts();
+    const result = await migrateProcess(options(pair));
+    lab.track(result.restoredPid);
+    expect(result.restoredPid).toBe(pair.serverPid);
+    for (const pid of [pair.serverPid, child]) {
+      expect(pidAlive(pid)).toBe(true);
+      expect(lab.pidNetnsInode(pid)).toBe(lab.netnsInode(lab.T));
+    }
+    expect(fs.readFileSync(`/proc/${child}/stat`, 'utf8').split(') ')[1].split(' ')[1]).toBe(String(pair.serverPid));
+    const { clients, server } = await pair.reports();
+    expectAllExact(clients, server);
+    expect(rsts()).toEqual(before);
+  });
+});
+
 describe('migrateProcess failure paths', () => {
   it('CRIU fails during the dump: the server keeps running on the source, the address stays, nothing is lost', async () => {
     const pair = await lab.startPair('dump-fails', STREAM);
