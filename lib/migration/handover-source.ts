@@ -252,6 +252,7 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
   const held: Held[] = [];
   let lock: NftablesLock | undefined;
   let addressMoved = false;
+  let moveFailed = false;
   let closed = 0;
   try {
     // With the address moving, the 4-tuples go in HELLO: the target drops them before anything
@@ -317,6 +318,8 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
       try {
         await options.moveAddress();
       } catch (error) {
+        // It may have moved the address part of the way: moveAddressBack (if given) undoes that.
+        moveFailed = true;
         throw new HandoverError(`moveAddress failed: ${(error as Error).message}`, 'ERR_HANDOVER_ADDRESS', error);
       }
       addressMoved = true;
@@ -357,14 +360,14 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
     return { method, handedOver, resumed, lost, closed, failures, phases };
   } catch (error) {
     const failure = error instanceof HandoverError ? error : new HandoverError((error as Error).message, (error as { code?: string }).code ?? 'ERR_HANDOVER_FAILED', error);
-    if (failure.code !== 'ERR_HANDOVER_REFUSED') {
+    if (failure.code !== 'ERR_HANDOVER_REFUSED' && failure.code !== 'ERR_HANDOVER_PEER_ABORTED' && failure.code !== 'ERR_HANDOVER_CHANNEL_CLOSED') {
       try {
         channel.sendJson(MessageType.ABORT, { reason: failure.message });
       } catch {
         // channel already broken
       }
     }
-    if (addressMoved && options.moveAddressBack) {
+    if ((addressMoved || moveFailed) && options.moveAddressBack) {
       await options.moveAddressBack().catch(() => undefined);
       addressMoved = false;
     }

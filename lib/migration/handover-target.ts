@@ -205,7 +205,9 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
       phases: { stage: stagedAt - started, restore: restoredAt - stagedAt, total: performance.now() - started },
     };
   } catch (error) {
-    if (!committed && (error as { code?: string }).code !== 'ERR_HANDOVER_REFUSED') {
+    const code = (error as { code?: string }).code;
+    // Tell the source, unless it already knows (it was refused, it aborted, or it is gone).
+    if (!committed && code !== 'ERR_HANDOVER_REFUSED' && code !== 'ERR_HANDOVER_PEER_ABORTED' && code !== 'ERR_HANDOVER_CHANNEL_CLOSED') {
       try {
         channel.sendJson(MessageType.ABORT, { reason: (error as Error).message });
       } catch {

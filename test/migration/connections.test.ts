@@ -180,3 +180,25 @@ it('carries on when a client closes its connection in the middle of the handover
   expect(serverReports.get(ports[0])?.ended).toBe(true);
   expect(resets()).toEqual(before);
 });
+
+it('moveAddress failing: moveAddressBack runs, every original resumes, nothing lost', async () => {
+  const before = resets();
+  const { source, clients } = await sourceWithClients();
+  const target = start(H, SERVER_FIXTURE);
+  const { listening } = await target.request<{ listening: { port: number } }>({ cmd: 'accept', listen: { host: '127.0.0.1', port: 0 } });
+  const hooks: string[] = [];
+  source.onEvent((e) => {
+    if (e.event !== 'moveAddress' && e.event !== 'moveAddressBack') return;
+    hooks.push(e.event);
+    source.process.send({ cmd: 'addressMoved', ...(e.event === 'moveAddress' ? { fail: 'no route to the new host' } : {}) });
+  });
+  const reply = await source.request<HandoverReply>({ cmd: 'handover', to: { host: '127.0.0.1', port: listening.port }, moveAddress: true });
+  expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_ADDRESS', resumed: COUNT, lost: 0 });
+  expect(hooks).toEqual(['moveAddress', 'moveAddressBack']);
+  expect(await target.nextEvent('acceptFailed')).toMatchObject({ code: 'ERR_HANDOVER_PEER_ABORTED' });
+
+  const { clientReports, serverReports } = await waitForExactTraffic(clients, [source], TOTAL);
+  expectAllExact(clientReports, serverReports, TOTAL, COUNT);
+  expect(resets()).toEqual(before);
+  expect(lab.exec(H, 'nft', ['list', 'tables']).trim()).toBe('');
+});
