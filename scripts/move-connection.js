@@ -4,7 +4,8 @@
  * node-criu example: move a live TCP connection from one socket to another while data flows both
  * ways, and check that nothing was lost, duplicated or reset.
  *
- *   npm run build && sudo npm run example      (root: TCP_REPAIR needs CAP_NET_ADMIN)
+ *   npm run build && sudo npm run example      (root: TCP_REPAIR needs CAP_NET_ADMIN; npm runs it
+ *   in a private network namespace, so its nftables lock never touches the host's firewall)
  *
  * A client and a server talk over loopback, each streaming 8 MB to the other. Midway, the
  * server's socket is checkpointed (the connection's packets are held by an nftables rule, the
