@@ -4,8 +4,8 @@
  * clientSeed(port) and hashes what it receives (a real SHA-256 over the bytes that arrived); the
  * server sends serverSeed(port) and checks each received byte against clientSeed(port)'s pattern,
  * keeping only plain numbers (so its per-connection state can move to another process or host).
- * The same idea as test/fixtures/traffic.js and transferable-endpoint.js (lib must not depend on
- * test/).
+ * The tests' traffic fixtures (test/fixtures/traffic.js, transferable-endpoint.js) use this
+ * PatternStream and patternHash too, from dist/.
  */
 import { createHash } from 'node:crypto';
 
