@@ -388,9 +388,13 @@ static void staged_restore(struct input *in, int family)
 			if (ret == 0)
 				done = 1;
 			break;
-		case 7:
-			ret = libsoccr_restore_queue(sk, &d, sizeof(d), (int)(int8_t)u8(in), inq);
+		case 7: {
+			/* Any queue id; the buffer is the one of that queue's length (the library
+			 * cannot check a length: a shorter buffer would be the caller's bug). */
+			int qid = (int)(int8_t)u8(in);
+			ret = libsoccr_restore_queue(sk, &d, sizeof(d), qid, qid == TCP_SEND_QUEUE ? outq : inq);
 			break;
+		}
 		}
 		if (ret < 0 && op != 1 && op != 2 && errno == 0)
 			fail("staged call failed without errno");
