@@ -100,6 +100,8 @@ void BeginSoccrCall() {
 
 const std::string& LastSoccrError() { return last_error; }
 
+bool SoccrDebugLogging() { return global_level >= SOCCR_LOG_DBG; }
+
 void FlushSoccrLog(Napi::Env env) {
   if (pending_lines.empty()) return;
   std::vector<Line> lines;

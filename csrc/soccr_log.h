@@ -17,6 +17,10 @@ void BeginSoccrCall();
 // The last "Error (...)" line libsoccr logged since BeginSoccrCall(), or "".
 const std::string& LastSoccrError();
 
+// Whether libsoccr formats debug lines (some environment asked for them). Batch calls then stay
+// on the calling thread, so every line reaches FlushSoccrLog.
+bool SoccrDebugLogging();
+
 // Delivers the collected lines to this env's callback (if any) and clears them. Exceptions from
 // the callback are swallowed: logging must not change the outcome of a checkpoint or restore.
 void FlushSoccrLog(Napi::Env env);

@@ -146,9 +146,12 @@ Napi::Value SoccrRestore(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+void InitSoccrBatch(Napi::Env env, Napi::Object exports);  // soccr_batch.cc
+
 void InitSoccrOneshot(Napi::Env env, Napi::Object exports) {
   exports.Set("soccrDump", Napi::Function::New(env, SoccrDump, "soccrDump"));
   exports.Set("soccrRestore", Napi::Function::New(env, SoccrRestore, "soccrRestore"));
+  InitSoccrBatch(env, exports);
 }
 
 }  // namespace nodecriu

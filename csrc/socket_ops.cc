@@ -86,6 +86,27 @@ Napi::Value TcpSocket(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+}  // namespace
+
+int CreateTcpSockets(Napi::Env env, const uint8_t* families, size_t count, const std::string* netns, int32_t* fds) {
+  auto create_all = [&]() -> int {
+    for (size_t i = 0; i < count; i++) {
+      fds[i] = socket(families[i] == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+      if (fds[i] < 0) {
+        int err = errno;
+        for (size_t j = 0; j < i; j++) close(fds[j]);
+        for (size_t j = 0; j < count; j++) fds[j] = -1;
+        errno = err;
+        return -1;
+      }
+    }
+    return 0;
+  };
+  return netns != nullptr ? InNetns(env, *netns, create_all) : create_all();
+}
+
+namespace {
+
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   if (close(ArgFd(info)) < 0 && errno != EINTR) ThrowErrno(info.Env(), errno, "close");
   return info.Env().Undefined();

@@ -8,6 +8,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <string>
+
 namespace nodecriu {
 
 // Reads {family: 4|6, address: Uint8Array(4|16), port, flowinfo?, scopeId?} into a sockaddr.
@@ -22,6 +24,11 @@ Napi::Object SockaddrToJs(Napi::Env env, const sockaddr* sa);
 bool SockaddrToWords(const sockaddr* sa, uint32_t* words);
 // Returns the sockaddr length, or 0 when the words are not a valid address.
 socklen_t SockaddrFromWords(const uint32_t* words, sockaddr_storage* out);
+
+// Creates `count` non-blocking, close-on-exec TCP sockets (families[i]: 4 or 6) into fds, inside
+// the network namespace at *netns when given (entered once for all). Returns 0, or -1 with errno
+// set and nothing left open (fds all -1). Throws only when the namespace cannot be entered.
+int CreateTcpSockets(Napi::Env env, const uint8_t* families, size_t count, const std::string* netns, int32_t* fds);
 
 void InitSocketOps(Napi::Env env, Napi::Object exports);
 

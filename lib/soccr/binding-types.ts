@@ -75,8 +75,11 @@ export interface SoccrBinding {
   /**
    * libsoccr_pause on a dup of fd (the handle owns and closes the dup). With dupFd false it uses
    * fd itself and never closes it: only for code that owns fd and always resumes or releases.
+   * With `check` (1 or 2 words), first verifies fd is TCP in a checkpointable state (TCP_INFO;
+   * EINVAL "tcp state" otherwise, nothing changed) and writes check[0] = state, check[1] =
+   * SO_REUSEADDR.
    */
-  SoccrHandle: new (fd: number, dupFd?: boolean) => NativeSoccrHandle;
+  SoccrHandle: new (fd: number, dupFd?: boolean, check?: Uint32Array) => NativeSoccrHandle;
   socketOps: NativeSocketOps;
   /**
    * csrc/soccr_oneshot.cc: pause + save (+ addresses when packed has 33 words) + both queues +
@@ -85,6 +88,20 @@ export interface SoccrBinding {
   soccrDump(fd: number, packed: Uint32Array): [Buffer | null, Buffer | null];
   /** pause + set addresses and queues + restore + resume on a fresh fd, in one call. */
   soccrRestore(fd: number, packed: Uint32Array, recv: Uint8Array, send: Uint8Array): void;
+  /**
+   * csrc/soccr_batch.cc: soccrDump for every fd (17 words each into packed), on a few threads;
+   * returns [recv, send] per fd, flattened (null: empty). dumped[i] = 1 once fd i is in repair
+   * mode; on failure the failing socket is resumed and the error has `index`.
+   */
+  soccrDumpBatch(fds: Int32Array, packed: Uint32Array, dumped: Uint8Array): (Buffer | null)[];
+  /**
+   * Creates the sockets (in netns if given) into fds and restores connection i (33 packed words,
+   * queues[2i], queues[2i+1]) into fds[i], repair left on; no unsent data allowed. On failure every
+   * socket is closed, fds are -1, and the error has `index`.
+   */
+  soccrRestoreBatch(packed: Uint32Array, queues: (Uint8Array | null)[], fds: Int32Array, netns?: string): void;
+  /** TCP_REPAIR off for each fd (libsoccr_resume of a restore without unsent data); returns the failure count. */
+  soccrResumeBatch(fds: Int32Array): number;
   /** Process-global libsoccr level (max over environments), per-environment callback. */
   setSoccrLog(level: 0 | 1 | 2, callback?: (level: number, line: string) => void): void;
 }

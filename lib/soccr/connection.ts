@@ -16,7 +16,7 @@ import type { ConnectionImage } from './image';
 import { soccrBinding } from './native';
 import { NftablesLock, processLock } from './nft-lock';
 import type { ConnectionTuple } from './nft-lock';
-import { adoptFd, flushWrites, pendingReadBytes, restartReading, socketFd, startReading, stopReading } from './node-socket';
+import { adoptOwnTcpFd, flushWrites, pendingReadBytes, restartReading, socketFd, startReading, stopReading } from './node-socket';
 import { TcpState, skDataFromWords, tcpStateName, writeSkDataWords } from './sk-data';
 import type { SkData } from './sk-data';
 
@@ -152,7 +152,8 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   const lockKind = options.lock ?? (keepRunning ? 'filter' : 'nftables');
   const flushTimeoutMs = options.flushTimeoutMs ?? 10000;
   if (new Set(sockets).size !== sockets.length) throw new InvalidArgumentError('sockets must not repeat');
-  const ops = soccrBinding().socketOps;
+  const binding = soccrBinding();
+  const ops = binding.socketOps;
 
   const fds = sockets.map((socket) => socketFd(socket));
   const { tuples, reuseAddr } = inspectSockets(fds);
@@ -185,37 +186,45 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   // From here to the end nothing awaits: no JS can read, write or close these sockets meanwhile.
   // No libsoccr handle outlives its socket's dump (repair stays on), so a batch holds no extra
   // fds; undo and keepRunning turn repair off directly.
-  const entries: Paused[] = [];
+  const entries: Paused[] = sockets.map((socket, i) => ({ socket, fd: fds[i], reuseAddr: reuseAddr[i], wasReading: false, filtered: false, repair: false }));
   const images: ConnectionImage[] = [];
-  const packed = new Uint32Array(SK_DATA_WORDS); // sk_data only: the addresses are known
-  const binding = soccrBinding();
+  const count = entries.length;
+  const packed = new Uint32Array(SK_DATA_WORDS * count); // sk_data only: the addresses are known
   try {
-    sockets.forEach((socket, i) => {
-      const entry: Paused = { socket, fd: fds[i], reuseAddr: reuseAddr[i], wasReading: false, filtered: false, repair: false };
-      entries.push(entry);
+    for (const entry of entries) {
       if (lockKind === 'filter') {
         ops.attachDropFilter(entry.fd);
         entry.filtered = true;
       }
-      entry.wasReading = stopReading(socket);
-      // One libsoccr sequence (pause, save, queues, release): repair stays on, no handle kept.
-      const [recv, send] = binding.soccrDump(entry.fd, packed);
-      entry.repair = true;
-      const skData = skDataFromWords(packed);
+      entry.wasReading = stopReading(entry.socket);
+    }
+    // One native call for every socket's libsoccr sequence (pause, save, queues, release; repair
+    // stays on, no handle kept), spread over a few threads for large batches.
+    const dumped = new Uint8Array(count);
+    let queues: (Buffer | null)[];
+    try {
+      queues = binding.soccrDumpBatch(Int32Array.from(fds), packed, dumped);
+    } catch (error) {
+      entries.forEach((entry, i) => (entry.repair = dumped[i] === 1));
+      throw error;
+    }
+    for (let i = 0; i < count; i++) {
+      entries[i].repair = true;
+      const skData = skDataFromWords(packed, i * SK_DATA_WORDS);
       const image: ConnectionImage = {
         version: CONNECTION_IMAGE_VERSION,
         family: tuples[i].local.family,
         local: tuples[i].local,
         remote: tuples[i].remote,
         skData,
-        recvQueue: recv ?? Buffer.alloc(0),
-        sendQueue: send ?? Buffer.alloc(0),
+        recvQueue: queues[2 * i] ?? Buffer.alloc(0),
+        sendQueue: queues[2 * i + 1] ?? Buffer.alloc(0),
         sendQueueUnsent: skData.unsqLen,
-        pendingRead: pendingReadBytes(socket, false),
+        pendingRead: pendingReadBytes(entries[i].socket, false),
       };
       if (lock && !keepRunning) image.lock = lock.ref;
       images.push(image);
-    });
+    }
   } catch (error) {
     entries.forEach(unpause);
     await unlock();
@@ -282,19 +291,54 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   const binding = soccrBinding();
   const ops = binding.socketOps;
 
-  const restored: { fd: number; native: NativeSoccrHandle; unsent: Buffer }[] = [];
-  const packed = new Uint32Array(PACKED_WORDS);
+  // Most connections go through one native batch call (sockets created and restored, repair left
+  // on, on a few threads for large batches). Those whose unsent data stays in the image (our FIN
+  // is queued behind it) need libsoccr_resume to order data and FIN: they keep a libsoccr handle.
+  interface Restored {
+    fd: number;
+    /** Only for connections that need libsoccr_resume. */
+    native?: NativeSoccrHandle;
+    unsent: Buffer;
+  }
+  const restored: Restored[] = new Array<Restored>(images.length);
+  const batchIndexes: number[] = [];
+  const prepared = images.map((image, i) => {
+    const d = deferUnsent(image);
+    if (d.skData.unsqLen === 0) batchIndexes.push(i);
+    return d;
+  });
+  const handles: Restored[] = [];
+  const batchFds = new Int32Array(batchIndexes.length).fill(-1);
   const rollback = () => {
-    for (const r of restored) {
-      r.native.release();
+    for (const r of handles) {
+      r.native?.release();
       ops.closeFd(r.fd); // repair mode is still on: the connection vanishes silently
     }
+    for (const fd of batchFds) if (fd >= 0) ops.closeFd(fd);
   };
   try {
-    for (const image of images) {
-      const { skData, sendQueue, unsent } = deferUnsent(image);
-      writeSkDataWords(skData, packed); // validated with the image above
-      if (!socketAddressToWords(image.local, packed, SK_DATA_WORDS) || !socketAddressToWords(image.remote, packed, SK_DATA_WORDS + 8)) {
+    const packed = new Uint32Array(PACKED_WORDS * Math.max(1, batchIndexes.length));
+    const queues: (Buffer | null)[] = new Array<Buffer | null>(2 * batchIndexes.length);
+    batchIndexes.forEach((imageIndex, j) => {
+      const image = images[imageIndex];
+      const base = j * PACKED_WORDS;
+      writeSkDataWords(prepared[imageIndex].skData, packed, base); // validated with the image above
+      if (!socketAddressToWords(image.local, packed, base + SK_DATA_WORDS) || !socketAddressToWords(image.remote, packed, base + SK_DATA_WORDS + 8)) {
+        throw new InvalidArgumentError('image addresses do not parse');
+      }
+      queues[2 * j] = image.recvQueue;
+      queues[2 * j + 1] = prepared[imageIndex].sendQueue;
+    });
+    if (batchIndexes.length > 0) binding.soccrRestoreBatch(packed, queues, batchFds, options.netns);
+    batchIndexes.forEach((imageIndex, j) => {
+      restored[imageIndex] = { fd: batchFds[j], unsent: prepared[imageIndex].unsent };
+    });
+    const one = new Uint32Array(PACKED_WORDS);
+    images.forEach((image, i) => {
+      if (restored[i]) return;
+      const { skData, sendQueue, unsent } = prepared[i];
+      writeSkDataWords(skData, one);
+      if (!socketAddressToWords(image.local, one, SK_DATA_WORDS) || !socketAddressToWords(image.remote, one, SK_DATA_WORDS + 8)) {
         throw new InvalidArgumentError('image addresses do not parse');
       }
       const fd = ops.tcpSocket(image.family, options.netns);
@@ -305,9 +349,11 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
         ops.closeFd(fd);
         throw error;
       }
-      restored.push({ fd, native, unsent });
-      native.restorePacked(packed, image.recvQueue, sendQueue);
-    }
+      const entry = { fd, native, unsent };
+      handles.push(entry);
+      native.restorePacked(one, image.recvQueue, sendQueue);
+      restored[i] = entry;
+    });
   } catch (error) {
     rollback();
     throw fromNativeError(SoccrError, error, 'restore');
@@ -333,17 +379,18 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
       });
     }
   })();
-  const sockets = restored.map((r, i) => adoptFd(r.fd, images[i].pendingRead, options.allowHalfOpen ?? false, true));
+  const sockets = restored.map((r, i) => adoptOwnTcpFd(r.fd, images[i].pendingRead, options.allowHalfOpen ?? false, true));
   try {
     await unlocking;
   } catch (error) {
-    restored.forEach((r) => r.native.release());
+    restored.forEach((r) => r.native?.release());
     sockets.forEach((socket) => socket.destroy()); // closes the fds, repair still on: silent
     throw error;
   }
 
+  binding.soccrResumeBatch(batchFds);
   return restored.map((r, i) => {
-    r.native.resume();
+    r.native?.resume();
     const socket = sockets[i];
     startReading(socket);
     if (r.unsent.length > 0) socket.write(r.unsent);

@@ -6,13 +6,13 @@
 import * as net from 'node:net';
 
 import { InvalidArgumentError, fromNativeError } from '../errors';
-import { fromNativeSockaddr, socketAddressFromWords, toNativeSockaddr } from './address';
+import { fromNativeSockaddr, socketAddressFromWords, socketAddressToWords, toNativeSockaddr } from './address';
 import type { SocketAddress } from './address';
-import type { NativeSockaddr, NativeSocketInfo, NativeSoccrHandle } from './binding-types';
+import type { NativeSockaddr, NativeSocketInfo, NativeSoccrHandle, SoccrBinding } from './binding-types';
 import { SoccrError } from './errors';
 import { soccrBinding } from './native';
 import { restartReading, socketFd, stopReading } from './node-socket';
-import { RESTORABLE_STATES, TcpState, skDataFromWords, skDataToWords, tcpStateName } from './sk-data';
+import { RESTORABLE_STATES, TcpState, skDataFromWords, skDataProblem, skDataToWords, tcpStateName, writeSkDataWords } from './sk-data';
 import type { SkData } from './sk-data';
 
 export type QueueName = 'recv' | 'send';
@@ -40,6 +40,28 @@ export function nativeAddress(address: SocketAddress, name: string): NativeSocka
   return sa;
 }
 
+/**
+ * Writes a SocketAddress into the packed words restorePacked reads; throws the same error as
+ * nativeAddress when it is not a valid address.
+ */
+function packAddress(address: SocketAddress, name: string, words: Uint32Array, offset: number): void {
+  const valid =
+    typeof address === 'object' &&
+    address !== null &&
+    (address.family === 4 || address.family === 6) &&
+    Number.isInteger(address.port) &&
+    address.port >= 0 &&
+    address.port <= 65535 &&
+    socketAddressToWords(address, words, offset);
+  if (!valid) throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port} with a valid IP address`);
+}
+
+/** sk_data (17 words) + own and peer address (8 words each): what save(out) and restorePacked use. */
+const SK_DATA_WORDS = 17;
+const PACKED_WORDS = SK_DATA_WORDS + 16;
+/** Scratch words for restore(): filled and consumed within one synchronous call. */
+const restoreWords = new Uint32Array(PACKED_WORDS);
+
 function bytesArg(bytes: unknown, name: string): Uint8Array {
   if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError(`${name} must be a Buffer or Uint8Array`, 'ERR_INVALID_ARG_TYPE');
   return bytes;
@@ -53,8 +75,9 @@ function bytesArg(bytes: unknown, name: string): Uint8Array {
 export class SoccrHandle {
   #native: NativeSoccrHandle;
   #skData: SkData | undefined;
+  /** What save(out) filled: sk_data, then own and peer address (family 0: not available). */
+  #saved: Uint32Array | undefined;
   #onDone: (() => void) | undefined;
-  #tuple: { local: SocketAddress; remote: SocketAddress } | undefined;
 
   /**
    * @internal use soccr.pause(). For a net.Socket: `onResumed` restarts its reading after
@@ -62,14 +85,9 @@ export class SoccrHandle {
    * resumes its dup in its own finalizer, in no guaranteed order with this one, so onCollected
    * turns repair off itself before Node reads again).
    */
-  constructor(
-    native: NativeSoccrHandle,
-    socketHooks?: { onResumed: () => void; onCollected: () => void },
-    tuple?: { local: SocketAddress; remote: SocketAddress },
-  ) {
+  constructor(native: NativeSoccrHandle, socketHooks?: { onResumed: () => void; onCollected: () => void }) {
     this.#native = native;
     this.#onDone = socketHooks?.onResumed;
-    this.#tuple = tuple;
     if (socketHooks) pausedSockets.register(this, socketHooks.onCollected, this);
   }
 
@@ -84,7 +102,13 @@ export class SoccrHandle {
 
   /** libsoccr_save on first call (cached after): every sk_data field. */
   getSkData(): SkData {
-    this.#skData ??= skDataFromWords(nativeCall('libsoccr save', () => this.#native.save()));
+    if (!this.#skData) {
+      // One native call: sk_data and both addresses (libsoccr_get_addr), kept for get*Address.
+      const words = new Uint32Array(PACKED_WORDS);
+      nativeCall('libsoccr save', () => this.#native.save(words));
+      this.#saved = words;
+      this.#skData = skDataFromWords(words);
+    }
     return this.#skData;
   }
 
@@ -97,22 +121,35 @@ export class SoccrHandle {
 
   /** The socket's own address (libsoccr_get_addr). */
   getLocalAddress(): SocketAddress {
-    return this.#tuple?.local ?? fromNativeSockaddr(nativeCall('libsoccr get_addr', () => this.#native.getAddr(true)));
+    const saved = this.#saved;
+    if (saved && saved[SK_DATA_WORDS] !== 0) return socketAddressFromWords(saved, SK_DATA_WORDS);
+    return fromNativeSockaddr(nativeCall('libsoccr get_addr', () => this.#native.getAddr(true)));
   }
 
   /** The peer's address (libsoccr_get_addr). */
   getRemoteAddress(): SocketAddress {
-    return this.#tuple?.remote ?? fromNativeSockaddr(nativeCall('libsoccr get_addr', () => this.#native.getAddr(false)));
+    const saved = this.#saved;
+    if (saved && saved[SK_DATA_WORDS + 8] !== 0) return socketAddressFromWords(saved, SK_DATA_WORDS + 8);
+    return fromNativeSockaddr(nativeCall('libsoccr get_addr', () => this.#native.getAddr(false)));
   }
 
   /** One-call restore onto this (fresh, paused) socket: bind, connect without SYN, queues, window. */
   restore(data: SkData, local: SocketAddress, remote: SocketAddress, recvQueue: Uint8Array, sendQueue: Uint8Array): void {
-    const words = skDataToWords(data);
-    const self = nativeAddress(local, 'local');
-    const peer = nativeAddress(remote, 'remote');
+    const problem = skDataProblem(data);
+    if (problem) throw new InvalidArgumentError(problem);
+    // Packed words instead of address objects: native code reads no JS properties.
+    const words = restoreWords;
+    writeSkDataWords(data, words);
+    packAddress(local, 'local', words, SK_DATA_WORDS);
+    packAddress(remote, 'remote', words, SK_DATA_WORDS + 8);
     if (bytesArg(recvQueue, 'recvQueue').length !== data.inqLen) throw new InvalidArgumentError('recvQueue length must equal inqLen');
     if (bytesArg(sendQueue, 'sendQueue').length !== data.outqLen) throw new InvalidArgumentError('sendQueue length must equal outqLen');
-    nativeCall('libsoccr restore', () => this.#native.restore(words, self, peer, recvQueue, sendQueue));
+    const native = this.#native;
+    try {
+      native.restorePacked(words, recvQueue, sendQueue);
+    } catch (error) {
+      throw fromNativeError(SoccrError, error, 'libsoccr restore');
+    }
   }
 
   /** Staged restore 1/4: sequence numbers. Then bind() and connect(). */
@@ -209,24 +246,22 @@ export function checkConnectedTcp(fd: number): NativeSocketInfo {
   return info;
 }
 
-const inspectWords = new Uint32Array(18);
+/** pause()'s check words: [TCP state, SO_REUSEADDR] (net.Socket) or [TCP state] (fd). */
+const checkWithReuse = new Uint32Array(2);
+const checkStateOnly = checkWithReuse.subarray(0, 1);
 
 /**
- * checkConnectedTcp's fast path (one native call, no allocation) that also returns the 4-tuple;
- * on any doubt checkConnectedTcp names the precise problem.
+ * dup + TCP state check + libsoccr_pause in one native call (the state check is the fast path of
+ * checkConnectedTcp); when it fails, checkConnectedTcp names the precise problem.
  */
-function inspectConnectedTcp(fd: number): { local: SocketAddress; remote: SocketAddress } {
+function pauseChecked(fd: number, check: Uint32Array): NativeSoccrHandle {
+  const binding: SoccrBinding = soccrBinding();
   try {
-    soccrBinding().socketOps.inspectTcp(fd, inspectWords);
+    return new binding.SoccrHandle(fd, true, check);
   } catch (error) {
     checkConnectedTcp(fd);
-    throw fromNativeError(SoccrError, error, 'socket info');
+    throw fromNativeError(SoccrError, error, 'libsoccr pause');
   }
-  const state = inspectWords[0];
-  if (state !== TcpState.ESTABLISHED && (!RESTORABLE_STATES.has(state) || state === TcpState.CLOSE || state === TcpState.SYN_SENT)) {
-    checkConnectedTcp(fd);
-  }
-  return { local: socketAddressFromWords(inspectWords, 2), remote: socketAddressFromWords(inspectWords, 10) };
 }
 
 function fdArg(fd: number): number {
@@ -242,19 +277,17 @@ function fdArg(fd: number): number {
 export function pause(socketOrFd: net.Socket | number): SoccrHandle {
   if (typeof socketOrFd === 'number') {
     const fd = fdArg(socketOrFd);
-    const tuple = inspectConnectedTcp(fd);
-    return new SoccrHandle(nativeCall('libsoccr pause', () => new (soccrBinding().SoccrHandle)(fd)), undefined, tuple);
+    return new SoccrHandle(pauseChecked(fd, checkStateOnly));
   }
   const socket = socketOrFd;
   const fd = socketFd(socket);
   if (socket.writableLength > 0) {
     throw new SoccrError(`${socket.writableLength} bytes are still in Node's write buffer`, { code: 'ERR_SOCKET_WRITE_PENDING' });
   }
-  const tuple = inspectConnectedTcp(fd);
-  const reuseAddr = inspectWords[1] === 1;
   const wasReading = stopReading(socket);
   try {
-    const native = nativeCall('libsoccr pause', () => new (soccrBinding().SoccrHandle)(fd));
+    const native = pauseChecked(fd, checkWithReuse);
+    const reuseAddr = checkWithReuse[1] === 1;
     return new SoccrHandle(
       native,
       {
@@ -269,7 +302,6 @@ export function pause(socketOrFd: net.Socket | number): SoccrHandle {
           restartReading(socket, wasReading);
         },
       },
-      tuple,
     );
   } catch (error) {
     restartReading(socket, wasReading);

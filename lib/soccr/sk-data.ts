@@ -76,49 +76,50 @@ export const SK_DATA_FIELDS = [
   'rcvWup',
 ] as const satisfies readonly (keyof SkData)[];
 
-export function skDataFromWords(words: Uint32Array): SkData {
+/** The SkData in words[at..at+16]. */
+export function skDataFromWords(words: Uint32Array, at = 0): SkData {
   // One literal (one object shape) rather than a loop: batches build thousands of these.
   return {
-    state: words[0],
-    stateName: tcpStateName(words[0]) ?? (`UNKNOWN(${words[0]})` as TcpStateName),
-    inqLen: words[1],
-    inqSeq: words[2],
-    outqLen: words[3],
-    outqSeq: words[4],
-    unsqLen: words[5],
-    optMask: words[6],
-    mssClamp: words[7],
-    sndWscale: words[8],
-    rcvWscale: words[9],
-    timestamp: words[10],
-    flags: words[11],
-    sndWl1: words[12],
-    sndWnd: words[13],
-    maxWindow: words[14],
-    rcvWnd: words[15],
-    rcvWup: words[16],
+    state: words[at],
+    stateName: tcpStateName(words[at]) ?? (`UNKNOWN(${words[at]})` as TcpStateName),
+    inqLen: words[at + 1],
+    inqSeq: words[at + 2],
+    outqLen: words[at + 3],
+    outqSeq: words[at + 4],
+    unsqLen: words[at + 5],
+    optMask: words[at + 6],
+    mssClamp: words[at + 7],
+    sndWscale: words[at + 8],
+    rcvWscale: words[at + 9],
+    timestamp: words[at + 10],
+    flags: words[at + 11],
+    sndWl1: words[at + 12],
+    sndWnd: words[at + 13],
+    maxWindow: words[at + 14],
+    rcvWnd: words[at + 15],
+    rcvWup: words[at + 16],
   };
 }
 
-/** Writes already validated sk_data into words[0..16] (no checks, no allocation). */
-export function writeSkDataWords(data: SkData, words: Uint32Array): void {
-  words[0] = data.state;
-  words[1] = data.inqLen;
-  words[2] = data.inqSeq;
-  words[3] = data.outqLen;
-  words[4] = data.outqSeq;
-  words[5] = data.unsqLen;
-  words[6] = data.optMask;
-  words[7] = data.mssClamp;
-  words[8] = data.sndWscale;
-  words[9] = data.rcvWscale;
-  words[10] = data.timestamp;
-  words[11] = data.flags;
-  words[12] = data.sndWl1;
-  words[13] = data.sndWnd;
-  words[14] = data.maxWindow;
-  words[15] = data.rcvWnd;
-  words[16] = data.rcvWup;
+/** Writes already validated sk_data into words[at..at+16] (no checks, no allocation). */
+export function writeSkDataWords(data: SkData, words: Uint32Array, at = 0): void {
+  words[at] = data.state;
+  words[at + 1] = data.inqLen;
+  words[at + 2] = data.inqSeq;
+  words[at + 3] = data.outqLen;
+  words[at + 4] = data.outqSeq;
+  words[at + 5] = data.unsqLen;
+  words[at + 6] = data.optMask;
+  words[at + 7] = data.mssClamp;
+  words[at + 8] = data.sndWscale;
+  words[at + 9] = data.rcvWscale;
+  words[at + 10] = data.timestamp;
+  words[at + 11] = data.flags;
+  words[at + 12] = data.sndWl1;
+  words[at + 13] = data.sndWnd;
+  words[at + 14] = data.maxWindow;
+  words[at + 15] = data.rcvWnd;
+  words[at + 16] = data.rcvWup;
 }
 
 /**
@@ -157,5 +158,7 @@ export const RESTORABLE_STATES: ReadonlySet<number> = new Set([
 export function skDataToWords(data: SkData): Uint32Array {
   const problem = skDataProblem(data);
   if (problem) throw new InvalidArgumentError(problem);
-  return Uint32Array.from(SK_DATA_FIELDS.map((field) => data[field]));
+  const words = new Uint32Array(SK_DATA_FIELDS.length);
+  writeSkDataWords(data, words);
+  return words;
 }

@@ -1,0 +1,322 @@
+// Batch dump and restore for checkpointConnections / restoreConnections: one native call per
+// phase instead of several per connection, and the libsoccr work of a large batch split over a
+// few threads (each connection's calls are independent: libsoccr keeps no shared mutable state
+// besides its log settings, and its log buffer is per thread). The calling thread waits for the
+// workers, so every JS buffer and fd used stays valid and untouched for the whole call, as in a
+// synchronous call. With libsoccr debug logging on, everything runs on the calling thread so that
+// every log line reaches the JS logger.
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "errors.h"
+#include "soccr.h"
+#include "soccr_log.h"
+#include "socket_ops.h"
+
+namespace nodecriu {
+
+namespace {
+
+constexpr size_t kSkDataWords = sizeof(libsoccr_sk_data) / sizeof(uint32_t);  // 17
+constexpr size_t kPackedWords = kSkDataWords + 16;                            // + own and peer address
+// Below this many connections per thread a thread costs more than it saves.
+constexpr size_t kMinPerThread = 256;
+
+struct Failure {
+  int err = 0;
+  int ret = 0;
+  const char* call = nullptr;
+  std::string line;  // libsoccr's last error line on the thread that failed
+};
+
+// Runs fn(i, failure) for i in [0, count) on up to a few threads; returns the lowest failing
+// index (or count). fn returns false on failure after filling `failure`.
+template <typename Fn>
+size_t RunBatch(size_t count, Fn fn, Failure* first_failure) {
+  size_t threads = 1;
+  if (!SoccrDebugLogging()) {
+    size_t cores = std::max<size_t>(1, std::thread::hardware_concurrency());
+    threads = std::min<size_t>({cores, 4, std::max<size_t>(1, count / kMinPerThread)});
+  }
+  std::vector<Failure> failures(threads);
+  std::vector<size_t> failed_at(threads, count);
+  std::atomic<bool> stop{false};
+  auto work = [&](size_t t) {
+    size_t begin = count * t / threads, end = count * (t + 1) / threads;
+    for (size_t i = begin; i < end && !stop.load(std::memory_order_relaxed); i++) {
+      BeginSoccrCall();
+      if (!fn(i, &failures[t])) {
+        if (failures[t].line.empty()) failures[t].line = LastSoccrError();
+        failed_at[t] = i;
+        stop.store(true, std::memory_order_relaxed);
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> workers;
+  bool spawn_failed = false;
+  for (size_t t = 1; t < threads; t++) {
+    try {
+      workers.emplace_back(work, t);
+    } catch (const std::system_error&) {
+      spawn_failed = true;  // run the rest on this thread
+      break;
+    }
+  }
+  work(0);
+  for (auto& w : workers) w.join();
+  if (spawn_failed) {
+    for (size_t t = workers.size() + 1; t < threads; t++) work(t);
+  }
+  size_t lowest = count;
+  for (size_t t = 0; t < threads; t++) {
+    if (failed_at[t] < lowest) {
+      lowest = failed_at[t];
+      *first_failure = failures[t];
+    }
+  }
+  return lowest;
+}
+
+// Throws the failure as ThrowErrno does, plus `index`: the connection that failed.
+[[noreturn]] void ThrowFailureAt(Napi::Env env, const Failure& f, size_t index) {
+  std::string detail = "returned " + std::to_string(f.ret);
+  if (!f.line.empty()) detail += " (" + f.line + ")";
+  FlushSoccrLog(env);
+  Napi::Error error = ErrnoError(env, f.err != 0 ? f.err : EIO, f.call, detail.c_str());
+  error.Set("index", Napi::Number::New(env, static_cast<double>(index)));
+  throw error;
+}
+
+Napi::Int32Array Int32ArrayArg(const Napi::CallbackInfo& info, size_t index, const char* what) {
+  if (index >= info.Length() || !info[index].IsTypedArray() || info[index].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    ThrowInvalidArg(info.Env(), what);
+  return info[index].As<Napi::Int32Array>();
+}
+
+Napi::Uint32Array Uint32ArrayArg(const Napi::CallbackInfo& info, size_t index, const char* what) {
+  if (index >= info.Length() || !info[index].IsTypedArray() || info[index].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+    ThrowInvalidArg(info.Env(), what);
+  return info[index].As<Napi::Uint32Array>();
+}
+
+Napi::Uint8Array Uint8ArrayArg(const Napi::CallbackInfo& info, size_t index, const char* what) {
+  if (index >= info.Length() || !info[index].IsTypedArray() || info[index].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    ThrowInvalidArg(info.Env(), what);
+  return info[index].As<Napi::Uint8Array>();
+}
+
+// soccrDumpBatch(fds: Int32Array(n), packed: Uint32Array(17n), dumped: Uint8Array(n))
+//   -> Array(2n) of Buffer | null: receive and send queue of each connection.
+// Per fd: pause + save + both queues + release (repair stays on), as soccrDump. dumped[i] = 1 once
+// connection i is in repair mode. On a failure the failing socket is resumed (repair off), the
+// others keep their dumped[] state for the caller to undo, and the lowest failing index's error is
+// thrown with `index` set.
+Napi::Value SoccrDumpBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Int32Array fds = Int32ArrayArg(info, 0, "fds must be an Int32Array");
+  Napi::Uint32Array packed = Uint32ArrayArg(info, 1, "packed must be a Uint32Array");
+  Napi::Uint8Array dumped = Uint8ArrayArg(info, 2, "dumped must be a Uint8Array");
+  size_t n = fds.ElementLength();
+  if (packed.ElementLength() < n * kSkDataWords || dumped.ElementLength() < n)
+    ThrowInvalidArg(env, "packed needs 17 words and dumped one byte per fd");
+  const int32_t* fd = fds.Data();
+  uint32_t* words = packed.Data();
+  uint8_t* done = dumped.Data();
+  memset(done, 0, n);
+  std::vector<char*> queues(2 * n, nullptr);
+  Failure failure;
+  size_t failed = RunBatch(
+      n,
+      [&](size_t i, Failure* f) {
+        libsoccr_sk* sk = libsoccr_pause(fd[i]);
+        if (sk == nullptr) {
+          *f = {errno, -1, "libsoccr_pause", {}};
+          return false;
+        }
+        libsoccr_sk_data data;
+        int ret = libsoccr_save(sk, &data, sizeof(data));
+        if (ret != static_cast<int>(sizeof(data))) {
+          *f = {errno, ret, "libsoccr_save", {}};
+          libsoccr_resume(sk);
+          return false;
+        }
+        memcpy(words + i * kSkDataWords, &data, sizeof(data));
+        const int ids[2] = {TCP_RECV_QUEUE, TCP_SEND_QUEUE};
+        const uint32_t lengths[2] = {data.inq_len, data.outq_len};
+        for (int q = 0; q < 2; q++) {
+          if (lengths[q] == 0) continue;
+          // SOCCR_MEM_EXCL: the buffer becomes ours (copied into a JS Buffer, then freed).
+          queues[2 * i + q] = libsoccr_get_queue_bytes(sk, ids[q], SOCCR_MEM_EXCL);
+          if (queues[2 * i + q] == nullptr) {
+            *f = {errno, 0, "libsoccr_get_queue_bytes", {}};
+            libsoccr_resume(sk);
+            return false;
+          }
+        }
+        libsoccr_release(sk);
+        done[i] = 1;
+        return true;
+      },
+      &failure);
+  if (failed < n) {
+    for (char* q : queues) free(q);
+    // Only the failing connection was resumed; the caller undoes the ones marked dumped.
+    ThrowFailureAt(env, failure, failed);
+  }
+  Napi::Array out = Napi::Array::New(env, 2 * n);
+  const uint32_t* w = words;
+  for (size_t i = 0; i < n; i++) {
+    for (int q = 0; q < 2; q++) {
+      char* bytes = queues[2 * i + q];
+      if (bytes == nullptr) {
+        out.Set(static_cast<uint32_t>(2 * i + q), env.Null());
+        continue;
+      }
+      uint32_t length = q == 0 ? w[i * kSkDataWords + 1] : w[i * kSkDataWords + 3];  // inq_len, outq_len
+      Napi::Buffer<uint8_t> copy;
+      try {
+        copy = Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<uint8_t*>(bytes), length);
+      } catch (...) {
+        for (size_t j = 2 * i + q; j < queues.size(); j++) free(queues[j]);
+        throw;
+      }
+      free(bytes);
+      queues[2 * i + q] = nullptr;
+      out.Set(static_cast<uint32_t>(2 * i + q), copy);
+    }
+  }
+  FlushSoccrLog(env);
+  return out;
+}
+
+// soccrRestoreBatch(packed: Uint32Array(33n), queues: Array(2n) of Uint8Array|null,
+//                   fds: Int32Array(n), netns?: string)
+// Creates n TCP sockets (families from packed: the own address's family), in the namespace at
+// netns when given, and restores connection i into fds[i]: pause + set addresses and queues +
+// libsoccr_restore + release. Repair mode stays on (the caller turns it off, soccrResumeBatch,
+// once its locks are gone); only for connections without unsent data, which need
+// libsoccr_resume. On any failure every created socket is closed (repair on, or never
+// connected: nothing reaches a peer), fds are all -1, and the lowest failing index's error is
+// thrown with `index` set. The queues are lent to libsoccr (no copy).
+Napi::Value SoccrRestoreBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Uint32Array packed = Uint32ArrayArg(info, 0, "packed must be a Uint32Array");
+  if (info.Length() < 2 || !info[1].IsArray()) ThrowInvalidArg(env, "queues must be an array");
+  Napi::Array queue_array = info[1].As<Napi::Array>();
+  Napi::Int32Array fds = Int32ArrayArg(info, 2, "fds must be an Int32Array");
+  size_t n = fds.ElementLength();
+  if (packed.ElementLength() < n * kPackedWords || queue_array.Length() < 2 * n)
+    ThrowInvalidArg(env, "packed needs 33 words and queues two entries per connection");
+  std::string netns_path;
+  bool in_netns = info.Length() > 3 && info[3].IsString();
+  if (in_netns) netns_path = info[3].As<Napi::String>().Utf8Value();
+
+  // Everything is read and checked before the first socket exists.
+  struct Item {
+    libsoccr_sk_data data;
+    union libsoccr_addr addr[2];
+    char* queue[2];
+  };
+  std::vector<Item> items(n);
+  std::vector<uint8_t> families(n);
+  const uint32_t* words = packed.Data();
+  for (size_t i = 0; i < n; i++) {
+    Item& item = items[i];
+    const uint32_t* w = words + i * kPackedWords;
+    memcpy(&item.data, w, sizeof(item.data));
+    for (int a = 0; a < 2; a++) {
+      sockaddr_storage ss;
+      if (SockaddrFromWords(w + kSkDataWords + 8 * a, &ss) == 0) ThrowInvalidArg(env, "packed addresses are invalid");
+      memcpy(&item.addr[a], &ss, sizeof(item.addr[a]));
+    }
+    families[i] = static_cast<uint8_t>(w[kSkDataWords]);
+    const uint32_t lengths[2] = {item.data.inq_len, item.data.outq_len};
+    for (int q = 0; q < 2; q++) {
+      Napi::Value v = queue_array.Get(static_cast<uint32_t>(2 * i + q));
+      size_t length = 0;
+      item.queue[q] = nullptr;
+      if (!v.IsNull() && !v.IsUndefined()) {
+        if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+          ThrowInvalidArg(env, "queue bytes must be a Uint8Array");
+        Napi::Uint8Array bytes = v.As<Napi::Uint8Array>();
+        length = bytes.ElementLength();
+        if (length > 0) item.queue[q] = reinterpret_cast<char*>(bytes.Data());
+      }
+      if (length != lengths[q]) ThrowInvalidArg(env, "queue lengths must equal inq_len and outq_len");
+    }
+    if (item.data.unsq_len != 0) ThrowInvalidArg(env, "connections with unsent data need libsoccr_resume");
+  }
+
+  int32_t* fd = fds.Data();
+  if (CreateTcpSockets(env, families.data(), n, in_netns ? &netns_path : nullptr, fd) < 0) ThrowErrno(env, errno, "socket");
+  Failure failure;
+  size_t failed = RunBatch(
+      n,
+      [&](size_t i, Failure* f) {
+        Item& item = items[i];
+        libsoccr_sk* sk = libsoccr_pause(fd[i]);
+        if (sk == nullptr) {
+          *f = {errno, -1, "libsoccr_pause", {}};
+          return false;
+        }
+        // Lent (flags 0): valid until libsoccr_restore returns, and release frees none of it.
+        libsoccr_set_addr(sk, 1, &item.addr[0], 0);
+        libsoccr_set_addr(sk, 0, &item.addr[1], 0);
+        if (item.queue[0] != nullptr) libsoccr_set_queue_bytes(sk, TCP_RECV_QUEUE, item.queue[0], 0);
+        if (item.queue[1] != nullptr) libsoccr_set_queue_bytes(sk, TCP_SEND_QUEUE, item.queue[1], 0);
+        int ret = libsoccr_restore(sk, &item.data, sizeof(item.data));
+        if (ret < 0) *f = {errno, ret, "libsoccr_restore", {}};
+        libsoccr_release(sk);
+        return ret >= 0;
+      },
+      &failure);
+  if (failed < n) {
+    for (size_t i = 0; i < n; i++) {
+      close(fd[i]);
+      fd[i] = -1;
+    }
+    ThrowFailureAt(env, failure, failed);
+  }
+  FlushSoccrLog(env);
+  return env.Undefined();
+}
+
+// soccrResumeBatch(fds: Int32Array): TCP_REPAIR off on each (what libsoccr_resume does for a
+// restored connection without unsent data: the kernel sends its window probe). Like
+// libsoccr_resume it does not throw; returns how many sockets failed (each also logged).
+Napi::Value SoccrResumeBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Int32Array fds = Int32ArrayArg(info, 0, "fds must be an Int32Array");
+  size_t n = fds.ElementLength();
+  const int32_t* fd = fds.Data();
+  std::atomic<uint32_t> failures{0};
+  Failure unused;
+  RunBatch(
+      n,
+      [&](size_t i, Failure*) {
+        int off = 0;
+        if (fd[i] >= 0 && setsockopt(fd[i], SOL_TCP, TCP_REPAIR, &off, sizeof(off)) < 0) failures++;
+        return true;
+      },
+      &unused);
+  return Napi::Number::New(env, failures.load());
+}
+
+}  // namespace
+
+void InitSoccrBatch(Napi::Env env, Napi::Object exports) {
+  exports.Set("soccrDumpBatch", Napi::Function::New(env, SoccrDumpBatch, "soccrDumpBatch"));
+  exports.Set("soccrRestoreBatch", Napi::Function::New(env, SoccrRestoreBatch, "soccrRestoreBatch"));
+  exports.Set("soccrResumeBatch", Napi::Function::New(env, SoccrResumeBatch, "soccrResumeBatch"));
+}
+
+}  // namespace nodecriu

@@ -1,0 +1,144 @@
+/**
+ * The batch paths of checkpointConnections / restoreConnections (csrc/soccr_batch.cc: one native
+ * call per phase, split over threads from 512 connections on): a failure in the middle of a
+ * threaded batch undoes exactly what was done (no fd leaked, no socket left in repair mode, the
+ * originals still carry traffic both ways), and the failing connection is named.
+ */
+import * as net from 'node:net';
+
+import { SoccrError, checkpointConnections, restoreConnections, soccr } from '../../lib';
+import { soccrBinding } from '../../lib/soccr/native';
+import { fdCount, fdsInRepairMode } from '../helpers/soccr';
+
+const COUNT = 600; // > 2 x 256: the batch runs on two threads on this 2-core machine
+
+interface Pairs {
+  clients: net.Socket[];
+  accepted: net.Socket[];
+  close(): Promise<void>;
+}
+
+async function manyPairs(count: number): Promise<Pairs> {
+  const server = net.createServer();
+  const byPort = new Map<number, net.Socket>();
+  server.on('connection', (s) => byPort.set(s.remotePort as number, s));
+  await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1', backlog: 1024 }, resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const clients: net.Socket[] = [];
+  for (let i = 0; i < count; i++) {
+    const client = net.connect({ port, host: '127.0.0.1' });
+    await new Promise<void>((resolve, reject) => {
+      client.once('connect', resolve);
+      client.once('error', reject);
+    });
+    clients.push(client);
+  }
+  for (let i = 0; i < 1000 && byPort.size < count; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  const accepted = clients.map((c) => byPort.get(c.localPort as number) as net.Socket);
+  return {
+    clients,
+    accepted,
+    async close() {
+      clients.forEach((s) => s.destroy());
+      accepted.forEach((s) => s?.destroy());
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** Every pair exchanges a distinct message both ways, byte-exact, with no error on either end. */
+async function expectTraffic(a: net.Socket[], b: net.Socket[], tag: string): Promise<void> {
+  const errors: string[] = [];
+  const exchange = (from: net.Socket, to: net.Socket, message: string) =>
+    new Promise<string>((resolve) => {
+      let got = '';
+      const onData = (d: Buffer) => {
+        got += d.toString();
+        if (got.length >= message.length) {
+          to.off('data', onData);
+          resolve(got);
+        }
+      };
+      to.on('data', onData);
+      to.once('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? 'error'));
+      from.write(message);
+    });
+  const sent = a.map((_s, i) => [`${tag}-a${i}.`, `${tag}-b${i}!`]);
+  const got = await Promise.all(a.map((s, i) => Promise.all([exchange(s, b[i], sent[i][0]), exchange(b[i], s, sent[i][1])])));
+  expect(got).toEqual(sent);
+  expect(errors).toEqual([]);
+}
+
+it('restoreConnections: a threaded batch whose 4-tuples are still in use fails typed and leaves nothing behind', async () => {
+  const pairs = await manyPairs(COUNT);
+  try {
+    // keepRunning: the originals stay, so every restore's connect() finds its 4-tuple taken.
+    const images = await checkpointConnections(pairs.accepted, { keepRunning: true });
+    expect(images).toHaveLength(COUNT);
+    const fdsBefore = fdCount();
+    let thrown: unknown;
+    try {
+      await restoreConnections(images);
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(SoccrError);
+    expect((thrown as SoccrError).code).toBe('EADDRNOTAVAIL');
+    expect(fdCount()).toBe(fdsBefore);
+    expect(fdsInRepairMode()).toEqual([]);
+    await expectTraffic(pairs.clients, pairs.accepted, 'after-failed-restore');
+  } finally {
+    await pairs.close();
+  }
+});
+
+it('soccrDumpBatch: a bad fd in the middle names its index, the rest is marked for undo', async () => {
+  const pairs = await manyPairs(COUNT);
+  const unconnected = soccr.createTcpSocket(4); // an unconnected TCP socket: libsoccr_save fails (ENOTCONN)
+  try {
+    const bad = COUNT / 2;
+    const fds = Int32Array.from(pairs.accepted.map((s) => soccr.fdOfSocket(s)));
+    fds[bad] = unconnected;
+    pairs.accepted.forEach((s) => s.pause());
+    const packed = new Uint32Array(17 * COUNT);
+    const dumped = new Uint8Array(COUNT);
+    const ops = soccrBinding().socketOps;
+    let thrown: { code?: string; index?: number } | undefined;
+    try {
+      soccrBinding().soccrDumpBatch(fds, packed, dumped);
+    } catch (error) {
+      thrown = error as { code?: string; index?: number };
+    }
+    expect(thrown?.index).toBe(bad);
+    expect(thrown?.code).toBe('ENOTCONN');
+    expect(dumped[bad]).toBe(0);
+    expect(soccr.isInRepairMode(unconnected)).toBe(false); // the failing socket was resumed
+    const inRepair = Array.from(fds).filter((fd) => soccr.isInRepairMode(fd));
+    expect(inRepair.sort()).toEqual(Array.from(fds).filter((_fd, i) => dumped[i] === 1).sort());
+    // Undo what the batch did, as checkpointConnections does.
+    fds.forEach((fd, i) => dumped[i] === 1 && ops.setRepair(fd, false));
+    expect(fdsInRepairMode()).toEqual([]);
+    pairs.accepted.forEach((s) => s.resume());
+    await expectTraffic(pairs.clients, pairs.accepted, 'after-failed-dump');
+  } finally {
+    soccr.closeFd(unconnected);
+    await pairs.close();
+  }
+});
+
+it('pause(fd): the addresses saved with getSkData stay readable after release', async () => {
+  const pairs = await manyPairs(1);
+  try {
+    const socket = pairs.accepted[0];
+    socket.pause();
+    const handle = soccr.pause(soccr.fdOfSocket(socket));
+    handle.getSkData();
+    handle.resume();
+    expect(handle.getLocalAddress()).toEqual({ family: 4, address: '127.0.0.1', port: socket.localPort });
+    expect(handle.getRemoteAddress()).toEqual({ family: 4, address: '127.0.0.1', port: socket.remotePort });
+    socket.resume();
+    await expectTraffic(pairs.clients, pairs.accepted, 'after-pause');
+  } finally {
+    await pairs.close();
+  }
+});
