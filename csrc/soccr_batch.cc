@@ -1,10 +1,12 @@
 // Batch dump and restore for checkpointConnections / restoreConnections: one native call per
 // phase instead of several per connection, and the libsoccr work of a large batch split over a
 // few threads (each connection's calls are independent: libsoccr keeps no shared mutable state
-// besides its log settings, and its log buffer is per thread). The calling thread waits for the
-// workers, so every JS buffer and fd used stays valid and untouched for the whole call, as in a
-// synchronous call. With libsoccr debug logging on, everything runs on the calling thread so that
-// every log line reaches the JS logger.
+// besides its log settings, and its log buffer is per thread). The dump runs while the calling
+// thread waits, so the JS arrays it fills and the fds stay untouched. The restore runs off the
+// JS thread (a libuv pool thread plus its helpers) on copies of everything it reads, while JS
+// builds the net.Sockets; the caller does not use the fds until its promise settles. With
+// libsoccr debug logging on, everything runs on the calling thread so that every log line
+// reaches the JS logger.
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,15 +200,79 @@ Napi::Value SoccrDumpBatch(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// One connection to restore, read from JS before any socket exists. The queue bytes are copied:
+// the restore runs while JS runs on (soccrRestoreBatch), so it must not read JS memory.
+struct RestoreItem {
+  libsoccr_sk_data data;
+  union libsoccr_addr addr[2];
+  std::vector<char> queue[2];
+};
+
+bool RestoreOne(int fd, RestoreItem& item, Failure* f) {
+  libsoccr_sk* sk = libsoccr_pause(fd);
+  if (sk == nullptr) {
+    *f = {errno, -1, "libsoccr_pause", {}};
+    return false;
+  }
+  // Lent (flags 0): they outlive libsoccr_restore, and release frees none of them.
+  libsoccr_set_addr(sk, 1, &item.addr[0], 0);
+  libsoccr_set_addr(sk, 0, &item.addr[1], 0);
+  if (!item.queue[0].empty()) libsoccr_set_queue_bytes(sk, TCP_RECV_QUEUE, item.queue[0].data(), 0);
+  if (!item.queue[1].empty()) libsoccr_set_queue_bytes(sk, TCP_SEND_QUEUE, item.queue[1].data(), 0);
+  int ret = libsoccr_restore(sk, &item.data, sizeof(item.data));
+  if (ret < 0) *f = {errno, ret, "libsoccr_restore", {}};
+  libsoccr_release(sk);
+  return ret >= 0;
+}
+
+// Restores the items into their fds off the JS thread; the promise settles on the JS thread.
+class RestoreWorker : public Napi::AsyncWorker {
+ public:
+  RestoreWorker(Napi::Env env, std::vector<RestoreItem>&& items, std::vector<int>&& fds)
+      : Napi::AsyncWorker(env, "soccrRestoreBatch"), deferred_(Napi::Promise::Deferred::New(env)), items_(std::move(items)), fds_(std::move(fds)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    failed_ = RunBatch(items_.size(), [this](size_t i, Failure* f) { return RestoreOne(fds_[i], items_[i], f); }, &failure_);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (failed_ >= items_.size()) {
+      deferred_.Resolve(env.Undefined());
+      return;
+    }
+    std::string detail = "returned " + std::to_string(failure_.ret);
+    if (!failure_.line.empty()) detail += " (" + failure_.line + ")";
+    Napi::Error error = ErrnoError(env, failure_.err != 0 ? failure_.err : EIO, failure_.call, detail.c_str());
+    error.Set("index", Napi::Number::New(env, static_cast<double>(failed_)));
+    deferred_.Reject(error.Value());
+  }
+
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::vector<RestoreItem> items_;
+  std::vector<int> fds_;
+  Failure failure_;
+  size_t failed_ = 0;
+};
+
 // soccrRestoreBatch(packed: Uint32Array(33n), queues: Array(2n) of Uint8Array|null,
-//                   fds: Int32Array(n), netns?: string)
-// Creates n TCP sockets (families from packed: the own address's family), in the namespace at
-// netns when given, and restores connection i into fds[i]: pause + set addresses and queues +
-// libsoccr_restore + release. Repair mode stays on (the caller turns it off, soccrResumeBatch,
-// once its locks are gone); only for connections without unsent data, which need
-// libsoccr_resume. On any failure every created socket is closed (repair on, or never
-// connected: nothing reaches a peer), fds are all -1, and the lowest failing index's error is
-// thrown with `index` set. The queues are lent to libsoccr (no copy).
+//                   fds: Int32Array(n), netns?: string) -> Promise<void>
+// Synchronously reads and checks everything, then creates n TCP sockets (families from packed:
+// the own address's family), in the namespace at netns when given, into fds (the caller owns
+// them from here, also on failure). Then, off the JS thread (split over a few threads for large
+// batches), restores connection i into fds[i]: pause + set addresses and queues +
+// libsoccr_restore + release. Repair mode stays on: the caller turns it off (soccrResumeBatch)
+// once its locks are gone; only for connections without unsent data, which need
+// libsoccr_resume. The caller must not use the fds until the promise settles. It rejects with
+// the lowest failing index's error (`index` set); a failed socket is disconnected silently by
+// libsoccr, the others are restored and in repair mode: closing them all is silent. With
+// libsoccr debug logging on, the restore runs before the call returns (its log lines need this
+// thread).
 Napi::Value SoccrRestoreBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Uint32Array packed = Uint32ArrayArg(info, 0, "packed must be a Uint32Array");
@@ -220,17 +286,11 @@ Napi::Value SoccrRestoreBatch(const Napi::CallbackInfo& info) {
   bool in_netns = info.Length() > 3 && info[3].IsString();
   if (in_netns) netns_path = info[3].As<Napi::String>().Utf8Value();
 
-  // Everything is read and checked before the first socket exists.
-  struct Item {
-    libsoccr_sk_data data;
-    union libsoccr_addr addr[2];
-    char* queue[2];
-  };
-  std::vector<Item> items(n);
+  std::vector<RestoreItem> items(n);
   std::vector<uint8_t> families(n);
   const uint32_t* words = packed.Data();
   for (size_t i = 0; i < n; i++) {
-    Item& item = items[i];
+    RestoreItem& item = items[i];
     const uint32_t* w = words + i * kPackedWords;
     memcpy(&item.data, w, sizeof(item.data));
     for (int a = 0; a < 2; a++) {
@@ -239,55 +299,37 @@ Napi::Value SoccrRestoreBatch(const Napi::CallbackInfo& info) {
       memcpy(&item.addr[a], &ss, sizeof(item.addr[a]));
     }
     families[i] = static_cast<uint8_t>(w[kSkDataWords]);
+    if (item.data.unsq_len != 0) ThrowInvalidArg(env, "connections with unsent data need libsoccr_resume");
     const uint32_t lengths[2] = {item.data.inq_len, item.data.outq_len};
     for (int q = 0; q < 2; q++) {
       Napi::Value v = queue_array.Get(static_cast<uint32_t>(2 * i + q));
       size_t length = 0;
-      item.queue[q] = nullptr;
       if (!v.IsNull() && !v.IsUndefined()) {
         if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
           ThrowInvalidArg(env, "queue bytes must be a Uint8Array");
         Napi::Uint8Array bytes = v.As<Napi::Uint8Array>();
         length = bytes.ElementLength();
-        if (length > 0) item.queue[q] = reinterpret_cast<char*>(bytes.Data());
+        if (length == lengths[q] && length > 0) item.queue[q].assign(bytes.Data(), bytes.Data() + length);
       }
       if (length != lengths[q]) ThrowInvalidArg(env, "queue lengths must equal inq_len and outq_len");
     }
-    if (item.data.unsq_len != 0) ThrowInvalidArg(env, "connections with unsent data need libsoccr_resume");
   }
 
   int32_t* fd = fds.Data();
   if (CreateTcpSockets(env, families.data(), n, in_netns ? &netns_path : nullptr, fd) < 0) ThrowErrno(env, errno, "socket");
-  Failure failure;
-  size_t failed = RunBatch(
-      n,
-      [&](size_t i, Failure* f) {
-        Item& item = items[i];
-        libsoccr_sk* sk = libsoccr_pause(fd[i]);
-        if (sk == nullptr) {
-          *f = {errno, -1, "libsoccr_pause", {}};
-          return false;
-        }
-        // Lent (flags 0): valid until libsoccr_restore returns, and release frees none of it.
-        libsoccr_set_addr(sk, 1, &item.addr[0], 0);
-        libsoccr_set_addr(sk, 0, &item.addr[1], 0);
-        if (item.queue[0] != nullptr) libsoccr_set_queue_bytes(sk, TCP_RECV_QUEUE, item.queue[0], 0);
-        if (item.queue[1] != nullptr) libsoccr_set_queue_bytes(sk, TCP_SEND_QUEUE, item.queue[1], 0);
-        int ret = libsoccr_restore(sk, &item.data, sizeof(item.data));
-        if (ret < 0) *f = {errno, ret, "libsoccr_restore", {}};
-        libsoccr_release(sk);
-        return ret >= 0;
-      },
-      &failure);
-  if (failed < n) {
-    for (size_t i = 0; i < n; i++) {
-      close(fd[i]);
-      fd[i] = -1;
-    }
-    ThrowFailureAt(env, failure, failed);
+  std::vector<int> fd_copy(fd, fd + n);
+  auto* worker = new RestoreWorker(env, std::move(items), std::move(fd_copy));
+  Napi::Promise promise = worker->Promise();
+  if (SoccrDebugLogging()) {
+    // Same outcome, on this thread; the promise still settles asynchronously.
+    worker->Execute();
+    FlushSoccrLog(env);
+    worker->OnOK();
+    delete worker;
+    return promise;
   }
-  FlushSoccrLog(env);
-  return env.Undefined();
+  worker->Queue();
+  return promise;
 }
 
 // soccrResumeBatch(fds: Int32Array): TCP_REPAIR off on each (what libsoccr_resume does for a

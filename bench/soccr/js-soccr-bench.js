@@ -7,10 +7,14 @@
  * checkpointConnections / restoreConnections (nftables lock, one batch each), the peers living
  * in a child process (fd limit). Prints markdown tables. Needs root and `npm run build`.
  *
- * Usage: node bench/soccr/js-soccr-bench.js [iterations=3000] [batch=10000]
+ * The C benchmark (bench/c/build/soccr_bench, `make -C bench/c`) runs in the same run, same
+ * network namespace and same nftables ruleset (one lock table for the whole run), alternating
+ * with the JS rows for `rounds` rounds; the table shows medians over the rounds and JS / C.
+ *
+ * Usage: node bench/soccr/js-soccr-bench.js [iterations=3000] [batch=10000] [rounds=3]
  * (scripts/bench.sh runs it in a private network namespace: `unshare -n`, loopback only.)
  */
-const { fork } = require('node:child_process');
+const { execFileSync, fork } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -22,6 +26,10 @@ const { binding } = require(path.join(root, 'dist', 'native.js'));
 
 const iterations = Number(process.argv[2] || 3000);
 const batchSize = Number(process.argv[3] || 10000);
+const rounds = Number(process.argv[4] || 3);
+const cBench = path.join(root, 'bench', 'c', 'build', 'soccr_bench');
+/** One table for the whole run: the C and the JS connections meet the same nftables ruleset. */
+let runLock;
 
 function fromNative(sa) {
   return { family: sa.family, address: sa.family === 4 ? Array.from(sa.address).join('.') : '::1', port: sa.port };
@@ -70,6 +78,18 @@ function publicApiCycle(fd) {
   return { fd: newFd, dump: t1 - t0, restore: t3 - t2 };
 }
 
+/** The public one-call forms: soccr.dumpFd (pause .. release) and soccr.restoreFd (socket .. resume). */
+function publicOneCallCycle(fd) {
+  const t0 = nowUs();
+  const dump = nodeCriu.soccr.dumpFd(fd);
+  const t1 = nowUs();
+  nodeCriu.soccr.closeFd(fd);
+  const t2 = nowUs();
+  const newFd = nodeCriu.soccr.restoreFd(dump);
+  const t3 = nowUs();
+  return { fd: newFd, dump: t1 - t0, restore: t3 - t2 };
+}
+
 const packed = new Uint32Array(33);
 const empty = Buffer.alloc(0);
 
@@ -86,7 +106,7 @@ function rawBindingCycle(fd) {
   return { fd: newFd, dump: t1 - t0, restore: t3 - t2 };
 }
 
-async function singleRow(queueBytes) {
+async function singleRow(queueBytes, round) {
   const { client, fd: firstFd } = await rawPair();
   const payload = Buffer.alloc(queueBytes, 7);
   for (let i = 0; i < queueBytes; i++) payload[i] = (i * 31 + 7) & 0xff;
@@ -104,18 +124,24 @@ async function singleRow(queueBytes) {
   // The peer's stray packets (ACKs of window probes) must not meet the closed original between
   // dump and restore (that would reset the connection): the nftables lock holds them, outside
   // the timed sequence, as a real checkpoint would.
-  const lock = await nodeCriu.NftablesLock.create();
+  const lock = runLock;
   const ops = binding().socketOps;
   const tuple = { local: fromNative(ops.sockName(firstFd)), remote: fromNative(ops.peerName(firstFd)) };
   await lock.add([tuple]);
-  // Each layer runs its own loop (warm-up first), so one layer's garbage does not slow the other.
+  // Each layer runs its own loop after a warm-up of every layer (which also grows the heap for
+  // the 64 KiB queues, so the first loop does not pay for it); the loops' order rotates with the
+  // round, so drift in machine load does not always favour the same layer.
   let fd = firstFd;
-  const times = { apiDump: [], apiRestore: [], rawDump: [], rawRestore: [] };
-  for (const [cycle, dumps, restores] of [
+  const times = { apiDump: [], apiRestore: [], rawDump: [], rawRestore: [], oneDump: [], oneRestore: [] };
+  const layers = [
     [rawBindingCycle, times.rawDump, times.rawRestore],
+    [publicOneCallCycle, times.oneDump, times.oneRestore],
     [publicApiCycle, times.apiDump, times.apiRestore],
-  ]) {
-    for (let i = -200; i < iterations; i++) {
+  ];
+  for (const [cycle] of layers) for (let i = 0; i < 300; i++) fd = cycle(fd).fd;
+  for (let k = 0; k < layers.length; k++) {
+    const [cycle, dumps, restores] = layers[(round + k) % layers.length];
+    for (let i = -100; i < iterations; i++) {
       const r = cycle(fd);
       fd = r.fd;
       if (i >= 0) {
@@ -125,7 +151,6 @@ async function singleRow(queueBytes) {
     }
   }
   await lock.remove([tuple]);
-  await lock.destroy();
   // Verify: the queue survived every move byte for byte, and traffic flows both ways.
   const socket = nodeCriu.soccr.adoptSocket(fd);
   const expected = Buffer.concat([payload, Buffer.from('ping')]);
@@ -146,13 +171,24 @@ async function singleRow(queueBytes) {
   if ((await pong) !== 'pong') throw new Error('no traffic after the moves');
   socket.destroy();
   client.destroy();
-  const row = (d, r) => {
-    const d50 = percentile(d, 0.5);
-    const r50 = percentile(r, 0.5);
-    return `${d50.toFixed(1)} / ${percentile(d, 0.99).toFixed(1)} | ${r50.toFixed(1)} / ${percentile(r, 0.99).toFixed(1)} | ${(d50 + r50).toFixed(1)}`;
-  };
-  console.log(`| ${queueBytes} | raw addon | ${row(times.rawDump, times.rawRestore)} |`);
-  console.log(`| ${queueBytes} | public API | ${row(times.apiDump, times.apiRestore)} |`);
+  const stats = (d, r) => ({ dump: percentile(d, 0.5), dump99: percentile(d, 0.99), restore: percentile(r, 0.5), restore99: percentile(r, 0.99) });
+  return { raw: stats(times.rawDump, times.rawRestore), one: stats(times.oneDump, times.oneRestore), api: stats(times.apiDump, times.apiRestore) };
+}
+
+/** bench/c's libsoccr p50s per queue size: { [bytes]: { dump, restore, dump99, restore99 } }. */
+function runCBench() {
+  const out = execFileSync(cBench, [String(iterations)], { encoding: 'utf8' });
+  const rows = {};
+  for (const line of out.split('\n')) {
+    const m = /^\| (\d+) \| ([\d.]+) \/ ([\d.]+) \| [^|]+\| [^|]+\| ([\d.]+) \/ ([\d.]+) \|/.exec(line);
+    if (m) rows[m[1]] = { dump: Number(m[2]), dump99: Number(m[3]), restore: Number(m[4]), restore99: Number(m[5]) };
+  }
+  return rows;
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
 }
 
 function request(child, msg) {
@@ -212,11 +248,45 @@ async function batch(count, lockKind) {
 (async () => {
   const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
   console.log('### libsoccr from JS: checkpoint and restore of one established TCP connection\n');
-  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; loopback; ${iterations} iterations per row, raw addon (one-call soccrDump/soccrRestore) and public API in separate loops; the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls).\n`);
-  console.log('| recv queue bytes | layer | dump p50 / p99 µs | restore p50 / p99 µs | dump + restore p50 µs |');
-  console.log('|---:|---|---:|---:|---:|');
-  for (const q of [0, 4096, 65536]) await singleRow(q);
-  console.log('\nDump = pause + save + both queues + both addresses + release (public API: plus argument and socket-state validation); restore = socket + pause + restore + resume. Same sequence as bench/c; close in repair mode not timed.\n');
+  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each: bench/c (libsoccr, C), then the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C run meets the same ruleset). Medians over the rounds of each round's p50 (p99).\n`);
+  runLock = await nodeCriu.NftablesLock.create();
+  const sizes = [0, 4096, 65536];
+  const results = { c: [], raw: [], one: [], api: [] };
+  const haveC = fs.existsSync(cBench);
+  try {
+    for (let round = 0; round < rounds; round++) {
+      const c = haveC ? runCBench() : {};
+      const js = {};
+      for (const q of sizes) js[q] = await singleRow(q, round);
+      for (const q of sizes) {
+        if (c[q]) results.c.push({ q, ...c[q] });
+        results.raw.push({ q, ...js[q].raw });
+        results.one.push({ q, ...js[q].one });
+        results.api.push({ q, ...js[q].api });
+      }
+    }
+  } finally {
+    await runLock.destroy();
+  }
+  const med = (layer, q, field) => median(results[layer].filter((r) => r.q === q).map((r) => r[field]));
+  console.log('| recv queue bytes | layer | dump p50 (p99) µs | restore p50 (p99) µs | dump + restore p50 µs | vs C |');
+  console.log('|---:|---|---:|---:|---:|---:|');
+  for (const q of sizes) {
+    const cTotal = haveC ? med('c', q, 'dump') + med('c', q, 'restore') : NaN;
+    for (const [layer, name] of [
+      ['c', 'C libsoccr (bench/c)'],
+      ['raw', 'raw addon'],
+      ['one', 'public one-call (dumpFd/restoreFd)'],
+      ['api', 'public step by step (pause/SoccrHandle)'],
+    ]) {
+      if (layer === 'c' && !haveC) continue;
+      const total = med(layer, q, 'dump') + med(layer, q, 'restore');
+      const ratio = haveC ? `${(total / cTotal).toFixed(2)}x` : 'n/a';
+      console.log(`| ${q} | ${name} | ${med(layer, q, 'dump').toFixed(1)} (${med(layer, q, 'dump99').toFixed(1)}) | ${med(layer, q, 'restore').toFixed(1)} (${med(layer, q, 'restore99').toFixed(1)}) | ${total.toFixed(1)} | ${ratio} |`);
+    }
+  }
+  if (!haveC) console.log('\n(bench/c/build/soccr_bench not built: `make -C bench/c` for the C rows.)');
+  console.log('\nDump = pause + save + both queues + both addresses + release (public API: plus argument validation; step by step also a TCP state check and a dup of the fd per handle); restore = socket + pause + restore + resume. Same sequence as bench/c (which times the same spans); close in repair mode not timed.\n');
   console.log(`### libsoccr from JS: ${batchSize} connections at once\n`);
   console.log('| connections | lock | checkpointConnections ms | restoreConnections ms | total ms | µs per connection |');
   console.log('|---:|---|---:|---:|---:|---:|');

@@ -95,11 +95,12 @@ export interface SoccrBinding {
    */
   soccrDumpBatch(fds: Int32Array, packed: Uint32Array, dumped: Uint8Array): (Buffer | null)[];
   /**
-   * Creates the sockets (in netns if given) into fds and restores connection i (33 packed words,
-   * queues[2i], queues[2i+1]) into fds[i], repair left on; no unsent data allowed. On failure every
-   * socket is closed, fds are -1, and the error has `index`.
+   * Creates the sockets (in netns if given) into fds before returning (the caller owns them, also
+   * on failure), then restores connection i (33 packed words, queues[2i], queues[2i+1], copied)
+   * into fds[i] off the JS thread, repair left on; no unsent data allowed. Do not use the fds until
+   * the promise settles; it rejects with the first failure (`index` set).
    */
-  soccrRestoreBatch(packed: Uint32Array, queues: (Uint8Array | null)[], fds: Int32Array, netns?: string): void;
+  soccrRestoreBatch(packed: Uint32Array, queues: (Uint8Array | null)[], fds: Int32Array, netns?: string): Promise<void>;
   /** TCP_REPAIR off for each fd (libsoccr_resume of a restore without unsent data); returns the failure count. */
   soccrResumeBatch(fds: Int32Array): number;
   /** Process-global libsoccr level (max over environments), per-environment callback. */

@@ -291,9 +291,11 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   const binding = soccrBinding();
   const ops = binding.socketOps;
 
-  // Most connections go through one native batch call (sockets created and restored, repair left
-  // on, on a few threads for large batches). Those whose unsent data stays in the image (our FIN
-  // is queued behind it) need libsoccr_resume to order data and FIN: they keep a libsoccr handle.
+  // Most connections go through one native batch call: their sockets are created at once and
+  // restored off the JS thread (on a few threads for large batches) while this thread builds
+  // their net.Sockets, which do not touch the fds until they read. Those whose unsent data stays
+  // in the image (our FIN is queued behind it) need libsoccr_resume to order data and FIN: they
+  // keep a libsoccr handle and are restored here. Repair mode stays on until the locks are gone.
   interface Restored {
     fd: number;
     /** Only for connections that need libsoccr_resume. */
@@ -309,12 +311,14 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   });
   const handles: Restored[] = [];
   const batchFds = new Int32Array(batchIndexes.length).fill(-1);
-  const rollback = () => {
+  let restoring: Promise<void> = Promise.resolve();
+  const rollback = async () => {
     for (const r of handles) {
       r.native?.release();
       ops.closeFd(r.fd); // repair mode is still on: the connection vanishes silently
     }
-    for (const fd of batchFds) if (fd >= 0) ops.closeFd(fd);
+    await restoring.catch(() => undefined); // the batch's fds are in use until it settles
+    for (const fd of batchFds) if (fd >= 0) ops.closeFd(fd); // repair on, or never connected: silent
   };
   try {
     const packed = new Uint32Array(PACKED_WORDS * Math.max(1, batchIndexes.length));
@@ -329,7 +333,7 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
       queues[2 * j] = image.recvQueue;
       queues[2 * j + 1] = prepared[imageIndex].sendQueue;
     });
-    if (batchIndexes.length > 0) binding.soccrRestoreBatch(packed, queues, batchFds, options.netns);
+    if (batchIndexes.length > 0) restoring = binding.soccrRestoreBatch(packed, queues, batchFds, options.netns);
     batchIndexes.forEach((imageIndex, j) => {
       restored[imageIndex] = { fd: batchFds[j], unsent: prepared[imageIndex].unsent };
     });
@@ -355,7 +359,20 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
       restored[i] = entry;
     });
   } catch (error) {
-    rollback();
+    await rollback();
+    throw fromNativeError(SoccrError, error, 'restore');
+  }
+
+  // The net.Sockets own the fds from here: destroying one closes its fd (silently, repair on).
+  const sockets = restored.map((r, i) => adoptOwnTcpFd(r.fd, images[i].pendingRead, options.allowHalfOpen ?? false, true));
+  const abandon = () => {
+    restored.forEach((r) => r.native?.release());
+    sockets.forEach((socket) => socket.destroy());
+  };
+  try {
+    await restoring;
+  } catch (error) {
+    abandon();
     throw fromNativeError(SoccrError, error, 'restore');
   }
 
@@ -369,22 +386,15 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
     if (image.lock && (options.unlock ?? true)) addTo(NftablesLock.fromRef(image.lock), image);
     for (const lock of options.locks ?? []) addTo(lock, image);
   }
-  // nft runs (another process) while the net.Sockets are built; they do not read yet, since the
-  // restored sockets stay in repair mode until the lock is gone.
-  const unlocking = (async () => {
+  try {
     for (const { lock, tuples } of byLock.values()) {
       await lock.remove(tuples).catch((error: { code?: string }) => {
         // Not in this table (or the table is not in this namespace or host): nothing to release.
         if (error.code !== 'ENOENT') throw error;
       });
     }
-  })();
-  const sockets = restored.map((r, i) => adoptOwnTcpFd(r.fd, images[i].pendingRead, options.allowHalfOpen ?? false, true));
-  try {
-    await unlocking;
   } catch (error) {
-    restored.forEach((r) => r.native?.release());
-    sockets.forEach((socket) => socket.destroy()); // closes the fds, repair still on: silent
+    abandon();
     throw error;
   }
 

@@ -9,6 +9,8 @@ import { adoptFd, socketFd } from './node-socket';
 
 export { pause, pauseNewSocket, SoccrHandle } from './handle';
 export type { QueueName } from './handle';
+export { dumpFd, restoreFd } from './oneshot';
+export type { SocketDump } from './oneshot';
 export { setLogger } from './native';
 export type { SoccrLogger } from './native';
 
