@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <string>
 
 #include "addon.h"
 #include "errors.h"
@@ -94,15 +97,41 @@ Napi::Value SoccrDump(const Napi::CallbackInfo& info) {
   return queues;
 }
 
+void RestoreInto(const Napi::CallbackInfo& info, int32_t fd, Napi::Uint32Array packed, Napi::Uint8Array recv, Napi::Uint8Array send);
+
 // soccrRestore(fd, packed: Uint32Array(33), recv, send): pause + set_addr x2 + set_queue_bytes x2
 // + restore + resume on a fresh socket. On failure the socket is left paused and disconnected
 // (close it: nothing reaches the peer) and the error is thrown.
+// With fd -1 it first creates the socket (the own address's family; in the network namespace at
+// netns, argument 5, if given), returns its fd, and closes it again on any failure.
 Napi::Value SoccrRestore(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int32_t fd = ArgInt32(info, 0, "fd must be an integer");
   Napi::Uint32Array packed = PackedArg(info, 1, kSkDataWords + 16);
   Napi::Uint8Array recv = BytesArg(info, 2);
   Napi::Uint8Array send = BytesArg(info, 3);
+  if (fd < 0) {
+    uint8_t family = static_cast<uint8_t>(packed.Data()[kSkDataWords]);
+    if (family != 4 && family != 6) ThrowInvalidArg(env, "packed addresses are invalid");
+    std::string netns;
+    bool in_netns = info.Length() > 4 && info[4].IsString();
+    if (in_netns) netns = info[4].As<Napi::String>().Utf8Value();
+    int32_t created = -1;
+    if (CreateTcpSockets(env, &family, 1, in_netns ? &netns : nullptr, &created) < 0) ThrowErrno(env, errno, "socket");
+    try {
+      RestoreInto(info, created, packed, recv, send);
+    } catch (...) {
+      close(created);  // repair on (or never connected): nothing reaches the peer
+      throw;
+    }
+    return Napi::Number::New(env, created);
+  }
+  RestoreInto(info, fd, packed, recv, send);
+  return env.Undefined();
+}
+
+void RestoreInto(const Napi::CallbackInfo& info, int32_t fd, Napi::Uint32Array packed, Napi::Uint8Array recv, Napi::Uint8Array send) {
+  Napi::Env env = info.Env();
   libsoccr_sk_data data;
   memcpy(&data, packed.Data(), sizeof(data));
   if (recv.ElementLength() != data.inq_len || send.ElementLength() != data.outq_len)
@@ -141,7 +170,6 @@ Napi::Value SoccrRestore(const Napi::CallbackInfo& info) {
   }
   libsoccr_resume(sk);
   FlushSoccrLog(env);
-  return env.Undefined();
 }
 
 }  // namespace

@@ -88,6 +88,8 @@ export interface SoccrBinding {
   soccrDump(fd: number, packed: Uint32Array): [Buffer | null, Buffer | null];
   /** pause + set addresses and queues + restore + resume on a fresh fd, in one call. */
   soccrRestore(fd: number, packed: Uint32Array, recv: Uint8Array, send: Uint8Array): void;
+  /** The same on a socket it creates first (family from packed, in netns if given); returns its fd. */
+  soccrRestore(fd: -1, packed: Uint32Array, recv: Uint8Array, send: Uint8Array, netns?: string): number;
   /**
    * csrc/soccr_batch.cc: soccrDump for every fd (17 words each into packed), on a few threads;
    * returns [recv, send] per fd, flattened (null: empty). dumped[i] = 1 once fd i is in repair

@@ -21,6 +21,18 @@ const SK_DATA_WORDS = 17;
 const words = new Uint32Array(SK_DATA_WORDS + 16);
 const EMPTY = Buffer.alloc(0);
 
+function packAddress(address: SocketAddress, name: string, at: number): void {
+  const valid =
+    typeof address === 'object' &&
+    address !== null &&
+    (address.family === 4 || address.family === 6) &&
+    Number.isInteger(address.port) &&
+    address.port >= 0 &&
+    address.port <= 65535 &&
+    socketAddressToWords(address, words, at);
+  if (!valid) throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port} with a valid IP address`);
+}
+
 export interface SocketDump {
   skData: SkData;
   local: SocketAddress;
@@ -48,8 +60,8 @@ export function dumpFd(fd: number): SocketDump {
     skData: skDataFromWords(words),
     local: socketAddressFromWords(words, SK_DATA_WORDS),
     remote: socketAddressFromWords(words, SK_DATA_WORDS + 8),
-    recvQueue: queues[0] ?? EMPTY.subarray(),
-    sendQueue: queues[1] ?? EMPTY.subarray(),
+    recvQueue: queues[0] ?? EMPTY, // zero-length: nothing to share
+    sendQueue: queues[1] ?? EMPTY,
   };
 }
 
@@ -63,6 +75,7 @@ export function restoreFd(
   options: { netns?: string } = {},
 ): number {
   if (typeof dump !== 'object' || dump === null) throw new InvalidArgumentError('dump must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
   const { skData, local, remote, recvQueue, sendQueue } = dump;
   const problem = skDataProblem(skData);
   if (problem) throw new InvalidArgumentError(problem);
@@ -70,32 +83,15 @@ export function restoreFd(
     throw new InvalidArgumentError('netns must be an absolute path');
   }
   writeSkDataWords(skData, words);
-  for (const [name, address, at] of [['local', local, SK_DATA_WORDS], ['remote', remote, SK_DATA_WORDS + 8]] as const) {
-    const valid =
-      typeof address === 'object' &&
-      address !== null &&
-      (address.family === 4 || address.family === 6) &&
-      Number.isInteger(address.port) &&
-      address.port >= 0 &&
-      address.port <= 65535 &&
-      socketAddressToWords(address, words, at);
-    if (!valid) throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port} with a valid IP address`);
-  }
+  packAddress(local, 'local', SK_DATA_WORDS);
+  packAddress(remote, 'remote', SK_DATA_WORDS + 8);
   if (local.family !== remote.family) throw new InvalidArgumentError('local and remote must be of one family');
   if (!(recvQueue instanceof Uint8Array) || recvQueue.length !== skData.inqLen) throw new InvalidArgumentError('recvQueue must be a Buffer of skData.inqLen bytes');
   if (!(sendQueue instanceof Uint8Array) || sendQueue.length !== skData.outqLen) throw new InvalidArgumentError('sendQueue must be a Buffer of skData.outqLen bytes');
-  const binding = soccrBinding();
-  let fd: number;
   try {
-    fd = binding.socketOps.tcpSocket(local.family, options.netns);
+    // One native call: socket (in netns), pause, addresses, queues, restore, resume.
+    return soccrBinding().soccrRestore(-1, words, recvQueue, sendQueue, options.netns);
   } catch (error) {
-    throw fromNativeError(SoccrError, error, 'socket');
-  }
-  try {
-    binding.soccrRestore(fd, words, recvQueue, sendQueue);
-  } catch (error) {
-    binding.socketOps.closeFd(fd); // repair on, disconnected by libsoccr: nothing reaches the peer
     throw fromNativeError(SoccrError, error, 'libsoccr restore');
   }
-  return fd;
 }
