@@ -1,6 +1,8 @@
 /** fast-check arbitraries shared by the property tests. */
 import * as fc from 'fast-check';
 
+import { CriuReqType } from '../../lib/criu';
+import type { CriuResponseMessage } from '../../lib/criu';
 import { TcpState, tcpStateName } from '../../lib/soccr';
 import type { ConnectionImage, SkData } from '../../lib/soccr';
 
@@ -70,3 +72,45 @@ export const imageArb: fc.Arbitrary<ConnectionImage> = fc
     }),
   );
 
+export const int32 = fc.integer({ min: -0x80000000, max: 0x7fffffff });
+export const text = fc.oneof(fc.string({ maxLength: 24 }), fc.string({ unit: 'binary', maxLength: 12 }));
+export const reqType = fc.constantFrom(...(Object.values(CriuReqType) as CriuReqType[]));
+export const opt = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined });
+
+export function compact<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
+}
+
+export const featuresArb = fc.record({ memTrack: opt(fc.boolean()), lazyPages: opt(fc.boolean()), pidfdStore: opt(fc.boolean()) }).map(compact);
+export const psArb = fc.record({ address: opt(text), port: opt(int32), pid: opt(int32), fd: opt(int32) }).map(compact);
+
+/** Valid criu_resp messages; NOTIFY ones carry criu_notify like CRIU's notifications. */
+export const responseArb: fc.Arbitrary<CriuResponseMessage> = fc.oneof(
+  fc
+    .record({
+      type: reqType,
+      success: fc.boolean(),
+      dump: opt(fc.record({ restored: opt(fc.boolean()) }).map(compact)),
+      restore: opt(fc.record({ pid: int32 })),
+      notify: opt(fc.record({ script: opt(text), pid: opt(int32) }).map(compact)),
+      ps: opt(psArb),
+      crErrno: opt(int32),
+      features: opt(featuresArb),
+      crErrmsg: opt(text),
+      version: opt(
+        fc.record({ majorNumber: int32, minorNumber: int32, gitid: opt(text), sublevel: opt(int32), extra: opt(int32), name: opt(text) }).map(compact),
+      ),
+      status: opt(int32),
+    })
+    .map((r) => compact(r) as CriuResponseMessage),
+  fc
+    .record({
+      type: fc.constant(CriuReqType.NOTIFY),
+      success: fc.constant(true),
+      notify: fc.record({
+        script: fc.constantFrom('pre-dump', 'post-dump', 'network-lock', 'network-unlock', 'setup-namespaces', 'post-setup-namespaces', 'pre-resume', 'post-resume', 'orphan-pts-master', 'status-ready'),
+        pid: opt(int32),
+      }).map(compact),
+    })
+    .map((r) => r as CriuResponseMessage),
+);

@@ -9,10 +9,10 @@
 import * as fc from 'fast-check';
 
 // Imported per half (not from lib/index) so these tests do not depend on lib/migration.
-import { CriuProtocolError, CriuReqType, decodeRequest, decodeResponse, encodeRequest, encodeResponse, toCriuOpts } from '../../lib/criu';
-import type { CriuOptions, CriuRequestMessage, CriuResponseMessage } from '../../lib/criu';
+import { CriuProtocolError, decodeRequest, decodeResponse, encodeRequest, encodeResponse, toCriuOpts } from '../../lib/criu';
+import type { CriuOptions, CriuRequestMessage } from '../../lib/criu';
 import { ConnectionImageError, decodeConnectionImage, encodeConnectionImage } from '../../lib/soccr';
-import { imageArb } from './arbitraries';
+import { compact, featuresArb, imageArb, opt, reqType, responseArb } from './arbitraries';
 import { count, fdCount, mutatedBytes, printTally, runs, typedOutcome } from './fuzz-helpers';
 
 let fdsAtStart = 0;
@@ -74,49 +74,6 @@ describe('decodeConnectionImage', () => {
 
 // ---------------------------------------------------------------------------------------------
 // CRIU RPC messages
-
-const int32 = fc.integer({ min: -0x80000000, max: 0x7fffffff });
-const text = fc.oneof(fc.string({ maxLength: 24 }), fc.string({ unit: 'binary', maxLength: 12 }));
-const reqType = fc.constantFrom(...(Object.values(CriuReqType) as CriuReqType[]));
-const opt = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined });
-
-function compact<T extends object>(value: T): T {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
-}
-
-const featuresArb = fc.record({ memTrack: opt(fc.boolean()), lazyPages: opt(fc.boolean()), pidfdStore: opt(fc.boolean()) }).map(compact);
-const psArb = fc.record({ address: opt(text), port: opt(int32), pid: opt(int32), fd: opt(int32) }).map(compact);
-
-/** Valid criu_resp messages; NOTIFY ones carry criu_notify like CRIU's notifications. */
-const responseArb: fc.Arbitrary<CriuResponseMessage> = fc.oneof(
-  fc
-    .record({
-      type: reqType,
-      success: fc.boolean(),
-      dump: opt(fc.record({ restored: opt(fc.boolean()) }).map(compact)),
-      restore: opt(fc.record({ pid: int32 })),
-      notify: opt(fc.record({ script: opt(text), pid: opt(int32) }).map(compact)),
-      ps: opt(psArb),
-      crErrno: opt(int32),
-      features: opt(featuresArb),
-      crErrmsg: opt(text),
-      version: opt(
-        fc.record({ majorNumber: int32, minorNumber: int32, gitid: opt(text), sublevel: opt(int32), extra: opt(int32), name: opt(text) }).map(compact),
-      ),
-      status: opt(int32),
-    })
-    .map((r) => compact(r) as CriuResponseMessage),
-  fc
-    .record({
-      type: fc.constant(CriuReqType.NOTIFY),
-      success: fc.constant(true),
-      notify: fc.record({
-        script: fc.constantFrom('pre-dump', 'post-dump', 'network-lock', 'network-unlock', 'setup-namespaces', 'post-setup-namespaces', 'pre-resume', 'post-resume', 'orphan-pts-master', 'status-ready'),
-        pid: opt(int32),
-      }).map(compact),
-    })
-    .map((r) => r as CriuResponseMessage),
-);
 
 /** Random valid CriuOptions (a subset of every kind of field), mapped with toCriuOpts. */
 const optionsArb: fc.Arbitrary<CriuOptions> = fc

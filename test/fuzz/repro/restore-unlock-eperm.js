@@ -1,12 +1,15 @@
 #!/usr/bin/env node
 /**
  * Reproduction (kept out of the jest suite): restoreConnection() of an image with a non-empty
- * receive queue, a non-empty `pendingRead` and a `lock` (any: here a table that is already gone,
- * which restore treats as nothing to release). While nft runs, the net.Socket built for the restored fd (adoptFd with
- * paused=true) already reads although the socket is still in repair mode: the read fails with
- * EPERM, the socket emits an unhandled 'error' event ("read EPERM", which crashes a program
- * without an uncaughtException handler) and restoreConnection resolves with a DESTROYED socket.
- * With an empty pendingRead or an empty receive queue the same restore works. Found by test/fuzz/soccr-args.test.ts.
+ * receive queue, a non-empty `pendingRead` and a `lock` (here a table that is already gone, which
+ * restore treats as nothing to release). The net.Socket built for the restored fd
+ * (adoptFd(..., paused=true)) starts reading before the connection is resumed — unshift(pendingRead)
+ * restarts it — so the read fails: "read EPERM" (repair mode; up to commit 5718861's parent) or
+ * "read ENOTCONN" (since 4eb0e1c, which builds the sockets while the restore still runs on
+ * other threads: the socket is not even connected yet). The socket emits an unhandled 'error'
+ * event (a crash without an uncaughtException handler) and is destroyed, closing the fd.
+ * See restore-pending-read.js for the same cause without a lock, where the fd is closed under
+ * the running restore (EBADF). Found by test/fuzz/soccr-args.test.ts.
  *
  * Run: npm run build && node test/fuzz/repro/restore-unlock-eperm.js
  * Exit status 1 (and the message below) while the bug exists; 0 once it is fixed.
