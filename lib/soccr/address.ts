@@ -51,6 +51,11 @@ function ipv4Bytes(address: string): Buffer | undefined {
   return out;
 }
 
+/** Whether `address` is an IP address of `family` (IPv4 checked without allocating). */
+export function isIpAddress(family: 4 | 6, address: string): boolean {
+  return family === 4 ? ipv4Word(address) >= 0 : addressBytes(family, address) !== undefined;
+}
+
 /** Bytes of an IP address in string form, or undefined if it is not one of `family`. */
 export function addressBytes(family: 4 | 6, address: string): Buffer | undefined {
   if (family === 4) return ipv4Bytes(address);

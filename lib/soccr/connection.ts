@@ -23,6 +23,8 @@ import type { SkData } from './sk-data';
 /** sk_data (17 words) + own and peer address (8 words each), as SoccrHandle.save(out) fills it. */
 const SK_DATA_WORDS = 17;
 const PACKED_WORDS = SK_DATA_WORDS + 16;
+/** Zero-length, so one instance serves every empty queue of a batch (10,000 fewer objects). */
+const EMPTY = Buffer.alloc(0);
 
 /**
  * 'nftables': the peer's packets for the connection's 4-tuple are dropped by an nftables rule from
@@ -217,8 +219,8 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
         local: tuples[i].local,
         remote: tuples[i].remote,
         skData,
-        recvQueue: queues[2 * i] ?? Buffer.alloc(0),
-        sendQueue: queues[2 * i + 1] ?? Buffer.alloc(0),
+        recvQueue: queues[2 * i] ?? EMPTY,
+        sendQueue: queues[2 * i + 1] ?? EMPTY,
         sendQueueUnsent: skData.unsqLen,
         pendingRead: pendingReadBytes(entries[i].socket, false),
       };
@@ -266,7 +268,7 @@ export async function checkpointConnection(socket: net.Socket, options: Checkpoi
 function deferUnsent(image: ConnectionImage): { skData: SkData; sendQueue: Buffer; unsent: Buffer } {
   const d = image.skData;
   const ourFinQueued = d.state !== TcpState.ESTABLISHED && d.state !== TcpState.CLOSE_WAIT;
-  if (d.unsqLen === 0 || ourFinQueued) return { skData: d, sendQueue: image.sendQueue, unsent: Buffer.alloc(0) };
+  if (d.unsqLen === 0 || ourFinQueued) return { skData: d, sendQueue: image.sendQueue, unsent: EMPTY };
   const sent = d.outqLen - d.unsqLen;
   return {
     skData: { ...d, outqLen: sent, outqSeq: (d.outqSeq - d.unsqLen) >>> 0, unsqLen: 0 },

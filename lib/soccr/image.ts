@@ -7,7 +7,7 @@ import * as path from 'node:path';
 
 import * as protobuf from 'protobufjs';
 
-import { addressBytes, addressString } from './address';
+import { addressBytes, addressString, isIpAddress } from './address';
 import type { SocketAddress } from './address';
 import { ConnectionImageError } from './errors';
 import { SK_DATA_FIELDS, skDataProblem, tcpStateName } from './sk-data';
@@ -47,7 +47,7 @@ function endpointProblem(name: string, family: number, endpoint: unknown): strin
   if (typeof endpoint !== 'object' || endpoint === null) return `${name} must be an object`;
   const e = endpoint as Partial<SocketAddress>;
   if (e.family !== family) return `${name}.family must equal the image family (${family})`;
-  if (typeof e.address !== 'string' || !addressBytes(family as 4 | 6, e.address)) {
+  if (typeof e.address !== 'string' || !isIpAddress(family as 4 | 6, e.address)) {
     return `${name}.address is not an IPv${family} address: ${String(e.address)}`;
   }
   if (!Number.isInteger(e.port) || (e.port as number) < 1 || (e.port as number) > 65535) return `${name}.port must be 1..65535`;

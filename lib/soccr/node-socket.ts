@@ -24,6 +24,9 @@ interface SocketInternals {
   _readableState: { buffer: unknown; length: number; bufferIndex?: number };
 }
 
+/** Zero-length, shared: nothing in it to change. */
+const EMPTY = Buffer.alloc(0);
+
 function internals(socket: net.Socket): SocketInternals {
   return socket as unknown as SocketInternals;
 }
@@ -63,7 +66,7 @@ export function restartReading(socket: net.Socket, wasReading: boolean): void {
  */
 export function pendingReadBytes(socket: net.Socket, remove: boolean): Buffer {
   const state = internals(socket)._readableState;
-  if (!state || state.length === 0) return Buffer.alloc(0);
+  if (!state || state.length === 0) return EMPTY;
   const chunks: Buffer[] = [];
   const buffer = state.buffer as { [Symbol.iterator]?: () => Iterator<unknown>; clear?: () => void } | unknown[];
   if (Array.isArray(buffer)) {
