@@ -366,7 +366,10 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   }
 
   // The net.Sockets own the fds from here: destroying one closes its fd (silently, repair on).
-  const sockets = restored.map((r, i) => adoptOwnTcpFd(r.fd, images[i].pendingRead, options.allowHalfOpen ?? false, true));
+  // Paused, and without pendingRead yet: unshift() would restart reading the fd (next tick) while
+  // the restore still runs on it or repair mode is on (read fails: ENOTCONN/EPERM, and the socket
+  // closes the fd under the restore). startReading() adds it after the resume.
+  const sockets = restored.map((r) => adoptOwnTcpFd(r.fd, options.allowHalfOpen ?? false, true));
   const abandon = () => {
     restored.forEach((r) => r.native?.release());
     sockets.forEach((socket) => socket.destroy());
@@ -404,7 +407,7 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   return restored.map((r, i) => {
     r.native?.resume();
     const socket = sockets[i];
-    startReading(socket);
+    startReading(socket, images[i].pendingRead);
     if (r.unsent.length > 0) socket.write(r.unsent);
     // Our FIN was already sent or queued: Node's side must be ended too (the kernel's shutdown()
     // of an already shut socket is a no-op), so the application cannot write after FIN.

@@ -129,7 +129,8 @@ export async function flushWrites(socket: net.Socket, timeoutMs: number): Promis
 /**
  * Wraps a connected TCP fd (ownership passes to the socket) in a net.Socket. With `paused`, libuv
  * does not read it yet (the fd may still be in repair mode, where a plain read fails): call
- * startReading once it is resumed.
+ * startReading once it is resumed. Never pass `pendingRead` with `paused`: unshift() restarts
+ * reading (on the next tick) — give it to startReading instead.
  */
 export function adoptFd(fd: number, pendingRead?: Buffer, allowHalfOpen = false, paused = false): net.Socket {
   const socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused } as net.SocketConstructorOpts);
@@ -171,22 +172,25 @@ function tcpWrapClass(): { TCP: TcpWrapConstructor; socketType: number } | null 
  * getsockname, getsockopt) cost ~4 µs per socket here (measured with 3,000-socket rounds). Falls
  * back to adoptFd where Node's TCP handle class is not reachable.
  */
-export function adoptOwnTcpFd(fd: number, pendingRead: Buffer | undefined, allowHalfOpen: boolean, paused: boolean): net.Socket {
+export function adoptOwnTcpFd(fd: number, allowHalfOpen: boolean, paused: boolean): net.Socket {
   const wrap = tcpWrapClass();
-  if (!wrap) return adoptFd(fd, pendingRead, allowHalfOpen, paused);
+  if (!wrap) return adoptFd(fd, undefined, allowHalfOpen, paused);
   const handle = new wrap.TCP(wrap.socketType);
   const err = handle.open(fd);
   if (err) {
     handle.close();
-    return adoptFd(fd, pendingRead, allowHalfOpen, paused); // Node's own path (and error) for it
+    return adoptFd(fd, undefined, allowHalfOpen, paused); // Node's own path (and error) for it
   }
-  const socket = new net.Socket({ handle, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused } as net.SocketConstructorOpts);
-  if (pendingRead && pendingRead.length > 0) socket.unshift(pendingRead);
-  return socket;
+  return new net.Socket({ handle, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused } as net.SocketConstructorOpts);
 }
 
-/** Undoes adoptFd's `paused`: back to a fresh socket's state (reading, not yet flowing). */
-export function startReading(socket: net.Socket): void {
+/**
+ * Undoes adoptFd's `paused`: back to a fresh socket's state (reading, not yet flowing), with
+ * `pendingRead` (bytes Node had read before the checkpoint) first in line. Only once the fd is
+ * resumed: unshift() itself restarts reading.
+ */
+export function startReading(socket: net.Socket, pendingRead?: Buffer): void {
+  if (pendingRead && pendingRead.length > 0) socket.unshift(pendingRead);
   (socket as unknown as { readableFlowing: boolean | null }).readableFlowing = null;
   socket.read(0);
 }

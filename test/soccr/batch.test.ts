@@ -6,9 +6,10 @@
  */
 import * as net from 'node:net';
 
-import { SoccrError, checkpointConnections, restoreConnections, soccr } from '../../lib';
+import { NftablesLock, SoccrError, checkpointConnection, checkpointConnections, restoreConnection, restoreConnections, soccr } from '../../lib';
 import { soccrBinding } from '../../lib/soccr/native';
 import { fdCount, fdsInRepairMode } from '../helpers/soccr';
+import { waitFor } from '../helpers/traffic';
 
 const COUNT = 600; // > 2 x 256: the batch runs on two threads on this 2-core machine
 
@@ -140,5 +141,40 @@ it('pause(fd): the addresses saved with getSkData stay readable after release', 
     await expectTraffic(pairs.clients, pairs.accepted, 'after-pause');
   } finally {
     await pairs.close();
+  }
+});
+
+it('restoreConnection: a small pendingRead comes first, and nothing reads the fd before the resume', async () => {
+  // unshift(pendingRead) on the adopted socket restarts reading on the next tick: done before the
+  // restore finished (it runs off the JS thread) or before repair mode is off, that read fails
+  // (ENOTCONN / EPERM), the socket emits 'error' and closes its fd under the restore.
+  const pairs = await manyPairs(1);
+  const errors: string[] = [];
+  const onUncaught = (error: Error) => errors.push(`uncaught ${(error as NodeJS.ErrnoException).code ?? error.message}`);
+  process.on('uncaughtException', onUncaught);
+  let restored: net.Socket | undefined;
+  try {
+    const original = pairs.accepted[0];
+    original.pause();
+    pairs.clients[0].write('pending-bytes-in-node');
+    await waitFor(() => original.readableLength === 21, 5000, () => `read ${original.readableLength}`);
+    const image = await checkpointConnection(original);
+    expect(image.pendingRead.toString()).toBe('pending-bytes-in-node');
+    restored = await restoreConnection(image);
+    restored.on('error', (error: NodeJS.ErrnoException) => errors.push(error.code ?? 'error'));
+    let got = '';
+    restored.on('data', (d: Buffer) => (got += d.toString()));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    pairs.clients[0].write('|after');
+    await waitFor(() => got.length >= 27, 5000, () => `got ${JSON.stringify(got)}`);
+    expect(got).toBe('pending-bytes-in-node|after');
+    expect(errors).toEqual([]);
+    expect(restored.destroyed).toBe(false);
+    expect(fdsInRepairMode()).toEqual([]);
+  } finally {
+    process.off('uncaughtException', onUncaught);
+    restored?.destroy();
+    await pairs.close();
+    await NftablesLock.destroyProcessLocks();
   }
 });
