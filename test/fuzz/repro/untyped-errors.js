@@ -3,8 +3,9 @@
  * Reproduction (kept out of the jest suite): public functions throw an UNTYPED TypeError
  * ("Cannot convert object to primitive value") instead of an InvalidArgumentError /
  * ConnectionImageError when a bad argument is an object without a prototype
- * (Object.create(null), what JSON-ish parsers and fast-check produce) or a Symbol: the error
- * message is built with String(value) / `${value}`, which throws for those values.
+ * (Object.create(null)) or with an own non-function `toString`/`valueOf` (e.g. JSON.parse of
+ * '{"toString": 0}'): the error message is built with String(value) / `${value}`, which throws
+ * for those values.
  * Found by test/fuzz/api-args.test.ts with FUZZ_EXOTIC=1.
  *
  * Run: npm run build && node test/fuzz/repro/untyped-errors.js
@@ -15,6 +16,7 @@ const path = require('node:path');
 const lib = require(path.join(__dirname, '..', '..', '..', 'dist'));
 
 const bare = Object.create(null);
+const json = JSON.parse('{"toString": 0}');
 const sym = Symbol('x');
 const image = () => ({
   version: 1, family: 4,
@@ -41,6 +43,10 @@ const cases = [
   ['encodeConnectionImage(skData.flags: sym)', () => { const i = image(); i.skData.flags = sym; return lib.encodeConnectionImage(i); }],
   ['checkpointConnection(socket-ish, {lock: bare})', () => lib.checkpointConnection(new (require('node:net').Socket)(), { lock: bare })],
   ['soccr.pause(bare)', () => lib.soccr.pause(bare)],
+  ['decodeResponse(JSON {toString: 0})', () => lib.decodeResponse(json)],
+  ['decodeRequest(JSON {toString: 0})', () => lib.decodeRequest(json)],
+  ['validateCriuOptions({pid: JSON {toString: 0}})', () => lib.validateCriuOptions({ pid: json })],
+  ['new Criu({mode: JSON {toString: 0}})', () => new lib.Criu({ mode: json })],
 ];
 
 let untyped = 0;
