@@ -369,7 +369,17 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
   // Paused, and without pendingRead yet: unshift() would restart reading the fd (next tick) while
   // the restore still runs on it or repair mode is on (read fails: ENOTCONN/EPERM, and the socket
   // closes the fd under the restore). startReading() adds it after the resume.
-  const sockets = restored.map((r) => adoptOwnTcpFd(r.fd, options.allowHalfOpen ?? false, true));
+  const sockets: net.Socket[] = [];
+  try {
+    for (const r of restored) sockets.push(adoptOwnTcpFd(r.fd, options.allowHalfOpen ?? false, true));
+  } catch (error) {
+    // Not expected (our own TCP fds); still, nothing may close a fd the restore is using.
+    await restoring.catch(() => undefined);
+    restored.forEach((r) => r.native?.release());
+    sockets.forEach((socket) => socket.destroy());
+    for (const r of restored.slice(sockets.length)) ops.closeFd(r.fd);
+    throw fromNativeError(SoccrError, error, 'restore');
+  }
   const abandon = () => {
     restored.forEach((r) => r.native?.release());
     sockets.forEach((socket) => socket.destroy());
