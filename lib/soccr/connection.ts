@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { InvalidArgumentError, fromNativeError } from '../errors';
 import { socketAddressFromWords, socketAddressToWords } from './address';
 import type { NativeSoccrHandle } from './binding-types';
-import { SoccrError } from './errors';
+import { SoccrError, describeValue } from './errors';
 import { checkConnectedTcp } from './handle';
 import { CONNECTION_IMAGE_VERSION, validateConnectionImage } from './image';
 import type { ConnectionImage } from './image';
@@ -70,7 +70,7 @@ function checkOptions(options: unknown): asserts options is CheckpointOptions {
   const o = options as CheckpointOptions;
   if (o.keepRunning !== undefined && typeof o.keepRunning !== 'boolean') throw new InvalidArgumentError('keepRunning must be a boolean', 'ERR_INVALID_ARG_TYPE');
   if (o.lock !== undefined && !(o.lock instanceof NftablesLock) && !['nftables', 'filter', 'none'].includes(o.lock as string)) {
-    throw new InvalidArgumentError(`lock must be 'nftables', 'filter', 'none' or an NftablesLock (got ${String(o.lock)})`);
+    throw new InvalidArgumentError(`lock must be 'nftables', 'filter', 'none' or an NftablesLock (got ${describeValue(o.lock)})`);
   }
   if (o.netns !== undefined && (typeof o.netns !== 'string' || !path.isAbsolute(o.netns))) throw new InvalidArgumentError('netns must be an absolute path');
   if (o.flushTimeoutMs !== undefined && (!Number.isFinite(o.flushTimeoutMs) || o.flushTimeoutMs < 0)) throw new InvalidArgumentError('flushTimeoutMs must be >= 0', 'ERR_OUT_OF_RANGE');

@@ -9,7 +9,7 @@ import { InvalidArgumentError, fromNativeError } from '../errors';
 import { fromNativeSockaddr, socketAddressFromWords, socketAddressToWords, toNativeSockaddr } from './address';
 import type { SocketAddress } from './address';
 import type { NativeSockaddr, NativeSocketInfo, NativeSoccrHandle, SoccrBinding } from './binding-types';
-import { SoccrError } from './errors';
+import { SoccrError, describeValue } from './errors';
 import { soccrBinding } from './native';
 import { restartReading, socketFd, stopReading } from './node-socket';
 import { RESTORABLE_STATES, TcpState, skDataFromWords, skDataProblem, skDataToWords, tcpStateName, writeSkDataWords } from './sk-data';
@@ -22,7 +22,7 @@ const pausedSockets = new FinalizationRegistry<() => void>((onCollected) => onCo
 const QUEUE_IDS = { recv: 1, send: 2 } as const;
 
 function queueId(queue: unknown): 1 | 2 {
-  if (queue !== 'recv' && queue !== 'send') throw new InvalidArgumentError(`queue must be 'recv' or 'send' (got ${String(queue)})`);
+  if (queue !== 'recv' && queue !== 'send') throw new InvalidArgumentError(`queue must be 'recv' or 'send' (got ${describeValue(queue)})`);
   return QUEUE_IDS[queue];
 }
 

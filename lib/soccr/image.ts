@@ -9,7 +9,7 @@ import * as protobuf from 'protobufjs';
 
 import { addressBytes, addressString, isIpAddress } from './address';
 import type { SocketAddress } from './address';
-import { ConnectionImageError } from './errors';
+import { ConnectionImageError, describeValue } from './errors';
 import { SK_DATA_FIELDS, skDataProblem, tcpStateName } from './sk-data';
 import type { SkData } from './sk-data';
 
@@ -48,7 +48,7 @@ function endpointProblem(name: string, family: number, endpoint: unknown): strin
   const e = endpoint as Partial<SocketAddress>;
   if (e.family !== family) return `${name}.family must equal the image family (${family})`;
   if (typeof e.address !== 'string' || !isIpAddress(family as 4 | 6, e.address)) {
-    return `${name}.address is not an IPv${family} address: ${String(e.address)}`;
+    return `${name}.address is not an IPv${family} address: ${describeValue(e.address)}`;
   }
   if (!Number.isInteger(e.port) || (e.port as number) < 1 || (e.port as number) > 65535) return `${name}.port must be 1..65535`;
   if (e.scopeId !== undefined && (!Number.isInteger(e.scopeId) || e.scopeId < 0 || e.scopeId > 0xffffffff)) {
@@ -61,14 +61,14 @@ function endpointProblem(name: string, family: number, endpoint: unknown): strin
 export function connectionImageProblem(image: unknown): string | undefined {
   if (typeof image !== 'object' || image === null) return 'image must be an object';
   const i = image as Partial<ConnectionImage>;
-  if (i.version !== CONNECTION_IMAGE_VERSION) return `unsupported image version ${String(i.version)} (expected ${CONNECTION_IMAGE_VERSION})`;
-  if (i.family !== 4 && i.family !== 6) return `family must be 4 or 6 (got ${String(i.family)})`;
+  if (i.version !== CONNECTION_IMAGE_VERSION) return `unsupported image version ${describeValue(i.version)} (expected ${CONNECTION_IMAGE_VERSION})`;
+  if (i.family !== 4 && i.family !== 6) return `family must be 4 or 6 (got ${describeValue(i.family)})`;
   const endpoint = endpointProblem('local', i.family, i.local) ?? endpointProblem('remote', i.family, i.remote);
   if (endpoint) return endpoint;
   const sk = skDataProblem(i.skData);
   if (sk) return sk;
   const skData = i.skData as SkData;
-  if (tcpStateName(skData.state) !== skData.stateName) return `skData.stateName ${String(skData.stateName)} does not match state ${skData.state}`;
+  if (tcpStateName(skData.state) !== skData.stateName) return `skData.stateName ${describeValue(skData.stateName)} does not match state ${skData.state}`;
   if (!Buffer.isBuffer(i.recvQueue) || i.recvQueue.length !== skData.inqLen) {
     return `recvQueue must be a Buffer of skData.inqLen (${skData.inqLen}) bytes`;
   }
@@ -161,7 +161,7 @@ export function decodeConnectionImage(bytes: Uint8Array): ConnectionImage {
     throw new ConnectionImageError(`invalid connection image: ${(error as Error).message}`, { cause: error });
   }
   if (wire.version !== CONNECTION_IMAGE_VERSION) {
-    throw new ConnectionImageError(`invalid connection image: unsupported version ${String(wire.version)}`);
+    throw new ConnectionImageError(`invalid connection image: unsupported version ${describeValue(wire.version)}`);
   }
   const family = wire.family as number;
   if (family !== 4 && family !== 6) throw new ConnectionImageError(`invalid connection image: family ${family}`);

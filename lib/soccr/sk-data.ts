@@ -1,5 +1,6 @@
 /** struct libsoccr_sk_data as a typed object, and its 17-word ABI form. */
 import { InvalidArgumentError } from '../errors';
+import { describeValue } from './errors';
 
 /** Linux TCP states (include/net/tcp_states.h). */
 export const TcpState = {
@@ -132,13 +133,13 @@ export function skDataProblem(data: unknown): string | undefined {
   for (const field of SK_DATA_FIELDS) {
     const v = d[field];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-      return `sk_data.${field} must be a uint32 (got ${String(v)})`;
+      return `sk_data.${field} must be a uint32 (got ${describeValue(v)})`;
     }
   }
   const state = d.state as number;
   if (!RESTORABLE_STATES.has(state)) return `sk_data.state ${state} (${tcpStateName(state) ?? 'unknown'}) cannot be restored`;
   if ((d.unsqLen as number) > (d.outqLen as number)) return 'sk_data.unsqLen must not exceed outqLen';
-  if (((d.flags as number) & ~SOCCR_FLAGS_WINDOW) !== 0) return `sk_data.flags has unknown bits (${String(d.flags)})`;
+  if (((d.flags as number) & ~SOCCR_FLAGS_WINDOW) !== 0) return `sk_data.flags has unknown bits (${describeValue(d.flags)})`;
   return undefined;
 }
 

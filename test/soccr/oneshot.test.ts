@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 
-import { InvalidArgumentError, NftablesLock, SoccrError, soccr } from '../../lib';
+import { ConnectionImageError, InvalidArgumentError, NftablesLock, SoccrError, soccr, validateConnectionImage } from '../../lib';
 import type { TrafficReport } from '../helpers/traffic';
 import { PatternStream, TrafficEndpoint, expectExactTwoWay, waitFor } from '../helpers/traffic';
 import { TransferableEndpoint } from '../fixtures/transferable-endpoint';
@@ -146,4 +146,13 @@ it('dumpFd / restoreFd: typed errors, nothing left behind', async () => {
   }
   expect(fdsInRepairMode()).toEqual([]);
   expect(fdCount()).toBe(fdsBefore);
+});
+
+it('values String() cannot convert (no prototype) still get typed errors', () => {
+  const bare = Object.create(null) as unknown;
+  const skData = { state: bare } as unknown as Parameters<typeof soccr.restoreFd>[0]['skData'];
+  const local = { family: 4 as const, address: '127.0.0.1', port: 1 };
+  expect(() => soccr.restoreFd({ skData, local, remote: local, recvQueue: Buffer.alloc(0), sendQueue: Buffer.alloc(0) })).toThrow(InvalidArgumentError);
+  expect(() => validateConnectionImage({ version: bare })).toThrow(ConnectionImageError);
+  expect(() => validateConnectionImage({ version: 1, family: bare })).toThrow(ConnectionImageError);
 });
