@@ -112,7 +112,8 @@ describe('queues', () => {
       b.sendMore(8_000_000);
       // Wait for the state this test is about (a fixed sleep is too short on a loaded machine).
       await waitFor(
-        () => kernelRecvQueue(original) > 1_000_000 && original.writableLength > 0,
+        // Autotuning does not always grow the receive buffer past 1 MB on a loaded machine.
+        () => kernelRecvQueue(original) > 256_000 && original.writableLength > 0,
         20_000,
         () => `recv queue ${kernelRecvQueue(original)} bytes, Node write buffer ${original.writableLength} bytes`,
       );
@@ -124,7 +125,7 @@ describe('queues', () => {
       expect(image.sendQueueUnsent).toBeGreaterThanOrEqual(nodeWriteBuffered);
       expect(image.skData.outqLen).toBeGreaterThan(2_000_000);
       expect(image.pendingRead.length).toBeGreaterThan(0);
-      expect(image.skData.inqLen).toBeGreaterThan(1_000_000);
+      expect(image.skData.inqLen).toBeGreaterThan(256_000);
       restored = await restoreConnection(decodeConnectionImage(encodeConnectionImage(image)));
       b.attach(restored);
       pair.client.resume();
