@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * Reproduction (kept out of the jest suite): restoreConnection() of images with a non-empty
+ * Reproduction (kept out of the jest suite; FIXED in 3d330a2, pendingRead now unshifted after the
+ * resume — kept as a regression check, exits 0 now): restoreConnection() of images with a non-empty
  * `pendingRead` and a non-empty receive queue, no lock, the peer gone. Against commit 5718861
  * (restoreConnections builds the net.Sockets while the restore runs off the JS thread), on
  * Linux 6.18 / node 20.20.2, every second restore:

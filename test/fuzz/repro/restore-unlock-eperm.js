@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * Reproduction (kept out of the jest suite): restoreConnection() of an image with a non-empty
+ * Reproduction (kept out of the jest suite; FIXED in 3d330a2, pendingRead now unshifted after the
+ * resume — kept as a regression check, exits 0 now): restoreConnection() of an image with a non-empty
  * receive queue, a non-empty `pendingRead` and a `lock` (here a table that is already gone, which
  * restore treats as nothing to release). The net.Socket built for the restored fd
  * (adoptFd(..., paused=true)) starts reading before the connection is resumed — unshift(pendingRead)
