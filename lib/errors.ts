@@ -34,6 +34,19 @@ export class InvalidArgumentError extends NodeCriuError {
   }
 }
 
+/**
+ * A value as text for an error message. Never throws: String() does for objects without a
+ * prototype or with a non-callable toString, and a validation message must not turn a typed
+ * error into an untyped TypeError.
+ */
+export function describeValue(value: unknown): string {
+  try {
+    return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
 /** The shape of the errors csrc/errors.cc throws. */
 export interface NativeErrnoError extends Error {
   errno: number;

@@ -5,7 +5,7 @@
  * directory fds) have finished before the call settles, whichever way it settles. Listeners and
  * timers are removed on settle.
  */
-import { InvalidArgumentError } from '../errors';
+import { describeValue, InvalidArgumentError } from '../errors';
 import { CriuAbortError, CriuTimeoutError } from './errors';
 
 export interface CriuCallOptions {
@@ -32,7 +32,7 @@ export function validateCallOptions(call: unknown): asserts call is CriuCallOpti
     throw new InvalidArgumentError('call options: signal must be an AbortSignal', 'ERR_INVALID_ARG_TYPE');
   }
   if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2 ** 31 - 1)) {
-    throw new InvalidArgumentError(`call options: timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`, 'ERR_OUT_OF_RANGE');
+    throw new InvalidArgumentError(`call options: timeoutMs must be a positive number of milliseconds, got ${describeValue(timeoutMs)}`, 'ERR_OUT_OF_RANGE');
   }
 }
 

@@ -8,7 +8,7 @@
  * Logs: unless the caller picks logFile/logLevel (or logToStderr), CRIU logs at level 4 to
  * `criu-<op>.log` in workDir (else imagesDir), and failures quote its last lines.
  */
-import { InvalidArgumentError } from '../errors';
+import { describeValue, InvalidArgumentError } from '../errors';
 import { runCall, type CallScope, type CriuCallOptions } from './call';
 import { CriuConnection, type NotifyRecord } from './connection';
 import { CriuConnectionError, CriuRequestError } from './errors';
@@ -84,7 +84,7 @@ export class Criu {
       if (!['mode', 'criuPath', 'address'].includes(key)) throw new InvalidArgumentError(`Criu options: unknown option '${key}'`);
     }
     const mode = options.mode ?? 'swrk';
-    if (mode !== 'swrk' && mode !== 'service') throw new InvalidArgumentError(`Criu options.mode must be 'swrk' or 'service', got ${String(mode)}`);
+    if (mode !== 'swrk' && mode !== 'service') throw new InvalidArgumentError(`Criu options.mode must be 'swrk' or 'service', got ${describeValue(mode)}`);
     this.mode = mode;
     if (mode === 'service') {
       if (typeof options.address !== 'string' || options.address === '') throw new InvalidArgumentError("mode 'service' needs options.address (a socket path)");

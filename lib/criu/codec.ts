@@ -19,7 +19,7 @@ import * as path from 'node:path';
 
 import * as protobuf from 'protobufjs';
 
-import { InvalidArgumentError } from '../errors';
+import { describeValue, InvalidArgumentError } from '../errors';
 import { CriuProtocolError } from './errors';
 import type { CriuRequestMessage, CriuResponseMessage } from './messages';
 
@@ -58,7 +58,7 @@ const UINT32_MAX = 0xffffffff;
 function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
-  return typeof value === 'string' ? `string ${JSON.stringify(value.slice(0, 40))}` : `${typeof value} ${String(value)}`;
+  return typeof value === 'string' ? `string ${JSON.stringify(value.slice(0, 40))}` : `${typeof value} ${describeValue(value)}`;
 }
 
 function checkScalar(field: protobuf.Field, value: unknown, where: string): void {
@@ -251,7 +251,7 @@ function decodeChecked<T>(type: protobuf.Type, bytes: Uint8Array, name: string):
   try {
     decoded = type.decode(bytes);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = error instanceof Error ? error.message : describeValue(error);
     throw new CriuProtocolError(`${name}: ${message}`, { cause: error });
   }
   const plain = type.toObject(decoded, { defaults: false, arrays: false, objects: false, enums: Number, longs: Number });

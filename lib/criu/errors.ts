@@ -5,7 +5,7 @@
  */
 import { constants as osConstants } from 'node:os';
 
-import { NodeCriuError, type NodeCriuErrorOptions } from '../errors';
+import { describeValue, NodeCriuError, type NodeCriuErrorOptions } from '../errors';
 
 /** CRIU could not be started (swrk spawn failed, binary missing) or reached (service socket). */
 export class CriuConnectionError extends NodeCriuError {
@@ -85,7 +85,7 @@ export class CriuNotifyHandlerError extends NodeCriuError {
   readonly script: string;
 
   constructor(script: string, cause: unknown) {
-    super(`notify handler for '${script}' failed: ${cause instanceof Error ? cause.message : String(cause)}`, {
+    super(`notify handler for '${script}' failed: ${cause instanceof Error ? cause.message : describeValue(cause)}`, {
       code: 'ERR_CRIU_NOTIFY_HANDLER',
       cause,
     });

@@ -8,7 +8,7 @@
  * become criu's own fd numbers (`resolved`). `statusFd` and `pidfdStoreSk` stay the caller's
  * numbers: CRIU takes those from its peer's fd table (/proc/<peer>/fd, pidfd_getfd).
  */
-import { InvalidArgumentError } from '../errors';
+import { describeValue, InvalidArgumentError } from '../errors';
 import {
   CriuCgMode,
   CriuImageIoMode,
@@ -176,7 +176,7 @@ function checkText(value: unknown, where: string): void {
 }
 
 function checkInt(value: unknown, where: string, min: number, max: number): void {
-  if (typeof value !== 'number' || !Number.isInteger(value)) fail(where, `must be an integer, got ${String(value)}`, 'ERR_INVALID_ARG_TYPE');
+  if (typeof value !== 'number' || !Number.isInteger(value)) fail(where, `must be an integer, got ${describeValue(value)}`, 'ERR_INVALID_ARG_TYPE');
   if (value < min || value > max) fail(where, `must be in ${min}..${max}, got ${value}`, 'ERR_OUT_OF_RANGE');
 }
 
@@ -192,7 +192,7 @@ function checkArray(value: unknown, where: string, each: (item: unknown, where: 
 function checkEnum(value: unknown, where: string, names: Record<string, number>): void {
   if (typeof value !== 'string') fail(where, `must be a string, got ${typeof value}`, 'ERR_INVALID_ARG_TYPE');
   if (!Object.prototype.hasOwnProperty.call(names, value)) {
-    fail(where, `must be one of ${Object.keys(names).map((n) => `'${n}'`).join(', ')}, got '${value}'`, 'ERR_INVALID_ARG_VALUE');
+    fail(where, `must be one of ${Object.keys(names).map((n) => `'${n}'`).join(', ')}, got '${describeValue(value)}'`, 'ERR_INVALID_ARG_VALUE');
   }
 }
 
@@ -339,7 +339,7 @@ const passThroughKeys = [
 
 function checkResolvedFd(value: unknown, where: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > INT32_MAX) {
-    throw new InvalidArgumentError(`resolved.${where} must be an fd number, got ${String(value)}`, 'ERR_INVALID_ARG_VALUE');
+    throw new InvalidArgumentError(`resolved.${where} must be an fd number, got ${describeValue(value)}`, 'ERR_INVALID_ARG_VALUE');
   }
   return value;
 }

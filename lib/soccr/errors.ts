@@ -33,14 +33,4 @@ export class NftablesLockError extends NodeCriuError {
   }
 }
 
-/**
- * A value for an error message; never throws (String() does for objects without a prototype or
- * with a throwing toString, as random inputs have).
- */
-export function describeValue(value: unknown): string {
-  try {
-    return String(value);
-  } catch {
-    return Object.prototype.toString.call(value);
-  }
-}
+export { describeValue } from '../errors';
