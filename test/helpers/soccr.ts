@@ -6,6 +6,8 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { soccr } from '../../lib';
+import { TransferableEndpoint } from '../fixtures/transferable-endpoint';
+import { PatternStream } from '../fixtures/traffic';
 import { addressBytes } from '../../lib/soccr/address';
 
 export type PairKind = 4 | 6 | 'mapped';
@@ -140,4 +142,16 @@ export async function connectFromNetns(netnsPath: string, family: 4 | 6, address
     soccr.closeFd(fd);
     throw error;
   }
+}
+
+/**
+ * The moved side of a connection, continuing where `sent` (its send pattern, already written up
+ * to sent.offset) left off, and expecting the peer's `recvSeed` pattern from its first byte.
+ */
+export function continuingEndpoint(sent: PatternStream, seeds: { send: number; recv: number }, total: number): TransferableEndpoint {
+  return new TransferableEndpoint({
+    sendSeed: seeds.send,
+    recvSeed: seeds.recv,
+    state: { total, send: sent.saved(), recv: new PatternStream(seeds.recv).saved(), mismatchAt: -1, resets: 0, errors: [] },
+  });
 }

@@ -10,14 +10,8 @@ import * as net from 'node:net';
 import { NftablesLock, SoccrError, restoreConnection, checkpointConnection, soccr } from '../../lib';
 import type { TrafficReport } from '../helpers/traffic';
 import { PatternStream, TrafficEndpoint, expectExactTwoWay, waitFor } from '../helpers/traffic';
-import { TransferableEndpoint } from '../fixtures/transferable-endpoint';
-import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
+import { continuingEndpoint, fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
 import { binding } from '../../lib/native';
-
-/** The xorshift state inside a PatternStream (plain JS field), to continue its stream elsewhere. */
-function patternState(pattern: PatternStream): number {
-  return (pattern as unknown as { state: number }).state;
-}
 
 it('pauses a raw fd, saves exact queues, and restores it with the staged calls', async () => {
   const fdsBefore = fdCount();
@@ -81,18 +75,7 @@ it('pauses a raw fd, saves exact queues, and restores it with the staged calls',
     expect(soccr.isInRepairMode(newFd)).toBe(false);
     restored = soccr.adoptSocket(newFd);
 
-    const mover = new TransferableEndpoint({
-      sendSeed: 2,
-      recvSeed: 1,
-      state: {
-        total: 500_000,
-        send: { state: patternState(moverPattern), offset: 30_000 },
-        recv: { state: patternState(new PatternStream(1)), offset: 0 },
-        mismatchAt: -1,
-        resets: 0,
-        errors: [],
-      },
-    }).attach(restored);
+    const mover = continuingEndpoint(moverPattern, { send: 2, recv: 1 }, 500_000).attach(restored);
     await waitFor(() => mover.receivedBytes === 300_000 && peer.received.bytes === 500_000, 30000, () => `${mover.receivedBytes} ${peer.received.bytes}`);
     expectExactTwoWay(peer.report(), mover.report() as TrafficReport, { aToB: 300_000, bToA: 500_000 });
   } finally {

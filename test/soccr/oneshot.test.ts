@@ -8,13 +8,8 @@ import * as net from 'node:net';
 import { ConnectionImageError, InvalidArgumentError, NftablesLock, SoccrError, soccr, validateConnectionImage } from '../../lib';
 import type { TrafficReport } from '../helpers/traffic';
 import { PatternStream, TrafficEndpoint, expectExactTwoWay, waitFor } from '../helpers/traffic';
-import { TransferableEndpoint } from '../fixtures/transferable-endpoint';
-import { fdCount, fdsInRepairMode } from '../helpers/soccr';
+import { continuingEndpoint, fdCount, fdsInRepairMode } from '../helpers/soccr';
 import { binding } from '../../lib/native';
-
-function patternState(pattern: PatternStream): number {
-  return (pattern as unknown as { state: number }).state;
-}
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -67,18 +62,7 @@ it('dumpFd + restoreFd move a raw fd with both queues exact', async () => {
     expect(soccr.isInRepairMode(newFd)).toBe(false);
     await lock.remove([{ local, remote }]);
     restored = soccr.adoptSocket(newFd);
-    const mover = new TransferableEndpoint({
-      sendSeed: 12,
-      recvSeed: 11,
-      state: {
-        total: 300_000,
-        send: { state: patternState(moverPattern), offset: 20_000 },
-        recv: { state: patternState(new PatternStream(11)), offset: 0 },
-        mismatchAt: -1,
-        resets: 0,
-        errors: [],
-      },
-    }).attach(restored);
+    const mover = continuingEndpoint(moverPattern, { send: 12, recv: 11 }, 300_000).attach(restored);
     await waitFor(() => mover.receivedBytes === 200_000 && peer.received.bytes === 300_000, 30000, () => `${mover.receivedBytes} ${peer.received.bytes}`);
     expectExactTwoWay(peer.report(), mover.report() as TrafficReport, { aToB: 200_000, bToA: 300_000 });
   } finally {
