@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -49,10 +50,28 @@ static Napi::Value SeqpacketConnect(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+// pidfdGetfd(pid, fd): a close-on-exec duplicate of another process's fd (pidfd_open +
+// pidfd_getfd; needs ptrace access to it, i.e. root). After a swrk was killed mid-dump, the client
+// uses it to take the dumped task's TCP sockets out of the repair mode CRIU left them in.
+static Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t pid = ArgInt32(info, 0, "pid must be an integer");
+  int32_t target = ArgInt32(info, 1, "fd must be an integer");
+  if (pid <= 0 || target < 0) ThrowInvalidArg(env, "pid must be > 0 and fd >= 0");
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) ThrowErrno(env, errno, "pidfd_open");
+  int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, target, 0));
+  int err = errno;
+  close(pidfd);
+  if (fd < 0) ThrowErrno(env, err, "pidfd_getfd");
+  return Napi::Number::New(env, fd);
+}
+
 void InitSeqpacket(Napi::Env env, Napi::Object exports) {
   SeqpacketSocket::Init(env, exports);
   exports.Set("seqpacketPair", Napi::Function::New(env, SeqpacketPair, "seqpacketPair"));
   exports.Set("seqpacketConnect", Napi::Function::New(env, SeqpacketConnect, "seqpacketConnect"));
+  exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd, "pidfdGetfd"));
 }
 
 }  // namespace nodecriu

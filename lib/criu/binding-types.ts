@@ -37,4 +37,6 @@ export interface SeqpacketBinding {
   seqpacketPair(): [number, number];
   /** connect(2) to a SOCK_SEQPACKET listener at `path`; a non-blocking close-on-exec fd. */
   seqpacketConnect(path: string): number;
+  /** pidfd_open(pid) + pidfd_getfd(fd): a close-on-exec copy of another process's fd (root). */
+  pidfdGetfd(pid: number, fd: number): number;
 }

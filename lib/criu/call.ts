@@ -6,15 +6,17 @@
  * timers are removed on settle.
  */
 import { describeValue, InvalidArgumentError } from '../errors';
-import { CriuAbortError, CriuTimeoutError } from './errors';
+import { CriuAbortError, CriuTimeoutError, type CriuRecovery } from './errors';
 
 export interface CriuCallOptions {
   /**
    * Aborting it ends the call with CriuAbortError (cause: the signal's reason) once everything is
    * cleaned up and swrk reaped. If CRIU is waiting on a notification at that moment, it is told
-   * the script failed and gets up to 3 s to unwind (unfreeze the task, unlock its connections);
-   * otherwise swrk is SIGKILLed at once, which during a TCP dump can leave the task's
-   * connections in repair mode behind CRIU's lock. In service mode the connection is closed.
+   * the script failed and gets up to 3 s to unwind (unfreeze the task, unlock its connections).
+   * A RESTORE past post-restore is let finish (up to 3 s): it cannot be undone without harm.
+   * Otherwise swrk is SIGKILLed at once; a DUMP's task is SIGSTOPped first and the client then
+   * undoes what CRIU left (its lock table, repair mode; see error.recovery and
+   * docs/reliability/criu-faults.md). In service mode the connection is closed.
    */
   signal?: AbortSignal;
   /** Like an abort, but rejects with CriuTimeoutError when the call takes longer. */
@@ -40,6 +42,11 @@ export class CallScope {
   private readonly controller = new AbortController();
   private readonly cleanups: (() => unknown)[] = [];
   private disposed = false;
+  /**
+   * What the client repaired after CRIU died without answering (recover.ts); runCall attaches it
+   * to the error the call rejects with, as `error.recovery`.
+   */
+  recovery: CriuRecovery | undefined;
   /** Set by runCall: rejects the call with `error` after aborting the scope. */
   cancelHook: ((error: Error) => void) | undefined;
   private markFinished!: () => void;
@@ -141,8 +148,12 @@ export async function runCall<T>(
     () => undefined,
     () => undefined,
   );
+  let failure: unknown;
   try {
     return await Promise.race([work, cancelled]);
+  } catch (error) {
+    failure = error;
+    throw error;
   } finally {
     if (timer !== undefined) clearTimeout(timer);
     if (onAbort !== undefined) userSignal?.removeEventListener('abort', onAbort);
@@ -156,5 +167,8 @@ export async function runCall<T>(
     }
     await scope.dispose();
     track?.delete(scope);
+    if (scope.recovery !== undefined && failure instanceof Error && !('recovery' in failure)) {
+      Object.defineProperty(failure, 'recovery', { value: scope.recovery, enumerable: true, configurable: true });
+    }
   }
 }

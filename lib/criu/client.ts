@@ -17,6 +17,7 @@ import { CriuReqType, reqTypeName, type CriuFeaturesMessage, type CriuRequestMes
 import { validateNotifyHandlers, type CriuNotifyHandlers } from './notify';
 import type { CriuOptions } from './options';
 import { checkOptions, prepareOptions, readLogTail, type CriuMode } from './prepare';
+import { recoverUnfinishedDump, recoverUnfinishedRestore, signalTree } from './recover';
 import { PageServerChild, runPreDumpLoop, killDaemon, type CriuPreDumpOptions, type CriuPreDumpResult } from './sessions';
 
 export interface CriuClientOptions {
@@ -66,6 +67,44 @@ export interface CriuPageServerResult {
 
 export { PageServerChild };
 export type { CriuPreDumpOptions, CriuPreDumpResult, NotifyRecord as CriuNotifyRecord };
+
+/** Tracks whether CRIU answered a request, and over which connection (for repairs after a death). */
+interface UnansweredGuard {
+  answered: boolean;
+  connection?: CriuConnection;
+  /** The dumped tree was SIGSTOPped before swrk was killed (continued by the repair). */
+  stopped?: boolean;
+}
+
+/**
+ * When swrk died (or was killed by an abort or timeout) before answering a DUMP or RESTORE, CRIU
+ * could not unwind: undo what it left (recover.ts). Only for a swrk we started and reaped (a
+ * `criu service` worker may still be running; a self-dump's swrk is not ours to know).
+ */
+async function repairAfterUnansweredRequest(
+  scope: CallScope,
+  type: CriuReqType,
+  guard: UnansweredGuard,
+  pid: number | undefined,
+  logPath: string | undefined,
+  notifications: NotifyRecord[],
+): Promise<void> {
+  const swrk = guard.connection?.swrk;
+  if (guard.answered || swrk === undefined || swrk.outsideOurTree) {
+    if (guard.stopped && pid !== undefined) signalTree(pid, 'SIGCONT');
+    return;
+  }
+  await swrk.exited;
+  if (type === CriuReqType.RESTORE) {
+    const scripts = notifications.map((n) => n.script);
+    const restoredPid = notifications.find((n) => n.script === 'post-restore')?.pid;
+    const killed = restoredPid !== undefined && !scripts.includes('pre-resume') ? await recoverUnfinishedRestore(restoredPid) : { killed: [], problems: [] };
+    scope.recovery = { request: 'RESTORE', ...killed };
+  } else if (pid !== undefined) {
+    const repaired = await recoverUnfinishedDump(pid, logPath, guard.stopped === true);
+    scope.recovery = { request: type === CriuReqType.DUMP ? 'DUMP' : 'SINGLE_PRE_DUMP', ...repaired };
+  }
+}
 
 export class Criu {
   readonly mode: CriuMode;
@@ -150,14 +189,34 @@ export class Criu {
   private async simple(
     scope: CallScope,
     request: CriuRequestMessage,
-    extra: { extraFds?: number[]; logPath?: string; handlers?: CriuNotifyHandlers; notifications?: NotifyRecord[]; selfDump?: boolean } = {},
+    extra: {
+      extraFds?: number[];
+      logPath?: string;
+      handlers?: CriuNotifyHandlers;
+      notifications?: NotifyRecord[];
+      selfDump?: boolean;
+      guard?: UnansweredGuard;
+    } = {},
   ): Promise<CriuResponseMessage> {
     const { connection } = await this.connect(scope, extra.extraFds, extra.selfDump);
+    const guard = extra.guard;
+    if (guard) {
+      guard.connection = connection;
+      const dumpedPid = request.type !== CriuReqType.RESTORE ? request.opts?.pid : undefined;
+      if (dumpedPid !== undefined && dumpedPid > 1 && !extra.selfDump) {
+        connection.beforeKill = () => {
+          if (guard.answered) return;
+          signalTree(dumpedPid, 'SIGSTOP');
+          guard.stopped = true;
+        };
+      }
+    }
     const outcome = await connection.request(request, {
       signal: scope.signal,
       ...(extra.handlers ? { handlers: extra.handlers } : {}),
       ...(extra.notifications ? { notifications: extra.notifications } : {}),
     });
+    if (extra.guard) extra.guard.answered = true;
     if (outcome.handlerError) {
       await connection.close();
       throw outcome.handlerError;
@@ -221,6 +280,11 @@ export class Criu {
     return this.run(`criu ${reqTypeName(type)}`, call, async (scope) => {
       const prepared = prepareOptions(checked, scope, { logName: `criu-${op}.log`, notify: handlers !== undefined });
       const notifications: NotifyRecord[] = [];
+      const guard: UnansweredGuard = { answered: false };
+      // Registered before the connection, so it runs after swrk has been killed/reaped.
+      if (type === CriuReqType.DUMP || type === CriuReqType.SINGLE_PRE_DUMP || type === CriuReqType.RESTORE) {
+        scope.defer(() => repairAfterUnansweredRequest(scope, type, guard, checked.pid, prepared.logPath, notifications));
+      }
       const response = await this.simple(
         scope,
         { type, opts: prepared.opts },
@@ -229,6 +293,7 @@ export class Criu {
           notifications,
           // DUMP without pid dumps this very process: criu must not be our child.
           selfDump: type === CriuReqType.DUMP && checked.pid === undefined,
+          guard,
           ...(prepared.logPath ? { logPath: prepared.logPath } : {}),
           ...(handlers ? { handlers } : {}),
         },

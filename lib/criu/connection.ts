@@ -49,7 +49,15 @@ export class CriuConnection {
   private destroyed = false;
   /** CRIU is waiting for our answer to a notification (a handler is running). */
   private inNotify = false;
+  /** A RESTORE's post-restore was acknowledged: CRIU is finishing it. */
+  private pastPostRestore = false;
   private graceTimer: NodeJS.Timeout | undefined;
+  /**
+   * Runs right before destroy() SIGKILLs a swrk that has not exited (the client uses it to
+   * SIGSTOP a task being dumped, so that CRIU's death does not resume it with its sockets still
+   * in repair mode before the client can take them out).
+   */
+  beforeKill: (() => void) | undefined;
 
   private constructor(
     readonly transport: CriuTransport,
@@ -80,7 +88,10 @@ export class CriuConnection {
       // CRIU unwinds (unfreezes the task, unlocks and repairs its connections). Killing CRIU there
       // instead would leave TCP connections in repair mode behind its network lock. Elsewhere
       // there is no safe point: SIGKILL now.
-      if (this.inNotify) {
+      // Past post-restore a restore cannot be undone without harm: CRIU is unlocking the network
+      // and taking the sockets out of repair, and a half-unlocked tree killed now would leave its
+      // peers to meet RSTs. Let CRIU finish (bounded) instead.
+      if (this.inNotify || this.pastPostRestore) {
         this.graceTimer = setTimeout(() => void this.destroy(), ABORT_GRACE_MS);
         this.graceTimer.unref();
       } else {
@@ -180,6 +191,7 @@ export class CriuConnection {
       if (outcome.ok && outcome.external !== undefined) ack.opts = { imagesDirFd: -1, external: outcome.external };
       try {
         this.transport.send(encodeRequest(ack));
+        if (outcome.ok && script === 'post-restore' && request.type === CriuReqType.RESTORE) this.pastPostRestore = true;
       } catch (error) {
         if (handlerError) throw handlerError;
         throw await this.explainFailure(error, request.type);
@@ -238,6 +250,15 @@ export class CriuConnection {
     clearTimeout(this.graceTimer);
     this.destroyed = true;
     this.transport.close();
+    if (this.swrk && this.swrk.exitStatus() === undefined && this.beforeKill) {
+      const hook = this.beforeKill;
+      this.beforeKill = undefined;
+      try {
+        hook();
+      } catch {
+        // best effort: the kill must happen regardless
+      }
+    }
     if (this.swrk) return this.swrk.kill();
     return undefined;
   }

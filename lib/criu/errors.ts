@@ -7,6 +7,25 @@ import { constants as osConstants } from 'node:os';
 
 import { describeValue, NodeCriuError, type NodeCriuErrorOptions } from '../errors';
 
+/**
+ * On the error of a DUMP or RESTORE whose CRIU died (or was killed by an abort or timeout) before
+ * answering: what the client undid for it (see lib/criu/recover.ts and
+ * docs/reliability/criu-faults.md).
+ */
+export interface CriuRecovery {
+  request: 'DUMP' | 'SINGLE_PRE_DUMP' | 'RESTORE';
+  /** DUMP: the dumped task was alive when CRIU died (so the dump did not complete). */
+  taskAlive?: boolean;
+  /** DUMP: TCP sockets of the task taken out of the repair mode CRIU left them in. */
+  socketsResumed?: number;
+  /** DUMP: CRIU's lock tables removed from the task's network namespace. */
+  lockTablesRemoved?: string[];
+  /** RESTORE: processes of a half-restored tree (past post-restore, never resumed) SIGKILLed. */
+  killed?: number[];
+  /** What could not be undone. */
+  problems: string[];
+}
+
 /** CRIU could not be started (swrk spawn failed, binary missing) or reached (service socket). */
 export class CriuConnectionError extends NodeCriuError {
   /** swrk's exit code or signal when it died before answering, if known. */

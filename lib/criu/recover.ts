@@ -1,0 +1,285 @@
+/**
+ * What the client repairs when a swrk dies in the middle of a DUMP or RESTORE (SIGKILLed by an
+ * abort or timeout that did not land on a notification, killed by someone else, crashed), so
+ * CRIU could not unwind by itself. Measured with CRIU 4.2.1 (docs/reliability/criu-faults.md):
+ *
+ * DUMP, task alive (CRIU had not killed it): ptrace detaches when CRIU dies, so the task runs on,
+ * but every TCP connection CRIU had dumped so far stays in repair mode and behind CRIU's
+ * per-connection nftables lock (table `inet CRIU-<first 21 chars of CRIU's run id>` in the task's
+ * network namespace): the peers' packets are dropped forever. The client deletes that table and
+ * turns repair off on the tree's sockets (through pidfd_getfd). The peers retransmit what was
+ * dropped; nothing is lost. DUMP, task gone: CRIU completed the dump and killed it; the lock must
+ * stay (it keeps the peers' packets from drawing RSTs until the restore, which removes it).
+ *
+ * RESTORE: a swrk killed before post-restore takes its half-restored tasks with it (images and
+ * the lock stay; the restore can be retried). Killed at post-restore (before CRIU unlocked the
+ * network and turned repair off), the restored tree hangs in CRIU's restorer with its sockets in
+ * repair mode, holding the pids: the client SIGKILLs it, the lock (still in place) keeps the
+ * peers' packets dropped, and the images restore again. From pre-resume on the restore is
+ * complete (the tree runs once ptrace detaches), so the client leaves it alone.
+ */
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+
+import { binding } from '../native';
+
+export interface DumpRecovery {
+  /** The dumped task was still alive when CRIU died. */
+  taskAlive: boolean;
+  /** TCP sockets of the task's tree taken out of repair mode. */
+  socketsResumed: number;
+  /** CRIU's lock tables removed from the task's network namespace. */
+  lockTablesRemoved: string[];
+  /** What could not be done (best effort: recovery never throws). */
+  problems: string[];
+}
+
+export interface RestoreRecovery {
+  /** Processes of a half-restored tree that were SIGKILLed (empty when there was nothing to do). */
+  killed: number[];
+  problems: string[];
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** `root` and all its descendants (every thread's children), root first. */
+export function processTree(root: number): number[] {
+  const seen: number[] = [];
+  const queue = [root];
+  while (queue.length > 0 && seen.length < 100_000) {
+    const pid = queue.shift() as number;
+    if (seen.includes(pid)) continue;
+    seen.push(pid);
+    let threads: string[] = [];
+    try {
+      threads = fs.readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of threads) {
+      try {
+        const children = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
+        if (children) queue.push(...children.split(/\s+/).map(Number));
+      } catch {
+        // thread gone
+      }
+    }
+  }
+  return seen;
+}
+
+/**
+ * CRIU's run ids from the first lines of its log ("CRIU run id = <uuid>"; CRIU 4.2.1 logs two, the
+ * service's and the worker's, and names its lock table after the second).
+ */
+export function readCriuRunIds(logPath: string | undefined): string[] {
+  if (logPath === undefined) return [];
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(logPath, 'r');
+    const head = Buffer.alloc(4096);
+    const text = head.subarray(0, fs.readSync(fd, head, 0, head.length, 0)).toString('utf8');
+    return [...text.matchAll(/CRIU run id = ([0-9a-f-]+)/g)].map((m) => m[1]);
+  } catch {
+    return [];
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/** Runs nft inside the network namespace of `pid` (argument array, no shell). */
+function nftIn(pid: number, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('nsenter', [`--net=/proc/${pid}/ns/net`, '--', 'nft', ...args], { timeout: 10_000 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`nft ${args.join(' ')}: ${String(stderr).trim() || error.message}`));
+      else resolve(String(stdout));
+    });
+  });
+}
+
+interface TreeSocket {
+  pid: number;
+  fd: number;
+  /** "127.0.0.1 . 40000 . 127.0.0.1 . 5000" (own . port . peer . port), as CRIU's lock sets list them. */
+  tuple?: string;
+  repair: boolean;
+}
+
+function ipText(address: Uint8Array): string {
+  if (address.length === 4) return [...address].join('.');
+  const words: string[] = [];
+  for (let i = 0; i < 16; i += 2) words.push(((address[i] << 8) | address[i + 1]).toString(16));
+  return words.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
+}
+
+/** The TCP sockets of `pids`: 4-tuple and whether they are in repair mode (via pidfd_getfd). */
+function treeSockets(pids: number[], problems: string[]): TreeSocket[] {
+  const { pidfdGetfd, socketOps } = binding();
+  const found: TreeSocket[] = [];
+  for (const pid of pids) {
+    let entries: string[] = [];
+    try {
+      entries = fs.readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const entry of entries) {
+      try {
+        if (!fs.readlinkSync(`/proc/${pid}/fd/${entry}`).startsWith('socket:')) continue;
+      } catch {
+        continue;
+      }
+      let fd = -1;
+      try {
+        fd = pidfdGetfd(pid, Number(entry));
+        const info = socketOps.socketInfo(fd);
+        if (info.tcpState < 0 || info.acceptConn) continue;
+        const socket: TreeSocket = { pid, fd: Number(entry), repair: info.repair === 1 };
+        try {
+          const own = socketOps.sockName(fd);
+          const peer = socketOps.peerName(fd);
+          socket.tuple = `${ipText(own.address)} . ${own.port} . ${ipText(peer.address)} . ${peer.port}`;
+        } catch {
+          // not connected: no tuple to match
+        }
+        found.push(socket);
+      } catch (error) {
+        problems.push(`pid ${pid} fd ${entry}: ${(error as Error).message}`);
+      } finally {
+        if (fd >= 0) socketOps.closeFd(fd);
+      }
+    }
+  }
+  return found;
+}
+
+/** Turns repair off on the sockets that are in it; returns how many. */
+function resumeRepaired(sockets: TreeSocket[], problems: string[]): number {
+  const { pidfdGetfd, socketOps } = binding();
+  let resumed = 0;
+  for (const socket of sockets.filter((s) => s.repair)) {
+    let fd = -1;
+    try {
+      fd = pidfdGetfd(socket.pid, socket.fd);
+      // SO_REUSEADDR is lost with repair off (the kernel resets it) and its value before the
+      // dump is unknown here; connected sockets rarely rely on it.
+      socketOps.setRepair(fd, false);
+      resumed++;
+    } catch (error) {
+      problems.push(`pid ${socket.pid} fd ${socket.fd}: repair off: ${(error as Error).message}`);
+    } finally {
+      if (fd >= 0) socketOps.closeFd(fd);
+    }
+  }
+  return resumed;
+}
+
+/** Sends `signal` to every process of the tree rooted at `pid` (ignoring ones that are gone). */
+export function signalTree(pid: number, signal: NodeJS.Signals): void {
+  for (const member of processTree(pid)) {
+    try {
+      process.kill(member, signal);
+    } catch {
+      // gone
+    }
+  }
+}
+
+/**
+ * After a DUMP of `pid` whose swrk died without replying (and is reaped). If the task lives and
+ * every 4-tuple in CRIU's lock table still belongs to one of its sockets: delete the table and
+ * turn repair off on its sockets; the connections carry on. If the task had closed a locked
+ * connection meanwhile (a task resumed by CRIU's death while its sockets were in repair mode
+ * gets write errors and may close them, silently), unlocking would answer that connection's peer
+ * with RST: the lock and repair state stay, and the images (complete if CRIU got to post-dump) are
+ * the way back. `stopped`: the client SIGSTOPped the tree before killing swrk; it is continued.
+ */
+export async function recoverUnfinishedDump(pid: number, logPath: string | undefined, stopped = false): Promise<DumpRecovery> {
+  const problems: string[] = [];
+  try {
+    if (!alive(pid)) return { taskAlive: false, socketsResumed: 0, lockTablesRemoved: [], problems };
+    const lockTablesRemoved: string[] = [];
+    const sockets = treeSockets(processTree(pid), problems);
+    const runIds = readCriuRunIds(logPath);
+    let tables: string[] = [];
+    if (runIds.length === 0) {
+      problems.push(`CRIU's run id is not in its log (${logPath ?? 'no log file'}): its lock table, if any, was left in place`);
+    } else {
+      try {
+        const names = runIds.map((id) => `CRIU-${id}`);
+        const listed = [...(await nftIn(pid, ['list', 'tables', 'inet'])).matchAll(/^table inet (CRIU-[0-9a-f-]+)$/gm)].map((m) => m[1]);
+        // CRIU truncates the name (CRIU- plus 21 characters of the id in 4.2.1).
+        tables = listed.filter((name) => name.length >= 'CRIU-'.length + 8 && names.some((full) => full.startsWith(name)));
+      } catch (error) {
+        problems.push((error as Error).message);
+      }
+    }
+    const live = new Set(sockets.map((s) => s.tuple).filter(Boolean));
+    const orphans: string[] = [];
+    for (const table of tables) {
+      try {
+        const listing = await nftIn(pid, ['list', 'set', 'inet', table, 'conns4']);
+        const elements = /elements = \{([^}]*)\}/.exec(listing)?.[1] ?? '';
+        for (const tuple of elements.split(',').map((t) => t.trim().replace(/\s+/g, ' ')).filter(Boolean)) {
+          const [a, ap, b, bp] = tuple.split(' . ');
+          // CRIU locks both directions; one of them is the socket's own view.
+          if (!live.has(tuple) && !live.has(`${b} . ${bp} . ${a} . ${ap}`)) orphans.push(tuple);
+        }
+      } catch (error) {
+        problems.push((error as Error).message);
+      }
+    }
+    if (orphans.length > 0) {
+      problems.push(
+        `the task closed ${orphans.length / 2} locked connection(s) while in repair mode (${orphans.join(', ')}); ` +
+          'the lock stays (unlocking would reset them): restore from the images to save them',
+      );
+      return { taskAlive: true, socketsResumed: 0, lockTablesRemoved, problems };
+    }
+    for (const table of tables) {
+      try {
+        await nftIn(pid, ['delete', 'table', 'inet', table]);
+        lockTablesRemoved.push(table);
+      } catch (error) {
+        problems.push((error as Error).message);
+      }
+    }
+    // After the unlock, so the window probe that repair-off sends reaches the peer at once.
+    const socketsResumed = resumeRepaired(sockets, problems);
+    return { taskAlive: true, socketsResumed, lockTablesRemoved, problems };
+  } finally {
+    if (stopped) signalTree(pid, 'SIGCONT');
+  }
+}
+
+/**
+ * After a RESTORE whose swrk died without replying, between post-restore (root `pid`) and
+ * pre-resume: SIGKILLs the half-restored tree (it can never resume) and waits until it is gone.
+ */
+export async function recoverUnfinishedRestore(pid: number): Promise<RestoreRecovery> {
+  const problems: string[] = [];
+  const tree = processTree(pid).filter(alive);
+  const killed: number[] = [];
+  for (const member of tree.reverse()) {
+    try {
+      process.kill(member, 'SIGKILL');
+      killed.push(member);
+    } catch (error) {
+      problems.push(`kill ${member}: ${(error as Error).message}`);
+    }
+  }
+  // Orphaned when CRIU died: the restored pids are free again only once their new parent (init or
+  // a subreaper) has reaped them, and a retried restore needs exactly those pids.
+  const exists = (member: number): boolean => fs.existsSync(`/proc/${member}`);
+  for (let i = 0; i < 500 && killed.some(exists); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  const left = killed.filter(exists);
+  if (left.length > 0) problems.push(`pids ${left.join(', ')} were not reaped within 5 s (a retried restore fails with EEXIST until they are)`);
+  return { killed, problems };
+}
