@@ -59,8 +59,7 @@ export interface ConnectionSoakResult {
 const SUBNET = '10.79.0';
 const PEER_IP = `${SUBNET}.1`;
 const MOVING_IP = `${SUBNET}.2`;
-/** The peer is allowed to run this far ahead of what we received (topped up as we read). */
-const PEER_BUDGET = 64 * 1024 * 1024;
+const PEER_BUDGET = 16 * 1024 * 1024;
 const RST_TABLE = 'ncr_soak_rst';
 const OURS_AHEAD = 8 * 1024 * 1024;
 
@@ -124,19 +123,28 @@ export async function runConnectionSoak(options: ConnectionSoakOptions): Promise
   const started = performance.now();
   const fdsBefore = fdCount();
   const lab = new NetnsLab();
-  let peer: Child | undefined;
   const locks: Partial<Record<'S' | 'T', NftablesLock>> = {};
   let socket: net.Socket | undefined;
   // Our side writes as fast as it can but never more than OURS_AHEAD beyond what it has received:
   // without that coupling the side whose process has more CPU to spare takes the whole link (the
   // peer, busy hashing our stream, would hardly write at all).
   let stopping = false;
+  // The peer may run PEER_BUDGET ahead of what we received; topped up as we read (the IPC message
+  // is not awaited: the reply only acknowledges).
+  let peerTotal = 0;
+  let peer: Child | undefined;
+  const topUp = (): void => {
+    if (stopping || peer === undefined || peerTotal - ours.received.bytes > PEER_BUDGET / 2) return;
+    peerTotal += PEER_BUDGET;
+    peer.request({ cmd: 'sendMore', bytes: PEER_BUDGET }).catch(() => undefined);
+  };
   const ours = new TrafficEndpoint({
     seed: 0x50a4 + randomBytes(1)[0],
     total: OURS_AHEAD,
     onProgress: (endpoint) => {
       const want = endpoint.received.bytes + OURS_AHEAD;
       if (!stopping && want > endpoint.total) endpoint.sendMore(want - endpoint.total);
+      topUp();
     },
   });
   try {
@@ -145,12 +153,7 @@ export async function runConnectionSoak(options: ConnectionSoakOptions): Promise
     const { port } = await peer.request<{ port: number }>({ cmd: 'listen', host: PEER_IP, seedBase: 0x9ee4, total: PEER_BUDGET });
     locks.S = await NftablesLock.create({ netns: lab.path(ns.S) });
     locks.T = await NftablesLock.create({ netns: lab.path(ns.T) });
-    let peerTotal = PEER_BUDGET;
-    const topUp = async (): Promise<void> => {
-      if (peerTotal - ours.received.bytes > PEER_BUDGET / 2) return;
-      peerTotal += PEER_BUDGET;
-      await peer?.request({ cmd: 'sendMore', bytes: PEER_BUDGET });
-    };
+    peerTotal = PEER_BUDGET;
     const peerReport = async (): Promise<TrafficReport> => (await (peer as Child).request<{ reports: TrafficReport[] }>({ cmd: 'reports' })).reports[0];
 
     socket = await connectFromNetns(lab.path(ns.S), 4, PEER_IP, port);
@@ -160,7 +163,6 @@ export async function runConnectionSoak(options: ConnectionSoakOptions): Promise
 
     for (let i = 0; i < cycles; i++) {
       checkAbort(signal);
-      await topUp();
       const receivedBefore = ours.received.bytes;
       const peerReceivedBefore = (await peerReport()).received.bytes;
       const cross = netnsEvery > 0 && (i + 1) % netnsEvery === 0;
@@ -192,8 +194,7 @@ export async function runConnectionSoak(options: ConnectionSoakOptions): Promise
       const tw = performance.now();
       for (;;) {
         checkAbort(signal);
-        await topUp();
-        const peerNow = await peerReport();
+          const peerNow = await peerReport();
         if (ours.received.bytes >= receivedBefore + progressBytes && peerNow.received.bytes >= peerReceivedBefore + progressBytes) break;
         if (ours.resets > 0 || peerNow.resets > 0 || ours.errors.length > 0 || peerNow.errors.length > 0) {
           throw new Error(`cycle ${i + 1}: errors on the connection: ours ${ours.errors.map((e) => (e as NodeJS.ErrnoException).code ?? e.message).join(',')}, peer ${peerNow.errors.join(',')}`);
