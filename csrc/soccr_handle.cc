@@ -67,6 +67,7 @@ void SoccrHandle::Init(Napi::Env env, Napi::Object exports) {
       {
           InstanceAccessor<&SoccrHandle::Fd>("fd"),
           InstanceMethod<&SoccrHandle::Save>("save"),
+          InstanceMethod<&SoccrHandle::SaveWithQueues>("saveWithQueues"),
           InstanceMethod<&SoccrHandle::GetQueueBytes>("getQueueBytes"),
           InstanceMethod<&SoccrHandle::GetAddr>("getAddr"),
           InstanceMethod<&SoccrHandle::Restore>("restore"),
@@ -199,6 +200,37 @@ Napi::Value SoccrHandle::Save(const Napi::CallbackInfo& info) {
   return packed;
 }
 
+// saveWithQueues(out: Uint32Array(33)) -> undefined | ArrayBuffer | [ArrayBuffer, ArrayBuffer]:
+// save(out), and in the same call a copy of each non-empty saved queue as a new ArrayBuffer
+// (soccrDump's convention: undefined when both are empty, the non-empty one alone, which one
+// following from out[1] inq_len / out[3] outq_len, else [recv, send]). The handle keeps its own
+// copies, so getQueueBytes() still works. ArrayBuffers rather than Buffers: node's C++ Buffer
+// constructor sets the prototype on a slow path; JS wraps them with Buffer.from(ab).
+Napi::Value SoccrHandle::SaveWithQueues(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Save(info);
+  libsoccr_sk* sk = sk_;
+  Napi::ArrayBuffer queues[2];
+  const int ids[2] = {TCP_RECV_QUEUE, TCP_SEND_QUEUE};
+  const uint32_t lengths[2] = {saved_.inq_len, saved_.outq_len};
+  for (int i = 0; i < 2; i++) {
+    if (lengths[i] == 0) continue;
+    char* bytes = libsoccr_get_queue_bytes(sk, ids[i], 0);
+    if (bytes == nullptr) ThrowSoccr(env, errno, "libsoccr_get_queue_bytes", 0);
+    queues[i] = Napi::ArrayBuffer::New(env, lengths[i]);
+    memcpy(queues[i].Data(), bytes, lengths[i]);
+  }
+  if (lengths[0] != 0 && lengths[1] != 0) {
+    Napi::Array both = Napi::Array::New(env, 2);
+    both.Set(0u, queues[0]);
+    both.Set(1u, queues[1]);
+    return both;
+  }
+  if (lengths[0] != 0) return queues[0];
+  if (lengths[1] != 0) return queues[1];
+  return env.Undefined();
+}
+
 // getQueueBytes(queueId: 1 recv | 2 send) -> Buffer (a copy), or null for an empty queue.
 Napi::Value SoccrHandle::GetQueueBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -243,8 +275,8 @@ Napi::Value SoccrHandle::Restore(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// restorePacked(words: Uint32Array(33) as save(out) fills it, recvBytes, sendBytes): restore()
-// without reading address objects.
+// restorePacked(words: Uint32Array(33) as save(out) fills it, recvBytes, sendBytes, transfer?):
+// restore() without reading address objects.
 Napi::Value SoccrHandle::RestorePacked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
@@ -260,7 +292,15 @@ Napi::Value SoccrHandle::RestorePacked(const Napi::CallbackInfo& info) {
   Napi::Uint8Array send = BytesArg(info, 2, "send queue must be a Uint8Array");
   if (recv.ElementLength() != data.inq_len) ThrowInvalidArg(env, "recv queue length must equal inq_len");
   if (send.ElementLength() != data.outq_len) ThrowInvalidArg(env, "send queue length must equal outq_len");
+  uint32_t transfer = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Uint32Value() : 0;
   RestoreWith(env, &data, self_ss, peer_ss, recv, send);
+  // transfer (bits: 1 recv, 2 send; SoccrHandle.restore's `transfer`): the restore succeeded and
+  // the handle keeps no pointer into the queues, so their ArrayBuffers are detached, which frees
+  // them now instead of at a later GC. JS sets a bit only for a view spanning its whole buffer.
+  Napi::Uint8Array* queues[2] = {&recv, &send};
+  for (int i = 0; i < 2; i++) {
+    if ((transfer & (1u << i)) != 0 && queues[i]->ByteLength() != 0) napi_detach_arraybuffer(env, queues[i]->ArrayBuffer());
+  }
   return env.Undefined();
 }
 

@@ -30,6 +30,7 @@ class SoccrHandle : public Napi::ObjectWrap<SoccrHandle> {
 
   Napi::Value Fd(const Napi::CallbackInfo& info);
   Napi::Value Save(const Napi::CallbackInfo& info);
+  Napi::Value SaveWithQueues(const Napi::CallbackInfo& info);
   Napi::Value GetQueueBytes(const Napi::CallbackInfo& info);
   Napi::Value GetAddr(const Napi::CallbackInfo& info);
   Napi::Value Restore(const Napi::CallbackInfo& info);

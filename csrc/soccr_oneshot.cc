@@ -45,10 +45,32 @@ Napi::Uint8Array BytesArg(const Napi::CallbackInfo& info, size_t index) {
   ThrowErrno(env, err != 0 ? err : EIO, call, detail.c_str());
 }
 
-// soccrDump(fd, packed: Uint32Array(17|33)) -> [recv: Buffer|null, send: Buffer|null]
+// One saved queue as a new ArrayBuffer (a copy of libsoccr's buffer). An ArrayBuffer rather than
+// a Buffer: node's C++ Buffer constructor sets the prototype on a slow path (measured: a third of
+// the cost of a 4 KiB queue); JS wraps it in a Buffer on its fast path (Buffer.from(ab)).
+Napi::ArrayBuffer QueueToArrayBuffer(Napi::Env env, libsoccr_sk* sk, int queue, uint32_t length) {
+  char* bytes = libsoccr_get_queue_bytes(sk, queue, 0);
+  if (bytes == nullptr) {
+    int err = errno;
+    libsoccr_resume(sk);
+    ThrowSoccrCall(env, err, "libsoccr_get_queue_bytes", 0);
+  }
+  napi_value value;
+  void* data = nullptr;
+  if (napi_create_arraybuffer(env, length, &data, &value) != napi_ok) {
+    libsoccr_resume(sk);
+    ThrowErrno(env, ENOMEM, "napi_create_arraybuffer");
+  }
+  memcpy(data, bytes, length);
+  return Napi::ArrayBuffer(env, value);
+}
+
+// soccrDump(fd, packed: Uint32Array(17|33)) -> undefined | ArrayBuffer | [ArrayBuffer, ArrayBuffer]
 // pause + save (+ both addresses with 33 words) + both queues + release: the socket is left in
 // repair mode (close it to drop the connection silently, or setRepair(fd, false) to let it run).
-// On failure the socket is resumed (repair off) before the error is thrown.
+// The queues come back without an array where possible (JS reads inq_len and outq_len from
+// packed): undefined when both are empty, the one non-empty queue's bytes alone, else
+// [recv, send]. On failure the socket is resumed (repair off) before the error is thrown.
 Napi::Value SoccrDump(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int32_t fd = ArgInt32(info, 0, "fd must be an integer");
@@ -74,42 +96,51 @@ Napi::Value SoccrDump(const Napi::CallbackInfo& info) {
       ThrowSoccrCall(env, err, "libsoccr_get_addr", 0);
     }
   }
-  Napi::Array queues = Napi::Array::New(env, 2);
-  const int ids[2] = {TCP_RECV_QUEUE, TCP_SEND_QUEUE};
-  const uint32_t lengths[2] = {data.inq_len, data.outq_len};
-  for (int i = 0; i < 2; i++) {
-    // Copied: measured faster than handing libsoccr's buffer to an external Buffer, whose
-    // finalizer only runs once JS yields to the event loop.
-    char* bytes = lengths[i] ? libsoccr_get_queue_bytes(sk, ids[i], 0) : nullptr;
-    if (lengths[i] && bytes == nullptr) {
-      int err = errno;
-      libsoccr_resume(sk);
-      ThrowSoccrCall(env, err, "libsoccr_get_queue_bytes", 0);
-    }
-    if (bytes == nullptr) {
-      queues.Set(static_cast<uint32_t>(i), env.Null());
-      continue;
-    }
-    queues.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<uint8_t*>(bytes), lengths[i]));
+  Napi::Value result = env.Undefined();
+  if (data.inq_len != 0 && data.outq_len != 0) {
+    Napi::Array both = Napi::Array::New(env, 2);
+    both.Set(0u, QueueToArrayBuffer(env, sk, TCP_RECV_QUEUE, data.inq_len));
+    both.Set(1u, QueueToArrayBuffer(env, sk, TCP_SEND_QUEUE, data.outq_len));
+    result = both;
+  } else if (data.inq_len != 0) {
+    result = QueueToArrayBuffer(env, sk, TCP_RECV_QUEUE, data.inq_len);
+  } else if (data.outq_len != 0) {
+    result = QueueToArrayBuffer(env, sk, TCP_SEND_QUEUE, data.outq_len);
   }
   libsoccr_release(sk);
   FlushSoccrLog(env);
-  return queues;
+  return result;
 }
 
-void RestoreInto(const Napi::CallbackInfo& info, int32_t fd, Napi::Uint32Array packed, Napi::Uint8Array recv, Napi::Uint8Array send);
+void RestoreInto(Napi::Env env, int32_t fd, Napi::Uint32Array packed, Napi::Uint8Array recv, Napi::Uint8Array send);
 
-// soccrRestore(fd, packed: Uint32Array(33), recv, send): pause + set_addr x2 + set_queue_bytes x2
-// + restore + resume on a fresh socket. On failure the socket is left paused and disconnected
-// (close it: nothing reaches the peer) and the error is thrown.
+// After a successful restore, frees the queue memory the caller handed over (soccr.restoreFd's
+// `transfer`): detaching an ArrayBuffer drops its backing store at once, so the next dump's
+// allocation reuses warm memory instead of waiting for the GC. JS sets the bits only for a
+// view that spans its whole, detachable ArrayBuffer; a buffer that cannot be detached is left
+// as it is (the restore already succeeded).
+void DetachTransferred(Napi::Env env, uint32_t mask, Napi::Uint8Array recv, Napi::Uint8Array send) {
+  Napi::Uint8Array* queues[2] = {&recv, &send};
+  for (int i = 0; i < 2; i++) {
+    if ((mask & (1u << i)) == 0 || queues[i]->ByteLength() == 0) continue;
+    napi_value buffer = queues[i]->ArrayBuffer();
+    napi_detach_arraybuffer(env, buffer);
+  }
+}
+
+// soccrRestore(fd, packed: Uint32Array(33), recv, send, netns?, transfer?): pause + set_addr x2 +
+// set_queue_bytes x2 + restore + resume on a fresh socket. On failure the socket is left paused
+// and disconnected (close it: nothing reaches the peer) and the error is thrown.
 // With fd -1 it first creates the socket (the own address's family; in the network namespace at
 // netns, argument 5, if given), returns its fd, and closes it again on any failure.
+// transfer (argument 6, bits: 1 recv, 2 send): on success, detach those queues' ArrayBuffers.
 Napi::Value SoccrRestore(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int32_t fd = ArgInt32(info, 0, "fd must be an integer");
   Napi::Uint32Array packed = PackedArg(info, 1, kSkDataWords + 16);
   Napi::Uint8Array recv = BytesArg(info, 2);
   Napi::Uint8Array send = BytesArg(info, 3);
+  uint32_t transfer = info.Length() > 5 && info[5].IsNumber() ? info[5].As<Napi::Number>().Uint32Value() : 0;
   if (fd < 0) {
     uint8_t family = static_cast<uint8_t>(packed.Data()[kSkDataWords]);
     if (family != 4 && family != 6) ThrowInvalidArg(env, "packed addresses are invalid");
@@ -119,47 +150,39 @@ Napi::Value SoccrRestore(const Napi::CallbackInfo& info) {
     int32_t created = -1;
     if (CreateTcpSockets(env, &family, 1, in_netns ? &netns : nullptr, &created) < 0) ThrowErrno(env, errno, "socket");
     try {
-      RestoreInto(info, created, packed, recv, send);
+      RestoreInto(env, created, packed, recv, send);
     } catch (...) {
       close(created);  // repair on (or never connected): nothing reaches the peer
       throw;
     }
+    if (transfer != 0) DetachTransferred(env, transfer, recv, send);
     return Napi::Number::New(env, created);
   }
-  RestoreInto(info, fd, packed, recv, send);
+  RestoreInto(env, fd, packed, recv, send);
+  if (transfer != 0) DetachTransferred(env, transfer, recv, send);
   return env.Undefined();
 }
 
-void RestoreInto(const Napi::CallbackInfo& info, int32_t fd, Napi::Uint32Array packed, Napi::Uint8Array recv, Napi::Uint8Array send) {
-  Napi::Env env = info.Env();
+void RestoreInto(Napi::Env env, int32_t fd, Napi::Uint32Array packed, Napi::Uint8Array recv, Napi::Uint8Array send) {
   libsoccr_sk_data data;
   memcpy(&data, packed.Data(), sizeof(data));
   if (recv.ElementLength() != data.inq_len || send.ElementLength() != data.outq_len)
     ThrowInvalidArg(env, "queue lengths must equal inq_len and outq_len");
-  union libsoccr_addr* addrs[2];
+  // Lent to the handle (flags 0), like the queues: libsoccr reads the addresses only until
+  // libsoccr_restore returns, and the handle is resumed or released before this call returns.
+  union libsoccr_addr addrs[2];
   for (int i = 0; i < 2; i++) {
     sockaddr_storage ss;
     if (SockaddrFromWords(packed.Data() + kSkDataWords + 8 * i, &ss) == 0) ThrowInvalidArg(env, "packed addresses are invalid");
-    addrs[i] = static_cast<libsoccr_addr*>(malloc(sizeof(libsoccr_addr)));
-    if (addrs[i] == nullptr) {
-      if (i == 1) free(addrs[0]);
-      ThrowErrno(env, ENOMEM, "malloc");
-    }
-    memcpy(addrs[i], &ss, sizeof(libsoccr_addr));
+    memcpy(&addrs[i], &ss, sizeof(libsoccr_addr));
   }
   BeginSoccrCall();
   libsoccr_sk* sk = libsoccr_pause(fd);
-  if (sk == nullptr) {
-    int err = errno;
-    free(addrs[0]);
-    free(addrs[1]);
-    ThrowSoccrCall(env, err, "libsoccr_pause", -1);
-  }
-  // From here the handle owns the addresses (SOCCR_MEM_EXCL), also on failure. The queues are
-  // lent without a copy (flags 0): they only have to stay valid until libsoccr_restore returns,
-  // and this call does not return to JS before that.
-  libsoccr_set_addr(sk, 1, addrs[0], SOCCR_MEM_EXCL);
-  libsoccr_set_addr(sk, 0, addrs[1], SOCCR_MEM_EXCL);
+  if (sk == nullptr) ThrowSoccrCall(env, errno, "libsoccr_pause", -1);
+  libsoccr_set_addr(sk, 1, &addrs[0], 0);
+  libsoccr_set_addr(sk, 0, &addrs[1], 0);
+  // The queues are lent without a copy (flags 0): they only have to stay valid until
+  // libsoccr_restore returns, and this call does not return to JS before that.
   if (recv.ElementLength() > 0) libsoccr_set_queue_bytes(sk, TCP_RECV_QUEUE, reinterpret_cast<char*>(recv.Data()), 0);
   if (send.ElementLength() > 0) libsoccr_set_queue_bytes(sk, TCP_SEND_QUEUE, reinterpret_cast<char*>(send.Data()), 0);
   int ret = libsoccr_restore(sk, &data, sizeof(data));

@@ -90,18 +90,43 @@ function publicOneCallCycle(fd) {
   return { fd: newFd, dump: t1 - t0, restore: t3 - t2 };
 }
 
+const transferOptions = { transfer: true };
+
+/**
+ * The same with restoreFd's `transfer`: the restore takes over the queue buffers and frees them
+ * (as bench/c's restore frees its SOCCR_MEM_EXCL buffers), so the next dump gets warm memory.
+ */
+function publicOneCallTransferCycle(fd) {
+  const t0 = nowUs();
+  const dump = nodeCriu.soccr.dumpFd(fd);
+  const t1 = nowUs();
+  nodeCriu.soccr.closeFd(fd);
+  const t2 = nowUs();
+  const newFd = nodeCriu.soccr.restoreFd(dump, transferOptions);
+  const t3 = nowUs();
+  return { fd: newFd, dump: t1 - t0, restore: t3 - t2 };
+}
+
 const packed = new Uint32Array(33);
 const empty = Buffer.alloc(0);
 
 function rawBindingCycle(fd) {
   const b = binding();
   const t0 = nowUs();
-  const [recv, send] = b.soccrDump(fd, packed); // pause, save, addresses, queues, release
+  const queues = b.soccrDump(fd, packed); // pause, save, addresses, queues, release
+  let recv = empty;
+  let send = empty;
+  if (Array.isArray(queues)) {
+    recv = Buffer.from(queues[0]);
+    send = Buffer.from(queues[1]);
+  } else if (queues !== undefined) {
+    if (packed[1] !== 0) recv = Buffer.from(queues);
+    else send = Buffer.from(queues);
+  }
   const t1 = nowUs();
   b.socketOps.closeFd(fd);
   const t2 = nowUs();
-  const newFd = b.socketOps.tcpSocket(packed[17]);
-  b.soccrRestore(newFd, packed, recv || empty, send || empty); // pause, restore, resume
+  const newFd = b.soccrRestore(-1, packed, recv, send); // socket, pause, restore, resume
   const t3 = nowUs();
   return { fd: newFd, dump: t1 - t0, restore: t3 - t2 };
 }
@@ -132,10 +157,11 @@ async function singleRow(queueBytes, round) {
   // the 64 KiB queues, so the first loop does not pay for it); the loops' order rotates with the
   // round, so drift in machine load does not always favour the same layer.
   let fd = firstFd;
-  const times = { apiDump: [], apiRestore: [], rawDump: [], rawRestore: [], oneDump: [], oneRestore: [] };
+  const times = { apiDump: [], apiRestore: [], rawDump: [], rawRestore: [], oneDump: [], oneRestore: [], oneTDump: [], oneTRestore: [] };
   const layers = [
     [rawBindingCycle, times.rawDump, times.rawRestore],
     [publicOneCallCycle, times.oneDump, times.oneRestore],
+    [publicOneCallTransferCycle, times.oneTDump, times.oneTRestore],
     [publicApiCycle, times.apiDump, times.apiRestore],
   ];
   for (const [cycle] of layers) for (let i = 0; i < 300; i++) fd = cycle(fd).fd;
@@ -172,7 +198,12 @@ async function singleRow(queueBytes, round) {
   socket.destroy();
   client.destroy();
   const stats = (d, r) => ({ dump: percentile(d, 0.5), dump99: percentile(d, 0.99), restore: percentile(r, 0.5), restore99: percentile(r, 0.99) });
-  return { raw: stats(times.rawDump, times.rawRestore), one: stats(times.oneDump, times.oneRestore), api: stats(times.apiDump, times.apiRestore) };
+  return {
+    raw: stats(times.rawDump, times.rawRestore),
+    one: stats(times.oneDump, times.oneRestore),
+    oneT: stats(times.oneTDump, times.oneTRestore),
+    api: stats(times.apiDump, times.apiRestore),
+  };
 }
 
 /** bench/c's libsoccr p50s per queue size: { [bytes]: { dump, restore, dump99, restore99 } }. */
@@ -248,10 +279,10 @@ async function batch(count, lockKind) {
 (async () => {
   const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
   console.log('### libsoccr from JS: checkpoint and restore of one established TCP connection\n');
-  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each: bench/c (libsoccr, C), then the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C run meets the same ruleset). Medians over the rounds of each round's p50 (p99).\n`);
+  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each: bench/c (libsoccr, C), then the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd (default, and with restoreFd's 'transfer' option, which frees the queue buffers at once as bench/c's restore frees its SOCCR_MEM_EXCL buffers) and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C run meets the same ruleset). Medians over the rounds of each round's p50 (p99).\n`);
   runLock = await nodeCriu.NftablesLock.create();
   const sizes = [0, 4096, 65536];
-  const results = { c: [], raw: [], one: [], api: [] };
+  const results = { c: [], raw: [], one: [], oneT: [], api: [] };
   const haveC = fs.existsSync(cBench);
   try {
     for (let round = 0; round < rounds; round++) {
@@ -262,6 +293,7 @@ async function batch(count, lockKind) {
         if (c[q]) results.c.push({ q, ...c[q] });
         results.raw.push({ q, ...js[q].raw });
         results.one.push({ q, ...js[q].one });
+        results.oneT.push({ q, ...js[q].oneT });
         results.api.push({ q, ...js[q].api });
       }
     }
@@ -277,6 +309,7 @@ async function batch(count, lockKind) {
       ['c', 'C libsoccr (bench/c)'],
       ['raw', 'raw addon'],
       ['one', 'public one-call (dumpFd/restoreFd)'],
+      ['oneT', 'public one-call, restoreFd transfer'],
       ['api', 'public step by step (pause/SoccrHandle)'],
     ]) {
       if (layer === 'c' && !haveC) continue;
@@ -286,7 +319,7 @@ async function batch(count, lockKind) {
     }
   }
   if (!haveC) console.log('\n(bench/c/build/soccr_bench not built: `make -C bench/c` for the C rows.)');
-  console.log('\nDump = pause + save + both queues + both addresses + release (public API: plus argument validation; step by step also a TCP state check and a dup of the fd per handle); restore = socket + pause + restore + resume. Same sequence as bench/c (which times the same spans); close in repair mode not timed.\n');
+  console.log('\nDump = pause + save + both queues + both addresses + release (public API: plus argument validation and the result object; step by step also a TCP state check and a dup of the fd per handle); restore = socket + pause + restore + resume (public API: plus validation of everything it is given; transfer: plus freeing the queue buffers). Same sequence as bench/c (which times the same spans); close in repair mode not timed.\n');
   console.log(`### libsoccr from JS: ${batchSize} connections at once\n`);
   console.log('| connections | lock | checkpointConnections ms | restoreConnections ms | total ms | µs per connection |');
   console.log('|---:|---|---:|---:|---:|---:|');

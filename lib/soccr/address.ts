@@ -17,7 +17,7 @@ export interface SocketAddress {
  * Dotted-quad IPv4 (what net.isIPv4 accepts: no leading zeros, each part 0..255) as a uint32, or
  * -1; parsed by hand without allocating: batches parse thousands.
  */
-function ipv4Word(address: string): number {
+export function ipv4Word(address: string): number {
   if (typeof address !== 'string' || address.length > 15) return -1;
   let word = 0;
   let part = 0;

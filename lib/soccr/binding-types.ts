@@ -24,8 +24,16 @@ export interface NativeSoccrHandle {
   getAddr(self: boolean): NativeSockaddr;
   /** set_addr x2 + set_queue_bytes x2 + libsoccr_restore. */
   restore(data: Uint32Array, self: NativeSockaddr, peer: NativeSockaddr, recv: Uint8Array, send: Uint8Array): void;
-  /** restore() with sk_data and both addresses packed as save(out) fills them. */
-  restorePacked(packed: Uint32Array, recv: Uint8Array, send: Uint8Array): void;
+  /**
+   * save(out) plus a copy of each non-empty queue, in one call: undefined (both empty), the
+   * non-empty one alone (which one: out[1] inq_len / out[3] outq_len), or [recv, send].
+   */
+  saveWithQueues(out: Uint32Array): ArrayBuffer | [ArrayBuffer, ArrayBuffer] | undefined;
+  /**
+   * restore() with sk_data and both addresses packed as save(out) fills them. transfer (bits:
+   * 1 recv, 2 send): after success, detach those queues' ArrayBuffers (frees them now).
+   */
+  restorePacked(packed: Uint32Array, recv: Uint8Array, send: Uint8Array, transfer?: number): void;
   setSkDataUnbound(data: Uint32Array): void;
   setSkDataNoq(data: Uint32Array): void;
   restoreQueue(data: Uint32Array, queue: 1 | 2, bytes: Uint8Array): void;
@@ -83,13 +91,18 @@ export interface SoccrBinding {
   socketOps: NativeSocketOps;
   /**
    * csrc/soccr_oneshot.cc: pause + save (+ addresses when packed has 33 words) + both queues +
-   * release, in one call on the caller's fd; leaves repair on. Queues are null when empty.
+   * release, in one call on the caller's fd; leaves repair on. The queues, each a new
+   * ArrayBuffer: undefined when both are empty, the non-empty one alone (which one follows from
+   * packed[1] inq_len / packed[3] outq_len), or [recv, send] when both hold bytes.
    */
-  soccrDump(fd: number, packed: Uint32Array): [Buffer | null, Buffer | null];
-  /** pause + set addresses and queues + restore + resume on a fresh fd, in one call. */
-  soccrRestore(fd: number, packed: Uint32Array, recv: Uint8Array, send: Uint8Array): void;
+  soccrDump(fd: number, packed: Uint32Array): ArrayBuffer | [ArrayBuffer, ArrayBuffer] | undefined;
+  /**
+   * pause + set addresses and queues + restore + resume on a fresh fd, in one call. transfer
+   * (bits: 1 recv, 2 send): after success, detach those queues' ArrayBuffers (frees them now).
+   */
+  soccrRestore(fd: number, packed: Uint32Array, recv: Uint8Array, send: Uint8Array, netns?: undefined, transfer?: number): void;
   /** The same on a socket it creates first (family from packed, in netns if given); returns its fd. */
-  soccrRestore(fd: -1, packed: Uint32Array, recv: Uint8Array, send: Uint8Array, netns?: string): number;
+  soccrRestore(fd: -1, packed: Uint32Array, recv: Uint8Array, send: Uint8Array, netns?: string, transfer?: number): number;
   /**
    * csrc/soccr_batch.cc: soccrDump for every fd (17 words each into packed), on a few threads;
    * returns [recv, send] per fd, flattened (null: empty). dumped[i] = 1 once fd i is in repair

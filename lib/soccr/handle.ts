@@ -6,13 +6,14 @@
 import * as net from 'node:net';
 
 import { InvalidArgumentError, fromNativeError } from '../errors';
-import { fromNativeSockaddr, socketAddressFromWords, socketAddressToWords, toNativeSockaddr } from './address';
+import { fromNativeSockaddr, socketAddressFromWords, toNativeSockaddr } from './address';
 import type { SocketAddress } from './address';
 import type { NativeSockaddr, NativeSocketInfo, NativeSoccrHandle, SoccrBinding } from './binding-types';
 import { SoccrError, describeValue } from './errors';
 import { soccrBinding } from './native';
 import { restartReading, socketFd, stopReading } from './node-socket';
-import { RESTORABLE_STATES, TcpState, skDataFromWords, skDataProblem, skDataToWords, tcpStateName, writeSkDataWords } from './sk-data';
+import { PACKED_WORDS, SK_DATA_WORDS, packAddress, packSkData, transferMask } from './oneshot-pack';
+import { RESTORABLE_STATES, TcpState, skDataFromWords, skDataToWords, tcpStateName } from './sk-data';
 import type { SkData } from './sk-data';
 
 export type QueueName = 'recv' | 'send';
@@ -40,27 +41,10 @@ export function nativeAddress(address: SocketAddress, name: string): NativeSocka
   return sa;
 }
 
-/**
- * Writes a SocketAddress into the packed words restorePacked reads; throws the same error as
- * nativeAddress when it is not a valid address.
- */
-function packAddress(address: SocketAddress, name: string, words: Uint32Array, offset: number): void {
-  const valid =
-    typeof address === 'object' &&
-    address !== null &&
-    (address.family === 4 || address.family === 6) &&
-    Number.isInteger(address.port) &&
-    address.port >= 0 &&
-    address.port <= 65535 &&
-    socketAddressToWords(address, words, offset);
-  if (!valid) throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port} with a valid IP address`);
-}
-
-/** sk_data (17 words) + own and peer address (8 words each): what save(out) and restorePacked use. */
-const SK_DATA_WORDS = 17;
-const PACKED_WORDS = SK_DATA_WORDS + 16;
 /** Scratch words for restore(): filled and consumed within one synchronous call. */
 const restoreWords = new Uint32Array(PACKED_WORDS);
+const EMPTY = Buffer.alloc(0);
+const NO_OPTIONS: { transfer?: boolean } = Object.freeze({});
 
 function bytesArg(bytes: unknown, name: string): Uint8Array {
   if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError(`${name} must be a Buffer or Uint8Array`, 'ERR_INVALID_ARG_TYPE');
@@ -77,6 +61,8 @@ export class SoccrHandle {
   #skData: SkData | undefined;
   /** What save(out) filled: sk_data, then own and peer address (family 0: not available). */
   #saved: Uint32Array | undefined;
+  /** The queue copies saveWithQueues returned, until getQueueBytes hands each out. */
+  #queues: [Buffer | undefined, Buffer | undefined] | undefined;
   #onDone: (() => void) | undefined;
 
   /**
@@ -103,20 +89,39 @@ export class SoccrHandle {
   /** libsoccr_save on first call (cached after): every sk_data field. */
   getSkData(): SkData {
     if (!this.#skData) {
-      // One native call: sk_data and both addresses (libsoccr_get_addr), kept for get*Address.
+      // One native call: sk_data, both addresses (libsoccr_get_addr, kept for get*Address) and
+      // a copy of each queue (handed out by the first getQueueBytes of that queue).
       const words = new Uint32Array(PACKED_WORDS);
-      nativeCall('libsoccr save', () => this.#native.save(words));
+      const native = this.#native;
+      let queues: ArrayBuffer | [ArrayBuffer, ArrayBuffer] | undefined;
+      try {
+        queues = native.saveWithQueues(words);
+      } catch (error) {
+        throw fromNativeError(SoccrError, error, 'libsoccr save');
+      }
+      if (Array.isArray(queues)) {
+        this.#queues = [Buffer.from(queues[0]), Buffer.from(queues[1])];
+      } else if (queues !== undefined) {
+        this.#queues = words[1] !== 0 ? [Buffer.from(queues), undefined] : [undefined, Buffer.from(queues)];
+      }
       this.#saved = words;
       this.#skData = skDataFromWords(words);
     }
     return this.#skData;
   }
 
-  /** The saved receive or send queue (saves first if needed). */
+  /** The saved receive or send queue (saves first if needed); each call returns its own copy. */
   getQueueBytes(queue: QueueName): Buffer {
     const id = queueId(queue);
-    this.getSkData();
-    return nativeCall('libsoccr get queue', () => this.#native.getQueueBytes(id)) ?? Buffer.alloc(0);
+    const data = this.getSkData();
+    if ((id === 1 ? data.inqLen : data.outqLen) === 0) return EMPTY;
+    const copies = this.#queues;
+    const copy = copies?.[id - 1];
+    if (copies && copy) {
+      copies[id - 1] = undefined; // the first caller owns it; later calls get new copies
+      return copy;
+    }
+    return nativeCall('libsoccr get queue', () => this.#native.getQueueBytes(id)) ?? EMPTY;
   }
 
   /** The socket's own address (libsoccr_get_addr). */
@@ -133,20 +138,31 @@ export class SoccrHandle {
     return fromNativeSockaddr(nativeCall('libsoccr get_addr', () => this.#native.getAddr(false)));
   }
 
-  /** One-call restore onto this (fresh, paused) socket: bind, connect without SYN, queues, window. */
-  restore(data: SkData, local: SocketAddress, remote: SocketAddress, recvQueue: Uint8Array, sendQueue: Uint8Array): void {
-    const problem = skDataProblem(data);
-    if (problem) throw new InvalidArgumentError(problem);
+  /**
+   * One-call restore onto this (fresh, paused) socket: bind, connect without SYN, queues, window.
+   * `transfer`: as soccr.restoreFd's, the queue buffers are detached (freed) after a success.
+   */
+  restore(
+    data: SkData,
+    local: SocketAddress,
+    remote: SocketAddress,
+    recvQueue: Uint8Array,
+    sendQueue: Uint8Array,
+    options: { transfer?: boolean } = NO_OPTIONS,
+  ): void {
     // Packed words instead of address objects: native code reads no JS properties.
     const words = restoreWords;
-    writeSkDataWords(data, words);
+    packSkData(data, words);
     packAddress(local, 'local', words, SK_DATA_WORDS);
     packAddress(remote, 'remote', words, SK_DATA_WORDS + 8);
-    if (bytesArg(recvQueue, 'recvQueue').length !== data.inqLen) throw new InvalidArgumentError('recvQueue length must equal inqLen');
-    if (bytesArg(sendQueue, 'sendQueue').length !== data.outqLen) throw new InvalidArgumentError('sendQueue length must equal outqLen');
+    if (bytesArg(recvQueue, 'recvQueue').length !== words[1]) throw new InvalidArgumentError('recvQueue length must equal inqLen');
+    if (bytesArg(sendQueue, 'sendQueue').length !== words[3]) throw new InvalidArgumentError('sendQueue length must equal outqLen');
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+    const transfer = options.transfer;
+    if (transfer !== undefined && typeof transfer !== 'boolean') throw new InvalidArgumentError('transfer must be a boolean', 'ERR_INVALID_ARG_TYPE');
     const native = this.#native;
     try {
-      native.restorePacked(words, recvQueue, sendQueue);
+      native.restorePacked(words, recvQueue, sendQueue, transfer === true ? transferMask(recvQueue, sendQueue) : 0);
     } catch (error) {
       throw fromNativeError(SoccrError, error, 'libsoccr restore');
     }

@@ -8,30 +8,19 @@
 import * as path from 'node:path';
 
 import { InvalidArgumentError, fromNativeError } from '../errors';
-import { socketAddressFromWords, socketAddressToWords } from './address';
+import { socketAddressFromWords } from './address';
 import type { SocketAddress } from './address';
 import { SoccrError } from './errors';
 import { checkConnectedTcp } from './handle';
 import { soccrBinding } from './native';
-import { skDataFromWords, skDataProblem, writeSkDataWords } from './sk-data';
+import { PACKED_WORDS, SK_DATA_WORDS, packAddress, packSkData, transferMask } from './oneshot-pack';
+import { skDataFromWords } from './sk-data';
 import type { SkData } from './sk-data';
 
-const SK_DATA_WORDS = 17;
 /** Scratch words, filled and consumed within one synchronous call. */
-const words = new Uint32Array(SK_DATA_WORDS + 16);
+const words = new Uint32Array(PACKED_WORDS);
 const EMPTY = Buffer.alloc(0);
-
-function packAddress(address: SocketAddress, name: string, at: number): void {
-  const valid =
-    typeof address === 'object' &&
-    address !== null &&
-    (address.family === 4 || address.family === 6) &&
-    Number.isInteger(address.port) &&
-    address.port >= 0 &&
-    address.port <= 65535 &&
-    socketAddressToWords(address, words, at);
-  if (!valid) throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port} with a valid IP address`);
-}
+const NO_OPTIONS: RestoreFdOptions = Object.freeze({});
 
 export interface SocketDump {
   skData: SkData;
@@ -41,27 +30,55 @@ export interface SocketDump {
   sendQueue: Buffer;
 }
 
+export interface RestoreFdOptions {
+  /** Create the socket inside the network namespace at this absolute path (e.g. /run/netns/x). */
+  netns?: string;
+  /**
+   * Hand the queue buffers over to the restore, like a transfer list of postMessage(): after a
+   * successful restore, the ArrayBuffers under dump.recvQueue and dump.sendQueue are detached
+   * (every view of them becomes empty) and their memory is freed at once instead of at a later
+   * garbage collection, so the next dump reuses it while it is still in the CPU cache. Only a
+   * Buffer that spans its whole ArrayBuffer is handed over (what dumpFd returns); others, and
+   * every buffer of a failed restore, stay as they are. Default false.
+   */
+  transfer?: boolean;
+}
+
 /**
  * libsoccr's whole dump of a connected TCP socket fd in one call: pause, save, both queues, both
  * addresses, release. The socket is left in repair mode, like pause() + release(): close it to
  * drop the connection silently (keep its 4-tuple blocked until the restore), or turn repair off
  * to let it run on. On failure the socket is resumed and the error is typed as pause()'s are.
+ * Each non-empty queue is a Buffer over its own ArrayBuffer; empty queues share one empty Buffer.
  */
 export function dumpFd(fd: number): SocketDump {
   if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) throw new InvalidArgumentError('fd must be a non-negative integer', 'ERR_INVALID_ARG_TYPE');
-  let queues: [Buffer | null, Buffer | null];
+  let queues: ArrayBuffer | [ArrayBuffer, ArrayBuffer] | undefined;
   try {
     queues = soccrBinding().soccrDump(fd, words);
   } catch (error) {
     checkConnectedTcp(fd); // names the precise problem (not TCP, listening, unconnected, state)
     throw fromNativeError(SoccrError, error, 'libsoccr dump');
   }
+  let recvQueue = EMPTY;
+  let sendQueue = EMPTY;
+  if (queues !== undefined) {
+    // Which queue a lone ArrayBuffer holds follows from the lengths (csrc/soccr_oneshot.cc).
+    if (Array.isArray(queues)) {
+      recvQueue = Buffer.from(queues[0]);
+      sendQueue = Buffer.from(queues[1]);
+    } else if (words[1] !== 0) {
+      recvQueue = Buffer.from(queues);
+    } else {
+      sendQueue = Buffer.from(queues);
+    }
+  }
   return {
     skData: skDataFromWords(words),
     local: socketAddressFromWords(words, SK_DATA_WORDS),
     remote: socketAddressFromWords(words, SK_DATA_WORDS + 8),
-    recvQueue: queues[0] ?? EMPTY, // zero-length: nothing to share
-    sendQueue: queues[1] ?? EMPTY,
+    recvQueue,
+    sendQueue,
   };
 }
 
@@ -70,27 +87,25 @@ export function dumpFd(fd: number): SocketDump {
  * if given) with the connection restored and resumed (repair off: the kernel sends its window
  * probe). Returns its fd (adoptSocket() hands it to a net.Socket). On failure nothing is left.
  */
-export function restoreFd(
-  dump: SocketDump,
-  options: { netns?: string } = {},
-): number {
+export function restoreFd(dump: SocketDump, options: RestoreFdOptions = NO_OPTIONS): number {
   if (typeof dump !== 'object' || dump === null) throw new InvalidArgumentError('dump must be an object', 'ERR_INVALID_ARG_TYPE');
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
   const { skData, local, remote, recvQueue, sendQueue } = dump;
-  const problem = skDataProblem(skData);
-  if (problem) throw new InvalidArgumentError(problem);
-  if (options.netns !== undefined && (typeof options.netns !== 'string' || !path.isAbsolute(options.netns))) {
+  const { netns, transfer } = options;
+  packSkData(skData, words);
+  if (netns !== undefined && (typeof netns !== 'string' || !path.isAbsolute(netns))) {
     throw new InvalidArgumentError('netns must be an absolute path');
   }
-  writeSkDataWords(skData, words);
-  packAddress(local, 'local', SK_DATA_WORDS);
-  packAddress(remote, 'remote', SK_DATA_WORDS + 8);
-  if (local.family !== remote.family) throw new InvalidArgumentError('local and remote must be of one family');
-  if (!(recvQueue instanceof Uint8Array) || recvQueue.length !== skData.inqLen) throw new InvalidArgumentError('recvQueue must be a Buffer of skData.inqLen bytes');
-  if (!(sendQueue instanceof Uint8Array) || sendQueue.length !== skData.outqLen) throw new InvalidArgumentError('sendQueue must be a Buffer of skData.outqLen bytes');
+  if (transfer !== undefined && typeof transfer !== 'boolean') throw new InvalidArgumentError('transfer must be a boolean', 'ERR_INVALID_ARG_TYPE');
+  packAddress(local, 'local', words, SK_DATA_WORDS);
+  packAddress(remote, 'remote', words, SK_DATA_WORDS + 8);
+  if (words[SK_DATA_WORDS] !== words[SK_DATA_WORDS + 8]) throw new InvalidArgumentError('local and remote must be of one family');
+  if (!(recvQueue instanceof Uint8Array) || recvQueue.length !== words[1]) throw new InvalidArgumentError('recvQueue must be a Buffer of skData.inqLen bytes');
+  if (!(sendQueue instanceof Uint8Array) || sendQueue.length !== words[3]) throw new InvalidArgumentError('sendQueue must be a Buffer of skData.outqLen bytes');
+  const transferBits = transfer === true ? transferMask(recvQueue, sendQueue) : 0;
   try {
     // One native call: socket (in netns), pause, addresses, queues, restore, resume.
-    return soccrBinding().soccrRestore(-1, words, recvQueue, sendQueue, options.netns);
+    return soccrBinding().soccrRestore(-1, words, recvQueue, sendQueue, netns, transferBits);
   } catch (error) {
     throw fromNativeError(SoccrError, error, 'libsoccr restore');
   }

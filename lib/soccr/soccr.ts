@@ -10,7 +10,7 @@ import { adoptFd, socketFd } from './node-socket';
 export { pause, pauseNewSocket, SoccrHandle } from './handle';
 export type { QueueName } from './handle';
 export { dumpFd, restoreFd } from './oneshot';
-export type { SocketDump } from './oneshot';
+export type { RestoreFdOptions, SocketDump } from './oneshot';
 export { setLogger } from './native';
 export type { SoccrLogger } from './native';
 
