@@ -30,6 +30,16 @@ inline bool SoccrCopyAddr(libsoccr_sk* sk, int fd, int self, union libsoccr_addr
 }  // namespace nodecriu
 
 #ifdef NODE_CRIU_EXTERNAL_LIBSOCCR
+// CRIU's libsoccr has no queue allocator (vendor/libsoccr's extension): the binding copies.
+struct libsoccr_queue_alloc {
+  char* (*alloc)(void* arg, int queue_id, unsigned int len);
+  void (*release)(void* arg, int queue_id, char* buf);
+  void* arg;
+};
+static inline int libsoccr_set_queue_alloc(libsoccr_sk*, const libsoccr_queue_alloc*) {
+  errno = ENOSYS;
+  return -1;
+}
 // CRIU's libsoccr replaced the 2016 staged calls with libsoccr_restore: they fail with ENOSYS.
 static inline int libsoccr_set_sk_data_unbound(libsoccr_sk*, libsoccr_sk_data*, unsigned) {
   errno = ENOSYS;

@@ -45,24 +45,49 @@ Napi::Uint8Array BytesArg(const Napi::CallbackInfo& info, size_t index) {
   ThrowErrno(env, err != 0 ? err : EIO, call, detail.c_str());
 }
 
-// One saved queue as a new ArrayBuffer (a copy of libsoccr's buffer). An ArrayBuffer rather than
-// a Buffer: node's C++ Buffer constructor sets the prototype on a slow path (measured: a third of
-// the cost of a 4 KiB queue); JS wraps it in a Buffer on its fast path (Buffer.from(ab)).
-Napi::ArrayBuffer QueueToArrayBuffer(Napi::Env env, libsoccr_sk* sk, int queue, uint32_t length) {
-  char* bytes = libsoccr_get_queue_bytes(sk, queue, 0);
-  if (bytes == nullptr) {
-    int err = errno;
+// The queues of one soccrDump as ArrayBuffers that libsoccr_save peeks into directly
+// (libsoccr_set_queue_alloc): no copy, no malloc of libsoccr's own. ArrayBuffers rather than
+// Buffers: node's C++ Buffer constructor sets the prototype on a slow path (measured: a third of
+// the cost of a 4 KiB queue); JS wraps them in Buffers on its fast path (Buffer.from(ab)). The
+// napi_values live in this call's handle scope, which outlasts the libsoccr handle.
+struct DumpQueues {
+  napi_env env;
+  napi_value buffers[TCP_QUEUES_NR];  // by queue id; nullptr: none
+};
+
+char* AllocDumpQueue(void* arg, int queue, unsigned int len) {
+  auto* queues = static_cast<DumpQueues*>(arg);
+  void* data = nullptr;
+  napi_value value;
+  if (napi_create_arraybuffer(queues->env, len, &data, &value) != napi_ok || data == nullptr) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  queues->buffers[queue] = value;
+  return static_cast<char*>(data);
+}
+
+// A buffer libsoccr drops (failed save): the GC frees the ArrayBuffer.
+void ReleaseDumpQueue(void* arg, int queue, char*) { static_cast<DumpQueues*>(arg)->buffers[queue] = nullptr; }
+
+// One saved queue as a JS value: the ArrayBuffer libsoccr peeked into, handed over by the handle
+// (SOCCR_MEM_EXCL), or, with CRIU's libsoccr (no allocator), a copy of libsoccr's buffer.
+Napi::Value SavedQueue(Napi::Env env, libsoccr_sk* sk, const DumpQueues& queues, bool peeked_into_js, int queue, uint32_t length) {
+  char* bytes = libsoccr_get_queue_bytes(sk, queue, peeked_into_js ? SOCCR_MEM_EXCL : 0);
+  if (bytes == nullptr || (peeked_into_js && queues.buffers[queue] == nullptr)) {
+    int err = bytes == nullptr ? errno : EFAULT;
     libsoccr_resume(sk);
     ThrowSoccrCall(env, err, "libsoccr_get_queue_bytes", 0);
   }
-  napi_value value;
+  if (peeked_into_js) return Napi::Value(env, queues.buffers[queue]);
   void* data = nullptr;
+  napi_value value;
   if (napi_create_arraybuffer(env, length, &data, &value) != napi_ok) {
     libsoccr_resume(sk);
     ThrowErrno(env, ENOMEM, "napi_create_arraybuffer");
   }
   memcpy(data, bytes, length);
-  return Napi::ArrayBuffer(env, value);
+  return Napi::Value(env, value);
 }
 
 // soccrDump(fd, packed: Uint32Array(17|33)) -> undefined | ArrayBuffer | [ArrayBuffer, ArrayBuffer]
@@ -79,6 +104,9 @@ Napi::Value SoccrDump(const Napi::CallbackInfo& info) {
   BeginSoccrCall();
   libsoccr_sk* sk = libsoccr_pause(fd);
   if (sk == nullptr) ThrowSoccrCall(env, errno, "libsoccr_pause", -1);
+  DumpQueues queues = {env, {nullptr, nullptr, nullptr}};
+  const libsoccr_queue_alloc allocator = {AllocDumpQueue, ReleaseDumpQueue, &queues};
+  bool peeked_into_js = libsoccr_set_queue_alloc(sk, &allocator) == 0;  // false: CRIU's libsoccr
   libsoccr_sk_data data;
   int ret = libsoccr_save(sk, &data, sizeof(data));
   if (ret != static_cast<int>(sizeof(data))) {
@@ -99,13 +127,13 @@ Napi::Value SoccrDump(const Napi::CallbackInfo& info) {
   Napi::Value result = env.Undefined();
   if (data.inq_len != 0 && data.outq_len != 0) {
     Napi::Array both = Napi::Array::New(env, 2);
-    both.Set(0u, QueueToArrayBuffer(env, sk, TCP_RECV_QUEUE, data.inq_len));
-    both.Set(1u, QueueToArrayBuffer(env, sk, TCP_SEND_QUEUE, data.outq_len));
+    both.Set(0u, SavedQueue(env, sk, queues, peeked_into_js, TCP_RECV_QUEUE, data.inq_len));
+    both.Set(1u, SavedQueue(env, sk, queues, peeked_into_js, TCP_SEND_QUEUE, data.outq_len));
     result = both;
   } else if (data.inq_len != 0) {
-    result = QueueToArrayBuffer(env, sk, TCP_RECV_QUEUE, data.inq_len);
+    result = SavedQueue(env, sk, queues, peeked_into_js, TCP_RECV_QUEUE, data.inq_len);
   } else if (data.outq_len != 0) {
-    result = QueueToArrayBuffer(env, sk, TCP_SEND_QUEUE, data.outq_len);
+    result = SavedQueue(env, sk, queues, peeked_into_js, TCP_SEND_QUEUE, data.outq_len);
   }
   libsoccr_release(sk);
   FlushSoccrLog(env);

@@ -221,7 +221,77 @@ static int t_peek_off(const void *arg)
 	return finish_pair(p.srv, p.cli, &c2s, &s2c, &c0);
 }
 
+/* libsoccr_set_queue_alloc (extension): save peeks into the caller's buffers of exactly the
+ * queue lengths; the handle releases through the caller only what it did not hand out. */
+struct counting_alloc {
+	int allocs, releases, fail;
+	unsigned lens[3];
+};
 
+static char *counting_alloc_fn(void *arg, int queue_id, unsigned len)
+{
+	struct counting_alloc *c = arg;
+	if (c->fail) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	c->allocs++;
+	c->lens[queue_id] = len;
+	return malloc(len);
+}
+
+static void counting_release_fn(void *arg, int queue_id, char *buf)
+{
+	struct counting_alloc *c = arg;
+	(void)queue_id;
+	c->releases++;
+	free(buf);
+}
+
+static int t_queue_alloc(const void *arg)
+{
+	struct pair p;
+	struct stream c2s, s2c;
+	struct libsoccr_sk_data d;
+	struct counting_alloc c = {0};
+	const struct libsoccr_queue_alloc qa = {counting_alloc_fn, counting_release_fn, &c};
+	const struct libsoccr_queue_alloc half = {counting_alloc_fn, NULL, &c};
+	(void)arg;
+
+	TRY(loaded_pair(&p, &c2s, &s2c, 3000, 5000, FAM_V4));
+	struct libsoccr_sk *sk = libsoccr_pause(p.srv);
+	CHECK(sk, "pause");
+	errno = 0;
+	CHECK(libsoccr_set_queue_alloc(NULL, &qa) == -1 && errno == EINVAL, "NULL handle");
+	CHECK(libsoccr_set_queue_alloc(sk, &half) == -1 && errno == EINVAL, "release missing");
+	CHECK(libsoccr_set_queue_alloc(sk, &qa) == 0, "set");
+
+	c.fail = 1;
+	CHECK(libsoccr_save(sk, &d, sizeof(d)) == -5 && errno == ENOMEM, "a failing alloc fails the save");
+	c.fail = 0;
+	CHECK(libsoccr_save(sk, &d, sizeof(d)) == 68, "save");
+	CHECK(c.allocs == 2 && c.lens[TCP_RECV_QUEUE] == 3000 && c.lens[TCP_SEND_QUEUE] == 5000,
+	      "one exact-length buffer per queue (allocs %d)", c.allocs);
+	CHECK(libsoccr_set_queue_alloc(sk, NULL) == -1 && errno == EBUSY, "no change while saved");
+	char *r = libsoccr_get_queue_bytes(sk, TCP_RECV_QUEUE, 0);
+	for (uint32_t i = 0; i < d.inq_len; i++)
+		CHECK((uint8_t)r[i] == stream_byte(0, i), "receive queue byte %u", i);
+
+	CHECK(libsoccr_save(sk, &d, sizeof(d)) == 68, "second save");
+	CHECK(c.allocs == 4 && c.releases == 2, "the first save's buffers released (%d)", c.releases);
+	char *mine = libsoccr_get_queue_bytes(sk, TCP_SEND_QUEUE, SOCCR_MEM_EXCL);
+	CHECK(mine, "EXCL");
+	for (uint32_t i = 0; i < d.outq_len; i++)
+		CHECK((uint8_t)mine[i] == stream_byte(1, i), "send queue byte %u", i);
+	libsoccr_resume(sk);
+	CHECK(c.releases == 3, "resume released the receive queue only (%d)", c.releases);
+	free(mine); /* ASan: a double release or a leak fails the test */
+
+	TRY(unlock_socket(p.srv));
+	struct rst_counters c0;
+	TRY(read_rst_counters(&c0));
+	return finish_pair(p.srv, p.cli, &c2s, &s2c, &c0);
+}
 
 void register_api_tests(void)
 {
@@ -230,4 +300,5 @@ void register_api_tests(void)
 	test_add(t_ownership, NULL, "api: queue/address ownership with and without EXCL");
 	test_add(t_log_errno, NULL, "api: log levels, prefixes, errno kept across the callback");
 	test_add(t_resume_dump_side, NULL, "api: resume on the dump side, SO_REUSEADDR kept");
+	test_add(t_queue_alloc, NULL, "api: queue allocator (extension): exact buffers, releases");
 }

@@ -3,7 +3,7 @@
  *
  * Kernel calls, in order: TCP_INFO (state, options, window scales), TCP_MAXSEG (mss_clamp in
  * repair mode), TCP_TIMESTAMP (if timestamps are on), TCP_REPAIR_WINDOW; receive queue: SIOCINQ,
- * TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, recv(MSG_PEEK) of len+1 bytes that must return exactly len
+ * TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, recvmsg(MSG_PEEK) of len+1 bytes that must return exactly len
  * (anything else means traffic was not blocked); send queue: TCP_REPAIR_QUEUE, SIOCOUTQ,
  * SIOCOUTQNSD, TCP_QUEUE_SEQ, peek. The send queue stays selected afterwards (see
  * save_send_lengths).
@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "soccr-internal.h"
 
@@ -26,6 +27,8 @@ static int save_queue(struct libsoccr_sk *sk, int queue, uint32_t len, uint32_t 
 {
 	socklen_t optlen = sizeof(*seq);
 	char probe, *buf = NULL;
+	struct iovec iov[2];
+	struct msghdr msg = {0};
 	ssize_t got;
 
 	*out = NULL;
@@ -43,26 +46,32 @@ static int save_queue(struct libsoccr_sk *sk, int queue, uint32_t len, uint32_t 
 	if (len == 0 && queue == TCP_SEND_QUEUE)
 		return 0;
 	if (len) {
-		buf = malloc((size_t)len + 1);
+		buf = soccr_queue_buf_alloc(sk, queue, len);
 		if (!buf) {
 			loge("Unable to allocate %u bytes for queue %d\n", len, queue);
 			return -1;
 		}
 	}
-	got = recv(sk->fd, buf ? buf : &probe, (size_t)len + 1, MSG_PEEK | MSG_DONTWAIT);
+	/* len bytes into buf and one more into probe: a byte there means the queue grew. (The
+	 * buffer holds exactly len bytes, so a caller's allocator need not add one.) */
+	iov[0].iov_base = buf;
+	iov[0].iov_len = len;
+	iov[1].iov_base = &probe;
+	iov[1].iov_len = 1;
+	msg.msg_iov = len ? iov : iov + 1;
+	msg.msg_iovlen = len ? 2 : 1;
+	got = recvmsg(sk->fd, &msg, MSG_PEEK | MSG_DONTWAIT);
 	if (got < 0 && len == 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		got = 0;
 	if (got < 0) {
-		int saved = errno;
 		loge("Unable to peek queue %d: errno %d\n", queue, errno);
-		free(buf);
-		errno = saved;
+		soccr_queue_buf_release(sk, queue, buf);
 		return -1;
 	}
 	if ((size_t)got != len) {
 		loge("Queue %d holds %zd bytes, expected %u: traffic was not blocked\n", queue, got,
 		     len);
-		free(buf);
+		soccr_queue_buf_release(sk, queue, buf);
 		errno = EBUSY;
 		return -1;
 	}
@@ -252,8 +261,8 @@ int libsoccr_save(struct libsoccr_sk *sk, struct libsoccr_sk_data *data, unsigne
 		goto fail;
 	}
 	/* A second save on one handle replaces (and frees) the first one's buffers. */
-	free(sk->saved_queue[TCP_RECV_QUEUE]);
-	free(sk->saved_queue[TCP_SEND_QUEUE]);
+	soccr_queue_buf_release(sk, TCP_RECV_QUEUE, sk->saved_queue[TCP_RECV_QUEUE]);
+	soccr_queue_buf_release(sk, TCP_SEND_QUEUE, sk->saved_queue[TCP_SEND_QUEUE]);
 	sk->saved_queue[TCP_RECV_QUEUE] = recvq;
 	sk->saved_queue[TCP_SEND_QUEUE] = sendq;
 	logd("Saved %s: in %u@%u out %u@%u unsent %u\n", soccr_state_name(data->state),
@@ -263,7 +272,7 @@ int libsoccr_save(struct libsoccr_sk *sk, struct libsoccr_sk_data *data, unsigne
 fail: {
 	/* Leave the send queue selected, as pause does (see save_send_lengths). */
 	int saved = errno;
-	free(recvq);
+	soccr_queue_buf_release(sk, TCP_RECV_QUEUE, recvq);
 	setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_QUEUE, &send_queue, sizeof(send_queue));
 	errno = saved;
 	return ret;

@@ -29,6 +29,8 @@ struct libsoccr_sk {
 	/* Dump: queue contents saved by libsoccr_save(), owned by the handle until taken with
 	 * SOCCR_MEM_EXCL. Indexed by TCP_RECV_QUEUE / TCP_SEND_QUEUE. */
 	char *saved_queue[TCP_QUEUES_NR];
+	/* Where those buffers come from (libsoccr_set_queue_alloc); alloc NULL: malloc/free. */
+	struct libsoccr_queue_alloc queue_alloc;
 
 	/* Restore (one-call API): buffers and addresses given by the caller. */
 	char *restore_queue[TCP_QUEUES_NR];
@@ -68,6 +70,10 @@ extern void (*soccr_log_fn)(unsigned int level, const char *fmt, ...) SOCCR_HIDD
 #define loge(fmt, ...) \
 	soccr_log(SOCCR_LOG_ERR, "Error (%s:%d): " fmt, __FILE__, __LINE__, ##__VA_ARGS__)
 #define logd(fmt, ...) soccr_log(SOCCR_LOG_DBG, "Debug: " fmt, ##__VA_ARGS__)
+
+/* ---- queue buffers of libsoccr_save (soccr.c): the handle's allocator, else malloc/free ---- */
+SOCCR_HIDDEN char *soccr_queue_buf_alloc(struct libsoccr_sk *sk, int queue, uint32_t len);
+SOCCR_HIDDEN void soccr_queue_buf_release(struct libsoccr_sk *sk, int queue, char *buf);
 
 /* ---- TCP state helpers (values from <netinet/tcp.h>) ---- */
 SOCCR_HIDDEN bool soccr_state_supported(uint32_t state);

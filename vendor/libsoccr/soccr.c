@@ -113,10 +113,53 @@ fail: {
 }
 }
 
+char *soccr_queue_buf_alloc(struct libsoccr_sk *sk, int queue, uint32_t len)
+{
+	char *buf;
+
+	if (!sk->queue_alloc.alloc)
+		return malloc(len);
+	errno = 0;
+	buf = sk->queue_alloc.alloc(sk->queue_alloc.arg, queue, len);
+	if (!buf && !errno)
+		errno = ENOMEM;
+	return buf;
+}
+
+void soccr_queue_buf_release(struct libsoccr_sk *sk, int queue, char *buf)
+{
+	int saved = errno;
+
+	if (!buf)
+		return;
+	if (sk->queue_alloc.release)
+		sk->queue_alloc.release(sk->queue_alloc.arg, queue, buf);
+	else
+		free(buf);
+	errno = saved;
+}
+
+int libsoccr_set_queue_alloc(struct libsoccr_sk *sk, const struct libsoccr_queue_alloc *qa)
+{
+	if (!sk || (qa && (!qa->alloc || !qa->release))) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (sk->saved_queue[TCP_RECV_QUEUE] || sk->saved_queue[TCP_SEND_QUEUE]) {
+		errno = EBUSY;
+		return -1;
+	}
+	if (qa)
+		sk->queue_alloc = *qa;
+	else
+		memset(&sk->queue_alloc, 0, sizeof(sk->queue_alloc));
+	return 0;
+}
+
 static void free_buffers(struct libsoccr_sk *sk)
 {
 	for (int q = 0; q < TCP_QUEUES_NR; q++) {
-		free(sk->saved_queue[q]);
+		soccr_queue_buf_release(sk, q, sk->saved_queue[q]);
 		sk->saved_queue[q] = NULL;
 		if (sk->restore_queue_owned[q])
 			free(sk->restore_queue[q]);

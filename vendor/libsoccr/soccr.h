@@ -189,6 +189,20 @@ int libsoccr_save(struct libsoccr_sk *sk, struct libsoccr_sk_data *data, unsigne
  * NULL with errno EINVAL (bad id/flags) or ENODATA (empty queue or already taken). */
 char *libsoccr_get_queue_bytes(struct libsoccr_sk *sk, int queue_id, unsigned flags);
 
+/* node-criu extension: where libsoccr_save() puts the queue bytes. alloc(arg, queue_id, len)
+ * returns len writable bytes for that queue (NULL, errno set, fails the save with -5/-6);
+ * release(arg, queue_id, buf) takes back a buffer the handle drops without having handed it out
+ * (a failed save, the previous buffers at a second save, release/resume while it still holds
+ * one). A buffer taken with libsoccr_get_queue_bytes(..., SOCCR_MEM_EXCL) is the caller's and is
+ * never released by the handle. NULL restores malloc()/free(). 0, or -1 with errno EINVAL
+ * (alloc or release missing) or EBUSY (the handle holds saved queues: change it before save). */
+struct libsoccr_queue_alloc {
+	char *(*alloc)(void *arg, int queue_id, unsigned int len);
+	void (*release)(void *arg, int queue_id, char *buf);
+	void *arg;
+};
+int libsoccr_set_queue_alloc(struct libsoccr_sk *sk, const struct libsoccr_queue_alloc *qa);
+
 /* The socket's own (self != 0) or peer (self == 0) address: the one set with libsoccr_set_addr,
  * else getsockname()/getpeername(). flags 0: valid until release. SOCCR_MEM_EXCL: caller frees.
  * NULL with errno set on failure. (CRIU's libsoccr always returns NULL here.) */
