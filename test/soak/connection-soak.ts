@@ -18,6 +18,7 @@
  * and the OutRsts of P, S and T; reset errors by the endpoints.
  */
 import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import * as path from 'node:path';
 
@@ -101,6 +102,17 @@ function rstPackets(lab: NetnsLab, ns: string): number {
   return [...text.matchAll(/counter packets (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
+/** This process's fds as 'fd -> target' (to name a leaked one). */
+function openFds(): string[] {
+  return fs.readdirSync('/proc/self/fd').map((fd) => {
+    try {
+      return `${fd} -> ${fs.readlinkSync(`/proc/self/fd/${fd}`)}`;
+    } catch {
+      return `${fd} -> ?`;
+    }
+  });
+}
+
 export async function runConnectionSoak(options: ConnectionSoakOptions): Promise<ConnectionSoakResult> {
   const { cycles, signal } = options;
   const netnsEvery = options.netnsEvery ?? 10;
@@ -122,6 +134,7 @@ export async function runConnectionSoak(options: ConnectionSoakOptions): Promise
   };
   const started = performance.now();
   const fdsBefore = fdCount();
+  const fdsAtStart = openFds();
   const lab = new NetnsLab();
   const locks: Partial<Record<'S' | 'T', NftablesLock>> = {};
   let socket: net.Socket | undefined;
@@ -238,10 +251,10 @@ export async function runConnectionSoak(options: ConnectionSoakOptions): Promise
     lab.destroy();
     result.durationMs = performance.now() - started;
   }
-  // Nothing left behind in this process either.
-  await sleep(50);
+  // Nothing left behind in this process either (the peer's IPC pipe closes a moment after its exit).
+  for (let i = 0; i < 100 && fdCount() !== fdsBefore; i++) await sleep(20);
   const repair = fdsInRepairMode();
   if (repair.length > 0) result.failures.push(`fds left in repair mode: ${repair.join(',')}`);
-  if (fdCount() !== fdsBefore) result.failures.push(`fd count ${fdsBefore} -> ${fdCount()}`);
+  if (fdCount() !== fdsBefore) result.failures.push(`fd count ${fdsBefore} -> ${fdCount()}: ${openFds().filter((fd) => !fdsAtStart.includes(fd)).join(', ')}`);
   return result;
 }

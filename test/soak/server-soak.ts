@@ -16,14 +16,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { locateCriu, migrateProcess } from '../../lib';
+import { locateCriu, migrateProcess, type ProcessMigrationError, type ProcessMigrationResult } from '../../lib';
 import { ProcessLab, sleep, waitForFile } from '../migration/process-lab';
 import type { TrafficReport } from '../helpers/traffic';
 
 export interface ServerSoakOptions {
   connections: number;
   moves: number;
-  /** Each side of each connection writes paceBytes every paceMs. Defaults 1024 / 50. */
+  /** Each side of each connection writes paceBytes every paceMs. Defaults 512 / 50 (10 KB/s). */
   paceBytes?: number;
   paceMs?: number;
   transfer?: 'directory' | 'page-server';
@@ -78,6 +78,19 @@ function readJson<T>(file: string): T | undefined {
   }
 }
 
+/** CRIU's error lines from the log a migration error names (read before its directory goes). */
+function criuErrors(message: string): string {
+  const log = /\(log: ([^)\s]+)\)/.exec(message)?.[1];
+  if (log === undefined) return '';
+  try {
+    const lines = fs.readFileSync(log, 'utf8').split('\n');
+    const first = lines.findIndex((line) => /Error|Warn/.test(line));
+    return first < 0 ? '' : `\n    CRIU log ${log}:\n    ${lines.slice(Math.max(0, first - 5), first + 20).join('\n    ')}`;
+  } catch {
+    return '';
+  }
+}
+
 function checkAbort(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new Error(`aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`);
 }
@@ -107,7 +120,7 @@ async function drained(statusDir: string, timeoutMs: number, signal: AbortSignal
 
 export async function runServerSoak(options: ServerSoakOptions): Promise<ServerSoakResult> {
   const { connections, moves, signal } = options;
-  const paceBytes = options.paceBytes ?? 1024;
+  const paceBytes = options.paceBytes ?? 512;
   const paceMs = options.paceMs ?? 50;
   const log = options.log ?? (() => undefined);
   const result: ServerSoakResult = {
@@ -162,19 +175,32 @@ export async function runServerSoak(options: ServerSoakOptions): Promise<ServerS
       checkAbort(signal);
       const to: 'S' | 'T' = on === 'S' ? 'T' : 'S';
       const imagesDir = path.join(lab.dir, `move-${i + 1}`);
-      const migration = await migrateProcess({
-        pid,
-        source: { netns: lab.path(lab[on]) },
-        target: { netns: lab.path(lab[to]) },
-        imagesDir,
-        criuPath,
-        preDump: false,
-        ...(options.transfer !== undefined ? { transfer: options.transfer } : {}),
-        // ProcessLab moves the address S -> T (moveAddress) and T -> S (moveAddressBack).
-        moveAddress: to === 'T' ? lab.moveAddress : lab.moveAddressBack,
-        moveAddressBack: to === 'T' ? lab.moveAddressBack : lab.moveAddress,
-        ...(signal !== undefined ? { signal } : {}),
-      });
+      let migration: ProcessMigrationResult;
+      try {
+        migration = await migrateProcess({
+          pid,
+          source: { netns: lab.path(lab[on]) },
+          target: { netns: lab.path(lab[to]) },
+          imagesDir,
+          criuPath,
+          preDump: false,
+          ...(options.transfer !== undefined ? { transfer: options.transfer } : {}),
+          // ProcessLab moves the address S -> T (moveAddress) and T -> S (moveAddressBack).
+          moveAddress: to === 'T' ? lab.moveAddress : lab.moveAddressBack,
+          moveAddressBack: to === 'T' ? lab.moveAddressBack : lab.moveAddress,
+          ...(signal !== undefined ? { signal } : {}),
+        });
+      } catch (error) {
+        // A move that failed but put the server back where it was (nothing lost, the peers saw a
+        // longer pause) is a failure of the soak, which goes on to prove the bytes anyway.
+        const e = error as ProcessMigrationError;
+        result.failures.push(`move ${i + 1} (${on} -> ${to}): ${e.code}: ${e.message}${criuErrors(e.message)}`);
+        fs.rmSync(imagesDir, { recursive: true, force: true });
+        if (e.code !== 'ERR_MIGRATION_ROLLED_BACK' && e.code !== 'ERR_MIGRATION_DUMP_FAILED') throw error;
+        if (e.serverOn !== 'source' || lab.pidNetnsInode(pid) !== lab.netnsInode(lab[on])) throw error;
+        progress = await flowing(progress.received + 2 * paceBytes, `after the failed move ${i + 1}`);
+        continue;
+      }
       fs.rmSync(imagesDir, { recursive: true, force: true });
       result.pausesMs.push(migration.downtimeMs);
       result.movesDone++;
