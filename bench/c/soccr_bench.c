@@ -6,7 +6,9 @@
  * end that the receive queue carried over intact every time (byte-exact) and that traffic flows
  * both ways.
  *
- * Usage: soccr_bench [iterations]   (run as root in a private netns: scripts/bench.sh)
+ * Usage: soccr_bench [iterations] [queue bytes...]   (default sizes 0 4096 65536; run as root
+ * in a private netns: scripts/bench.sh). bench/soccr/js-soccr-bench.js runs one size at a time,
+ * right before the JS rows of that size, so both meet the same machine load.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -314,9 +316,14 @@ int main(int argc, char **argv)
 	       "dump ratio | libsoccr restore p50 / p99 µs | baseline restore p50 / p99 µs | "
 	       "restore ratio | total ratio (p50) |\n");
 	printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-	run_row(iters, 0);
-	run_row(iters, 4096);
-	run_row(iters, 65536);
+	if (argc > 2) {
+		for (int i = 2; i < argc; i++)
+			run_row(iters, (size_t)strtoul(argv[i], NULL, 10));
+	} else {
+		run_row(iters, 0);
+		run_row(iters, 4096);
+		run_row(iters, 65536);
+	}
 	printf("\nDump = pause + save + queue and address retrieval; restore = socket + pause + "
 	       "restore + resume. Baseline = the same kernel calls without the library.\n");
 	return 0;

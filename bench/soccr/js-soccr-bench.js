@@ -206,9 +206,9 @@ async function singleRow(queueBytes, round) {
   };
 }
 
-/** bench/c's libsoccr p50s per queue size: { [bytes]: { dump, restore, dump99, restore99 } }. */
-function runCBench() {
-  const out = execFileSync(cBench, [String(iterations)], { encoding: 'utf8' });
+/** bench/c's libsoccr p50s for the given queue sizes: { [bytes]: { dump, restore, dump99, restore99 } }. */
+function runCBench(sizes) {
+  const out = execFileSync(cBench, [String(iterations), ...sizes.map(String)], { encoding: 'utf8' });
   const rows = {};
   for (const line of out.split('\n')) {
     const m = /^\| (\d+) \| ([\d.]+) \/ ([\d.]+) \| [^|]+\| [^|]+\| ([\d.]+) \/ ([\d.]+) \|/.exec(line);
@@ -279,16 +279,20 @@ async function batch(count, lockKind) {
 (async () => {
   const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
   console.log('### libsoccr from JS: checkpoint and restore of one established TCP connection\n');
-  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each: bench/c (libsoccr, C), then the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd (default, and with restoreFd's 'transfer' option, which frees the queue buffers at once as bench/c's restore frees its SOCCR_MEM_EXCL buffers) and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C run meets the same ruleset). Medians over the rounds of each round's p50 (p99).\n`);
+  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each per queue size: bench/c (libsoccr, C) for that size, then the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd (default, and with restoreFd's 'transfer' option, which frees the queue buffers at once as bench/c's restore frees its SOCCR_MEM_EXCL buffers) and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C run meets the same ruleset). Medians over the rounds of each round's p50 (p99).\n`);
   runLock = await nodeCriu.NftablesLock.create();
   const sizes = [0, 4096, 65536];
   const results = { c: [], raw: [], one: [], oneT: [], api: [] };
   const haveC = fs.existsSync(cBench);
   try {
     for (let round = 0; round < rounds; round++) {
-      const c = haveC ? runCBench() : {};
+      // Per size: bench/c, then the JS layers, so both meet the same machine load.
+      const c = {};
       const js = {};
-      for (const q of sizes) js[q] = await singleRow(q, round);
+      for (const q of sizes) {
+        if (haveC) Object.assign(c, runCBench([q]));
+        js[q] = await singleRow(q, round);
+      }
       for (const q of sizes) {
         if (c[q]) results.c.push({ q, ...c[q] });
         results.raw.push({ q, ...js[q].raw });

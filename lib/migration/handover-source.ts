@@ -277,7 +277,7 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
     }
     // A connection that closed meanwhile (destroyed, or its writes failed) is not handed over: the
     // application gets it back as it is.
-    const flushed = await Promise.allSettled(held.map((entry) => (entry.socket.destroyed ? Promise.reject(new Error('destroyed')) : flushWrites(entry.socket, 10000))));
+    const flushed = await Promise.allSettled(held.map((entry) => (entry.socket.destroyed ? Promise.reject(new HandoverError('socket destroyed', 'ERR_SOCKET_DESTROYED')) : flushWrites(entry.socket, 10000))));
     const live: Held[] = [];
     held.forEach((entry, i) => {
       if (flushed[i].status === 'fulfilled' && !entry.socket.destroyed) {

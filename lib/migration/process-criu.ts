@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Criu } from '../criu';
-import { InvalidArgumentError } from '../errors';
+import { InvalidArgumentError, NodeCriuError } from '../errors';
 import { ProcessMigrationError } from './process-errors';
 
 const WRAPPER = `#!/bin/sh
@@ -57,7 +57,7 @@ export function checkNetns(netns: string, what: string): void {
     // open() but refused by setns(), so compare the device with our own namespace's.
     const ns = fs.fstatSync(fd);
     const own = fs.statSync('/proc/self/ns/net');
-    if (ns.dev !== own.dev) throw new Error('not a namespace file');
+    if (ns.dev !== own.dev) throw new NodeCriuError('not a namespace file', { code: 'ERR_NOT_A_NAMESPACE' });
   } catch (error) {
     throw new ProcessMigrationError(`${what} ${netns} is not a network namespace (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); create it with 'ip netns add NAME' and pass /run/netns/NAME`, {
       code: 'ERR_NETNS_NOT_FOUND',
@@ -111,18 +111,35 @@ export function criuInNetns(criuPath: string, netns: string | undefined): NetnsC
       serverOn: 'source',
     });
   }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'node-criu-netns-'));
-  fs.symlinkSync(path.resolve(netns), path.join(dir, 'netns'));
-  fs.symlinkSync(path.resolve(criuPath), path.join(dir, 'criu'));
-  const wrapper = path.join(dir, 'criu-in-netns');
-  fs.writeFileSync(wrapper, WRAPPER, { mode: 0o700 });
+  let dir: string | undefined;
+  const wrapper = (() => {
+    try {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'node-criu-netns-'));
+      fs.symlinkSync(path.resolve(netns), path.join(dir, 'netns'));
+      fs.symlinkSync(path.resolve(criuPath), path.join(dir, 'criu'));
+      const file = path.join(dir, 'criu-in-netns');
+      fs.writeFileSync(file, WRAPPER, { mode: 0o700 });
+      return file;
+    } catch (error) {
+      // A full or read-only temporary directory: nothing half-made stays behind.
+      if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true });
+      const e = error as NodeJS.ErrnoException;
+      throw new ProcessMigrationError(`cannot write the CRIU wrapper for ${netns} in ${os.tmpdir()}: ${e.message}`, {
+        code: e.code ?? 'ERR_MIGRATION_TMPDIR',
+        phase: 'check',
+        serverOn: 'source',
+        cause: error,
+      });
+    }
+  })();
+  const wrapperDir = dir as string;
   const criu = new Criu({ criuPath: wrapper });
   return {
     criu,
     criuPath: wrapper,
     close: async () => {
       await criu.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(wrapperDir, { recursive: true, force: true });
     },
   };
 }

@@ -11,6 +11,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
+import { NodeCriuError } from '../errors';
+
 export interface ImagesLayout {
   root: string;
   source: string;
@@ -53,18 +55,23 @@ const DUMP_STATS_FIELDS: Record<number, keyof CriuDumpStats> = {
   7: 'pagesWritten',
 };
 
+/** A CRIU image this file reads is not what it expects (callers treat those images as best effort). */
+function imageInvalid(what: string): NodeCriuError {
+  return new NodeCriuError(`unexpected CRIU image content: ${what}`, { code: 'ERR_CRIU_IMAGE_INVALID' });
+}
+
 /** Minimal protobuf reader: enough for stats_entry (varints and one nested message). */
 function readVarint(buf: Buffer, at: { pos: number }): number {
   let result = 0;
   let scale = 1;
   for (let i = 0; i < 10; i++) {
-    if (at.pos >= buf.length) throw new Error('truncated varint');
+    if (at.pos >= buf.length) throw imageInvalid('truncated varint');
     const byte = buf[at.pos++];
     result += (byte & 0x7f) * scale;
     if ((byte & 0x80) === 0) return result;
     scale *= 128;
   }
-  throw new Error('varint too long');
+  throw imageInvalid('varint too long');
 }
 
 function skipField(buf: Buffer, wire: number, at: { pos: number }): void {
@@ -72,7 +79,7 @@ function skipField(buf: Buffer, wire: number, at: { pos: number }): void {
   else if (wire === 1) at.pos += 8;
   else if (wire === 5) at.pos += 4;
   else if (wire === 2) at.pos += readVarint(buf, at);
-  else throw new Error(`wire type ${wire}`);
+  else throw imageInvalid(`wire type ${wire}`);
 }
 
 /**
@@ -207,7 +214,7 @@ export interface PageChannel {
 
 function handleFd(socket: net.Socket): number {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) throw new Error('no fd on the socket handle');
+  if (typeof fd !== 'number' || fd < 0) throw new NodeCriuError('the page channel socket has no fd (closed)', { code: 'ERR_SOCKET_DESTROYED' });
   return fd;
 }
 

@@ -28,6 +28,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
+import { describeValue, NodeCriuError } from '../errors';
 import { checkNetns, checkTaskNetns, copyLockTable, criuInNetns, criuLockTables, deleteTables, type NetnsCriu } from './process-criu';
 import { describeFailure, pageServerFailed, ProcessMigrationError, waitForPidFree, type ProcessMigrationPhase } from './process-errors';
 import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, readTreePids, type ImagesLayout, type PageChannel } from './process-images';
@@ -73,6 +74,11 @@ class Migration {
   memoryTracking = false;
   /** Our copy of CRIU's lock in the target namespace, held from moveAddress until the restore. */
   hold: string | undefined;
+  /**
+   * The target namespace's identity, taken while it certainly exists: it may vanish midway
+   * (`ip netns del`, the target "host" failing) while a half-restored copy still runs in it.
+   */
+  readonly targetNs: { dev: number; ino: number };
 
   constructor(
     readonly options: ProcessMigrationOptions,
@@ -85,6 +91,8 @@ class Migration {
     );
     this.signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
     this.transfer = options.transfer ?? 'directory';
+    const { dev, ino } = fs.statSync(options.target?.netns ?? '/proc/self/ns/net');
+    this.targetNs = { dev, ino };
     this.base = { ...options.criuOptions, tcpEstablished: true, networkLock: 'nftables' };
   }
 
@@ -114,7 +122,7 @@ class Migration {
 
   abortReason(): Error {
     const reason: unknown = this.signal?.reason;
-    return reason instanceof Error ? reason : new Error(String(reason));
+    return reason instanceof Error ? reason : new NodeCriuError(`aborted: ${describeValue(reason)}`, { code: 'ABORT_ERR', cause: reason });
   }
 
   /** Before the dump: nothing was touched yet. */
@@ -230,7 +238,9 @@ class Migration {
         // After a successful dump the page server has written everything and exits; bounded
         // so a hung target ends in a rollback instead of an outage.
         const status = await dirs.pageServer.waitPid({ timeoutMs: 30000 });
-        if (status.exitCode !== 0) throw new Error(`the page server exited with ${status.signal ?? `code ${String(status.exitCode)}`}`);
+        if (status.exitCode !== 0) {
+          throw new NodeCriuError(`the page server exited with ${status.signal ?? `code ${String(status.exitCode)}`}`, { code: 'ERR_PAGE_SERVER_FAILED' });
+        }
       }
       await copyImages(dirs.dumpDir, dirs.targetDir);
     });
@@ -249,7 +259,7 @@ class Migration {
    * still in place; whatever it sends while dying is dropped too.
    */
   async removeTargetLeftovers(dumpDir: string): Promise<number[]> {
-    const targetNs = fs.statSync(this.options.target?.netns ?? '/proc/self/ns/net');
+    const targetNs = this.targetNs;
     const killed: number[] = [];
     for (const pid of readTreePids(dumpDir)) {
       try {
@@ -305,6 +315,9 @@ class Migration {
     this.checkAbort('preDump');
     await this.preDumps();
     this.checkAbort('dump');
+    // The target may have vanished since the start (its namespace deleted): better to stop here,
+    // with the server untouched, than to dump, fail to restore and roll back.
+    if (this.options.target?.netns !== undefined) checkNetns(this.options.target.netns, 'target.netns');
     const locksBefore = criuLockTables(this.options.source?.netns);
     const dirs = await this.dump();
     // Directory mode: the source's own copy is complete. Page-server mode: the pages are only on
@@ -374,7 +387,21 @@ export async function migrateProcess(options: ProcessMigrationOptions): Promise<
   if (options.target?.netns !== undefined) checkNetns(options.target.netns, 'target.netns');
   checkTaskNetns(options.pid, options.source?.netns, 'source.netns');
   const command = locateCriu(options.criuPath !== undefined ? { criuPath: options.criuPath } : {});
-  const layout = prepareLayout(options.imagesDir);
+  let layout: ImagesLayout;
+  try {
+    layout = prepareLayout(options.imagesDir);
+  } catch (error) {
+    if (error instanceof NodeCriuError) throw error;
+    // Nothing was touched yet: a full, read-only or missing filesystem says so with its errno.
+    const e = error as NodeJS.ErrnoException;
+    throw new ProcessMigrationError(`cannot prepare the images directory ${options.imagesDir}: ${e.message}`, {
+      code: e.code ?? 'ERR_MIGRATION_IMAGES_DIR',
+      phase: 'check',
+      serverOn: 'source',
+      pid: options.pid,
+      cause: error,
+    });
+  }
   const source = criuInNetns(command.path, options.source?.netns);
   let target: NetnsCriu | undefined;
   try {

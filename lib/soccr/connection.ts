@@ -110,6 +110,15 @@ async function flushAll(sockets: readonly net.Socket[], timeoutMs: number): Prom
   if (pending.length > 0) await Promise.all(pending.map((socket) => flushWrites(socket, timeoutMs)));
 }
 
+/** The socket's fd now, or -1 once Node has closed it. */
+function liveFd(socket: net.Socket): number {
+  try {
+    return socketFd(socket);
+  } catch {
+    return -1;
+  }
+}
+
 /** States a live connection can be checkpointed in. */
 const CHECKPOINTABLE: ReadonlySet<number> = new Set([
   TcpState.ESTABLISHED,
@@ -183,6 +192,14 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
       await unlock();
       throw error;
     }
+  }
+  // While the lock was being installed, Node kept reading: a peer's RST (or its FIN, unless
+  // allowHalfOpen) may have destroyed a socket and closed its fd, whose number may already belong
+  // to another file. Nothing may touch those numbers now.
+  const gone = sockets.findIndex((socket, i) => socket.destroyed || liveFd(socket) !== fds[i]);
+  if (gone >= 0) {
+    await unlock();
+    throw new SoccrError(`socket ${gone} was closed or reset by its peer while its checkpoint was being locked`, { code: 'ERR_SOCKET_DESTROYED' });
   }
 
   // From here to the end nothing awaits: no JS can read, write or close these sockets meanwhile.
