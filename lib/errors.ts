@@ -5,6 +5,9 @@
  * into these classes (never a message-only error).
  */
 
+import { attachCapabilityProblem, capabilityProblem, operationOfNativeFailure } from './capabilities';
+import type { CapabilityName } from './capabilities';
+
 export interface NodeCriuErrorOptions {
   code: string;
   errno?: number;
@@ -17,6 +20,13 @@ export class NodeCriuError extends Error {
   /** Negative errno, as in Node's own system errors (-1 for EPERM), when the kernel reported one. */
   readonly errno?: number;
   readonly syscall?: string;
+  /**
+   * Set when the kernel, CRIU or nft refused for lack of a capability (code EPERM or EACCES):
+   * the first missing one ('CAP_NET_ADMIN'...); the message ends with what to do (lib/capabilities.ts).
+   */
+  capability?: CapabilityName;
+  /** Every capability the operation needs that this process lacks (empty: it has them all). */
+  missingCapabilities?: readonly CapabilityName[];
 
   constructor(message: string, options: NodeCriuErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -74,12 +84,16 @@ export function fromNativeError<E extends NodeCriuError>(
   if (error instanceof NodeCriuError) return error;
   const prefix = context ? `${context}: ` : '';
   if (isNativeErrnoError(error)) {
-    return new ErrorClass(`${prefix}${error.message}`, {
+    const typed = new ErrorClass(`${prefix}${error.message}`, {
       code: error.code,
       errno: error.errno,
       syscall: error.syscall,
       cause: error,
     });
+    // EPERM/EACCES for lack of a capability: say which one and what to do.
+    const operation = operationOfNativeFailure(error.code, error.syscall, error.message);
+    if (operation !== undefined) attachCapabilityProblem(typed, capabilityProblem(operation));
+    return typed;
   }
   const code =
     typeof error === 'object' && error !== null && typeof (error as { code?: unknown }).code === 'string'

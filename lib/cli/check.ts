@@ -1,4 +1,5 @@
 /** `node-criu check`: can this machine checkpoint and migrate? (root, CRIU, kernel, tools). */
+import { criuCapabilityProblem } from '../capabilities';
 import { Criu, type CriuFeatures } from '../criu';
 import { findOnPath } from '../migration/process-criu';
 import { CliError, COMMON_OPTIONS, EXIT, isRoot, parse, printResult, resolveCriu, type Output } from './common';
@@ -23,6 +24,8 @@ export async function checkCommand(args: string[], out: Output): Promise<number>
   const problems: string[] = [];
   const root = isRoot();
   if (!root) problems.push('not running as root (CRIU needs CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN)');
+  const capabilities = criuCapabilityProblem();
+  if (root && capabilities !== undefined) problems.push(`root without ${capabilities.missing.join(', ')}: ${capabilities.hint}`);
   const tools = { nsenter: findOnPath('nsenter') ?? null, nft: findOnPath('nft') ?? null };
   if (tools.nsenter === null) problems.push('nsenter (util-linux) not found: migrate cannot enter network namespaces');
   if (tools.nft === null) problems.push('nft (nftables) not found: migrate cannot hold connections on the target');

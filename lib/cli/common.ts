@@ -6,7 +6,9 @@
 import * as path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
+import { criuCapabilityProblem } from '../capabilities';
 import { ensureCriu, locateCriu, Criu, type CriuCommand, type CriuVersion } from '../criu';
+import { NodeCriuError } from '../errors';
 import { describeFailure } from '../migration/process';
 
 export const EXIT = {
@@ -30,20 +32,24 @@ export const MIN_CRIU_VERSION = 40200;
 
 export const INSTALL_SCRIPT = path.join(__dirname, '..', '..', 'scripts', 'install-criu.sh');
 
-export class UsageError extends Error {
-  readonly code = 'ERR_USAGE';
+/** A bad command line (code ERR_USAGE, exit code 2). */
+export class UsageError extends NodeCriuError {
+  constructor(message: string) {
+    super(message, { code: 'ERR_USAGE' });
+  }
 }
 
-/** A failure with the exit code and hint already decided. */
-export class CliError extends Error {
+/** A failure with the exit code and hint already decided; `code` as the library's errors have it. */
+export class CliError extends NodeCriuError {
   constructor(
     message: string,
     readonly exitCode: number,
-    readonly code: string,
+    code: string,
     readonly hint?: string,
     readonly details?: Record<string, unknown>,
+    cause?: unknown,
   ) {
-    super(message);
+    super(message, cause === undefined ? { code } : { code, cause });
   }
 }
 
@@ -94,6 +100,14 @@ export function requireRoot(): void {
   if (!isRoot()) {
     throw new CliError('node-criu must run as root: CRIU needs CAP_SYS_ADMIN, CAP_SYS_PTRACE and CAP_NET_ADMIN', EXIT.ENVIRONMENT, 'ERR_NOT_ROOT', 'run it with sudo');
   }
+  // Root without them (a container, systemd CapabilityBoundingSet=, setpriv): say which, before CRIU fails obscurely.
+  const problem = criuCapabilityProblem();
+  if (problem !== undefined) {
+    throw new CliError(`running as root but without ${problem.missing.join(', ')}`, EXIT.ENVIRONMENT, 'EPERM', problem.hint, {
+      capability: problem.capability,
+      missingCapabilities: problem.missing,
+    });
+  }
 }
 
 const INSTALL_HINT = `install CRIU 4.2+ with 'sudo node-criu check --install' (runs ${INSTALL_SCRIPT}), or pass --criu-path`;
@@ -141,6 +155,7 @@ const EXIT_BY_CODE: Record<string, number> = {
   ERR_INVALID_ARG_VALUE: EXIT.USAGE,
   ERR_INVALID_ARG_TYPE: EXIT.USAGE,
   ERR_OUT_OF_RANGE: EXIT.USAGE,
+  ERR_UNSAFE_DIRECTORY: EXIT.USAGE,
 };
 
 /** Any error → CliError with an exit code (and the library's fields kept for --json). */

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import type { CriuNetworkLock, CriuOptions } from '../criu';
 import { checkNetns, checkTaskNetns, criuInNetns } from '../migration/process-criu';
 import { checkPid } from '../migration/process-options';
+import { ensurePrivateDirectory } from '../security';
 import { CliError, COMMON_OPTIONS, EXIT, parse, positiveInteger, printResult, requireRoot, resolveCriu, UsageError, type Output } from './common';
 
 export const DUMP_HELP = `Usage: node-criu dump --pid PID --images-dir DIR [options]
@@ -77,8 +78,8 @@ export async function dumpCommand(args: string[], out: Output): Promise<number> 
   if (values.netns !== undefined) checkNetns(values.netns, '--netns');
   checkTaskNetns(pid, values.netns, '--netns');
   const { command, version } = await resolveCriu(values['criu-path'], false, out);
-  const imagesDir = path.resolve(values['images-dir']);
-  fs.mkdirSync(imagesDir, { recursive: true, mode: 0o700 });
+  // 0700 if created; an existing group/world-writable or foreign directory is refused.
+  const imagesDir = ensurePrivateDirectory(values['images-dir'], '--images-dir');
   const runner = criuInNetns(command.path, values.netns);
   try {
     out.progress(`dumping process ${pid} into ${imagesDir} with CRIU ${version.text}`);

@@ -63,7 +63,7 @@ export async function main(argv: string[]): Promise<number> {
   const controller = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => {
     out.progress(`${sig}: stopping at the next safe point`);
-    controller.abort(new Error(`interrupted by ${sig}`));
+    controller.abort(new CliError(`interrupted by ${sig}`, EXIT.FAILED, 'ERR_INTERRUPTED'));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

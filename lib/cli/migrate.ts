@@ -43,7 +43,7 @@ namespace, 5 not migrated but still running on the source, 6 not running anywher
 function run(command: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile(command, args, { timeout: 30000 }, (error, _stdout, stderr) => {
-      if (error) reject(new Error(`${command} ${args.join(' ')}: ${String(stderr).trim() || error.message}`));
+      if (error) reject(new CliError(`${command} ${args.join(' ')}: ${String(stderr).trim() || error.message}`, EXIT.FAILED, 'ERR_COMMAND_FAILED', undefined, undefined, error));
       else resolve();
     });
   });
@@ -68,10 +68,10 @@ function hookRunner(hook: string, direction: 'to-target' | 'to-source', env: Rec
   return () =>
     new Promise((resolve, reject) => {
       const child = spawn(hook, [direction], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
-      child.once('error', reject);
+      child.once('error', (error) => reject(new CliError(`hook ${hook} ${direction}: ${error.message}`, EXIT.FAILED, 'ERR_HOOK_FAILED', undefined, undefined, error)));
       child.once('exit', (code, signal) => {
         if (code === 0) resolve();
-        else reject(new Error(`hook ${hook} ${direction} exited with ${signal ?? `code ${String(code)}`}`));
+        else reject(new CliError(`hook ${hook} ${direction} exited with ${signal ?? `code ${String(code)}`}`, EXIT.FAILED, 'ERR_HOOK_FAILED'));
       });
     });
 }

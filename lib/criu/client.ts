@@ -9,6 +9,7 @@
  * `criu-<op>.log` in workDir (else imagesDir), and failures quote its last lines.
  */
 import { describeValue, InvalidArgumentError } from '../errors';
+import { checkSocketPath } from '../security';
 import { runCall, type CallScope, type CriuCallOptions } from './call';
 import { CriuConnection, type NotifyRecord } from './connection';
 import { CriuConnectionError, CriuRequestError } from './errors';
@@ -127,6 +128,7 @@ export class Criu {
     this.mode = mode;
     if (mode === 'service') {
       if (typeof options.address !== 'string' || options.address === '') throw new InvalidArgumentError("mode 'service' needs options.address (a socket path)");
+      checkSocketPath(options.address, 'options.address');
       if (options.criuPath !== undefined) throw new InvalidArgumentError("options.criuPath applies to mode 'swrk' only");
       this.address = options.address;
     } else {

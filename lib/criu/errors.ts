@@ -5,6 +5,7 @@
  */
 import { constants as osConstants } from 'node:os';
 
+import { criuCapabilityProblem } from '../capabilities';
 import { describeValue, NodeCriuError, type NodeCriuErrorOptions } from '../errors';
 
 /**
@@ -84,13 +85,19 @@ export class CriuRequestError extends NodeCriuError {
 
   constructor(message: string, details: CriuRequestErrorDetails) {
     const name = details.crErrno ? errnoName(details.crErrno) : undefined;
-    const code = name ?? (details.responseType === 'EMPTY' ? 'ERR_CRIU_UNSUPPORTED' : 'ERR_CRIU_REQUEST_FAILED');
-    super(message, {
+    // CRIU runs with our capabilities: lacking what it needs, that is the reason (lib/capabilities.ts).
+    const permission = criuCapabilityProblem();
+    const code = permission ? 'EPERM' : (name ?? (details.responseType === 'EMPTY' ? 'ERR_CRIU_UNSUPPORTED' : 'ERR_CRIU_REQUEST_FAILED'));
+    super(permission ? `${message}; ${permission.hint}` : message, {
       code,
       ...(details.crErrno ? { errno: -details.crErrno } : {}),
       cause: details.cause,
     });
     this.requestType = details.requestType;
+    if (permission) {
+      this.capability = permission.capability;
+      this.missingCapabilities = permission.missing;
+    }
     if (details.responseType !== undefined) this.responseType = details.responseType;
     if (details.crErrno !== undefined) this.crErrno = details.crErrno;
     if (details.crErrmsg !== undefined) this.crErrmsg = details.crErrmsg;

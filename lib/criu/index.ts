@@ -21,6 +21,8 @@ export { decodeRequest, decodeResponse, encodeRequest, encodeResponse } from './
 export * from './messages';
 export * from './errors';
 export { ensureCriu, locateCriu } from './locate';
+export { startCriuService } from './service';
+export type { CriuService, CriuServiceOptions } from './service';
 export type { CriuCommand } from './locate';
 export { SeqpacketTransport } from './transport';
 export type { CriuMessage, CriuTransport } from './transport';

@@ -75,7 +75,7 @@ export async function runPreDumpLoop(
   let parent: string | undefined;
   for (let n = 1; ; n++) {
     const dir = path.join(base, `pre-${n}`);
-    fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const prepared = prepareOptions(preDumpOptions, scope, {
       logName: 'criu-pre-dump.log',
       notify,
@@ -92,7 +92,7 @@ export async function runPreDumpLoop(
     if (!more) break;
   }
   const finalDir = path.join(base, 'dump');
-  fs.mkdirSync(finalDir, { recursive: true });
+  fs.mkdirSync(finalDir, { recursive: true, mode: 0o700 });
   const prepared = prepareOptions(options, scope, {
     logName: 'criu-dump.log',
     notify,

@@ -5,8 +5,9 @@
  */
 import { closeSync } from 'node:fs';
 
-import { callNative, fromNativeError, type NativeErrnoError } from '../errors';
+import { callNative, fromNativeError, InvalidArgumentError, type NativeErrnoError } from '../errors';
 import { binding } from '../native';
+import { checkFd, checkSocketPath, UNIX_SOCKET_PATH_MAX_BYTES } from '../security';
 import type { NativeSeqpacketSocket } from './binding-types';
 import { CriuConnectionError } from './errors';
 
@@ -53,6 +54,7 @@ export class SeqpacketTransport implements CriuTransport {
     this.closedPromise = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
+    checkFd(fd, 'fd');
     const { SeqpacketSocket } = binding();
     this.socket = callNative(CriuConnectionError, `${description}: seqpacket socket`, () =>
       new SeqpacketSocket(
@@ -77,6 +79,11 @@ export class SeqpacketTransport implements CriuTransport {
 
   /** Connects to a `criu service --address <path>` socket. */
   static connect(path: string): SeqpacketTransport {
+    // The kernel's answer to a path longer than sun_path, given before any native call.
+    if (typeof path === 'string' && Buffer.byteLength(path) > UNIX_SOCKET_PATH_MAX_BYTES) {
+      throw new CriuConnectionError(`connect to criu service at ${path}: the path is longer than ${UNIX_SOCKET_PATH_MAX_BYTES} bytes`, { code: 'ENAMETOOLONG', syscall: 'connect' });
+    }
+    checkSocketPath(path, 'criu service address');
     const fd = callNative(CriuConnectionError, `connect to criu service at ${path}`, () => binding().seqpacketConnect(path));
     try {
       return new SeqpacketTransport(fd, `criu service ${path}`);
@@ -104,6 +111,13 @@ export class SeqpacketTransport implements CriuTransport {
       throw new CriuConnectionError(`${this.description}: transport is closed`, { code: 'ERR_CRIU_TRANSPORT_CLOSED' });
     }
     if (this.endError) throw this.endError;
+    if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('data must be a Uint8Array', 'ERR_INVALID_ARG_TYPE');
+    if (data.length === 0) throw new InvalidArgumentError('data must not be empty (an empty message reads as EOF)');
+    if (fds !== undefined) {
+      // SCM_MAX_FD: the kernel refuses more fds in one message.
+      if (!Array.isArray(fds) || fds.length > 253) throw new InvalidArgumentError('fds must be an array of at most 253 fds', 'ERR_INVALID_ARG_TYPE');
+      fds.forEach((fd, i) => checkFd(fd, `fds[${i}]`));
+    }
     callNative(CriuConnectionError, `${this.description}: send`, () => this.socket.send(data, fds));
   }
 

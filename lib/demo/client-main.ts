@@ -10,6 +10,7 @@ import { createHash, type Hash } from 'node:crypto';
 import * as net from 'node:net';
 
 import { ControlLink } from './control';
+import { DemoError } from './errors';
 import { clientSeed, PatternStream, RESET_CODES } from './traffic';
 import type { ClientConnectionReport } from './traffic';
 
@@ -130,7 +131,7 @@ async function handle(body: Record<string, unknown>): Promise<unknown> {
       setTimeout(() => process.exit(0), 50);
       return {};
     default:
-      throw new Error(`unknown command ${String(body.cmd)}`);
+      throw new DemoError(`unknown command ${String(body.cmd)}`, 'ERR_DEMO_UNKNOWN_COMMAND');
   }
 }
 

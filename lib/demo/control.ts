@@ -7,6 +7,8 @@
  */
 import * as net from 'node:net';
 
+import { DemoError } from './errors';
+
 type Handler = (body: Record<string, unknown>) => unknown;
 
 export class ControlLink {
@@ -23,7 +25,7 @@ export class ControlLink {
     socket.on('data', (chunk: string) => this.onData(chunk));
     socket.on('error', () => undefined);
     socket.on('close', () => {
-      this.closedError = new Error('control link closed');
+      this.closedError = new DemoError('control link closed', 'ERR_DEMO_CONTROL_CLOSED');
       for (const waiter of this.pending.values()) waiter.reject(this.closedError);
       this.pending.clear();
     });
@@ -46,7 +48,7 @@ export class ControlLink {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new Error(`control request ${String(body.cmd)} timed out after ${timeoutMs} ms`));
+        reject(new DemoError(`control request ${String(body.cmd)} timed out after ${timeoutMs} ms`, 'ERR_DEMO_CONTROL_TIMEOUT'));
       }, timeoutMs);
       this.pending.set(id, {
         resolve: (v) => {
@@ -71,16 +73,16 @@ export class ControlLink {
     for (let nl = this.buffered.indexOf('\n'); nl >= 0; nl = this.buffered.indexOf('\n')) {
       const line = this.buffered.slice(0, nl);
       this.buffered = this.buffered.slice(nl + 1);
-      if (line !== '') this.onMessage(JSON.parse(line) as { t: string; id: number; body?: Record<string, unknown>; error?: string });
+      if (line !== '') this.onMessage(JSON.parse(line) as { t: string; id: number; body?: Record<string, unknown>; error?: string; code?: string });
     }
   }
 
-  private onMessage(message: { t: string; id: number; body?: Record<string, unknown>; error?: string }): void {
+  private onMessage(message: { t: string; id: number; body?: Record<string, unknown>; error?: string; code?: string }): void {
     if (message.t === 'res') {
       const waiter = this.pending.get(message.id);
       this.pending.delete(message.id);
       if (!waiter) return;
-      if (message.error !== undefined) waiter.reject(new Error(message.error));
+      if (message.error !== undefined) waiter.reject(new DemoError(message.error, typeof message.code === 'string' && message.code !== '' ? message.code : 'ERR_DEMO_REMOTE'));
       else waiter.resolve(message.body ?? {});
       return;
     }
@@ -88,7 +90,7 @@ export class ControlLink {
       .then(() => this.handler(message.body ?? {}))
       .then(
         (body) => this.write({ t: 'res', id: message.id, body: (body ?? {}) as Record<string, unknown> }),
-        (error: Error) => this.write({ t: 'res', id: message.id, error: `${(error as { code?: string }).code ?? ''} ${error.message}`.trim() }),
+        (error: Error) => this.write({ t: 'res', id: message.id, error: `${(error as { code?: string }).code ?? ''} ${error.message}`.trim(), code: (error as { code?: string }).code ?? '' }),
       );
   }
 

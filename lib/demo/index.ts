@@ -11,7 +11,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { ensureCriu } from '../criu/locate';
-import { NodeCriuError } from '../errors';
+import { findOnPath } from '../migration/process-criu';
+import { DemoError } from './errors';
 import { findNft } from '../soccr/nft-lock';
 import { DEMO_PREFIX, DemoLab, sweepStaleDemos } from './lab';
 import { ControlHub, ROUTE_TITLES, runRoute } from './routes';
@@ -55,22 +56,13 @@ export interface DemoReport {
   swept: string[];
 }
 
-/** The demo could not start (ERR_DEMO_NOT_ROOT, ERR_DEMO_TOOL_MISSING, ERR_DEMO_ARGS) or was aborted (ERR_DEMO_ABORTED). */
-export class DemoError extends NodeCriuError {
-  constructor(message: string, code: string, cause?: unknown) {
-    super(message, cause === undefined ? { code } : { code, cause });
-  }
-}
+export { DemoError };
 
 const ALL_ROUTES: DemoRoute[] = ['process', 'connections', 'fd'];
 
+/** Whether `command` is an executable on PATH (a PATH search, no shell). */
 function has(command: string): boolean {
-  try {
-    execFileSync('sh', ['-c', 'command -v "$1"', 'sh', command], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
+  return findOnPath(command) !== undefined;
 }
 
 /** nft for the locks: installed with apt when missing (we are root), else a clear error. */

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 
 import { migrateProcess } from '../migration/process';
 import { ControlLink } from './control';
+import { DemoError } from './errors';
 import { DemoLab, HOST_IP, SERVICE_IP } from './lab';
 import { verdict } from './traffic';
 import type { ClientConnectionReport, ServerConnectionReport } from './traffic';
@@ -112,16 +113,16 @@ export class ControlHub {
       this.waiters.splice(0).forEach((w) => w());
       return {};
     }
-    throw new Error(`unknown command ${String(body.cmd)}`);
+    throw new DemoError(`unknown command ${String(body.cmd)}`, 'ERR_DEMO_UNKNOWN_COMMAND');
   }
 
   async role(role: string, timeoutMs = 30000): Promise<{ link: ControlLink; pid: number }> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (this.closed) throw new Error('the demo is shutting down');
+      if (this.closed) throw new DemoError('the demo is shutting down', 'ERR_DEMO_SHUTTING_DOWN');
       const found = this.links.get(role);
       if (found) return found;
-      if (Date.now() > deadline) throw new Error(`the demo's ${role} process did not start (see ${path.dirname(this.socketPath)}/*.log)`);
+      if (Date.now() > deadline) throw new DemoError(`the demo's ${role} process did not start (see ${path.dirname(this.socketPath)}/*.log)`, 'ERR_DEMO_START_FAILED');
       await new Promise<void>((resolve) => {
         this.waiters.push(resolve);
         setTimeout(resolve, 200);
@@ -132,8 +133,8 @@ export class ControlHub {
   async handoverDone(timeoutMs = 60000): Promise<Record<string, unknown>> {
     const deadline = Date.now() + timeoutMs;
     while (this.events.length === 0) {
-      if (this.closed) throw new Error('the demo is shutting down');
-      if (Date.now() > deadline) throw new Error('the target never reported the end of the handover');
+      if (this.closed) throw new DemoError('the demo is shutting down', 'ERR_DEMO_SHUTTING_DOWN');
+      if (Date.now() > deadline) throw new DemoError('the target never reported the end of the handover', 'ERR_DEMO_HANDOVER_FAILED');
       await new Promise<void>((resolve) => {
         this.waiters.push(resolve);
         setTimeout(resolve, 200);
@@ -165,7 +166,7 @@ async function waitForAccepted(ctx: RouteContext, count: () => Promise<number>):
   for (let i = 0; ; i++) {
     const accepted = await count();
     if (accepted >= ctx.clients) return;
-    if (i >= 300) throw new Error(`the server accepted only ${accepted} of ${ctx.clients} connections`);
+    if (i >= 300) throw new DemoError(`the server accepted only ${accepted} of ${ctx.clients} connections`, 'ERR_DEMO_START_FAILED');
     await sleep(100);
   }
 }
@@ -175,7 +176,7 @@ function readReportFile(file: string, pid: number): Promise<ServerConnectionRepo
     fs.rmSync(file, { force: true });
     process.kill(pid, 'SIGUSR2');
     for (let i = 0; !fs.existsSync(file); i++) {
-      if (i > 500) throw new Error('the server does not answer');
+      if (i > 500) throw new DemoError('the server does not answer', 'ERR_DEMO_START_FAILED');
       await sleep(10);
     }
     return (JSON.parse(fs.readFileSync(file, 'utf8')) as { reports: ServerConnectionReport[] }).reports;
@@ -202,14 +203,14 @@ function serverConfig(ctx: RouteContext, role: string, statusDir: string, extra:
 /** The whole process moves with CRIU (migrateProcess); it is driven by signals and a file. */
 async function migrateByProcess(ctx: RouteContext): Promise<{ server: ServerSide; phases: Record<string, number> }> {
   const statusDir = path.join(ctx.stateDir, 'process');
-  fs.mkdirSync(statusDir, { recursive: true });
+  fs.mkdirSync(statusDir, { recursive: true, mode: 0o700 });
   const child = ctx.lab.spawnNode('a', scriptPath('server-main'), serverConfig(ctx, 'standalone', statusDir), { detached: true });
   child.unref();
   let pid = child.pid as number;
   ctx.pids.add(pid);
   const ready = path.join(statusDir, 'ready');
   for (let i = 0; !fs.existsSync(ready); i++) {
-    if (i > 300 || child.exitCode !== null) throw new Error('the standalone server did not start');
+    if (i > 300 || child.exitCode !== null) throw new DemoError('the standalone server did not start', 'ERR_DEMO_START_FAILED');
     await sleep(20);
   }
   const clients = await startClients(ctx);
@@ -249,7 +250,7 @@ async function migrateByProcess(ctx: RouteContext): Promise<{ server: ServerSide
 /** handOverConnections: 'repair' to a target server on B over TCP, or 'fd' to a successor on A. */
 async function migrateByHandover(ctx: RouteContext, method: 'repair' | 'fd'): Promise<{ server: ServerSide; phases: Record<string, number> }> {
   const statusDir = path.join(ctx.stateDir, method);
-  fs.mkdirSync(statusDir, { recursive: true });
+  fs.mkdirSync(statusDir, { recursive: true, mode: 0o700 });
   const source = ctx.lab.spawnNode('a', scriptPath('server-main'), serverConfig(ctx, 'source', statusDir), { log: path.join(ctx.stateDir, `source-${method}.log`) });
   if (source.pid) ctx.pids.add(source.pid);
   const { link: sourceLink } = await ctx.control.role('source');
@@ -274,10 +275,10 @@ async function migrateByHandover(ctx: RouteContext, method: 'repair' | 'fd'): Pr
     method,
     to: { host: HOST_IP.b, port: HANDOVER_PORT },
   });
-  if (!reply.result) throw new Error(`handover failed: ${reply.code ?? ''} ${reply.message ?? ''} (the source kept its connections)`);
+  if (!reply.result) throw new DemoError(`handover failed: ${reply.code ?? ''} ${reply.message ?? ''} (the source kept its connections)`, 'ERR_DEMO_HANDOVER_FAILED');
   ctx.log(`  handed over ${reply.result.handedOver} of ${ctx.clients} connections`);
   const done = await ctx.control.handoverDone();
-  if (done.failed) throw new Error(`target: ${String(done.code)} ${String(done.message)}`);
+  if (done.failed) throw new DemoError(`target: ${String(done.code)} ${String(done.message)}`, 'ERR_DEMO_HANDOVER_FAILED');
   const { link: targetLink, pid: targetPid } = await ctx.control.role('target');
   ctx.pids.add(targetPid);
   const { handshake, checkpoint, transfer, moveAddress, restore, total } = reply.result.phases;

@@ -14,6 +14,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { ControlLink } from './control';
+import { DemoError } from './errors';
 import { clientSeed, PatternStream, RESET_CODES, serverSeed } from './traffic';
 import type { ServerConnectionReport, ServerConnectionState } from './traffic';
 
@@ -199,7 +200,7 @@ async function main(): Promise<void> {
       return {};
     }
     if (body.cmd === 'handover' && link) return handOver(link, body);
-    throw new Error(`unknown command ${String(body.cmd)}`);
+    throw new DemoError(`unknown command ${String(body.cmd)}`, 'ERR_DEMO_UNKNOWN_COMMAND');
   };
   if (config.role === 'source') {
     await listen();

@@ -13,6 +13,8 @@ import * as path from 'node:path';
 
 import { NodeCriuError } from '../errors';
 
+import { ensurePrivateDirectory } from '../security';
+
 export interface ImagesLayout {
   root: string;
   source: string;
@@ -20,8 +22,8 @@ export interface ImagesLayout {
 }
 
 export function prepareLayout(imagesDir: string): ImagesLayout {
-  const root = path.resolve(imagesDir);
-  fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+  // Created 0700; an existing group/world-writable or foreign directory is refused (ERR_UNSAFE_DIRECTORY).
+  const root = ensurePrivateDirectory(imagesDir, 'imagesDir');
   const layout = { root, source: path.join(root, 'source'), target: path.join(root, 'target') };
   for (const dir of [layout.source, layout.target]) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   return layout;

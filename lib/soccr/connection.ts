@@ -4,9 +4,9 @@
  * without the peer seeing a reset. ConnectionLock below explains the lock choice.
  */
 import * as net from 'node:net';
-import * as path from 'node:path';
 
 import { InvalidArgumentError, fromNativeError } from '../errors';
+import { checkNetnsPath } from '../security';
 import { socketAddressFromWords, socketAddressToWords } from './address';
 import type { NativeSoccrHandle } from './binding-types';
 import { SoccrError, describeValue } from './errors';
@@ -72,7 +72,7 @@ function checkOptions(options: unknown): asserts options is CheckpointOptions {
   if (o.lock !== undefined && !(o.lock instanceof NftablesLock) && !['nftables', 'filter', 'none'].includes(o.lock as string)) {
     throw new InvalidArgumentError(`lock must be 'nftables', 'filter', 'none' or an NftablesLock (got ${describeValue(o.lock)})`);
   }
-  if (o.netns !== undefined && (typeof o.netns !== 'string' || !path.isAbsolute(o.netns))) throw new InvalidArgumentError('netns must be an absolute path');
+  if (o.netns !== undefined) checkNetnsPath(o.netns);
   if (o.flushTimeoutMs !== undefined && (!Number.isFinite(o.flushTimeoutMs) || o.flushTimeoutMs < 0)) throw new InvalidArgumentError('flushTimeoutMs must be >= 0', 'ERR_OUT_OF_RANGE');
 }
 
@@ -298,12 +298,32 @@ const OUR_FIN_STATES: ReadonlySet<number> = new Set([TcpState.FIN_WAIT1, TcpStat
 
 /** restoreConnection for many images: one nftables batch per lock table. */
 export async function restoreConnections(images: readonly ConnectionImage[], options: RestoreOptions = {}): Promise<net.Socket[]> {
+  return (await stageRestore(images, options)).commit();
+}
+
+/**
+ * Connections rebuilt by stageRestore but not live yet: still in repair mode and still locked, so
+ * abandoning them (or the process dying) closes them silently, and nothing the peer sends is
+ * acknowledged meanwhile.
+ */
+export interface StagedRestore {
+  /** Removes the locks, ends repair mode: the connections are live net.Sockets from here. */
+  commit(): Promise<net.Socket[]>;
+  /** Closes them silently (repair mode on): no FIN, no RST, nothing acknowledged. Idempotent. */
+  abandon(): void;
+}
+
+/**
+ * restoreConnections up to, not including, going live. A handover confirms its restores to the
+ * source first and only commits once the source has let go of its copies: if this side dies before
+ * that, its copies vanish without a FIN or RST and the source can resume its own.
+ */
+export async function stageRestore(images: readonly ConnectionImage[], options: RestoreOptions = {}): Promise<StagedRestore> {
   if (!Array.isArray(images)) throw new InvalidArgumentError('images must be an array', 'ERR_INVALID_ARG_TYPE');
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
-  if (options.netns !== undefined && (typeof options.netns !== 'string' || !path.isAbsolute(options.netns))) {
-    throw new InvalidArgumentError('netns must be an absolute path');
-  }
-  if (options.locks !== undefined && (!Array.isArray(options.locks) || !options.locks.every((l) => l instanceof NftablesLock))) {
+  if (options.netns !== undefined) checkNetnsPath(options.netns);
+  // Spread: every() skips the holes of a sparse array ([,]), which would reach the restore as undefined.
+  if (options.locks !== undefined && (!Array.isArray(options.locks) || ![...options.locks].every((l) => l instanceof NftablesLock))) {
     throw new InvalidArgumentError('locks must be an array of NftablesLock', 'ERR_INVALID_ARG_TYPE');
   }
   images.forEach((image) => validateConnectionImage(image));
@@ -408,39 +428,52 @@ export async function restoreConnections(images: readonly ConnectionImage[], opt
     throw fromNativeError(SoccrError, error, 'restore');
   }
 
-  const byLock = new Map<string, { lock: NftablesLock; tuples: ConnectionTuple[] }>();
-  const addTo = (lock: NftablesLock, image: ConnectionImage) => {
-    const key = `${lock.netns ?? ''}\0${lock.table}`;
-    if (!byLock.has(key)) byLock.set(key, { lock, tuples: [] });
-    byLock.get(key)?.tuples.push({ local: image.local, remote: image.remote });
-  };
-  for (const image of images) {
-    if (image.lock && (options.unlock ?? true)) addTo(NftablesLock.fromRef(image.lock), image);
-    for (const lock of options.locks ?? []) addTo(lock, image);
-  }
-  try {
-    for (const { lock, tuples } of byLock.values()) {
-      await lock.remove(tuples).catch((error: { code?: string }) => {
-        // Not in this table (or the table is not in this namespace or host): nothing to release.
-        if (error.code !== 'ENOENT') throw error;
-      });
+  let settled = false;
+  const commit = async (): Promise<net.Socket[]> => {
+    if (settled) throw new SoccrError('this staged restore was already committed or abandoned', { code: 'ERR_RESTORE_SETTLED' });
+    settled = true;
+    const byLock = new Map<string, { lock: NftablesLock; tuples: ConnectionTuple[] }>();
+    const addTo = (lock: NftablesLock, image: ConnectionImage) => {
+      const key = `${lock.netns ?? ''}\0${lock.table}`;
+      if (!byLock.has(key)) byLock.set(key, { lock, tuples: [] });
+      byLock.get(key)?.tuples.push({ local: image.local, remote: image.remote });
+    };
+    for (const image of images) {
+      if (image.lock && (options.unlock ?? true)) addTo(NftablesLock.fromRef(image.lock), image);
+      for (const lock of options.locks ?? []) addTo(lock, image);
     }
-  } catch (error) {
-    abandon();
-    throw error;
-  }
+    try {
+      for (const { lock, tuples } of byLock.values()) {
+        await lock.remove(tuples).catch((error: { code?: string }) => {
+          // Not in this table (or the table is not in this namespace or host): nothing to release.
+          if (error.code !== 'ENOENT') throw error;
+        });
+      }
+    } catch (error) {
+      abandon();
+      throw error;
+    }
 
-  binding.soccrResumeBatch(batchFds);
-  return restored.map((r, i) => {
-    r.native?.resume();
-    const socket = sockets[i];
-    startReading(socket, images[i].pendingRead);
-    if (r.unsent.length > 0) socket.write(r.unsent);
-    // Our FIN was already sent or queued: Node's side must be ended too (the kernel's shutdown()
-    // of an already shut socket is a no-op), so the application cannot write after FIN.
-    if (OUR_FIN_STATES.has(images[i].skData.state)) socket.end();
-    return socket;
-  });
+    binding.soccrResumeBatch(batchFds);
+    return restored.map((r, i) => {
+      r.native?.resume();
+      const socket = sockets[i];
+      startReading(socket, images[i].pendingRead);
+      if (r.unsent.length > 0) socket.write(r.unsent);
+      // Our FIN was already sent or queued: Node's side must be ended too (the kernel's shutdown()
+      // of an already shut socket is a no-op), so the application cannot write after FIN.
+      if (OUR_FIN_STATES.has(images[i].skData.state)) socket.end();
+      return socket;
+    });
+  };
+  return {
+    commit,
+    abandon: () => {
+      if (settled) return;
+      settled = true;
+      abandon();
+    },
+  };
 }
 
 /** Restores a connection image into a new, connected net.Socket. */

@@ -24,7 +24,8 @@ export class ConnectionImageError extends NodeCriuError {
 
 /**
  * The nftables lock could not be installed or removed: 'ERR_NFT_NOT_FOUND' when the `nft`
- * binary is missing (scripts/prepare-test-host.sh installs Debian's nftables), 'ERR_NFT_FAILED'
+ * binary is missing (scripts/prepare-test-host.sh installs Debian's nftables), 'EPERM' (with
+ * `capability`) when nft or nsenter was refused for lack of a capability, 'ERR_NFT_FAILED'
  * when nft rejected the batch (its stderr is in the message).
  */
 export class NftablesLockError extends NodeCriuError {

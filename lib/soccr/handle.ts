@@ -6,6 +6,7 @@
 import * as net from 'node:net';
 
 import { InvalidArgumentError, fromNativeError } from '../errors';
+import { checkNetnsPath } from '../security';
 import { fromNativeSockaddr, socketAddressFromWords, toNativeSockaddr } from './address';
 import type { SocketAddress } from './address';
 import type { NativeSockaddr, NativeSocketInfo, NativeSoccrHandle, SoccrBinding } from './binding-types';
@@ -327,6 +328,8 @@ export function pause(socketOrFd: net.Socket | number): SoccrHandle {
 
 /** For restoring: a new non-blocking TCP socket fd (optionally in the netns at `netns`), paused. */
 export function pauseNewSocket(family: 4 | 6, netns?: string): { fd: number; handle: SoccrHandle } {
+  if (family !== 4 && family !== 6) throw new InvalidArgumentError(`family must be 4 or 6 (got ${describeValue(family)})`);
+  if (netns !== undefined) checkNetnsPath(netns);
   const ops = soccrBinding().socketOps;
   const fd = nativeCall('socket', () => ops.tcpSocket(family, netns));
   try {

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 
 import * as protobuf from 'protobufjs';
 
+import { pathProblem } from '../security';
 import { addressBytes, addressString, isIpAddress } from './address';
 import type { SocketAddress } from './address';
 import { ConnectionImageError, describeValue } from './errors';
@@ -81,7 +82,8 @@ export function connectionImageProblem(image: unknown): string | undefined {
     if (typeof i.lock !== 'object' || i.lock === null || typeof i.lock.table !== 'string' || !TABLE_NAME.test(i.lock.table)) {
       return 'lock.table must be an nftables identifier';
     }
-    if (i.lock.netns !== undefined && (typeof i.lock.netns !== 'string' || !path.isAbsolute(i.lock.netns))) {
+    // The same rule NftablesLock.fromRef applies: an image that validates never fails there.
+    if (i.lock.netns !== undefined && pathProblem(i.lock.netns, 'lock.netns', { absolute: true }) !== undefined) {
       return 'lock.netns must be an absolute path';
     }
   }

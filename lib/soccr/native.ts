@@ -1,6 +1,7 @@
 /** The libsoccr half's view of the addon, with libsoccr's log routed to util.debuglog. */
 import { debuglog } from 'node:util';
 
+import { describeValue, InvalidArgumentError } from '../errors';
 import { binding } from '../native';
 import type { SoccrBinding } from './binding-types';
 
@@ -36,6 +37,8 @@ export function soccrBinding(): SoccrBinding {
  * here also makes libsoccr format debug lines for other threads (they are dropped there).
  */
 export function setLogger(logger: SoccrLogger | undefined, level: 'error' | 'debug' = 'error'): void {
+  if (logger !== undefined && typeof logger !== 'function') throw new InvalidArgumentError('logger must be a function or undefined', 'ERR_INVALID_ARG_TYPE');
+  if (level !== 'error' && level !== 'debug') throw new InvalidArgumentError(`level must be 'error' or 'debug' (got ${describeValue(level)})`);
   userLogger = logger;
   userLevel = logger ? (level === 'debug' ? 2 : 1) : 0;
   installed = true;

@@ -11,6 +11,9 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { describeValue, InvalidArgumentError } from '../errors';
+import { attachCapabilityProblem, capabilityProblem } from '../capabilities';
+import { checkNetnsPath } from '../security';
 import { mappedIPv4 } from './address';
 import type { SocketAddress } from './address';
 import { NftablesLockError } from './errors';
@@ -61,8 +64,12 @@ export function runNft(batch: string, netns?: string): Promise<void> {
     });
     child.on('close', (status) => {
       if (status === 0) return resolve();
-      const code = /No such file or directory/.test(stderr) ? 'ENOENT' : 'ERR_NFT_FAILED';
-      reject(new NftablesLockError(`nft failed (exit ${status}): ${stderr.trim()}`, { code }));
+      const denied = /Operation not permitted/.test(stderr);
+      const code = denied ? 'EPERM' : /No such file or directory/.test(stderr) ? 'ENOENT' : 'ERR_NFT_FAILED';
+      const error = new NftablesLockError(`nft failed (exit ${status}): ${stderr.trim()}`, { code });
+      // nsenter cannot enter the namespace (CAP_SYS_ADMIN), or nft cannot talk to nftables (CAP_NET_ADMIN).
+      if (denied) attachCapabilityProblem(error, capabilityProblem(/reassociate|setns/.test(stderr) ? 'netns' : 'nftables'));
+      reject(error);
     });
     child.stdin.on('error', () => {
       // nft exiting early closes its stdin; the exit status reports the failure.
@@ -130,6 +137,8 @@ export class NftablesLock {
 
   /** Creates the table, its two sets and the input-hook drop chain. */
   static async create(options: { netns?: string } = {}): Promise<NftablesLock> {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+    if (options.netns !== undefined) checkNetnsPath(options.netns);
     const table = `node_criu_${process.pid}_${randomBytes(4).toString('hex')}`;
     const lock = new NftablesLock(table, options.netns);
     await runNft(
@@ -158,6 +167,12 @@ export class NftablesLock {
 
   /** A lock another process created (from an image's `lock`), to remove tuples from it. */
   static fromRef(ref: NftablesLockRef): NftablesLock {
+    // The table name is written into an nft batch: only an identifier may get there.
+    if (typeof ref !== 'object' || ref === null) throw new InvalidArgumentError('ref must be { table, netns? }', 'ERR_INVALID_ARG_TYPE');
+    if (typeof ref.table !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(ref.table)) {
+      throw new InvalidArgumentError(`ref.table must be an nftables identifier (got ${describeValue(ref.table)})`);
+    }
+    if (ref.netns !== undefined) checkNetnsPath(ref.netns, 'ref.netns');
     return new NftablesLock(ref.table, ref.netns);
   }
 

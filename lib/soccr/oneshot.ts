@@ -5,9 +5,8 @@
  *   restoreFd(...) = pauseNewSocket + restore + resume, returning the connected fd
  * The caller must block the connection's traffic first, as for pause().
  */
-import * as path from 'node:path';
-
 import { InvalidArgumentError, fromNativeError } from '../errors';
+import { checkNetnsPath } from '../security';
 import { socketAddressFromWords } from './address';
 import type { SocketAddress } from './address';
 import { SoccrError } from './errors';
@@ -93,9 +92,7 @@ export function restoreFd(dump: SocketDump, options: RestoreFdOptions = NO_OPTIO
   const { skData, local, remote, recvQueue, sendQueue } = dump;
   const { netns, transfer } = options;
   packSkData(skData, words);
-  if (netns !== undefined && (typeof netns !== 'string' || !path.isAbsolute(netns))) {
-    throw new InvalidArgumentError('netns must be an absolute path');
-  }
+  if (netns !== undefined) checkNetnsPath(netns);
   if (transfer !== undefined && typeof transfer !== 'boolean') throw new InvalidArgumentError('transfer must be a boolean', 'ERR_INVALID_ARG_TYPE');
   packAddress(local, 'local', words, SK_DATA_WORDS);
   packAddress(remote, 'remote', words, SK_DATA_WORDS + 8);

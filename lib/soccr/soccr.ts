@@ -1,8 +1,8 @@
 /** The `soccr` namespace: libsoccr's calls and the socket helpers a restore needs. */
 import * as net from 'node:net';
-import * as path from 'node:path';
 
 import { InvalidArgumentError, fromNativeError } from '../errors';
+import { checkNetnsPath, MAX_FD } from '../security';
 import { SoccrError } from './errors';
 import { soccrBinding } from './native';
 import { adoptFd, socketFd } from './node-socket';
@@ -17,6 +17,7 @@ export type { SoccrLogger } from './native';
 function fdOf(socketOrFd: net.Socket | number): number {
   if (typeof socketOrFd === 'number') {
     if (!Number.isInteger(socketOrFd) || socketOrFd < 0) throw new InvalidArgumentError('fd must be a non-negative integer', 'ERR_INVALID_ARG_TYPE');
+    if (socketOrFd > MAX_FD) throw new InvalidArgumentError(`fd must be at most ${MAX_FD}`, 'ERR_OUT_OF_RANGE');
     return socketOrFd;
   }
   return socketFd(socketOrFd);
@@ -33,9 +34,8 @@ function call<T>(context: string, fn: () => T): T {
 /** A new non-blocking TCP socket fd of `family`, created inside the netns at `netns` if given. */
 export function createTcpSocket(family: 4 | 6, options: { netns?: string } = {}): number {
   if (family !== 4 && family !== 6) throw new InvalidArgumentError('family must be 4 or 6');
-  if (options.netns !== undefined && (typeof options.netns !== 'string' || !path.isAbsolute(options.netns))) {
-    throw new InvalidArgumentError('netns must be an absolute path');
-  }
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (options.netns !== undefined) checkNetnsPath(options.netns);
   return call('socket', () => soccrBinding().socketOps.tcpSocket(family, options.netns));
 }
 

@@ -1,0 +1,164 @@
+/**
+ * startCriuService against the real CRIU 4.2.1: a Criu client in service mode works through it;
+ * it listens only on the socket asked for, with the mode asked for (0600 by default); another
+ * uid cannot connect with the default mode (EACCES) but can with 0666 (the control); the parent
+ * directory it creates is 0700; close() leaves no process and no socket file; failures to start
+ * leave nothing either.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { Criu, startCriuService, type CriuService } from '../../lib';
+
+const DIST = path.join(__dirname, '..', '..', 'dist');
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Processes in the service's process group (it and the CRIUs it forked per connection). */
+function groupMembers(pgid: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]) === pgid;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** Tries to connect to `address` as uid/gid 65534 with no groups; returns the error code or 'connected'. */
+function connectAsNobody(address: string): string {
+  const script = `
+    const { SeqpacketTransport } = require(${JSON.stringify(DIST)});
+    try { SeqpacketTransport.connect(${JSON.stringify(address)}).close(); process.stdout.write('connected'); }
+    catch (e) { process.stdout.write(String(e.code)); }`;
+  const run = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script], { encoding: 'utf8', timeout: 30000 });
+  expect(run.stderr).toBe('');
+  return run.stdout;
+}
+
+describe('startCriuService', () => {
+  let dir: string;
+  const started: CriuService[] = [];
+
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-sec-svc-'));
+    // Searchable by other users, so only the socket's own mode decides who may connect.
+    fs.chmodSync(dir, 0o755);
+  });
+
+  afterAll(async () => {
+    for (const service of started) await service.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves a Criu client; the socket is 0600; another uid gets EACCES; close() leaves nothing', async () => {
+    const address = path.join(dir, 'svc.sock');
+    const service = await startCriuService({ address });
+    started.push(service);
+    expect(service.address).toBe(address);
+    expect(fs.lstatSync(address).isSocket()).toBe(true);
+    expect(fs.statSync(address).mode & 0o777).toBe(0o600);
+    expect(alive(service.pid)).toBe(true);
+
+    const criu = new Criu({ mode: 'service', address });
+    try {
+      expect((await criu.version()).text).toBe('4.2.1');
+      await criu.check();
+      expect(await criu.featureCheck({ lazyPages: true })).toHaveProperty('lazyPages');
+    } finally {
+      await criu.close();
+    }
+    expect(connectAsNobody(address)).toBe('EACCES');
+
+    await service.close();
+    await service.close(); // idempotent
+    expect(service.closed).toBe(true);
+    expect(alive(service.pid)).toBe(false);
+    expect(groupMembers(service.pid)).toEqual([]);
+    expect(fs.existsSync(address)).toBe(false);
+  });
+
+  it('socketMode is applied (0666 lets another uid connect: the control for the EACCES above)', async () => {
+    const address = path.join(dir, 'open.sock');
+    const service = await startCriuService({ address, socketMode: 0o666 });
+    started.push(service);
+    try {
+      expect(fs.statSync(address).mode & 0o777).toBe(0o666);
+      expect(connectAsNobody(address)).toBe('connected');
+    } finally {
+      await service.close();
+    }
+    expect(fs.existsSync(address)).toBe(false);
+  });
+
+  it('creates a missing parent directory 0700 and listens nowhere else', async () => {
+    const parent = path.join(dir, 'new', 'deeper');
+    const address = path.join(parent, 'criu.sock');
+    const previousUmask = process.umask(0); // the 0700 must not depend on the caller's umask
+    let service: CriuService;
+    try {
+      service = await startCriuService({ address });
+    } finally {
+      process.umask(previousUmask);
+    }
+    started.push(service);
+    try {
+      expect(fs.statSync(parent).mode & 0o777).toBe(0o700);
+      expect(fs.statSync(path.dirname(parent)).mode & 0o777).toBe(0o700);
+      expect(fs.readdirSync(parent)).toEqual(['criu.sock']);
+      // Every socket the service holds is a unix socket, and the only one with a path is ours.
+      const inodes = fs
+        .readdirSync(`/proc/${service.pid}/fd`)
+        .map((fd) => /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${service.pid}/fd/${fd}`))?.[1])
+        .filter((inode): inode is string => inode !== undefined);
+      const unix = new Map(
+        fs
+          .readFileSync('/proc/net/unix', 'utf8')
+          .split('\n')
+          .slice(1)
+          .map((line) => line.trim().split(/\s+/))
+          .filter((fields) => fields.length >= 7)
+          .map((fields) => [fields[6], fields[7] ?? ''] as const),
+      );
+      expect(inodes.length).toBeGreaterThan(0);
+      for (const inode of inodes) expect(unix.has(inode)).toBe(true);
+      expect(inodes.map((inode) => unix.get(inode)).filter(Boolean)).toEqual([address]);
+    } finally {
+      await service.close();
+    }
+  });
+
+  it('an existing address is refused and left alone; a CRIU that exits at once and an abort leave nothing', async () => {
+    const existing = path.join(dir, 'taken.sock');
+    fs.writeFileSync(existing, 'not ours');
+    await expect(startCriuService({ address: existing })).rejects.toMatchObject({ code: 'ERR_CRIU_SERVICE_ADDRESS_IN_USE' });
+    expect(fs.readFileSync(existing, 'utf8')).toBe('not ours');
+
+    const fds = fs.readdirSync('/proc/self/fd').length;
+    const failing = path.join(dir, 'false.sock');
+    await expect(startCriuService({ address: failing, criuPath: '/bin/false' })).rejects.toMatchObject({ code: 'ERR_CRIU_EXITED' });
+    expect(fs.existsSync(failing)).toBe(false);
+
+    const aborted = path.join(dir, 'aborted.sock');
+    const controller = new AbortController();
+    const starting = startCriuService({ address: aborted, signal: controller.signal });
+    controller.abort();
+    await expect(starting).rejects.toMatchObject({ code: 'ABORT_ERR' });
+    expect(fs.existsSync(aborted)).toBe(false);
+    expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
+  });
+});
