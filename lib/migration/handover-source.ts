@@ -6,7 +6,9 @@
  *
  * Protocol (handover-channel.ts frames): HELLO -> WELCOME|REFUSE; CONNECTION(_FD) x n; STAGE_END
  * -> STAGED (the target locked the gap on its side); [moveAddress]; COMMIT -> RESULT (which ids
- * the target restored); DONE. Until RESULT the source keeps what it needs to resume each
+ * the target restored); DONE. The target keeps its restored copies in repair mode and locked
+ * until DONE (or the channel closing), so a target that dies before the source got RESULT loses
+ * them silently, and the source resumes its own. Until RESULT the source keeps what it needs to resume each
  * connection: with method 'repair' + lock 'filter' the original sockets themselves (paused in
  * repair mode behind a drop filter), with lock 'nftables' the images (the originals are closed,
  * their 4-tuples dropped by nftables, so a failed target means a local restore), with method 'fd'

@@ -9,7 +9,8 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { InvalidArgumentError } from '../errors';
-import { restoreConnections } from '../soccr/connection';
+import { stageRestore } from '../soccr/connection';
+import type { StagedRestore } from '../soccr/connection';
 import { decodeConnectionImage } from '../soccr/image';
 import type { ConnectionImage } from '../soccr/image';
 import { NftablesLock } from '../soccr/nft-lock';
@@ -88,21 +89,28 @@ function validateHello(hello: HandoverHello): void {
   }
 }
 
-async function restoreEach(images: ConnectionImage[], netns: string | undefined): Promise<Array<net.Socket | Error>> {
+/** Staged restores (not live yet, see stageRestore) and, per image, where it is or why it failed. */
+interface StagedImages {
+  groups: StagedRestore[];
+  outcomes: Array<{ group: number; position: number } | Error>;
+}
+
+async function stageEach(images: ConnectionImage[], netns: string | undefined): Promise<StagedImages> {
   const options = netns === undefined ? {} : { netns };
   try {
-    return await restoreConnections(images, options);
+    return { groups: [await stageRestore(images, options)], outcomes: images.map((_, position) => ({ group: 0, position })) };
   } catch {
-    // One bad image fails the batch (it is rolled back): find which, restore the rest one by one.
-    const out: Array<net.Socket | Error> = [];
+    // One bad image fails the batch (it is rolled back): find which, stage the rest one by one.
+    const result: StagedImages = { groups: [], outcomes: [] };
     for (const image of images) {
       try {
-        out.push((await restoreConnections([image], options))[0]);
+        result.groups.push(await stageRestore([image], options));
+        result.outcomes.push({ group: result.groups.length - 1, position: 0 });
       } catch (error) {
-        out.push(error as Error);
+        result.outcomes.push(error as Error);
       }
     }
-    return out;
+    return result;
   }
 }
 
@@ -123,6 +131,7 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
   const staged: Staged[] = [];
   let lock: NftablesLock | undefined;
   let committed = false;
+  let restores: StagedRestore[] = [];
   try {
     const hello = jsonOf<HandoverHello>(await channel.expect([MessageType.HELLO], signal));
     validateHello(hello);
@@ -185,19 +194,33 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
         if (s.pendingRead && s.pendingRead.length > 0) socket.unshift(s.pendingRead);
         sockets.push({ id: s.id, socket, state: s.state });
       }
+      // Confirm before the application touches anything: from here the source lets go.
+      channel.sendJson(MessageType.RESULT, { restored: sockets.map((s) => s.id), failed });
     } else {
-      const outcomes = await restoreEach(staged.map((s) => s.image as ConnectionImage), options.netns);
+      const { groups, outcomes } = await stageEach(staged.map((s) => s.image as ConnectionImage), options.netns);
+      restores = groups;
+      const restoredIds: number[] = [];
       outcomes.forEach((outcome, i) => {
-        if (outcome instanceof net.Socket) sockets.push({ id: staged[i].id, socket: outcome, state: staged[i].state });
-        else failed.push({ id: staged[i].id, code: (outcome as { code?: string }).code ?? 'ERR_RESTORE', message: outcome.message });
+        if (outcome instanceof Error) failed.push({ id: staged[i].id, code: (outcome as { code?: string }).code ?? 'ERR_RESTORE', message: outcome.message });
+        else restoredIds.push(staged[i].id);
+      });
+      channel.sendJson(MessageType.RESULT, { restored: restoredIds, failed });
+      // The restored copies stay in repair mode and locked until the source has let go of its own
+      // (DONE), or is gone: should this process die before that, they vanish without a FIN or RST
+      // and the source, which never got RESULT, resumes its originals; nothing is lost.
+      await channel.expect([MessageType.DONE], signal).catch(() => undefined);
+      const live = await Promise.all(groups.map((group) => group.commit().catch((error: Error) => error)));
+      outcomes.forEach((outcome, i) => {
+        if (outcome instanceof Error) return;
+        const group = live[outcome.group];
+        if (group instanceof Error) failed.push({ id: staged[i].id, code: (group as { code?: string }).code ?? 'ERR_RESTORE', message: group.message });
+        else sockets.push({ id: staged[i].id, socket: group[outcome.position], state: staged[i].state });
       });
     }
-    // Confirm before the application touches anything: from here the source lets go.
-    channel.sendJson(MessageType.RESULT, { restored: sockets.map((s) => s.id), failed });
     const restoredAt = performance.now();
     await Promise.all(sockets.map((s) => options.onConnection(s.socket, s.state)));
     // DONE (or the source closing) ends the handover; the connections are ours either way.
-    await channel.expect([MessageType.DONE], signal).catch(() => undefined);
+    if (hello.method === 'fd') await channel.expect([MessageType.DONE], signal).catch(() => undefined);
     return {
       method: hello.method,
       accepted: sockets.length,
@@ -216,6 +239,7 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
     }
     throw error instanceof HandoverError ? error : new HandoverError((error as Error).message, (error as { code?: string }).code ?? 'ERR_HANDOVER_FAILED', error);
   } finally {
+    restores.forEach((restore) => restore.abandon()); // those not committed: closed silently
     for (const s of staged) if (s.fd !== undefined) closeFdQuietly(s.fd);
     channel.close();
     if (lock) await lock.destroy().catch(() => undefined);

@@ -27,9 +27,12 @@ export interface ProcessMigrationErrorDetails {
  * code: ERR_MIGRATION_DUMP_FAILED (CRIU failed to dump; the server kept running on the source),
  * ERR_MIGRATION_ROLLED_BACK (a later step failed; the server was restored on the source),
  * ERR_MIGRATION_LOST (the rollback failed too), ERR_MIGRATION_ABORTED (signal/timeout before the
- * dump: nothing was touched), ERR_PID_NOT_FOUND, ERR_NETNS_NOT_FOUND, ERR_NETNS_MISMATCH (the
- * process runs in another namespace than source.netns), ERR_NSENTER_NOT_FOUND. A missing CRIU
- * is the Criu client's CriuConnectionError ERR_CRIU_NOT_FOUND (nothing touched either).
+ * dump: nothing was touched), ERR_PID_NOT_FOUND, ERR_NETNS_NOT_FOUND (also when the target
+ * namespace vanished before the dump), ERR_NETNS_MISMATCH (the process runs in another namespace
+ * than source.netns), ERR_NSENTER_NOT_FOUND, or an errno name ('ENOSPC', 'EACCES', 'EROFS') when
+ * the images directory or CRIU's wrapper in the temporary directory cannot be written (phase
+ * 'check', nothing touched). A missing CRIU is the Criu client's CriuConnectionError
+ * ERR_CRIU_NOT_FOUND (nothing touched either).
  */
 export class ProcessMigrationError extends NodeCriuError {
   readonly phase: ProcessMigrationPhase;

@@ -391,8 +391,8 @@ export async function migrateProcess(options: ProcessMigrationOptions): Promise<
   try {
     layout = prepareLayout(options.imagesDir);
   } catch (error) {
-    if (error instanceof NodeCriuError) throw error;
-    // Nothing was touched yet: a full, read-only or missing filesystem says so with its errno.
+    // Nothing was touched yet: a full, read-only or missing filesystem says so with its errno
+    // (kept as the code, whoever reported it), an unsafe directory with its own code.
     const e = error as NodeJS.ErrnoException;
     throw new ProcessMigrationError(`cannot prepare the images directory ${options.imagesDir}: ${e.message}`, {
       code: e.code ?? 'ERR_MIGRATION_IMAGES_DIR',

@@ -17,7 +17,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { ProcessMigrationError, locateCriu, migrateProcess, type ProcessMigrationOptions } from '../../lib';
+import { CriuRequestError, ProcessMigrationError, locateCriu, migrateProcess, type ProcessMigrationOptions } from '../../lib';
+import { criuInNetns } from '../../lib/migration/process-criu';
 import { PrivateMounts, fillFilesystem } from '../fixtures/fault-helpers';
 import { expectExactTwoWay } from '../helpers/traffic';
 import { ProcessLab, pidAlive, type Pair } from '../migration/process-lab';
@@ -83,12 +84,15 @@ async function expectServedOnSource(pair: Pair, rstsBefore: number): Promise<voi
   expect(wrapperDirsOfLab()).toEqual([]);
 }
 
-async function failure(promise: Promise<unknown>): Promise<ProcessMigrationError> {
-  const error = await promise.then(
+/** Runs the migration that must fail; our fd count is the same afterwards. */
+async function failure(migrate: () => Promise<unknown>): Promise<ProcessMigrationError> {
+  const fds = fs.readdirSync('/proc/self/fd').length;
+  const error = await migrate().then(
     () => undefined,
     (e: unknown) => e,
   );
   expect(error).toBeInstanceOf(ProcessMigrationError);
+  expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
   return error as ProcessMigrationError;
 }
 
@@ -99,10 +103,32 @@ it('the images directory is on a full tmpfs: ERR_MIGRATION_DUMP_FAILED, the serv
   await pair.waitFlowing(256 * 1024);
   const rstsBefore = lab.rstsIntoClients();
   let moved = 0;
-  const error = await failure(migrateProcess(options(pair, path.join(full, 'migration'), { moveAddress: async () => void moved++ })));
+  const error = await failure(() => migrateProcess(options(pair, path.join(full, 'migration'), { moveAddress: async () => void moved++ })));
   expect(error).toMatchObject({ code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: 'source', pid: pair.serverPid });
   expect(error.cause).toMatchObject({ code: expect.any(String) });
   expect(moved).toBe(0);
+  await expectServedOnSource(pair, rstsBefore);
+});
+
+it('Criu.dump straight into a full images directory: a typed CriuRequestError, CRIU resumes the server, nothing lost', async () => {
+  const full = mounts.mountTmpfs(mounts.freshDir('criu'), 256 * 1024);
+  fillFilesystem(full);
+  const pair = await lab.startPair('criu-dump-full', STREAM);
+  await pair.waitFlowing(256 * 1024);
+  const rstsBefore = lab.rstsIntoClients();
+  const fds = fs.readdirSync('/proc/self/fd').length;
+  const source = criuInNetns(criuPath, lab.path(lab.S));
+  try {
+    const error = await source.criu.dump({ pid: pair.serverPid, imagesDir: full, tcpEstablished: true, networkLock: 'nftables' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(CriuRequestError);
+    expect(error).toMatchObject({ code: expect.any(String) });
+  } finally {
+    await source.close();
+  }
+  expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
   await expectServedOnSource(pair, rstsBefore);
 });
 
@@ -113,7 +139,7 @@ it('the target side is full, images copied: the copy fails with ENOSPC, the serv
   const pair = await lab.startPair('full-target', STREAM);
   await pair.waitFlowing(256 * 1024);
   const rstsBefore = lab.rstsIntoClients();
-  const error = await failure(migrateProcess(options(pair, mounts.view(images))));
+  const error = await failure(() => migrateProcess(options(pair, mounts.view(images))));
   expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'transfer', serverOn: 'source', pid: pair.serverPid });
   expect(error.cause).toMatchObject({ code: 'ENOSPC' });
   await expectServedOnSource(pair, rstsBefore);
@@ -126,7 +152,7 @@ it("the target side is full, pages to the target's page server: the page server 
   const pair = await lab.startPair('full-page-server', STREAM);
   await pair.waitFlowing(256 * 1024);
   const rstsBefore = lab.rstsIntoClients();
-  const error = await failure(migrateProcess(options(pair, mounts.view(images), { transfer: 'page-server' })));
+  const error = await failure(() => migrateProcess(options(pair, mounts.view(images), { transfer: 'page-server' })));
   expect(error).toMatchObject({ code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: 'source', pid: pair.serverPid });
   expect(fs.readFileSync(`/proc/${pair.serverPid}/status`, 'utf8')).not.toMatch(/^State:\s+[Tt]/m);
   await expectServedOnSource(pair, rstsBefore);
@@ -137,11 +163,9 @@ it('no inode left for the images layout: a typed ENOSPC before anything is touch
   const view = mounts.mountTmpfs(mounts.freshDir('inodes'), 64 * 1024, { inodes: 1 });
   const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
   try {
-    const fds = fs.readdirSync('/proc/self/fd').length;
-    const error = await failure(migrateProcess({ pid: sleeper.pid as number, imagesDir: path.join(view, 'a', 'b'), criuPath }));
+    const error = await failure(() => migrateProcess({ pid: sleeper.pid as number, imagesDir: path.join(view, 'a', 'b'), criuPath }));
     expect(error).toMatchObject({ code: 'ENOSPC', phase: 'check', serverOn: 'source' });
     expect(pidAlive(sleeper.pid as number)).toBe(true);
-    expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
   } finally {
     sleeper.kill('SIGKILL');
   }

@@ -26,13 +26,26 @@ import { expectExactTwoWay } from '../helpers/traffic';
 import { CLIENTS_FIXTURE, FixtureProcess, SERVER_FIXTURE, expectAllExact, waitForAccepted, waitForExactTraffic } from '../migration/connections-helpers';
 import { ProcessLab, pidAlive, type Pair } from '../migration/process-lab';
 
-/** Processes whose network namespace is the one with inode `ino` (none once it is really gone). */
-function processesInNetns(ino: number): number[] {
+/** Seconds since boot (the clock of /proc/PID/stat's start times). */
+function uptime(): number {
+  return Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+}
+
+/**
+ * Processes still in the deleted namespace with inode `ino`: those in a namespace of that inode
+ * that started before it was deleted at `deletedAt` (uptime seconds). The kernel reuses a freed
+ * namespace's inode number at once, and other tests create namespaces all the time: a process
+ * started later is in a new namespace, not in ours.
+ */
+function processesInNetns(ino: number, deletedAt: number): number[] {
   const pids: number[] = [];
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     try {
-      if (fs.statSync(`/proc/${name}/ns/net`).ino === ino) pids.push(Number(name));
+      if (fs.statSync(`/proc/${name}/ns/net`).ino !== ino) continue;
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      const startedAt = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) / 100; // clock ticks (USER_HZ 100)
+      if (startedAt <= deletedAt) pids.push(Number(name));
     } catch {
       // exited meanwhile
     }
@@ -45,6 +58,7 @@ describe('migrateProcess: the target namespace vanishes', () => {
   let lab: ProcessLab;
   let criuPath: string;
   let targetIno: number;
+  let deletedAt = 0;
 
   beforeAll(() => {
     criuPath = locateCriu().path;
@@ -76,6 +90,7 @@ describe('migrateProcess: the target namespace vanishes', () => {
 
   function deleteTarget(): void {
     run('ip', ['netns', 'delete', lab.T]);
+    deletedAt = uptime();
   }
 
   function options(pair: Pair, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions {
@@ -94,11 +109,13 @@ describe('migrateProcess: the target namespace vanishes', () => {
   async function migrateAndFail(pair: Pair, extra: Partial<ProcessMigrationOptions>): Promise<{ error: ProcessMigrationError; events: ProcessMigrationProgress[] }> {
     const events: ProcessMigrationProgress[] = [];
     const onProgress = extra.onProgress;
+    const fds = fs.readdirSync('/proc/self/fd').length;
     const error = await migrateProcess(options(pair, { ...extra, onProgress: (e) => (events.push(e), onProgress?.(e)) })).then(
       () => undefined,
       (e: unknown) => e,
     );
     expect(error).toBeInstanceOf(ProcessMigrationError);
+    expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
     return { error: error as ProcessMigrationError, events };
   }
 
@@ -127,7 +144,7 @@ describe('migrateProcess: the target namespace vanishes', () => {
     expect(lab.rstsIntoClients()).toBe(rstsBefore);
     expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
     expect(targetExists()).toBe(false);
-    expect(processesInNetns(targetIno)).toEqual([]);
+    expect(processesInNetns(targetIno, deletedAt)).toEqual([]);
     expect(wrapperDirsOfLab()).toEqual([]);
   }
 
@@ -180,12 +197,13 @@ describe('migrateProcess: the target namespace vanishes', () => {
 
   it('during the restore (namespace deleted, CRIU killed, the half-restored copy left in it): the copy is removed, rolled back, nothing lost', async () => {
     const pair = await lab.startPair('vanish-during-restore', STREAM);
+    const deletedFile = path.join(lab.dir, 'target-deleted-at');
     // Inside T only: once the restored task has its memory back (its cmdline is the server's
-    // again), delete T and kill CRIU, leaving the copy alone in the deleted namespace.
+    // again), stop CRIU, delete T and kill CRIU, leaving the copy alone in the deleted namespace.
     const wrapper = path.join(lab.dir, 'criu-target-vanishes');
     fs.writeFileSync(
       wrapper,
-      `#!/bin/sh\nif [ "$(ip netns identify)" = "${lab.T}" ]; then\n  ( n=0; while ! grep -q process-server /proc/${pair.serverPid}/cmdline 2>/dev/null && [ $n -lt 4000 ]; do n=$((n+1)); done; ip netns delete ${lab.T}; kill -9 $$ ) &\nfi\nexec "${criuPath}" "$@"\n`,
+      `#!/bin/sh\nif [ "$(ip netns identify)" = "${lab.T}" ]; then\n  ( n=0; while ! grep -q process-server /proc/${pair.serverPid}/cmdline 2>/dev/null && [ $n -lt 4000 ]; do n=$((n+1)); done; kill -STOP $$; ip netns delete ${lab.T}; cut -d' ' -f1 /proc/uptime > ${deletedFile}; kill -9 $$ ) &\nfi\nexec "${criuPath}" "$@"\n`,
       { mode: 0o755 },
     );
     await pair.waitFlowing(256 * 1024);
@@ -193,6 +211,7 @@ describe('migrateProcess: the target namespace vanishes', () => {
     const { error, events } = await migrateAndFail(pair, { criuPath: wrapper });
     expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source', pid: pair.serverPid });
     expect(events).toContainEqual({ phase: 'rollback', detail: { state: 'removed-target-leftovers', pids: [pair.serverPid] } });
+    deletedAt = Number(fs.readFileSync(deletedFile, 'utf8'));
     await expectServedOnSource(pair, rstsBefore);
   });
 });
@@ -208,6 +227,7 @@ describe('handOverConnections/acceptHandover: the target namespace vanishes', ()
   let started: FixtureProcess[] = [];
   let dir: string;
   let targetIno = 0;
+  let deletedAt = 0;
 
   beforeEach(() => {
     lab = new NetnsLab();
@@ -310,6 +330,7 @@ describe('handOverConnections/acceptHandover: the target namespace vanishes', ()
     ['after the checkpoint, before the target confirmed staging (STAGE_END)', MessageType.STAGE_END, COUNT],
     ['after the connections were staged (STAGED)', MessageType.STAGED, COUNT],
     ['after the address moved to it, before the restore (COMMIT)', MessageType.COMMIT, COUNT],
+    ['after it restored everything, before its RESULT reached the source (RESULT)', MessageType.RESULT, COUNT],
   ] as const)('%s: ERR_HANDOVER_CHANNEL_CLOSED, every connection back on the source, nothing lost', async (_name, cutAt, resumed) => {
     const clientRsts = RstCounter.incoming(lab.path(ns.C));
     try {
@@ -325,6 +346,7 @@ describe('handOverConnections/acceptHandover: the target namespace vanishes', ()
       const channel = await relay(relayPath, targetPath, cutAt, async () => {
         await target.stop();
         run('ip', ['netns', 'delete', ns.B]);
+        deletedAt = uptime();
       });
       source.onEvent((e) => {
         if (e.event === 'moveAddress') moveVip('B');
@@ -347,11 +369,11 @@ describe('handOverConnections/acceptHandover: the target namespace vanishes', ()
       expect(vipOn).toBe('A');
       expect(targetExists()).toBe(false);
 
-      const { clientReports, serverReports } = await waitForExactTraffic(clients, [source], TOTAL);
+      const { clientReports, serverReports } = await waitForExactTraffic(clients, [source], TOTAL, 30000);
       expectAllExact(clientReports, serverReports, TOTAL, COUNT);
       expect(clientRsts.counts()).toEqual({ in: 0 });
       expect(lab.exec(ns.A, 'nft', ['list', 'tables']).trim()).toBe('');
-      expect(processesInNetns(targetIno)).toEqual([]);
+      expect(processesInNetns(targetIno, deletedAt)).toEqual([]);
     } finally {
       clientRsts.destroy();
     }

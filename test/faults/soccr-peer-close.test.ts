@@ -15,7 +15,8 @@
  */
 import type * as net from 'node:net';
 
-import { NftablesLock, SoccrError, checkpointConnection, checkpointConnections, restoreConnection, soccr, tcpStateName } from '../../lib';
+import { CONNECTION_IMAGE_VERSION, NftablesLock, SoccrError, checkpointConnection, checkpointConnections, restoreConnection, soccr, tcpStateName } from '../../lib';
+import type { ConnectionImage } from '../../lib';
 import { binding } from '../../lib/native';
 import { RstCounter, lockElements } from '../fixtures/fault-helpers';
 import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
@@ -252,6 +253,41 @@ describe("'paused': the peer's packet arrives after soccr.pause() (repair mode, 
       expect(s.rsts.counts().ours).toBe(0);
     } finally {
       await cleanup(s);
+    }
+  });
+});
+
+describe("'saved': the peer's packet arrives after the low-level save, before the original is closed (4-tuple locked by the caller)", () => {
+  it.each(['FIN', 'RST'] as const)('%s: dropped; the original closed silently, the image restored, the FIN or reset arrives the normal way', async (kind) => {
+    const s = await connected();
+    let restored: net.Socket | undefined;
+    try {
+      const original = s.ours.detach() as net.Socket;
+      expect(original.readableLength).toBe(0); // nothing read but unconsumed: no pendingRead
+      await lock.add([tupleOf(original)]);
+      const handle = soccr.pause(original);
+      const skData = handle.getSkData();
+      const image: ConnectionImage = {
+        version: CONNECTION_IMAGE_VERSION,
+        family: 4,
+        local: handle.getLocalAddress(),
+        remote: handle.getRemoteAddress(),
+        skData,
+        recvQueue: handle.getQueueBytes('recv'),
+        sendQueue: handle.getQueueBytes('send'),
+        sendQueueUnsent: skData.unsqLen,
+        pendingRead: Buffer.alloc(0),
+        lock: lock.ref,
+      };
+      await peerActs(s, kind);
+      handle.release();
+      original.destroy(); // repair mode on: the kernel drops it without FIN or RST
+      restored = await restoreConnection(image, { allowHalfOpen: true });
+      s.ours.attach(restored);
+      if (kind === 'FIN') await finishAfterFin(s, restored);
+      else await finishAfterRst(s);
+    } finally {
+      await cleanup(s, restored);
     }
   });
 });
