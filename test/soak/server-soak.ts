@@ -84,8 +84,9 @@ function criuErrors(message: string): string {
   if (log === undefined) return '';
   try {
     const lines = fs.readFileSync(log, 'utf8').split('\n');
-    const first = lines.findIndex((line) => /Error|Warn/.test(line));
-    return first < 0 ? '' : `\n    CRIU log ${log}:\n    ${lines.slice(Math.max(0, first - 5), first + 20).join('\n    ')}`;
+    // The first real error (CRIU always logs that it cannot raise RLIMIT_NOFILE here: harmless).
+    const first = lines.findIndex((line) => /Error/.test(line) && !/RLIMIT_NOFILE/.test(line));
+    return first < 0 ? '' : `\n    CRIU log ${log}:\n    ${lines.slice(Math.max(0, first - 12), first + 4).join('\n    ')}`;
   } catch {
     return '';
   }
@@ -195,6 +196,8 @@ export async function runServerSoak(options: ServerSoakOptions): Promise<ServerS
         // longer pause) is a failure of the soak, which goes on to prove the bytes anyway.
         const e = error as ProcessMigrationError;
         result.failures.push(`move ${i + 1} (${on} -> ${to}): ${e.code}: ${e.message}${criuErrors(e.message)}`);
+        // SOAK_KEEP_FAILED=<dir>: keep the failed move's images and CRIU logs there, to investigate.
+        if (process.env.SOAK_KEEP_FAILED) fs.cpSync(imagesDir, path.join(process.env.SOAK_KEEP_FAILED, `move-${i + 1}`), { recursive: true });
         fs.rmSync(imagesDir, { recursive: true, force: true });
         if (e.code !== 'ERR_MIGRATION_ROLLED_BACK' && e.code !== 'ERR_MIGRATION_DUMP_FAILED') throw error;
         if (e.serverOn !== 'source' || lab.pidNetnsInode(pid) !== lab.netnsInode(lab[on])) throw error;
