@@ -156,6 +156,7 @@ const EXIT_BY_CODE: Record<string, number> = {
   ERR_INVALID_ARG_TYPE: EXIT.USAGE,
   ERR_OUT_OF_RANGE: EXIT.USAGE,
   ERR_UNSAFE_DIRECTORY: EXIT.USAGE,
+  ERR_CRIU_SERVICE_ADDRESS_IN_USE: EXIT.USAGE,
 };
 
 /** Any error → CliError with an exit code (and the library's fields kept for --json). */

@@ -9,6 +9,7 @@ import { CliError, EXIT, makeOutput, toCliError, printError, UsageError, type Ou
 import { DEMO_HELP, demoCommand } from './demo';
 import { dumpCommand, DUMP_HELP, restoreCommand, RESTORE_HELP } from './dump-restore';
 import { migrateCommand, MIGRATE_HELP } from './migrate';
+import { serviceCommand, SERVICE_HELP } from './service';
 
 const HELP = `Usage: node-criu <command> [options]
 
@@ -20,6 +21,7 @@ Commands:
   restore   restore a process tree from a directory
   migrate   live-migrate a process tree into another network namespace
   demo      a live demonstration with clients streaming through a migration
+  service   run 'criu service' on a unix socket you name (mode 0600), until Ctrl-C
 
 Run 'node-criu <command> --help' for a command's options. Common options: --json (one JSON
 document on stdout), --quiet (no progress on stderr), --criu-path PATH.
@@ -36,6 +38,7 @@ const COMMANDS: Record<string, { run: Command; help: string }> = {
   restore: { run: restoreCommand, help: RESTORE_HELP },
   migrate: { run: migrateCommand, help: MIGRATE_HELP },
   demo: { run: demoCommand, help: DEMO_HELP },
+  service: { run: serviceCommand, help: SERVICE_HELP },
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -41,6 +41,8 @@ export interface CriuService {
   readonly pid: number;
   /** Whether close() was called or the service exited. */
   readonly closed: boolean;
+  /** Settles when the service process has exited (by close(), or on its own). */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /**
    * Stops the service and every CRIU it forked for a connection (requests in flight end), waits
    * for it to exit and removes the socket file. Idempotent.
@@ -195,6 +197,7 @@ export async function startCriuService(options: CriuServiceOptions): Promise<Cri
     get closed(): boolean {
       return closing !== undefined || hasExited;
     },
+    exited,
     close(): Promise<void> {
       closing ??= (async () => {
         process.off('exit', onProcessExit);

@@ -12,9 +12,11 @@
  * (a datagram larger than the socket buffer fails with EMSGSIZE). Over a stream, frames follow
  * each other and are never fragmented.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 
 import type { SeqpacketTransport } from '../criu/transport';
+import { checkSocketPath } from '../security';
 import { closeFdQuietly, HandoverError } from './handover-errors';
 
 export const HANDOVER_PROTOCOL_VERSION = 1;
@@ -303,6 +305,8 @@ export async function openChannel(spec: HandoverChannelSpec, signal?: AbortSigna
   if (isSeqpacketTransport(spec)) return new SeqpacketHandoverChannel(spec);
   if (spec instanceof net.Socket) return new StreamHandoverChannel(spec);
   if (typeof spec !== 'object' || spec === null) throw new HandoverError('channel must be a SeqpacketTransport, a net.Socket, {host, port} or {path}', 'ERR_INVALID_ARG_TYPE');
+  // A path with a NUL would be an abstract socket (no file permissions): refused, as is > 107 bytes.
+  if ('path' in spec) checkSocketPath(spec.path, 'channel.path');
   const options: net.NetConnectOpts =
     'path' in spec && typeof spec.path === 'string'
       ? { path: spec.path }
@@ -328,12 +332,15 @@ export async function openChannel(spec: HandoverChannelSpec, signal?: AbortSigna
 
 /** Listens (TCP or unix stream) for the one source connection of a handover. */
 export async function acceptChannel(listen: { host?: string; port: number } | { path: string }, signal?: AbortSignal, onListening?: (address: net.AddressInfo | string) => void): Promise<HandoverChannel> {
+  if (typeof listen === 'object' && listen !== null && 'path' in listen) checkSocketPath(listen.path, 'listen.path');
   const server = net.createServer();
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', (error) => reject(new HandoverError(`cannot listen for the handover: ${error.message}`, 'ERR_HANDOVER_LISTEN', error)));
       server.listen(listen, () => resolve());
     });
+    // The first connection is trusted with connection images: only our uid may connect (not the umask's mode).
+    if ('path' in listen) fs.chmodSync(listen.path, 0o600);
     const address = server.address();
     if (address !== null) onListening?.(address);
     const socket = await new Promise<net.Socket>((resolve, reject) => {

@@ -106,6 +106,9 @@ describe('CLI arguments with shell metacharacters are literal', () => {
       (p) => ['check', '--criu-path', `/nonexistent/criu${p}`],
       (p) => ['demo', '--routes', `process${p}`],
       (p) => ['demo', '--clients', `3${p}`],
+      // service: the socket mode (the address itself is run for real in criu-service.test.ts)
+      (p) => ['service', '--address', path.join(dir, 's.sock'), '--socket-mode', `0600${p}`],
+      (p) => ['service', '--address', path.join(dir, 's.sock'), '--criu-path', `/nonexistent/criu${p}`],
       // an unknown command name
       (p) => [`dump${p}`],
     ];

@@ -5,7 +5,7 @@
  * directory it creates is 0700; close() leaves no process and no socket file; failures to start
  * leave nothing either.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { Criu, startCriuService, type CriuService } from '../../lib';
 
 const DIST = path.join(__dirname, '..', '..', 'dist');
+const CLI = path.join(DIST, 'cli', 'main.js');
 
 function alive(pid: number): boolean {
   try {
@@ -142,6 +143,38 @@ describe('startCriuService', () => {
     }
   });
 
+  it("node-criu service: listens on --address (with metacharacters, literally) until SIGTERM, then leaves nothing", async () => {
+    // Run from `dir`: a shell would create `P` there.
+    const address = path.join(dir, '`touch P`;$(touch P)|P.sock');
+    const child = spawn(process.execPath, [CLI, 'service', '--address', address, '--socket-mode', '0640', '--json'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+      for (let i = 0; i < 3000 && !stdout.includes('\n') && child.exitCode === null; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      const doc = JSON.parse(stdout.trim());
+      expect(doc).toMatchObject({ ok: true, command: 'service', address, socketMode: '0640' });
+      expect(fs.statSync(address).mode & 0o777).toBe(0o640);
+      const criu = new Criu({ mode: 'service', address });
+      try {
+        expect((await criu.version()).text).toBe('4.2.1');
+      } finally {
+        await criu.close();
+      }
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(stderr).toContain('stopping criu service');
+      expect(alive(doc.pid)).toBe(false);
+      expect(groupMembers(doc.pid)).toEqual([]);
+      expect(fs.existsSync(address)).toBe(false);
+      expect(fs.existsSync(path.join(dir, 'P'))).toBe(false);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
   it('an existing address is refused and left alone; a CRIU that exits at once and an abort leave nothing', async () => {
     const existing = path.join(dir, 'taken.sock');
     fs.writeFileSync(existing, 'not ours');
@@ -160,5 +193,34 @@ describe('startCriuService', () => {
     await expect(starting).rejects.toMatchObject({ code: 'ABORT_ERR' });
     expect(fs.existsSync(aborted)).toBe(false);
     expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
+  });
+});
+
+describe('the handover channel on a unix path (lib/migration/handover-channel.ts)', () => {
+  it('listens 0600 (another uid gets EACCES), refuses abstract (NUL) and over-long paths', async () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { acceptChannel, openChannel } = require('../../lib/migration/handover-channel') as typeof import('../../lib/migration/handover-channel');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-sec-hc-'));
+    fs.chmodSync(dir, 0o755);
+    try {
+      await expect(acceptChannel({ path: '\0ncr-abstract' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      await expect(openChannel({ path: '\0ncr-abstract' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      await expect(openChannel({ path: `/${'p'.repeat(120)}` })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
+      const address = path.join(dir, 'handover.sock');
+      let listening!: () => void;
+      const ready = new Promise<void>((resolve) => (listening = resolve));
+      const accepting = acceptChannel({ path: address }, undefined, () => listening());
+      await ready;
+      expect(fs.statSync(address).mode & 0o777).toBe(0o600);
+      const script = `require('net').connect(${JSON.stringify(address)}).on('error', (e) => process.stdout.write(e.code)).on('connect', () => process.stdout.write('connected'))`;
+      const nobody = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script], { encoding: 'utf8', timeout: 30000 });
+      expect(nobody.stdout).toBe('EACCES');
+      const ours = await openChannel({ path: address });
+      const accepted = await accepting;
+      ours.close();
+      accepted.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
