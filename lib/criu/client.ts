@@ -18,7 +18,7 @@ import { CriuReqType, reqTypeName, type CriuFeaturesMessage, type CriuRequestMes
 import { validateNotifyHandlers, type CriuNotifyHandlers } from './notify';
 import type { CriuOptions } from './options';
 import { checkOptions, prepareOptions, readLogTail, type CriuMode } from './prepare';
-import { recoverUnfinishedDump, recoverUnfinishedRestore, signalTree } from './recover';
+import { mayTouch, recoverUnfinishedDump, recoverUnfinishedRestore, signalTree } from './recover';
 import { PageServerChild, runPreDumpLoop, killDaemon, type CriuPreDumpOptions, type CriuPreDumpResult } from './sessions';
 
 export interface CriuClientOptions {
@@ -72,6 +72,8 @@ export type { CriuPreDumpOptions, CriuPreDumpResult, NotifyRecord as CriuNotifyR
 /** Tracks whether CRIU answered a request, and over which connection (for repairs after a death). */
 interface UnansweredGuard {
   answered: boolean;
+  /** CRIU answered success=true. */
+  succeeded?: boolean;
   connection?: CriuConnection;
   /** The dumped tree was SIGSTOPped before swrk was killed (continued by the repair). */
   stopped?: boolean;
@@ -91,17 +93,24 @@ async function repairAfterUnansweredRequest(
   notifications: NotifyRecord[],
 ): Promise<void> {
   const swrk = guard.connection?.swrk;
+  if (type === CriuReqType.RESTORE) {
+    // A restore that failed between post-restore and pre-resume, answered or not, must not leave
+    // its tree behind (CRIU kills it itself when it can; when it was killed meanwhile it cannot).
+    if (guard.succeeded || swrk === undefined || swrk.outsideOurTree) return;
+    await swrk.exited;
+    const scripts = notifications.map((n) => n.script);
+    const restoredPid = notifications.find((n) => n.script === 'post-restore')?.pid;
+    if (guard.answered && restoredPid === undefined) return;
+    const killed = restoredPid !== undefined && !scripts.includes('pre-resume') ? await recoverUnfinishedRestore(restoredPid) : { killed: [], problems: [] };
+    if (!guard.answered || killed.killed.length > 0) scope.recovery = { request: 'RESTORE', ...killed };
+    return;
+  }
   if (guard.answered || swrk === undefined || swrk.outsideOurTree) {
     if (guard.stopped && pid !== undefined) signalTree(pid, 'SIGCONT');
     return;
   }
   await swrk.exited;
-  if (type === CriuReqType.RESTORE) {
-    const scripts = notifications.map((n) => n.script);
-    const restoredPid = notifications.find((n) => n.script === 'post-restore')?.pid;
-    const killed = restoredPid !== undefined && !scripts.includes('pre-resume') ? await recoverUnfinishedRestore(restoredPid) : { killed: [], problems: [] };
-    scope.recovery = { request: 'RESTORE', ...killed };
-  } else if (pid !== undefined) {
+  if (pid !== undefined) {
     const repaired = await recoverUnfinishedDump(pid, logPath, guard.stopped === true);
     scope.recovery = { request: type === CriuReqType.DUMP ? 'DUMP' : 'SINGLE_PRE_DUMP', ...repaired };
   }
@@ -205,7 +214,7 @@ export class Criu {
     if (guard) {
       guard.connection = connection;
       const dumpedPid = request.type !== CriuReqType.RESTORE ? request.opts?.pid : undefined;
-      if (dumpedPid !== undefined && dumpedPid > 1 && !extra.selfDump) {
+      if (dumpedPid !== undefined && mayTouch(dumpedPid) && !extra.selfDump) {
         connection.beforeKill = () => {
           if (guard.answered) return;
           signalTree(dumpedPid, 'SIGSTOP');
@@ -218,7 +227,10 @@ export class Criu {
       ...(extra.handlers ? { handlers: extra.handlers } : {}),
       ...(extra.notifications ? { notifications: extra.notifications } : {}),
     });
-    if (extra.guard) extra.guard.answered = true;
+    if (extra.guard) {
+      extra.guard.answered = true;
+      extra.guard.succeeded = outcome.response.success && outcome.handlerError === undefined;
+    }
     if (outcome.handlerError) {
       await connection.close();
       throw outcome.handlerError;

@@ -45,6 +45,9 @@ function closeQuietly(fd: number): void {
  */
 export const ABORT_GRACE_MS = 3000;
 
+/** How long swrk may live on after its socket ended before it is killed as misbehaving. */
+export const EOF_EXIT_GRACE_MS = 3000;
+
 export class CriuConnection {
   private destroyed = false;
   /** CRIU is waiting for our answer to a notification (a handler is running). */
@@ -213,6 +216,22 @@ export class CriuConnection {
       });
     }
     if (this.swrk) {
+      // swrk closes its socket only by exiting. A socket that reads as ended while swrk lives on
+      // means it sent an empty message (recv() cannot tell that from EOF) or shut the socket
+      // down: a protocol violation, and waiting for its exit could take forever.
+      let bound: NodeJS.Timeout | undefined;
+      const exitedInTime = await Promise.race([
+        this.swrk.exited.then(() => true),
+        new Promise<boolean>((resolve) => (bound = setTimeout(() => resolve(false), EOF_EXIT_GRACE_MS))),
+      ]);
+      clearTimeout(bound);
+      if (!exitedInTime) {
+        await this.destroy();
+        return new CriuProtocolError(
+          `${this.description}: the socket ended (an empty message or a shutdown) but swrk did not exit within ${EOF_EXIT_GRACE_MS} ms; killed it`,
+          { cause: error },
+        );
+      }
       const exit: SwrkExit = await this.swrk.exited;
       const stderr = this.swrk.stderrTail().trim();
       return new CriuConnectionError(

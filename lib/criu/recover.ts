@@ -7,9 +7,13 @@
  * but every TCP connection CRIU had dumped so far stays in repair mode and behind CRIU's
  * per-connection nftables lock (table `inet CRIU-<first 21 chars of CRIU's run id>` in the task's
  * network namespace): the peers' packets are dropped forever. The client deletes that table and
- * turns repair off on the tree's sockets (through pidfd_getfd). The peers retransmit what was
- * dropped; nothing is lost. DUMP, task gone: CRIU completed the dump and killed it; the lock must
- * stay (it keeps the peers' packets from drawing RSTs until the restore, which removes it).
+ * turns repair off on the sockets it locked (through pidfd_getfd); nothing else is touched. The
+ * peers retransmit what was dropped; nothing is lost. Unless the task closed a locked connection
+ * meanwhile (resumed by CRIU's death with sockets in repair, its writes fail): unlocking would
+ * reset that peer, so the lock stays and the images are the way back. DUMP, task gone: CRIU
+ * completed the dump and killed it; the lock must stay (it keeps the peers' packets from drawing
+ * RSTs until the restore, which removes it). Init, this process and its ancestors are never
+ * touched, whatever pid a request named.
  *
  * RESTORE: a swrk killed before post-restore takes its half-restored tasks with it (images and
  * the lock stay; the restore can be retried). Killed at post-restore (before CRIU unlocked the
@@ -47,6 +51,20 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Never init, this process, or an ancestor of it (a bogus pid must not reach them). */
+export function mayTouch(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 1) return false;
+  for (let current = process.pid, hops = 0; current > 1 && hops < 1000; hops++) {
+    if (current === pid) return false;
+    try {
+      current = Number(/^PPid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${current}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      break;
+    }
+  }
+  return true;
 }
 
 /** `root` and all its descendants (every thread's children), root first. */
@@ -206,35 +224,37 @@ export async function recoverUnfinishedDump(pid: number, logPath: string | undef
   try {
     if (!alive(pid)) return { taskAlive: false, socketsResumed: 0, lockTablesRemoved: [], problems };
     const lockTablesRemoved: string[] = [];
-    const sockets = treeSockets(processTree(pid), problems);
-    const runIds = readCriuRunIds(logPath);
-    let tables: string[] = [];
-    if (runIds.length === 0) {
-      problems.push(`CRIU's run id is not in its log (${logPath ?? 'no log file'}): its lock table, if any, was left in place`);
-    } else {
-      try {
-        const names = runIds.map((id) => `CRIU-${id}`);
-        const listed = [...(await nftIn(pid, ['list', 'tables', 'inet'])).matchAll(/^table inet (CRIU-[0-9a-f-]+)$/gm)].map((m) => m[1]);
-        // CRIU truncates the name (CRIU- plus 21 characters of the id in 4.2.1).
-        tables = listed.filter((name) => name.length >= 'CRIU-'.length + 8 && names.some((full) => full.startsWith(name)));
-      } catch (error) {
-        problems.push((error as Error).message);
-      }
+    if (!mayTouch(pid)) {
+      problems.push(`pid ${pid} is init, this process or one of its ancestors: left alone`);
+      return { taskAlive: true, socketsResumed: 0, lockTablesRemoved, problems };
     }
+    const sockets = treeSockets(processTree(pid), problems);
+    // Only what this run of CRIU did is touched: its lock table, named after its run id (the first
+    // line of its log; CRIU truncates the name to CRIU- plus 21 characters of the id in 4.2.1), and
+    // the sockets whose 4-tuples that table locks (CRIU turns repair on right before adding each).
+    // No run id in the log: CRIU died before doing anything (or logs elsewhere: then nothing is
+    // touched, see docs/reliability/criu-faults.md).
+    const runIds = readCriuRunIds(logPath).map((id) => `CRIU-${id}`);
+    if (runIds.length === 0) return { taskAlive: true, socketsResumed: 0, lockTablesRemoved, problems };
     const live = new Set(sockets.map((s) => s.tuple).filter(Boolean));
+    const tables: string[] = [];
+    const locked = new Set<string>();
     const orphans: string[] = [];
-    for (const table of tables) {
-      try {
+    try {
+      const listed = [...(await nftIn(pid, ['list', 'tables', 'inet'])).matchAll(/^table inet (CRIU-[0-9a-f-]+)$/gm)].map((m) => m[1]);
+      for (const table of listed.filter((name) => name.length >= 'CRIU-'.length + 8 && runIds.some((full) => full.startsWith(name)))) {
         const listing = await nftIn(pid, ['list', 'set', 'inet', table, 'conns4']);
         const elements = /elements = \{([^}]*)\}/.exec(listing)?.[1] ?? '';
+        tables.push(table);
         for (const tuple of elements.split(',').map((t) => t.trim().replace(/\s+/g, ' ')).filter(Boolean)) {
-          const [a, ap, b, bp] = tuple.split(' . ');
+          locked.add(tuple);
           // CRIU locks both directions; one of them is the socket's own view.
+          const [a, ap, b, bp] = tuple.split(' . ');
           if (!live.has(tuple) && !live.has(`${b} . ${bp} . ${a} . ${ap}`)) orphans.push(tuple);
         }
-      } catch (error) {
-        problems.push((error as Error).message);
       }
+    } catch (error) {
+      problems.push((error as Error).message);
     }
     if (orphans.length > 0) {
       problems.push(
@@ -252,7 +272,10 @@ export async function recoverUnfinishedDump(pid: number, logPath: string | undef
       }
     }
     // After the unlock, so the window probe that repair-off sends reaches the peer at once.
-    const socketsResumed = resumeRepaired(sockets, problems);
+    const socketsResumed = resumeRepaired(
+      sockets.filter((s) => s.tuple !== undefined && locked.has(s.tuple)),
+      problems,
+    );
     return { taskAlive: true, socketsResumed, lockTablesRemoved, problems };
   } finally {
     if (stopped) signalTree(pid, 'SIGCONT');
@@ -265,7 +288,8 @@ export async function recoverUnfinishedDump(pid: number, logPath: string | undef
  */
 export async function recoverUnfinishedRestore(pid: number): Promise<RestoreRecovery> {
   const problems: string[] = [];
-  const tree = processTree(pid).filter(alive);
+  if (!mayTouch(pid)) return { killed: [], problems: [`pid ${pid} is init, this process or one of its ancestors: left alone`] };
+  const tree = processTree(pid).filter((member) => alive(member) && mayTouch(member));
   const killed: number[] = [];
   for (const member of tree.reverse()) {
     try {

@@ -5,6 +5,7 @@
  * end-of-test checks (both directions byte-exact, no RST on the server's port, no CRIU table,
  * no leftover child or fd).
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -34,6 +35,13 @@ export class FaultLab {
   private readonly pids: number[] = [];
   private count = 0;
   private fdsAtStart = fdCount();
+
+  constructor() {
+    // A fault holds CRIU's lock for seconds (a handler waiting for its timeout, init reaping a
+    // killed tree every ~2 s here); the peers' retransmission backoff would then grow to tens of
+    // seconds. Capping the RTO in this namespace keeps the tests short; every byte is still checked.
+    execFileSync('ip', ['netns', 'exec', this.netns.name, 'sysctl', '-q', '-w', 'net.ipv4.tcp_rto_max_ms=1000']);
+  }
 
   /** Call in beforeEach: the fd baseline for expectNothingLeft(). */
   mark(): void {
