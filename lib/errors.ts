@@ -23,10 +23,11 @@ export class NodeCriuError extends Error {
   /**
    * Set when the kernel, CRIU or nft refused for lack of a capability (code EPERM or EACCES):
    * the first missing one ('CAP_NET_ADMIN'...); the message ends with what to do (lib/capabilities.ts).
+   * (`declare`: absent, not undefined, on errors without one.)
    */
-  capability?: CapabilityName;
+  declare capability?: CapabilityName;
   /** Every capability the operation needs that this process lacks (empty: it has them all). */
-  missingCapabilities?: readonly CapabilityName[];
+  declare missingCapabilities?: readonly CapabilityName[];
 
   constructor(message: string, options: NodeCriuErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
