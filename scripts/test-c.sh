@@ -2,7 +2,10 @@
 # Builds and runs the libsoccr C tests (test/c, AddressSanitizer + UBSan) with cc and make only.
 # Every test runs in its own network namespace; named namespaces the suite creates carry the
 # prefix below and are deleted on exit, also after a failure or a signal.
-# Last line: "c-tests: N passed, N failed". Exit status non-zero on any failure.
+# Then, when run without arguments, a bounded libFuzzer smoke over vendor/libsoccr's input checks
+# (scripts/fuzz-libsoccr.sh, NODE_CRIU_FUZZ_SECONDS seconds, default 25; 0 turns it off; full-length
+# runs stay manual). It prints "fuzz-libsoccr: N executions ..." and fails the run on any finding.
+# Prints "c-tests: N passed, N failed". Exit status non-zero on any failure of either.
 set -uo pipefail
 cd "$(dirname "$0")/../test/c"
 
@@ -33,4 +36,12 @@ rm -f /tmp/ncr-test-c-build.$$
 # LeakSanitizer reports leaks at exit; abort_on_error makes a sanitizer report fail the test.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
-./build/soccr_test "$@"
+status=0
+./build/soccr_test "$@" || status=$?
+
+fuzz_seconds="${NODE_CRIU_FUZZ_SECONDS:-25}"
+if [ "$#" -eq 0 ] && [ "$fuzz_seconds" != 0 ]; then
+  # The fuzzer takes its own sanitizer settings (libFuzzer handles crashes and leaks itself).
+  env -u ASAN_OPTIONS -u UBSAN_OPTIONS bash ../../scripts/fuzz-libsoccr.sh "$fuzz_seconds" || status=1
+fi
+exit "$status"

@@ -7,9 +7,14 @@
  *   then a verified exchange both ways; every few cycles also the low-level calls
  *   (soccr.pause, getSkData, getQueueBytes, addresses, resume) on the live connection.
  * At the end: byte counts and SHA-256 of everything each side sent and received must match, no
- * reset; prints one JSON line with the figures (fds, RSS before/after).
+ * reset; prints one JSON line with the figures.
  *
- * Usage: node test/leak/soccr-cycles.js [cycles=200] [chunk=1000]
+ * Usage: node [--expose-gc] test/leak/soccr-cycles.js [cycles=200] [chunk=1000] [warmup=0]
+ * The first `warmup` cycles run before the baseline (fds, RSS, heap after a full GC when gc is
+ * exposed); then `cycles` measured cycles, with RSS and heap (after GC) sampled every
+ * cycles/10; the same readings at the end. test/leak/leak.test.ts judges the figures.
+ * NODE_CRIU_LEAK_PLANT_BYTES=N keeps N bytes (malloc'd, off the JS heap) per measured cycle on
+ * purpose, to check that the RSS bound catches such a leak.
  * Run it in a private network namespace (the scripts do: unshare -n).
  */
 'use strict';
@@ -22,9 +27,24 @@ const lib = require(path.join(__dirname, '..', '..', 'dist'));
 
 const cycles = Number(process.argv[2] ?? 200);
 const chunk = Number(process.argv[3] ?? 1000);
+const warmup = Number(process.argv[4] ?? 0);
+const plantBytes = Number(process.env.NODE_CRIU_LEAK_PLANT_BYTES ?? 0);
+const planted = [];
 
 function fdCount() {
   return fs.readdirSync('/proc/self/fd').length;
+}
+
+/** RSS and V8 heap in use, in MiB, after a full GC when the process runs with --expose-gc. */
+async function memory() {
+  // Let pending close callbacks run first (destroyed sockets are freed in libuv's close phase).
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  if (global.gc) {
+    global.gc();
+    global.gc();
+  }
+  const usage = process.memoryUsage();
+  return { rssMiB: +(usage.rss / 1048576).toFixed(2), heapMiB: +(usage.heapUsed / 1048576).toFixed(2) };
 }
 
 function pattern(seed, length) {
@@ -94,10 +114,18 @@ async function main() {
   const sentToClient = new Tally();
   const receivedByClient = new Tally();
 
-  const fdsBefore = fdCount();
-  const rssBefore = process.memoryUsage().rss;
+  let fdsBefore = fdCount();
+  let baseline = await memory();
+  const samples = [];
+  const sampleEvery = Math.max(1, Math.floor(cycles / 10));
   const started = Date.now();
-  for (let i = 0; i < cycles; i++) {
+  for (let i = 0; i < warmup + cycles; i++) {
+    if (i === warmup) {
+      fdsBefore = fdCount();
+      baseline = await memory();
+    }
+    if (i > warmup && (i - warmup) % sampleEvery === 0) samples.push({ cycle: i - warmup, ...(await memory()) });
+    if (plantBytes > 0 && i >= warmup) planted.push(Buffer.allocUnsafeSlow(plantBytes).fill(1));
     const toSide = pattern(i * 2 + 1, chunk);
     sentToSide.add(toSide);
     client.write(toSide);
@@ -130,16 +158,21 @@ async function main() {
     await reply;
   }
   const elapsedMs = Date.now() - started;
-  if (global.gc) global.gc();
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  const end = await memory();
   const result = {
     cycles,
+    warmup,
     chunk,
+    gc: typeof global.gc === 'function',
+    plantBytes,
     elapsedMs,
     fdsBefore,
     fdsAfter: fdCount(),
-    rssBeforeMiB: +(rssBefore / 1048576).toFixed(1),
-    rssAfterMiB: +(process.memoryUsage().rss / 1048576).toFixed(1),
+    rssBeforeMiB: baseline.rssMiB,
+    rssAfterMiB: end.rssMiB,
+    heapBeforeMiB: baseline.heapMiB,
+    heapAfterMiB: end.heapMiB,
+    samples,
     toServer: { sent: sentToSide.digest(), received: receivedBySide.digest() },
     toClient: { sent: sentToClient.digest(), received: receivedByClient.digest() },
     resets,
@@ -151,8 +184,8 @@ async function main() {
   const exact =
     JSON.stringify(result.toServer.sent) === JSON.stringify(result.toServer.received) &&
     JSON.stringify(result.toClient.sent) === JSON.stringify(result.toClient.received) &&
-    result.toServer.sent.bytes === cycles * chunk &&
-    result.toClient.sent.bytes === cycles * chunk;
+    result.toServer.sent.bytes === (warmup + cycles) * chunk &&
+    result.toClient.sent.bytes === (warmup + cycles) * chunk;
   if (!exact || resets !== 0 || result.fdsAfter !== result.fdsBefore) {
     console.error('soccr-cycles: FAILED (bytes, reset or fd count)');
     process.exitCode = 1;
