@@ -54,9 +54,17 @@ describe('Criu service mode and page servers (CRIU 4.2.1, private netns)', () =>
 
   async function startService(name: string): Promise<{ service: ChildProcess; address: string }> {
     const address = path.join(dir, `${name}.sock`);
-    const service = spawn(wrapper, ['service', '--address', address], { stdio: 'ignore' });
+    // --status-fd: CRIU writes one byte there once the socket listens (the file exists a little
+    // earlier: connecting on its appearance alone raced with listen() on a loaded machine).
+    const service = spawn(wrapper, ['service', '--address', address, '--status-fd', '3'], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });
     pids.push(service.pid);
-    for (let i = 0; i < 500 && !fs.existsSync(address); i++) await sleep(10);
+    const ready = await new Promise<boolean>((resolve) => {
+      const status = service.stdio[3] as NodeJS.ReadableStream;
+      status.once('data', () => resolve(true));
+      status.once('end', () => resolve(false));
+      service.once('exit', () => resolve(false));
+    });
+    expect(ready).toBe(true);
     expect(fs.existsSync(address)).toBe(true);
     return { service, address };
   }
