@@ -45,18 +45,33 @@ Napi::Uint8Array BytesArg(const Napi::CallbackInfo& info, size_t index) {
   ThrowErrno(env, err != 0 ? err : EIO, call, detail.c_str());
 }
 
-// The queues of one soccrDump as ArrayBuffers that libsoccr_save peeks into directly
-// (libsoccr_set_queue_alloc): no copy, no malloc of libsoccr's own. ArrayBuffers rather than
+// The queues of one soccrDump, in JS memory that libsoccr_save peeks into directly
+// (libsoccr_set_queue_alloc): no copy, no malloc of libsoccr's own. A small queue goes into the
+// caller's pool (a JS Buffer shared by many dumps, as Node pools small Buffers: no ArrayBuffer to
+// create, and none to free); a bigger one into a new ArrayBuffer. ArrayBuffers rather than
 // Buffers: node's C++ Buffer constructor sets the prototype on a slow path (measured: a third of
 // the cost of a 4 KiB queue); JS wraps them in Buffers on its fast path (Buffer.from(ab)). The
 // napi_values live in this call's handle scope, which outlasts the libsoccr handle.
+constexpr uint32_t kNotPooled = 0xffffffffu;
+constexpr uint32_t kMaxPooledQueue = 8192;
+
 struct DumpQueues {
   napi_env env;
   napi_value buffers[TCP_QUEUES_NR];  // by queue id; nullptr: none
+  uint8_t* pool;                      // nullptr: no pool
+  uint32_t pool_length;
+  uint32_t pool_next;                 // first free byte
+  uint32_t pooled_at[TCP_QUEUES_NR];  // offset in the pool, or kNotPooled
 };
 
 char* AllocDumpQueue(void* arg, int queue, unsigned int len) {
   auto* queues = static_cast<DumpQueues*>(arg);
+  if (queues->pool != nullptr && len <= kMaxPooledQueue && queues->pool_next <= queues->pool_length &&
+      queues->pool_length - queues->pool_next >= len) {
+    queues->pooled_at[queue] = queues->pool_next;
+    queues->pool_next += len;
+    return reinterpret_cast<char*>(queues->pool + queues->pooled_at[queue]);
+  }
   void* data = nullptr;
   napi_value value;
   if (napi_create_arraybuffer(queues->env, len, &data, &value) != napi_ok || data == nullptr) {
@@ -67,18 +82,25 @@ char* AllocDumpQueue(void* arg, int queue, unsigned int len) {
   return static_cast<char*>(data);
 }
 
-// A buffer libsoccr drops (failed save): the GC frees the ArrayBuffer.
-void ReleaseDumpQueue(void* arg, int queue, char*) { static_cast<DumpQueues*>(arg)->buffers[queue] = nullptr; }
+// A buffer libsoccr drops (failed save): the GC frees the ArrayBuffer; pool space stays unused.
+void ReleaseDumpQueue(void* arg, int queue, char*) {
+  auto* queues = static_cast<DumpQueues*>(arg);
+  queues->buffers[queue] = nullptr;
+  queues->pooled_at[queue] = kNotPooled;
+}
 
-// One saved queue as a JS value: the ArrayBuffer libsoccr peeked into, handed over by the handle
-// (SOCCR_MEM_EXCL), or, with CRIU's libsoccr (no allocator), a copy of libsoccr's buffer.
+// One saved queue handed over by the handle (SOCCR_MEM_EXCL): its ArrayBuffer, or undefined when
+// it lies in the pool (JS reads the offset from packed); with CRIU's libsoccr (no allocator), a
+// copy of libsoccr's buffer.
 Napi::Value SavedQueue(Napi::Env env, libsoccr_sk* sk, const DumpQueues& queues, bool peeked_into_js, int queue, uint32_t length) {
   char* bytes = libsoccr_get_queue_bytes(sk, queue, peeked_into_js ? SOCCR_MEM_EXCL : 0);
-  if (bytes == nullptr || (peeked_into_js && queues.buffers[queue] == nullptr)) {
+  bool pooled = queues.pooled_at[queue] != kNotPooled;
+  if (bytes == nullptr || (peeked_into_js && !pooled && queues.buffers[queue] == nullptr)) {
     int err = bytes == nullptr ? errno : EFAULT;
     libsoccr_resume(sk);
     ThrowSoccrCall(env, err, "libsoccr_get_queue_bytes", 0);
   }
+  if (pooled) return env.Undefined();
   if (peeked_into_js) return Napi::Value(env, queues.buffers[queue]);
   void* data = nullptr;
   napi_value value;
@@ -90,21 +112,34 @@ Napi::Value SavedQueue(Napi::Env env, libsoccr_sk* sk, const DumpQueues& queues,
   return Napi::Value(env, value);
 }
 
-// soccrDump(fd, packed: Uint32Array(17|33)) -> undefined | ArrayBuffer | [ArrayBuffer, ArrayBuffer]
+// soccrDump(fd, packed: Uint32Array(17|33|35), pool?: Uint8Array, poolOffset?: number)
+//   -> undefined | ArrayBuffer | [ArrayBuffer, ArrayBuffer]
 // pause + save (+ both addresses with 33 words) + both queues + release: the socket is left in
 // repair mode (close it to drop the connection silently, or setRepair(fd, false) to let it run).
-// The queues come back without an array where possible (JS reads inq_len and outq_len from
-// packed): undefined when both are empty, the one non-empty queue's bytes alone, else
-// [recv, send]. On failure the socket is resumed (repair off) before the error is thrown.
+// With a pool (packed of 35 words), a queue of at most 8 KiB that fits in pool[poolOffset..] is
+// peeked there: packed[33] / packed[34] = the receive / send queue's offset in the pool, or
+// 0xffffffff. The other non-empty queues come back without an array where possible (JS knows
+// which from inq_len, outq_len and the offsets): undefined when there is none, the one queue's
+// ArrayBuffer alone, else [recv, send]. On failure the socket is resumed (repair off) before the
+// error is thrown.
 Napi::Value SoccrDump(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int32_t fd = ArgInt32(info, 0, "fd must be an integer");
   Napi::Uint32Array packed = PackedArg(info, 1, kSkDataWords);
   bool with_addresses = packed.ElementLength() >= kSkDataWords + 16;
+  DumpQueues queues = {env, {nullptr, nullptr, nullptr}, nullptr, 0, 0, {kNotPooled, kNotPooled, kNotPooled}};
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    if (packed.ElementLength() < kSkDataWords + 18 || !info[2].IsTypedArray() ||
+        info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      ThrowInvalidArg(env, "pool must be a Uint8Array, with 35 packed words");
+    Napi::Uint8Array pool = info[2].As<Napi::Uint8Array>();
+    queues.pool = pool.Data();
+    queues.pool_length = static_cast<uint32_t>(pool.ElementLength());
+    queues.pool_next = ArgUint32(info, 3, "poolOffset must be a uint32");
+  }
   BeginSoccrCall();
   libsoccr_sk* sk = libsoccr_pause(fd);
   if (sk == nullptr) ThrowSoccrCall(env, errno, "libsoccr_pause", -1);
-  DumpQueues queues = {env, {nullptr, nullptr, nullptr}};
   const libsoccr_queue_alloc allocator = {AllocDumpQueue, ReleaseDumpQueue, &queues};
   bool peeked_into_js = libsoccr_set_queue_alloc(sk, &allocator) == 0;  // false: CRIU's libsoccr
   libsoccr_sk_data data;
@@ -124,16 +159,22 @@ Napi::Value SoccrDump(const Napi::CallbackInfo& info) {
       ThrowSoccrCall(env, err, "libsoccr_get_addr", 0);
     }
   }
+  if (queues.pool != nullptr) {
+    packed.Data()[kSkDataWords + 16] = data.inq_len != 0 ? queues.pooled_at[TCP_RECV_QUEUE] : kNotPooled;
+    packed.Data()[kSkDataWords + 17] = data.outq_len != 0 ? queues.pooled_at[TCP_SEND_QUEUE] : kNotPooled;
+  }
+  Napi::Value recv = data.inq_len != 0 ? SavedQueue(env, sk, queues, peeked_into_js, TCP_RECV_QUEUE, data.inq_len) : env.Undefined();
+  Napi::Value send = data.outq_len != 0 ? SavedQueue(env, sk, queues, peeked_into_js, TCP_SEND_QUEUE, data.outq_len) : env.Undefined();
   Napi::Value result = env.Undefined();
-  if (data.inq_len != 0 && data.outq_len != 0) {
+  if (!recv.IsUndefined() && !send.IsUndefined()) {
     Napi::Array both = Napi::Array::New(env, 2);
-    both.Set(0u, SavedQueue(env, sk, queues, peeked_into_js, TCP_RECV_QUEUE, data.inq_len));
-    both.Set(1u, SavedQueue(env, sk, queues, peeked_into_js, TCP_SEND_QUEUE, data.outq_len));
+    both.Set(0u, recv);
+    both.Set(1u, send);
     result = both;
-  } else if (data.inq_len != 0) {
-    result = SavedQueue(env, sk, queues, peeked_into_js, TCP_RECV_QUEUE, data.inq_len);
-  } else if (data.outq_len != 0) {
-    result = SavedQueue(env, sk, queues, peeked_into_js, TCP_SEND_QUEUE, data.outq_len);
+  } else if (!recv.IsUndefined()) {
+    result = recv;
+  } else if (!send.IsUndefined()) {
+    result = send;
   }
   libsoccr_release(sk);
   FlushSoccrLog(env);

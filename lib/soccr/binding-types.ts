@@ -93,9 +93,11 @@ export interface SoccrBinding {
    * csrc/soccr_oneshot.cc: pause + save (+ addresses when packed has 33 words) + both queues +
    * release, in one call on the caller's fd; leaves repair on. The queues, each a new
    * ArrayBuffer: undefined when both are empty, the non-empty one alone (which one follows from
-   * packed[1] inq_len / packed[3] outq_len), or [recv, send] when both hold bytes.
+   * packed[1] inq_len / packed[3] outq_len), or [recv, send] when both hold bytes. With a pool
+   * (packed of 35 words), queues of at most 8 KiB that fit in pool[poolOffset..] are peeked there
+   * instead and left out of the result: packed[33] / packed[34] = their offsets, or 0xffffffff.
    */
-  soccrDump(fd: number, packed: Uint32Array): ArrayBuffer | [ArrayBuffer, ArrayBuffer] | undefined;
+  soccrDump(fd: number, packed: Uint32Array, pool?: Uint8Array, poolOffset?: number): ArrayBuffer | [ArrayBuffer, ArrayBuffer] | undefined;
   /**
    * pause + set addresses and queues + restore + resume on a fresh fd, in one call. transfer
    * (bits: 1 recv, 2 send): after success, detach those queues' ArrayBuffers (frees them now).

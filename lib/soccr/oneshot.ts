@@ -16,9 +16,23 @@ import { PACKED_WORDS, SK_DATA_WORDS, packAddress, packSkData, transferMask } fr
 import { skDataFromWords } from './sk-data';
 import type { SkData } from './sk-data';
 
-/** Scratch words, filled and consumed within one synchronous call. */
-const words = new Uint32Array(PACKED_WORDS);
+/**
+ * Scratch words, filled and consumed within one synchronous call: the packed sk_data and
+ * addresses, then (dumpFd) each queue's offset in the pool or NOT_POOLED.
+ */
+const words = new Uint32Array(PACKED_WORDS + 2);
 const EMPTY = Buffer.alloc(0);
+const NOT_POOLED = 0xffffffff;
+
+/**
+ * Small queues (csrc: up to 8 KiB) are peeked into slices of a shared pool, as Node pools small
+ * Buffers: a slice costs less than an ArrayBuffer of its own, for the dump and for the GC. The
+ * pool is zero-filled, so its other bytes are earlier dumps' queues or zeros, never stale heap.
+ */
+const POOL_BYTES = 64 * 1024;
+const MAX_POOLED = 8 * 1024;
+let pool = Buffer.alloc(POOL_BYTES);
+let poolOffset = 0;
 const NO_OPTIONS: RestoreFdOptions = Object.freeze({});
 
 export interface SocketDump {
@@ -48,25 +62,44 @@ export interface RestoreFdOptions {
  * addresses, release. The socket is left in repair mode, like pause() + release(): close it to
  * drop the connection silently (keep its 4-tuple blocked until the restore), or turn repair off
  * to let it run on. On failure the socket is resumed and the error is typed as pause()'s are.
- * Each non-empty queue is a Buffer over its own ArrayBuffer; empty queues share one empty Buffer.
+ * A non-empty queue of more than 8 KiB is a Buffer over its own ArrayBuffer (what restoreFd's
+ * `transfer` can hand over); a smaller one a slice of a shared pool; empty queues share one
+ * empty Buffer.
  */
 export function dumpFd(fd: number): SocketDump {
   if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) throw new InvalidArgumentError('fd must be a non-negative integer', 'ERR_INVALID_ARG_TYPE');
+  if (POOL_BYTES - poolOffset < 2 * MAX_POOLED) {
+    pool = Buffer.alloc(POOL_BYTES); // the old pool lives on in its slices
+    poolOffset = 0;
+  }
   let queues: ArrayBuffer | [ArrayBuffer, ArrayBuffer] | undefined;
   try {
-    queues = soccrBinding().soccrDump(fd, words);
+    queues = soccrBinding().soccrDump(fd, words, pool, poolOffset);
   } catch (error) {
     checkConnectedTcp(fd); // names the precise problem (not TCP, listening, unconnected, state)
     throw fromNativeError(SoccrError, error, 'libsoccr dump');
   }
+  const inqLen = words[1];
+  const outqLen = words[3];
+  const recvAt = inqLen !== 0 ? words[PACKED_WORDS] : NOT_POOLED;
+  const sendAt = outqLen !== 0 ? words[PACKED_WORDS + 1] : NOT_POOLED;
   let recvQueue = EMPTY;
   let sendQueue = EMPTY;
+  if (recvAt !== NOT_POOLED) {
+    recvQueue = pool.subarray(recvAt, recvAt + inqLen);
+    poolOffset = (recvAt + inqLen + 7) & ~7;
+  }
+  if (sendAt !== NOT_POOLED) {
+    sendQueue = pool.subarray(sendAt, sendAt + outqLen);
+    poolOffset = (sendAt + outqLen + 7) & ~7;
+  }
   if (queues !== undefined) {
-    // Which queue a lone ArrayBuffer holds follows from the lengths (csrc/soccr_oneshot.cc).
+    // Which queue a lone ArrayBuffer holds follows from the lengths and the pool offsets
+    // (csrc/soccr_oneshot.cc).
     if (Array.isArray(queues)) {
       recvQueue = Buffer.from(queues[0]);
       sendQueue = Buffer.from(queues[1]);
-    } else if (words[1] !== 0) {
+    } else if (inqLen !== 0 && recvAt === NOT_POOLED) {
       recvQueue = Buffer.from(queues);
     } else {
       sendQueue = Buffer.from(queues);

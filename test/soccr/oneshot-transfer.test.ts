@@ -1,7 +1,7 @@
 /**
  * The `transfer` option of soccr.restoreFd and SoccrHandle.restore (the restore takes over the
- * queue buffers and frees them at once), and SoccrHandle.getQueueBytes handing each caller its
- * own copy: buffers are detached only after a successful restore and only when a Buffer spans
+ * queue buffers and frees them at once), dumpFd's pool for small queues, and
+ * SoccrHandle.getQueueBytes handing each caller its own copy: buffers are detached only after a successful restore and only when a Buffer spans
  * its whole ArrayBuffer; the queue arrives exact; nothing is left behind.
  */
 import * as net from 'node:net';
@@ -32,8 +32,8 @@ interface RawPair {
   payload: Buffer;
 }
 
-/** A raw fd connected to a net.Socket peer that has sent QUEUE_BYTES into the fd's receive queue. */
-async function rawPairWithQueue(seed: number): Promise<RawPair> {
+/** A raw fd connected to a net.Socket peer that has sent `bytes` into the fd's receive queue. */
+async function rawPairWithQueue(seed: number, bytes = QUEUE_BYTES): Promise<RawPair> {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
@@ -43,7 +43,7 @@ async function rawPairWithQueue(seed: number): Promise<RawPair> {
   ops.connect(fd, { family: 4, address: new Uint8Array([127, 0, 0, 1]), port });
   const peer = await accepted;
   await waitFor(() => ops.socketInfo(fd).tcpState === 1, 5000, () => 'not connected');
-  const payload = new PatternStream(seed).next(QUEUE_BYTES);
+  const payload = new PatternStream(seed).next(bytes);
   peer.write(payload);
   return { server, peer, fd, payload };
 }
@@ -172,6 +172,46 @@ it('SoccrHandle: getQueueBytes gives every call its own copy; restore transfer h
       throw error;
     }
     await lock.remove([{ local, remote }]);
+    restored = soccr.adoptSocket(newFd);
+    await expectQueueThenTraffic(restored, peer, payload);
+  } finally {
+    restored?.destroy();
+    peer.destroy();
+    await lock.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  }
+  expect(fdsInRepairMode()).toEqual([]);
+  expect(fdCount()).toBe(fdsBefore);
+});
+
+it('dumpFd: small queues are slices of a shared pool, never overlapping, never handed over', async () => {
+  const fdsBefore = fdCount();
+  const lock = await NftablesLock.create();
+  const small = 1000;
+  const { server, peer, fd, payload } = await rawPairWithQueue(23, small);
+  let restored: net.Socket | undefined;
+  try {
+    const first = await dumpWhenQueued(fd, small);
+    binding().socketOps.setRepair(fd, false);
+    const second = soccr.dumpFd(fd);
+    for (const dump of [first, second]) {
+      expect(dump.recvQueue.length).toBe(small);
+      expect(dump.recvQueue.buffer.byteLength).toBeGreaterThan(small); // a slice of the pool
+      expect(dump.recvQueue.equals(payload)).toBe(true);
+    }
+    const a = first.recvQueue;
+    const b = second.recvQueue;
+    const disjoint = a.buffer !== b.buffer || a.byteOffset + a.length <= b.byteOffset || b.byteOffset + b.length <= a.byteOffset;
+    expect(disjoint).toBe(true);
+    second.recvQueue.fill(0); // the caller's slice: the other dump's bytes stay
+    expect(first.recvQueue.equals(payload)).toBe(true);
+
+    await lock.add([{ local: first.local, remote: first.remote }]);
+    soccr.closeFd(fd);
+    const newFd = soccr.restoreFd(first, { transfer: true });
+    expect(first.recvQueue.length).toBe(small); // a pool slice is never detached
+    expect(soccr.isInRepairMode(newFd)).toBe(false);
+    await lock.remove([{ local: first.local, remote: first.remote }]);
     restored = soccr.adoptSocket(newFd);
     await expectQueueThenTraffic(restored, peer, payload);
   } finally {
