@@ -16,6 +16,8 @@
  *
  * Usage: node scripts/soak.js [--cycles 1000] [--netns-every 10] [--connections 1000] [--moves 20]
  *                             [--only connection|server]
+ * SOAK_DEBUG=1 logs every cycle of (a); SOAK_KEEP_FAILED=<dir> keeps a failed move's images and
+ * CRIU logs (copied there before the temporary directory goes).
  */
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
