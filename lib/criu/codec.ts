@@ -121,7 +121,7 @@ function checkMessage(type: protobuf.Type, value: unknown, where: string): void 
       if (!Array.isArray(fieldValue)) {
         throw new InvalidArgumentError(`${fieldWhere} must be an array, got ${describe(fieldValue)}`, 'ERR_INVALID_ARG_TYPE');
       }
-      fieldValue.forEach((item, index) => checkScalar(field, item, `${fieldWhere}[${index}]`));
+      for (let index = 0; index < fieldValue.length; index++) checkScalar(field, fieldValue[index], `${fieldWhere}[${index}]`); // holes too
     } else {
       checkScalar(field, fieldValue, fieldWhere);
     }

@@ -80,7 +80,7 @@ export async function runNotifyHandler(handlers: CriuNotifyHandlers | undefined,
   try {
     const result = await handler(event);
     if (result && result.external !== undefined) {
-      if (!Array.isArray(result.external) || result.external.some((item) => typeof item !== 'string')) {
+      if (!Array.isArray(result.external) || [...result.external].some((item) => typeof item !== 'string')) {
         throw new InvalidArgumentError(`notify handler '${event.script}' returned external that is not a string array`);
       }
       return { ok: true, external: [...result.external] };

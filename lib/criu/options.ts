@@ -186,7 +186,9 @@ function checkFd(value: unknown, where: string): void {
 
 function checkArray(value: unknown, where: string, each: (item: unknown, where: string) => void): void {
   if (!Array.isArray(value)) fail(where, 'must be an array', 'ERR_INVALID_ARG_TYPE');
-  value.forEach((item, index) => each(item, `${where}[${index}]`));
+  // An index loop, not forEach: forEach skips the holes of a sparse array ([, 'x']), which then
+  // reached the encoder as undefined (an untyped TypeError, found by test/fuzz/api-args).
+  for (let index = 0; index < value.length; index++) each(value[index], `${where}[${index}]`);
 }
 
 function checkEnum(value: unknown, where: string, names: Record<string, number>): void {

@@ -116,7 +116,7 @@ export class SeqpacketTransport implements CriuTransport {
     if (fds !== undefined) {
       // SCM_MAX_FD: the kernel refuses more fds in one message.
       if (!Array.isArray(fds) || fds.length > 253) throw new InvalidArgumentError('fds must be an array of at most 253 fds', 'ERR_INVALID_ARG_TYPE');
-      fds.forEach((fd, i) => checkFd(fd, `fds[${i}]`));
+      for (let i = 0; i < fds.length; i++) checkFd(fds[i], `fds[${i}]`); // not forEach: it skips holes
     }
     callNative(CriuConnectionError, `${this.description}: send`, () => this.socket.send(data, fds));
   }

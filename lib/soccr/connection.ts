@@ -166,7 +166,7 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   const binding = soccrBinding();
   const ops = binding.socketOps;
 
-  const fds = sockets.map((socket) => socketFd(socket));
+  const fds = Array.from(sockets, (socket) => socketFd(socket)); // Array.from visits holes; map skips them
   const { tuples, reuseAddr } = inspectSockets(fds);
 
   await flushAll(sockets, flushTimeoutMs);
@@ -326,7 +326,7 @@ export async function stageRestore(images: readonly ConnectionImage[], options: 
   if (options.locks !== undefined && (!Array.isArray(options.locks) || ![...options.locks].every((l) => l instanceof NftablesLock))) {
     throw new InvalidArgumentError('locks must be an array of NftablesLock', 'ERR_INVALID_ARG_TYPE');
   }
-  images.forEach((image) => validateConnectionImage(image));
+  for (let i = 0; i < images.length; i++) validateConnectionImage(images[i]); // holes too (forEach skips them)
   const binding = soccrBinding();
   const ops = binding.socketOps;
 

@@ -239,3 +239,34 @@ describe('CRIU half: socket paths, fds and message sizes', () => {
     expect(fs.existsSync(address)).toBe(false);
   });
 });
+
+describe('sparse arrays (holes) are checked like undefined elements', () => {
+  // forEach/map/every skip the holes of [, x]: validation built on them let undefined through to
+  // the encoder or the addon (found by test/fuzz/api-args with cgRoot/enableFs holes).
+  it('CRIU options, encoder fields, transport fds and connection batches with holes are refused', async () => {
+    const { toCriuOpts, validateCriuOptions } = await import('../../lib/criu/options');
+    const { encodeRequest } = await import('../../lib/criu/codec');
+    const { CriuReqType } = await import('../../lib/criu/messages');
+    // eslint-disable-next-line no-sparse-arrays
+    for (const options of [{ enableFs: ['proc', , 'sysfs'] }, { cgRoot: [{ path: '/a' }, ,] }, { external: [,] }]) {
+      await expectRefused(() => validateCriuOptions(options as never), 'ERR_INVALID_ARG_TYPE');
+      await expectRefused(() => toCriuOpts(options as never), 'ERR_INVALID_ARG_TYPE');
+    }
+    // eslint-disable-next-line no-sparse-arrays
+    expect(encodeRequest({ type: CriuReqType.DUMP, opts: { imagesDirFd: 3, enableFs: ['a', 'b'] } }).length).toBeGreaterThan(0); // control
+    await expectRefused(() => encodeRequest({ type: CriuReqType.DUMP, opts: { imagesDirFd: 3, enableFs: ['a', ,] } } as never), 'ERR_INVALID_ARG_TYPE');
+    const { transport, peerFd } = SeqpacketTransport.pair('test');
+    try {
+      // eslint-disable-next-line no-sparse-arrays
+      await expectRefused(() => transport.send(Buffer.from('x'), [0, , 1] as number[]), 'ERR_INVALID_ARG_TYPE');
+    } finally {
+      transport.close();
+      fs.closeSync(peerFd);
+    }
+    const { checkpointConnections, restoreConnections } = await import('../../lib');
+    // eslint-disable-next-line no-sparse-arrays
+    await expectRefused(() => checkpointConnections([,] as never), 'ERR_INVALID_ARG_TYPE');
+    // eslint-disable-next-line no-sparse-arrays
+    await expectRefused(() => restoreConnections([,] as never), 'ERR_CONNECTION_IMAGE_INVALID');
+  });
+});
