@@ -19,7 +19,7 @@ export {
 } from './image';
 export type { ConnectionImage, NftablesLockRef } from './image';
 export { NftablesLock } from './nft-lock';
-export type { ConnectionTuple } from './nft-lock';
+export type { ConnectionTuple, SweptLock } from './nft-lock';
 export { ConnectionImageError, NftablesLockError, SoccrError } from './errors';
 export { SOCCR_FLAGS_WINDOW, TcpState, tcpStateName } from './sk-data';
 export type { SkData, TcpStateName } from './sk-data';

@@ -43,18 +43,23 @@ export function findNft(): string | undefined {
   return undefined;
 }
 
-/** Runs one nft batch (in `netns` via nsenter when given). Rejects with NftablesLockError. */
-export function runNft(batch: string, netns?: string): Promise<void> {
+/** Runs nft with `args` (in `netns` via nsenter when given), `input` on stdin; resolves with stdout. */
+function runNftCommand(args: readonly string[], input: string, netns?: string): Promise<string> {
   const nft = findNft();
   if (!nft) {
     return Promise.reject(
       new NftablesLockError('nft not found (install Debian package nftables, or set NODE_CRIU_NFT)', { code: 'ERR_NFT_NOT_FOUND' }),
     );
   }
-  const [command, args] = netns ? ['nsenter', [`--net=${netns}`, '--', nft, '-f', '-']] : [nft, ['-f', '-']];
+  const [command, fullArgs] = netns ? ['nsenter', [`--net=${netns}`, '--', nft, ...args]] : [nft, [...args]];
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    const child = spawn(command, fullArgs, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
     let stderr = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      stdout += chunk;
+    });
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk: string) => {
       if (stderr.length < 4096) stderr += chunk;
@@ -63,7 +68,7 @@ export function runNft(batch: string, netns?: string): Promise<void> {
       reject(new NftablesLockError(`cannot run ${command}: ${error.message}`, { code: error.code === 'ENOENT' ? 'ERR_NFT_NOT_FOUND' : 'ERR_NFT_FAILED', cause: error }));
     });
     child.on('close', (status) => {
-      if (status === 0) return resolve();
+      if (status === 0) return resolve(stdout);
       const denied = /Operation not permitted/.test(stderr);
       const code = denied ? 'EPERM' : /No such file or directory/.test(stderr) ? 'ENOENT' : 'ERR_NFT_FAILED';
       const error = new NftablesLockError(`nft failed (exit ${status}): ${stderr.trim()}`, { code });
@@ -74,8 +79,13 @@ export function runNft(batch: string, netns?: string): Promise<void> {
     child.stdin.on('error', () => {
       // nft exiting early closes its stdin; the exit status reports the failure.
     });
-    child.stdin.end(batch);
+    child.stdin.end(input);
   });
+}
+
+/** Runs one nft batch (in `netns` via nsenter when given). Rejects with NftablesLockError. */
+export async function runNft(batch: string, netns?: string): Promise<void> {
+  await runNftCommand(['-f', '-'], batch, netns);
 }
 
 /** The set a tuple belongs in and its element text, keyed remote . rport . local . lport. */
@@ -124,7 +134,11 @@ function sameElements(owned: Set<string>, bySet: ElementsBySet): boolean {
 }
 
 export class NftablesLock {
-  /** `node_criu_<pid>_<random>` unless given. */
+  /**
+   * `node_criu_<pid>_<random>` (NftablesLock.create: the caller owns its lifetime, never swept),
+   * or `node_criu_<pid>_<starttime>_<ns>_<random>` (the process locks of checkpointConnection's
+   * default lock, swept by sweepStaleLocks once their creator is gone).
+   */
   readonly table: string;
   /** Network namespace path the table lives in (undefined: the process's own). */
   readonly netns?: string;
@@ -139,9 +153,17 @@ export class NftablesLock {
   static async create(options: { netns?: string } = {}): Promise<NftablesLock> {
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
     if (options.netns !== undefined) checkNetnsPath(options.netns);
-    const table = `node_criu_${process.pid}_${randomBytes(4).toString('hex')}`;
-    const lock = new NftablesLock(table, options.netns);
-    await runNft(
+    return NftablesLock.createTable(`node_criu_${process.pid}_${randomBytes(4).toString('hex')}`, options.netns);
+  }
+
+  /**
+   * @internal Creates a table named `table` (validated by the caller). With `listTables`, the same
+   * nft run also lists the namespace's tables (`nft list tables` text), handed to `onList`.
+   */
+  static async createTable(table: string, netns?: string, onList?: (listing: string) => void): Promise<NftablesLock> {
+    const lock = new NftablesLock(table, netns);
+    const listing = await runNftCommand(
+      ['-f', '-'],
       [
         `table inet ${table} {`,
         `  set v4 { type ipv4_addr . inet_service . ipv4_addr . inet_service; }`,
@@ -153,11 +175,13 @@ export class NftablesLock {
         `    ip6 saddr . tcp sport . ip6 daddr . tcp dport @v6 drop`,
         `  }`,
         `}`,
+        ...(onList ? ['list tables'] : []),
         '',
       ].join('\n'),
-      options.netns,
+      netns,
     );
     ownElements.set(lock.key, new Set());
+    onList?.(listing);
     return lock;
   }
 
@@ -228,6 +252,11 @@ export class NftablesLock {
     for (const lock of locks) await (await lock.catch(() => undefined))?.destroy();
   }
 
+  /** Deletes, in `netns`, the process locks of processes that are gone (see sweepStaleLocks). */
+  static sweepStale(options: { netns?: string } = {}): Promise<SweptLock[]> {
+    return sweepStaleLocks(options);
+  }
+
   /** Deletes the table when the process exits (see processLock). */
   deleteOnExit(): this {
     registry.add(this);
@@ -257,14 +286,169 @@ function installExitHook(): void {
   });
 }
 
-/** The process's lock table in `netns` (created on first use, deleted at exit). */
+/**
+ * The process's lock table in `netns` (created on first use, deleted at exit). Its creation lists
+ * the namespace's tables in the same nft run and then deletes the stale process locks among them
+ * (see sweepStaleLocks); a failing sweep does not fail the lock.
+ */
 export function processLock(netns?: string): Promise<NftablesLock> {
   const key = netns ?? '';
   let lock = processLocks.get(key);
   if (!lock) {
-    lock = NftablesLock.create(netns === undefined ? {} : { netns }).then((l) => l.deleteOnExit());
+    let listing = '';
+    lock = NftablesLock.createTable(processLockName(), netns, (text) => (listing = text)).then(async (l) => {
+      l.deleteOnExit();
+      await deleteStale(staleProcessLocks(inetTables(listing)), netns).catch(() => []);
+      return l;
+    });
     lock.catch(() => processLocks.delete(key));
     processLocks.set(key, lock);
   }
   return lock;
+}
+
+/*
+ * Stale process locks. A process lock's name says who made it: pid, start time (field 22 of
+ * /proc/<pid>/stat, clock ticks since boot) and the creator's pid and time namespaces (nsfs inode
+ * numbers, 8 hex digits each): `node_criu_<pid>_<starttime>_<pidns><timens>_<random>`. A network
+ * namespace may be shared by processes of several pid namespaces, and /proc/<pid>/stat's start
+ * time is shifted by the READER's time namespace, so a sweeper judges only tables made in its own
+ * pid and time namespaces (and only when its /proc shows its own pid namespace): there, "pid N
+ * does not exist, is a zombie, or started at another time" proves the creator gone. Anything else
+ * (other namespaces, NftablesLock.create's `node_criu_<pid>_<random>`, CRIU's tables, other
+ * programs' tables, unreadable /proc entries) is left alone.
+ */
+const PROCESS_LOCK_NAME = /^node_criu_([1-9][0-9]{0,9})_([0-9]{1,20})_([0-9a-f]{16})_[0-9a-f]{8}$/;
+
+interface ProcessView {
+  startTime: string;
+  /** pid namespace inode . time namespace inode, 8 hex digits each. */
+  namespaces: string;
+}
+
+/** State (field 3) and start time (field 22) of /proc/<pid>/stat; undefined if there is none. */
+function procStat(pid: number | 'self'): { state: string; startTime: string } | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ESRCH') return undefined;
+    throw error;
+  }
+  // comm (field 2) may hold spaces and parentheses: the fields after it follow the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const startTime = fields[22 - 3];
+  if (fields[0] === undefined || startTime === undefined || !/^[0-9]+$/.test(startTime)) throw new Error(`unexpected /proc/${pid}/stat`);
+  return { state: fields[0], startTime };
+}
+
+function namespaceInode(kind: 'pid' | 'time'): string {
+  try {
+    const match = /^[a-z]+:\[([0-9]+)\]$/.exec(fs.readlinkSync(`/proc/self/ns/${kind}`));
+    if (!match) throw new Error(`unexpected /proc/self/ns/${kind}`);
+    return Number(match[1]).toString(16).padStart(8, '0').slice(-8);
+  } catch (error) {
+    // Kernels before 5.6 have no time namespaces: every reader sees the same start times.
+    if (kind === 'time' && (error as NodeJS.ErrnoException).code === 'ENOENT') return '00000000';
+    throw error;
+  }
+}
+
+/** This process as a process lock's name records it; undefined when /proc is not our pid namespace's. */
+function ownProcessView(): ProcessView | undefined {
+  try {
+    if (fs.readlinkSync('/proc/self') !== String(process.pid)) return undefined;
+    const stat = procStat('self');
+    if (!stat) return undefined;
+    return { startTime: stat.startTime, namespaces: namespaceInode('pid') + namespaceInode('time') };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A process lock's name; without a usable /proc, NftablesLock.create's form (never swept). */
+function processLockName(): string {
+  const view = ownProcessView();
+  const random = randomBytes(4).toString('hex');
+  return view ? `node_criu_${process.pid}_${view.startTime}_${view.namespaces}_${random}` : `node_criu_${process.pid}_${random}`;
+}
+
+export interface SweptLock {
+  /** The deleted table (family inet). */
+  table: string;
+  /** Its creator's pid. */
+  pid: number;
+  /** 'exited': no such process (or a zombie); 'pid-reused': the pid belongs to a later process. */
+  reason: 'exited' | 'pid-reused';
+}
+
+/** The inet table names in `nft list tables` output (lines `table <family> <name>`). */
+function inetTables(listing: string): string[] {
+  const names: string[] = [];
+  for (const line of listing.split('\n')) {
+    const match = /^table inet ([A-Za-z0-9_.-]+)$/.exec(line.trim());
+    if (match) names.push(match[1]);
+  }
+  return names;
+}
+
+/** The process locks among `tables` whose creator is verifiably gone (see above). */
+function staleProcessLocks(tables: readonly string[]): SweptLock[] {
+  const self = ownProcessView();
+  if (!self) return [];
+  const stale: SweptLock[] = [];
+  for (const table of tables) {
+    const match = PROCESS_LOCK_NAME.exec(table);
+    if (!match || match[3] !== self.namespaces) continue;
+    const pid = Number(match[1]);
+    let stat: ReturnType<typeof procStat>;
+    try {
+      stat = procStat(pid);
+    } catch {
+      continue; // unreadable: in doubt, keep it
+    }
+    if (!stat || stat.state === 'Z' || stat.state === 'X') stale.push({ table, pid, reason: 'exited' });
+    else if (stat.startTime !== match[2]) stale.push({ table, pid, reason: 'pid-reused' });
+  }
+  return stale;
+}
+
+/** Deletes the tables (one nft batch); resolves with those this call deleted. */
+async function deleteStale(stale: SweptLock[], netns?: string): Promise<SweptLock[]> {
+  if (stale.length === 0) return stale;
+  try {
+    await runNft(stale.map((s) => `delete table inet ${s.table}\n`).join(''), netns);
+    return stale;
+  } catch (error) {
+    if ((error as NftablesLockError).code !== 'ENOENT') throw error;
+  }
+  // One was deleted meanwhile (another sweeper): the batch is atomic, so delete them one by one.
+  const deleted: SweptLock[] = [];
+  for (const s of stale) {
+    try {
+      await runNft(`delete table inet ${s.table}\n`, netns);
+      deleted.push(s);
+    } catch (error) {
+      if ((error as NftablesLockError).code !== 'ENOENT') throw error;
+    }
+  }
+  return deleted;
+}
+
+/**
+ * Deletes, in `netns` (default: ours), the process lock tables of processes that are gone (see
+ * above): killed by a signal or otherwise ended without their 'exit' handler. Their locked
+ * 4-tuples' peers get a reset on their next packet instead of retransmitting into a drop.
+ * Resolves with what it deleted. A process's first default-lock checkpoint in a namespace does
+ * the same (processLock).
+ */
+export async function sweepStaleLocks(options: { netns?: string } = {}): Promise<SweptLock[]> {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  for (const name of Object.keys(options)) {
+    if (name !== 'netns') throw new InvalidArgumentError(`unknown option ${describeValue(name)} (known: netns)`, 'ERR_INVALID_ARG_VALUE');
+  }
+  const netns = options.netns;
+  if (netns !== undefined) checkNetnsPath(netns);
+  const listing = await runNftCommand(['list', 'tables'], '', netns);
+  return deleteStale(staleProcessLocks(inetTables(listing)), netns);
 }

@@ -13,6 +13,8 @@ export { dumpFd, restoreFd } from './oneshot';
 export type { RestoreFdOptions, SocketDump } from './oneshot';
 export { setLogger } from './native';
 export type { SoccrLogger } from './native';
+export { sweepStaleLocks } from './nft-lock';
+export type { SweptLock } from './nft-lock';
 
 function fdOf(socketOrFd: net.Socket | number): number {
   if (typeof socketOrFd === 'number') {

@@ -15,24 +15,27 @@
  *    handles' finalizers turn repair off, so those connections close normally (FIN, peer EOF).
  *    That is the same as a peer whose host vanished; nothing more is possible for a connection
  *    that was paused but never restored.
- *  - The lock table (node_criu_<pid>_<random>) is the library's: as long as it exists, the
- *    peer's packets of the locked 4-tuples are dropped, the peer retransmits for ~15 minutes
- *    (tcp_retries2) and its connection hangs. The library deletes it in an 'exit' handler, which
- *    runs for a natural end, process.exit() and an uncaught exception. SIGTERM (default action)
- *    and SIGKILL end the process without any JS running: the table stays, named after the dead
- *    pid, until someone deletes it (`nft delete table inet node_criu_<pid>_<random>`; the test
- *    checks it is there and does exactly that, and only then do the locked connections reset).
- *    A library cannot run code after SIGKILL; an application that wants its process locks gone
- *    on SIGTERM handles SIGTERM and exits (the 'exit' handler then runs).
+ *  - The lock table (node_criu_<pid>_<starttime>_<ns>_<random>) is the library's: as long as it
+ *    exists, the peer's packets of the locked 4-tuples are dropped, the peer retransmits for ~15
+ *    minutes (tcp_retries2) and its connection hangs. The library deletes it in an 'exit' handler,
+ *    which runs for a natural end, process.exit() and an uncaught exception. SIGTERM (default
+ *    action) and SIGKILL end the process without any JS running: the table stays, named after the
+ *    dead process (pid and start time), until the next user of the library in that namespace
+ *    sweeps it: a new process's first default-lock checkpoint does (test/fixtures/exit-paused/
+ *    first-checkpoint.js, after SIGTERM), and so does soccr.sweepStaleLocks() (after SIGKILL).
+ *    Only then do the locked connections reset; the test checks the table is there before.
+ *    test/gc/lock-sweep.test.ts covers what a sweep must never delete.
  *  - No socket is left in repair mode: the paused sockets died with their process.
  */
 import { spawn } from 'node:child_process';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
+import { soccr } from '../../lib';
 import { run } from '../helpers/netns';
 
 const CHILD = path.join(__dirname, '..', 'fixtures', 'exit-paused', 'child.js');
+const FIRST_CHECKPOINT = path.join(__dirname, '..', 'fixtures', 'exit-paused', 'first-checkpoint.js');
 
 interface ChildReport {
   pid: number;
@@ -102,19 +105,36 @@ async function runChild(mode: 'natural' | 'exit' | 'throw' | 'signal', port: num
   return { report, exit, stderr, tablesWhileAlive };
 }
 
+/** Runs first-checkpoint.js (a new process's first default-lock checkpoint); resolves with its pid. */
+async function runFirstCheckpoint(): Promise<number> {
+  const child = spawn(process.execPath, [FIRST_CHECKPOINT], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const hung = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  clearTimeout(hung);
+  expect({ ...exit, stderr }).toEqual({ code: 0, signal: null, stderr: '' });
+  return (JSON.parse(stdout.split('\n')[0]) as { pid: number }).pid;
+}
+
 describe('a process exiting with paused and mid-checkpoint connections', () => {
-  type Case = { name: string; mode: 'natural' | 'exit' | 'throw' | 'signal'; signal?: NodeJS.Signals; exit: object; tableLeft: boolean; pausedEnd: string[] };
+  type Sweeper = 'first-checkpoint' | 'sweep-api';
+  type Case = { name: string; mode: 'natural' | 'exit' | 'throw' | 'signal'; signal?: NodeJS.Signals; exit: object; sweptBy?: Sweeper; pausedEnd: string[] };
   const reset = ['ECONNRESET', 'ECONNRESET'];
   const cases: Case[] = [
-    { name: 'its event loop ends', mode: 'natural', exit: { code: 0, signal: null }, tableLeft: false, pausedEnd: ['end', 'end'] },
-    { name: 'process.exit(0)', mode: 'exit', exit: { code: 0, signal: null }, tableLeft: false, pausedEnd: reset },
-    { name: 'an uncaught exception', mode: 'throw', exit: { code: 1, signal: null }, tableLeft: false, pausedEnd: reset },
-    { name: 'SIGTERM', mode: 'signal', signal: 'SIGTERM', exit: { code: null, signal: 'SIGTERM' }, tableLeft: true, pausedEnd: reset },
-    { name: 'SIGKILL', mode: 'signal', signal: 'SIGKILL', exit: { code: null, signal: 'SIGKILL' }, tableLeft: true, pausedEnd: reset },
+    { name: 'its event loop ends', mode: 'natural', exit: { code: 0, signal: null }, pausedEnd: ['end', 'end'] },
+    { name: 'process.exit(0)', mode: 'exit', exit: { code: 0, signal: null }, pausedEnd: reset },
+    { name: 'an uncaught exception', mode: 'throw', exit: { code: 1, signal: null }, pausedEnd: reset },
+    { name: 'SIGTERM', mode: 'signal', signal: 'SIGTERM', exit: { code: null, signal: 'SIGTERM' }, sweptBy: 'first-checkpoint', pausedEnd: reset },
+    { name: 'SIGKILL', mode: 'signal', signal: 'SIGKILL', exit: { code: null, signal: 'SIGKILL' }, sweptBy: 'sweep-api', pausedEnd: reset },
   ];
+  const sweeperName = { 'first-checkpoint': "a new process's first checkpoint", 'sweep-api': 'soccr.sweepStaleLocks()' };
 
   for (const c of cases) {
-    it(`${c.name}: the peer's connections all end (${c.pausedEnd[0]} for the paused ones); lock table ${c.tableLeft ? 'left (no JS runs), named after the pid' : 'deleted'}`, async () => {
+    const tableFate = c.sweptBy ? `left (no JS runs) until ${sweeperName[c.sweptBy]} sweeps it` : 'deleted';
+    it(`${c.name}: the peer's connections all end (${c.pausedEnd[0]} for the paused ones); lock table ${tableFate}`, async () => {
       const { server, port, peers } = await startServer();
       try {
         const { report, exit, stderr, tablesWhileAlive } = await runChild(c.mode, port, c.signal);
@@ -122,13 +142,22 @@ describe('a process exiting with paused and mid-checkpoint connections', () => {
         if (c.mode === 'throw') expect(stderr).toMatch(/uncaught on purpose/);
         expect(report.repair).toEqual([true, true]);
         expect(tablesWhileAlive).toHaveLength(1);
+        // A process lock: its name records the creator's start time and namespaces.
+        expect(tablesWhileAlive[0]).toMatch(new RegExp(`^node_criu_${report.pid}_[0-9]+_[0-9a-f]{16}_[0-9a-f]{8}$`));
 
         const left = lockTablesOf(report.pid);
-        if (c.tableLeft) {
-          // No JS ran: the table is still there, found by the dead pid in its name; deleted the
-          // documented way (until then the peer's packets of the locked 4-tuples are dropped).
+        if (c.sweptBy) {
+          // No JS ran: the table is still there, named after the dead process (until it is swept
+          // the peer's packets of the locked 4-tuples are dropped).
           expect(left).toEqual(tablesWhileAlive);
-          for (const table of left) run('nft', ['delete', 'table', 'inet', table]);
+          if (c.sweptBy === 'first-checkpoint') {
+            const sweeperPid = await runFirstCheckpoint();
+            // The sweeper's own table went with its 'exit' handler.
+            expect(lockTablesOf(sweeperPid)).toEqual([]);
+          } else {
+            const swept = await soccr.sweepStaleLocks();
+            expect(swept.filter((s) => s.pid === report.pid)).toEqual([{ table: left[0], pid: report.pid, reason: 'exited' }]);
+          }
           expect(lockTablesOf(report.pid)).toEqual([]);
         } else {
           expect(left).toEqual([]);
