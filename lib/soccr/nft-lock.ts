@@ -25,6 +25,8 @@ export interface ConnectionTuple {
 }
 
 const SOCCR_MARK = 0xc114;
+/** What may be written into an nft batch as a table name. */
+const TABLE_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 
 /** The nft binary: $NODE_CRIU_NFT, else `nft` found on PATH (or /usr/sbin, /sbin). */
 export function findNft(): string | undefined {
@@ -161,6 +163,9 @@ export class NftablesLock {
    * nft run also lists the namespace's tables (`nft list tables` text), handed to `onList`.
    */
   static async createTable(table: string, netns?: string, onList?: (listing: string) => void): Promise<NftablesLock> {
+    // Reachable from outside (a static of an exported class): the name goes into an nft batch.
+    if (typeof table !== 'string' || !TABLE_IDENTIFIER.test(table)) throw new InvalidArgumentError(`table must be an nftables identifier (got ${describeValue(table)})`);
+    if (netns !== undefined) checkNetnsPath(netns);
     const lock = new NftablesLock(table, netns);
     const listing = await runNftCommand(
       ['-f', '-'],
@@ -193,7 +198,7 @@ export class NftablesLock {
   static fromRef(ref: NftablesLockRef): NftablesLock {
     // The table name is written into an nft batch: only an identifier may get there.
     if (typeof ref !== 'object' || ref === null) throw new InvalidArgumentError('ref must be { table, netns? }', 'ERR_INVALID_ARG_TYPE');
-    if (typeof ref.table !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(ref.table)) {
+    if (typeof ref.table !== 'string' || !TABLE_IDENTIFIER.test(ref.table)) {
       throw new InvalidArgumentError(`ref.table must be an nftables identifier (got ${describeValue(ref.table)})`);
     }
     if (ref.netns !== undefined) checkNetnsPath(ref.netns, 'ref.netns');

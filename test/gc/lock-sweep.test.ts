@@ -193,6 +193,8 @@ describe('sweepStaleLocks', () => {
     await expect(soccr.sweepStaleLocks({ netns: 'relative/path' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     await expect(soccr.sweepStaleLocks({ netns: 7 } as never)).rejects.toMatchObject({ code: expect.stringMatching(/^ERR_INVALID_ARG_/) });
     await expect(soccr.sweepStaleLocks({ netns: lab.path(ns), force: true } as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    // The internal table-creating static is reachable from outside: its name is checked too.
+    await expect(NftablesLock.createTable('x; flush ruleset', lab.path(ns))).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     // A namespace path that does not exist: nsenter fails, a typed NftablesLockError.
     await expect(soccr.sweepStaleLocks({ netns: `/run/netns/${lab.prefix}-missing` })).rejects.toMatchObject({ name: 'NftablesLockError' });
     expect(tables()).toEqual(before);
