@@ -196,3 +196,76 @@ export function copyLockTable(from: string | undefined, table: string, to: strin
   if (renamed === text) return undefined;
   return nftInNetns(to, ['-f', '-'], renamed) !== undefined ? `${family} ${name}` : undefined;
 }
+
+const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV'];
+
+/** Rows of /proc/net/tcp and tcp6 text: [local, remote, state (hex), inode]. */
+function tcpRows(text: string): Array<[string, string, string, string]> {
+  const rows: Array<[string, string, string, string]> = [];
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || !/^\d+:$/.test(f[0])) continue;
+    rows.push([f[1], f[2], f[3], f[9]]);
+  }
+  return rows;
+}
+
+function readOr(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * The 4-tuples ("local-remote" in /proc/net/tcp's hex form) of the connected TCP sockets process
+ * `pid` holds (its own fds only; read before the dump, while they are stable).
+ */
+export function processTcpTuples(pid: number): Set<string> {
+  const inodes = new Set<string>();
+  try {
+    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m) inodes.add(m[1]);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  } catch {
+    return new Set();
+  }
+  const tuples = new Set<string>();
+  for (const [local, remote, state, inode] of tcpRows(readOr(`/proc/${pid}/net/tcp`) + readOr(`/proc/${pid}/net/tcp6`))) {
+    if (state !== '0A' && inodes.has(inode)) tuples.add(`${local}-${remote}`);
+  }
+  return tuples;
+}
+
+/**
+ * Sockets in `netns` that already have one of `tuples` (any state: a lingering TIME_WAIT or an
+ * orphan in FIN_WAIT counts, they have no process). CRIU cannot restore a connection whose
+ * 4-tuple exists in the namespace: libsoccr's repair-mode connect fails with EADDRNOTAVAIL
+ * ("Can't connect inet socket back: Cannot assign requested address", then "Unable to open
+ * fd=N"). Returns "STATE xN" summaries ([] when none or when /proc/net/tcp cannot be read).
+ */
+export function conflictingSockets(netns: string | undefined, tuples: Set<string>): string[] {
+  if (tuples.size === 0) return [];
+  let text: string;
+  try {
+    text =
+      netns === undefined
+        ? readOr('/proc/self/net/tcp') + readOr('/proc/self/net/tcp6')
+        : execFileSync('nsenter', [`--net=${netns}`, '--', 'cat', '/proc/self/net/tcp', '/proc/self/net/tcp6'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10000 });
+  } catch (error) {
+    text = String((error as { stdout?: string }).stdout ?? '');
+  }
+  const counts = new Map<string, number>();
+  for (const [local, remote, state] of tcpRows(text)) {
+    if (!tuples.has(`${local}-${remote}`)) continue;
+    const name = TCP_STATES[parseInt(state, 16)] ?? state;
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  return [...counts].map(([state, n]) => `${state} x${n}`);
+}

@@ -52,14 +52,19 @@ export class ProcessMigrationError extends NodeCriuError {
 }
 
 /**
- * The most telling line of a CRIU failure: CRIU's own cr_errmsg is its FIRST error line, which
- * here is always the harmless "Can't setup RLIMIT_NOFILE"; the last error line of its log says
- * why the operation failed.
+ * The most telling lines of a CRIU failure: CRIU's own cr_errmsg is its FIRST error line, which
+ * here is always the harmless "Can't setup RLIMIT_NOFILE". Of the rest, the first says what went
+ * wrong (e.g. "Can't bind inet socket: Address already in use", "Unable to create a thread: -17")
+ * and the last how the operation ended; the ones between only repeat it ("Unable to open fd=N",
+ * "N exited, status=1"), so they are left out.
  */
 export function describeFailure(error: unknown): string {
   const e = error as { message?: string; logTail?: string; logFile?: string };
-  const lines = (e.logTail ?? '').split('\n').filter((line) => /Error \(/.test(line) && !/RLIMIT_NOFILE/.test(line));
-  const reason = lines.length > 0 ? lines.map((line) => line.replace(/^\([\d.]+\)\s*/, '')).slice(-2).join(' / ') : undefined;
+  const lines = (e.logTail ?? '')
+    .split('\n')
+    .filter((line) => /Error \(/.test(line) && !/RLIMIT_NOFILE/.test(line))
+    .map((line) => line.replace(/^\([\d.]+\)\s*/, ''));
+  const reason = lines.length === 0 ? undefined : (lines.length <= 2 ? lines : [lines[0], lines[lines.length - 1]]).join(' / ');
   const message = e.message ?? String(error);
   return reason !== undefined ? `${reason}${e.logFile ? ` (log: ${e.logFile})` : ''}` : message;
 }
@@ -80,14 +85,38 @@ export function pageServerFailed(pid: number): boolean {
   return Number(fields[49]) !== 0;
 }
 
-/** Waits (bounded, 10 s) until no process has `pid`, zombies included. */
-export async function waitForPidFree(pid: number): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
+/** Whether no task (process or thread, zombies included) has the id `pid`. */
+export function isPidFree(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'EPERM';
+  }
+}
+
+/**
+ * Waits (bounded by time, not by turns: a loaded machine runs fewer of them) until no task has
+ * the id `pid` (a process or a thread id; zombies included). Returns whether it is free.
+ */
+export async function waitForPidFree(pid: number, timeoutMs = 10000): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (isPidFree(pid)) return true;
+    if (performance.now() > deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** Who has the task id `tid` now, for error messages: "1234 (nft, thread of 1234)". */
+export function describeTask(tid: number): string {
+  try {
+    const status = fs.readFileSync(`/proc/${tid}/status`, 'utf8');
+    const name = /^Name:\s*(.*)$/m.exec(status)?.[1] ?? '?';
+    const tgid = /^Tgid:\s*(\d+)$/m.exec(status)?.[1] ?? '?';
+    const state = /^State:\s*(\S+)/m.exec(status)?.[1] ?? '?';
+    return `${tid} (${name}, state ${state}${tgid !== String(tid) ? `, a thread of ${tgid}` : ''})`;
+  } catch {
+    return `${tid}`;
   }
 }

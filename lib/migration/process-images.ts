@@ -123,18 +123,26 @@ export function readDumpStats(dir: string): CriuDumpStats | undefined {
   return undefined;
 }
 
+/** The dumped tree: each task's pid, and every thread id CRIU will recreate (the pids included). */
+export interface TreeTasks {
+  pids: number[];
+  tids: number[];
+}
+
 /**
- * The pids of the dumped tree, from `<dir>/pstree.img` (an 8-byte header, then u32-length
- * prefixed pstree_entry messages whose field 1 is the pid); [] when unreadable.
+ * The tasks of the dumped tree, from `<dir>/pstree.img` (an 8-byte header, then u32-length
+ * prefixed pstree_entry messages: field 1 the pid, field 5 the thread ids, repeated, packed or
+ * not); empty lists when unreadable. CRIU restores every thread with its original id (clone3
+ * set_tid), so a restore fails ("Unable to create a thread: -17") while any of them is taken.
  */
-export function readTreePids(dir: string): number[] {
+export function readTreeTasks(dir: string): TreeTasks {
+  const tasks: TreeTasks = { pids: [], tids: [] };
   let buf: Buffer;
   try {
     buf = fs.readFileSync(path.join(dir, 'pstree.img'));
   } catch {
-    return [];
+    return tasks;
   }
-  const pids: number[] = [];
   try {
     for (let pos = 8; pos + 4 <= buf.length; ) {
       const length = buf.readUInt32LE(pos);
@@ -143,17 +151,24 @@ export function readTreePids(dir: string): number[] {
       const at = { pos: 0 };
       while (at.pos < entry.length) {
         const key = readVarint(entry, at);
-        if (key === 0x08) {
-          pids.push(readVarint(entry, at));
-          break;
-        }
-        skipField(entry, key & 7, at);
+        if (key === 0x08) tasks.pids.push(readVarint(entry, at));
+        else if (key === 0x28) tasks.tids.push(readVarint(entry, at));
+        else if (key === 0x2a) {
+          const end = readVarint(entry, at) + at.pos;
+          while (at.pos < end) tasks.tids.push(readVarint(entry, at));
+        } else skipField(entry, key & 7, at);
       }
     }
   } catch {
-    return pids;
+    // what was read so far
   }
-  return pids;
+  tasks.tids = [...new Set([...tasks.pids, ...tasks.tids])];
+  return tasks;
+}
+
+/** The pids of the dumped tree (see readTreeTasks); [] when unreadable. */
+export function readTreePids(dir: string): number[] {
+  return readTreeTasks(dir).pids;
 }
 
 /** Total size of the pages-*.img files in `dir` (what a dump or pre-dump copied). */

@@ -29,9 +29,9 @@ import * as path from 'node:path';
 
 import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
 import { describeValue, NodeCriuError } from '../errors';
-import { checkNetns, checkTaskNetns, copyLockTable, criuInNetns, criuLockTables, deleteTables, type NetnsCriu } from './process-criu';
-import { describeFailure, pageServerFailed, ProcessMigrationError, waitForPidFree, type ProcessMigrationPhase } from './process-errors';
-import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, readTreePids, type ImagesLayout, type PageChannel } from './process-images';
+import { checkNetns, checkTaskNetns, conflictingSockets, copyLockTable, criuInNetns, criuLockTables, deleteTables, processTcpTuples, type NetnsCriu } from './process-criu';
+import { describeFailure, describeTask, isPidFree, pageServerFailed, ProcessMigrationError, waitForPidFree, type ProcessMigrationPhase } from './process-errors';
+import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, readTreePids, readTreeTasks, type ImagesLayout, type PageChannel } from './process-images';
 import { checkPid, validateProcessMigrationOptions, type ProcessMigrationOptions, type ProcessMigrationResult } from './process-options';
 
 export type { ProcessMigrationOptions, ProcessMigrationResult, ProcessMigrationProgress } from './process-options';
@@ -53,13 +53,35 @@ export function preDumpsAreDone(pagesWritten: number, previous: number | undefin
   return pagesWritten < minPages || (previous !== undefined && pagesWritten >= previous);
 }
 
+/** How long a restore waits for the dumped tree's task ids to become free. */
+const TREE_FREE_TIMEOUT_MS = 30000;
+/** Restores of the same images on the source before the server counts as lost. */
+const ROLLBACK_ATTEMPTS = 3;
+/** How long a restore waits for sockets that already hold the moved 4-tuples to go away. */
+const CONFLICTS_TIMEOUT_MS = 10000;
+
 /**
- * CRIU restores every task with its original pid, and the dump's SIGKILL leaves them as zombies
- * until reaped: the root by its parent, its children by init (which may take a moment). Waits
- * (bounded) until every pid of the dumped tree is free.
+ * CRIU restores every task AND every thread with its original id (clone3 set_tid) and fails if
+ * one is taken: the root's pid ("Can't fork") or any thread id ("Unable to create a thread: -17",
+ * which also fails the rollback while it lasts). The dump's SIGKILL leaves the tasks as zombies
+ * until reaped (the root by its parent, the others by init, here only every ~2 s), and once they
+ * are gone their thread ids are free for any new process: pid_max is 32768 here, so on a busy
+ * machine (thousands of short `nft`/`ip`/compiler processes a minute) the ids wrap around within
+ * minutes and a short-lived process can hold one of them at the moment of the restore. Waits
+ * (bounded) until every id of the dumped tree is free; `onWait` hears which ones it waits for
+ * (described: who holds them). Returns the ones still taken at the end, described.
  */
-async function waitForTreeFree(dumpDir: string): Promise<void> {
-  for (const pid of readTreePids(dumpDir)) await waitForPidFree(pid);
+async function waitForTreeFree(dumpDir: string, onWait?: (taken: string[]) => void, timeoutMs = TREE_FREE_TIMEOUT_MS): Promise<string[]> {
+  const tids = readTreeTasks(dumpDir).tids;
+  const busy = tids.filter((tid) => !isPidFree(tid));
+  if (busy.length === 0) return [];
+  onWait?.(busy.map(describeTask));
+  const deadline = performance.now() + timeoutMs;
+  const taken: string[] = [];
+  for (const tid of busy) {
+    if (!(await waitForPidFree(tid, Math.max(0, deadline - performance.now())))) taken.push(describeTask(tid));
+  }
+  return taken;
 }
 
 class Migration {
@@ -74,6 +96,8 @@ class Migration {
   memoryTracking = false;
   /** Our copy of CRIU's lock in the target namespace, held from moveAddress until the restore. */
   hold: string | undefined;
+  /** The 4-tuples of the process's connections (read before the dump), to find sockets that would block their restore. */
+  tuples = new Set<string>();
   /**
    * The target namespace's identity, taken while it certainly exists: it may vanish midway
    * (`ip netns del`, the target "host" failing) while a half-restored copy still runs in it.
@@ -246,6 +270,23 @@ class Migration {
     });
   }
 
+  /**
+   * Waits (bounded) until `netns` has no socket with one of the moved connections' 4-tuples
+   * (see conflictingSockets: CRIU's restore fails on them with "Unable to open fd=N"); returns
+   * what is still there, summarised.
+   */
+  async waitForNoConflicts(netns: string | undefined, phase: 'restore' | 'rollback', attempt?: number): Promise<string[]> {
+    let found = conflictingSockets(netns, this.tuples);
+    if (found.length === 0) return [];
+    this.emit(phase, { state: 'conflicting-sockets', sockets: found, ...(attempt !== undefined ? { attempt } : {}) });
+    const deadline = performance.now() + CONFLICTS_TIMEOUT_MS;
+    while (found.length > 0 && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      found = conflictingSockets(netns, this.tuples);
+    }
+    return found;
+  }
+
   releaseHold(): void {
     if (this.hold !== undefined) deleteTables(this.options.target?.netns, [this.hold]);
     this.hold = undefined;
@@ -276,6 +317,33 @@ class Migration {
     return killed;
   }
 
+  /**
+   * After a failed restore on the source: a CRIU that failed normally killed what it had made,
+   * but one that died (or whose task outlived it) leaves a copy holding the tree's ids. Kills the
+   * tasks with the tree's pids in the source namespace that started after `since` (uptime
+   * seconds): the original was killed by the dump, so such a task can only be our restore's.
+   */
+  async removeSourceLeftovers(dumpDir: string, since: number): Promise<number[]> {
+    const sourceNs = fs.statSync(this.options.source?.netns ?? '/proc/self/ns/net');
+    const killed: number[] = [];
+    for (const pid of readTreePids(dumpDir)) {
+      try {
+        const ns = fs.statSync(`/proc/${pid}/ns/net`);
+        if (ns.ino !== sourceNs.ino || ns.dev !== sourceNs.dev) continue;
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const startedAt = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) / 100; // clock ticks (USER_HZ 100)
+        if (startedAt < since) continue;
+        process.kill(pid, 'SIGKILL');
+        killed.push(pid);
+      } catch {
+        // not there
+      }
+    }
+    for (const pid of killed) await waitForPidFree(pid);
+    if (killed.length > 0) this.emit('rollback', { state: 'removed-source-leftovers', pids: killed });
+    return killed;
+  }
+
   /** Puts the server back on the source from `dir`; returns its pid or throws ERR_MIGRATION_LOST. */
   async rollback(phase: ProcessMigrationPhase, cause: unknown, dir: string, dumpDir?: string): Promise<never> {
     this.emit('rollback', { state: 'start', after: phase, reason: describeFailure(cause) });
@@ -290,24 +358,39 @@ class Migration {
     }
     // The address has left the target (or never arrived): its hold is no longer needed.
     this.releaseHold();
-    // A failed restore kills what it had created, but the pids stay taken until those zombies
-    // are reaped (by init, once the target's CRIU has exited); CRIU restores the same pids.
-    if (dumpDir !== undefined) await waitForTreeFree(dumpDir);
-    else await waitForPidFree(this.options.pid);
-    try {
-      const restored = await this.source.criu.restore({ ...this.base, imagesDir: dir, logFile: 'criu-rollback.log' });
-      this.emit('rollback', { state: 'end', pid: restored.pid });
+    // The images are complete and the source's connections stay locked by CRIU's table there, so
+    // a restore that fails for a passing reason (an id of the tree taken by a short-lived
+    // process, a zombie not yet reaped) is tried again, after waiting for the ids and removing
+    // whatever the failed attempt left, before the server counts as lost.
+    const failures: unknown[] = [];
+    let taken: string[] = [];
+    let lastConflicts: string[] = [];
+    for (let attempt = 1; attempt <= ROLLBACK_ATTEMPTS; attempt++) {
+      if (dumpDir !== undefined) taken = await waitForTreeFree(dumpDir, (busy) => this.emit('rollback', { state: 'waiting-for-ids', attempt, taken: busy }));
+      else taken = (await waitForPidFree(this.options.pid, TREE_FREE_TIMEOUT_MS)) ? [] : [describeTask(this.options.pid)];
+      const conflicts = await this.waitForNoConflicts(this.options.source?.netns, 'rollback', attempt);
+      const since = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) - 1;
+      let restored: { pid: number };
+      try {
+        restored = await this.source.criu.restore({ ...this.base, imagesDir: dir, logFile: attempt === 1 ? 'criu-rollback.log' : `criu-rollback-${attempt}.log` });
+      } catch (error) {
+        failures.push(error);
+        this.emit('rollback', { state: 'attempt-failed', attempt, reason: describeFailure(error), ...(taken.length > 0 ? { taken } : {}), ...(conflicts.length > 0 ? { conflicts } : {}) });
+        lastConflicts = conflicts;
+        if (dumpDir !== undefined) await this.removeSourceLeftovers(dumpDir, since);
+        continue;
+      }
+      this.emit('rollback', { state: 'end', pid: restored.pid, attempts: attempt });
       throw new ProcessMigrationError(
-        `migration failed during ${phase} (${describeFailure(cause)}); the server was restored on the source as pid ${restored.pid}`,
+        `migration failed during ${phase} (${describeFailure(cause)}); the server was restored on the source as pid ${restored.pid}${attempt > 1 ? ` (at attempt ${attempt}: ${failures.map(describeFailure).join('; ')})` : ''}`,
         { code: 'ERR_MIGRATION_ROLLED_BACK', phase, serverOn: 'source', pid: restored.pid, cause, ...(rollbackError ? { rollbackError } : {}) },
       );
-    } catch (error) {
-      if (error instanceof ProcessMigrationError) throw error;
-      throw new ProcessMigrationError(
-        `migration failed during ${phase} (${describeFailure(cause)}) and restoring on the source failed too (${describeFailure(error)}); the images are kept in ${dir}`,
-        { code: 'ERR_MIGRATION_LOST', phase: 'rollback', serverOn: 'none', imagesDir: dir, cause, rollbackError: error },
-      );
     }
+    const last = failures[failures.length - 1];
+    throw new ProcessMigrationError(
+      `migration failed during ${phase} (${describeFailure(cause)}) and restoring on the source failed too, ${ROLLBACK_ATTEMPTS} times (${failures.map(describeFailure).join('; ')})${taken.length > 0 ? `; task ids of the tree still taken: ${taken.join(', ')}` : ''}${lastConflicts.length > 0 ? `; sockets with the connections' 4-tuples in the source namespace: ${lastConflicts.join(', ')}` : ''}; the images are kept in ${dir}`,
+      { code: 'ERR_MIGRATION_LOST', phase: 'rollback', serverOn: 'none', imagesDir: dir, cause, rollbackError: last },
+    );
   }
 
   async run(): Promise<ProcessMigrationResult> {
@@ -319,6 +402,7 @@ class Migration {
     // with the server untouched, than to dump, fail to restore and roll back.
     if (this.options.target?.netns !== undefined) checkNetns(this.options.target.netns, 'target.netns');
     const locksBefore = criuLockTables(this.options.source?.netns);
+    this.tuples = processTcpTuples(this.options.pid);
     const dirs = await this.dump();
     // Directory mode: the source's own copy is complete. Page-server mode: the pages are only on
     // the target side (on one machine we can read them; across hosts they would be sent back).
@@ -348,7 +432,14 @@ class Migration {
       phase = 'restore';
       // On failure the hold stays until the rollback has moved the address back.
       const restored = await this.timed('restore', async () => {
-        await waitForTreeFree(dirs.dumpDir);
+        await waitForTreeFree(dirs.dumpDir, (taken) => this.emit('restore', { state: 'waiting-for-ids', taken }));
+        const conflicts = await this.waitForNoConflicts(this.options.target?.netns, 'restore');
+        if (conflicts.length > 0) {
+          throw new NodeCriuError(
+            `the target namespace already has sockets with the 4-tuples of connections to restore (${conflicts.join(', ')}); CRIU cannot restore those (EADDRNOTAVAIL)`,
+            { code: 'ERR_MIGRATION_TUPLE_IN_USE' },
+          );
+        }
         return this.target.criu.restore({ ...this.base, imagesDir: dirs.targetDir });
       });
       restoredPid = restored.pid;
