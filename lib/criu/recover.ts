@@ -199,6 +199,23 @@ function resumeRepaired(sockets: TreeSocket[], problems: string[]): number {
   return resumed;
 }
 
+/** SIGSTOPs the tree of `pid` and waits (≤ 1 s) until every member is stopped; true if it sent. */
+async function stopTree(pid: number): Promise<boolean> {
+  const members = processTree(pid);
+  signalTree(pid, 'SIGSTOP');
+  const stoppedOrGone = (member: number): boolean => {
+    try {
+      // Field 3 of /proc/<pid>/stat, after the parenthesised command name: T (stopped), t (traced).
+      const stat = fs.readFileSync(`/proc/${member}/stat`, 'utf8');
+      return /^[TtZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
+    } catch {
+      return true;
+    }
+  };
+  for (let i = 0; i < 100 && !members.every(stoppedOrGone); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  return members.length > 0;
+}
+
 /** Sends `signal` to every process of the tree rooted at `pid` (ignoring ones that are gone). */
 export function signalTree(pid: number, signal: NodeJS.Signals): void {
   for (const member of processTree(pid)) {
@@ -227,6 +244,12 @@ export async function recoverUnfinishedDump(pid: number, logPath: string | undef
     if (!mayTouch(pid)) {
       problems.push(`pid ${pid} is init, this process or one of its ancestors: left alone`);
       return { taskAlive: true, socketsResumed: 0, lockTablesRemoved, problems };
+    }
+    if (!stopped) {
+      // CRIU's death let the task run again, sockets still in repair mode: it may close one at any
+      // moment (a write fails). Stop it while we look and unlock, so a connection cannot be closed
+      // between "still there" and "lock deleted" (its peer would then meet RST).
+      stopped = await stopTree(pid);
     }
     const sockets = treeSockets(processTree(pid), problems);
     // Only what this run of CRIU did is touched: its lock table, named after its run id (the first

@@ -11,10 +11,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import type { CriuNotifyEvent, CriuNotifyHandlers, CriuRecovery } from '../../lib';
-import { FaultLab, TCP, pidAlive, sleep, type Pair } from './criu-fault-lab';
+import { DUMP_STAGES, FaultLab, RESTORE_STAGES, TCP, pidAlive, sleep, type Pair } from './criu-fault-lab';
 
-const DUMP_STAGES = ['pre-dump', 'query-ext-files', 'post-dump'] as const;
-const RESTORE_STAGES = ['pre-restore', 'post-restore', 'pre-resume', 'post-resume'] as const;
 
 interface Failure {
   name?: string;

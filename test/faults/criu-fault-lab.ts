@@ -13,6 +13,10 @@ import { Criu } from '../../lib';
 import { expectExactTwoWay, type TrafficReport } from '../helpers/traffic';
 import { FIXTURES, Netns, childrenOf, fdCount, killPid, makeTempDir, pidAlive, removeDir, sleep, waitForFile } from '../criu/helpers';
 
+/** The notifications CRIU 4.2.1 sends here for a TCP dump and restore of a task in its own netns (measured). */
+export const DUMP_STAGES = ['pre-dump', 'query-ext-files', 'post-dump'] as const;
+export const RESTORE_STAGES = ['pre-restore', 'post-restore', 'pre-resume', 'post-resume'] as const;
+
 export const CLIENT_TO_SERVER = 1024 * 1024;
 export const SERVER_TO_CLIENT = 768 * 1024;
 const PACE = { paceBytes: 16384, paceMs: 5 };

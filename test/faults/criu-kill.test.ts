@@ -10,10 +10,8 @@
  * its own, which its clients could not survive).
  */
 import type { CriuNotifyHandlers, CriuRecovery } from '../../lib';
-import { FaultLab, TCP, pidAlive, type Pair } from './criu-fault-lab';
+import { DUMP_STAGES, FaultLab, RESTORE_STAGES, TCP, pidAlive, type Pair } from './criu-fault-lab';
 
-const DUMP_STAGES = ['pre-dump', 'query-ext-files', 'post-dump'] as const;
-const RESTORE_STAGES = ['pre-restore', 'post-restore', 'pre-resume', 'post-resume'] as const;
 
 interface Failure {
   code?: string;

@@ -44,16 +44,7 @@ afterEach(async () => {
 });
 
 function options(pair: Pair, imagesDir: string, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions {
-  return {
-    pid: pair.serverPid,
-    source: { netns: lab.path(lab.S) },
-    target: { netns: lab.path(lab.T) },
-    imagesDir,
-    moveAddress: lab.moveAddress,
-    moveAddressBack: lab.moveAddressBack,
-    criuPath,
-    ...extra,
-  };
+  return lab.migrationOptions(pair, criuPath, { imagesDir, ...extra });
 }
 
 /** CRIU wrapper directories (lib/migration/process-criu.ts) that point into this lab's namespaces. */

@@ -94,16 +94,7 @@ describe('migrateProcess: the target namespace vanishes', () => {
   }
 
   function options(pair: Pair, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions {
-    return {
-      pid: pair.serverPid,
-      source: { netns: lab.path(lab.S) },
-      target: { netns: lab.path(lab.T) },
-      imagesDir: path.join(pair.statusDir, 'images'),
-      moveAddress,
-      moveAddressBack,
-      criuPath,
-      ...extra,
-    };
+    return lab.migrationOptions(pair, criuPath, { moveAddress, moveAddressBack, ...extra });
   }
 
   async function migrateAndFail(pair: Pair, extra: Partial<ProcessMigrationOptions>): Promise<{ error: ProcessMigrationError; events: ProcessMigrationProgress[] }> {

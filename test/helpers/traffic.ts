@@ -23,3 +23,19 @@ export function expectExactTwoWay(
   expect(a.errors).toEqual([]);
   expect(b.errors).toEqual([]);
 }
+
+/**
+ * expectExactTwoWay for every connection of a many-connection run (the process-migration
+ * fixtures' reports, keyed by client port): both sides report the same `connections` ports and
+ * each moved `total` bytes each way, exactly.
+ */
+export function expectEveryConnectionExact(
+  clients: { reports: Record<string, TrafficReport> },
+  server: { reports: Record<string, TrafficReport> },
+  stream: { connections: number; total: number },
+): void {
+  const ports = Object.keys(clients.reports).sort();
+  expect(ports).toHaveLength(stream.connections);
+  expect(Object.keys(server.reports).sort()).toEqual(ports);
+  for (const port of ports) expectExactTwoWay(clients.reports[port], server.reports[port], { aToB: stream.total, bToA: stream.total });
+}

@@ -173,7 +173,14 @@ it('carries on when a client closes its connection in the middle of the handover
   expect(reply.result?.resumed).toBe(0);
   expect(reply.result?.lost).toBe(0);
 
-  const { clientReports, serverReports } = await waitForExactTraffic(clients, [source, target], TOTAL);
+  let { clientReports, serverReports } = await waitForExactTraffic(clients, [source, target], TOTAL);
+  // When the closed connection had already moved all its bytes, the byte counts above are complete
+  // before the FINs have crossed: wait (bounded) for both ends to see the other's FIN too.
+  const bothEnded = (): boolean => clientReports.find((r) => r.port === ports[0])?.ended === true && serverReports.get(ports[0])?.ended === true;
+  for (let i = 0; i < 100 && !bothEnded(); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    ({ clientReports, serverReports } = await waitForExactTraffic(clients, [source, target], TOTAL));
+  }
   expectAllExact(clientReports, serverReports, TOTAL, COUNT);
   const closed = clientReports.find((r) => r.port === ports[0]);
   expect(closed).toMatchObject({ ended: true });

@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import type { ProcessMigrationOptions } from '../../lib';
 import { NetnsLab } from '../helpers/netns';
 import type { TrafficReport } from '../helpers/traffic';
 
@@ -117,6 +118,25 @@ export class ProcessLab {
     const match = /counter packets (\d+)/.exec(text);
     if (!match) throw new Error(`no RST counter in C: ${text}`);
     return Number(match[1]);
+  }
+
+  /** RSTs that reached the clients' namespace, and connections reset there. */
+  clientResets(): { rstsIntoClients: number; clientEstabResets: number } {
+    return { rstsIntoClients: this.rstsIntoClients(), clientEstabResets: this.netns.tcpCounters(this.C).EstabResets };
+  }
+
+  /** migrateProcess options moving `pair`'s server from S to T with the address; `extra` wins. */
+  migrationOptions(pair: Pair, criuPath: string, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions {
+    return {
+      pid: pair.serverPid,
+      source: { netns: this.path(this.S) },
+      target: { netns: this.path(this.T) },
+      imagesDir: path.join(pair.statusDir, 'images'),
+      moveAddress: this.moveAddress,
+      moveAddressBack: this.moveAddressBack,
+      criuPath,
+      ...extra,
+    };
   }
 
   path(ns: string): string {

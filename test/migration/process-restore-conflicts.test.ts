@@ -20,7 +20,7 @@ import * as path from 'node:path';
 
 import { locateCriu, migrateProcess, type ProcessMigrationOptions, type ProcessMigrationProgress } from '../../lib';
 import { readTreeTasks } from '../../lib/migration/process-images';
-import { expectExactTwoWay } from '../helpers/traffic';
+import { expectEveryConnectionExact } from '../helpers/traffic';
 import { ProcessLab, pidAlive, sleep, type ClientsReport, type Pair, type ServerReport } from './process-lab';
 
 const STREAM = { connections: 3, total: 2 * 1024 * 1024, paceBytes: 16384, paceMs: 5 };
@@ -46,29 +46,9 @@ afterEach(async () => {
   await lab?.destroy();
 });
 
-function rsts(): { rstsIntoClients: number; clientEstabResets: number } {
-  return { rstsIntoClients: lab.rstsIntoClients(), clientEstabResets: lab.netns.tcpCounters(lab.C).EstabResets };
-}
-
-function expectAllExact(clients: ClientsReport, server: ServerReport): void {
-  const ports = Object.keys(clients.reports).sort();
-  expect(ports).toHaveLength(STREAM.connections);
-  expect(Object.keys(server.reports).sort()).toEqual(ports);
-  for (const port of ports) expectExactTwoWay(clients.reports[port], server.reports[port], { aToB: STREAM.total, bToA: STREAM.total });
-}
-
-function options(pair: Pair, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions {
-  return {
-    pid: pair.serverPid,
-    source: { netns: lab.path(lab.S) },
-    target: { netns: lab.path(lab.T) },
-    imagesDir: path.join(pair.statusDir, 'images'),
-    moveAddress: lab.moveAddress,
-    moveAddressBack: lab.moveAddressBack,
-    criuPath,
-    ...extra,
-  };
-}
+const rsts = (): { rstsIntoClients: number; clientEstabResets: number } => lab.clientResets();
+const expectAllExact = (clients: ClientsReport, server: ServerReport): void => expectEveryConnectionExact(clients, server, STREAM);
+const options = (pair: Pair, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions => lab.migrationOptions(pair, criuPath, extra);
 
 function threadIds(pid: number): number[] {
   return fs

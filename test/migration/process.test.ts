@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Criu, locateCriu, migrateProcess, type ProcessMigrationOptions, type ProcessMigrationResult } from '../../lib';
-import { expectExactTwoWay } from '../helpers/traffic';
+import { expectEveryConnectionExact } from '../helpers/traffic';
 import { ProcessLab, pidAlive, type ClientsReport, type Pair, type ServerReport } from './process-lab';
 
 const STREAM = { connections: 3, total: 3 * 1024 * 1024, paceBytes: 16384, paceMs: 5 };
@@ -40,32 +40,9 @@ afterEach(async () => {
   await lab?.destroy();
 });
 
-/** RSTs that reached the clients' namespace, and connections reset there. */
-function rsts(): { rstsIntoClients: number; clientEstabResets: number } {
-  return { rstsIntoClients: lab.rstsIntoClients(), clientEstabResets: lab.netns.tcpCounters(lab.C).EstabResets };
-}
-
-function expectAllExact(clients: ClientsReport, server: ServerReport): void {
-  const ports = Object.keys(clients.reports).sort();
-  expect(ports).toHaveLength(STREAM.connections);
-  expect(Object.keys(server.reports).sort()).toEqual(ports);
-  for (const port of ports) {
-    expectExactTwoWay(clients.reports[port], server.reports[port], { aToB: STREAM.total, bToA: STREAM.total });
-  }
-}
-
-function options(pair: Pair, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions {
-  return {
-    pid: pair.serverPid,
-    source: { netns: lab.path(lab.S) },
-    target: { netns: lab.path(lab.T) },
-    imagesDir: path.join(pair.statusDir, 'images'),
-    moveAddress: lab.moveAddress,
-    moveAddressBack: lab.moveAddressBack,
-    criuPath,
-    ...extra,
-  };
-}
+const rsts = (): { rstsIntoClients: number; clientEstabResets: number } => lab.clientResets();
+const expectAllExact = (clients: ClientsReport, server: ServerReport): void => expectEveryConnectionExact(clients, server, STREAM);
+const options = (pair: Pair, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions => lab.migrationOptions(pair, criuPath, extra);
 
 describe.each(['directory', 'page-server'] as const)('migrateProcess, transfer %s', (transfer) => {
   it('moves the streaming server to the target: connections kept, bytes exact both ways, no RST', async () => {
