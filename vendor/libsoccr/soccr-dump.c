@@ -64,8 +64,10 @@ static int save_queue(struct libsoccr_sk *sk, int queue, uint32_t len, uint32_t 
 	if (got < 0 && len == 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		got = 0;
 	if (got < 0) {
-		loge("Unable to peek queue %d: errno %d\n", queue, errno);
+		int saved = errno; /* the log and a caller's release callback may change errno */
+		loge("Unable to peek queue %d: errno %d\n", queue, saved);
 		soccr_queue_buf_release(sk, queue, buf);
+		errno = saved;
 		return -1;
 	}
 	if ((size_t)got != len) {
