@@ -14,13 +14,12 @@
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { CriuRequestError, ProcessMigrationError, locateCriu, migrateProcess, type ProcessMigrationOptions } from '../../lib';
 import { criuInNetns } from '../../lib/migration/process-criu';
 import { PrivateMounts, fillFilesystem } from '../fixtures/fault-helpers';
-import { expectExactTwoWay } from '../helpers/traffic';
+import { expectEveryConnectionExact } from '../helpers/traffic';
 import { ProcessLab, pidAlive, type Pair } from '../migration/process-lab';
 
 const STREAM = { connections: 2, total: 3 * 1024 * 1024, paceBytes: 16384, paceMs: 5 };
@@ -47,32 +46,17 @@ function options(pair: Pair, imagesDir: string, extra: Partial<ProcessMigrationO
   return lab.migrationOptions(pair, criuPath, { imagesDir, ...extra });
 }
 
-/** CRIU wrapper directories (lib/migration/process-criu.ts) that point into this lab's namespaces. */
-function wrapperDirsOfLab(): string[] {
-  return fs.readdirSync(os.tmpdir()).filter((name) => {
-    if (!name.startsWith('node-criu-netns-')) return false;
-    try {
-      return fs.readlinkSync(path.join(os.tmpdir(), name, 'netns')).includes(lab.netns.prefix);
-    } catch {
-      return false;
-    }
-  });
-}
-
 /** The server runs on the source (same pid, namespace S), every byte exact, no RST, nothing left. */
 async function expectServedOnSource(pair: Pair, rstsBefore: number): Promise<void> {
   lab.track(pair.serverPid);
   expect(pidAlive(pair.serverPid)).toBe(true);
   expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
   const { clients, server } = await pair.reports();
-  const ports = Object.keys(clients.reports).sort();
-  expect(ports).toHaveLength(STREAM.connections);
-  expect(Object.keys(server.reports).sort()).toEqual(ports);
-  for (const port of ports) expectExactTwoWay(clients.reports[port], server.reports[port], { aToB: STREAM.total, bToA: STREAM.total });
+  expectEveryConnectionExact(clients, server, STREAM);
   expect(lab.rstsIntoClients()).toBe(rstsBefore);
   expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
   expect(lab.nftTables(lab.T)).not.toMatch(/CRIU|node-criu-hold/);
-  expect(wrapperDirsOfLab()).toEqual([]);
+  expect(lab.criuWrapperDirs()).toEqual([]);
 }
 
 /** Runs the migration that must fail; our fd count is the same afterwards. */

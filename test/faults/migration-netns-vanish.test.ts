@@ -22,7 +22,7 @@ import { ProcessMigrationError, locateCriu, migrateProcess, type ProcessMigratio
 import { MessageType } from '../../lib/migration/handover-channel';
 import { RstCounter } from '../fixtures/fault-helpers';
 import { NetnsLab, run } from '../helpers/netns';
-import { expectExactTwoWay } from '../helpers/traffic';
+import { expectEveryConnectionExact } from '../helpers/traffic';
 import { CLIENTS_FIXTURE, FixtureProcess, SERVER_FIXTURE, expectAllExact, waitForAccepted, waitForExactTraffic } from '../migration/connections-helpers';
 import { ProcessLab, pidAlive, type Pair } from '../migration/process-lab';
 
@@ -110,33 +110,18 @@ describe('migrateProcess: the target namespace vanishes', () => {
     return { error: error as ProcessMigrationError, events };
   }
 
-  /** CRIU wrapper directories (lib/migration/process-criu.ts) that point into this lab's namespaces. */
-  function wrapperDirsOfLab(): string[] {
-    return fs.readdirSync(os.tmpdir()).filter((name) => {
-      if (!name.startsWith('node-criu-netns-')) return false;
-      try {
-        return fs.readlinkSync(path.join(os.tmpdir(), name, 'netns')).includes(lab.netns.prefix);
-      } catch {
-        return false;
-      }
-    });
-  }
-
   async function expectServedOnSource(pair: Pair, rstsBefore: number): Promise<void> {
     lab.track(pair.serverPid);
     expect(pidAlive(pair.serverPid)).toBe(true);
     expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
     expect(hasAddress(lab.S)).toBe(true);
     const { clients, server } = await pair.reports();
-    const ports = Object.keys(clients.reports).sort();
-    expect(ports).toHaveLength(STREAM.connections);
-    expect(Object.keys(server.reports).sort()).toEqual(ports);
-    for (const port of ports) expectExactTwoWay(clients.reports[port], server.reports[port], { aToB: STREAM.total, bToA: STREAM.total });
+    expectEveryConnectionExact(clients, server, STREAM);
     expect(lab.rstsIntoClients()).toBe(rstsBefore);
     expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
     expect(targetExists()).toBe(false);
     expect(processesInNetns(targetIno, deletedAt)).toEqual([]);
-    expect(wrapperDirsOfLab()).toEqual([]);
+    expect(lab.criuWrapperDirs()).toEqual([]);
   }
 
   it('before the dump: ERR_NETNS_NOT_FOUND, the server was never stopped, nothing lost', async () => {

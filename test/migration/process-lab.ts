@@ -120,6 +120,18 @@ export class ProcessLab {
     return Number(match[1]);
   }
 
+  /** CRIU wrapper directories (lib/migration/process-criu.ts) that point into this lab's namespaces. */
+  criuWrapperDirs(): string[] {
+    return fs.readdirSync(os.tmpdir()).filter((name) => {
+      if (!name.startsWith('node-criu-netns-')) return false;
+      try {
+        return fs.readlinkSync(path.join(os.tmpdir(), name, 'netns')).includes(this.netns.prefix);
+      } catch {
+        return false;
+      }
+    });
+  }
+
   /** RSTs that reached the clients' namespace, and connections reset there. */
   clientResets(): { rstsIntoClients: number; clientEstabResets: number } {
     return { rstsIntoClients: this.rstsIntoClients(), clientEstabResets: this.netns.tcpCounters(this.C).EstabResets };
