@@ -13,6 +13,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSoccrLog(env, exports);
   InitSocketOps(env, exports);
   InitSoccrOneshot(env, exports);
+  InitNftElements(env, exports);
   // Each wrapped class or function group adds its Init call here (declared in addon.h).
   return exports;
 }

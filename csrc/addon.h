@@ -23,5 +23,6 @@ void InitSoccrHandle(Napi::Env env, Napi::Object exports);
 void InitSoccrLog(Napi::Env env, Napi::Object exports);
 void InitSocketOps(Napi::Env env, Napi::Object exports);
 void InitSoccrOneshot(Napi::Env env, Napi::Object exports);
+void InitNftElements(Napi::Env env, Napi::Object exports);
 
 }  // namespace nodecriu

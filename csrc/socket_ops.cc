@@ -105,6 +105,11 @@ int CreateTcpSockets(Napi::Env env, const uint8_t* families, size_t count, const
   return netns != nullptr ? InNetns(env, *netns, create_all) : create_all();
 }
 
+int SocketIn(Napi::Env env, const std::string* netns, int domain, int type, int protocol) {
+  auto create = [=]() { return socket(domain, type, protocol); };
+  return netns != nullptr ? InNetns(env, *netns, create) : create();
+}
+
 namespace {
 
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {

@@ -30,6 +30,10 @@ socklen_t SockaddrFromWords(const uint32_t* words, sockaddr_storage* out);
 // set and nothing left open (fds all -1). Throws only when the namespace cannot be entered.
 int CreateTcpSockets(Napi::Env env, const uint8_t* families, size_t count, const std::string* netns, int32_t* fds);
 
+// socket(domain, type, protocol) inside the network namespace at *netns when given. Returns the
+// fd, or -1 with errno set. Throws only when the namespace cannot be entered.
+int SocketIn(Napi::Env env, const std::string* netns, int domain, int type, int protocol);
+
 void InitSocketOps(Napi::Env env, Napi::Object exports);
 
 }  // namespace nodecriu

@@ -2,8 +2,9 @@
  * The peer closes (FIN) or resets (RST, SO_LINGER 0) while its connection is being checkpointed,
  * at each point of checkpointConnection and of the low-level calls, timed by the real lock rather
  * than test seams:
- *   'lock-wait'  the packet arrives while checkpointConnection installs its nftables lock (Node
- *                still reads the socket then);
+ *   'lock-wait'  the packet arrives while checkpointConnection creates its nftables lock table
+ *                (the default lock's first use in a process spawns nft; Node still reads the
+ *                socket then; adding the tuples is one synchronous netlink call, without a window);
  *   'locked'     it is sent after the 4-tuple is locked, before the pause (the lock drops it, the
  *                peer retransmits a FIN, a RST is never repeated);
  *   'paused'     it arrives after soccr.pause() (repair mode, no lock), before the save;
@@ -18,6 +19,7 @@ import type * as net from 'node:net';
 import { CONNECTION_IMAGE_VERSION, NftablesLock, SoccrError, checkpointConnection, checkpointConnections, restoreConnection, soccr, tcpStateName } from '../../lib';
 import type { ConnectionImage } from '../../lib';
 import { binding } from '../../lib/native';
+import { processLock } from '../../lib/soccr/nft-lock';
 import { RstCounter, lockElements } from '../fixtures/fault-helpers';
 import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
 import type { TcpPair } from '../helpers/soccr';
@@ -112,12 +114,13 @@ async function finishAfterRst(s: Setup): Promise<void> {
   expect(rsts.peer).toBeGreaterThanOrEqual(1);
 }
 
-async function cleanup(s: Setup, restored?: net.Socket, checkFds = true): Promise<void> {
+async function cleanup(s: Setup, restored?: net.Socket, checkFds = true, processLocked = false): Promise<void> {
   restored?.destroy();
   await s.pair.close();
   s.rsts.destroy();
   await new Promise((resolve) => setImmediate(resolve));
   expect(lockElements(lock)).toEqual([]);
+  if (processLocked) expect(lockElements(await processLock())).toEqual([]);
   expect(fdsInRepairMode()).toEqual([]);
   if (checkFds) expect(fdCount()).toBe(s.fds);
 }
@@ -127,13 +130,22 @@ const tupleOf = (socket: net.Socket) => ({
   remote: { family: 4 as const, address: socket.remoteAddress as string, port: socket.remotePort as number },
 });
 
-describe("'lock-wait': the peer's packet arrives while checkpointConnection installs its lock", () => {
+/**
+ * The next default-lock checkpoint creates a new process lock table: nft runs (~10 ms) while Node
+ * still reads the socket, the window 'lock-wait' aims at.
+ */
+async function freshProcessLock(): Promise<void> {
+  await NftablesLock.destroyProcessLocks();
+}
+
+describe("'lock-wait': the peer's packet arrives while checkpointConnection creates its lock table", () => {
   it('FIN: a valid CLOSE_WAIT image; the restored socket sees EOF, we send on and close, all exact', async () => {
     const s = await connected();
     let restored: net.Socket | undefined;
     try {
       const original = s.ours.detach() as net.Socket;
-      const checkpoint = checkpointConnection(original, { lock });
+      await freshProcessLock();
+      const checkpoint = checkpointConnection(original, { lock: 'nftables' });
       await peerActs(s, 'FIN');
       const image = await checkpoint;
       expect(image.skData.stateName).toBe('CLOSE_WAIT');
@@ -143,7 +155,7 @@ describe("'lock-wait': the peer's packet arrives while checkpointConnection inst
       s.ours.attach(restored);
       await finishAfterFin(s, restored);
     } finally {
-      await cleanup(s, restored);
+      await cleanup(s, restored, true, true);
     }
   });
 
@@ -151,7 +163,8 @@ describe("'lock-wait': the peer's packet arrives while checkpointConnection inst
     const s = await connected();
     try {
       const original = s.ours.detach() as net.Socket;
-      const checkpoint = checkpointConnection(original, { lock });
+      await freshProcessLock();
+      const checkpoint = checkpointConnection(original, { lock: 'nftables' });
       await peerActs(s, 'RST');
       const error = await checkpoint.then(
         () => undefined,
@@ -162,7 +175,7 @@ describe("'lock-wait': the peer's packet arrives while checkpointConnection inst
       expect(original.destroyed).toBe(true);
       await finishAfterRst(s);
     } finally {
-      await cleanup(s);
+      await cleanup(s, undefined, true, true);
     }
   });
 });
@@ -325,16 +338,17 @@ describe("'gap': the peer's packet is sent after the checkpoint closed the origi
   });
 });
 
-describe('checkpointConnections: one peer of a batch resets while the lock is installed', () => {
+describe('checkpointConnections: one peer of a batch resets while the lock table is created', () => {
   it('the batch fails with ERR_SOCKET_DESTROYED before any pause; the other connections run on, exact both ways', async () => {
     const setups = [await connected(), await connected(), await connected()];
     const fds = setups[0].fds;
     try {
       const originals = setups.map((s) => s.ours.detach() as net.Socket);
-      const checkpoint = checkpointConnections(originals, { lock });
+      await freshProcessLock();
+      const checkpoint = checkpointConnections(originals, { lock: 'nftables' });
       await peerActs(setups[1], 'RST');
       await expect(checkpoint).rejects.toMatchObject({ code: 'ERR_SOCKET_DESTROYED' });
-      expect(lockElements(lock)).toEqual([]);
+      expect(lockElements(await processLock())).toEqual([]);
       expect(fdsInRepairMode()).toEqual([]);
       await finishAfterRst(setups[1]);
       for (const i of [0, 2]) {

@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { capabilityProblem, criuCapabilityProblem, effectiveCapabilityMask, missingCapabilities } from '../../lib/capabilities';
+import { NftablesLock } from '../../lib';
 
 const FIXTURE = path.join(__dirname, '..', 'fixtures', 'security-capabilities.js');
 const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
@@ -87,6 +88,23 @@ describe('EPERM guidance with a capability dropped (setpriv --bounding-set)', ()
     }
     const lock = runWithout('net_admin', ['lock']);
     expectMissing(lock, 'CAP_NET_ADMIN', 'NftablesLockError');
+  });
+
+  it('NftablesLock.add (netlink) without CAP_NET_ADMIN: EPERM naming CAP_NET_ADMIN, no fd left, set unchanged', async () => {
+    const table = await NftablesLock.create();
+    try {
+      expect(runWithout(undefined, ['lock-add', table.table]).error).toBeNull();
+      const elements = () => execFileSync('nft', ['-j', 'list', 'set', 'inet', table.table, 'v4'], { encoding: 'utf8' }).match(/"concat"/g)?.length ?? 0;
+      expect(elements()).toBe(1); // the control's tuple
+      const result = runWithout('net_admin', ['lock-add', table.table]);
+      expectMissing(result, 'CAP_NET_ADMIN', 'NftablesLockError');
+      expect(result.error?.syscall).toBe('nftables');
+      expect(result.inRepair).toBe(false);
+      expect(result.stillWorks).toBe(true);
+      expect(elements()).toBe(1);
+    } finally {
+      await table.destroy();
+    }
   });
 
   it('a socket in another network namespace without CAP_SYS_ADMIN: EPERM naming CAP_SYS_ADMIN, no fd left', () => {

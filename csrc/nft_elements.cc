@@ -1,0 +1,224 @@
+// nftables set elements over netlink, for NftablesLock.add/remove: the 4-tuples of a batch of
+// connections go into (or out of) the lock table's sets as one nf_tables transaction, without
+// spawning nft. nft parses and evaluates each element of its text batch (~16 µs an element here:
+// 160 ms for 10,000), while the kernel commits them in a few ms. Tables, sets and chains are
+// still made and deleted by nft (lib/soccr/nft-lock.ts): that happens once per lock.
+//
+// Wire format (linux/netfilter/nfnetlink.h, nf_tables.h): one sendmsg carries
+//   NFNL_MSG_BATCH_BEGIN, NFT_MSG_{NEW,DEL}SETELEM x n, NFNL_MSG_BATCH_END
+// and the kernel applies all of it or none of it. Each SETELEM message names table and set and
+// holds a nested list of elements, each {NFTA_SET_ELEM_KEY {NFTA_DATA_VALUE key}}; an attribute's
+// length is 16 bits, so a large batch is spread over several messages of one transaction. The kernel processes the batch inside sendmsg and
+// queues its answers (one per message with NLM_F_ACK, errors for failed ones) before it returns.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "errors.h"
+#include "socket_ops.h"
+
+namespace nodecriu {
+
+namespace {
+
+enum class ElementOp { kAdd = 0, kDelete = 1 };
+
+// Key sizes of the lock's sets: remote addr . remote port . local addr . local port, each field
+// padded to a 32-bit register as nftables concatenations are (ports: 2 bytes + 2 zero bytes).
+constexpr size_t kV4KeyBytes = 4 + 4 + 4 + 4;
+constexpr size_t kV6KeyBytes = 16 + 4 + 16 + 4;
+// Room for the element list of one message: nla_len is 16 bits.
+constexpr size_t kMaxElementListBytes = 60000;
+
+class BatchWriter {
+ public:
+  // Starts a message; returns its offset (to patch nlmsg_len at End).
+  size_t Begin(uint16_t type, uint16_t flags, uint8_t family, uint16_t res_id) {
+    size_t at = Reserve(NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(nfgenmsg)));
+    auto* header = reinterpret_cast<nlmsghdr*>(&buffer_[at]);
+    header->nlmsg_type = type;
+    header->nlmsg_flags = flags;
+    header->nlmsg_seq = ++seq_;
+    header->nlmsg_pid = 0;
+    auto* gen = reinterpret_cast<nfgenmsg*>(&buffer_[at + NLMSG_HDRLEN]);
+    gen->nfgen_family = family;
+    gen->version = NFNETLINK_V0;
+    gen->res_id = htons(res_id);
+    return at;
+  }
+  void End(size_t at) { reinterpret_cast<nlmsghdr*>(&buffer_[at])->nlmsg_len = static_cast<uint32_t>(buffer_.size() - at); }
+
+  void Attr(uint16_t type, const void* data, size_t length) {
+    size_t at = Reserve(NLA_HDRLEN + NLA_ALIGN(length));
+    auto* attr = reinterpret_cast<nlattr*>(&buffer_[at]);
+    attr->nla_type = type;
+    attr->nla_len = static_cast<uint16_t>(NLA_HDRLEN + length);
+    memcpy(&buffer_[at + NLA_HDRLEN], data, length);
+  }
+  void String(uint16_t type, const std::string& value) { Attr(type, value.c_str(), value.size() + 1); }
+
+  size_t Nest(uint16_t type) {
+    size_t at = Reserve(NLA_HDRLEN);
+    reinterpret_cast<nlattr*>(&buffer_[at])->nla_type = type | NLA_F_NESTED;
+    return at;
+  }
+  void EndNest(size_t at) { reinterpret_cast<nlattr*>(&buffer_[at])->nla_len = static_cast<uint16_t>(buffer_.size() - at); }
+
+  uint32_t seq() const { return seq_; }
+  const std::vector<char>& bytes() const { return buffer_; }
+
+ private:
+  // Appends zeroed, aligned room.
+  size_t Reserve(size_t length) {
+    size_t at = buffer_.size();
+    buffer_.resize(at + NLMSG_ALIGN(length), 0);
+    return at;
+  }
+  std::vector<char> buffer_;
+  uint32_t seq_ = 0;
+};
+
+// Appends the SETELEM messages of one set: `count` (> 0) keys of `key_bytes` each.
+// Returns the number of messages, each with NLM_F_ACK.
+size_t AppendSetMessages(BatchWriter* batch, ElementOp op, const std::string& table, const char* set, const uint8_t* keys, size_t key_bytes, size_t count) {
+  uint16_t type = (NFNL_SUBSYS_NFTABLES << 8) | (op == ElementOp::kAdd ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM);
+  // NLM_F_CREATE without NLM_F_EXCL: adding an element that is already there is not an error.
+  uint16_t flags = NLM_F_REQUEST | NLM_F_ACK | (op == ElementOp::kAdd ? NLM_F_CREATE : 0);
+  std::string set_name(set);
+  size_t per_element = 3 * NLA_HDRLEN + NLA_ALIGN(key_bytes);
+  size_t per_message = kMaxElementListBytes / per_element;
+  size_t messages = 0;
+  for (size_t first = 0; first < count; first += per_message) {
+    size_t last = std::min(count, first + per_message);
+    size_t message = batch->Begin(type, flags, NFPROTO_INET, 0);
+    batch->String(NFTA_SET_ELEM_LIST_TABLE, table);
+    batch->String(NFTA_SET_ELEM_LIST_SET, set_name);
+    size_t list = batch->Nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (size_t i = first; i < last; i++) {
+      size_t element = batch->Nest(NFTA_LIST_ELEM);
+      size_t key = batch->Nest(NFTA_SET_ELEM_KEY);
+      batch->Attr(NFTA_DATA_VALUE, keys + i * key_bytes, key_bytes);
+      batch->EndNest(key);
+      batch->EndNest(element);
+    }
+    batch->EndNest(list);
+    batch->End(message);
+    messages++;
+  }
+  return messages;
+}
+
+struct Outcome {
+  int err = 0;               // 0: committed
+  const char* call = nullptr;  // the failing step
+};
+
+// Sends the batch on a NETLINK_NETFILTER socket and reads the kernel's answers: committed only
+// when every message was acknowledged and none failed.
+Outcome SendBatch(int fd, const BatchWriter& batch, size_t acks_expected) {
+  const std::vector<char>& bytes = batch.bytes();
+  int one = 1;
+  // Errors then echo only the failing message's header, not its (up to 60 KB of) elements.
+  setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+  // The whole transaction is one datagram: the send buffer must hold it (nft does the same).
+  int size = static_cast<int>(std::min<size_t>(bytes.size() + 65536, 1u << 30));
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+  sockaddr_nl kernel = {};
+  kernel.nl_family = AF_NETLINK;
+  ssize_t sent;
+  do {
+    sent = sendto(fd, bytes.data(), bytes.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel));
+  } while (sent < 0 && errno == EINTR);
+  if (sent < 0) return {errno, "sendmsg"};
+  if (static_cast<size_t>(sent) != bytes.size()) return {EMSGSIZE, "sendmsg"};
+  size_t acks = 0;
+  int first_error = 0;
+  alignas(nlmsghdr) char reply[8192];
+  for (;;) {
+    ssize_t got = recv(fd, reply, sizeof(reply), MSG_DONTWAIT);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      return {errno, "recvmsg"};
+    }
+    int remaining = static_cast<int>(got);
+    for (auto* header = reinterpret_cast<nlmsghdr*>(reply); NLMSG_OK(header, remaining); header = NLMSG_NEXT(header, remaining)) {
+      if (header->nlmsg_type != NLMSG_ERROR) continue;
+      const auto* answer = static_cast<const nlmsgerr*>(NLMSG_DATA(header));
+      if (answer->error == 0) {
+        acks++;
+      } else if (first_error == 0) {
+        first_error = -answer->error;
+      }
+    }
+  }
+  if (first_error != 0) return {first_error, "nftables"};
+  if (acks != acks_expected) return {EIO, "nftables"};  // not expected: the kernel answers in sendmsg
+  return {};
+}
+
+// nftSetElements(op: 0 add | 1 delete, table: string, v4Keys: Uint8Array,
+//                v6Keys: Uint8Array, netns?: string) -> undefined
+// One transaction on the inet table's sets v4 and v6: add or delete the given keys (16 and 40
+// bytes each, see above); a set without keys is left out. Throws the kernel's errno: ENOENT for a missing table, set or (delete) element, EPERM
+// without CAP_NET_ADMIN; nothing is changed then.
+Napi::Value NftSetElements(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t op_number = ArgUint32(info, 0, "op must be 0 or 1");
+  if (op_number > 1) ThrowInvalidArg(env, "op must be 0 or 1");
+  auto op = static_cast<ElementOp>(op_number);
+  if (info.Length() < 2 || !info[1].IsString()) ThrowInvalidArg(env, "table must be a string");
+  std::string table = info[1].As<Napi::String>().Utf8Value();
+  if (table.empty() || table.size() >= NFT_TABLE_MAXNAMELEN || table.find('\0') != std::string::npos) ThrowInvalidArg(env, "table name is invalid");
+  Napi::Uint8Array keys[2];
+  for (int i = 0; i < 2; i++) {
+    Napi::Value value = info.Length() > static_cast<size_t>(2 + i) ? info[2 + i] : env.Undefined();
+    if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) ThrowInvalidArg(env, "keys must be Uint8Arrays");
+    keys[i] = value.As<Napi::Uint8Array>();
+  }
+  if (keys[0].ByteLength() % kV4KeyBytes != 0 || keys[1].ByteLength() % kV6KeyBytes != 0) ThrowInvalidArg(env, "keys must be 16 (IPv4) or 40 (IPv6) bytes each");
+  std::string netns;
+  bool in_netns = info.Length() > 4 && info[4].IsString();
+  if (in_netns) netns = info[4].As<Napi::String>().Utf8Value();
+
+  BatchWriter batch;
+  batch.End(batch.Begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
+  size_t acks = 0;
+  const char* sets[2] = {"v4", "v6"};
+  const size_t key_bytes[2] = {kV4KeyBytes, kV6KeyBytes};
+  for (int i = 0; i < 2; i++) {
+    size_t count = keys[i].ByteLength() / key_bytes[i];
+    if (count == 0) continue;
+    acks += AppendSetMessages(&batch, op, table, sets[i], keys[i].Data(), key_bytes[i], count);
+  }
+  if (acks == 0) return env.Undefined();
+  batch.End(batch.Begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
+
+  int fd = SocketIn(env, in_netns ? &netns : nullptr, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  if (fd < 0) ThrowErrno(env, errno, "socket", "AF_NETLINK NETLINK_NETFILTER");
+  Outcome outcome = SendBatch(fd, batch, acks);
+  close(fd);
+  if (outcome.err != 0) {
+    std::string detail = std::string(op == ElementOp::kAdd ? "add element" : "delete element") + " inet " + table;
+    ThrowErrno(env, outcome.err, outcome.call, detail.c_str());
+  }
+  return env.Undefined();
+}
+
+}  // namespace
+
+void InitNftElements(Napi::Env env, Napi::Object exports) {
+  exports.Set("nftSetElements", Napi::Function::New(env, NftSetElements, "nftSetElements"));
+}
+
+}  // namespace nodecriu
