@@ -18,7 +18,7 @@ import { CriuReqType, reqTypeName, type CriuFeaturesMessage, type CriuRequestMes
 import { validateNotifyHandlers, type CriuNotifyHandlers } from './notify';
 import type { CriuOptions } from './options';
 import { checkOptions, prepareOptions, readLogTail, type CriuMode } from './prepare';
-import { mayTouch, recoverUnfinishedDump, recoverUnfinishedRestore, signalTree } from './recover';
+import { mayTouch, processTree, recoverUnfinishedDump, recoverUnfinishedRestore, signalTree } from './recover';
 import { PageServerChild, runPreDumpLoop, killDaemon, type CriuPreDumpOptions, type CriuPreDumpResult } from './sessions';
 
 export interface CriuClientOptions {
@@ -77,6 +77,12 @@ interface UnansweredGuard {
   connection?: CriuConnection;
   /** The dumped tree was SIGSTOPped before swrk was killed (continued by the repair). */
   stopped?: boolean;
+  /**
+   * RESTORE: the tasks swrk had forked when we killed it. Before post-restore nothing else names
+   * them, and once swrk is gone they are orphans stuck half-restored (seen: a task inside CRIU's
+   * restorer, running, never resumed, its connections still behind CRIU's lock).
+   */
+  forked?: number[];
 }
 
 /**
@@ -101,7 +107,10 @@ async function repairAfterUnansweredRequest(
     const scripts = notifications.map((n) => n.script);
     const restoredPid = notifications.find((n) => n.script === 'post-restore')?.pid;
     if (guard.answered && restoredPid === undefined) return;
-    const killed = restoredPid !== undefined && !scripts.includes('pre-resume') ? await recoverUnfinishedRestore(restoredPid) : { killed: [], problems: [] };
+    let roots: number[] = [];
+    if (restoredPid !== undefined) roots = scripts.includes('pre-resume') ? [] : [restoredPid];
+    else if (!guard.answered) roots = guard.forked ?? [];
+    const killed = roots.length > 0 ? await recoverUnfinishedRestore(roots) : { killed: [], problems: [] };
     if (!guard.answered || killed.killed.length > 0) scope.recovery = { request: 'RESTORE', ...killed };
     return;
   }
@@ -214,11 +223,16 @@ export class Criu {
     if (guard) {
       guard.connection = connection;
       const dumpedPid = request.type !== CriuReqType.RESTORE ? request.opts?.pid : undefined;
+      const swrk = connection.swrk;
       if (dumpedPid !== undefined && mayTouch(dumpedPid) && !extra.selfDump) {
         connection.beforeKill = () => {
           if (guard.answered) return;
           signalTree(dumpedPid, 'SIGSTOP');
           guard.stopped = true;
+        };
+      } else if (request.type === CriuReqType.RESTORE && swrk !== undefined && !swrk.outsideOurTree) {
+        connection.beforeKill = () => {
+          if (!guard.answered) guard.forked = processTree(swrk.pid).slice(1);
         };
       }
     }

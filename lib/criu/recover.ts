@@ -306,13 +306,20 @@ export async function recoverUnfinishedDump(pid: number, logPath: string | undef
 }
 
 /**
- * After a RESTORE whose swrk died without replying, between post-restore (root `pid`) and
- * pre-resume: SIGKILLs the half-restored tree (it can never resume) and waits until it is gone.
+ * After a RESTORE whose swrk died without replying before pre-resume: SIGKILLs the half-restored
+ * trees under `roots` (the root task named by post-restore, or, killed before post-restore, the
+ * tasks swrk had forked by then) — they can never resume — and waits until they are gone.
  */
-export async function recoverUnfinishedRestore(pid: number): Promise<RestoreRecovery> {
+export async function recoverUnfinishedRestore(roots: readonly number[]): Promise<RestoreRecovery> {
   const problems: string[] = [];
-  if (!mayTouch(pid)) return { killed: [], problems: [`pid ${pid} is init, this process or one of its ancestors: left alone`] };
-  const tree = processTree(pid).filter((member) => alive(member) && mayTouch(member));
+  const tree: number[] = [];
+  for (const root of roots) {
+    if (!mayTouch(root)) {
+      problems.push(`pid ${root} is init, this process or one of its ancestors: left alone`);
+      continue;
+    }
+    for (const member of processTree(root)) if (!tree.includes(member) && alive(member) && mayTouch(member)) tree.push(member);
+  }
   const killed: number[] = [];
   for (const member of tree.reverse()) {
     try {
