@@ -120,6 +120,8 @@ export interface SoccrBinding {
   soccrRestoreBatch(packed: Uint32Array, queues: (Uint8Array | null)[], fds: Int32Array, netns?: string): Promise<void>;
   /** TCP_REPAIR off for each fd (libsoccr_resume of a restore without unsent data); returns the failure count. */
   soccrResumeBatch(fds: Int32Array): number;
+  /** Closes the sockets behind the fds on a few threads; each number then holds a /dev/null duplicate. */
+  soccrDropBatch(fds: Int32Array): void;
   /**
    * csrc/nft_elements.cc: adds (op 0) or deletes (op 1) the keys (16 bytes each for set v4, 40 for
    * v6) in the inet table's sets, one nf_tables transaction over netlink (in netns if given).

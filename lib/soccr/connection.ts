@@ -255,9 +255,11 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
     await unlock();
     return images;
   }
+  // Repair mode is on and Node's fd is the last one: closing it drops the connection without FIN
+  // or RST. The kernel's teardown runs on a few threads first (each fd number then holds a
+  // placeholder until its net.Socket is destroyed right below, which closes that).
+  binding.soccrDropBatch(Int32Array.from(fds));
   for (const entry of entries) {
-    // Repair mode is on and Node's fd is the last one: destroying the net.Socket closes it, and
-    // the kernel drops the connection without FIN or RST.
     pendingReadBytes(entry.socket, true);
     entry.socket.destroy();
   }
@@ -438,8 +440,15 @@ export async function stageRestore(images: readonly ConnectionImage[], options: 
       if (!byLock.has(key)) byLock.set(key, { lock, tuples: [] });
       byLock.get(key)?.tuples.push({ local: image.local, remote: image.remote });
     };
+    // Images of one checkpoint share a table: fromRef (which validates the name) once per table.
+    const byRef = new Map<string, NftablesLock>();
     for (const image of images) {
-      if (image.lock && (options.unlock ?? true)) addTo(NftablesLock.fromRef(image.lock), image);
+      if (image.lock && (options.unlock ?? true)) {
+        const refKey = `${image.lock.netns ?? ''}\0${image.lock.table}`;
+        let lock = byRef.get(refKey);
+        if (!lock) byRef.set(refKey, (lock = NftablesLock.fromRef(image.lock)));
+        addTo(lock, image);
+      }
       for (const lock of options.locks ?? []) addTo(lock, image);
     }
     try {

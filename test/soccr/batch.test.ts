@@ -4,6 +4,7 @@
  * threaded batch undoes exactly what was done (no fd leaked, no socket left in repair mode, the
  * originals still carry traffic both ways), and the failing connection is named.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 
 import { NftablesLock, SoccrError, checkpointConnection, checkpointConnections, restoreConnection, restoreConnections, soccr } from '../../lib';
@@ -89,6 +90,48 @@ it('restoreConnections: a threaded batch whose 4-tuples are still in use fails t
     expect(fdsInRepairMode()).toEqual([]);
     await expectTraffic(pairs.clients, pairs.accepted, 'after-failed-restore');
   } finally {
+    await pairs.close();
+  }
+});
+
+/** How many of this process's fds are open on /dev/null (soccrDropBatch's placeholders). */
+function devNullFds(): number {
+  let count = 0;
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`) === '/dev/null') count++;
+    } catch {
+      // closed meanwhile (readdir's own fd)
+    }
+  }
+  return count;
+}
+
+it('checkpointConnections closes every original on the batch threads: fds exact, no placeholder left, each closed once, no RST', async () => {
+  const pairs = await manyPairs(COUNT);
+  const restored: net.Socket[] = [];
+  try {
+    const lock = await NftablesLock.create();
+    try {
+      const fdsBefore = fdCount();
+      const nullsBefore = devNullFds();
+      const closes = pairs.accepted.map((s) => new Promise<boolean>((resolve) => s.once('close', resolve)));
+      const clientErrors: string[] = [];
+      pairs.clients.forEach((c) => c.on('error', (e: NodeJS.ErrnoException) => clientErrors.push(e.code ?? 'error')));
+      const images = await checkpointConnections(pairs.accepted, { lock });
+      expect(pairs.accepted.every((s) => s.destroyed)).toBe(true);
+      expect(await Promise.all(closes)).toEqual(new Array(COUNT).fill(false)); // 'close' once each, no error
+      expect(fdCount()).toBe(fdsBefore - COUNT);
+      expect(devNullFds()).toBe(nullsBefore);
+      restored.push(...(await restoreConnections(images)));
+      expect(fdCount()).toBe(fdsBefore);
+      await expectTraffic(pairs.clients, restored, 'after-batch-move');
+      expect(clientErrors).toEqual([]); // a RST would have surfaced as ECONNRESET on a client
+    } finally {
+      await lock.destroy();
+    }
+  } finally {
+    restored.forEach((s) => s.destroy());
     await pairs.close();
   }
 });
