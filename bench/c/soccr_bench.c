@@ -25,56 +25,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "soccr.h"
+#include "soccr_sequence.h"
 
 #define die(...) do { fprintf(stderr, "soccr_bench: " __VA_ARGS__); exit(1); } while (0)
 
-static double now_us(void)
+static void checked_dump(int fd, struct image *im)
 {
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
-}
-
-struct image {
-	struct libsoccr_sk_data d;
-	char *inq, *outq;
-	union libsoccr_addr self, peer;
-};
-
-/* ---- through libsoccr ---- */
-
-static void lib_dump(int fd, struct image *im)
-{
-	struct libsoccr_sk *sk = libsoccr_pause(fd);
-	if (!sk || libsoccr_save(sk, &im->d, sizeof(im->d)) != sizeof(im->d))
+	if (lib_dump(fd, im))
 		die("lib dump: %s\n", strerror(errno));
-	im->inq = libsoccr_get_queue_bytes(sk, TCP_RECV_QUEUE, SOCCR_MEM_EXCL);
-	im->outq = libsoccr_get_queue_bytes(sk, TCP_SEND_QUEUE, SOCCR_MEM_EXCL);
-	union libsoccr_addr *a = libsoccr_get_addr(sk, 1, 0), *b = libsoccr_get_addr(sk, 0, 0);
-	if (!a || !b)
-		die("get_addr\n");
-	im->self = *a;
-	im->peer = *b;
-	libsoccr_release(sk);
 }
 
-static int lib_restore(struct image *im)
+static int checked_restore(struct image *im)
 {
-	int fd = socket(im->self.sa.sa_family, SOCK_STREAM, 0);
-	struct libsoccr_sk *sk = libsoccr_pause(fd);
-	if (!sk)
-		die("pause: %s\n", strerror(errno));
-	libsoccr_set_addr(sk, 1, &im->self, 0);
-	libsoccr_set_addr(sk, 0, &im->peer, 0);
-	if (im->inq)
-		libsoccr_set_queue_bytes(sk, TCP_RECV_QUEUE, im->inq, SOCCR_MEM_EXCL);
-	if (im->outq)
-		libsoccr_set_queue_bytes(sk, TCP_SEND_QUEUE, im->outq, SOCCR_MEM_EXCL);
-	im->inq = im->outq = NULL;
-	if (libsoccr_restore(sk, &im->d, sizeof(im->d)))
-		die("restore: %s\n", strerror(errno));
-	libsoccr_resume(sk);
+	int fd = lib_restore(im);
+	if (fd < 0)
+		die("lib restore: %s\n", strerror(errno));
 	return fd;
 }
 
@@ -254,11 +219,11 @@ static void run_row(int iters, size_t qbytes)
 		for (int lib = 0; lib <= 1; lib++) {
 			struct image im;
 			double t0 = now_us();
-			lib ? lib_dump(srv, &im) : raw_dump(srv, &im);
+			lib ? checked_dump(srv, &im) : raw_dump(srv, &im);
 			double t1 = now_us();
 			close(srv);
 			double t2 = now_us();
-			srv = lib ? lib_restore(&im) : raw_restore(&im);
+			srv = lib ? checked_restore(&im) : raw_restore(&im);
 			double t3 = now_us();
 			if (i >= 0) {
 				t[lib * 2][i] = t1 - t0;

@@ -7,9 +7,13 @@
  * checkpointConnections / restoreConnections (nftables lock, one batch each), the peers living
  * in a child process (fd limit). Prints markdown tables. Needs root and `npm run build`.
  *
- * The C benchmark (bench/c/build/soccr_bench, `make -C bench/c`) runs in the same run, same
- * network namespace and same nftables ruleset (one lock table for the whole run), alternating
- * with the JS rows for `rounds` rounds; the table shows medians over the rounds and JS / C.
+ * The C reference is bench/c's libsoccr sequence (bench/c/soccr_sequence.h) in two forms, both
+ * built by `make -C bench/c`: as a Node-API module (bench/c/inproc) that this process loads and
+ * runs as one more layer on the same connection, interleaved with the JS layers of each round
+ * (the reference of the "vs C" column: same process, connection, CPU and moment), and as the
+ * standalone bench/c program before each size's JS rows (a separate process on its own
+ * connection, which varies by up to ~35% between runs here). The table shows medians over the
+ * rounds and, per layer, the median and range of the per-round ratios to the in-process C.
  *
  * Usage: node bench/soccr/js-soccr-bench.js [iterations=3000] [batch=10000] [rounds=3]
  * (scripts/bench.sh runs it in a private network namespace: `unshare -n`, loopback only.)
@@ -28,8 +32,12 @@ const iterations = Number(process.argv[2] || 3000);
 const batchSize = Number(process.argv[3] || 10000);
 const rounds = Number(process.argv[4] || 3);
 const cBench = path.join(root, 'bench', 'c', 'build', 'soccr_bench');
+/** bench/c's sequence as a Node-API module (bench/c/inproc): the same C, timed in C, on our connection. */
+const cInproc = path.join(root, 'bench', 'c', 'build', 'soccr_inproc.node');
 /** One table for the whole run: the C and the JS connections meet the same nftables ruleset. */
 let runLock;
+/** The in-process C module, when built (`make -C bench/c`). */
+let inproc;
 
 function fromNative(sa) {
   return { family: sa.family, address: sa.family === 4 ? Array.from(sa.address).join('.') : '::1', port: sa.port };
@@ -157,16 +165,33 @@ async function singleRow(queueBytes, round) {
   // the 64 KiB queues, so the first loop does not pay for it); the loops' order rotates with the
   // round, so drift in machine load does not always favour the same layer.
   let fd = firstFd;
-  const times = { apiDump: [], apiRestore: [], rawDump: [], rawRestore: [], oneDump: [], oneRestore: [], oneTDump: [], oneTRestore: [] };
+  const times = { cDump: [], cRestore: [], apiDump: [], apiRestore: [], rawDump: [], rawRestore: [], oneDump: [], oneRestore: [], oneTDump: [], oneTRestore: [] };
   const layers = [
     [rawBindingCycle, times.rawDump, times.rawRestore],
     [publicOneCallCycle, times.oneDump, times.oneRestore],
     [publicOneCallTransferCycle, times.oneTDump, times.oneTRestore],
     [publicApiCycle, times.apiDump, times.apiRestore],
   ];
-  for (const [cycle] of layers) for (let i = 0; i < 300; i++) fd = cycle(fd).fd;
+  if (inproc) layers.push([null, times.cDump, times.cRestore]);
+  // The C layer runs its whole loop in C (timed there, like bench/c); 100 warm-up iterations.
+  const cTimes = new Float64Array(2 * (iterations + 100));
+  const runC = (n) => {
+    fd = inproc.cycles(fd, n, cTimes);
+  };
+  for (const [cycle] of layers) {
+    if (cycle) for (let i = 0; i < 300; i++) fd = cycle(fd).fd;
+    else runC(300);
+  }
   for (let k = 0; k < layers.length; k++) {
     const [cycle, dumps, restores] = layers[(round + k) % layers.length];
+    if (!cycle) {
+      runC(iterations + 100);
+      for (let i = 100; i < iterations + 100; i++) {
+        dumps.push(cTimes[2 * i]);
+        restores.push(cTimes[2 * i + 1]);
+      }
+      continue;
+    }
     for (let i = -100; i < iterations; i++) {
       const r = cycle(fd);
       fd = r.fd;
@@ -199,6 +224,7 @@ async function singleRow(queueBytes, round) {
   client.destroy();
   const stats = (d, r) => ({ dump: percentile(d, 0.5), dump99: percentile(d, 0.99), restore: percentile(r, 0.5), restore99: percentile(r, 0.99) });
   return {
+    cIn: inproc ? stats(times.cDump, times.cRestore) : undefined,
     raw: stats(times.rawDump, times.rawRestore),
     one: stats(times.oneDump, times.oneRestore),
     oneT: stats(times.oneTDump, times.oneTRestore),
@@ -279,11 +305,12 @@ async function batch(count, lockKind) {
 (async () => {
   const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
   console.log('### libsoccr from JS: checkpoint and restore of one established TCP connection\n');
-  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each per queue size: bench/c (libsoccr, C) for that size, then the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd (default, and with restoreFd's 'transfer' option, which frees the queue buffers at once as bench/c's restore frees its SOCCR_MEM_EXCL buffers) and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C run meets the same ruleset). Medians over the rounds of each round's p50 (p99).\n`);
+  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each per queue size: the standalone bench/c (libsoccr, C; separate process) for that size, then on one connection in this process bench/c's C sequence (bench/c/inproc, timed in C), the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd (default, and with restoreFd's 'transfer' option, which frees the queue buffers at once as bench/c's restore frees its SOCCR_MEM_EXCL buffers) and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C runs meet the same ruleset). Medians over the rounds of each round's p50 (p99); "vs C": each round's dump + restore p50 over the in-process C's of the same round, median (min-max) over the rounds.\n`);
   runLock = await nodeCriu.NftablesLock.create();
   const sizes = [0, 4096, 65536];
-  const results = { c: [], raw: [], one: [], oneT: [], api: [] };
+  const results = { c: [], cIn: [], raw: [], one: [], oneT: [], api: [] };
   const haveC = fs.existsSync(cBench);
+  if (fs.existsSync(cInproc)) inproc = require(cInproc);
   try {
     for (let round = 0; round < rounds; round++) {
       // Per size: bench/c, then the JS layers, so both meet the same machine load.
@@ -295,6 +322,7 @@ async function batch(count, lockKind) {
       }
       for (const q of sizes) {
         if (c[q]) results.c.push({ q, ...c[q] });
+        if (js[q].cIn) results.cIn.push({ q, ...js[q].cIn });
         results.raw.push({ q, ...js[q].raw });
         results.one.push({ q, ...js[q].one });
         results.oneT.push({ q, ...js[q].oneT });
@@ -305,31 +333,41 @@ async function batch(count, lockKind) {
     await runLock.destroy();
   }
   const med = (layer, q, field) => median(results[layer].filter((r) => r.q === q).map((r) => r[field]));
-  console.log('| recv queue bytes | layer | dump p50 (p99) µs | restore p50 (p99) µs | dump + restore p50 µs | vs C |');
+  // The reference: bench/c's C in this process, on this connection, interleaved with the JS rows
+  // of each round (else, without the module, the separate bench/c process). Ratios are taken per
+  // round (both sides met the same conditions) and their median over the rounds is shown.
+  const ref = results.cIn.length > 0 ? 'cIn' : haveC ? 'c' : undefined;
+  const perRound = (layer, q) => {
+    const mine = results[layer].filter((r) => r.q === q);
+    const base = ref ? results[ref].filter((r) => r.q === q) : [];
+    return mine.map((r, i) => (base[i] ? (r.dump + r.restore) / (base[i].dump + base[i].restore) : NaN)).filter((x) => !Number.isNaN(x));
+  };
+  console.log(`| recv queue bytes | layer | dump p50 (p99) µs | restore p50 (p99) µs | dump + restore p50 µs | vs C: median of the ${rounds} rounds' ratios (min-max) |`);
   console.log('|---:|---|---:|---:|---:|---:|');
   for (const q of sizes) {
-    const cTotal = haveC ? med('c', q, 'dump') + med('c', q, 'restore') : NaN;
     for (const [layer, name] of [
-      ['c', 'C libsoccr (bench/c)'],
+      ['cIn', 'C libsoccr, same process and connection (bench/c/inproc)'],
+      ['c', 'C libsoccr, separate process (bench/c)'],
       ['raw', 'raw addon'],
       ['one', 'public one-call (dumpFd/restoreFd)'],
       ['oneT', 'public one-call, restoreFd transfer'],
       ['api', 'public step by step (pause/SoccrHandle)'],
     ]) {
-      if (layer === 'c' && !haveC) continue;
+      if (results[layer].filter((r) => r.q === q).length === 0) continue;
       const total = med(layer, q, 'dump') + med(layer, q, 'restore');
-      const ratio = haveC ? `${(total / cTotal).toFixed(2)}x` : 'n/a';
+      const ratios = perRound(layer, q);
+      const ratio = ratios.length > 0 ? `${median(ratios).toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})` : 'n/a';
       console.log(`| ${q} | ${name} | ${med(layer, q, 'dump').toFixed(1)} (${med(layer, q, 'dump99').toFixed(1)}) | ${med(layer, q, 'restore').toFixed(1)} (${med(layer, q, 'restore99').toFixed(1)}) | ${total.toFixed(1)} | ${ratio} |`);
     }
   }
-  if (!haveC) console.log('\n(bench/c/build/soccr_bench not built: `make -C bench/c` for the C rows.)');
+  if (!haveC || !inproc) console.log('\n(bench/c/build not fully built: `make -C bench/c` for the C rows.)');
   console.log('\nDump = pause + save + both queues + both addresses + release (public API: plus argument validation and the result object; step by step also a TCP state check and a dup of the fd per handle); restore = socket + pause + restore + resume (public API: plus validation of everything it is given; transfer: plus freeing the queue buffers). Same sequence as bench/c (which times the same spans); close in repair mode not timed.\n');
   console.log(`### libsoccr from JS: ${batchSize} connections at once\n`);
   console.log('| connections | lock | checkpointConnections ms | restoreConnections ms | total ms | µs per connection |');
   console.log('|---:|---|---:|---:|---:|---:|');
   await batch(batchSize, 'nftables');
   await batch(batchSize, 'filter');
-  console.log('\ncheckpointConnections: validation, lock (nftables: one `nft -f -` batch; filter: a drop filter per socket, which leaves the close-to-restore gap uncovered and is only safe here because the peers are idle), pause + save + queues per socket, silent close; restoreConnections: new socket + restore per image, one nft batch to unlock (nftables), resume, new net.Socket. Peers in a child process; every restored connection then carried 100 bytes each way.');
+  console.log('\ncheckpointConnections: validation, lock (nftables: one nf_tables transaction over netlink; filter: a drop filter per socket, which leaves the close-to-restore gap uncovered and is only safe here because the peers are idle), pause + save + queues per socket, silent close; restoreConnections: new socket + restore per image, one netlink transaction to unlock (nftables), resume, new net.Socket. Peers in a child process; every restored connection then carried 100 bytes each way.');
   process.exit(0);
 })().catch((error) => {
   console.error(error);
