@@ -93,7 +93,7 @@ export async function runNft(batch: string, netns?: string): Promise<void> {
   await runNftCommand(['-f', '-'], batch, netns);
 }
 
-/** Bytes of a key field: the address's 4 (IPv4, or IPv4-mapped when `mapped`) or 16 bytes. */
+/** The 4 (IPv4) or 16 (IPv6) bytes of a tuple's address; InvalidArgumentError if it has none. */
 function addressKeyBytes(address: SocketAddress, name: string): Uint8Array {
   const bytes = typeof address === 'object' && address !== null && (address.family === 4 || address.family === 6) ? addressBytes(address.family, address.address) : undefined;
   if (!bytes) throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port} with a valid IP address`);
@@ -107,6 +107,7 @@ function isMapped(bytes: Uint8Array): boolean {
 }
 
 function portOf(address: SocketAddress, name: string): number {
+  if (typeof address !== 'object' || address === null) throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port}`, 'ERR_INVALID_ARG_TYPE');
   const port = address.port;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`${name}.port must be an integer 0..65535`);
   return port;

@@ -117,6 +117,8 @@ describe('NftablesLock elements', () => {
       [{ local: tuple(1).local, remote: { family: 4, address: '127.0.0.1', port: 1.5 } }],
       [{ local: tuple(1).local, remote: { family: 5, address: '127.0.0.1', port: 1 } }],
       [tuple(1), null],
+      [{ local: undefined, remote: tuple(1).remote }],
+      [{ local: tuple(1).local, remote: 'not an address' }],
       'not an array',
     ];
     for (const tuples of bad) {
