@@ -107,10 +107,12 @@ export interface SoccrBinding {
   soccrRestore(fd: -1, packed: Uint32Array, recv: Uint8Array, send: Uint8Array, netns?: string, transfer?: number): number;
   /**
    * csrc/soccr_batch.cc: soccrDump for every fd (17 words each into packed), on a few threads;
-   * returns [recv, send] per fd, flattened (null: empty). dumped[i] = 1 once fd i is in repair
-   * mode; on failure the failing socket is resumed and the error has `index`.
+   * returns [recv, send] per fd, flattened (null: empty). With attachFilter, a drop-all socket
+   * filter goes on each socket right before its pause. dumped[i] bit 1: fd i is in repair mode,
+   * bit 2: its filter is attached; on failure the failing socket is resumed and the error has
+   * `index`.
    */
-  soccrDumpBatch(fds: Int32Array, packed: Uint32Array, dumped: Uint8Array): (Buffer | null)[];
+  soccrDumpBatch(fds: Int32Array, packed: Uint32Array, dumped: Uint8Array, attachFilter?: boolean): (Buffer | null)[];
   /**
    * Creates the sockets (in netns if given) into fds before returning (the caller owns them, also
    * on failure), then restores connection i (33 packed words, queues[2i], queues[2i+1], copied)

@@ -164,8 +164,6 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   const flushTimeoutMs = options.flushTimeoutMs ?? 10000;
   if (new Set(sockets).size !== sockets.length) throw new InvalidArgumentError('sockets must not repeat');
   const binding = soccrBinding();
-  const ops = binding.socketOps;
-
   const fds = Array.from(sockets, (socket) => socketFd(socket)); // Array.from visits holes; map skips them
   const { tuples, reuseAddr } = inspectSockets(fds);
 
@@ -210,25 +208,24 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   const count = entries.length;
   const packed = new Uint32Array(SK_DATA_WORDS * count); // sk_data only: the addresses are known
   try {
-    for (const entry of entries) {
-      if (lockKind === 'filter') {
-        ops.attachDropFilter(entry.fd);
-        entry.filtered = true;
-      }
-      entry.wasReading = stopReading(entry.socket);
-    }
-    // One native call for every socket's libsoccr sequence (pause, save, queues, release; repair
-    // stays on, no handle kept), spread over a few threads for large batches.
+    for (const entry of entries) entry.wasReading = stopReading(entry.socket);
+    // One native call for every socket's libsoccr sequence (the 'filter' lock's drop filter, then
+    // pause, save, queues, release; repair stays on, no handle kept), spread over a few threads
+    // for large batches.
     const dumped = new Uint8Array(count);
     let queues: (Buffer | null)[];
     try {
-      queues = binding.soccrDumpBatch(Int32Array.from(fds), packed, dumped);
+      queues = binding.soccrDumpBatch(Int32Array.from(fds), packed, dumped, lockKind === 'filter');
     } catch (error) {
-      entries.forEach((entry, i) => (entry.repair = dumped[i] === 1));
+      entries.forEach((entry, i) => {
+        entry.repair = (dumped[i] & 1) !== 0;
+        entry.filtered = (dumped[i] & 2) !== 0;
+      });
       throw error;
     }
     for (let i = 0; i < count; i++) {
       entries[i].repair = true;
+      entries[i].filtered = (dumped[i] & 2) !== 0;
       const skData = skDataFromWords(packed, i * SK_DATA_WORDS);
       const image: ConnectionImage = {
         version: CONNECTION_IMAGE_VERSION,

@@ -170,6 +170,45 @@ it('soccrDumpBatch: a bad fd in the middle names its index, the rest is marked f
   }
 });
 
+it("soccrDumpBatch with the 'filter' lock: bits mark repair and filter per socket; undone, every original carries traffic", async () => {
+  const pairs = await manyPairs(COUNT);
+  const unconnected = soccr.createTcpSocket(4); // libsoccr_save fails (ENOTCONN) after its filter went on
+  try {
+    const bad = COUNT / 2;
+    const fds = Int32Array.from(pairs.accepted.map((s) => soccr.fdOfSocket(s)));
+    fds[bad] = unconnected;
+    pairs.accepted.forEach((s) => s.pause());
+    const dumped = new Uint8Array(COUNT);
+    const ops = soccrBinding().socketOps;
+    let thrown: { code?: string; index?: number } | undefined;
+    try {
+      soccrBinding().soccrDumpBatch(fds, new Uint32Array(17 * COUNT), dumped, true);
+    } catch (error) {
+      thrown = error as { code?: string; index?: number };
+    }
+    expect(thrown).toMatchObject({ index: bad, code: 'ENOTCONN' });
+    expect(dumped[bad]).toBe(2); // filtered, not left in repair mode
+    expect(soccr.isInRepairMode(unconnected)).toBe(false);
+    // Every other socket is untouched (0) or filtered and in repair mode (3): never one without the other.
+    for (let i = 0; i < COUNT; i++) if (i !== bad) expect([0, 3]).toContain(dumped[i]);
+    expect(dumped.filter((d) => d === 3).length).toBeGreaterThan(0);
+    const inRepair = Array.from(fds).filter((fd) => soccr.isInRepairMode(fd));
+    expect(inRepair.sort()).toEqual(Array.from(fds).filter((_fd, i) => (dumped[i] & 1) !== 0).sort());
+    // Undo as checkpointConnections does: repair off, filter off. A filter left behind would drop
+    // the peer's messages below and the exchange would never complete.
+    fds.forEach((fd, i) => {
+      if ((dumped[i] & 1) !== 0) ops.setRepair(fd, false);
+      if ((dumped[i] & 2) !== 0) ops.detachFilter(fd);
+    });
+    expect(fdsInRepairMode()).toEqual([]);
+    pairs.accepted.forEach((s) => s.resume());
+    await expectTraffic(pairs.clients, pairs.accepted, 'after-failed-filtered-dump');
+  } finally {
+    soccr.closeFd(unconnected);
+    await pairs.close();
+  }
+});
+
 it('pause(fd): the addresses saved with getSkData stay readable after release', async () => {
   const pairs = await manyPairs(1);
   try {
