@@ -18,7 +18,7 @@ import { CriuReqType, reqTypeName, type CriuFeaturesMessage, type CriuRequestMes
 import { validateNotifyHandlers, type CriuNotifyHandlers } from './notify';
 import type { CriuOptions } from './options';
 import { checkOptions, prepareOptions, readLogTail, type CriuMode } from './prepare';
-import { mayTouch, processTree, recoverUnfinishedDump, recoverUnfinishedRestore, signalTree } from './recover';
+import { descendantsOf, mayTouch, recoverUnfinishedDump, recoverUnfinishedRestore, signalTree, stillThere, type SeenTask } from './recover';
 import { PageServerChild, runPreDumpLoop, killDaemon, type CriuPreDumpOptions, type CriuPreDumpResult } from './sessions';
 
 export interface CriuClientOptions {
@@ -82,7 +82,7 @@ interface UnansweredGuard {
    * them, and once swrk is gone they are orphans stuck half-restored (seen: a task inside CRIU's
    * restorer, running, never resumed, its connections still behind CRIU's lock).
    */
-  forked?: number[];
+  forked?: SeenTask[];
 }
 
 /**
@@ -109,7 +109,7 @@ async function repairAfterUnansweredRequest(
     if (guard.answered && restoredPid === undefined) return;
     let roots: number[] = [];
     if (restoredPid !== undefined) roots = scripts.includes('pre-resume') ? [] : [restoredPid];
-    else if (!guard.answered) roots = guard.forked ?? [];
+    else if (!guard.answered) roots = stillThere(guard.forked ?? []); // a pid reused meanwhile is left alone
     const killed = roots.length > 0 ? await recoverUnfinishedRestore(roots) : { killed: [], problems: [] };
     if (!guard.answered || killed.killed.length > 0) scope.recovery = { request: 'RESTORE', ...killed };
     return;
@@ -232,7 +232,7 @@ export class Criu {
         };
       } else if (request.type === CriuReqType.RESTORE && swrk !== undefined && !swrk.outsideOurTree) {
         connection.beforeKill = () => {
-          if (!guard.answered) guard.forked = processTree(swrk.pid).slice(1);
+          if (!guard.answered) guard.forked = descendantsOf(swrk.pid);
         };
       }
     }

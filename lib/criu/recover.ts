@@ -53,6 +53,37 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Start time (field 22 of /proc/<pid>/stat), or undefined when there is no such process. */
+function startTime(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[22 - 3];
+  } catch {
+    return undefined;
+  }
+}
+
+/** A process as it was seen: its pid and start time (a reused pid has another start time). */
+export interface SeenTask {
+  pid: number;
+  start: string;
+}
+
+/** `root`'s descendants now, each with its start time. */
+export function descendantsOf(root: number): SeenTask[] {
+  const seen: SeenTask[] = [];
+  for (const pid of processTree(root).slice(1)) {
+    const start = startTime(pid);
+    if (start !== undefined) seen.push({ pid, start });
+  }
+  return seen;
+}
+
+/** The tasks that are still the processes that were seen (not gone, pid not reused). */
+export function stillThere(tasks: readonly SeenTask[]): number[] {
+  return tasks.filter((task) => startTime(task.pid) === task.start).map((task) => task.pid);
+}
+
 /** Never init, this process, or an ancestor of it (a bogus pid must not reach them). */
 export function mayTouch(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 1) return false;
