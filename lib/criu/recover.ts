@@ -15,8 +15,10 @@
  * RSTs until the restore, which removes it). Init, this process and its ancestors are never
  * touched, whatever pid a request named.
  *
- * RESTORE: a swrk killed before post-restore takes its half-restored tasks with it (images and
- * the lock stay; the restore can be retried). Killed at post-restore (before CRIU unlocked the
+ * RESTORE: a swrk killed before post-restore usually takes its half-restored tasks with it, but
+ * one may stay inside CRIU's restorer, running and never resumed: when we are the ones killing
+ * swrk, the client records its descendants first and kills those afterwards (images and the lock
+ * stay; the restore can be retried). Killed at post-restore (before CRIU unlocked the
  * network and turned repair off), the restored tree hangs in CRIU's restorer with its sockets in
  * repair mode, holding the pids: the client SIGKILLs it, the lock (still in place) keeps the
  * peers' packets dropped, and the images restore again. From pre-resume on the restore is
@@ -26,6 +28,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 
 import { binding } from '../native';
+import { procStatFields } from '../proc';
 
 export interface DumpRecovery {
   /** The dumped task was still alive when CRIU died. */
@@ -56,8 +59,7 @@ function alive(pid: number): boolean {
 /** Start time (field 22 of /proc/<pid>/stat), or undefined when there is no such process. */
 function startTime(pid: number): string | undefined {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[22 - 3];
+    return procStatFields(pid)?.[22 - 3];
   } catch {
     return undefined;
   }
@@ -236,9 +238,9 @@ async function stopTree(pid: number): Promise<boolean> {
   signalTree(pid, 'SIGSTOP');
   const stoppedOrGone = (member: number): boolean => {
     try {
-      // Field 3 of /proc/<pid>/stat, after the parenthesised command name: T (stopped), t (traced).
-      const stat = fs.readFileSync(`/proc/${member}/stat`, 'utf8');
-      return /^[TtZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
+      // The state: T (stopped), t (traced), Z/X (gone).
+      const state = procStatFields(member)?.[0];
+      return state === undefined || /^[TtZX]$/.test(state);
     } catch {
       return true;
     }

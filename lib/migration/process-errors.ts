@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 
 import { NodeCriuError } from '../errors';
+import { procStatFields } from '../proc';
 
 export type ProcessMigrationPhase = 'check' | 'preDump' | 'dump' | 'transfer' | 'moveAddress' | 'restore' | 'rollback';
 
@@ -74,15 +75,15 @@ export function describeFailure(error: unknown): string {
  * exited with a failure: a zombie whose exit code (/proc/PID/stat field 52) is not 0, or gone.
  */
 export function pageServerFailed(pid: number): boolean {
-  let stat: string;
+  let fields: string[] | undefined;
   try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    fields = procStatFields(pid);
   } catch {
     return true;
   }
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (fields === undefined) return true;
   if (fields[0] !== 'Z') return false;
-  return Number(fields[49]) !== 0;
+  return Number(fields[52 - 3]) !== 0;
 }
 
 /** Whether no task (process or thread, zombies included) has the id `pid`. */

@@ -29,6 +29,7 @@ import * as path from 'node:path';
 
 import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
 import { describeValue, NodeCriuError } from '../errors';
+import { procStatFields } from '../proc';
 import { checkNetns, checkTaskNetns, conflictingSockets, copyLockTable, criuInNetns, criuLockTables, deleteTables, processTcpTuples, type NetnsCriu } from './process-criu';
 import { describeFailure, describeTask, isPidFree, pageServerFailed, ProcessMigrationError, waitForPidFree, type ProcessMigrationPhase } from './process-errors';
 import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, readTreePids, readTreeTasks, type ImagesLayout, type PageChannel } from './process-images';
@@ -330,8 +331,9 @@ class Migration {
       try {
         const ns = fs.statSync(`/proc/${pid}/ns/net`);
         if (ns.ino !== sourceNs.ino || ns.dev !== sourceNs.dev) continue;
-        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const startedAt = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) / 100; // clock ticks (USER_HZ 100)
+        const fields = procStatFields(pid);
+        if (fields === undefined) continue;
+        const startedAt = Number(fields[22 - 3]) / 100; // clock ticks (USER_HZ 100)
         if (startedAt < since) continue;
         process.kill(pid, 'SIGKILL');
         killed.push(pid);

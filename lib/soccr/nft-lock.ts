@@ -18,6 +18,7 @@ import { attachCapabilityProblem, capabilityProblem } from '../capabilities';
 import { checkNetnsPath } from '../security';
 import { addressBytes, ipv4Word } from './address';
 import type { SocketAddress } from './address';
+import { procStatFields } from '../proc';
 import { NftablesLockError } from './errors';
 import { soccrBinding } from './native';
 import type { NftablesLockRef } from './image';
@@ -382,15 +383,8 @@ interface ProcessView {
 
 /** State (field 3) and start time (field 22) of /proc/<pid>/stat; undefined if there is none. */
 function procStat(pid: number | 'self'): { state: string; startTime: string } | undefined {
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ESRCH') return undefined;
-    throw error;
-  }
-  // comm (field 2) may hold spaces and parentheses: the fields after it follow the last ')'.
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const fields = procStatFields(pid);
+  if (fields === undefined) return undefined;
   const startTime = fields[22 - 3];
   if (fields[0] === undefined || startTime === undefined || !/^[0-9]+$/.test(startTime)) throw new Error(`unexpected /proc/${pid}/stat`);
   return { state: fields[0], startTime };
