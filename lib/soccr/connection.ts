@@ -207,6 +207,7 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   const images: ConnectionImage[] = [];
   const count = entries.length;
   const packed = new Uint32Array(SK_DATA_WORDS * count); // sk_data only: the addresses are known
+  const fdArray = Int32Array.from(fds);
   try {
     for (const entry of entries) entry.wasReading = stopReading(entry.socket);
     // One native call for every socket's libsoccr sequence (the 'filter' lock's drop filter, then
@@ -215,7 +216,7 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
     const dumped = new Uint8Array(count);
     let queues: (Buffer | null)[];
     try {
-      queues = binding.soccrDumpBatch(Int32Array.from(fds), packed, dumped, lockKind === 'filter');
+      queues = binding.soccrDumpBatch(fdArray, packed, dumped, lockKind === 'filter');
     } catch (error) {
       entries.forEach((entry, i) => {
         entry.repair = (dumped[i] & 1) !== 0;
@@ -255,7 +256,11 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   // Repair mode is on and Node's fd is the last one: closing it drops the connection without FIN
   // or RST. The kernel's teardown runs on a few threads first (each fd number then holds a
   // placeholder until its net.Socket is destroyed right below, which closes that).
-  binding.soccrDropBatch(Int32Array.from(fds));
+  try {
+    binding.soccrDropBatch(fdArray);
+  } catch {
+    // No fd for the placeholder (EMFILE): each destroy() below closes its socket itself.
+  }
   for (const entry of entries) {
     pendingReadBytes(entry.socket, true);
     entry.socket.destroy();

@@ -170,6 +170,39 @@ it('soccrDumpBatch: a bad fd in the middle names its index, the rest is marked f
   }
 });
 
+it('checkpointConnections without an fd for the placeholder (EMFILE): destroy() closes each original itself, silently', async () => {
+  const pairs = await manyPairs(COUNT);
+  const restored: net.Socket[] = [];
+  const binding = soccrBinding();
+  const drop = binding.soccrDropBatch;
+  try {
+    const lock = await NftablesLock.create();
+    try {
+      const fdsBefore = fdCount();
+      const clientErrors: string[] = [];
+      pairs.clients.forEach((c) => c.on('error', (e: NodeJS.ErrnoException) => clientErrors.push(e.code ?? 'error')));
+      let calls = 0;
+      binding.soccrDropBatch = () => {
+        calls++;
+        throw Object.assign(new Error('open EMFILE: /dev/null'), { code: 'EMFILE', syscall: 'open' });
+      };
+      const images = await checkpointConnections(pairs.accepted, { lock });
+      binding.soccrDropBatch = drop;
+      expect(calls).toBe(1);
+      expect(fdCount()).toBe(fdsBefore - COUNT);
+      restored.push(...(await restoreConnections(images)));
+      await expectTraffic(pairs.clients, restored, 'after-emfile-move');
+      expect(clientErrors).toEqual([]);
+    } finally {
+      binding.soccrDropBatch = drop;
+      await lock.destroy();
+    }
+  } finally {
+    restored.forEach((s) => s.destroy());
+    await pairs.close();
+  }
+});
+
 it("soccrDumpBatch with the 'filter' lock: bits mark repair and filter per socket; undone, every original carries traffic", async () => {
   const pairs = await manyPairs(COUNT);
   const unconnected = soccr.createTcpSocket(4); // libsoccr_save fails (ENOTCONN) after its filter went on
