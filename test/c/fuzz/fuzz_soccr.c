@@ -22,6 +22,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,38 @@ static void log_nothing(unsigned int level, const char *fmt, ...)
 {
 	(void)level;
 	(void)fmt;
+}
+
+/* The harness's own blocking calls. libFuzzer's -timeout runs a SIGALRM timer whose handler has
+ * no SA_RESTART, so a loopback connect that sleeps for the handshake can end in EINTR while the
+ * handshake goes on in the kernel: wait for it to finish instead of calling that a finding. */
+static int connect_retrying(int fd, const struct sockaddr *to, socklen_t len)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+	int err = 0;
+	socklen_t errlen = sizeof(err);
+
+	if (connect(fd, to, len) == 0)
+		return 0;
+	if (errno != EINTR)
+		return -1;
+	while (poll(&pfd, 1, -1) < 0)
+		if (errno != EINTR)
+			return -1;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0)
+		return -1;
+	errno = err;
+	return err ? -1 : 0;
+}
+
+static int accept_retrying(int lfd)
+{
+	int fd;
+
+	do
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	while (fd < 0 && errno == EINTR);
+	return fd;
 }
 
 static int make_listener(int family, uint16_t *port)
@@ -431,9 +464,9 @@ static void save_path(struct input *in, int family)
 		to.v6.sin6_port = htons(port);
 	}
 	c = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c < 0 || connect(c, &to.sa, family == AF_INET ? sizeof(to.v4) : sizeof(to.v6)) < 0)
+	if (c < 0 || connect_retrying(c, &to.sa, family == AF_INET ? sizeof(to.v4) : sizeof(to.v6)) < 0)
 		fail("connect to the listener");
-	a = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	a = accept_retrying(lfd);
 	if (a < 0)
 		fail("accept");
 	/* No TIME_WAIT pile-up over a long run: the unpaused end closes with RST. */
