@@ -30,7 +30,7 @@ node bench/criu-rpc-bench.js
 echo
 
 # --- libsoccr from JS: one connection (public API and raw addon), 10,000 connections at once ---
-unshare -n sh -c 'ip link set lo up && exec node bench/soccr/js-soccr-bench.js "${SOCCR_BENCH_ITERS:-3000}" 10000'
+unshare -n sh -c 'ip link set lo up && exec node bench/soccr/js-soccr-bench.js "${SOCCR_BENCH_ITERS:-3000}" 10000 "${SOCCR_BENCH_ROUNDS:-7}"'
 echo
 
 # --- whole-process migration (CRIU) vs restart+reconnect: longest client pause, 10/100/1000 connections ---

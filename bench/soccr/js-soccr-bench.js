@@ -13,9 +13,12 @@
  * (the reference of the "vs C" column: same process, connection, CPU and moment), and as the
  * standalone bench/c program before each size's JS rows (a separate process on its own
  * connection, which varies by up to ~35% between runs here). The table shows medians over the
- * rounds and, per layer, the median and range of the per-round ratios to the in-process C.
+ * rounds and, per layer, the median and range of the per-round ratios to the in-process C. A
+ * second table times the same layers interleaved per iteration (every layer once per iteration),
+ * which keeps load drift out of the ratios but mixes the layers' cache footprints.
  *
- * Usage: node bench/soccr/js-soccr-bench.js [iterations=3000] [batch=10000] [rounds=3]
+ * Usage: node bench/soccr/js-soccr-bench.js [iterations=3000] [batch=10000, 0: none] [rounds=3]
+ * (scripts/bench.sh: 7 rounds, SOCCR_BENCH_ROUNDS)
  * (scripts/bench.sh runs it in a private network namespace: `unshare -n`, loopback only.)
  */
 const { execFileSync, fork } = require('node:child_process');
@@ -201,6 +204,43 @@ async function singleRow(queueBytes, round) {
       }
     }
   }
+  // Then the same layers interleaved per iteration (each iteration runs every layer once):
+  // drift in machine load then hits all layers alike, but each layer finds the caches as the
+  // others left them (bench/c reuses one warm queue buffer; transfer frees its own).
+  const mixed = Object.fromEntries(Object.keys(times).map((k) => [k, []]));
+  const cOne = new Float64Array(2);
+  const cCycle = (f) => {
+    const next = inproc.cycles(f, 1, cOne);
+    return { fd: next, dump: cOne[0], restore: cOne[1] };
+  };
+  const mixedLayers = [
+    [rawBindingCycle, mixed.rawDump, mixed.rawRestore],
+    [publicOneCallCycle, mixed.oneDump, mixed.oneRestore],
+    [publicOneCallTransferCycle, mixed.oneTDump, mixed.oneTRestore],
+    [publicApiCycle, mixed.apiDump, mixed.apiRestore],
+  ];
+  if (inproc) mixedLayers.push([cCycle, mixed.cDump, mixed.cRestore]);
+  // A new random order every iteration (seeded: runs are repeatable), so that every layer
+  // follows every other equally often: what ran just before (the step-by-step layer's copies,
+  // a 64 KiB buffer left for the GC) changes the next one's time.
+  let seed = 0x9e3779b9 ^ (round + 1);
+  const order = mixedLayers.map((_, k) => k);
+  for (let i = -100; i < iterations; i++) {
+    for (let k = order.length - 1; k > 0; k--) {
+      seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+      const j = seed % (k + 1);
+      [order[k], order[j]] = [order[j], order[k]];
+    }
+    for (let k = 0; k < mixedLayers.length; k++) {
+      const [cycle, dumps, restores] = mixedLayers[order[k]];
+      const r = cycle(fd);
+      fd = r.fd;
+      if (i >= 0) {
+        dumps.push(r.dump);
+        restores.push(r.restore);
+      }
+    }
+  }
   await lock.remove([tuple]);
   // Verify: the queue survived every move byte for byte, and traffic flows both ways.
   const socket = nodeCriu.soccr.adoptSocket(fd);
@@ -223,13 +263,14 @@ async function singleRow(queueBytes, round) {
   socket.destroy();
   client.destroy();
   const stats = (d, r) => ({ dump: percentile(d, 0.5), dump99: percentile(d, 0.99), restore: percentile(r, 0.5), restore99: percentile(r, 0.99) });
-  return {
-    cIn: inproc ? stats(times.cDump, times.cRestore) : undefined,
-    raw: stats(times.rawDump, times.rawRestore),
-    one: stats(times.oneDump, times.oneRestore),
-    oneT: stats(times.oneTDump, times.oneTRestore),
-    api: stats(times.apiDump, times.apiRestore),
-  };
+  const layerStats = (t) => ({
+    cIn: inproc ? stats(t.cDump, t.cRestore) : undefined,
+    raw: stats(t.rawDump, t.rawRestore),
+    one: stats(t.oneDump, t.oneRestore),
+    oneT: stats(t.oneTDump, t.oneTRestore),
+    api: stats(t.apiDump, t.apiRestore),
+  });
+  return { loops: layerStats(times), mixed: layerStats(mixed) };
 }
 
 /** bench/c's libsoccr p50s for the given queue sizes: { [bytes]: { dump, restore, dump99, restore99 } }. */
@@ -302,36 +343,8 @@ async function batch(count, lockKind) {
   }
 }
 
-(async () => {
-  const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
-  console.log('### libsoccr from JS: checkpoint and restore of one established TCP connection\n');
-  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each per queue size: the standalone bench/c (libsoccr, C; separate process) for that size, then on one connection in this process bench/c's C sequence (bench/c/inproc, timed in C), the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd (default, and with restoreFd's 'transfer' option, which frees the queue buffers at once as bench/c's restore frees its SOCCR_MEM_EXCL buffers) and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C runs meet the same ruleset). Medians over the rounds of each round's p50 (p99); "vs C": each round's dump + restore p50 over the in-process C's of the same round, median (min-max) over the rounds.\n`);
-  runLock = await nodeCriu.NftablesLock.create();
-  const sizes = [0, 4096, 65536];
-  const results = { c: [], cIn: [], raw: [], one: [], oneT: [], api: [] };
-  const haveC = fs.existsSync(cBench);
-  if (fs.existsSync(cInproc)) inproc = require(cInproc);
-  try {
-    for (let round = 0; round < rounds; round++) {
-      // Per size: bench/c, then the JS layers, so both meet the same machine load.
-      const c = {};
-      const js = {};
-      for (const q of sizes) {
-        if (haveC) Object.assign(c, runCBench([q]));
-        js[q] = await singleRow(q, round);
-      }
-      for (const q of sizes) {
-        if (c[q]) results.c.push({ q, ...c[q] });
-        if (js[q].cIn) results.cIn.push({ q, ...js[q].cIn });
-        results.raw.push({ q, ...js[q].raw });
-        results.one.push({ q, ...js[q].one });
-        results.oneT.push({ q, ...js[q].oneT });
-        results.api.push({ q, ...js[q].api });
-      }
-    }
-  } finally {
-    await runLock.destroy();
-  }
+/** One markdown table: per size and layer, medians over the rounds and the per-round ratios to the C. */
+function printTable(results, sizes, haveC) {
   const med = (layer, q, field) => median(results[layer].filter((r) => r.q === q).map((r) => r[field]));
   // The reference: bench/c's C in this process, on this connection, interleaved with the JS rows
   // of each round (else, without the module, the separate bench/c process). Ratios are taken per
@@ -360,14 +373,52 @@ async function batch(count, lockKind) {
       console.log(`| ${q} | ${name} | ${med(layer, q, 'dump').toFixed(1)} (${med(layer, q, 'dump99').toFixed(1)}) | ${med(layer, q, 'restore').toFixed(1)} (${med(layer, q, 'restore99').toFixed(1)}) | ${total.toFixed(1)} | ${ratio} |`);
     }
   }
+}
+
+(async () => {
+  const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
+  console.log('### libsoccr from JS: checkpoint and restore of one established TCP connection\n');
+  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each per queue size: the standalone bench/c (libsoccr, C; separate process) for that size, then on one connection in this process bench/c's C sequence (bench/c/inproc, timed in C), the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd (default, and with restoreFd's 'transfer' option, which frees the queue buffers at once as bench/c's restore frees its SOCCR_MEM_EXCL buffers) and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C runs meet the same ruleset). Medians over the rounds of each round's p50 (p99); "vs C": each round's dump + restore p50 over the in-process C's of the same round, median (min-max) over the rounds.\n`);
+  runLock = await nodeCriu.NftablesLock.create();
+  const sizes = [0, 4096, 65536];
+  const emptyResults = () => ({ c: [], cIn: [], raw: [], one: [], oneT: [], api: [] });
+  const results = { loops: emptyResults(), mixed: emptyResults() };
+  const haveC = fs.existsSync(cBench);
+  if (fs.existsSync(cInproc)) inproc = require(cInproc);
+  try {
+    for (let round = 0; round < rounds; round++) {
+      // Per size: bench/c, then the JS layers, so both meet the same machine load.
+      const c = {};
+      const js = {};
+      for (const q of sizes) {
+        if (haveC) Object.assign(c, runCBench([q]));
+        js[q] = await singleRow(q, round);
+      }
+      for (const q of sizes) {
+        if (c[q]) results.loops.c.push({ q, ...c[q] });
+        for (const method of ['loops', 'mixed']) {
+          const row = js[q][method];
+          if (row.cIn) results[method].cIn.push({ q, ...row.cIn });
+          for (const layer of ['raw', 'one', 'oneT', 'api']) results[method][layer].push({ q, ...row[layer] });
+        }
+      }
+    }
+  } finally {
+    await runLock.destroy();
+  }
+  printTable(results.loops, sizes, haveC);
+  console.log(`\nThe same layers on the same connections right after each round's loops, interleaved per iteration: each of ${iterations} iterations (after 100 for warm-up) runs every layer once, in a new random order (seeded) each time. Machine drift then meets every layer alike, but each layer finds the CPU caches as the others left them (in the loops above, bench/c's restore frees the buffer its next dump reuses, still warm; so does 'transfer').\n`);
+  printTable(results.mixed, sizes, haveC);
   if (!haveC || !inproc) console.log('\n(bench/c/build not fully built: `make -C bench/c` for the C rows.)');
   console.log('\nDump = pause + save + both queues + both addresses + release (public API: plus argument validation and the result object; step by step also a TCP state check and a dup of the fd per handle); restore = socket + pause + restore + resume (public API: plus validation of everything it is given; transfer: plus freeing the queue buffers). Same sequence as bench/c (which times the same spans); close in repair mode not timed.\n');
-  console.log(`### libsoccr from JS: ${batchSize} connections at once\n`);
-  console.log('| connections | lock | checkpointConnections ms | restoreConnections ms | total ms | µs per connection |');
-  console.log('|---:|---|---:|---:|---:|---:|');
-  await batch(batchSize, 'nftables');
-  await batch(batchSize, 'filter');
-  console.log('\ncheckpointConnections: validation, lock (nftables: one nf_tables transaction over netlink; filter: a drop filter per socket, which leaves the close-to-restore gap uncovered and is only safe here because the peers are idle), pause + save + queues per socket, silent close; restoreConnections: new socket + restore per image, one netlink transaction to unlock (nftables), resume, new net.Socket. Peers in a child process; every restored connection then carried 100 bytes each way.');
+  if (batchSize > 0) {
+    console.log(`### libsoccr from JS: ${batchSize} connections at once\n`);
+    console.log('| connections | lock | checkpointConnections ms | restoreConnections ms | total ms | µs per connection |');
+    console.log('|---:|---|---:|---:|---:|---:|');
+    await batch(batchSize, 'nftables');
+    await batch(batchSize, 'filter');
+    console.log('\ncheckpointConnections: validation, lock (nftables: one nf_tables transaction over netlink; filter: a drop filter per socket, which leaves the close-to-restore gap uncovered and is only safe here because the peers are idle), pause + save + queues per socket, silent close; restoreConnections: new socket + restore per image, one netlink transaction to unlock (nftables), resume, new net.Socket. Peers in a child process; every restored connection then carried 100 bytes each way.');
+  }
   process.exit(0);
 })().catch((error) => {
   console.error(error);
