@@ -380,11 +380,15 @@ int rst_counters_equal(const struct rst_counters *a, const struct rst_counters *
 {
 	if (memcmp(a, b, sizeof(*a)) == 0)
 		return 1;
+	/* Every counter, so that a rare failure (t_cycles counted one RST once in CI) says which. */
 	fprintf(stderr,
 		"  RST counters changed: OutRsts %ld->%ld AbortOnData %ld->%ld AbortOnClose "
-		"%ld->%ld AbortOnTimeout %ld->%ld\n",
+		"%ld->%ld AbortOnMemory %ld->%ld AbortOnTimeout %ld->%ld AbortOnLinger %ld->%ld "
+		"AbortFailed %ld->%ld\n",
 		a->out_rsts, b->out_rsts, a->abort_on_data, b->abort_on_data, a->abort_on_close,
-		b->abort_on_close, a->abort_on_timeout, b->abort_on_timeout);
+		b->abort_on_close, a->abort_on_memory, b->abort_on_memory, a->abort_on_timeout,
+		b->abort_on_timeout, a->abort_on_linger, b->abort_on_linger, a->abort_failed,
+		b->abort_failed);
 	return 0;
 }
 

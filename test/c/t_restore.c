@@ -221,6 +221,10 @@ static int t_cycles(const void *arg)
 		TRY(wait_queue(srv, false, (int)(c2s.written - c2s.read), 5000));
 		TRY(stream_write_all(srv, &s2c, 1000, 5000));
 		TRY(stream_read(p.cli, &s2c) < 0 ? -1 : 0);
+		/* Per move, so a reset (one was counted once in CI, never here) names its move. */
+		struct rst_counters now;
+		TRY(read_rst_counters(&now));
+		CHECK(rst_counters_equal(&c0, &now), "no RST after move %d", i);
 	}
 	return finish_pair(srv, p.cli, &c2s, &s2c, &c0);
 }
