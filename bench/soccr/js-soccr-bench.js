@@ -168,14 +168,12 @@ async function singleRow(queueBytes, round) {
   // the 64 KiB queues, so the first loop does not pay for it); the loops' order rotates with the
   // round, so drift in machine load does not always favour the same layer.
   let fd = firstFd;
-  const times = { cDump: [], cRestore: [], apiDump: [], apiRestore: [], rawDump: [], rawRestore: [], oneDump: [], oneRestore: [], oneTDump: [], oneTRestore: [] };
-  const layers = [
-    [rawBindingCycle, times.rawDump, times.rawRestore],
-    [publicOneCallCycle, times.oneDump, times.oneRestore],
-    [publicOneCallTransferCycle, times.oneTDump, times.oneTRestore],
-    [publicApiCycle, times.apiDump, times.apiRestore],
-  ];
-  if (inproc) layers.push([null, times.cDump, times.cRestore]);
+  // The JS layers by name, each with its cycle; per method, [cycle, dumps, restores] per layer.
+  const jsLayers = [['raw', rawBindingCycle], ['one', publicOneCallCycle], ['oneT', publicOneCallTransferCycle], ['api', publicApiCycle]];
+  const newTimes = () => Object.fromEntries(['c', ...jsLayers.map(([name]) => name)].map((name) => [name, { dumps: [], restores: [] }]));
+  const layersOf = (t, cCycle) => [...jsLayers.map(([name, cycle]) => [cycle, t[name].dumps, t[name].restores]), ...(inproc ? [[cCycle, t.c.dumps, t.c.restores]] : [])];
+  const times = newTimes();
+  const layers = layersOf(times, null);
   // The C layer runs its whole loop in C (timed there, like bench/c); 100 warm-up iterations.
   const cTimes = new Float64Array(2 * (iterations + 100));
   const runC = (n) => {
@@ -207,19 +205,12 @@ async function singleRow(queueBytes, round) {
   // Then the same layers interleaved per iteration (each iteration runs every layer once):
   // drift in machine load then hits all layers alike, but each layer finds the caches as the
   // others left them (bench/c reuses one warm queue buffer; transfer frees its own).
-  const mixed = Object.fromEntries(Object.keys(times).map((k) => [k, []]));
+  const mixed = newTimes();
   const cOne = new Float64Array(2);
-  const cCycle = (f) => {
+  const mixedLayers = layersOf(mixed, (f) => {
     const next = inproc.cycles(f, 1, cOne);
     return { fd: next, dump: cOne[0], restore: cOne[1] };
-  };
-  const mixedLayers = [
-    [rawBindingCycle, mixed.rawDump, mixed.rawRestore],
-    [publicOneCallCycle, mixed.oneDump, mixed.oneRestore],
-    [publicOneCallTransferCycle, mixed.oneTDump, mixed.oneTRestore],
-    [publicApiCycle, mixed.apiDump, mixed.apiRestore],
-  ];
-  if (inproc) mixedLayers.push([cCycle, mixed.cDump, mixed.cRestore]);
+  });
   // A new random order every iteration (seeded: runs are repeatable), so that every layer
   // follows every other equally often: what ran just before (the step-by-step layer's copies,
   // a 64 KiB buffer left for the GC) changes the next one's time.
@@ -264,11 +255,8 @@ async function singleRow(queueBytes, round) {
   client.destroy();
   const stats = (d, r) => ({ dump: percentile(d, 0.5), dump99: percentile(d, 0.99), restore: percentile(r, 0.5), restore99: percentile(r, 0.99) });
   const layerStats = (t) => ({
-    cIn: inproc ? stats(t.cDump, t.cRestore) : undefined,
-    raw: stats(t.rawDump, t.rawRestore),
-    one: stats(t.oneDump, t.oneRestore),
-    oneT: stats(t.oneTDump, t.oneTRestore),
-    api: stats(t.apiDump, t.apiRestore),
+    cIn: inproc ? stats(t.c.dumps, t.c.restores) : undefined,
+    ...Object.fromEntries(jsLayers.map(([name]) => [name, stats(t[name].dumps, t[name].restores)])),
   });
   return { loops: layerStats(times), mixed: layerStats(mixed) };
 }
