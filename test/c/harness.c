@@ -234,6 +234,8 @@ int test_run_all(const char *filter, int jobs)
 			kill(run[k].pid, SIGKILL);
 		while (wait(NULL) > 0)
 			;
+		for (int k = 0; k < nrun; k++)
+			unlink(run[k].log); /* else the rmdir below fails and the directory stays */
 		failed++;
 	}
 	rmdir(dir);
