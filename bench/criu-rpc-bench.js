@@ -37,10 +37,20 @@ function startPycriu() {
   if (!root) return undefined;
   const python = spawn(
     path.join(root, 'usr/lib64/ld-linux-x86-64.so.2'),
-    ['--library-path', path.join(root, 'usr/lib/x86_64-linux-gnu'), path.join(root, 'usr/bin/python3'), path.join(__dirname, 'criu-pycriu-driver.py'), criuPath],
+    [
+      '--library-path',
+      path.join(root, 'usr/lib/x86_64-linux-gnu'),
+      path.join(root, 'usr/bin/python3'),
+      path.join(__dirname, 'criu-pycriu-driver.py'),
+      criuPath,
+    ],
     {
       stdio: ['pipe', 'pipe', 'inherit'],
-      env: { ...process.env, PYTHONHOME: path.join(root, 'usr'), PYTHONPATH: path.join(root, 'usr/lib/python3/dist-packages') },
+      env: {
+        ...process.env,
+        PYTHONHOME: path.join(root, 'usr'),
+        PYTHONPATH: path.join(root, 'usr/lib/python3/dist-packages'),
+      },
     },
   );
   const lines = readline.createInterface({ input: python.stdout });
@@ -66,7 +76,8 @@ function cli(args) {
   const start = performance.now();
   const result = spawnSync(criuPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const ms = performance.now() - start;
-  if (result.status !== 0) throw new Error(`criu ${args.join(' ')}: exit ${result.status}: ${String(result.stderr).slice(-500)}`);
+  if (result.status !== 0)
+    throw new Error(`criu ${args.join(' ')}: exit ${result.status}: ${String(result.stderr).slice(-500)}`);
   return ms;
 }
 
@@ -116,10 +127,13 @@ async function main() {
         let dumpMs;
         let restoreMs;
         if (tool === 'node-criu') {
-          dumpMs = await timed(() => criu.dump({ imagesDir: dir, pid: current, networkLock: 'skip', logFile: 'dump.log', logLevel: 4 }));
+          dumpMs = await timed(() =>
+            criu.dump({ imagesDir: dir, pid: current, networkLock: 'skip', logFile: 'dump.log', logLevel: 4 }),
+          );
           await waitGone(current);
           const start = performance.now();
-          current = (await criu.restore({ imagesDir: dir, networkLock: 'skip', logFile: 'restore.log', logLevel: 4 })).pid;
+          current = (await criu.restore({ imagesDir: dir, networkLock: 'skip', logFile: 'restore.log', logLevel: 4 }))
+            .pid;
           restoreMs = performance.now() - start;
         } else if (tool === 'criu CLI') {
           dumpMs = cli(['dump', '-t', String(current), '-D', dir, '-v4', '-o', 'dump.log', '--network-lock', 'skip']);
@@ -153,9 +167,15 @@ async function main() {
   const version = execFileSync(criuPath, ['--version'], { encoding: 'utf8' }).split('\n')[0];
   console.log('## CRIU-RPC client: node-criu vs criu CLI vs pycriu');
   console.log('');
-  console.log(`- machine: ${os.cpus().length} × ${os.cpus()[0].model}, Linux ${os.release()}, node ${process.version}, CRIU ${version.replace('Version: ', '')}`);
-  console.log(`- date: ${new Date().toISOString()}; ${ITERS} iterations per tool, interleaved; times in ms (median, p90)`);
-  console.log('- every tool spawns its own criu (node-criu and pycriu: `criu swrk` per call; CLI: one criu process per command)');
+  console.log(
+    `- machine: ${os.cpus().length} × ${os.cpus()[0].model}, Linux ${os.release()}, node ${process.version}, CRIU ${version.replace('Version: ', '')}`,
+  );
+  console.log(
+    `- date: ${new Date().toISOString()}; ${ITERS} iterations per tool, interleaved; times in ms (median, p90)`,
+  );
+  console.log(
+    '- every tool spawns its own criu (node-criu and pycriu: `criu swrk` per call; CLI: one criu process per command)',
+  );
   console.log('');
   console.log('| operation | tool | median ms | p90 ms | vs criu CLI (median) | vs pycriu (median) |');
   console.log('| --- | --- | ---: | ---: | ---: | ---: |');
@@ -165,8 +185,11 @@ async function main() {
     const m = median(samples[key]);
     const cliKey = Object.keys(samples).find((k) => k.startsWith(`${op}|criu CLI`));
     const pyKey = keyOf(op, 'pycriu');
-    const rel = (other) => (other && other !== key && samples[other] ? `${(((m / median(samples[other])) - 1) * 100).toFixed(1)}%` : '');
-    console.log(`| ${op} | ${tool} | ${m.toFixed(1)} | ${percentile(samples[key], 90).toFixed(1)} | ${rel(cliKey)} | ${rel(pyKey)} |`);
+    const rel = (other) =>
+      other && other !== key && samples[other] ? `${((m / median(samples[other]) - 1) * 100).toFixed(1)}%` : '';
+    console.log(
+      `| ${op} | ${tool} | ${m.toFixed(1)} | ${percentile(samples[key], 90).toFixed(1)} | ${rel(cliKey)} | ${rel(pyKey)} |`,
+    );
   }
 }
 

@@ -30,11 +30,12 @@ function ipcRequest(child) {
     pending.delete(msg.id);
     if (resolve) resolve(msg);
   });
-  return (body) => new Promise((resolve) => {
-    const id = next++;
-    pending.set(id, resolve);
-    child.send({ ...body, id });
-  });
+  return (body) =>
+    new Promise((resolve) => {
+      const id = next++;
+      pending.set(id, resolve);
+      child.send({ ...body, id });
+    });
 }
 
 async function reconnectBaseline(n) {
@@ -45,9 +46,18 @@ async function reconnectBaseline(n) {
   try {
     let server = lab.spawnNode('a', serverScript, config);
     await sleep(300);
-    const clients = spawn('nsenter', [`--net=${lab.path('c')}`, '--', process.execPath, path.join(__dirname, 'migration-connections-reconnect-clients.js')], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
+    const clients = spawn(
+      'nsenter',
+      [
+        `--net=${lab.path('c')}`,
+        '--',
+        process.execPath,
+        path.join(__dirname, 'migration-connections-reconnect-clients.js'),
+      ],
+      {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      },
+    );
     const request = ipcRequest(clients);
     await request({ cmd: 'connect', host: SERVICE_IP, port: 8080, count: n });
     await sleep(1500);
@@ -91,10 +101,22 @@ async function main() {
   const rows = [];
   for (const n of counts) {
     log(`== ${n} connections: handover routes`);
-    const report = await runDemo({ clients: n, routes: ['connections', 'fd'], warmupMs: 1500, afterMs: 800, ...PACE, log });
+    const report = await runDemo({
+      clients: n,
+      routes: ['connections', 'fd'],
+      warmupMs: 1500,
+      afterMs: 800,
+      ...PACE,
+      log,
+    });
     log(`== ${n} connections: reconnect baseline`);
     const baseline = await reconnectBaseline(n);
-    rows.push({ n, repair: report.routes.find((r) => r.route === 'connections'), fd: report.routes.find((r) => r.route === 'fd'), baseline });
+    rows.push({
+      n,
+      repair: report.routes.find((r) => r.route === 'connections'),
+      fd: report.routes.find((r) => r.route === 'fd'),
+      baseline,
+    });
   }
   const lines = [
     '## Connection handover: longest client-visible pause vs number of connections',
@@ -107,13 +129,19 @@ async function main() {
   ];
   for (const r of rows) {
     const b = r.baseline;
-    lines.push(`| ${r.n} | ${cell(r.repair)} | ${cell(r.fd)} | ${fmt(b.maxGapMs)} (${b.reconnected}/${r.n} back after ${fmt(b.allBackMs)}; in-flight data and state lost) | ${fmt(Math.max(r.repair ? r.repair.steadyPauseMs : 0, r.fd ? r.fd.steadyPauseMs : 0, b.steadyMaxGapMs))} |`);
+    lines.push(
+      `| ${r.n} | ${cell(r.repair)} | ${cell(r.fd)} | ${fmt(b.maxGapMs)} (${b.reconnected}/${r.n} back after ${fmt(b.allBackMs)}; in-flight data and state lost) | ${fmt(Math.max(r.repair ? r.repair.steadyPauseMs : 0, r.fd ? r.fd.steadyPauseMs : 0, b.steadyMaxGapMs))} |`,
+    );
   }
   lines.push('', '| connections | route | phases (ms) |', '| --- | --- | --- |');
   for (const r of rows) {
     for (const row of [r.repair, r.fd]) {
       if (!row) continue;
-      lines.push(`| ${r.n} | ${row.route} | ${Object.entries(row.phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')} |`);
+      lines.push(
+        `| ${r.n} | ${row.route} | ${Object.entries(row.phases)
+          .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+          .join(', ')} |`,
+      );
     }
   }
   process.stdout.write(`${lines.join('\n')}\n`);

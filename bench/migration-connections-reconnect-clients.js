@@ -33,7 +33,14 @@ process.on('message', async (msg) => {
   if (msg.cmd === 'connect') {
     target = { host: msg.host, port: msg.port };
     for (let i = 0; i < msg.count; i++) {
-      const slot = { socket: null, connected: false, reconnects: 0, lastDataAt: performance.now(), maxGapMs: 0, dataSinceReset: false };
+      const slot = {
+        socket: null,
+        connected: false,
+        reconnects: 0,
+        lastDataAt: performance.now(),
+        maxGapMs: 0,
+        dataSinceReset: false,
+      };
       slots.push(slot);
       open(slot);
       await new Promise((resolve) => slot.socket.once('connect', resolve));

@@ -40,7 +40,11 @@ function setup() {
   }
   ip('b', ['link', 'add', 'br0', 'type', 'bridge']);
   ip('b', ['link', 'set', 'br0', 'up']);
-  for (const [h, n] of [['s', 2], ['t', 3], ['c', 9]]) {
+  for (const [h, n] of [
+    ['s', 2],
+    ['t', 3],
+    ['c', 9],
+  ]) {
     ip('b', ['link', 'add', `p${n}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns(h)]);
     ip('b', ['link', 'set', `p${n}`, 'master', 'br0', 'up']);
     ip(h, ['addr', 'add', `${SUBNET}.${n}/24`, 'dev', 'eth0']);
@@ -134,7 +138,13 @@ async function processRoute(dir, connections, transfer, criuPath) {
   let exact = 0;
   for (const [port, report] of Object.entries(clients.reports)) {
     const other = server.reports[port];
-    if (other && JSON.stringify(report.sent) === JSON.stringify(other.received) && JSON.stringify(report.received) === JSON.stringify(other.sent) && report.resets === 0) exact++;
+    if (
+      other &&
+      JSON.stringify(report.sent) === JSON.stringify(other.received) &&
+      JSON.stringify(report.received) === JSON.stringify(other.sent) &&
+      report.resets === 0
+    )
+      exact++;
   }
   killAll();
   return { gap: gaps(Object.values(clients.maxGapMs)), result, exact };
@@ -143,9 +153,15 @@ async function processRoute(dir, connections, transfer, criuPath) {
 async function restartRoute(dir, connections) {
   vipOn('s');
   const common = { statusDir: dir, host: VIP, port: 7000, ...PACE };
-  const serverPid = spawnNode('s', path.join(__dirname, 'migration-process-echo-server.js'), { ...common, name: 'old' });
+  const serverPid = spawnNode('s', path.join(__dirname, 'migration-process-echo-server.js'), {
+    ...common,
+    name: 'old',
+  });
   await waitFile(path.join(dir, 'old-listening'));
-  const clientsPid = spawnNode('c', path.join(__dirname, 'migration-process-reconnect-clients.js'), { ...common, connections });
+  const clientsPid = spawnNode('c', path.join(__dirname, 'migration-process-reconnect-clients.js'), {
+    ...common,
+    connections,
+  });
   await waitFile(path.join(dir, 'clients-connected'));
   await sleep(WARMUP_MS);
   const started = performance.now();
@@ -186,7 +202,9 @@ async function main() {
         setup();
         const { gap, result, exact } = await processRoute(dir, n, transfer, criuPath).finally(teardown);
         const p = result.phases;
-        rows.push(`| ${n} | process (CRIU, ${transfer}) | ${f(gap.max)} | ${f(gap.p50)} | ${f(result.downtimeMs)} | dump ${f(p.dump)}, transfer ${f(p.transfer)}, move ${f(p.moveAddress)}, restore ${f(p.restore)} | ${(result.pagesBytes / 1e6).toFixed(1)} MB | ${exact}/${n} kept, exact |`);
+        rows.push(
+          `| ${n} | process (CRIU, ${transfer}) | ${f(gap.max)} | ${f(gap.p50)} | ${f(result.downtimeMs)} | dump ${f(p.dump)}, transfer ${f(p.transfer)}, move ${f(p.moveAddress)}, restore ${f(p.restore)} | ${(result.pagesBytes / 1e6).toFixed(1)} MB | ${exact}/${n} kept, exact |`,
+        );
       }
       if (!routes.includes('restart')) continue;
       const dir = path.join(work, `restart-${n}`);
@@ -194,7 +212,9 @@ async function main() {
       process.stderr.write(`bench: restart + reconnect baseline, ${n} connections\n`);
       setup();
       const { gap, allBackMs, reconnects } = await restartRoute(dir, n).finally(teardown);
-      rows.push(`| ${n} | restart + reconnect | ${f(gap.max)} | ${f(gap.p50)} | ${f(allBackMs)} (until all reconnected) | - | - | 0/${n} kept (${reconnects} reconnects; state lost) |`);
+      rows.push(
+        `| ${n} | restart + reconnect | ${f(gap.max)} | ${f(gap.p50)} | ${f(allBackMs)} (until all reconnected) | - | - | 0/${n} kept (${reconnects} reconnects; state lost) |`,
+      );
     }
   } finally {
     killAll();
@@ -204,10 +224,16 @@ async function main() {
   }
   console.log('## Whole-process migration (CRIU) vs restart: longest client-visible pause');
   console.log('');
-  console.log(`machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, kernel ${os.release()}, node ${process.version}; date ${new Date().toISOString()}`);
-  console.log(`traffic: every connection streams ${PACE.paceBytes} B every ${PACE.paceMs} ms each way (natural gap ${PACE.paceMs} ms); times in ms`);
+  console.log(
+    `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, kernel ${os.release()}, node ${process.version}; date ${new Date().toISOString()}`,
+  );
+  console.log(
+    `traffic: every connection streams ${PACE.paceBytes} B every ${PACE.paceMs} ms each way (natural gap ${PACE.paceMs} ms); times in ms`,
+  );
   console.log('');
-  console.log('| connections | route | longest pause (max client) | longest pause (median client) | downtime | phases | images | connections |');
+  console.log(
+    '| connections | route | longest pause (max client) | longest pause (median client) | downtime | phases | images | connections |',
+  );
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const row of rows) console.log(row);
 }

@@ -20,4 +20,6 @@ setInterval(() => {
   const chunk = Buffer.alloc(config.paceBytes, 0x62);
   for (const socket of sockets) socket.write(chunk);
 }, config.paceMs);
-server.listen(config.port, config.host, () => fs.writeFileSync(path.join(config.statusDir, `${config.name}-listening`), String(process.pid)));
+server.listen(config.port, config.host, () =>
+  fs.writeFileSync(path.join(config.statusDir, `${config.name}-listening`), String(process.pid)),
+);

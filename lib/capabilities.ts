@@ -51,12 +51,16 @@ export function hasCapability(name: CapabilityName, mask = effectiveCapabilityMa
 }
 
 /** Which of `names` this process lacks in its effective set. */
-export function missingCapabilities(names: readonly CapabilityName[], mask = effectiveCapabilityMask()): CapabilityName[] {
+export function missingCapabilities(
+  names: readonly CapabilityName[],
+  mask = effectiveCapabilityMask(),
+): CapabilityName[] {
   return names.filter((name) => !hasCapability(name, mask));
 }
 
 /** Operations that need a capability, as the hints name them. */
-export type PrivilegedOperation = 'tcp-repair' | 'socket-filter' | 'send-buffer' | 'nftables' | 'netns' | 'fin-rebuild' | 'criu';
+export type PrivilegedOperation =
+  'tcp-repair' | 'socket-filter' | 'send-buffer' | 'nftables' | 'netns' | 'fin-rebuild' | 'criu';
 
 interface Requirement {
   /** What the hint calls the operation. */
@@ -72,7 +76,10 @@ const REQUIREMENTS: Record<PrivilegedOperation, Requirement> = {
   nftables: { what: "nftables (the 'nftables' lock)", all: ['CAP_NET_ADMIN'] },
   netns: { what: 'entering another network namespace (setns)', all: ['CAP_SYS_ADMIN'] },
   'fin-rebuild': { what: "rebuilding the peer's FIN on restore (a raw socket)", all: ['CAP_NET_RAW'] },
-  criu: { what: 'CRIU (dump/restore with network state; CAP_CHECKPOINT_RESTORE does not replace CAP_SYS_ADMIN for it)', all: ['CAP_SYS_ADMIN', 'CAP_SYS_PTRACE', 'CAP_NET_ADMIN'] },
+  criu: {
+    what: 'CRIU (dump/restore with network state; CAP_CHECKPOINT_RESTORE does not replace CAP_SYS_ADMIN for it)',
+    all: ['CAP_SYS_ADMIN', 'CAP_SYS_PTRACE', 'CAP_NET_ADMIN'],
+  },
 };
 
 export interface CapabilityProblem {
@@ -97,13 +104,20 @@ export function capabilityProblem(operation: PrivilegedOperation, mask = effecti
 }
 
 /** The native-call failure shapes csrc/errors.cc produces, mapped to the operation that needed a capability. */
-export function operationOfNativeFailure(code: string, syscall: string | undefined, message: string): PrivilegedOperation | undefined {
+export function operationOfNativeFailure(
+  code: string,
+  syscall: string | undefined,
+  message: string,
+): PrivilegedOperation | undefined {
   if (code !== 'EPERM' && code !== 'EACCES') return undefined;
   if (syscall === 'setns') return 'netns';
   if (syscall === 'setsockopt' && /SO_ATTACH_FILTER/.test(message)) return 'socket-filter';
   if (syscall === 'setsockopt' && /BUFFORCE/.test(message)) return 'send-buffer';
   if (code !== 'EPERM') return undefined;
-  if (syscall !== undefined && (syscall.startsWith('libsoccr_') || /TCP_REPAIR/.test(message) || syscall === 'setsockopt')) {
+  if (
+    syscall !== undefined &&
+    (syscall.startsWith('libsoccr_') || /TCP_REPAIR/.test(message) || syscall === 'setsockopt')
+  ) {
     // libsoccr's EPERM is TCP_REPAIR, except when it says the FIN could not be sent, or when
     // CAP_NET_ADMIN is there and CAP_NET_RAW is not (the FIN rebuild's raw socket).
     if (/peer's FIN/.test(message)) return 'fin-rebuild';

@@ -40,7 +40,10 @@ export class NodeCriuError extends Error {
 
 /** An argument failed validation before any native call; nothing was touched. */
 export class InvalidArgumentError extends NodeCriuError {
-  constructor(message: string, code: 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' = 'ERR_INVALID_ARG_VALUE') {
+  constructor(
+    message: string,
+    code: 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' = 'ERR_INVALID_ARG_VALUE',
+  ) {
     super(message, { code });
   }
 }

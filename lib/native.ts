@@ -26,7 +26,6 @@ function load(): NativeBinding {
   const failures: string[] = [];
   for (const candidate of candidates) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       return require(candidate) as NativeBinding;
     } catch (error) {
       const e = error as NodeJS.ErrnoException;

@@ -22,9 +22,13 @@ export const PATH_MAX_BYTES = 4095;
 /** An fd: an integer in 0..2^31-1. Returns it. */
 export function checkFd(value: unknown, name: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value)) {
-    throw new InvalidArgumentError(`${name} must be an integer fd, got ${describeValue(value)}`, 'ERR_INVALID_ARG_TYPE');
+    throw new InvalidArgumentError(
+      `${name} must be an integer fd, got ${describeValue(value)}`,
+      'ERR_INVALID_ARG_TYPE',
+    );
   }
-  if (value < 0 || value > MAX_FD) throw new InvalidArgumentError(`${name} must be in 0..${MAX_FD}, got ${value}`, 'ERR_OUT_OF_RANGE');
+  if (value < 0 || value > MAX_FD)
+    throw new InvalidArgumentError(`${name} must be in 0..${MAX_FD}, got ${value}`, 'ERR_OUT_OF_RANGE');
   return value;
 }
 
@@ -39,13 +43,16 @@ type PathProblem = { message: string; code: 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALI
 
 /** What is wrong with `value` as a path under `rules`, or undefined. Never throws. */
 export function pathProblem(value: unknown, name: string, rules: PathRules = {}): PathProblem | undefined {
-  if (typeof value !== 'string') return { message: `${name} must be a path string, got ${describeValue(value)}`, code: 'ERR_INVALID_ARG_TYPE' };
+  if (typeof value !== 'string')
+    return { message: `${name} must be a path string, got ${describeValue(value)}`, code: 'ERR_INVALID_ARG_TYPE' };
   if (value === '') return { message: `${name} must not be empty`, code: 'ERR_INVALID_ARG_VALUE' };
   if (value.includes('\0')) return { message: `${name} must not contain a NUL byte`, code: 'ERR_INVALID_ARG_VALUE' };
   const maxBytes = rules.maxBytes ?? PATH_MAX_BYTES;
   const bytes = Buffer.byteLength(value, 'utf8');
-  if (bytes > maxBytes) return { message: `${name} is ${bytes} bytes long; at most ${maxBytes} are allowed`, code: 'ERR_OUT_OF_RANGE' };
-  if (rules.absolute === true && !path.isAbsolute(value)) return { message: `${name} must be an absolute path, got '${value}'`, code: 'ERR_INVALID_ARG_VALUE' };
+  if (bytes > maxBytes)
+    return { message: `${name} is ${bytes} bytes long; at most ${maxBytes} are allowed`, code: 'ERR_OUT_OF_RANGE' };
+  if (rules.absolute === true && !path.isAbsolute(value))
+    return { message: `${name} must be an absolute path, got '${value}'`, code: 'ERR_INVALID_ARG_VALUE' };
   return undefined;
 }
 
@@ -92,7 +99,12 @@ export function ensurePrivateDirectory(dir: unknown, name = 'imagesDir'): string
   } catch (error) {
     const e = error as NodeJS.ErrnoException;
     // EEXIST: something that is not a directory is there (checked below).
-    if (e.code !== 'EEXIST') throw new NodeCriuError(`${name} ${absolute}: ${e.message}`, { code: e.code ?? 'ERR_UNSAFE_DIRECTORY', ...(e.syscall ? { syscall: e.syscall } : {}), cause: e });
+    if (e.code !== 'EEXIST')
+      throw new NodeCriuError(`${name} ${absolute}: ${e.message}`, {
+        code: e.code ?? 'ERR_UNSAFE_DIRECTORY',
+        ...(e.syscall ? { syscall: e.syscall } : {}),
+        cause: e,
+      });
   }
   if (firstCreated !== undefined) {
     // mode is filtered by the umask: make the directories we created exactly 0700.
@@ -119,9 +131,12 @@ export function ensurePrivateDirectory(dir: unknown, name = 'imagesDir'): string
   if ((stat.mode & 0o055) !== 0 && !warnedReadable.has(absolute)) {
     // CRIU 4.2.1 writes most image files 0644 (measured): only the directory keeps them private.
     warnedReadable.add(absolute);
-    process.emitWarning(`${name} ${absolute} is accessible to other users (mode ${(stat.mode & 0o7777).toString(8).padStart(4, '0')}); CRIU's image files (process memory) are world-readable inside it: chmod 700 it`, {
-      code: 'NODE_CRIU_IMAGES_DIR_READABLE',
-    });
+    process.emitWarning(
+      `${name} ${absolute} is accessible to other users (mode ${(stat.mode & 0o7777).toString(8).padStart(4, '0')}); CRIU's image files (process memory) are world-readable inside it: chmod 700 it`,
+      {
+        code: 'NODE_CRIU_IMAGES_DIR_READABLE',
+      },
+    );
   }
   return absolute;
 }

@@ -27,7 +27,12 @@ const ts = require('typescript');
 require.extensions['.ts'] = (module, filename) => {
   const { outputText } = ts.transpileModule(fs.readFileSync(filename, 'utf8'), {
     fileName: filename,
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true, inlineSourceMap: true },
+    compilerOptions: {
+      module: ts.ModuleKind.CommonJS,
+      target: ts.ScriptTarget.ES2022,
+      esModuleInterop: true,
+      inlineSourceMap: true,
+    },
   });
   module._compile(outputText, filename);
 };
@@ -38,7 +43,12 @@ const { soakReport, soakPassed } = require('../test/soak/soak-table');
 
 function parseArgs(argv) {
   const options = { cycles: 1000, netnsEvery: 10, connections: 1000, moves: 20, only: undefined };
-  const names = { '--cycles': 'cycles', '--netns-every': 'netnsEvery', '--connections': 'connections', '--moves': 'moves' };
+  const names = {
+    '--cycles': 'cycles',
+    '--netns-every': 'netnsEvery',
+    '--connections': 'connections',
+    '--moves': 'moves',
+  };
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
     if (flag === '--only' && (value === 'connection' || value === 'server')) options.only = value;
@@ -50,7 +60,7 @@ function parseArgs(argv) {
 
 /** Namespaces this process made (NetnsLab names them ncr-<pid>-...), with their processes. */
 function removeOwnNamespaces() {
-  let names = [];
+  let names;
   try {
     names = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
       .split('\n')
@@ -61,7 +71,8 @@ function removeOwnNamespaces() {
   }
   for (const name of names) {
     try {
-      for (const pid of execFileSync('ip', ['netns', 'pids', name], { encoding: 'utf8' }).split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+      for (const pid of execFileSync('ip', ['netns', 'pids', name], { encoding: 'utf8' }).split('\n').filter(Boolean))
+        process.kill(Number(pid), 'SIGKILL');
     } catch {
       // gone already
     }
@@ -95,11 +106,20 @@ async function main() {
   const results = [];
   if (options.only !== 'server') {
     log(`connection soak: ${options.cycles} cycles, every ${options.netnsEvery}th into the other namespace`);
-    results.push(await runConnectionSoak({ cycles: options.cycles, netnsEvery: options.netnsEvery, signal: controller.signal, log }));
+    results.push(
+      await runConnectionSoak({
+        cycles: options.cycles,
+        netnsEvery: options.netnsEvery,
+        signal: controller.signal,
+        log,
+      }),
+    );
   }
   if (options.only !== 'connection' && !controller.signal.aborted) {
     log(`server soak: ${options.connections} connections, ${options.moves} moves`);
-    results.push(await runServerSoak({ connections: options.connections, moves: options.moves, signal: controller.signal, log }));
+    results.push(
+      await runServerSoak({ connections: options.connections, moves: options.moves, signal: controller.signal, log }),
+    );
   }
   const left = removeOwnNamespaces();
   for (const line of soakReport(results, started)) console.log(line);

@@ -41,8 +41,11 @@ function json(run: Run): Record<string, any> {
 
 beforeAll(() => {
   // Build when the compiled CLI is missing or older than its sources (npm test's pretest builds too).
-  const newest = Math.max(...fs.readdirSync(path.join(ROOT, 'lib', 'cli')).map((f) => fs.statSync(path.join(ROOT, 'lib', 'cli', f)).mtimeMs));
-  if (!fs.existsSync(CLI) || fs.statSync(CLI).mtimeMs < newest) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'ignore', timeout: 120000 });
+  const newest = Math.max(
+    ...fs.readdirSync(path.join(ROOT, 'lib', 'cli')).map((f) => fs.statSync(path.join(ROOT, 'lib', 'cli', f)).mtimeMs),
+  );
+  if (!fs.existsSync(CLI) || fs.statSync(CLI).mtimeMs < newest)
+    execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'ignore', timeout: 120000 });
 }, 150000);
 
 describe('node-criu CLI: help, usage and environment errors', () => {
@@ -57,7 +60,8 @@ describe('node-criu CLI: help, usage and environment errors', () => {
   it('--help lists the commands; every command has its own --help', async () => {
     const top = await cli(['--help']);
     expect(top.code).toBe(0);
-    for (const command of ['check', 'dump', 'restore', 'migrate', 'demo']) expect(top.stdout).toContain(`  ${command} `);
+    for (const command of ['check', 'dump', 'restore', 'migrate', 'demo'])
+      expect(top.stdout).toContain(`  ${command} `);
     for (const command of ['check', 'dump', 'restore', 'migrate', 'demo']) {
       const help = await cli([command, '--help']);
       expect(help.code).toBe(0);
@@ -111,7 +115,15 @@ describe('node-criu CLI: help, usage and environment errors', () => {
     expect(run.code).toBe(3);
     expect(json(run).error).toMatchObject({ code: 'ERR_CRIU_NOT_FOUND', exitCode: 3 });
     expect(run.stderr).toContain('install-criu.sh');
-    const dump = await cli(['dump', '--pid', String(process.pid), '--images-dir', '/tmp/ncr-never', '--criu-path', '/nonexistent/criu']);
+    const dump = await cli([
+      'dump',
+      '--pid',
+      String(process.pid),
+      '--images-dir',
+      '/tmp/ncr-never',
+      '--criu-path',
+      '/nonexistent/criu',
+    ]);
     expect(dump.code).toBe(3);
     expect(fs.existsSync('/tmp/ncr-never')).toBe(false);
   });
@@ -131,16 +143,34 @@ describe('node-criu CLI: help, usage and environment errors', () => {
     expect(json(pid).error).toMatchObject({ code: 'ERR_PID_NOT_FOUND', exitCode: 4 });
     expect(pid.stderr).toContain('process 4194303 not found');
 
-    const netns = await cli(['migrate', '--pid', String(process.pid), '--images-dir', '/tmp/ncr-never', '--target-netns', '/run/netns/ncr-no-such-ns', '--json']);
+    const netns = await cli([
+      'migrate',
+      '--pid',
+      String(process.pid),
+      '--images-dir',
+      '/tmp/ncr-never',
+      '--target-netns',
+      '/run/netns/ncr-no-such-ns',
+      '--json',
+    ]);
     expect(netns.code).toBe(4);
     expect(json(netns).error.code).toBe('ERR_NETNS_NOT_FOUND');
-    expect(netns.stderr).toContain("ip netns add");
+    expect(netns.stderr).toContain('ip netns add');
 
     // A namespace that exists, but the process does not run in it.
     const lab = new NetnsLab();
     try {
       const other = lab.add('other');
-      const mismatch = await cli(['dump', '--pid', String(process.pid), '--images-dir', '/tmp/ncr-never', '--netns', lab.path(other), '--json']);
+      const mismatch = await cli([
+        'dump',
+        '--pid',
+        String(process.pid),
+        '--images-dir',
+        '/tmp/ncr-never',
+        '--netns',
+        lab.path(other),
+        '--json',
+      ]);
       expect(mismatch.code).toBe(4);
       expect(json(mismatch).error.code).toBe('ERR_NETNS_MISMATCH');
     } finally {
@@ -156,7 +186,18 @@ describe('node-criu CLI: help, usage and environment errors', () => {
 
 describe('node-criu demo', () => {
   it('runs the demo module (process route, 5 clients) and prints its report as JSON', async () => {
-    const run = await cli(['demo', '--clients', '5', '--routes', 'process', '--warmup-ms', '300', '--after-ms', '300', '--json']);
+    const run = await cli([
+      'demo',
+      '--clients',
+      '5',
+      '--routes',
+      'process',
+      '--warmup-ms',
+      '300',
+      '--after-ms',
+      '300',
+      '--json',
+    ]);
     const doc = json(run);
     expect(run.code).toBe(0);
     expect(doc).toMatchObject({ ok: true, command: 'demo', report: { ok: true, clients: 5 } });
@@ -179,21 +220,41 @@ describe('node-criu CLI against a streaming server', () => {
     await lab?.destroy();
   });
 
-  const expectAllExact = (clients: ClientsReport, server: ServerReport): void => expectEveryConnectionExact(clients, server, STREAM);
+  const expectAllExact = (clients: ClientsReport, server: ServerReport): void =>
+    expectEveryConnectionExact(clients, server, STREAM);
 
   it('migrate --move-address --json: moved to the target namespace, every byte exact, no RST', async () => {
     const pair = await lab.startPair('cli-migrate', STREAM);
     await pair.waitFlowing(256 * 1024);
     const rsts = lab.rstsIntoClients();
     const run = await cli([
-      'migrate', '--pid', String(pair.serverPid), '--images-dir', path.join(pair.statusDir, 'images'),
-      '--source-netns', lab.path(lab.S), '--target-netns', lab.path(lab.T), '--move-address', `${lab.serviceIp}/24`, '--device', 'eth0', '--json',
+      'migrate',
+      '--pid',
+      String(pair.serverPid),
+      '--images-dir',
+      path.join(pair.statusDir, 'images'),
+      '--source-netns',
+      lab.path(lab.S),
+      '--target-netns',
+      lab.path(lab.T),
+      '--move-address',
+      `${lab.serviceIp}/24`,
+      '--device',
+      'eth0',
+      '--json',
     ]);
     const doc = json(run);
     expect(run.code).toBe(0);
     lab.track(doc.restoredPid);
-    expect(doc).toMatchObject({ ok: true, command: 'migrate', route: 'process', restoredPid: pair.serverPid, transfer: 'directory' });
-    for (const phase of ['dump', 'transfer', 'moveAddress', 'restore', 'total']) expect(doc.phases[phase]).toBeGreaterThan(0);
+    expect(doc).toMatchObject({
+      ok: true,
+      command: 'migrate',
+      route: 'process',
+      restoredPid: pair.serverPid,
+      transfer: 'directory',
+    });
+    for (const phase of ['dump', 'transfer', 'moveAddress', 'restore', 'total'])
+      expect(doc.phases[phase]).toBeGreaterThan(0);
     expect(run.stderr).toContain('restore done in');
     expect(lab.pidNetnsInode(doc.restoredPid)).toBe(lab.netnsInode(lab.T));
     const { clients, server } = await pair.reports();
@@ -207,13 +268,30 @@ describe('node-criu CLI against a streaming server', () => {
     const rsts = lab.rstsIntoClients();
     const hook = path.join(pair.statusDir, 'hook');
     // Refuses to move the address (a target that is not ready); moving back is a no-op.
-    fs.writeFileSync(hook, '#!/bin/sh\necho "$1" >> "$(dirname "$0")/hook.log"\n[ "$1" = to-source ]\n', { mode: 0o755 });
+    fs.writeFileSync(hook, '#!/bin/sh\necho "$1" >> "$(dirname "$0")/hook.log"\n[ "$1" = to-source ]\n', {
+      mode: 0o755,
+    });
     const run = await cli([
-      'migrate', '--pid', String(pair.serverPid), '--images-dir', path.join(pair.statusDir, 'images'),
-      '--source-netns', lab.path(lab.S), '--target-netns', lab.path(lab.T), '--hook', hook, '--json',
+      'migrate',
+      '--pid',
+      String(pair.serverPid),
+      '--images-dir',
+      path.join(pair.statusDir, 'images'),
+      '--source-netns',
+      lab.path(lab.S),
+      '--target-netns',
+      lab.path(lab.T),
+      '--hook',
+      hook,
+      '--json',
     ]);
     expect(run.code).toBe(5);
-    expect(json(run).error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', serverOn: 'source', pid: pair.serverPid, phase: 'moveAddress' });
+    expect(json(run).error).toMatchObject({
+      code: 'ERR_MIGRATION_ROLLED_BACK',
+      serverOn: 'source',
+      pid: pair.serverPid,
+      phase: 'moveAddress',
+    });
     expect(fs.readFileSync(path.join(pair.statusDir, 'hook.log'), 'utf8')).toBe('to-target\nto-source\n');
     expect(run.stderr).toContain('rolling back to the source');
     lab.track(pair.serverPid);
@@ -227,7 +305,16 @@ describe('node-criu CLI against a streaming server', () => {
     const pair = await lab.startPair('cli-dump', STREAM);
     await pair.waitFlowing(256 * 1024);
     const images = path.join(pair.statusDir, 'images');
-    const dump = await cli(['dump', '--pid', String(pair.serverPid), '--images-dir', images, '--netns', lab.path(lab.S), '--json']);
+    const dump = await cli([
+      'dump',
+      '--pid',
+      String(pair.serverPid),
+      '--images-dir',
+      images,
+      '--netns',
+      lab.path(lab.S),
+      '--json',
+    ]);
     expect(dump.code).toBe(0);
     expect(json(dump)).toMatchObject({ ok: true, command: 'dump', pid: pair.serverPid, leftRunning: false });
     expect(fs.statSync(images).mode & 0o777).toBe(0o700);

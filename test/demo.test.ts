@@ -57,7 +57,13 @@ function childrenOf(pid: number): string[] {
 it('migrates a streaming server by every route: all connections kept, exact both ways, no reset, nothing left', async () => {
   const childrenBefore = childrenOf(process.pid);
   const lines: string[] = [];
-  const report = await runDemo({ clients: 8, warmupMs: 500, afterMs: 500, log: (l) => lines.push(l), handleSignals: false });
+  const report = await runDemo({
+    clients: 8,
+    warmupMs: 500,
+    afterMs: 500,
+    log: (l) => lines.push(l),
+    handleSignals: false,
+  });
   const table = formatDemoTable(report);
   expect(report.routes.map((r) => r.route)).toEqual(['process', 'connections', 'fd']);
   for (const row of report.routes) {
@@ -73,23 +79,35 @@ it('migrates a streaming server by every route: all connections kept, exact both
     expect(table).toContain(`| ${row.title} | 8/8 | 8/8 (`);
   }
   expect(report.ok).toBe(true);
-  expect(Object.keys(report.routes[1].phases)).toEqual(['handshake', 'checkpoint', 'transfer', 'moveAddress', 'restore', 'total']);
+  expect(Object.keys(report.routes[1].phases)).toEqual([
+    'handshake',
+    'checkpoint',
+    'transfer',
+    'moveAddress',
+    'restore',
+    'total',
+  ]);
 
   expect(demoNamespaces(process.pid)).toEqual([]);
   expect(demoDirs(process.pid)).toEqual([]);
   expect(demoProcesses(process.pid)).toEqual([]);
   // Children the demo killed are reaped by libuv on SIGCHLD: give the loop a moment.
-  for (let i = 0; i < 100 && childrenOf(process.pid).length > childrenBefore.length; i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 100 && childrenOf(process.pid).length > childrenBefore.length; i++)
+    await new Promise((r) => setTimeout(r, 20));
   expect(childrenOf(process.pid)).toEqual(childrenBefore);
 });
 
 it('cleans up everything when interrupted with SIGINT in the middle of a route', async () => {
   const main = path.join(__dirname, '..', 'dist', 'demo', 'main.js');
-  const child = spawn(process.execPath, [main, '--clients', '4', '--routes', 'connections'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [main, '--clients', '4', '--routes', 'connections'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const pid = child.pid as number;
-  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+  const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+    child.once('exit', (_code, signal) => resolve(signal)),
+  );
   // Wait until the route is running (its clients are connected), then interrupt.
   for (let i = 0; i < 600 && !stderr.includes('route connections'); i++) await new Promise((r) => setTimeout(r, 20));
   expect(stderr).toContain('route connections');

@@ -169,9 +169,18 @@ async function singleRow(queueBytes, round) {
   // round, so drift in machine load does not always favour the same layer.
   let fd = firstFd;
   // The JS layers by name, each with its cycle; per method, [cycle, dumps, restores] per layer.
-  const jsLayers = [['raw', rawBindingCycle], ['one', publicOneCallCycle], ['oneT', publicOneCallTransferCycle], ['api', publicApiCycle]];
-  const newTimes = () => Object.fromEntries(['c', ...jsLayers.map(([name]) => name)].map((name) => [name, { dumps: [], restores: [] }]));
-  const layersOf = (t, cCycle) => [...jsLayers.map(([name, cycle]) => [cycle, t[name].dumps, t[name].restores]), ...(inproc ? [[cCycle, t.c.dumps, t.c.restores]] : [])];
+  const jsLayers = [
+    ['raw', rawBindingCycle],
+    ['one', publicOneCallCycle],
+    ['oneT', publicOneCallTransferCycle],
+    ['api', publicApiCycle],
+  ];
+  const newTimes = () =>
+    Object.fromEntries(['c', ...jsLayers.map(([name]) => name)].map((name) => [name, { dumps: [], restores: [] }]));
+  const layersOf = (t, cCycle) => [
+    ...jsLayers.map(([name, cycle]) => [cycle, t[name].dumps, t[name].restores]),
+    ...(inproc ? [[cCycle, t.c.dumps, t.c.restores]] : []),
+  ];
   const times = newTimes();
   const layers = layersOf(times, null);
   // The C layer runs its whole loop in C (timed there, like bench/c); 100 warm-up iterations.
@@ -253,7 +262,12 @@ async function singleRow(queueBytes, round) {
   if ((await pong) !== 'pong') throw new Error('no traffic after the moves');
   socket.destroy();
   client.destroy();
-  const stats = (d, r) => ({ dump: percentile(d, 0.5), dump99: percentile(d, 0.99), restore: percentile(r, 0.5), restore99: percentile(r, 0.99) });
+  const stats = (d, r) => ({
+    dump: percentile(d, 0.5),
+    dump99: percentile(d, 0.99),
+    restore: percentile(r, 0.5),
+    restore99: percentile(r, 0.99),
+  });
   const layerStats = (t) => ({
     cIn: inproc ? stats(t.c.dumps, t.c.restores) : undefined,
     ...Object.fromEntries(jsLayers.map(([name]) => [name, stats(t[name].dumps, t[name].restores)])),
@@ -292,12 +306,21 @@ function request(child, msg) {
 }
 
 async function batch(count, lockKind) {
-  const peer = fork(path.join(root, 'test', 'fixtures', 'soccr-peer.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const peer = fork(path.join(root, 'test', 'fixtures', 'soccr-peer.js'), [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const server = net.createServer();
   const accepted = new Map();
   server.on('connection', (s) => accepted.set(s.remotePort, s));
   await new Promise((resolve) => server.listen({ port: 0, host: '127.0.0.1', backlog: 4096 }, resolve));
-  const { ports } = await request(peer, { cmd: 'connect', host: '127.0.0.1', port: server.address().port, count, seedBase: 1, total: 0 });
+  const { ports } = await request(peer, {
+    cmd: 'connect',
+    host: '127.0.0.1',
+    port: server.address().port,
+    count,
+    seedBase: 1,
+    total: 0,
+  });
   while (accepted.size < count) await new Promise((r) => setTimeout(r, 10));
   const sockets = ports.map((p) => accepted.get(p));
   const lock = lockKind === 'nftables' ? await nodeCriu.NftablesLock.create() : lockKind;
@@ -322,7 +345,9 @@ async function batch(count, lockKind) {
     const { reports } = await request(peer, { cmd: 'wait', receivedEach: 100, timeoutMs: 60000 });
     const bad = reports.filter((r) => r.received.bytes !== 100 || r.resets !== 0).length;
     if (bad) throw new Error(`${bad} restored connections failed`);
-    console.log(`| ${count} | ${lockKind} | ${((t1 - t0) / 1e3).toFixed(0)} | ${((t2 - t1) / 1e3).toFixed(0)} | ${((t2 - t0) / 1e3).toFixed(0)} | ${((t2 - t0) / count).toFixed(1)} |`);
+    console.log(
+      `| ${count} | ${lockKind} | ${((t1 - t0) / 1e3).toFixed(0)} | ${((t2 - t1) / 1e3).toFixed(0)} | ${((t2 - t0) / 1e3).toFixed(0)} | ${((t2 - t0) / count).toFixed(1)} |`,
+    );
     restored.forEach((s) => s.destroy());
   } finally {
     if (typeof lock !== 'string') await lock.destroy();
@@ -341,9 +366,13 @@ function printTable(results, sizes, haveC) {
   const perRound = (layer, q) => {
     const mine = results[layer].filter((r) => r.q === q);
     const base = ref ? results[ref].filter((r) => r.q === q) : [];
-    return mine.map((r, i) => (base[i] ? (r.dump + r.restore) / (base[i].dump + base[i].restore) : NaN)).filter((x) => !Number.isNaN(x));
+    return mine
+      .map((r, i) => (base[i] ? (r.dump + r.restore) / (base[i].dump + base[i].restore) : NaN))
+      .filter((x) => !Number.isNaN(x));
   };
-  console.log(`| recv queue bytes | layer | dump p50 (p99) µs | restore p50 (p99) µs | dump + restore p50 µs | vs C: median of the ${rounds} rounds' ratios (min-max) |`);
+  console.log(
+    `| recv queue bytes | layer | dump p50 (p99) µs | restore p50 (p99) µs | dump + restore p50 µs | vs C: median of the ${rounds} rounds' ratios (min-max) |`,
+  );
   console.log('|---:|---|---:|---:|---:|---:|');
   for (const q of sizes) {
     for (const [layer, name] of [
@@ -357,8 +386,13 @@ function printTable(results, sizes, haveC) {
       if (results[layer].filter((r) => r.q === q).length === 0) continue;
       const total = med(layer, q, 'dump') + med(layer, q, 'restore');
       const ratios = perRound(layer, q);
-      const ratio = ratios.length > 0 ? `${median(ratios).toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})` : 'n/a';
-      console.log(`| ${q} | ${name} | ${med(layer, q, 'dump').toFixed(1)} (${med(layer, q, 'dump99').toFixed(1)}) | ${med(layer, q, 'restore').toFixed(1)} (${med(layer, q, 'restore99').toFixed(1)}) | ${total.toFixed(1)} | ${ratio} |`);
+      const ratio =
+        ratios.length > 0
+          ? `${median(ratios).toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})`
+          : 'n/a';
+      console.log(
+        `| ${q} | ${name} | ${med(layer, q, 'dump').toFixed(1)} (${med(layer, q, 'dump99').toFixed(1)}) | ${med(layer, q, 'restore').toFixed(1)} (${med(layer, q, 'restore99').toFixed(1)}) | ${total.toFixed(1)} | ${ratio} |`,
+      );
     }
   }
 }
@@ -366,7 +400,9 @@ function printTable(results, sizes, haveC) {
 (async () => {
   const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
   console.log('### libsoccr from JS: checkpoint and restore of one established TCP connection\n');
-  console.log(`Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each per queue size: the standalone bench/c (libsoccr, C; separate process) for that size, then on one connection in this process bench/c's C sequence (bench/c/inproc, timed in C), the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd (default, and with restoreFd's 'transfer' option, which frees the queue buffers at once as bench/c's restore frees its SOCCR_MEM_EXCL buffers) and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C runs meet the same ruleset). Medians over the rounds of each round's p50 (p99); "vs C": each round's dump + restore p50 over the in-process C's of the same round, median (min-max) over the rounds.\n`);
+  console.log(
+    `Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each per queue size: the standalone bench/c (libsoccr, C; separate process) for that size, then on one connection in this process bench/c's C sequence (bench/c/inproc, timed in C), the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd (default, and with restoreFd's 'transfer' option, which frees the queue buffers at once as bench/c's restore frees its SOCCR_MEM_EXCL buffers) and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C runs meet the same ruleset). Medians over the rounds of each round's p50 (p99); "vs C": each round's dump + restore p50 over the in-process C's of the same round, median (min-max) over the rounds.\n`,
+  );
   runLock = await nodeCriu.NftablesLock.create();
   const sizes = [0, 4096, 65536];
   const emptyResults = () => ({ c: [], cIn: [], raw: [], one: [], oneT: [], api: [] });
@@ -395,17 +431,25 @@ function printTable(results, sizes, haveC) {
     await runLock.destroy();
   }
   printTable(results.loops, sizes, haveC);
-  console.log(`\nThe same layers on the same connections right after each round's loops, interleaved per iteration: each of ${iterations} iterations (after 100 for warm-up) runs every layer once, in a new random order (seeded) each time. Machine drift then meets every layer alike, but each layer finds the CPU caches as the others left them (in the loops above, bench/c's restore frees the buffer its next dump reuses, still warm; so does 'transfer').\n`);
+  console.log(
+    `\nThe same layers on the same connections right after each round's loops, interleaved per iteration: each of ${iterations} iterations (after 100 for warm-up) runs every layer once, in a new random order (seeded) each time. Machine drift then meets every layer alike, but each layer finds the CPU caches as the others left them (in the loops above, bench/c's restore frees the buffer its next dump reuses, still warm; so does 'transfer').\n`,
+  );
   printTable(results.mixed, sizes, haveC);
   if (!haveC || !inproc) console.log('\n(bench/c/build not fully built: `make -C bench/c` for the C rows.)');
-  console.log('\nDump = pause + save + both queues + both addresses + release (public API: plus argument validation and the result object; step by step also a TCP state check and a dup of the fd per handle); restore = socket + pause + restore + resume (public API: plus validation of everything it is given; transfer: plus freeing the queue buffers). Same sequence as bench/c (which times the same spans); close in repair mode not timed.\n');
+  console.log(
+    '\nDump = pause + save + both queues + both addresses + release (public API: plus argument validation and the result object; step by step also a TCP state check and a dup of the fd per handle); restore = socket + pause + restore + resume (public API: plus validation of everything it is given; transfer: plus freeing the queue buffers). Same sequence as bench/c (which times the same spans); close in repair mode not timed.\n',
+  );
   if (batchSize > 0) {
     console.log(`### libsoccr from JS: ${batchSize} connections at once\n`);
-    console.log('| connections | lock | checkpointConnections ms | restoreConnections ms | total ms | µs per connection |');
+    console.log(
+      '| connections | lock | checkpointConnections ms | restoreConnections ms | total ms | µs per connection |',
+    );
     console.log('|---:|---|---:|---:|---:|---:|');
     await batch(batchSize, 'nftables');
     await batch(batchSize, 'filter');
-    console.log('\ncheckpointConnections: validation, lock (nftables: one nf_tables transaction over netlink; filter: a drop filter per socket, which leaves the close-to-restore gap uncovered and is only safe here because the peers are idle), pause + save + queues per socket, silent close; restoreConnections: new socket + restore per image, one netlink transaction to unlock (nftables), resume, new net.Socket. Peers in a child process; every restored connection then carried 100 bytes each way.');
+    console.log(
+      '\ncheckpointConnections: validation, lock (nftables: one nf_tables transaction over netlink; filter: a drop filter per socket, which leaves the close-to-restore gap uncovered and is only safe here because the peers are idle), pause + save + queues per socket, silent close; restoreConnections: new socket + restore per image, one netlink transaction to unlock (nftables), resume, new net.Socket. Peers in a child process; every restored connection then carried 100 bytes each way.',
+    );
   }
   process.exit(0);
 })().catch((error) => {

@@ -25,7 +25,8 @@ export async function checkCommand(args: string[], out: Output): Promise<number>
   const root = isRoot();
   if (!root) problems.push('not running as root (CRIU needs CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN)');
   const capabilities = criuCapabilityProblem();
-  if (root && capabilities !== undefined) problems.push(`root without ${capabilities.missing.join(', ')}: ${capabilities.hint}`);
+  if (root && capabilities !== undefined)
+    problems.push(`root without ${capabilities.missing.join(', ')}: ${capabilities.hint}`);
   const tools = { nsenter: findOnPath('nsenter') ?? null, nft: findOnPath('nft') ?? null };
   if (tools.nsenter === null) problems.push('nsenter (util-linux) not found: migrate cannot enter network namespaces');
   if (tools.nft === null) problems.push('nft (nftables) not found: migrate cannot hold connections on the target');
@@ -37,7 +38,7 @@ export async function checkCommand(args: string[], out: Output): Promise<number>
   const criu = new Criu({ criuPath: command.path });
   let kernelOk = true;
   let kernelError: string | undefined;
-  let features: CriuFeatures = {};
+  let features: CriuFeatures;
   try {
     out.progress('running CRIU kernel checks');
     try {
@@ -52,7 +53,10 @@ export async function checkCommand(args: string[], out: Output): Promise<number>
     await criu.close();
   }
   const notes: string[] = [];
-  if (features.memTrack !== true) notes.push('memory tracking is off (CONFIG_MEM_SOFT_DIRTY): migrate skips pre-dumps; the whole memory is copied while the process is frozen');
+  if (features.memTrack !== true)
+    notes.push(
+      'memory tracking is off (CONFIG_MEM_SOFT_DIRTY): migrate skips pre-dumps; the whole memory is copied while the process is frozen',
+    );
   const ok = problems.length === 0;
   printResult(
     out,
@@ -74,7 +78,9 @@ export async function checkCommand(args: string[], out: Output): Promise<number>
       `tools: nsenter ${tools.nsenter ?? 'MISSING'}, nft ${tools.nft ?? 'MISSING'}`,
       ...notes.map((n) => `note: ${n}`),
       ...problems.map((p) => `problem: ${p}`),
-      ok ? 'this machine can checkpoint and migrate processes' : 'this machine cannot checkpoint and migrate processes yet',
+      ok
+        ? 'this machine can checkpoint and migrate processes'
+        : 'this machine cannot checkpoint and migrate processes yet',
     ],
   );
   return ok ? EXIT.OK : EXIT.ENVIRONMENT;

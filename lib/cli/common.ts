@@ -78,7 +78,10 @@ export const COMMON_OPTIONS = {
 } as const;
 
 /** parseArgs (strict) with its errors turned into UsageError. */
-export function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T): ReturnType<typeof parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: false }>>['values'] {
+export function parse<T extends NonNullable<ParseArgsConfig['options']>>(
+  args: string[],
+  options: T,
+): ReturnType<typeof parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: false }>>['values'] {
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
   } catch (error) {
@@ -88,7 +91,8 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: s
 
 export function positiveInteger(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value) || Number(value) < 1) throw new UsageError(`${flag} must be a positive integer, got '${value}'`);
+  if (!/^\d+$/.test(value) || Number(value) < 1)
+    throw new UsageError(`${flag} must be a positive integer, got '${value}'`);
   return Number(value);
 }
 
@@ -98,22 +102,37 @@ export function isRoot(): boolean {
 
 export function requireRoot(): void {
   if (!isRoot()) {
-    throw new CliError('node-criu must run as root: CRIU needs CAP_SYS_ADMIN, CAP_SYS_PTRACE and CAP_NET_ADMIN', EXIT.ENVIRONMENT, 'ERR_NOT_ROOT', 'run it with sudo');
+    throw new CliError(
+      'node-criu must run as root: CRIU needs CAP_SYS_ADMIN, CAP_SYS_PTRACE and CAP_NET_ADMIN',
+      EXIT.ENVIRONMENT,
+      'ERR_NOT_ROOT',
+      'run it with sudo',
+    );
   }
   // Root without them (a container, systemd CapabilityBoundingSet=, setpriv): say which, before CRIU fails obscurely.
   const problem = criuCapabilityProblem();
   if (problem !== undefined) {
-    throw new CliError(`running as root but without ${problem.missing.join(', ')}`, EXIT.ENVIRONMENT, 'EPERM', problem.hint, {
-      capability: problem.capability,
-      missingCapabilities: problem.missing,
-    });
+    throw new CliError(
+      `running as root but without ${problem.missing.join(', ')}`,
+      EXIT.ENVIRONMENT,
+      'EPERM',
+      problem.hint,
+      {
+        capability: problem.capability,
+        missingCapabilities: problem.missing,
+      },
+    );
   }
 }
 
 const INSTALL_HINT = `install CRIU 4.2+ with 'sudo node-criu check --install' (runs ${INSTALL_SCRIPT}), or pass --criu-path`;
 
 /** Finds CRIU (installing it with --install), checks its version; returns the command and version. */
-export async function resolveCriu(criuPath: string | undefined, install: boolean, out: Output): Promise<{ command: CriuCommand; version: CriuVersion }> {
+export async function resolveCriu(
+  criuPath: string | undefined,
+  install: boolean,
+  out: Output,
+): Promise<{ command: CriuCommand; version: CriuVersion }> {
   let command: CriuCommand;
   try {
     if (install && criuPath === undefined) {
@@ -130,12 +149,22 @@ export async function resolveCriu(criuPath: string | undefined, install: boolean
   try {
     version = await criu.version({ timeoutMs: 30000 });
   } catch (error) {
-    throw new CliError(`${command.path} does not answer as CRIU: ${(error as Error).message}`, EXIT.ENVIRONMENT, 'ERR_CRIU_UNUSABLE', INSTALL_HINT);
+    throw new CliError(
+      `${command.path} does not answer as CRIU: ${(error as Error).message}`,
+      EXIT.ENVIRONMENT,
+      'ERR_CRIU_UNUSABLE',
+      INSTALL_HINT,
+    );
   } finally {
     await criu.close();
   }
   if (version.number < MIN_CRIU_VERSION) {
-    throw new CliError(`CRIU ${version.text} at ${command.path} is too old: TCP sockets need CRIU 4.2 or newer on this kernel`, EXIT.ENVIRONMENT, 'ERR_CRIU_TOO_OLD', INSTALL_HINT);
+    throw new CliError(
+      `CRIU ${version.text} at ${command.path} is too old: TCP sockets need CRIU 4.2 or newer on this kernel`,
+      EXIT.ENVIRONMENT,
+      'ERR_CRIU_TOO_OLD',
+      INSTALL_HINT,
+    );
   }
   return { command, version };
 }
@@ -162,19 +191,34 @@ const EXIT_BY_CODE: Record<string, number> = {
 /** Any error → CliError with an exit code (and the library's fields kept for --json). */
 export function toCliError(error: unknown): CliError {
   if (error instanceof CliError) return error;
-  if (error instanceof UsageError) return new CliError(error.message, EXIT.USAGE, 'ERR_USAGE', "see 'node-criu <command> --help'");
-  const e = error as { code?: string; message?: string; serverOn?: string; pid?: number; imagesDir?: string; logFile?: string; phase?: string };
+  if (error instanceof UsageError)
+    return new CliError(error.message, EXIT.USAGE, 'ERR_USAGE', "see 'node-criu <command> --help'");
+  const e = error as {
+    code?: string;
+    message?: string;
+    serverOn?: string;
+    pid?: number;
+    imagesDir?: string;
+    logFile?: string;
+    phase?: string;
+  };
   const code = typeof e.code === 'string' ? e.code : 'ERR_UNKNOWN';
   const details: Record<string, unknown> = {};
-  for (const key of ['serverOn', 'pid', 'imagesDir', 'logFile', 'phase'] as const) if (e[key] !== undefined) details[key] = e[key];
+  for (const key of ['serverOn', 'pid', 'imagesDir', 'logFile', 'phase'] as const)
+    if (e[key] !== undefined) details[key] = e[key];
   let hint: string | undefined;
   if (code === 'ERR_CRIU_NOT_FOUND') hint = INSTALL_HINT;
-  if (code === 'EEXIST') hint = 'a process already has the pid the dump recorded (the original, or its zombie): CRIU restores the same pid';
+  if (code === 'EEXIST')
+    hint = 'a process already has the pid the dump recorded (the original, or its zombie): CRIU restores the same pid';
   if (code === 'ESRCH') hint = 'the process is gone';
-  if (code === 'ERR_MIGRATION_LOST') hint = `restore it by hand: node-criu restore --images-dir ${String(e.imagesDir)} --netns <source netns>`;
+  if (code === 'ERR_MIGRATION_LOST')
+    hint = `restore it by hand: node-criu restore --images-dir ${String(e.imagesDir)} --netns <source netns>`;
   if (e.logFile !== undefined) hint = `${hint !== undefined ? `${hint}; ` : ''}CRIU's log: ${e.logFile}`;
   // A CRIU failure reads best as the last errors of its log (its own message quotes the first).
-  const message = (error as { logTail?: string }).logTail !== undefined ? `CRIU failed: ${describeFailure(error)}` : (e.message ?? String(error));
+  const message =
+    (error as { logTail?: string }).logTail !== undefined
+      ? `CRIU failed: ${describeFailure(error)}`
+      : (e.message ?? String(error));
   return new CliError(message, EXIT_BY_CODE[code] ?? EXIT.FAILED, code, hint, details);
 }
 
@@ -186,7 +230,9 @@ export function printResult(out: Output, document: Record<string, unknown>, huma
 
 export function printError(json: boolean, error: CliError): void {
   if (json) {
-    process.stdout.write(`${JSON.stringify({ ok: false, error: { code: error.code, message: error.message, exitCode: error.exitCode, ...(error.hint ? { hint: error.hint } : {}), ...error.details } })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ ok: false, error: { code: error.code, message: error.message, exitCode: error.exitCode, ...(error.hint ? { hint: error.hint } : {}), ...error.details } })}\n`,
+    );
   }
   process.stderr.write(`node-criu: error: ${error.message}\n`);
   if (error.hint !== undefined) process.stderr.write(`node-criu: hint: ${error.hint}\n`);

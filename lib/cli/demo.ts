@@ -39,11 +39,19 @@ function loadDemo(): DemoModule {
   try {
     return require('../demo') as DemoModule;
   } catch (error) {
-    throw new CliError(`the demo is not part of this build (${(error as Error).message.split('\n')[0]})`, EXIT.ENVIRONMENT, 'ERR_DEMO_MISSING');
+    throw new CliError(
+      `the demo is not part of this build (${(error as Error).message.split('\n')[0]})`,
+      EXIT.ENVIRONMENT,
+      'ERR_DEMO_MISSING',
+    );
   }
 }
 
-const DEMO_EXIT: Record<string, number> = { ERR_DEMO_NOT_ROOT: EXIT.ENVIRONMENT, ERR_DEMO_TOOL_MISSING: EXIT.ENVIRONMENT, ERR_DEMO_ARGS: EXIT.USAGE };
+const DEMO_EXIT: Record<string, number> = {
+  ERR_DEMO_NOT_ROOT: EXIT.ENVIRONMENT,
+  ERR_DEMO_TOOL_MISSING: EXIT.ENVIRONMENT,
+  ERR_DEMO_ARGS: EXIT.USAGE,
+};
 
 function nonNegative(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
@@ -71,7 +79,8 @@ export async function demoCommand(args: string[], out: Output, signal: AbortSign
   };
   const demo = loadDemo();
   const options: DemoOptions = { log: (line) => out.progress(line), signal };
-  for (const [key, value] of Object.entries(numbers)) if (value !== undefined) (options as Record<string, unknown>)[key] = value;
+  for (const [key, value] of Object.entries(numbers))
+    if (value !== undefined) (options as Record<string, unknown>)[key] = value;
   if (routes !== undefined) options.routes = routes;
   if (values['criu-path'] !== undefined) options.criuPath = values['criu-path'];
   let report: DemoReport;

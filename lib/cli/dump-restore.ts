@@ -6,7 +6,18 @@ import type { CriuNetworkLock, CriuOptions } from '../criu';
 import { checkNetns, checkTaskNetns, criuInNetns } from '../migration/process-criu';
 import { checkPid } from '../migration/process-options';
 import { ensurePrivateDirectory } from '../security';
-import { CliError, COMMON_OPTIONS, EXIT, parse, positiveInteger, printResult, requireRoot, resolveCriu, UsageError, type Output } from './common';
+import {
+  CliError,
+  COMMON_OPTIONS,
+  EXIT,
+  parse,
+  positiveInteger,
+  printResult,
+  requireRoot,
+  resolveCriu,
+  UsageError,
+  type Output,
+} from './common';
 
 export const DUMP_HELP = `Usage: node-criu dump --pid PID --images-dir DIR [options]
 
@@ -51,7 +62,8 @@ const LOCKS: readonly CriuNetworkLock[] = ['nftables', 'iptables', 'skip'];
 
 function networkLock(value: string | undefined): CriuNetworkLock {
   if (value === undefined) return 'nftables';
-  if (!(LOCKS as readonly string[]).includes(value)) throw new UsageError(`--network-lock must be one of ${LOCKS.join(', ')}, got '${value}'`);
+  if (!(LOCKS as readonly string[]).includes(value))
+    throw new UsageError(`--network-lock must be one of ${LOCKS.join(', ')}, got '${value}'`);
   return value as CriuNetworkLock;
 }
 
@@ -64,7 +76,11 @@ const SHARED = {
 } as const;
 
 function criuOptions(values: { 'network-lock'?: string; 'shell-job'?: boolean }): CriuOptions {
-  return { tcpEstablished: true, networkLock: networkLock(values['network-lock']), ...(values['shell-job'] ? { shellJob: true } : {}) };
+  return {
+    tcpEstablished: true,
+    networkLock: networkLock(values['network-lock']),
+    ...(values['shell-job'] ? { shellJob: true } : {}),
+  };
 }
 
 export async function dumpCommand(args: string[], out: Output): Promise<number> {
@@ -84,12 +100,24 @@ export async function dumpCommand(args: string[], out: Output): Promise<number> 
   try {
     out.progress(`dumping process ${pid} into ${imagesDir} with CRIU ${version.text}`);
     const started = performance.now();
-    const result = await runner.criu.dump({ ...options, pid, imagesDir, ...(values['leave-running'] ? { leaveRunning: true } : {}) });
+    const result = await runner.criu.dump({
+      ...options,
+      pid,
+      imagesDir,
+      ...(values['leave-running'] ? { leaveRunning: true } : {}),
+    });
     const ms = Math.round(performance.now() - started);
     out.progress(`dumped in ${ms} ms`);
     printResult(
       out,
-      { command: 'dump', pid, imagesDir, ms, leftRunning: values['leave-running'] === true, ...(result.logFile ? { logFile: result.logFile } : {}) },
+      {
+        command: 'dump',
+        pid,
+        imagesDir,
+        ms,
+        leftRunning: values['leave-running'] === true,
+        ...(result.logFile ? { logFile: result.logFile } : {}),
+      },
       [`dumped process ${pid} into ${imagesDir} (${ms} ms)${values['leave-running'] ? '; it keeps running' : ''}`],
     );
     return EXIT.OK;

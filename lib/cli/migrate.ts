@@ -4,7 +4,18 @@ import { execFile, spawn } from 'node:child_process';
 import { migrateProcess, type ProcessMigrationOptions } from '../migration';
 import { checkNetns, checkTaskNetns, findOnPath } from '../migration/process-criu';
 import { checkPid } from '../migration/process-options';
-import { CliError, COMMON_OPTIONS, EXIT, parse, positiveInteger, printResult, requireRoot, resolveCriu, UsageError, type Output } from './common';
+import {
+  CliError,
+  COMMON_OPTIONS,
+  EXIT,
+  parse,
+  positiveInteger,
+  printResult,
+  requireRoot,
+  resolveCriu,
+  UsageError,
+  type Output,
+} from './common';
 
 export const MIGRATE_HELP = `Usage: node-criu migrate --pid PID --images-dir DIR --target-netns PATH [options]
 
@@ -43,7 +54,17 @@ namespace, 5 not migrated but still running on the source, 6 not running anywher
 function run(command: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile(command, args, { timeout: 30000 }, (error, _stdout, stderr) => {
-      if (error) reject(new CliError(`${command} ${args.join(' ')}: ${String(stderr).trim() || error.message}`, EXIT.FAILED, 'ERR_COMMAND_FAILED', undefined, undefined, error));
+      if (error)
+        reject(
+          new CliError(
+            `${command} ${args.join(' ')}: ${String(stderr).trim() || error.message}`,
+            EXIT.FAILED,
+            'ERR_COMMAND_FAILED',
+            undefined,
+            undefined,
+            error,
+          ),
+        );
       else resolve();
     });
   });
@@ -54,7 +75,12 @@ function ipIn(netns: string | undefined, args: string[]): Promise<void> {
   return netns === undefined ? run('ip', args) : run('nsenter', [`--net=${netns}`, '--', 'ip', ...args]);
 }
 
-function addressMover(cidr: string, device: string, from: string | undefined, to: string | undefined): () => Promise<void> {
+function addressMover(
+  cidr: string,
+  device: string,
+  from: string | undefined,
+  to: string | undefined,
+): () => Promise<void> {
   return async () => {
     await ipIn(from, ['addr', 'del', cidr, 'dev', device]);
     await ipIn(to, ['addr', 'add', cidr, 'dev', device]);
@@ -64,14 +90,39 @@ function addressMover(cidr: string, device: string, from: string | undefined, to
   };
 }
 
-function hookRunner(hook: string, direction: 'to-target' | 'to-source', env: Record<string, string>): () => Promise<void> {
+function hookRunner(
+  hook: string,
+  direction: 'to-target' | 'to-source',
+  env: Record<string, string>,
+): () => Promise<void> {
   return () =>
     new Promise((resolve, reject) => {
-      const child = spawn(hook, [direction], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
-      child.once('error', (error) => reject(new CliError(`hook ${hook} ${direction}: ${error.message}`, EXIT.FAILED, 'ERR_HOOK_FAILED', undefined, undefined, error)));
+      const child = spawn(hook, [direction], {
+        stdio: ['ignore', 'ignore', 'inherit'],
+        env: { ...process.env, ...env },
+      });
+      child.once('error', (error) =>
+        reject(
+          new CliError(
+            `hook ${hook} ${direction}: ${error.message}`,
+            EXIT.FAILED,
+            'ERR_HOOK_FAILED',
+            undefined,
+            undefined,
+            error,
+          ),
+        ),
+      );
       child.once('exit', (code, signal) => {
         if (code === 0) resolve();
-        else reject(new CliError(`hook ${hook} ${direction} exited with ${signal ?? `code ${String(code)}`}`, EXIT.FAILED, 'ERR_HOOK_FAILED'));
+        else
+          reject(
+            new CliError(
+              `hook ${hook} ${direction} exited with ${signal ?? `code ${String(code)}`}`,
+              EXIT.FAILED,
+              'ERR_HOOK_FAILED',
+            ),
+          );
       });
     });
 }
@@ -104,13 +155,17 @@ export async function migrateCommand(args: string[], out: Output, signal: AbortS
   if (pid === undefined) throw new UsageError('--pid is required');
   if (values['images-dir'] === undefined) throw new UsageError('--images-dir is required');
   const transfer = values.transfer ?? 'directory';
-  if (transfer !== 'directory' && transfer !== 'page-server') throw new UsageError(`--transfer must be 'directory' or 'page-server', got '${transfer}'`);
+  if (transfer !== 'directory' && transfer !== 'page-server')
+    throw new UsageError(`--transfer must be 'directory' or 'page-server', got '${transfer}'`);
   const maxPreDumps = positiveInteger(values['max-pre-dumps'], '--max-pre-dumps');
   const timeoutSeconds = positiveInteger(values.timeout, '--timeout');
   if (values['move-address'] !== undefined && !/^[0-9a-fA-F:.]+\/\d{1,3}$/.test(values['move-address'])) {
-    throw new UsageError(`--move-address must be an address with its prefix length (e.g. 10.0.0.100/24), got '${values['move-address']}'`);
+    throw new UsageError(
+      `--move-address must be an address with its prefix length (e.g. 10.0.0.100/24), got '${values['move-address']}'`,
+    );
   }
-  if (values['move-address'] !== undefined && values.hook !== undefined) throw new UsageError('--move-address and --hook cannot be combined');
+  if (values['move-address'] !== undefined && values.hook !== undefined)
+    throw new UsageError('--move-address and --hook cannot be combined');
   const sourceNetns = values['source-netns'];
   const targetNetns = values['target-netns'];
 
@@ -120,7 +175,11 @@ export async function migrateCommand(args: string[], out: Output, signal: AbortS
   if (targetNetns !== undefined) checkNetns(targetNetns, '--target-netns');
   checkTaskNetns(pid, sourceNetns, '--source-netns');
   if ((sourceNetns !== undefined || targetNetns !== undefined) && findOnPath('nsenter') === undefined) {
-    throw new CliError('nsenter (util-linux) is not on PATH; it is needed to run CRIU inside a network namespace', EXIT.ENVIRONMENT, 'ERR_NSENTER_NOT_FOUND');
+    throw new CliError(
+      'nsenter (util-linux) is not on PATH; it is needed to run CRIU inside a network namespace',
+      EXIT.ENVIRONMENT,
+      'ERR_NSENTER_NOT_FOUND',
+    );
   }
   const { command, version } = await resolveCriu(values['criu-path'], false, out);
   out.progress(`migrating process ${pid} with CRIU ${version.text} (${transfer})`);
@@ -133,7 +192,11 @@ export async function migrateCommand(args: string[], out: Output, signal: AbortS
     signal,
     ...(sourceNetns !== undefined ? { source: { netns: sourceNetns } } : {}),
     ...(targetNetns !== undefined ? { target: { netns: targetNetns } } : {}),
-    ...(values['no-pre-dump'] ? { preDump: false as const } : maxPreDumps !== undefined ? { preDump: { maxIterations: maxPreDumps } } : {}),
+    ...(values['no-pre-dump']
+      ? { preDump: false as const }
+      : maxPreDumps !== undefined
+        ? { preDump: { maxIterations: maxPreDumps } }
+        : {}),
     ...(timeoutSeconds !== undefined ? { timeoutMs: timeoutSeconds * 1000 } : {}),
     ...(values['shell-job'] ? { criuOptions: { shellJob: true } } : {}),
     onProgress: (event) => {
@@ -141,8 +204,10 @@ export async function migrateCommand(args: string[], out: Output, signal: AbortS
       if (d.state === 'start') out.progress(`${event.phase}...`);
       else if (d.state === 'end' && typeof d.ms === 'number') out.progress(`${event.phase} done in ${d.ms} ms`);
       else if (d.state === 'skipped' || d.state === 'warning') out.progress(`${event.phase}: ${String(d.reason)}`);
-      else if (d.state === 'iteration') out.progress(`pre-dump ${String(d.index)}: ${String(d.pagesWritten)} pages in ${String(d.ms)} ms`);
-      else if (event.phase === 'rollback') out.progress(`rolling back to the source${d.reason ? `: ${String(d.reason)}` : ''}`);
+      else if (d.state === 'iteration')
+        out.progress(`pre-dump ${String(d.index)}: ${String(d.pagesWritten)} pages in ${String(d.ms)} ms`);
+      else if (event.phase === 'rollback')
+        out.progress(`rolling back to the source${d.reason ? `: ${String(d.reason)}` : ''}`);
     },
   };
   if (values['move-address'] !== undefined) {
@@ -150,7 +215,11 @@ export async function migrateCommand(args: string[], out: Output, signal: AbortS
     options.moveAddress = addressMover(values['move-address'], device, sourceNetns, targetNetns);
     options.moveAddressBack = addressMover(values['move-address'], device, targetNetns, sourceNetns);
   } else if (values.hook !== undefined) {
-    const env = { NODE_CRIU_PID: String(pid), NODE_CRIU_SOURCE_NETNS: sourceNetns ?? '', NODE_CRIU_TARGET_NETNS: targetNetns ?? '' };
+    const env = {
+      NODE_CRIU_PID: String(pid),
+      NODE_CRIU_SOURCE_NETNS: sourceNetns ?? '',
+      NODE_CRIU_TARGET_NETNS: targetNetns ?? '',
+    };
     options.moveAddress = hookRunner(values.hook, 'to-target', env);
     options.moveAddressBack = hookRunner(values.hook, 'to-source', env);
   }

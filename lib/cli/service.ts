@@ -26,7 +26,8 @@ Exit codes: 0 stopped by a signal, 1 CRIU failed to start or exited, 2 usage (or
 
 function octalMode(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^0?[0-7]{3}$/.test(value)) throw new UsageError(`--socket-mode must be an octal mode such as 0600, got '${value}'`);
+  if (!/^0?[0-7]{3}$/.test(value))
+    throw new UsageError(`--socket-mode must be an octal mode such as 0600, got '${value}'`);
   return parseInt(value, 8);
 }
 
@@ -54,7 +55,11 @@ export async function serviceCommand(args: string[], out: Output, signal: AbortS
       service.exited,
     ]);
     if (stopped !== 'signal') {
-      throw new CliError(`criu service exited on its own (${stopped.signal ?? `code ${String(stopped.code)}`})`, EXIT.FAILED, 'ERR_CRIU_EXITED');
+      throw new CliError(
+        `criu service exited on its own (${stopped.signal ?? `code ${String(stopped.code)}`})`,
+        EXIT.FAILED,
+        'ERR_CRIU_EXITED',
+      );
     }
     out.progress('stopping criu service');
     return EXIT.OK;

@@ -25,16 +25,24 @@ export interface CriuCallOptions {
 
 export function validateCallOptions(call: unknown): asserts call is CriuCallOptions | undefined {
   if (call === undefined) return;
-  if (typeof call !== 'object' || call === null) throw new InvalidArgumentError('call options must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (typeof call !== 'object' || call === null)
+    throw new InvalidArgumentError('call options must be an object', 'ERR_INVALID_ARG_TYPE');
   const { signal, timeoutMs } = call as Record<string, unknown>;
   for (const key of Object.keys(call)) {
-    if (key !== 'signal' && key !== 'timeoutMs') throw new InvalidArgumentError(`call options: unknown option '${key}'`);
+    if (key !== 'signal' && key !== 'timeoutMs')
+      throw new InvalidArgumentError(`call options: unknown option '${key}'`);
   }
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new InvalidArgumentError('call options: signal must be an AbortSignal', 'ERR_INVALID_ARG_TYPE');
   }
-  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2 ** 31 - 1)) {
-    throw new InvalidArgumentError(`call options: timeoutMs must be a positive number of milliseconds, got ${describeValue(timeoutMs)}`, 'ERR_OUT_OF_RANGE');
+  if (
+    timeoutMs !== undefined &&
+    (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2 ** 31 - 1)
+  ) {
+    throw new InvalidArgumentError(
+      `call options: timeoutMs must be a positive number of milliseconds, got ${describeValue(timeoutMs)}`,
+      'ERR_OUT_OF_RANGE',
+    );
   }
 }
 
@@ -62,7 +70,9 @@ export class CallScope {
   /** Runs `cleanup` when the call settles (last registered runs first). */
   defer(cleanup: () => unknown): void {
     if (this.disposed) {
-      void Promise.resolve().then(cleanup).catch(() => undefined);
+      void Promise.resolve()
+        .then(cleanup)
+        .catch(() => undefined);
       return;
     }
     this.cleanups.push(cleanup);

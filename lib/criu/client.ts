@@ -14,12 +14,32 @@ import { runCall, type CallScope, type CriuCallOptions } from './call';
 import { CriuConnection, type NotifyRecord } from './connection';
 import { CriuConnectionError, CriuRequestError } from './errors';
 import { locateCriu } from './locate';
-import { CriuReqType, reqTypeName, type CriuFeaturesMessage, type CriuRequestMessage, type CriuResponseMessage } from './messages';
+import {
+  CriuReqType,
+  reqTypeName,
+  type CriuFeaturesMessage,
+  type CriuRequestMessage,
+  type CriuResponseMessage,
+} from './messages';
 import { validateNotifyHandlers, type CriuNotifyHandlers } from './notify';
 import type { CriuOptions } from './options';
 import { checkOptions, prepareOptions, readLogTail, type CriuMode } from './prepare';
-import { descendantsOf, mayTouch, recoverUnfinishedDump, recoverUnfinishedRestore, signalTree, stillThere, type SeenTask } from './recover';
-import { PageServerChild, runPreDumpLoop, killDaemon, type CriuPreDumpOptions, type CriuPreDumpResult } from './sessions';
+import {
+  descendantsOf,
+  mayTouch,
+  recoverUnfinishedDump,
+  recoverUnfinishedRestore,
+  signalTree,
+  stillThere,
+  type SeenTask,
+} from './recover';
+import {
+  PageServerChild,
+  runPreDumpLoop,
+  killDaemon,
+  type CriuPreDumpOptions,
+  type CriuPreDumpResult,
+} from './sessions';
 
 export interface CriuClientOptions {
   /** 'swrk' (default): spawn `criu swrk` per call. 'service': connect to `address`. */
@@ -137,20 +157,26 @@ export class Criu {
   private readonly scopes = new Set<CallScope>();
 
   constructor(options: CriuClientOptions = {}) {
-    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('Criu options must be an object', 'ERR_INVALID_ARG_TYPE');
+    if (typeof options !== 'object' || options === null)
+      throw new InvalidArgumentError('Criu options must be an object', 'ERR_INVALID_ARG_TYPE');
     for (const key of Object.keys(options)) {
-      if (!['mode', 'criuPath', 'address'].includes(key)) throw new InvalidArgumentError(`Criu options: unknown option '${key}'`);
+      if (!['mode', 'criuPath', 'address'].includes(key))
+        throw new InvalidArgumentError(`Criu options: unknown option '${key}'`);
     }
     const mode = options.mode ?? 'swrk';
-    if (mode !== 'swrk' && mode !== 'service') throw new InvalidArgumentError(`Criu options.mode must be 'swrk' or 'service', got ${describeValue(mode)}`);
+    if (mode !== 'swrk' && mode !== 'service')
+      throw new InvalidArgumentError(`Criu options.mode must be 'swrk' or 'service', got ${describeValue(mode)}`);
     this.mode = mode;
     if (mode === 'service') {
-      if (typeof options.address !== 'string' || options.address === '') throw new InvalidArgumentError("mode 'service' needs options.address (a socket path)");
+      if (typeof options.address !== 'string' || options.address === '')
+        throw new InvalidArgumentError("mode 'service' needs options.address (a socket path)");
       checkSocketPath(options.address, 'options.address');
-      if (options.criuPath !== undefined) throw new InvalidArgumentError("options.criuPath applies to mode 'swrk' only");
+      if (options.criuPath !== undefined)
+        throw new InvalidArgumentError("options.criuPath applies to mode 'swrk' only");
       this.address = options.address;
     } else {
-      if (options.address !== undefined) throw new InvalidArgumentError("options.address applies to mode 'service' only");
+      if (options.address !== undefined)
+        throw new InvalidArgumentError("options.address applies to mode 'service' only");
       if (options.criuPath !== undefined && (typeof options.criuPath !== 'string' || options.criuPath === '')) {
         throw new InvalidArgumentError('options.criuPath must be a non-empty string', 'ERR_INVALID_ARG_TYPE');
       }
@@ -159,7 +185,8 @@ export class Criu {
   }
 
   private run<T>(what: string, call: CriuCallOptions | undefined, body: (scope: CallScope) => Promise<T>): Promise<T> {
-    if (this.closed) return Promise.reject(new CriuConnectionError('this Criu client is closed', { code: 'ERR_CRIU_CLIENT_CLOSED' }));
+    if (this.closed)
+      return Promise.reject(new CriuConnectionError('this Criu client is closed', { code: 'ERR_CRIU_CLIENT_CLOSED' }));
     return runCall(what, call, body, this.scopes);
   }
 
@@ -283,11 +310,17 @@ export class Criu {
   }
 
   /** FEATURE_CHECK: CRIU's answer for each feature asked (all three by default). */
-  async featureCheck(features: CriuFeatures = { memTrack: true, lazyPages: true, pidfdStore: true }, call?: CriuCallOptions): Promise<CriuFeatures> {
-    if (typeof features !== 'object' || features === null) throw new InvalidArgumentError('features must be an object', 'ERR_INVALID_ARG_TYPE');
+  async featureCheck(
+    features: CriuFeatures = { memTrack: true, lazyPages: true, pidfdStore: true },
+    call?: CriuCallOptions,
+  ): Promise<CriuFeatures> {
+    if (typeof features !== 'object' || features === null)
+      throw new InvalidArgumentError('features must be an object', 'ERR_INVALID_ARG_TYPE');
     for (const [key, value] of Object.entries(features)) {
-      if (!['memTrack', 'lazyPages', 'pidfdStore'].includes(key)) throw new InvalidArgumentError(`features.${key}: unknown feature`);
-      if (value !== undefined && typeof value !== 'boolean') throw new InvalidArgumentError(`features.${key} must be a boolean`, 'ERR_INVALID_ARG_TYPE');
+      if (!['memTrack', 'lazyPages', 'pidfdStore'].includes(key))
+        throw new InvalidArgumentError(`features.${key}: unknown feature`);
+      if (value !== undefined && typeof value !== 'boolean')
+        throw new InvalidArgumentError(`features.${key} must be a boolean`, 'ERR_INVALID_ARG_TYPE');
     }
     return this.run('criu FEATURE_CHECK', call, async (scope) => {
       const response = await this.simple(scope, { type: CriuReqType.FEATURE_CHECK, features });
@@ -311,7 +344,9 @@ export class Criu {
       const guard: UnansweredGuard = { answered: false };
       // Registered before the connection, so it runs after swrk has been killed/reaped.
       if (type === CriuReqType.DUMP || type === CriuReqType.SINGLE_PRE_DUMP || type === CriuReqType.RESTORE) {
-        scope.defer(() => repairAfterUnansweredRequest(scope, type, guard, checked.pid, prepared.logPath, notifications));
+        scope.defer(() =>
+          repairAfterUnansweredRequest(scope, type, guard, checked.pid, prepared.logPath, notifications),
+        );
       }
       const response = await this.simple(
         scope,
@@ -335,19 +370,48 @@ export class Criu {
    * our process tree, as CRIU requires); in the restored copy this resolves with restored: true.
    */
   async dump(options: CriuOptions, handlers?: CriuNotifyHandlers, call?: CriuCallOptions): Promise<CriuDumpResult> {
-    const { response, notifications, logPath } = await this.operation(CriuReqType.DUMP, 'dump', options, handlers, call, true);
+    const { response, notifications, logPath } = await this.operation(
+      CriuReqType.DUMP,
+      'dump',
+      options,
+      handlers,
+      call,
+      true,
+    );
     return { restored: response.dump?.restored === true, notifications, ...(logPath ? { logFile: logPath } : {}) };
   }
 
   /** SINGLE_PRE_DUMP: one pre-dump of options.pid into options.imagesDir; the task keeps running. */
-  async singlePreDump(options: CriuOptions, handlers?: CriuNotifyHandlers, call?: CriuCallOptions): Promise<CriuDumpResult> {
-    const { notifications, logPath } = await this.operation(CriuReqType.SINGLE_PRE_DUMP, 'pre-dump', options, handlers, call, true);
+  async singlePreDump(
+    options: CriuOptions,
+    handlers?: CriuNotifyHandlers,
+    call?: CriuCallOptions,
+  ): Promise<CriuDumpResult> {
+    const { notifications, logPath } = await this.operation(
+      CriuReqType.SINGLE_PRE_DUMP,
+      'pre-dump',
+      options,
+      handlers,
+      call,
+      true,
+    );
     return { restored: false, notifications, ...(logPath ? { logFile: logPath } : {}) };
   }
 
   /** RESTORE from options.imagesDir; resolves with the restored root's pid. */
-  async restore(options: CriuOptions, handlers?: CriuNotifyHandlers, call?: CriuCallOptions): Promise<CriuRestoreResult> {
-    const { response, notifications, logPath } = await this.operation(CriuReqType.RESTORE, 'restore', options, handlers, call, true);
+  async restore(
+    options: CriuOptions,
+    handlers?: CriuNotifyHandlers,
+    call?: CriuCallOptions,
+  ): Promise<CriuRestoreResult> {
+    const { response, notifications, logPath } = await this.operation(
+      CriuReqType.RESTORE,
+      'restore',
+      options,
+      handlers,
+      call,
+      true,
+    );
     const pid = response.restore?.pid;
     if (pid === undefined) throw this.failure({ type: CriuReqType.RESTORE }, response, logPath);
     return { pid, notifications, ...(logPath ? { logFile: logPath } : {}) };
@@ -369,7 +433,14 @@ export class Criu {
    * only if CRIU reported its pid (4.2.1 does not); pageServerChld() keeps it under control.
    */
   async pageServer(options: CriuOptions, call?: CriuCallOptions): Promise<CriuPageServerResult> {
-    const { response, logPath } = await this.operation(CriuReqType.PAGE_SERVER, 'page-server', options, undefined, call, true);
+    const { response, logPath } = await this.operation(
+      CriuReqType.PAGE_SERVER,
+      'page-server',
+      options,
+      undefined,
+      call,
+      true,
+    );
     if (!response.ps?.port) throw this.failure({ type: CriuReqType.PAGE_SERVER }, response, logPath);
     // CRIU 4.2.1 answers pid 0 here (the daemon's pid is not reported), so it may be unknown.
     const pid = response.ps.pid !== undefined && response.ps.pid > 1 ? response.ps.pid : undefined;
@@ -407,8 +478,13 @@ export class Criu {
    * parent_img set to the previous one) while options.shouldContinue says so (at most
    * maxIterations), then the final DUMP into imagesDir/dump.
    */
-  async preDump(options: CriuPreDumpOptions, handlers?: CriuNotifyHandlers, call?: CriuCallOptions): Promise<CriuPreDumpResult> {
-    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  async preDump(
+    options: CriuPreDumpOptions,
+    handlers?: CriuNotifyHandlers,
+    call?: CriuCallOptions,
+  ): Promise<CriuPreDumpResult> {
+    if (typeof options !== 'object' || options === null)
+      throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
     const { shouldContinue, maxIterations, ...criuOptions } = options;
     if (shouldContinue !== undefined && typeof shouldContinue !== 'function') {
       throw new InvalidArgumentError('options.shouldContinue must be a function', 'ERR_INVALID_ARG_TYPE');
@@ -439,7 +515,9 @@ export class Criu {
     this.closed = true;
     const pending: Promise<unknown>[] = [];
     for (const scope of [...this.scopes]) {
-      scope.cancel(new CriuConnectionError('the Criu client was closed during the call', { code: 'ERR_CRIU_CLIENT_CLOSED' }));
+      scope.cancel(
+        new CriuConnectionError('the Criu client was closed during the call', { code: 'ERR_CRIU_CLIENT_CLOSED' }),
+      );
       pending.push(scope.finished);
     }
     for (const child of [...this.children]) pending.push(child.close());

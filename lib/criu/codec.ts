@@ -58,7 +58,9 @@ const UINT32_MAX = 0xffffffff;
 function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
-  return typeof value === 'string' ? `string ${JSON.stringify(value.slice(0, 40))}` : `${typeof value} ${describeValue(value)}`;
+  return typeof value === 'string'
+    ? `string ${JSON.stringify(value.slice(0, 40))}`
+    : `${typeof value} ${describeValue(value)}`;
 }
 
 function checkScalar(field: protobuf.Field, value: unknown, where: string): void {
@@ -69,7 +71,10 @@ function checkScalar(field: protobuf.Field, value: unknown, where: string): void
   }
   if (resolved instanceof protobuf.Enum) {
     if (typeof value !== 'number' || !Number.isInteger(value)) {
-      throw new InvalidArgumentError(`${where} must be a ${resolved.name} number, got ${describe(value)}`, 'ERR_INVALID_ARG_TYPE');
+      throw new InvalidArgumentError(
+        `${where} must be a ${resolved.name} number, got ${describe(value)}`,
+        'ERR_INVALID_ARG_TYPE',
+      );
     }
     if (!Object.values(resolved.values).includes(value)) {
       throw new InvalidArgumentError(`${where}: ${value} is not a ${resolved.name} value`, 'ERR_INVALID_ARG_VALUE');
@@ -78,10 +83,12 @@ function checkScalar(field: protobuf.Field, value: unknown, where: string): void
   }
   switch (field.type) {
     case 'bool':
-      if (typeof value !== 'boolean') throw new InvalidArgumentError(`${where} must be a boolean, got ${describe(value)}`, 'ERR_INVALID_ARG_TYPE');
+      if (typeof value !== 'boolean')
+        throw new InvalidArgumentError(`${where} must be a boolean, got ${describe(value)}`, 'ERR_INVALID_ARG_TYPE');
       return;
     case 'string':
-      if (typeof value !== 'string') throw new InvalidArgumentError(`${where} must be a string, got ${describe(value)}`, 'ERR_INVALID_ARG_TYPE');
+      if (typeof value !== 'string')
+        throw new InvalidArgumentError(`${where} must be a string, got ${describe(value)}`, 'ERR_INVALID_ARG_TYPE');
       return;
     case 'int32':
     case 'uint32': {
@@ -90,7 +97,10 @@ function checkScalar(field: protobuf.Field, value: unknown, where: string): void
       }
       const [min, max] = field.type === 'int32' ? [INT32_MIN, INT32_MAX] : [0, UINT32_MAX];
       if (value < min || value > max) {
-        throw new InvalidArgumentError(`${where} must be an ${field.type} (${min}..${max}), got ${value}`, 'ERR_OUT_OF_RANGE');
+        throw new InvalidArgumentError(
+          `${where} must be an ${field.type} (${min}..${max}), got ${value}`,
+          'ERR_OUT_OF_RANGE',
+        );
       }
       return;
     }
@@ -102,7 +112,10 @@ function checkScalar(field: protobuf.Field, value: unknown, where: string): void
 
 function checkMessage(type: protobuf.Type, value: unknown, where: string): void {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new InvalidArgumentError(`${where} must be a ${type.name} object, got ${describe(value)}`, 'ERR_INVALID_ARG_TYPE');
+    throw new InvalidArgumentError(
+      `${where} must be a ${type.name} object, got ${describe(value)}`,
+      'ERR_INVALID_ARG_TYPE',
+    );
   }
   const record = value as Record<string, unknown>;
   for (const key of Object.keys(record)) {
@@ -119,9 +132,13 @@ function checkMessage(type: protobuf.Type, value: unknown, where: string): void 
     }
     if (field.repeated) {
       if (!Array.isArray(fieldValue)) {
-        throw new InvalidArgumentError(`${fieldWhere} must be an array, got ${describe(fieldValue)}`, 'ERR_INVALID_ARG_TYPE');
+        throw new InvalidArgumentError(
+          `${fieldWhere} must be an array, got ${describe(fieldValue)}`,
+          'ERR_INVALID_ARG_TYPE',
+        );
       }
-      for (let index = 0; index < fieldValue.length; index++) checkScalar(field, fieldValue[index], `${fieldWhere}[${index}]`); // holes too
+      for (let index = 0; index < fieldValue.length; index++)
+        checkScalar(field, fieldValue[index], `${fieldWhere}[${index}]`); // holes too
     } else {
       checkScalar(field, fieldValue, fieldWhere);
     }
@@ -165,7 +182,8 @@ function readVarint(bytes: Uint8Array, pos: number, end: number, where: string):
 }
 
 function expectedWireType(field: protobuf.Field): number {
-  if (field.resolvedType instanceof protobuf.Type || field.type === 'string' || field.type === 'bytes') return WIRE_LENGTH_DELIMITED;
+  if (field.resolvedType instanceof protobuf.Type || field.type === 'string' || field.type === 'bytes')
+    return WIRE_LENGTH_DELIMITED;
   return WIRE_VARINT; // every other type in the schema is int32, uint32, bool or an enum
 }
 
@@ -186,7 +204,9 @@ function scanWire(type: protobuf.Type, bytes: Uint8Array, start: number, end: nu
       const expected = expectedWireType(field);
       const packed = field.repeated && expected === WIRE_VARINT && wireType === WIRE_LENGTH_DELIMITED;
       if (wireType !== expected && !packed) {
-        throw new CriuProtocolError(`${where}.${field.name} (field ${fieldNumber}): wire type ${wireType}, expected ${expected}`);
+        throw new CriuProtocolError(
+          `${where}.${field.name} (field ${fieldNumber}): wire type ${wireType}, expected ${expected}`,
+        );
       }
     }
     switch (wireType) {
@@ -211,8 +231,12 @@ function scanWire(type: protobuf.Type, bytes: Uint8Array, start: number, end: nu
       case WIRE_LENGTH_DELIMITED: {
         const [length, afterLength] = readVarint(bytes, pos, end, where);
         pos = afterLength;
-        if (length > end - pos) throw new CriuProtocolError(`${where}: field ${fieldNumber} length ${length} exceeds the ${end - pos} bytes left`);
-        if (field?.resolvedType instanceof protobuf.Type) scanWire(field.resolvedType, bytes, pos, pos + length, `${where}.${field.name}`);
+        if (length > end - pos)
+          throw new CriuProtocolError(
+            `${where}: field ${fieldNumber} length ${length} exceeds the ${end - pos} bytes left`,
+          );
+        if (field?.resolvedType instanceof protobuf.Type)
+          scanWire(field.resolvedType, bytes, pos, pos + length, `${where}.${field.name}`);
         pos += length;
         break;
       }
@@ -244,7 +268,10 @@ function checkDecodedEnums(type: protobuf.Type, value: Record<string, unknown>, 
 
 function decodeChecked<T>(type: protobuf.Type, bytes: Uint8Array, name: string): T {
   if (!(bytes instanceof Uint8Array)) {
-    throw new InvalidArgumentError(`${name} bytes must be a Uint8Array, got ${describe(bytes)}`, 'ERR_INVALID_ARG_TYPE');
+    throw new InvalidArgumentError(
+      `${name} bytes must be a Uint8Array, got ${describe(bytes)}`,
+      'ERR_INVALID_ARG_TYPE',
+    );
   }
   scanWire(type, bytes, 0, bytes.length, name);
   let decoded: protobuf.Message;
@@ -254,7 +281,13 @@ function decodeChecked<T>(type: protobuf.Type, bytes: Uint8Array, name: string):
     const message = error instanceof Error ? error.message : describeValue(error);
     throw new CriuProtocolError(`${name}: ${message}`, { cause: error });
   }
-  const plain = type.toObject(decoded, { defaults: false, arrays: false, objects: false, enums: Number, longs: Number });
+  const plain = type.toObject(decoded, {
+    defaults: false,
+    arrays: false,
+    objects: false,
+    enums: Number,
+    longs: Number,
+  });
   checkDecodedEnums(type, plain, name);
   return plain as T;
 }

@@ -69,7 +69,11 @@ export class CriuConnection {
   ) {}
 
   /** Spawns `criu swrk 3` (extraFds become its fds 4, 5, ...). */
-  static async swrk(criuPath: string, extraFds: readonly number[] = [], outsideOurTree = false): Promise<CriuConnection> {
+  static async swrk(
+    criuPath: string,
+    extraFds: readonly number[] = [],
+    outsideOurTree = false,
+  ): Promise<CriuConnection> {
     const swrk = await spawnSwrk(criuPath, extraFds, { outsideOurTree });
     return new CriuConnection(swrk.transport, swrk, `criu swrk (pid ${swrk.pid})`);
   }
@@ -194,7 +198,8 @@ export class CriuConnection {
       if (outcome.ok && outcome.external !== undefined) ack.opts = { imagesDirFd: -1, external: outcome.external };
       try {
         this.transport.send(encodeRequest(ack));
-        if (outcome.ok && script === 'post-restore' && request.type === CriuReqType.RESTORE) this.pastPostRestore = true;
+        if (outcome.ok && script === 'post-restore' && request.type === CriuReqType.RESTORE)
+          this.pastPostRestore = true;
       } catch (error) {
         if (handlerError) throw handlerError;
         throw await this.explainFailure(error, request.type);
@@ -210,10 +215,13 @@ export class CriuConnection {
     if (this.destroyed) return error as Error;
     const what = reqTypeName(requestType);
     if (this.swrk?.outsideOurTree) {
-      return new CriuConnectionError(`criu swrk (started outside our process tree) ended without replying to ${what}; its exit status is unknown`, {
-        code: 'ERR_CRIU_EXITED',
-        cause: error,
-      });
+      return new CriuConnectionError(
+        `criu swrk (started outside our process tree) ended without replying to ${what}; its exit status is unknown`,
+        {
+          code: 'ERR_CRIU_EXITED',
+          cause: error,
+        },
+      );
     }
     if (this.swrk) {
       // swrk closes its socket only by exiting. A socket that reads as ended while swrk lives on

@@ -87,7 +87,9 @@ export class CriuRequestError extends NodeCriuError {
     const name = details.crErrno ? errnoName(details.crErrno) : undefined;
     // CRIU runs with our capabilities: lacking what it needs, that is the reason (lib/capabilities.ts).
     const permission = criuCapabilityProblem();
-    const code = permission ? 'EPERM' : (name ?? (details.responseType === 'EMPTY' ? 'ERR_CRIU_UNSUPPORTED' : 'ERR_CRIU_REQUEST_FAILED'));
+    const code = permission
+      ? 'EPERM'
+      : (name ?? (details.responseType === 'EMPTY' ? 'ERR_CRIU_UNSUPPORTED' : 'ERR_CRIU_REQUEST_FAILED'));
     super(permission ? `${message}; ${permission.hint}` : message, {
       code,
       ...(details.crErrno ? { errno: -details.crErrno } : {}),

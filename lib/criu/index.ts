@@ -14,9 +14,22 @@ export type {
 export type { CriuPreDumpIteration, CriuWaitStatus } from './sessions';
 export type { CriuCallOptions } from './call';
 export { CRIU_NOTIFY_SCRIPTS } from './notify';
-export type { CriuNotifyEvent, CriuNotifyHandler, CriuNotifyHandlers, CriuNotifyResult, CriuNotifyScript } from './notify';
+export type {
+  CriuNotifyEvent,
+  CriuNotifyHandler,
+  CriuNotifyHandlers,
+  CriuNotifyResult,
+  CriuNotifyScript,
+} from './notify';
 export { CRIU_OPTION_NAMES, toCriuOpts, validateCriuOptions } from './options';
-export type { CriuCgroupsMode, CriuImageIoModeName, CriuNetworkLock, CriuOptions, CriuPreDumpModeName, ResolvedCriuFds } from './options';
+export type {
+  CriuCgroupsMode,
+  CriuImageIoModeName,
+  CriuNetworkLock,
+  CriuOptions,
+  CriuPreDumpModeName,
+  ResolvedCriuFds,
+} from './options';
 export { decodeRequest, decodeResponse, encodeRequest, encodeResponse } from './codec';
 export * from './messages';
 export * from './errors';

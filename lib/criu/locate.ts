@@ -124,18 +124,26 @@ function runInstallScript(): Promise<void> {
   return new Promise((resolve, reject) => {
     // env spelled out: the caller's process.env (in jest, the sandbox's copy) must reach the script.
     const env = { ...process.env };
-    execFile('bash', [INSTALL_CRIU_SCRIPT, '--quiet'], { env, maxBuffer: 16 * 1024 * 1024 }, (error, _stdout, stderr) => {
-      if (error) {
-        reject(
-          new CriuConnectionError(`scripts/install-criu.sh failed: ${String(stderr).trim().split('\n').slice(-5).join(' | ')}`, {
-            code: 'ERR_CRIU_NOT_FOUND',
-            cause: error,
-          }),
-        );
-      } else {
-        resolve();
-      }
-    });
+    execFile(
+      'bash',
+      [INSTALL_CRIU_SCRIPT, '--quiet'],
+      { env, maxBuffer: 16 * 1024 * 1024 },
+      (error, _stdout, stderr) => {
+        if (error) {
+          reject(
+            new CriuConnectionError(
+              `scripts/install-criu.sh failed: ${String(stderr).trim().split('\n').slice(-5).join(' | ')}`,
+              {
+                code: 'ERR_CRIU_NOT_FOUND',
+                cause: error,
+              },
+            ),
+          );
+        } else {
+          resolve();
+        }
+      },
+    );
   });
 }
 

@@ -23,7 +23,9 @@ export const CriuReqType = {
 } as const;
 export type CriuReqType = (typeof CriuReqType)[keyof typeof CriuReqType];
 
-const reqTypeNames: ReadonlyMap<number, string> = new Map(Object.entries(CriuReqType).map(([name, value]) => [value, name]));
+const reqTypeNames: ReadonlyMap<number, string> = new Map(
+  Object.entries(CriuReqType).map(([name, value]) => [value, name]),
+);
 
 /** 'DUMP' for 1; 'UNKNOWN(42)' for a number CRIU 4.2 does not define. */
 export function reqTypeName(type: number): string {

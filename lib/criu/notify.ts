@@ -46,9 +46,7 @@ export interface CriuNotifyResult {
   external?: string[];
 }
 
-export type CriuNotifyHandler = (
-  event: CriuNotifyEvent,
-) => void | CriuNotifyResult | Promise<void | CriuNotifyResult>;
+export type CriuNotifyHandler = (event: CriuNotifyEvent) => void | CriuNotifyResult | Promise<void | CriuNotifyResult>;
 
 /** One handler per script name; `default` gets every script without its own handler. */
 export type CriuNotifyHandlers = { [K in CriuNotifyScript]?: CriuNotifyHandler } & { default?: CriuNotifyHandler };
@@ -63,7 +61,9 @@ export function validateNotifyHandlers(handlers: unknown): asserts handlers is C
   }
   for (const [key, value] of Object.entries(handlers)) {
     if (!handlerKeys.has(key)) {
-      throw new InvalidArgumentError(`handlers.${key}: not a CRIU notify script (known: ${[...handlerKeys].join(', ')})`);
+      throw new InvalidArgumentError(
+        `handlers.${key}: not a CRIU notify script (known: ${[...handlerKeys].join(', ')})`,
+      );
     }
     if (value !== undefined && typeof value !== 'function') {
       throw new InvalidArgumentError(`handlers.${key} must be a function`, 'ERR_INVALID_ARG_TYPE');
@@ -74,7 +74,10 @@ export function validateNotifyHandlers(handlers: unknown): asserts handlers is C
 export type NotifyOutcome = { ok: true; external?: string[] } | { ok: false; error: unknown };
 
 /** Runs the handler for `event.script` (or `default`; none means success). Never throws. */
-export async function runNotifyHandler(handlers: CriuNotifyHandlers | undefined, event: CriuNotifyEvent): Promise<NotifyOutcome> {
+export async function runNotifyHandler(
+  handlers: CriuNotifyHandlers | undefined,
+  event: CriuNotifyEvent,
+): Promise<NotifyOutcome> {
   const handler = handlers?.[event.script as CriuNotifyScript] ?? handlers?.default;
   if (handler === undefined) return { ok: true };
   try {

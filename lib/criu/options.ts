@@ -9,13 +9,7 @@
  * numbers: CRIU takes those from its peer's fd table (/proc/<peer>/fd, pidfd_getfd).
  */
 import { describeValue, InvalidArgumentError } from '../errors';
-import {
-  CriuCgMode,
-  CriuImageIoMode,
-  CriuNetworkLockMethod,
-  CriuPreDumpMode,
-  type CriuOptsMessage,
-} from './messages';
+import { CriuCgMode, CriuImageIoMode, CriuNetworkLockMethod, CriuPreDumpMode, type CriuOptsMessage } from './messages';
 
 export type CriuNetworkLock = 'iptables' | 'nftables' | 'skip';
 /** CRIU's --manage-cgroups modes; 'default' lets CRIU pick (RPC only). */
@@ -160,7 +154,11 @@ const UINT32_MAX = 0xffffffff;
 // ---------------------------------------------------------------------------------------------
 // Field checks. Each throws InvalidArgumentError naming the option.
 
-function fail(where: string, message: string, code: 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE'): never {
+function fail(
+  where: string,
+  message: string,
+  code: 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE',
+): never {
   throw new InvalidArgumentError(`${where === '' ? 'options' : `options.${where}`} ${message}`, code);
 }
 
@@ -176,7 +174,8 @@ function checkText(value: unknown, where: string): void {
 }
 
 function checkInt(value: unknown, where: string, min: number, max: number): void {
-  if (typeof value !== 'number' || !Number.isInteger(value)) fail(where, `must be an integer, got ${describeValue(value)}`, 'ERR_INVALID_ARG_TYPE');
+  if (typeof value !== 'number' || !Number.isInteger(value))
+    fail(where, `must be an integer, got ${describeValue(value)}`, 'ERR_INVALID_ARG_TYPE');
   if (value < min || value > max) fail(where, `must be in ${min}..${max}, got ${value}`, 'ERR_OUT_OF_RANGE');
 }
 
@@ -194,7 +193,13 @@ function checkArray(value: unknown, where: string, each: (item: unknown, where: 
 function checkEnum(value: unknown, where: string, names: Record<string, number>): void {
   if (typeof value !== 'string') fail(where, `must be a string, got ${typeof value}`, 'ERR_INVALID_ARG_TYPE');
   if (!Object.prototype.hasOwnProperty.call(names, value)) {
-    fail(where, `must be one of ${Object.keys(names).map((n) => `'${n}'`).join(', ')}, got '${describeValue(value)}'`, 'ERR_INVALID_ARG_VALUE');
+    fail(
+      where,
+      `must be one of ${Object.keys(names)
+        .map((n) => `'${n}'`)
+        .join(', ')}, got '${describeValue(value)}'`,
+      'ERR_INVALID_ARG_VALUE',
+    );
   }
 }
 
@@ -203,13 +208,21 @@ function join(where: string, key: string): string {
 }
 
 /** A plain object whose keys are all in `allowed`, with `required` keys present. */
-function checkRecord(value: unknown, where: string, allowed: readonly string[], required: readonly string[] = []): Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(where, 'must be an object', 'ERR_INVALID_ARG_TYPE');
+function checkRecord(
+  value: unknown,
+  where: string,
+  allowed: readonly string[],
+  required: readonly string[] = [],
+): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    fail(where, 'must be an object', 'ERR_INVALID_ARG_TYPE');
   const record = value as Record<string, unknown>;
   for (const key of Object.keys(record)) {
-    if (record[key] !== undefined && !allowed.includes(key)) fail(join(where, key), 'is not a known option', 'ERR_INVALID_ARG_VALUE');
+    if (record[key] !== undefined && !allowed.includes(key))
+      fail(join(where, key), 'is not a known option', 'ERR_INVALID_ARG_VALUE');
   }
-  for (const key of required) if (record[key] === undefined) fail(join(where, key), 'is required', 'ERR_INVALID_ARG_VALUE');
+  for (const key of required)
+    if (record[key] === undefined) fail(join(where, key), 'is required', 'ERR_INVALID_ARG_VALUE');
   return record;
 }
 
@@ -236,25 +249,63 @@ const pathChecks = {
 } as const;
 
 const boolKeys = [
-  'leaveRunning', 'leaveStopped', 'extUnixSk', 'tcpEstablished', 'tcpSkipInFlight', 'tcpClose',
-  'evasiveDevices', 'shellJob', 'fileLocks', 'logToStderr', 'displayStats', 'notifyScripts',
-  'trackMem', 'autoDedup', 'linkRemap', 'forceIrmap', 'manageCgroups', 'rstSibling', 'autoExtMnt',
-  'extSharing', 'extMasters', 'weakSysctls', 'lazyPages', 'orphanPtsMaster', 'tls', 'tlsNoCnVerify',
-  'mntnsCompatMode', 'skipFileRwxCheck', 'unprivileged',
+  'leaveRunning',
+  'leaveStopped',
+  'extUnixSk',
+  'tcpEstablished',
+  'tcpSkipInFlight',
+  'tcpClose',
+  'evasiveDevices',
+  'shellJob',
+  'fileLocks',
+  'logToStderr',
+  'displayStats',
+  'notifyScripts',
+  'trackMem',
+  'autoDedup',
+  'linkRemap',
+  'forceIrmap',
+  'manageCgroups',
+  'rstSibling',
+  'autoExtMnt',
+  'extSharing',
+  'extMasters',
+  'weakSysctls',
+  'lazyPages',
+  'orphanPtsMaster',
+  'tls',
+  'tlsNoCnVerify',
+  'mntnsCompatMode',
+  'skipFileRwxCheck',
+  'unprivileged',
 ] as const;
 
-const stringListKeys = ['execCmd', 'skipMnt', 'enableFs', 'irmapScanPaths', 'external', 'cgroupDumpController'] as const;
+const stringListKeys = [
+  'execCmd',
+  'skipMnt',
+  'enableFs',
+  'irmapScanPaths',
+  'external',
+  'cgroupDumpController',
+] as const;
 
 /** Every CriuOptions key with its check. */
 const optionChecks: Record<keyof CriuOptions, (value: unknown, where: string) => void> = {
   ...pathChecks,
-  ...(Object.fromEntries(boolKeys.map((key) => [key, checkBool])) as Record<(typeof boolKeys)[number], typeof checkBool>),
-  ...(Object.fromEntries(stringListKeys.map((key) => [key, checkStrings])) as Record<(typeof stringListKeys)[number], typeof checkStrings>),
+  ...(Object.fromEntries(boolKeys.map((key) => [key, checkBool])) as Record<
+    (typeof boolKeys)[number],
+    typeof checkBool
+  >),
+  ...(Object.fromEntries(stringListKeys.map((key) => [key, checkStrings])) as Record<
+    (typeof stringListKeys)[number],
+    typeof checkStrings
+  >),
   pid: (v, w) => checkInt(v, w, 1, INT32_MAX),
   logLevel: (v, w) => checkInt(v, w, 0, 4),
   logFile: (v, w) => {
     checkText(v, w);
-    if ((v as string).includes('/')) fail(w, "must be a file name without '/' (it is created in workDir)", 'ERR_INVALID_ARG_VALUE');
+    if ((v as string).includes('/'))
+      fail(w, "must be a file name without '/' (it is created in workDir)", 'ERR_INVALID_ARG_VALUE');
     if (v === '.' || v === '..') fail(w, `must be a file name, got '${v}'`, 'ERR_INVALID_ARG_VALUE');
   },
   ps: (v, w) => {
@@ -290,7 +341,8 @@ const optionChecks: Record<keyof CriuOptions, (value: unknown, where: string) =>
       const entry = checkRecord(item, iw, ['key', 'fd'], ['key', 'fd']);
       checkText(entry.key, `${iw}.key`);
       checkFd(entry.fd, `${iw}.fd`);
-      if (keys.has(entry.key as string)) fail(`${iw}.key`, `'${String(entry.key)}' appears twice`, 'ERR_INVALID_ARG_VALUE');
+      if (keys.has(entry.key as string))
+        fail(`${iw}.key`, `'${String(entry.key)}' appears twice`, 'ERR_INVALID_ARG_VALUE');
       keys.add(entry.key as string);
     });
   },
@@ -298,7 +350,8 @@ const optionChecks: Record<keyof CriuOptions, (value: unknown, where: string) =>
   ghostLimit: (v, w) => checkInt(v, w, 0, UINT32_MAX),
   emptyNs: (v, w) => {
     checkInt(v, w, 0, UINT32_MAX);
-    if (((v as number) & ~CLONE_NEWNET) !== 0) fail(w, 'accepts only CLONE_NEWNET (0x40000000)', 'ERR_INVALID_ARG_VALUE');
+    if (((v as number) & ~CLONE_NEWNET) !== 0)
+      fail(w, 'accepts only CLONE_NEWNET (0x40000000)', 'ERR_INVALID_ARG_VALUE');
   },
   joinNs: (v, w) =>
     checkArray(v, w, (item, iw) => {
@@ -334,14 +387,36 @@ export function validateCriuOptions(options: unknown): asserts options is CriuOp
 const passThroughKeys = [
   ...boolKeys,
   ...stringListKeys,
-  'pid', 'logLevel', 'logFile', 'root', 'parentImg', 'cpuCap', 'ghostLimit', 'emptyNs', 'timeout',
-  'statusFd', 'pidfdStoreSk', 'configFile', 'freezeCgroup', 'cgroupProps', 'cgroupPropsFile',
-  'cgroupYard', 'lsmProfile', 'lsmMountContext', 'tlsCacert', 'tlsCacrl', 'tlsCert', 'tlsKey',
+  'pid',
+  'logLevel',
+  'logFile',
+  'root',
+  'parentImg',
+  'cpuCap',
+  'ghostLimit',
+  'emptyNs',
+  'timeout',
+  'statusFd',
+  'pidfdStoreSk',
+  'configFile',
+  'freezeCgroup',
+  'cgroupProps',
+  'cgroupPropsFile',
+  'cgroupYard',
+  'lsmProfile',
+  'lsmMountContext',
+  'tlsCacert',
+  'tlsCacrl',
+  'tlsCert',
+  'tlsKey',
 ] as const satisfies readonly (keyof CriuOptions & keyof CriuOptsMessage)[];
 
 function checkResolvedFd(value: unknown, where: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > INT32_MAX) {
-    throw new InvalidArgumentError(`resolved.${where} must be an fd number, got ${describeValue(value)}`, 'ERR_INVALID_ARG_VALUE');
+    throw new InvalidArgumentError(
+      `resolved.${where} must be an fd number, got ${describeValue(value)}`,
+      'ERR_INVALID_ARG_VALUE',
+    );
   }
   return value;
 }
@@ -361,7 +436,10 @@ export function toCriuOpts(options: CriuOptions, resolved: ResolvedCriuFds = {})
     message.workDirFd = checkResolvedFd(resolved.workDirFd, 'workDirFd');
   } else if (options.workDir !== undefined) {
     // criu_opts has no work-dir path field: the client must open the directory.
-    throw new InvalidArgumentError('options.workDir needs resolved.workDirFd (criu_opts has no path field for it)', 'ERR_INVALID_ARG_VALUE');
+    throw new InvalidArgumentError(
+      'options.workDir needs resolved.workDirFd (criu_opts has no path field for it)',
+      'ERR_INVALID_ARG_VALUE',
+    );
   }
 
   const target = message as unknown as Record<string, unknown>;
@@ -379,7 +457,10 @@ export function toCriuOpts(options: CriuOptions, resolved: ResolvedCriuFds = {})
     if (pid !== undefined) ps.pid = pid;
     if (fd !== undefined) {
       if (resolved.psFd === undefined) {
-        throw new InvalidArgumentError('options.ps.fd needs resolved.psFd (criu-side fd number)', 'ERR_INVALID_ARG_VALUE');
+        throw new InvalidArgumentError(
+          'options.ps.fd needs resolved.psFd (criu-side fd number)',
+          'ERR_INVALID_ARG_VALUE',
+        );
       }
       ps.fd = checkResolvedFd(resolved.psFd, 'psFd');
     }
@@ -393,7 +474,10 @@ export function toCriuOpts(options: CriuOptions, resolved: ResolvedCriuFds = {})
         'ERR_INVALID_ARG_VALUE',
       );
     }
-    message.inheritFd = options.inheritFds.map((entry, i) => ({ key: entry.key, fd: checkResolvedFd(numbers[i], `inheritFdNumbers[${i}]`) }));
+    message.inheritFd = options.inheritFds.map((entry, i) => ({
+      key: entry.key,
+      fd: checkResolvedFd(numbers[i], `inheritFdNumbers[${i}]`),
+    }));
   }
   if (options.veths !== undefined) message.veths = options.veths.map(({ ifIn, ifOut }) => ({ ifIn, ifOut }));
   if (options.extMnt !== undefined) message.extMnt = options.extMnt.map(({ key, val }) => ({ key, val }));
@@ -402,7 +486,9 @@ export function toCriuOpts(options: CriuOptions, resolved: ResolvedCriuFds = {})
   }
   if (options.unixSkIno !== undefined) message.unixSkIno = options.unixSkIno.map((inode) => ({ inode }));
   if (options.joinNs !== undefined) {
-    message.joinNs = options.joinNs.map(({ ns, nsFile, extraOpt }) => (extraOpt === undefined ? { ns, nsFile } : { ns, nsFile, extraOpt }));
+    message.joinNs = options.joinNs.map(({ ns, nsFile, extraOpt }) =>
+      extraOpt === undefined ? { ns, nsFile } : { ns, nsFile, extraOpt },
+    );
   }
   if (options.manageCgroupsMode !== undefined) message.manageCgroupsMode = CGROUPS_MODE[options.manageCgroupsMode];
   if (options.preDumpMode !== undefined) message.preDumpMode = PRE_DUMP_MODE[options.preDumpMode];

@@ -35,7 +35,10 @@ export function checkOptions(options: unknown, mode: CriuMode, what: { requireIm
   const o = options as CriuOptions;
   if (mode === 'service') {
     for (const key of ['inheritFds', 'rstSibling'] as const) {
-      if (o[key] !== undefined) throw new InvalidArgumentError(`options.${key} works only with mode 'swrk' (CRIU reads it in its own fd table)`);
+      if (o[key] !== undefined)
+        throw new InvalidArgumentError(
+          `options.${key} works only with mode 'swrk' (CRIU reads it in its own fd table)`,
+        );
     }
     if (o.ps?.fd !== undefined) throw new InvalidArgumentError("options.ps.fd works only with mode 'swrk'");
   }

@@ -108,7 +108,7 @@ export function processTree(root: number): number[] {
     const pid = queue.shift() as number;
     if (seen.includes(pid)) continue;
     seen.push(pid);
-    let threads: string[] = [];
+    let threads: string[];
     try {
       threads = fs.readdirSync(`/proc/${pid}/task`);
     } catch {
@@ -148,10 +148,15 @@ export function readCriuRunIds(logPath: string | undefined): string[] {
 /** Runs nft inside the network namespace of `pid` (argument array, no shell). */
 function nftIn(pid: number, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile('nsenter', [`--net=/proc/${pid}/ns/net`, '--', 'nft', ...args], { timeout: 10_000 }, (error, stdout, stderr) => {
-      if (error) reject(new Error(`nft ${args.join(' ')}: ${String(stderr).trim() || error.message}`));
-      else resolve(String(stdout));
-    });
+    execFile(
+      'nsenter',
+      [`--net=/proc/${pid}/ns/net`, '--', 'nft', ...args],
+      { timeout: 10_000 },
+      (error, stdout, stderr) => {
+        if (error) reject(new Error(`nft ${args.join(' ')}: ${String(stderr).trim() || error.message}`));
+        else resolve(String(stdout));
+      },
+    );
   });
 }
 
@@ -175,7 +180,7 @@ function treeSockets(pids: number[], problems: string[]): TreeSocket[] {
   const { pidfdGetfd, socketOps } = binding();
   const found: TreeSocket[] = [];
   for (const pid of pids) {
-    let entries: string[] = [];
+    let entries: string[];
     try {
       entries = fs.readdirSync(`/proc/${pid}/fd`);
     } catch {
@@ -245,7 +250,8 @@ async function stopTree(pid: number): Promise<boolean> {
       return true;
     }
   };
-  for (let i = 0; i < 100 && !members.every(stoppedOrGone); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  for (let i = 0; i < 100 && !members.every(stoppedOrGone); i++)
+    await new Promise((resolve) => setTimeout(resolve, 10));
   return members.length > 0;
 }
 
@@ -269,7 +275,11 @@ export function signalTree(pid: number, signal: NodeJS.Signals): void {
  * with RST: the lock and repair state stay, and the images (complete if CRIU got to post-dump) are
  * the way back. `stopped`: the client SIGSTOPped the tree before killing swrk; it is continued.
  */
-export async function recoverUnfinishedDump(pid: number, logPath: string | undefined, stopped = false): Promise<DumpRecovery> {
+export async function recoverUnfinishedDump(
+  pid: number,
+  logPath: string | undefined,
+  stopped = false,
+): Promise<DumpRecovery> {
   const problems: string[] = [];
   try {
     if (!alive(pid)) return { taskAlive: false, socketsResumed: 0, lockTablesRemoved: [], problems };
@@ -297,12 +307,19 @@ export async function recoverUnfinishedDump(pid: number, logPath: string | undef
     const locked = new Set<string>();
     const orphans: string[] = [];
     try {
-      const listed = [...(await nftIn(pid, ['list', 'tables', 'inet'])).matchAll(/^table inet (CRIU-[0-9a-f-]+)$/gm)].map((m) => m[1]);
-      for (const table of listed.filter((name) => name.length >= 'CRIU-'.length + 8 && runIds.some((full) => full.startsWith(name)))) {
+      const listed = [
+        ...(await nftIn(pid, ['list', 'tables', 'inet'])).matchAll(/^table inet (CRIU-[0-9a-f-]+)$/gm),
+      ].map((m) => m[1]);
+      for (const table of listed.filter(
+        (name) => name.length >= 'CRIU-'.length + 8 && runIds.some((full) => full.startsWith(name)),
+      )) {
         const listing = await nftIn(pid, ['list', 'set', 'inet', table, 'conns4']);
         const elements = /elements = \{([^}]*)\}/.exec(listing)?.[1] ?? '';
         tables.push(table);
-        for (const tuple of elements.split(',').map((t) => t.trim().replace(/\s+/g, ' ')).filter(Boolean)) {
+        for (const tuple of elements
+          .split(',')
+          .map((t) => t.trim().replace(/\s+/g, ' '))
+          .filter(Boolean)) {
           locked.add(tuple);
           // CRIU locks both directions; one of them is the socket's own view.
           const [a, ap, b, bp] = tuple.split(' . ');
@@ -351,7 +368,8 @@ export async function recoverUnfinishedRestore(roots: readonly number[]): Promis
       problems.push(`pid ${root} is init, this process or one of its ancestors: left alone`);
       continue;
     }
-    for (const member of processTree(root)) if (!tree.includes(member) && alive(member) && mayTouch(member)) tree.push(member);
+    for (const member of processTree(root))
+      if (!tree.includes(member) && alive(member) && mayTouch(member)) tree.push(member);
   }
   const killed: number[] = [];
   for (const member of tree.reverse()) {
@@ -367,6 +385,9 @@ export async function recoverUnfinishedRestore(roots: readonly number[]): Promis
   const exists = (member: number): boolean => fs.existsSync(`/proc/${member}`);
   for (let i = 0; i < 500 && killed.some(exists); i++) await new Promise((resolve) => setTimeout(resolve, 10));
   const left = killed.filter(exists);
-  if (left.length > 0) problems.push(`pids ${left.join(', ')} were not reaped within 5 s (a retried restore fails with EEXIST until they are)`);
+  if (left.length > 0)
+    problems.push(
+      `pids ${left.join(', ')} were not reaped within 5 s (a retried restore fails with EEXIST until they are)`,
+    );
   return { killed, problems };
 }

@@ -53,26 +53,52 @@ export interface CriuService {
 const DEFAULT_TIMEOUT_MS = 30000;
 const STOP_GRACE_MS = 5000;
 
-function checkServiceOptions(options: unknown): { address: string; socketMode: number; timeoutMs: number; criuPath?: string; signal?: AbortSignal } {
-  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+function checkServiceOptions(options: unknown): {
+  address: string;
+  socketMode: number;
+  timeoutMs: number;
+  criuPath?: string;
+  signal?: AbortSignal;
+} {
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
   const o = options as Partial<CriuServiceOptions>;
   for (const key of Object.keys(o)) {
-    if (!['address', 'socketMode', 'criuPath', 'timeoutMs', 'signal'].includes(key)) throw new InvalidArgumentError(`unknown option '${key}'`);
+    if (!['address', 'socketMode', 'criuPath', 'timeoutMs', 'signal'].includes(key))
+      throw new InvalidArgumentError(`unknown option '${key}'`);
   }
   checkSocketPath(o.address, 'address');
   const address = path.resolve(o.address as string);
   // The kernel limit applies to what CRIU binds: the absolute path.
   checkSocketPath(address, `address (absolute: ${address})`);
   const socketMode = o.socketMode ?? 0o600;
-  if (typeof socketMode !== 'number' || !Number.isInteger(socketMode)) throw new InvalidArgumentError(`socketMode must be an integer mode, got ${describeValue(socketMode)}`, 'ERR_INVALID_ARG_TYPE');
-  if (socketMode < 0 || socketMode > 0o777) throw new InvalidArgumentError(`socketMode must be in 0..0o777, got 0o${socketMode.toString(8)}`, 'ERR_OUT_OF_RANGE');
+  if (typeof socketMode !== 'number' || !Number.isInteger(socketMode))
+    throw new InvalidArgumentError(
+      `socketMode must be an integer mode, got ${describeValue(socketMode)}`,
+      'ERR_INVALID_ARG_TYPE',
+    );
+  if (socketMode < 0 || socketMode > 0o777)
+    throw new InvalidArgumentError(
+      `socketMode must be in 0..0o777, got 0o${socketMode.toString(8)}`,
+      'ERR_OUT_OF_RANGE',
+    );
   const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 2 ** 31 - 1) {
-    throw new InvalidArgumentError(`timeoutMs must be a positive number of milliseconds, got ${describeValue(timeoutMs)}`, 'ERR_OUT_OF_RANGE');
+    throw new InvalidArgumentError(
+      `timeoutMs must be a positive number of milliseconds, got ${describeValue(timeoutMs)}`,
+      'ERR_OUT_OF_RANGE',
+    );
   }
-  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new InvalidArgumentError('signal must be an AbortSignal', 'ERR_INVALID_ARG_TYPE');
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal))
+    throw new InvalidArgumentError('signal must be an AbortSignal', 'ERR_INVALID_ARG_TYPE');
   if (o.criuPath !== undefined) checkPath(o.criuPath, 'criuPath');
-  return { address, socketMode, timeoutMs, ...(o.criuPath !== undefined ? { criuPath: o.criuPath } : {}), ...(o.signal !== undefined ? { signal: o.signal } : {}) };
+  return {
+    address,
+    socketMode,
+    timeoutMs,
+    ...(o.criuPath !== undefined ? { criuPath: o.criuPath } : {}),
+    ...(o.signal !== undefined ? { signal: o.signal } : {}),
+  };
 }
 
 function exists(file: string): boolean {
@@ -114,7 +140,9 @@ export async function startCriuService(options: CriuServiceOptions): Promise<Cri
   if (o.signal?.aborted) throw new CriuAbortError('criu service: aborted before it started', o.signal.reason);
   if (exists(o.address)) {
     // Never remove a file we did not create: a stale socket is the caller's to delete.
-    throw new CriuConnectionError(`criu service: ${o.address} already exists`, { code: 'ERR_CRIU_SERVICE_ADDRESS_IN_USE' });
+    throw new CriuConnectionError(`criu service: ${o.address} already exists`, {
+      code: 'ERR_CRIU_SERVICE_ADDRESS_IN_USE',
+    });
   }
   const command = locateCriu(o.criuPath !== undefined ? { criuPath: o.criuPath } : {});
   fs.mkdirSync(path.dirname(o.address), { recursive: true, mode: 0o700 });
@@ -160,7 +188,7 @@ export async function startCriuService(options: CriuServiceOptions): Promise<Cri
     }
     child.stdout?.destroy();
     child.stderr?.destroy();
-    (child.stdio[3] as NodeJS.ReadableStream & { destroy?: () => void } | null)?.destroy?.();
+    (child.stdio[3] as (NodeJS.ReadableStream & { destroy?: () => void }) | null)?.destroy?.();
     removeSocket();
   };
   const onProcessExit = (): void => {
@@ -248,11 +276,14 @@ function waitReady(
       cleanup();
       const text = output().trim();
       reject(
-        new CriuConnectionError(`criu service exited before it was ready (${signal ?? `code ${String(code)}`})${text ? `: ${text}` : ''}`, {
-          code: 'ERR_CRIU_EXITED',
-          exitCode: code,
-          signal,
-        }),
+        new CriuConnectionError(
+          `criu service exited before it was ready (${signal ?? `code ${String(code)}`})${text ? `: ${text}` : ''}`,
+          {
+            code: 'ERR_CRIU_EXITED',
+            exitCode: code,
+            signal,
+          },
+        ),
       );
     });
   });

@@ -117,7 +117,8 @@ export interface CriuWaitStatus {
 function decodeWaitStatus(status: number): CriuWaitStatus {
   const termSignal = status & 0x7f;
   if (termSignal === 0) return { status, exitCode: (status >> 8) & 0xff, signal: null };
-  const name = Object.entries(osConstants.signals).find(([, value]) => value === termSignal)?.[0] as NodeJS.Signals | undefined;
+  const name = Object.entries(osConstants.signals).find(([, value]) => value === termSignal)?.[0] as
+    NodeJS.Signals | undefined;
   return { status, exitCode: null, signal: name ?? (`SIG${termSignal}` as NodeJS.Signals) };
 }
 
@@ -138,7 +139,9 @@ export class PageServerChild {
    */
   waitPid(call?: CriuCallOptions): Promise<CriuWaitStatus> {
     if (this.done) {
-      return Promise.reject(new CriuConnectionError('this page server session is closed', { code: 'ERR_CRIU_CLIENT_CLOSED' }));
+      return Promise.reject(
+        new CriuConnectionError('this page server session is closed', { code: 'ERR_CRIU_CLIENT_CLOSED' }),
+      );
     }
     this.done = true;
     return runCall('criu WAIT_PID', call, async (scope) => {

@@ -73,7 +73,10 @@ export function spawnSwrk(
     transport.close();
     closeSync(peerFd);
     const e = error as NodeJS.ErrnoException;
-    throw new CriuConnectionError(`cannot start ${criuPath} swrk: ${e.message}`, { code: e.code ?? 'ERR_CRIU_SPAWN', cause: error });
+    throw new CriuConnectionError(`cannot start ${criuPath} swrk: ${e.message}`, {
+      code: e.code ?? 'ERR_CRIU_SPAWN',
+      cause: error,
+    });
   }
   // After spawn() returns the child has its own copy (or never will): ours must go, so EOF works.
   closeSync(peerFd);

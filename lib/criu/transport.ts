@@ -50,18 +50,24 @@ export class SeqpacketTransport implements CriuTransport {
   private readonly closedPromise: Promise<Error | undefined>;
 
   /** Wraps a connected SOCK_SEQPACKET fd and takes ownership of it. */
-  constructor(fd: number, readonly description = 'criu') {
+  constructor(
+    fd: number,
+    readonly description = 'criu',
+  ) {
     this.closedPromise = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
     checkFd(fd, 'fd');
     const { SeqpacketSocket } = binding();
-    this.socket = callNative(CriuConnectionError, `${description}: seqpacket socket`, () =>
-      new SeqpacketSocket(
-        fd,
-        (data, fds) => this.onMessage(data, fds),
-        (error) => this.onEnd(error),
-      ),
+    this.socket = callNative(
+      CriuConnectionError,
+      `${description}: seqpacket socket`,
+      () =>
+        new SeqpacketSocket(
+          fd,
+          (data, fds) => this.onMessage(data, fds),
+          (error) => this.onEnd(error),
+        ),
     );
   }
 
@@ -81,10 +87,15 @@ export class SeqpacketTransport implements CriuTransport {
   static connect(path: string): SeqpacketTransport {
     // The kernel's answer to a path longer than sun_path, given before any native call.
     if (typeof path === 'string' && Buffer.byteLength(path) > UNIX_SOCKET_PATH_MAX_BYTES) {
-      throw new CriuConnectionError(`connect to criu service at ${path}: the path is longer than ${UNIX_SOCKET_PATH_MAX_BYTES} bytes`, { code: 'ENAMETOOLONG', syscall: 'connect' });
+      throw new CriuConnectionError(
+        `connect to criu service at ${path}: the path is longer than ${UNIX_SOCKET_PATH_MAX_BYTES} bytes`,
+        { code: 'ENAMETOOLONG', syscall: 'connect' },
+      );
     }
     checkSocketPath(path, 'criu service address');
-    const fd = callNative(CriuConnectionError, `connect to criu service at ${path}`, () => binding().seqpacketConnect(path));
+    const fd = callNative(CriuConnectionError, `connect to criu service at ${path}`, () =>
+      binding().seqpacketConnect(path),
+    );
     try {
       return new SeqpacketTransport(fd, `criu service ${path}`);
     } catch (error) {
@@ -111,11 +122,13 @@ export class SeqpacketTransport implements CriuTransport {
       throw new CriuConnectionError(`${this.description}: transport is closed`, { code: 'ERR_CRIU_TRANSPORT_CLOSED' });
     }
     if (this.endError) throw this.endError;
-    if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('data must be a Uint8Array', 'ERR_INVALID_ARG_TYPE');
+    if (!(data instanceof Uint8Array))
+      throw new InvalidArgumentError('data must be a Uint8Array', 'ERR_INVALID_ARG_TYPE');
     if (data.length === 0) throw new InvalidArgumentError('data must not be empty (an empty message reads as EOF)');
     if (fds !== undefined) {
       // SCM_MAX_FD: the kernel refuses more fds in one message.
-      if (!Array.isArray(fds) || fds.length > 253) throw new InvalidArgumentError('fds must be an array of at most 253 fds', 'ERR_INVALID_ARG_TYPE');
+      if (!Array.isArray(fds) || fds.length > 253)
+        throw new InvalidArgumentError('fds must be an array of at most 253 fds', 'ERR_INVALID_ARG_TYPE');
       for (let i = 0; i < fds.length; i++) checkFd(fds[i], `fds[${i}]`); // not forEach: it skips holes
     }
     callNative(CriuConnectionError, `${this.description}: send`, () => this.socket.send(data, fds));
@@ -150,7 +163,9 @@ export class SeqpacketTransport implements CriuTransport {
     if (this.socket.closed) return;
     this.socket.close();
     for (const message of this.queue.splice(0)) message.fds.forEach(closeQuietly);
-    const error = new CriuConnectionError(`${this.description}: transport is closed`, { code: 'ERR_CRIU_TRANSPORT_CLOSED' });
+    const error = new CriuConnectionError(`${this.description}: transport is closed`, {
+      code: 'ERR_CRIU_TRANSPORT_CLOSED',
+    });
     for (const waiter of this.waiters.splice(0)) waiter.reject(error);
     this.settleClosed(undefined);
   }

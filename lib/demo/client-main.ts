@@ -102,7 +102,9 @@ async function handle(body: Record<string, unknown>): Promise<unknown> {
     case 'connect': {
       const count = body.count as number;
       for (let start = 0; start < count; start += 64) {
-        const batch = await Promise.all(Array.from({ length: Math.min(64, count - start) }, () => open(body.host as string, body.port as number)));
+        const batch = await Promise.all(
+          Array.from({ length: Math.min(64, count - start) }, () => open(body.host as string, body.port as number)),
+        );
         clients.push(...batch);
       }
       return { ports: clients.map((c) => c.port) };

@@ -14,7 +14,10 @@ type Handler = (body: Record<string, unknown>) => unknown;
 export class ControlLink {
   private nextId = 1;
   private buffered = '';
-  private readonly pending = new Map<number, { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<
+    number,
+    { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }
+  >();
   private closedError: Error | undefined;
 
   constructor(
@@ -48,7 +51,12 @@ export class ControlLink {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new DemoError(`control request ${String(body.cmd)} timed out after ${timeoutMs} ms`, 'ERR_DEMO_CONTROL_TIMEOUT'));
+        reject(
+          new DemoError(
+            `control request ${String(body.cmd)} timed out after ${timeoutMs} ms`,
+            'ERR_DEMO_CONTROL_TIMEOUT',
+          ),
+        );
       }, timeoutMs);
       this.pending.set(id, {
         resolve: (v) => {
@@ -73,16 +81,31 @@ export class ControlLink {
     for (let nl = this.buffered.indexOf('\n'); nl >= 0; nl = this.buffered.indexOf('\n')) {
       const line = this.buffered.slice(0, nl);
       this.buffered = this.buffered.slice(nl + 1);
-      if (line !== '') this.onMessage(JSON.parse(line) as { t: string; id: number; body?: Record<string, unknown>; error?: string; code?: string });
+      if (line !== '')
+        this.onMessage(
+          JSON.parse(line) as { t: string; id: number; body?: Record<string, unknown>; error?: string; code?: string },
+        );
     }
   }
 
-  private onMessage(message: { t: string; id: number; body?: Record<string, unknown>; error?: string; code?: string }): void {
+  private onMessage(message: {
+    t: string;
+    id: number;
+    body?: Record<string, unknown>;
+    error?: string;
+    code?: string;
+  }): void {
     if (message.t === 'res') {
       const waiter = this.pending.get(message.id);
       this.pending.delete(message.id);
       if (!waiter) return;
-      if (message.error !== undefined) waiter.reject(new DemoError(message.error, typeof message.code === 'string' && message.code !== '' ? message.code : 'ERR_DEMO_REMOTE'));
+      if (message.error !== undefined)
+        waiter.reject(
+          new DemoError(
+            message.error,
+            typeof message.code === 'string' && message.code !== '' ? message.code : 'ERR_DEMO_REMOTE',
+          ),
+        );
       else waiter.resolve(message.body ?? {});
       return;
     }
@@ -90,7 +113,13 @@ export class ControlLink {
       .then(() => this.handler(message.body ?? {}))
       .then(
         (body) => this.write({ t: 'res', id: message.id, body: (body ?? {}) as Record<string, unknown> }),
-        (error: Error) => this.write({ t: 'res', id: message.id, error: `${(error as { code?: string }).code ?? ''} ${error.message}`.trim(), code: (error as { code?: string }).code ?? '' }),
+        (error: Error) =>
+          this.write({
+            t: 'res',
+            id: message.id,
+            error: `${(error as { code?: string }).code ?? ''} ${error.message}`.trim(),
+            code: (error as { code?: string }).code ?? '',
+          }),
       );
   }
 

@@ -68,21 +68,32 @@ function has(command: string): boolean {
 /** nft for the locks: installed with apt when missing (we are root), else a clear error. */
 function ensureNft(log: (line: string) => void): void {
   if (findNft()) return;
-  if (!has('apt-get')) throw new DemoError('nft (nftables) is missing and apt-get is not available: install nftables', 'ERR_DEMO_TOOL_MISSING');
+  if (!has('apt-get'))
+    throw new DemoError(
+      'nft (nftables) is missing and apt-get is not available: install nftables',
+      'ERR_DEMO_TOOL_MISSING',
+    );
   log('installing nftables with apt-get');
   try {
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
     execFileSync('apt-get', ['update', '-qq'], { stdio: 'ignore', env });
     execFileSync('apt-get', ['install', '-y', '-qq', 'nftables'], { stdio: 'ignore', env });
   } catch (error) {
-    throw new DemoError('nft (nftables) is missing and apt-get install nftables failed: install it by hand', 'ERR_DEMO_TOOL_MISSING', error);
+    throw new DemoError(
+      'nft (nftables) is missing and apt-get install nftables failed: install it by hand',
+      'ERR_DEMO_TOOL_MISSING',
+      error,
+    );
   }
   if (!findNft()) throw new DemoError('nft still not found after installing nftables', 'ERR_DEMO_TOOL_MISSING');
 }
 
-function validate(options: DemoOptions): Required<Pick<DemoOptions, 'clients' | 'routes' | 'warmupMs' | 'afterMs' | 'paceBytes' | 'paceMs'>> {
+function validate(
+  options: DemoOptions,
+): Required<Pick<DemoOptions, 'clients' | 'routes' | 'warmupMs' | 'afterMs' | 'paceBytes' | 'paceMs'>> {
   const clients = options.clients ?? 300;
-  if (!Number.isInteger(clients) || clients < 1 || clients > 5000) throw new DemoError('clients must be an integer from 1 to 5000', 'ERR_DEMO_ARGS');
+  if (!Number.isInteger(clients) || clients < 1 || clients > 5000)
+    throw new DemoError('clients must be an integer from 1 to 5000', 'ERR_DEMO_ARGS');
   const routes = options.routes ?? ALL_ROUTES;
   if (!Array.isArray(routes) || routes.length === 0 || routes.some((r) => !ALL_ROUTES.includes(r))) {
     throw new DemoError(`routes must be a non-empty list of ${ALL_ROUTES.join(', ')}`, 'ERR_DEMO_ARGS');
@@ -106,10 +117,14 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
   const settings = validate(options);
   const log = options.log ?? (() => undefined);
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new DemoError('the demo needs root (network namespaces, TCP_REPAIR, CRIU): run it with sudo', 'ERR_DEMO_NOT_ROOT');
+    throw new DemoError(
+      'the demo needs root (network namespaces, TCP_REPAIR, CRIU): run it with sudo',
+      'ERR_DEMO_NOT_ROOT',
+    );
   }
   for (const tool of ['ip', 'nsenter']) {
-    if (!has(tool)) throw new DemoError(`${tool} is missing (Debian: apt-get install iproute2 util-linux)`, 'ERR_DEMO_TOOL_MISSING');
+    if (!has(tool))
+      throw new DemoError(`${tool} is missing (Debian: apt-get install iproute2 util-linux)`, 'ERR_DEMO_TOOL_MISSING');
   }
   ensureNft(log);
   let criuPath = options.criuPath;
@@ -173,14 +188,39 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
     log(`setting up namespaces ${lab.id}-{a,b,c,br}`);
     lab.setup();
     await control.listen();
-    const ctx: RouteContext = { lab, stateDir, control, pids, log, clients: settings.clients, paceBytes: settings.paceBytes, paceMs: settings.paceMs, warmupMs: settings.warmupMs, afterMs: settings.afterMs, ...(criuPath !== undefined ? { criuPath } : {}), ...(options.signal ? { signal: options.signal } : {}) };
+    const ctx: RouteContext = {
+      lab,
+      stateDir,
+      control,
+      pids,
+      log,
+      clients: settings.clients,
+      paceBytes: settings.paceBytes,
+      paceMs: settings.paceMs,
+      warmupMs: settings.warmupMs,
+      afterMs: settings.afterMs,
+      ...(criuPath !== undefined ? { criuPath } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    };
     for (const route of settings.routes) {
       if (options.signal?.aborted) break;
       log(`route ${ROUTE_TITLES[route]}: ${settings.clients} clients`);
       report.routes.push(await runRoute(ctx, route));
     }
-    if (options.signal?.aborted) throw new DemoError('the demo was interrupted; everything it created is removed', 'ERR_DEMO_ABORTED', options.signal.reason);
-    report.ok = report.routes.every((r) => r.error === undefined && r.kept === r.connections && r.exactBothWays === r.connections && r.rsts === 0 && r.leftoverTables.length === 0);
+    if (options.signal?.aborted)
+      throw new DemoError(
+        'the demo was interrupted; everything it created is removed',
+        'ERR_DEMO_ABORTED',
+        options.signal.reason,
+      );
+    report.ok = report.routes.every(
+      (r) =>
+        r.error === undefined &&
+        r.kept === r.connections &&
+        r.exactBothWays === r.connections &&
+        r.rsts === 0 &&
+        r.leftoverTables.length === 0,
+    );
     return report;
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
@@ -213,11 +253,21 @@ export function formatDemoTable(report: DemoReport): string {
     const exact = `${r.exactBothWays}/${r.connections} (${mb(r.bytesClientToServer)} / ${mb(r.bytesServerToClient)})`;
     const cells = r.error
       ? [r.title, `failed: ${r.error}`, '-', '-', '-', phases || '-']
-      : [r.title, `${r.kept}/${r.connections}`, exact, rsts(r), `${ms(r.longestPauseMs)} ms (${ms(r.steadyPauseMs)} ms)`, phases];
+      : [
+          r.title,
+          `${r.kept}/${r.connections}`,
+          exact,
+          rsts(r),
+          `${ms(r.longestPauseMs)} ms (${ms(r.steadyPauseMs)} ms)`,
+          phases,
+        ];
     lines.push(`| ${cells.join(' | ')} |`);
     if (r.leftoverTables.length > 0) lines.push(`|  | left behind: ${r.leftoverTables.join('; ')} | | | | |`);
   }
-  lines.push('', report.ok ? 'Every route kept every connection, every byte exactly once, no reset.' : 'NOT OK: see the rows above.');
+  lines.push(
+    '',
+    report.ok ? 'Every route kept every connection, every byte exactly once, no reset.' : 'NOT OK: see the rows above.',
+  );
   return lines.join('\n');
 }
 

@@ -175,7 +175,9 @@ export class DemoLab {
   resetCounters(): Record<string, number> {
     const counters: Record<string, number> = {};
     for (const host of ['a', 'b', 'c'] as const) {
-      const text = tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'nft', 'list', 'counter', 'inet', RST_TABLE, 'rst_out']) ?? '';
+      const text =
+        tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'nft', 'list', 'counter', 'inet', RST_TABLE, 'rst_out']) ??
+        '';
       const match = /packets (\d+)/.exec(text);
       counters[`${host}.rstOut`] = match ? Number(match[1]) : NaN;
     }
@@ -184,8 +186,15 @@ export class DemoLab {
 
   /** A one-line summary of `ss` in `host` (established sockets, listeners' queues): for progress logs. */
   socketSummary(host: Host): string {
-    const established = (tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'ss', '-Htn', 'state', 'established']) ?? '').split('\n').filter(Boolean).length;
-    const listeners = (tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'ss', '-Htln']) ?? '').split('\n').filter(Boolean).map((l) => l.split(/\s+/).slice(1, 4).join(' '));
+    const established = (
+      tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'ss', '-Htn', 'state', 'established']) ?? ''
+    )
+      .split('\n')
+      .filter(Boolean).length;
+    const listeners = (tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'ss', '-Htln']) ?? '')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(/\s+/).slice(1, 4).join(' '));
     return `${established} established; listening (recv-q send-q local): ${listeners.join(', ') || 'none'}`;
   }
 
@@ -225,7 +234,12 @@ export class DemoLab {
   }
 
   /** Spawns `node script config` inside `host`'s namespace. */
-  spawnNode(host: Host, script: string, config: unknown, options: { detached?: boolean; log?: string } = {}): ChildProcess {
+  spawnNode(
+    host: Host,
+    script: string,
+    config: unknown,
+    options: { detached?: boolean; log?: string } = {},
+  ): ChildProcess {
     const out = options.log !== undefined ? fs.openSync(options.log, 'a') : 'ignore';
     try {
       return spawn('nsenter', [`--net=${this.path(host)}`, '--', process.execPath, script, JSON.stringify(config)], {

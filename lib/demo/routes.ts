@@ -73,7 +73,9 @@ export interface RouteContext {
 const SERVICE_PORT = 8080;
 const HANDOVER_PORT = 7100;
 const scriptPath = (name: string) =>
-  __filename.endsWith('.ts') ? path.resolve(__dirname, '..', '..', 'dist', 'demo', `${name}.js`) : path.join(__dirname, `${name}.js`);
+  __filename.endsWith('.ts')
+    ? path.resolve(__dirname, '..', '..', 'dist', 'demo', `${name}.js`)
+    : path.join(__dirname, `${name}.js`);
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -122,7 +124,11 @@ export class ControlHub {
       if (this.closed) throw new DemoError('the demo is shutting down', 'ERR_DEMO_SHUTTING_DOWN');
       const found = this.links.get(role);
       if (found) return found;
-      if (Date.now() > deadline) throw new DemoError(`the demo's ${role} process did not start (see ${path.dirname(this.socketPath)}/*.log)`, 'ERR_DEMO_START_FAILED');
+      if (Date.now() > deadline)
+        throw new DemoError(
+          `the demo's ${role} process did not start (see ${path.dirname(this.socketPath)}/*.log)`,
+          'ERR_DEMO_START_FAILED',
+        );
       await new Promise<void>((resolve) => {
         this.waiters.push(resolve);
         setTimeout(resolve, 200);
@@ -134,7 +140,8 @@ export class ControlHub {
     const deadline = Date.now() + timeoutMs;
     while (this.events.length === 0) {
       if (this.closed) throw new DemoError('the demo is shutting down', 'ERR_DEMO_SHUTTING_DOWN');
-      if (Date.now() > deadline) throw new DemoError('the target never reported the end of the handover', 'ERR_DEMO_HANDOVER_FAILED');
+      if (Date.now() > deadline)
+        throw new DemoError('the target never reported the end of the handover', 'ERR_DEMO_HANDOVER_FAILED');
       await new Promise<void>((resolve) => {
         this.waiters.push(resolve);
         setTimeout(resolve, 200);
@@ -166,7 +173,11 @@ async function waitForAccepted(ctx: RouteContext, count: () => Promise<number>):
   for (let i = 0; ; i++) {
     const accepted = await count();
     if (accepted >= ctx.clients) return;
-    if (i >= 300) throw new DemoError(`the server accepted only ${accepted} of ${ctx.clients} connections`, 'ERR_DEMO_START_FAILED');
+    if (i >= 300)
+      throw new DemoError(
+        `the server accepted only ${accepted} of ${ctx.clients} connections`,
+        'ERR_DEMO_START_FAILED',
+      );
     await sleep(100);
   }
 }
@@ -189,7 +200,12 @@ interface ServerSide {
 }
 
 async function startClients(ctx: RouteContext): Promise<ControlLink> {
-  const child = ctx.lab.spawnNode('c', scriptPath('client-main'), { control: ctx.control.socketPath, paceBytes: ctx.paceBytes, paceMs: ctx.paceMs }, { log: path.join(ctx.stateDir, 'clients.log') });
+  const child = ctx.lab.spawnNode(
+    'c',
+    scriptPath('client-main'),
+    { control: ctx.control.socketPath, paceBytes: ctx.paceBytes, paceMs: ctx.paceMs },
+    { log: path.join(ctx.stateDir, 'clients.log') },
+  );
   if (child.pid) ctx.pids.add(child.pid);
   const { link } = await ctx.control.role('clients');
   await link.request({ cmd: 'connect', count: ctx.clients, host: SERVICE_IP, port: SERVICE_PORT });
@@ -197,20 +213,32 @@ async function startClients(ctx: RouteContext): Promise<ControlLink> {
 }
 
 function serverConfig(ctx: RouteContext, role: string, statusDir: string, extra: Record<string, unknown> = {}) {
-  return { role, vip: SERVICE_IP, port: SERVICE_PORT, paceBytes: ctx.paceBytes, paceMs: ctx.paceMs, statusDir, control: ctx.control.socketPath, ...extra };
+  return {
+    role,
+    vip: SERVICE_IP,
+    port: SERVICE_PORT,
+    paceBytes: ctx.paceBytes,
+    paceMs: ctx.paceMs,
+    statusDir,
+    control: ctx.control.socketPath,
+    ...extra,
+  };
 }
 
 /** The whole process moves with CRIU (migrateProcess); it is driven by signals and a file. */
 async function migrateByProcess(ctx: RouteContext): Promise<{ server: ServerSide; phases: Record<string, number> }> {
   const statusDir = path.join(ctx.stateDir, 'process');
   fs.mkdirSync(statusDir, { recursive: true, mode: 0o700 });
-  const child = ctx.lab.spawnNode('a', scriptPath('server-main'), serverConfig(ctx, 'standalone', statusDir), { detached: true });
+  const child = ctx.lab.spawnNode('a', scriptPath('server-main'), serverConfig(ctx, 'standalone', statusDir), {
+    detached: true,
+  });
   child.unref();
   let pid = child.pid as number;
   ctx.pids.add(pid);
   const ready = path.join(statusDir, 'ready');
   for (let i = 0; !fs.existsSync(ready); i++) {
-    if (i > 300 || child.exitCode !== null) throw new DemoError('the standalone server did not start', 'ERR_DEMO_START_FAILED');
+    if (i > 300 || child.exitCode !== null)
+      throw new DemoError('the standalone server did not start', 'ERR_DEMO_START_FAILED');
     await sleep(20);
   }
   const clients = await startClients(ctx);
@@ -248,20 +276,33 @@ async function migrateByProcess(ctx: RouteContext): Promise<{ server: ServerSide
 }
 
 /** handOverConnections: 'repair' to a target server on B over TCP, or 'fd' to a successor on A. */
-async function migrateByHandover(ctx: RouteContext, method: 'repair' | 'fd'): Promise<{ server: ServerSide; phases: Record<string, number> }> {
+async function migrateByHandover(
+  ctx: RouteContext,
+  method: 'repair' | 'fd',
+): Promise<{ server: ServerSide; phases: Record<string, number> }> {
   const statusDir = path.join(ctx.stateDir, method);
   fs.mkdirSync(statusDir, { recursive: true, mode: 0o700 });
-  const source = ctx.lab.spawnNode('a', scriptPath('server-main'), serverConfig(ctx, 'source', statusDir), { log: path.join(ctx.stateDir, `source-${method}.log`) });
+  const source = ctx.lab.spawnNode('a', scriptPath('server-main'), serverConfig(ctx, 'source', statusDir), {
+    log: path.join(ctx.stateDir, `source-${method}.log`),
+  });
   if (source.pid) ctx.pids.add(source.pid);
   const { link: sourceLink } = await ctx.control.role('source');
   const clients = await startClients(ctx);
   ctx.shared = clients;
   if (method === 'repair') {
-    const target = ctx.lab.spawnNode('b', scriptPath('server-main'), serverConfig(ctx, 'target', statusDir, { handoverListen: { host: HOST_IP.b, port: HANDOVER_PORT } }), { log: path.join(ctx.stateDir, 'target-repair.log') });
+    const target = ctx.lab.spawnNode(
+      'b',
+      scriptPath('server-main'),
+      serverConfig(ctx, 'target', statusDir, { handoverListen: { host: HOST_IP.b, port: HANDOVER_PORT } }),
+      { log: path.join(ctx.stateDir, 'target-repair.log') },
+    );
     if (target.pid) ctx.pids.add(target.pid);
     await ctx.control.role('target');
   }
-  await waitForAccepted(ctx, async () => (await sourceLink.request<{ reports: unknown[] }>({ cmd: 'report' })).reports.length);
+  await waitForAccepted(
+    ctx,
+    async () => (await sourceLink.request<{ reports: unknown[] }>({ cmd: 'report' })).reports.length,
+  );
   await clients.request({ cmd: 'resetGaps' }); // the steady-state figure starts once all are served
   await sleep(ctx.warmupMs);
   ctx.before = ctx.lab.resetCounters();
@@ -270,19 +311,32 @@ async function migrateByHandover(ctx: RouteContext, method: 'repair' | 'fd'): Pr
   ctx.control.onMoveAddressBack = () => ctx.lab.moveVip('a');
   ctx.log(`${method === 'fd' ? 'fd' : 'connections'} route: handing ${ctx.clients} connections over`);
   ctx.log(`  A before the handover: ${ctx.lab.socketSummary('a')}`);
-  const reply = await sourceLink.request<{ result?: { phases: Record<string, number>; handedOver: number }; failed?: boolean; code?: string; message?: string }>({
+  const reply = await sourceLink.request<{
+    result?: { phases: Record<string, number>; handedOver: number };
+    failed?: boolean;
+    code?: string;
+    message?: string;
+  }>({
     cmd: 'handover',
     method,
     to: { host: HOST_IP.b, port: HANDOVER_PORT },
   });
-  if (!reply.result) throw new DemoError(`handover failed: ${reply.code ?? ''} ${reply.message ?? ''} (the source kept its connections)`, 'ERR_DEMO_HANDOVER_FAILED');
+  if (!reply.result)
+    throw new DemoError(
+      `handover failed: ${reply.code ?? ''} ${reply.message ?? ''} (the source kept its connections)`,
+      'ERR_DEMO_HANDOVER_FAILED',
+    );
   ctx.log(`  handed over ${reply.result.handedOver} of ${ctx.clients} connections`);
   const done = await ctx.control.handoverDone();
-  if (done.failed) throw new DemoError(`target: ${String(done.code)} ${String(done.message)}`, 'ERR_DEMO_HANDOVER_FAILED');
+  if (done.failed)
+    throw new DemoError(`target: ${String(done.code)} ${String(done.message)}`, 'ERR_DEMO_HANDOVER_FAILED');
   const { link: targetLink, pid: targetPid } = await ctx.control.role('target');
   ctx.pids.add(targetPid);
   const { handshake, checkpoint, transfer, moveAddress, restore, total } = reply.result.phases;
-  const phases: Record<string, number> = method === 'fd' ? { handshake, pause: checkpoint, transfer, adopt: restore, total } : { handshake, checkpoint, transfer, moveAddress, restore, total };
+  const phases: Record<string, number> =
+    method === 'fd'
+      ? { handshake, pause: checkpoint, transfer, adopt: restore, total }
+      : { handshake, checkpoint, transfer, moveAddress, restore, total };
   return {
     phases,
     server: {
@@ -300,9 +354,25 @@ async function migrateByHandover(ctx: RouteContext, method: 'repair' | 'fd'): Pr
 export async function runRoute(ctx: RouteContext, route: DemoRoute): Promise<DemoRouteResult> {
   ctx.lab.placeVip('a');
   ctx.control.reset();
-  const row: DemoRouteResult = { route, title: ROUTE_TITLES[route], connections: ctx.clients, kept: 0, exactBothWays: 0, bytesClientToServer: 0, bytesServerToClient: 0, rsts: 0, longestPauseMs: 0, steadyPauseMs: 0, phases: {}, leftoverTables: [] };
+  const row: DemoRouteResult = {
+    route,
+    title: ROUTE_TITLES[route],
+    connections: ctx.clients,
+    kept: 0,
+    exactBothWays: 0,
+    bytesClientToServer: 0,
+    bytesServerToClient: 0,
+    rsts: 0,
+    longestPauseMs: 0,
+    steadyPauseMs: 0,
+    phases: {},
+    leftoverTables: [],
+  };
   try {
-    const { server, phases } = route === 'process' ? await migrateByProcess(ctx) : await migrateByHandover(ctx, route === 'fd' ? 'fd' : 'repair');
+    const { server, phases } =
+      route === 'process'
+        ? await migrateByProcess(ctx)
+        : await migrateByHandover(ctx, route === 'fd' ? 'fd' : 'repair');
     row.phases = phases;
     const clients = ctx.shared as ControlLink;
     await sleep(ctx.afterMs);
@@ -331,7 +401,8 @@ export async function runRoute(ctx: RouteContext, route: DemoRoute): Promise<Dem
     }).length;
     row.longestPauseMs = Math.max(0, ...clientReports.map((c) => c.maxGapMs));
     row.steadyPauseMs = ctx.steadyPauseMs ?? 0;
-    const clientResets = clientReports.reduce((n, c) => n + c.resets, 0) + [...serverReports.values()].reduce((n, s) => n + s.resets, 0);
+    const clientResets =
+      clientReports.reduce((n, c) => n + c.resets, 0) + [...serverReports.values()].reduce((n, s) => n + s.resets, 0);
     const after = ctx.lab.resetCounters();
     row.rstDetail = { clientErrors: clientResets };
     for (const [key, value] of Object.entries(after)) row.rstDetail[key] = value - (ctx.before?.[key] ?? 0);

@@ -78,7 +78,15 @@ function attach(socket: net.Socket, state: ServerConnectionState): void {
 }
 
 function freshState(port: number): ServerConnectionState {
-  return { port, send: { state: serverSeed(port), offset: 0 }, recv: { state: clientSeed(port), offset: 0 }, mismatchAt: -1, ended: false, resets: 0, errors: [] };
+  return {
+    port,
+    send: { state: serverSeed(port), offset: 0 },
+    recv: { state: clientSeed(port), offset: 0 },
+    mismatchAt: -1,
+    ended: false,
+    resets: 0,
+    errors: [],
+  };
 }
 
 /** serializeState: the application lets go of the socket and returns its state for it. */
@@ -138,9 +146,9 @@ function writeAtomic(name: string, text: string): void {
 
 async function handOver(link: ControlLink, body: Record<string, unknown>): Promise<Record<string, unknown>> {
   // Loaded only here: the standalone (CRIU-migrated) server never maps the addon.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+
   const { handOverConnections } = require('../migration/connections') as typeof import('../migration/connections');
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+
   const { SeqpacketTransport } = require('../criu/transport') as typeof import('../criu/transport');
   const method = body.method as 'repair' | 'fd';
   // Stop accepting (close's callback would wait for every connection to end: don't wait for it).
@@ -150,17 +158,23 @@ async function handOver(link: ControlLink, body: Record<string, unknown>): Promi
   if (method === 'fd') {
     // Same host: our successor inherits one end of a SEQPACKET pair as its fd 3.
     const { transport, peerFd } = SeqpacketTransport.pair('handover');
-    const successor = spawn(process.execPath, [__filename, JSON.stringify({ ...config, role: 'target', channelFd: 3 })], {
-      stdio: ['ignore', 'ignore', 'ignore', peerFd],
-      detached: true,
-    });
+    const successor = spawn(
+      process.execPath,
+      [__filename, JSON.stringify({ ...config, role: 'target', channelFd: 3 })],
+      {
+        stdio: ['ignore', 'ignore', 'ignore', peerFd],
+        detached: true,
+      },
+    );
     fs.closeSync(peerFd);
     successor.unref();
     to = transport;
   } else {
     to = body.to as { host: string; port: number };
   }
-  const sockets = [...connections.values()].map((c) => c.socket).filter((s): s is net.Socket => s !== null && !s.destroyed);
+  const sockets = [...connections.values()]
+    .map((c) => c.socket)
+    .filter((s): s is net.Socket => s !== null && !s.destroyed);
   try {
     const result = await handOverConnections(sockets, {
       to,
@@ -168,7 +182,10 @@ async function handOver(link: ControlLink, body: Record<string, unknown>): Promi
       serializeState: detach,
       onResumed: adopt,
       ...(method === 'repair'
-        ? { moveAddress: async () => void (await link.request({ cmd: 'moveAddress' })), moveAddressBack: async () => void (await link.request({ cmd: 'moveAddressBack' })) }
+        ? {
+            moveAddress: async () => void (await link.request({ cmd: 'moveAddress' })),
+            moveAddressBack: async () => void (await link.request({ cmd: 'moveAddressBack' })),
+          }
         : {}),
     });
     setTimeout(() => process.exit(0), 200);
@@ -210,15 +227,19 @@ async function main(): Promise<void> {
     return;
   }
   // target
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+
   const { acceptHandover } = require('../migration/connections') as typeof import('../migration/connections');
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
+
   const { SeqpacketTransport } = require('../criu/transport') as typeof import('../criu/transport');
   link = await ControlLink.connect(config.control as string, handler);
   link.socket.on('close', () => process.exit(0));
-  const from = config.channelFd !== undefined ? new SeqpacketTransport(config.channelFd, 'handover') : { listen: config.handoverListen as { host: string; port: number } };
+  const from =
+    config.channelFd !== undefined
+      ? new SeqpacketTransport(config.channelFd, 'handover')
+      : { listen: config.handoverListen as { host: string; port: number } };
   let announced: Promise<unknown> | undefined;
-  const announce = () => (announced ??= (link as ControlLink).request({ cmd: 'hello', role: 'target', pid: process.pid }));
+  const announce = () =>
+    (announced ??= (link as ControlLink).request({ cmd: 'hello', role: 'target', pid: process.pid }));
   if (config.channelFd !== undefined) await announce();
   try {
     const result = await acceptHandover({ from, onConnection: adopt, onListening: () => void announce() });
@@ -227,7 +248,14 @@ async function main(): Promise<void> {
     await listen().catch(() => undefined);
     await link.request({ cmd: 'handoverDone', result });
   } catch (error) {
-    await link.request({ cmd: 'handoverDone', failed: true, code: (error as { code?: string }).code, message: (error as Error).message }).catch(() => undefined);
+    await link
+      .request({
+        cmd: 'handoverDone',
+        failed: true,
+        code: (error as { code?: string }).code,
+        message: (error as Error).message,
+      })
+      .catch(() => undefined);
     process.exit(1);
   }
 }

@@ -47,7 +47,7 @@ export class PatternStream {
 export function patternHash(seed: number, bytes: number): string {
   const pattern = new PatternStream(seed);
   const hash = createHash('sha256');
-  for (let done = 0; done < bytes; ) {
+  for (let done = 0; done < bytes;) {
     const n = Math.min(1 << 20, bytes - done);
     hash.update(pattern.next(n));
     done += n;
@@ -107,12 +107,26 @@ export interface ConnectionVerdict {
  */
 export function verdict(client: ClientConnectionReport, server: ServerConnectionReport | undefined): ConnectionVerdict {
   if (!server) {
-    return { port: client.port, exactClientToServer: false, exactServerToClient: false, clientToServerBytes: client.sent.bytes, serverToClientBytes: 0 };
+    return {
+      port: client.port,
+      exactClientToServer: false,
+      exactServerToClient: false,
+      clientToServerBytes: client.sent.bytes,
+      serverToClientBytes: 0,
+    };
   }
   const c2s =
     server.mismatchAt < 0 &&
     server.receivedBytes === client.sent.bytes &&
     patternHash(clientSeed(client.port), server.receivedBytes) === client.sent.sha256;
-  const s2c = server.sentBytes === client.received.bytes && patternHash(serverSeed(client.port), server.sentBytes) === client.received.sha256;
-  return { port: client.port, exactClientToServer: c2s, exactServerToClient: s2c, clientToServerBytes: client.sent.bytes, serverToClientBytes: client.received.bytes };
+  const s2c =
+    server.sentBytes === client.received.bytes &&
+    patternHash(serverSeed(client.port), server.sentBytes) === client.received.sha256;
+  return {
+    port: client.port,
+    exactClientToServer: c2s,
+    exactServerToClient: s2c,
+    clientToServerBytes: client.sent.bytes,
+    serverToClientBytes: client.received.bytes,
+  };
 }

@@ -51,11 +51,7 @@ export interface HandoverMessage {
 }
 
 /** What the handover functions accept as the channel's other end. */
-export type HandoverChannelSpec =
-  | SeqpacketTransport
-  | net.Socket
-  | { host: string; port: number }
-  | { path: string };
+export type HandoverChannelSpec = SeqpacketTransport | net.Socket | { host: string; port: number } | { path: string };
 
 export function encodeHeader(type: MessageType, id: number, length: number, flags = 0): Buffer {
   const header = Buffer.alloc(HEADER_BYTES);
@@ -77,11 +73,16 @@ interface Header {
 
 /** Parses and checks a header; throws HandoverError ERR_HANDOVER_PROTOCOL / ERR_HANDOVER_VERSION. */
 export function decodeHeader(bytes: Buffer): Header {
-  if (bytes.length < HEADER_BYTES) throw new HandoverError(`short frame (${bytes.length} bytes)`, 'ERR_HANDOVER_PROTOCOL');
-  if (bytes.readUInt32BE(0) !== MAGIC) throw new HandoverError('not a handover frame (bad magic)', 'ERR_HANDOVER_PROTOCOL');
+  if (bytes.length < HEADER_BYTES)
+    throw new HandoverError(`short frame (${bytes.length} bytes)`, 'ERR_HANDOVER_PROTOCOL');
+  if (bytes.readUInt32BE(0) !== MAGIC)
+    throw new HandoverError('not a handover frame (bad magic)', 'ERR_HANDOVER_PROTOCOL');
   const version = bytes.readUInt8(4);
   if (version !== HANDOVER_PROTOCOL_VERSION) {
-    throw new HandoverError(`handover protocol version ${version} (this side speaks ${HANDOVER_PROTOCOL_VERSION})`, 'ERR_HANDOVER_VERSION');
+    throw new HandoverError(
+      `handover protocol version ${version} (this side speaks ${HANDOVER_PROTOCOL_VERSION})`,
+      'ERR_HANDOVER_VERSION',
+    );
   }
   const type = bytes.readUInt8(5);
   if (!(type in MessageType)) throw new HandoverError(`unknown message type ${type}`, 'ERR_HANDOVER_PROTOCOL');
@@ -137,9 +138,15 @@ export abstract class HandoverChannel {
     if (types.includes(message.type)) return message;
     message.fds.forEach(closeFdQuietly);
     if (message.type === MessageType.ABORT) {
-      throw new HandoverError(`peer aborted the handover: ${jsonOf<{ reason?: string }>(message).reason ?? 'no reason'}`, 'ERR_HANDOVER_PEER_ABORTED');
+      throw new HandoverError(
+        `peer aborted the handover: ${jsonOf<{ reason?: string }>(message).reason ?? 'no reason'}`,
+        'ERR_HANDOVER_PEER_ABORTED',
+      );
     }
-    throw new HandoverError(`unexpected ${MessageType[message.type]} (wanted ${types.map((t) => MessageType[t]).join('/')})`, 'ERR_HANDOVER_PROTOCOL');
+    throw new HandoverError(
+      `unexpected ${MessageType[message.type]} (wanted ${types.map((t) => MessageType[t]).join('/')})`,
+      'ERR_HANDOVER_PROTOCOL',
+    );
   }
 
   get failed(): HandoverError | undefined {
@@ -181,7 +188,11 @@ export function jsonOf<T>(message: HandoverMessage): T {
 function abortError(signal: AbortSignal): HandoverError {
   const reason = signal.reason as { name?: string } | undefined;
   const timedOut = reason?.name === 'TimeoutError';
-  return new HandoverError(timedOut ? 'handover timed out' : 'handover aborted', timedOut ? 'ERR_HANDOVER_TIMEOUT' : 'ERR_HANDOVER_ABORTED', reason);
+  return new HandoverError(
+    timedOut ? 'handover timed out' : 'handover aborted',
+    timedOut ? 'ERR_HANDOVER_TIMEOUT' : 'ERR_HANDOVER_ABORTED',
+    reason,
+  );
 }
 
 /** SOCK_SEQPACKET: one frame per datagram, fragments reassembled, fds passed through. */
@@ -202,13 +213,20 @@ export class SeqpacketHandoverChannel extends HandoverChannel {
       } catch (error) {
         const code = (error as { code?: string }).code;
         const closed = code === 'ERR_CRIU_DISCONNECTED' || code === 'ERR_CRIU_TRANSPORT_CLOSED';
-        this.fail(new HandoverError(closed ? 'handover peer closed the channel' : 'handover channel failed', 'ERR_HANDOVER_CHANNEL_CLOSED', error));
+        this.fail(
+          new HandoverError(
+            closed ? 'handover peer closed the channel' : 'handover channel failed',
+            'ERR_HANDOVER_CHANNEL_CLOSED',
+            error,
+          ),
+        );
         this.partial?.fds.forEach(closeFdQuietly);
         return;
       }
       try {
         const header = decodeHeader(message.data);
-        if (header.length !== message.data.length - HEADER_BYTES) throw new HandoverError('frame length mismatch', 'ERR_HANDOVER_PROTOCOL');
+        if (header.length !== message.data.length - HEADER_BYTES)
+          throw new HandoverError('frame length mismatch', 'ERR_HANDOVER_PROTOCOL');
         const body = message.data.subarray(HEADER_BYTES);
         if (this.partial && (this.partial.header.type !== header.type || this.partial.header.id !== header.id)) {
           throw new HandoverError('interleaved fragments', 'ERR_HANDOVER_PROTOCOL');
@@ -224,7 +242,9 @@ export class SeqpacketHandoverChannel extends HandoverChannel {
       } catch (error) {
         message.fds.forEach(closeFdQuietly);
         this.partial?.fds.forEach(closeFdQuietly);
-        this.fail(error instanceof HandoverError ? error : new HandoverError(String(error), 'ERR_HANDOVER_PROTOCOL', error));
+        this.fail(
+          error instanceof HandoverError ? error : new HandoverError(String(error), 'ERR_HANDOVER_PROTOCOL', error),
+        );
         this.transport.close();
         return;
       }
@@ -241,7 +261,10 @@ export class SeqpacketHandoverChannel extends HandoverChannel {
       const more = offset < body.length;
       const first = chunk.byteOffset === body.byteOffset;
       try {
-        this.transport.send(Buffer.concat([encodeHeader(type, id, chunk.length, more ? FLAG_MORE : 0), chunk]), first ? fds : []);
+        this.transport.send(
+          Buffer.concat([encodeHeader(type, id, chunk.length, more ? FLAG_MORE : 0), chunk]),
+          first ? fds : [],
+        );
       } catch (error) {
         const failure = new HandoverError('handover channel send failed', 'ERR_HANDOVER_CHANNEL_CLOSED', error);
         this.fail(failure);
@@ -264,8 +287,12 @@ export class StreamHandoverChannel extends HandoverChannel {
     super();
     socket.setNoDelay?.(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (error) => this.fail(new HandoverError('handover channel failed', 'ERR_HANDOVER_CHANNEL_CLOSED', error)));
-    socket.on('close', () => this.fail(new HandoverError('handover peer closed the channel', 'ERR_HANDOVER_CHANNEL_CLOSED')));
+    socket.on('error', (error) =>
+      this.fail(new HandoverError('handover channel failed', 'ERR_HANDOVER_CHANNEL_CLOSED', error)),
+    );
+    socket.on('close', () =>
+      this.fail(new HandoverError('handover peer closed the channel', 'ERR_HANDOVER_CHANNEL_CLOSED')),
+    );
   }
 
   private onData(chunk: Buffer): void {
@@ -287,7 +314,11 @@ export class StreamHandoverChannel extends HandoverChannel {
 
   send(type: MessageType, id: number, payload: Uint8Array = Buffer.alloc(0), fds: number[] = []): void {
     if (this.failed) throw this.failed;
-    if (fds.length > 0) throw new HandoverError('a stream channel cannot pass fds; use a SeqpacketTransport', 'ERR_HANDOVER_FDS_UNSUPPORTED');
+    if (fds.length > 0)
+      throw new HandoverError(
+        'a stream channel cannot pass fds; use a SeqpacketTransport',
+        'ERR_HANDOVER_FDS_UNSUPPORTED',
+      );
     this.socket.write(Buffer.concat([encodeHeader(type, id, payload.byteLength), payload]));
   }
 
@@ -297,14 +328,24 @@ export class StreamHandoverChannel extends HandoverChannel {
 }
 
 function isSeqpacketTransport(value: unknown): value is SeqpacketTransport {
-  return typeof value === 'object' && value !== null && typeof (value as SeqpacketTransport).receive === 'function' && typeof (value as SeqpacketTransport).send === 'function' && !(value instanceof net.Socket);
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as SeqpacketTransport).receive === 'function' &&
+    typeof (value as SeqpacketTransport).send === 'function' &&
+    !(value instanceof net.Socket)
+  );
 }
 
 /** Opens (connects) the channel a spec names. */
 export async function openChannel(spec: HandoverChannelSpec, signal?: AbortSignal): Promise<HandoverChannel> {
   if (isSeqpacketTransport(spec)) return new SeqpacketHandoverChannel(spec);
   if (spec instanceof net.Socket) return new StreamHandoverChannel(spec);
-  if (typeof spec !== 'object' || spec === null) throw new HandoverError('channel must be a SeqpacketTransport, a net.Socket, {host, port} or {path}', 'ERR_INVALID_ARG_TYPE');
+  if (typeof spec !== 'object' || spec === null)
+    throw new HandoverError(
+      'channel must be a SeqpacketTransport, a net.Socket, {host, port} or {path}',
+      'ERR_INVALID_ARG_TYPE',
+    );
   // A path with a NUL would be an abstract socket (no file permissions): refused, as is > 107 bytes.
   if ('path' in spec) checkSocketPath(spec.path, 'channel.path');
   const options: net.NetConnectOpts =
@@ -331,12 +372,18 @@ export async function openChannel(spec: HandoverChannelSpec, signal?: AbortSigna
 }
 
 /** Listens (TCP or unix stream) for the one source connection of a handover. */
-export async function acceptChannel(listen: { host?: string; port: number } | { path: string }, signal?: AbortSignal, onListening?: (address: net.AddressInfo | string) => void): Promise<HandoverChannel> {
+export async function acceptChannel(
+  listen: { host?: string; port: number } | { path: string },
+  signal?: AbortSignal,
+  onListening?: (address: net.AddressInfo | string) => void,
+): Promise<HandoverChannel> {
   if (typeof listen === 'object' && listen !== null && 'path' in listen) checkSocketPath(listen.path, 'listen.path');
   const server = net.createServer();
   try {
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (error) => reject(new HandoverError(`cannot listen for the handover: ${error.message}`, 'ERR_HANDOVER_LISTEN', error)));
+      server.once('error', (error) =>
+        reject(new HandoverError(`cannot listen for the handover: ${error.message}`, 'ERR_HANDOVER_LISTEN', error)),
+      );
       server.listen(listen, () => resolve());
     });
     // The first connection is trusted with connection images: only our uid may connect (not the umask's mode).

@@ -109,15 +109,22 @@ interface Held {
 }
 
 function validate(sockets: unknown, options: HandOverOptions): void {
-  if (!Array.isArray(sockets)) throw new InvalidArgumentError('sockets must be an array of net.Socket', 'ERR_INVALID_ARG_TYPE');
+  if (!Array.isArray(sockets))
+    throw new InvalidArgumentError('sockets must be an array of net.Socket', 'ERR_INVALID_ARG_TYPE');
   if (new Set(sockets).size !== sockets.length) throw new InvalidArgumentError('sockets must not repeat');
-  if (typeof options !== 'object' || options === null || options.to === undefined) throw new InvalidArgumentError('options.to is required', 'ERR_INVALID_ARG_TYPE');
-  if (options.method !== undefined && options.method !== 'repair' && options.method !== 'fd') throw new InvalidArgumentError(`method must be 'repair' or 'fd'`);
-  if (options.lock !== undefined && options.lock !== 'filter' && options.lock !== 'nftables') throw new InvalidArgumentError(`lock must be 'filter' or 'nftables'`);
-  if (options.netns !== undefined && (typeof options.netns !== 'string' || !path.isAbsolute(options.netns))) throw new InvalidArgumentError('netns must be an absolute path');
-  if (options.timeoutMs !== undefined && (!Number.isFinite(options.timeoutMs) || options.timeoutMs <= 0)) throw new InvalidArgumentError('timeoutMs must be > 0', 'ERR_OUT_OF_RANGE');
+  if (typeof options !== 'object' || options === null || options.to === undefined)
+    throw new InvalidArgumentError('options.to is required', 'ERR_INVALID_ARG_TYPE');
+  if (options.method !== undefined && options.method !== 'repair' && options.method !== 'fd')
+    throw new InvalidArgumentError(`method must be 'repair' or 'fd'`);
+  if (options.lock !== undefined && options.lock !== 'filter' && options.lock !== 'nftables')
+    throw new InvalidArgumentError(`lock must be 'filter' or 'nftables'`);
+  if (options.netns !== undefined && (typeof options.netns !== 'string' || !path.isAbsolute(options.netns)))
+    throw new InvalidArgumentError('netns must be an absolute path');
+  if (options.timeoutMs !== undefined && (!Number.isFinite(options.timeoutMs) || options.timeoutMs <= 0))
+    throw new InvalidArgumentError('timeoutMs must be > 0', 'ERR_OUT_OF_RANGE');
   for (const name of ['serializeState', 'onResumed', 'moveAddress', 'moveAddressBack', 'onProgress'] as const) {
-    if (options[name] !== undefined && typeof options[name] !== 'function') throw new InvalidArgumentError(`${name} must be a function`, 'ERR_INVALID_ARG_TYPE');
+    if (options[name] !== undefined && typeof options[name] !== 'function')
+      throw new InvalidArgumentError(`${name} must be a function`, 'ERR_INVALID_ARG_TYPE');
   }
 }
 
@@ -178,7 +185,13 @@ function pauseInPlace(entry: Held): ConnectionImage {
 }
 
 /** Gives a held connection back to the application, live again. */
-async function resumeHeld(entries: Held[], lockKind: 'filter' | 'nftables', method: HandoverMethod, netns: string | undefined, onResumed: HandOverOptions['onResumed']): Promise<{ resumed: number; lost: number }> {
+async function resumeHeld(
+  entries: Held[],
+  lockKind: 'filter' | 'nftables',
+  method: HandoverMethod,
+  netns: string | undefined,
+  onResumed: HandOverOptions['onResumed'],
+): Promise<{ resumed: number; lost: number }> {
   let resumed = 0;
   let lost = 0;
   const back: Array<{ socket: net.Socket; state: Buffer }> = [];
@@ -200,12 +213,18 @@ async function resumeHeld(entries: Held[], lockKind: 'filter' | 'nftables', meth
   if (toRestore.length > 0) {
     // The originals are closed: restore the images here (their nftables lock is removed by it).
     try {
-      const sockets = await restoreConnections(toRestore.map((e) => e.image as ConnectionImage), netns === undefined ? {} : { netns });
+      const sockets = await restoreConnections(
+        toRestore.map((e) => e.image as ConnectionImage),
+        netns === undefined ? {} : { netns },
+      );
       sockets.forEach((socket, i) => back.push({ socket, state: toRestore[i].state } as Held));
     } catch {
       for (const entry of toRestore) {
         try {
-          const [socket] = await restoreConnections([entry.image as ConnectionImage], netns === undefined ? {} : { netns });
+          const [socket] = await restoreConnections(
+            [entry.image as ConnectionImage],
+            netns === undefined ? {} : { netns },
+          );
           back.push({ socket, state: entry.state } as Held);
         } catch {
           lost++;
@@ -230,12 +249,19 @@ function releaseHeld(entry: Held, method: HandoverMethod): void {
   }
 }
 
-export async function handOverConnections(sockets: readonly net.Socket[], options: HandOverOptions): Promise<HandOverResult> {
+export async function handOverConnections(
+  sockets: readonly net.Socket[],
+  options: HandOverOptions,
+): Promise<HandOverResult> {
   validate(sockets, options);
   const method = options.method ?? 'repair';
   const lockKind = options.lock ?? (options.moveAddress ? 'filter' : 'nftables');
-  const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 60000), ...(options.signal ? [options.signal] : [])]);
-  const progress = (phase: string, detail?: Record<string, unknown>) => options.onProgress?.({ phase, ...(detail ? { detail } : {}) });
+  const signal = AbortSignal.any([
+    AbortSignal.timeout(options.timeoutMs ?? 60000),
+    ...(options.signal ? [options.signal] : []),
+  ]);
+  const progress = (phase: string, detail?: Record<string, unknown>) =>
+    options.onProgress?.({ phase, ...(detail ? { detail } : {}) });
   const phases: HandoverPhases = { handshake: 0, checkpoint: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
   const started = performance.now();
   let mark = started;
@@ -260,13 +286,24 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
     // With the address moving, the 4-tuples go in HELLO: the target drops them before anything
     // is paused (harmless: no packet of theirs reaches it until the address arrives).
     const tuples = method === 'repair' && options.moveAddress !== undefined ? liveTuples(sockets) : undefined;
-    channel.sendJson(MessageType.HELLO, { method, count: sockets.length, addressMoves: options.moveAddress !== undefined, lock: lockKind, pid: process.pid, ...(tuples ? { tuples } : {}) });
+    channel.sendJson(MessageType.HELLO, {
+      method,
+      count: sockets.length,
+      addressMoves: options.moveAddress !== undefined,
+      lock: lockKind,
+      pid: process.pid,
+      ...(tuples ? { tuples } : {}),
+    });
     const welcome = await channel.expect([MessageType.WELCOME, MessageType.REFUSE], signal);
     if (welcome.type === MessageType.REFUSE) {
-      throw new HandoverError(`target refused the handover: ${jsonOf<{ reason?: string }>(welcome).reason ?? 'no reason'}`, 'ERR_HANDOVER_REFUSED');
+      throw new HandoverError(
+        `target refused the handover: ${jsonOf<{ reason?: string }>(welcome).reason ?? 'no reason'}`,
+        'ERR_HANDOVER_REFUSED',
+      );
     }
     // The nftables table is made before the application lets go of anything (outside the pause).
-    if (method === 'repair' && lockKind === 'nftables' && sockets.length > 0) lock = await NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns });
+    if (method === 'repair' && lockKind === 'nftables' && sockets.length > 0)
+      lock = await NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns });
     lap('handshake');
     progress('checkpoint', { connections: sockets.length });
 
@@ -279,7 +316,13 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
     }
     // A connection that closed meanwhile (destroyed, or its writes failed) is not handed over: the
     // application gets it back as it is.
-    const flushed = await Promise.allSettled(held.map((entry) => (entry.socket.destroyed ? Promise.reject(new HandoverError('socket destroyed', 'ERR_SOCKET_DESTROYED')) : flushWrites(entry.socket, 10000))));
+    const flushed = await Promise.allSettled(
+      held.map((entry) =>
+        entry.socket.destroyed
+          ? Promise.reject(new HandoverError('socket destroyed', 'ERR_SOCKET_DESTROYED'))
+          : flushWrites(entry.socket, 10000),
+      ),
+    );
     const live: Held[] = [];
     held.forEach((entry, i) => {
       if (flushed[i].status === 'fulfilled' && !entry.socket.destroyed) {
@@ -294,7 +337,9 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
     if (method === 'fd') {
       for (const entry of live) {
         const pending = pendingReadBytes(entry.socket, false);
-        channel.send(MessageType.CONNECTION_FD, entry.index, u32Prefixed(pending, entry.state), [soccr.fdOfSocket(entry.socket)]);
+        channel.send(MessageType.CONNECTION_FD, entry.index, u32Prefixed(pending, entry.state), [
+          soccr.fdOfSocket(entry.socket),
+        ]);
       }
     } else if (lockKind === 'filter') {
       // Synchronous from the first pause to the last: nothing else runs on these sockets meanwhile.
@@ -309,7 +354,12 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
     lap('checkpoint');
 
     if (method === 'repair') {
-      for (const entry of live) channel.send(MessageType.CONNECTION, entry.index, u32Prefixed(encodeConnectionImage(entry.image as ConnectionImage), entry.state));
+      for (const entry of live)
+        channel.send(
+          MessageType.CONNECTION,
+          entry.index,
+          u32Prefixed(encodeConnectionImage(entry.image as ConnectionImage), entry.state),
+        );
     }
     channel.sendJson(MessageType.STAGE_END, { count: live.length });
     await channel.expect([MessageType.STAGED], signal);
@@ -330,7 +380,9 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
 
     progress('restore');
     channel.send(MessageType.COMMIT, 0);
-    const result = jsonOf<{ restored: number[]; failed: Array<{ id: number; code: string; message: string }> }>(await channel.expect([MessageType.RESULT], signal));
+    const result = jsonOf<{ restored: number[]; failed: Array<{ id: number; code: string; message: string }> }>(
+      await channel.expect([MessageType.RESULT], signal),
+    );
     const restored = new Set(result.restored);
     const failures = result.failed.map((f) => ({ index: f.id, code: f.code, message: f.message }));
     let handedOver = 0;
@@ -361,8 +413,19 @@ export async function handOverConnections(sockets: readonly net.Socket[], option
     progress('done', { handedOver, resumed, lost });
     return { method, handedOver, resumed, lost, closed, failures, phases };
   } catch (error) {
-    const failure = error instanceof HandoverError ? error : new HandoverError((error as Error).message, (error as { code?: string }).code ?? 'ERR_HANDOVER_FAILED', error);
-    if (failure.code !== 'ERR_HANDOVER_REFUSED' && failure.code !== 'ERR_HANDOVER_PEER_ABORTED' && failure.code !== 'ERR_HANDOVER_CHANNEL_CLOSED') {
+    const failure =
+      error instanceof HandoverError
+        ? error
+        : new HandoverError(
+            (error as Error).message,
+            (error as { code?: string }).code ?? 'ERR_HANDOVER_FAILED',
+            error,
+          );
+    if (
+      failure.code !== 'ERR_HANDOVER_REFUSED' &&
+      failure.code !== 'ERR_HANDOVER_PEER_ABORTED' &&
+      failure.code !== 'ERR_HANDOVER_CHANNEL_CLOSED'
+    ) {
       try {
         channel.sendJson(MessageType.ABORT, { reason: failure.message });
       } catch {

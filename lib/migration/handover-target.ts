@@ -76,7 +76,14 @@ function splitPrefixed(payload: Buffer): [Buffer, Buffer] {
 function validEndpoint(e: unknown): boolean {
   if (typeof e !== 'object' || e === null) return false;
   const { family, address, port } = e as { family?: unknown; address?: unknown; port?: unknown };
-  return (family === 4 || family === 6) && typeof address === 'string' && net.isIP(address) !== 0 && Number.isInteger(port) && (port as number) > 0 && (port as number) < 65536;
+  return (
+    (family === 4 || family === 6) &&
+    typeof address === 'string' &&
+    net.isIP(address) !== 0 &&
+    Number.isInteger(port) &&
+    (port as number) > 0 &&
+    (port as number) < 65536
+  );
 }
 
 function validateHello(hello: HandoverHello): void {
@@ -84,7 +91,10 @@ function validateHello(hello: HandoverHello): void {
     throw new HandoverError('malformed HELLO', 'ERR_HANDOVER_PROTOCOL');
   }
   // The tuples end up in an nft batch: only well-formed addresses and ports get that far.
-  if (hello.tuples !== undefined && (!Array.isArray(hello.tuples) || !hello.tuples.every((t) => validEndpoint(t?.local) && validEndpoint(t?.remote)))) {
+  if (
+    hello.tuples !== undefined &&
+    (!Array.isArray(hello.tuples) || !hello.tuples.every((t) => validEndpoint(t?.local) && validEndpoint(t?.remote)))
+  ) {
     throw new HandoverError('malformed HELLO tuples', 'ERR_HANDOVER_PROTOCOL');
   }
 }
@@ -98,7 +108,10 @@ interface StagedImages {
 async function stageEach(images: ConnectionImage[], netns: string | undefined): Promise<StagedImages> {
   const options = netns === undefined ? {} : { netns };
   try {
-    return { groups: [await stageRestore(images, options)], outcomes: images.map((_, position) => ({ group: 0, position })) };
+    return {
+      groups: [await stageRestore(images, options)],
+      outcomes: images.map((_, position) => ({ group: 0, position })),
+    };
   } catch {
     // One bad image fails the batch (it is rolled back): find which, stage the rest one by one.
     const result: StagedImages = { groups: [], outcomes: [] };
@@ -115,11 +128,18 @@ async function stageEach(images: ConnectionImage[], netns: string | undefined): 
 }
 
 export async function acceptHandover(options: AcceptHandoverOptions): Promise<AcceptHandoverResult> {
-  if (typeof options !== 'object' || options === null || options.from === undefined) throw new InvalidArgumentError('options.from is required', 'ERR_INVALID_ARG_TYPE');
-  if (typeof options.onConnection !== 'function') throw new InvalidArgumentError('onConnection must be a function', 'ERR_INVALID_ARG_TYPE');
-  if (options.netns !== undefined && (typeof options.netns !== 'string' || !path.isAbsolute(options.netns))) throw new InvalidArgumentError('netns must be an absolute path');
-  if (options.lock !== undefined && options.lock !== 'nftables' && options.lock !== 'none') throw new InvalidArgumentError(`lock must be 'nftables' or 'none'`);
-  const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 60000), ...(options.signal ? [options.signal] : [])]);
+  if (typeof options !== 'object' || options === null || options.from === undefined)
+    throw new InvalidArgumentError('options.from is required', 'ERR_INVALID_ARG_TYPE');
+  if (typeof options.onConnection !== 'function')
+    throw new InvalidArgumentError('onConnection must be a function', 'ERR_INVALID_ARG_TYPE');
+  if (options.netns !== undefined && (typeof options.netns !== 'string' || !path.isAbsolute(options.netns)))
+    throw new InvalidArgumentError('netns must be an absolute path');
+  if (options.lock !== undefined && options.lock !== 'nftables' && options.lock !== 'none')
+    throw new InvalidArgumentError(`lock must be 'nftables' or 'none'`);
+  const signal = AbortSignal.any([
+    AbortSignal.timeout(options.timeoutMs ?? 60000),
+    ...(options.signal ? [options.signal] : []),
+  ]);
   const from = options.from;
   const channel: HandoverChannel =
     typeof from === 'object' && from !== null && 'listen' in from
@@ -147,7 +167,8 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
     }
     // The gap lock (when the address moves here) is made before WELCOME, with the tuples HELLO
     // announced: nothing is paused yet, so none of this lengthens the connections' pause.
-    const wantLock = hello.method === 'repair' && hello.addressMoves && (options.lock ?? 'nftables') === 'nftables' && hello.count > 0;
+    const wantLock =
+      hello.method === 'repair' && hello.addressMoves && (options.lock ?? 'nftables') === 'nftables' && hello.count > 0;
     const announced = new Set<string>();
     if (wantLock) {
       lock = await NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns });
@@ -158,7 +179,10 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
     channel.sendJson(MessageType.WELCOME, { pid: process.pid });
 
     for (;;) {
-      const message: HandoverMessage = await channel.expect([MessageType.CONNECTION, MessageType.CONNECTION_FD, MessageType.STAGE_END], signal);
+      const message: HandoverMessage = await channel.expect(
+        [MessageType.CONNECTION, MessageType.CONNECTION_FD, MessageType.STAGE_END],
+        signal,
+      );
       if (message.type === MessageType.STAGE_END) break;
       if (message.type === MessageType.CONNECTION_FD) {
         if (hello.method !== 'fd' || message.fds.length !== 1) {
@@ -166,7 +190,12 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
           throw new HandoverError('CONNECTION_FD without exactly one fd', 'ERR_HANDOVER_PROTOCOL');
         }
         const [pendingRead, state] = splitPrefixed(message.payload);
-        staged.push({ id: message.id, state: Buffer.from(state), fd: message.fds[0], pendingRead: Buffer.from(pendingRead) });
+        staged.push({
+          id: message.id,
+          state: Buffer.from(state),
+          fd: message.fds[0],
+          pendingRead: Buffer.from(pendingRead),
+        });
       } else {
         if (hello.method !== 'repair') throw new HandoverError('CONNECTION in an fd handover', 'ERR_HANDOVER_PROTOCOL');
         const [image, state] = splitPrefixed(message.payload);
@@ -175,7 +204,9 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
     }
 
     if (lock && staged.length > 0) {
-      const late = staged.map((s) => ({ local: (s.image as ConnectionImage).local, remote: (s.image as ConnectionImage).remote })).filter((t) => !announced.has(tupleKey(t)));
+      const late = staged
+        .map((s) => ({ local: (s.image as ConnectionImage).local, remote: (s.image as ConnectionImage).remote }))
+        .filter((t) => !announced.has(tupleKey(t)));
       await lock.add(late);
       // restoreConnections removes each tuple from this table right before it resumes the socket.
       for (const s of staged) (s.image as ConnectionImage).lock = lock.ref;
@@ -197,11 +228,19 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
       // Confirm before the application touches anything: from here the source lets go.
       channel.sendJson(MessageType.RESULT, { restored: sockets.map((s) => s.id), failed });
     } else {
-      const { groups, outcomes } = await stageEach(staged.map((s) => s.image as ConnectionImage), options.netns);
+      const { groups, outcomes } = await stageEach(
+        staged.map((s) => s.image as ConnectionImage),
+        options.netns,
+      );
       restores = groups;
       const restoredIds: number[] = [];
       outcomes.forEach((outcome, i) => {
-        if (outcome instanceof Error) failed.push({ id: staged[i].id, code: (outcome as { code?: string }).code ?? 'ERR_RESTORE', message: outcome.message });
+        if (outcome instanceof Error)
+          failed.push({
+            id: staged[i].id,
+            code: (outcome as { code?: string }).code ?? 'ERR_RESTORE',
+            message: outcome.message,
+          });
         else restoredIds.push(staged[i].id);
       });
       channel.sendJson(MessageType.RESULT, { restored: restoredIds, failed });
@@ -213,7 +252,12 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
       outcomes.forEach((outcome, i) => {
         if (outcome instanceof Error) return;
         const group = live[outcome.group];
-        if (group instanceof Error) failed.push({ id: staged[i].id, code: (group as { code?: string }).code ?? 'ERR_RESTORE', message: group.message });
+        if (group instanceof Error)
+          failed.push({
+            id: staged[i].id,
+            code: (group as { code?: string }).code ?? 'ERR_RESTORE',
+            message: group.message,
+          });
         else sockets.push({ id: staged[i].id, socket: group[outcome.position], state: staged[i].state });
       });
     }
@@ -230,14 +274,21 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
   } catch (error) {
     const code = (error as { code?: string }).code;
     // Tell the source, unless it already knows (it was refused, it aborted, or it is gone).
-    if (!committed && code !== 'ERR_HANDOVER_REFUSED' && code !== 'ERR_HANDOVER_PEER_ABORTED' && code !== 'ERR_HANDOVER_CHANNEL_CLOSED') {
+    if (
+      !committed &&
+      code !== 'ERR_HANDOVER_REFUSED' &&
+      code !== 'ERR_HANDOVER_PEER_ABORTED' &&
+      code !== 'ERR_HANDOVER_CHANNEL_CLOSED'
+    ) {
       try {
         channel.sendJson(MessageType.ABORT, { reason: (error as Error).message });
       } catch {
         // channel already broken
       }
     }
-    throw error instanceof HandoverError ? error : new HandoverError((error as Error).message, (error as { code?: string }).code ?? 'ERR_HANDOVER_FAILED', error);
+    throw error instanceof HandoverError
+      ? error
+      : new HandoverError((error as Error).message, (error as { code?: string }).code ?? 'ERR_HANDOVER_FAILED', error);
   } finally {
     restores.forEach((restore) => restore.abandon()); // those not committed: closed silently
     for (const s of staged) if (s.fd !== undefined) closeFdQuietly(s.fd);

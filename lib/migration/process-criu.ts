@@ -49,7 +49,8 @@ function isOwnNetns(netns: string): boolean {
  * /proc/PID/ns/net link); throws ERR_NETNS_NOT_FOUND otherwise.
  */
 export function checkNetns(netns: string, what: string): void {
-  if (typeof netns !== 'string' || netns === '') throw new InvalidArgumentError(`${what} must be a non-empty path`, 'ERR_INVALID_ARG_TYPE');
+  if (typeof netns !== 'string' || netns === '')
+    throw new InvalidArgumentError(`${what} must be a non-empty path`, 'ERR_INVALID_ARG_TYPE');
   let fd: number | undefined;
   try {
     fd = fs.openSync(netns, 'r');
@@ -59,12 +60,15 @@ export function checkNetns(netns: string, what: string): void {
     const own = fs.statSync('/proc/self/ns/net');
     if (ns.dev !== own.dev) throw new NodeCriuError('not a namespace file', { code: 'ERR_NOT_A_NAMESPACE' });
   } catch (error) {
-    throw new ProcessMigrationError(`${what} ${netns} is not a network namespace (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); create it with 'ip netns add NAME' and pass /run/netns/NAME`, {
-      code: 'ERR_NETNS_NOT_FOUND',
-      phase: 'check',
-      serverOn: 'source',
-      cause: error,
-    });
+    throw new ProcessMigrationError(
+      `${what} ${netns} is not a network namespace (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); create it with 'ip netns add NAME' and pass /run/netns/NAME`,
+      {
+        code: 'ERR_NETNS_NOT_FOUND',
+        phase: 'check',
+        serverOn: 'source',
+        cause: error,
+      },
+    );
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
   }
@@ -105,11 +109,14 @@ export function criuInNetns(criuPath: string, netns: string | undefined): NetnsC
     return { criu, criuPath, close: () => criu.close() };
   }
   if (findOnPath('nsenter') === undefined) {
-    throw new ProcessMigrationError('nsenter (util-linux) is not on PATH; it is needed to run CRIU inside another network namespace', {
-      code: 'ERR_NSENTER_NOT_FOUND',
-      phase: 'check',
-      serverOn: 'source',
-    });
+    throw new ProcessMigrationError(
+      'nsenter (util-linux) is not on PATH; it is needed to run CRIU inside another network namespace',
+      {
+        code: 'ERR_NSENTER_NOT_FOUND',
+        phase: 'check',
+        serverOn: 'source',
+      },
+    );
   }
   let dir: string | undefined;
   const wrapper = (() => {
@@ -188,7 +195,12 @@ export function deleteTables(netns: string | undefined, tables: string[]): strin
  * namespace that owns the address but no socket, and be answered with RST. Returns the new
  * table ('inet NAME') or undefined when it could not be made.
  */
-export function copyLockTable(from: string | undefined, table: string, to: string | undefined, name: string): string | undefined {
+export function copyLockTable(
+  from: string | undefined,
+  table: string,
+  to: string | undefined,
+  name: string,
+): string | undefined {
   const [family, source] = table.split(' ');
   const text = nftInNetns(from, ['list', 'table', family, source]);
   if (text === undefined) return undefined;
@@ -197,7 +209,21 @@ export function copyLockTable(from: string | undefined, table: string, to: strin
   return nftInNetns(to, ['-f', '-'], renamed) !== undefined ? `${family} ${name}` : undefined;
 }
 
-const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV'];
+const TCP_STATES = [
+  '',
+  'ESTABLISHED',
+  'SYN_SENT',
+  'SYN_RECV',
+  'FIN_WAIT1',
+  'FIN_WAIT2',
+  'TIME_WAIT',
+  'CLOSE',
+  'CLOSE_WAIT',
+  'LAST_ACK',
+  'LISTEN',
+  'CLOSING',
+  'NEW_SYN_RECV',
+];
 
 /** Rows of /proc/net/tcp and tcp6 text: [local, remote, state (hex), inode]. */
 function tcpRows(text: string): Array<[string, string, string, string]> {
@@ -237,7 +263,9 @@ export function processTcpTuples(pid: number): Set<string> {
     return new Set();
   }
   const tuples = new Set<string>();
-  for (const [local, remote, state, inode] of tcpRows(readOr(`/proc/${pid}/net/tcp`) + readOr(`/proc/${pid}/net/tcp6`))) {
+  for (const [local, remote, state, inode] of tcpRows(
+    readOr(`/proc/${pid}/net/tcp`) + readOr(`/proc/${pid}/net/tcp6`),
+  )) {
     if (state !== '0A' && inodes.has(inode)) tuples.add(`${local}-${remote}`);
   }
   return tuples;
@@ -257,7 +285,11 @@ export function conflictingSockets(netns: string | undefined, tuples: Set<string
     text =
       netns === undefined
         ? readOr('/proc/self/net/tcp') + readOr('/proc/self/net/tcp6')
-        : execFileSync('nsenter', [`--net=${netns}`, '--', 'cat', '/proc/self/net/tcp', '/proc/self/net/tcp6'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10000 });
+        : execFileSync('nsenter', [`--net=${netns}`, '--', 'cat', '/proc/self/net/tcp', '/proc/self/net/tcp6'], {
+            encoding: 'utf8',
+            stdio: ['ignore', 'pipe', 'ignore'],
+            timeout: 10000,
+          });
   } catch (error) {
     text = String((error as { stdout?: string }).stdout ?? '');
   }

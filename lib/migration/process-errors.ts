@@ -65,7 +65,8 @@ export function describeFailure(error: unknown): string {
     .split('\n')
     .filter((line) => /Error \(/.test(line) && !/RLIMIT_NOFILE/.test(line))
     .map((line) => line.replace(/^\([\d.]+\)\s*/, ''));
-  const reason = lines.length === 0 ? undefined : (lines.length <= 2 ? lines : [lines[0], lines[lines.length - 1]]).join(' / ');
+  const reason =
+    lines.length === 0 ? undefined : (lines.length <= 2 ? lines : [lines[0], lines[lines.length - 1]]).join(' / ');
   const message = e.message ?? String(error);
   return reason !== undefined ? `${reason}${e.logFile ? ` (log: ${e.logFile})` : ''}` : message;
 }

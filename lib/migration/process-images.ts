@@ -144,7 +144,7 @@ export function readTreeTasks(dir: string): TreeTasks {
     return tasks;
   }
   try {
-    for (let pos = 8; pos + 4 <= buf.length; ) {
+    for (let pos = 8; pos + 4 <= buf.length;) {
       const length = buf.readUInt32LE(pos);
       const entry = buf.subarray(pos + 4, pos + 4 + length);
       pos += 4 + length;
@@ -231,7 +231,8 @@ export interface PageChannel {
 
 function handleFd(socket: net.Socket): number {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) throw new NodeCriuError('the page channel socket has no fd (closed)', { code: 'ERR_SOCKET_DESTROYED' });
+  if (typeof fd !== 'number' || fd < 0)
+    throw new NodeCriuError('the page channel socket has no fd (closed)', { code: 'ERR_SOCKET_DESTROYED' });
   return fd;
 }
 

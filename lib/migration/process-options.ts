@@ -64,18 +64,32 @@ export interface ProcessMigrationResult {
 }
 
 const KEYS = new Set([
-  'pid', 'source', 'target', 'imagesDir', 'transfer', 'preDump', 'moveAddress', 'moveAddressBack',
-  'criuPath', 'criuOptions', 'onProgress', 'signal', 'timeoutMs',
+  'pid',
+  'source',
+  'target',
+  'imagesDir',
+  'transfer',
+  'preDump',
+  'moveAddress',
+  'moveAddressBack',
+  'criuPath',
+  'criuOptions',
+  'onProgress',
+  'signal',
+  'timeoutMs',
 ]);
 
 function checkFunction(value: unknown, name: string): void {
-  if (value !== undefined && typeof value !== 'function') throw new InvalidArgumentError(`options.${name} must be a function`, 'ERR_INVALID_ARG_TYPE');
+  if (value !== undefined && typeof value !== 'function')
+    throw new InvalidArgumentError(`options.${name} must be a function`, 'ERR_INVALID_ARG_TYPE');
 }
 
 function checkSide(value: unknown, name: string): void {
   if (value === undefined) return;
-  if (typeof value !== 'object' || value === null) throw new InvalidArgumentError(`options.${name} must be an object`, 'ERR_INVALID_ARG_TYPE');
-  for (const key of Object.keys(value)) if (key !== 'netns') throw new InvalidArgumentError(`options.${name}: unknown option '${key}'`);
+  if (typeof value !== 'object' || value === null)
+    throw new InvalidArgumentError(`options.${name} must be an object`, 'ERR_INVALID_ARG_TYPE');
+  for (const key of Object.keys(value))
+    if (key !== 'netns') throw new InvalidArgumentError(`options.${name}: unknown option '${key}'`);
   const netns = (value as { netns?: unknown }).netns;
   if (netns !== undefined && (typeof netns !== 'string' || netns === '')) {
     throw new InvalidArgumentError(`options.${name}.netns must be a non-empty path`, 'ERR_INVALID_ARG_TYPE');
@@ -83,22 +97,34 @@ function checkSide(value: unknown, name: string): void {
 }
 
 export function validateProcessMigrationOptions(options: unknown): asserts options is ProcessMigrationOptions {
-  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
   const o = options as Record<string, unknown>;
-  for (const key of Object.keys(o)) if (!KEYS.has(key)) throw new InvalidArgumentError(`options: unknown option '${key}'`);
-  if (!Number.isInteger(o.pid) || (o.pid as number) < 1) throw new InvalidArgumentError(`options.pid must be a positive integer, got ${String(o.pid)}`, 'ERR_OUT_OF_RANGE');
-  if (typeof o.imagesDir !== 'string' || o.imagesDir === '') throw new InvalidArgumentError('options.imagesDir must be a non-empty path', 'ERR_INVALID_ARG_TYPE');
+  for (const key of Object.keys(o))
+    if (!KEYS.has(key)) throw new InvalidArgumentError(`options: unknown option '${key}'`);
+  if (!Number.isInteger(o.pid) || (o.pid as number) < 1)
+    throw new InvalidArgumentError(`options.pid must be a positive integer, got ${String(o.pid)}`, 'ERR_OUT_OF_RANGE');
+  if (typeof o.imagesDir !== 'string' || o.imagesDir === '')
+    throw new InvalidArgumentError('options.imagesDir must be a non-empty path', 'ERR_INVALID_ARG_TYPE');
   checkSide(o.source, 'source');
   checkSide(o.target, 'target');
   if (o.transfer !== undefined && o.transfer !== 'directory' && o.transfer !== 'page-server') {
     throw new InvalidArgumentError(`options.transfer must be 'directory' or 'page-server', got ${String(o.transfer)}`);
   }
   if (o.preDump !== undefined && o.preDump !== false) {
-    if (typeof o.preDump !== 'object' || o.preDump === null) throw new InvalidArgumentError('options.preDump must be false or an object', 'ERR_INVALID_ARG_TYPE');
+    if (typeof o.preDump !== 'object' || o.preDump === null)
+      throw new InvalidArgumentError('options.preDump must be false or an object', 'ERR_INVALID_ARG_TYPE');
     const { maxIterations, minPages, ...rest } = o.preDump as Record<string, unknown>;
-    if (Object.keys(rest).length > 0) throw new InvalidArgumentError(`options.preDump: unknown option '${Object.keys(rest)[0]}'`);
-    if (maxIterations !== undefined && (!Number.isInteger(maxIterations) || (maxIterations as number) < 1 || (maxIterations as number) > 32)) {
-      throw new InvalidArgumentError('options.preDump.maxIterations must be an integer from 1 to 32', 'ERR_OUT_OF_RANGE');
+    if (Object.keys(rest).length > 0)
+      throw new InvalidArgumentError(`options.preDump: unknown option '${Object.keys(rest)[0]}'`);
+    if (
+      maxIterations !== undefined &&
+      (!Number.isInteger(maxIterations) || (maxIterations as number) < 1 || (maxIterations as number) > 32)
+    ) {
+      throw new InvalidArgumentError(
+        'options.preDump.maxIterations must be an integer from 1 to 32',
+        'ERR_OUT_OF_RANGE',
+      );
     }
     if (minPages !== undefined && (!Number.isInteger(minPages) || (minPages as number) < 0)) {
       throw new InvalidArgumentError('options.preDump.minPages must be a non-negative integer', 'ERR_OUT_OF_RANGE');
@@ -118,8 +144,12 @@ export function validateProcessMigrationOptions(options: unknown): asserts optio
       throw new InvalidArgumentError(`options.criuOptions.${key} is set by migrateProcess itself`);
     }
   }
-  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new InvalidArgumentError('options.signal must be an AbortSignal', 'ERR_INVALID_ARG_TYPE');
-  if (o.timeoutMs !== undefined && (typeof o.timeoutMs !== 'number' || !Number.isFinite(o.timeoutMs) || o.timeoutMs <= 0 || o.timeoutMs > 2 ** 31 - 1)) {
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal))
+    throw new InvalidArgumentError('options.signal must be an AbortSignal', 'ERR_INVALID_ARG_TYPE');
+  if (
+    o.timeoutMs !== undefined &&
+    (typeof o.timeoutMs !== 'number' || !Number.isFinite(o.timeoutMs) || o.timeoutMs <= 0 || o.timeoutMs > 2 ** 31 - 1)
+  ) {
     throw new InvalidArgumentError('options.timeoutMs must be a positive number of milliseconds', 'ERR_OUT_OF_RANGE');
   }
 }

@@ -30,10 +30,44 @@ import * as path from 'node:path';
 import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
 import { describeValue, NodeCriuError } from '../errors';
 import { procStatFields } from '../proc';
-import { checkNetns, checkTaskNetns, conflictingSockets, copyLockTable, criuInNetns, criuLockTables, deleteTables, processTcpTuples, type NetnsCriu } from './process-criu';
-import { describeFailure, describeTask, isPidFree, pageServerFailed, ProcessMigrationError, waitForPidFree, type ProcessMigrationPhase } from './process-errors';
-import { copyImages, freshDir, openPageChannel, pagesBytes, prepareLayout, readDumpStats, readTreePids, readTreeTasks, type ImagesLayout, type PageChannel } from './process-images';
-import { checkPid, validateProcessMigrationOptions, type ProcessMigrationOptions, type ProcessMigrationResult } from './process-options';
+import {
+  checkNetns,
+  checkTaskNetns,
+  conflictingSockets,
+  copyLockTable,
+  criuInNetns,
+  criuLockTables,
+  deleteTables,
+  processTcpTuples,
+  type NetnsCriu,
+} from './process-criu';
+import {
+  describeFailure,
+  describeTask,
+  isPidFree,
+  pageServerFailed,
+  ProcessMigrationError,
+  waitForPidFree,
+  type ProcessMigrationPhase,
+} from './process-errors';
+import {
+  copyImages,
+  freshDir,
+  openPageChannel,
+  pagesBytes,
+  prepareLayout,
+  readDumpStats,
+  readTreePids,
+  readTreeTasks,
+  type ImagesLayout,
+  type PageChannel,
+} from './process-images';
+import {
+  checkPid,
+  validateProcessMigrationOptions,
+  type ProcessMigrationOptions,
+  type ProcessMigrationResult,
+} from './process-options';
 
 export type { ProcessMigrationOptions, ProcessMigrationResult, ProcessMigrationProgress } from './process-options';
 export { describeFailure };
@@ -72,7 +106,11 @@ const CONFLICTS_TIMEOUT_MS = 10000;
  * (bounded) until every id of the dumped tree is free; `onWait` hears which ones it waits for
  * (described: who holds them). Returns the ones still taken at the end, described.
  */
-async function waitForTreeFree(dumpDir: string, onWait?: (taken: string[]) => void, timeoutMs = TREE_FREE_TIMEOUT_MS): Promise<string[]> {
+async function waitForTreeFree(
+  dumpDir: string,
+  onWait?: (taken: string[]) => void,
+  timeoutMs = TREE_FREE_TIMEOUT_MS,
+): Promise<string[]> {
   const tids = readTreeTasks(dumpDir).tids;
   const busy = tids.filter((tid) => !isPidFree(tid));
   if (busy.length === 0) return [];
@@ -111,9 +149,10 @@ class Migration {
     readonly source: NetnsCriu,
     readonly target: NetnsCriu,
   ) {
-    const signals = [options.signal, options.timeoutMs !== undefined ? AbortSignal.timeout(options.timeoutMs) : undefined].filter(
-      (s): s is AbortSignal => s !== undefined,
-    );
+    const signals = [
+      options.signal,
+      options.timeoutMs !== undefined ? AbortSignal.timeout(options.timeoutMs) : undefined,
+    ].filter((s): s is AbortSignal => s !== undefined);
     this.signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
     this.transfer = options.transfer ?? 'directory';
     const { dev, ino } = fs.statSync(options.target?.netns ?? '/proc/self/ns/net');
@@ -147,31 +186,37 @@ class Migration {
 
   abortReason(): Error {
     const reason: unknown = this.signal?.reason;
-    return reason instanceof Error ? reason : new NodeCriuError(`aborted: ${describeValue(reason)}`, { code: 'ABORT_ERR', cause: reason });
+    return reason instanceof Error
+      ? reason
+      : new NodeCriuError(`aborted: ${describeValue(reason)}`, { code: 'ABORT_ERR', cause: reason });
   }
 
   /** Before the dump: nothing was touched yet. */
   checkAbort(phase: ProcessMigrationPhase): void {
     if (!this.aborted()) return;
-    throw new ProcessMigrationError(`migration aborted before ${phase}: ${this.abortReason().message}; the server keeps running on the source`, {
-      code: 'ERR_MIGRATION_ABORTED',
-      phase,
-      serverOn: 'source',
-      pid: this.options.pid,
-      cause: this.abortReason(),
-    });
+    throw new ProcessMigrationError(
+      `migration aborted before ${phase}: ${this.abortReason().message}; the server keeps running on the source`,
+      {
+        code: 'ERR_MIGRATION_ABORTED',
+        phase,
+        serverOn: 'source',
+        pid: this.options.pid,
+        cause: this.abortReason(),
+      },
+    );
   }
 
   /** Pre-dumps while the task runs; copies each to the target side as it goes (pages move early). */
   async preDumps(): Promise<void> {
     const features = await this.source.criu.featureCheck({ memTrack: true });
     this.memoryTracking = features.memTrack === true;
-    const plan = this.options.preDump === false ? undefined : this.options.preDump ?? {};
+    const plan = this.options.preDump === false ? undefined : (this.options.preDump ?? {});
     if (plan === undefined) return;
     if (!this.memoryTracking) {
       this.emit('preDump', {
         state: 'skipped',
-        reason: 'CRIU cannot track memory changes on this kernel (CONFIG_MEM_SOFT_DIRTY off): every pre-dump would be a full copy and CRIU 4.2 aborts it',
+        reason:
+          'CRIU cannot track memory changes on this kernel (CONFIG_MEM_SOFT_DIRTY off): every pre-dump would be a full copy and CRIU 4.2 aborts it',
       });
       return;
     }
@@ -212,7 +257,11 @@ class Migration {
     try {
       if (this.transfer === 'page-server') {
         channel = await openPageChannel();
-        pageServer = await this.target.criu.pageServerChld({ imagesDir: targetDir, ps: { fd: channel.serverFd }, ...chain });
+        pageServer = await this.target.criu.pageServerChld({
+          imagesDir: targetDir,
+          ps: { fd: channel.serverFd },
+          ...chain,
+        });
         channel.closeServerEnd();
         this.emit('transfer', { state: 'page-server', pid: pageServer.pid });
       }
@@ -228,11 +277,16 @@ class Migration {
       // The target's swrk keeps its own copy of the page server's socket, so a page server that
       // dies alone would leave the dumping CRIU (and the frozen task) waiting forever: end the
       // whole target side as soon as the page server exits abnormally.
-      const watchdog = server === undefined ? undefined : setInterval(() => {
-        if (pageServerFailed(server.pid)) void server.close();
-      }, 50);
+      const watchdog =
+        server === undefined
+          ? undefined
+          : setInterval(() => {
+              if (pageServerFailed(server.pid)) void server.close();
+            }, 50);
       try {
-        await this.timed('dump', () => this.source.criu.dump({ ...this.base, pid: this.options.pid, imagesDir: dumpDir, ...chain, ...ps }));
+        await this.timed('dump', () =>
+          this.source.criu.dump({ ...this.base, pid: this.options.pid, imagesDir: dumpDir, ...chain, ...ps }),
+        );
       } finally {
         if (watchdog !== undefined) clearInterval(watchdog);
         this.signal?.removeEventListener('abort', onAbort);
@@ -249,7 +303,13 @@ class Migration {
       }
       throw new ProcessMigrationError(
         `CRIU could not dump process ${this.options.pid}: ${describeFailure(error)}; ${alive ? 'it keeps running on the source' : 'it is no longer running'}`,
-        { code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: alive ? 'source' : 'none', pid: this.options.pid, cause: error },
+        {
+          code: 'ERR_MIGRATION_DUMP_FAILED',
+          phase: 'dump',
+          serverOn: alive ? 'source' : 'none',
+          pid: this.options.pid,
+          cause: error,
+        },
       );
     }
     channel?.close();
@@ -264,7 +324,9 @@ class Migration {
         // so a hung target ends in a rollback instead of an outage.
         const status = await dirs.pageServer.waitPid({ timeoutMs: 30000 });
         if (status.exitCode !== 0) {
-          throw new NodeCriuError(`the page server exited with ${status.signal ?? `code ${String(status.exitCode)}`}`, { code: 'ERR_PAGE_SERVER_FAILED' });
+          throw new NodeCriuError(`the page server exited with ${status.signal ?? `code ${String(status.exitCode)}`}`, {
+            code: 'ERR_PAGE_SERVER_FAILED',
+          });
         }
       }
       await copyImages(dirs.dumpDir, dirs.targetDir);
@@ -276,7 +338,11 @@ class Migration {
    * (see conflictingSockets: CRIU's restore fails on them with "Unable to open fd=N"); returns
    * what is still there, summarised.
    */
-  async waitForNoConflicts(netns: string | undefined, phase: 'restore' | 'rollback', attempt?: number): Promise<string[]> {
+  async waitForNoConflicts(
+    netns: string | undefined,
+    phase: 'restore' | 'rollback',
+    attempt?: number,
+  ): Promise<string[]> {
     let found = conflictingSockets(netns, this.tuples);
     if (found.length === 0) return [];
     this.emit(phase, { state: 'conflicting-sockets', sockets: found, ...(attempt !== undefined ? { attempt } : {}) });
@@ -368,16 +434,30 @@ class Migration {
     let taken: string[] = [];
     let lastConflicts: string[] = [];
     for (let attempt = 1; attempt <= ROLLBACK_ATTEMPTS; attempt++) {
-      if (dumpDir !== undefined) taken = await waitForTreeFree(dumpDir, (busy) => this.emit('rollback', { state: 'waiting-for-ids', attempt, taken: busy }));
-      else taken = (await waitForPidFree(this.options.pid, TREE_FREE_TIMEOUT_MS)) ? [] : [describeTask(this.options.pid)];
+      if (dumpDir !== undefined)
+        taken = await waitForTreeFree(dumpDir, (busy) =>
+          this.emit('rollback', { state: 'waiting-for-ids', attempt, taken: busy }),
+        );
+      else
+        taken = (await waitForPidFree(this.options.pid, TREE_FREE_TIMEOUT_MS)) ? [] : [describeTask(this.options.pid)];
       const conflicts = await this.waitForNoConflicts(this.options.source?.netns, 'rollback', attempt);
       const since = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) - 1;
       let restored: { pid: number };
       try {
-        restored = await this.source.criu.restore({ ...this.base, imagesDir: dir, logFile: attempt === 1 ? 'criu-rollback.log' : `criu-rollback-${attempt}.log` });
+        restored = await this.source.criu.restore({
+          ...this.base,
+          imagesDir: dir,
+          logFile: attempt === 1 ? 'criu-rollback.log' : `criu-rollback-${attempt}.log`,
+        });
       } catch (error) {
         failures.push(error);
-        this.emit('rollback', { state: 'attempt-failed', attempt, reason: describeFailure(error), ...(taken.length > 0 ? { taken } : {}), ...(conflicts.length > 0 ? { conflicts } : {}) });
+        this.emit('rollback', {
+          state: 'attempt-failed',
+          attempt,
+          reason: describeFailure(error),
+          ...(taken.length > 0 ? { taken } : {}),
+          ...(conflicts.length > 0 ? { conflicts } : {}),
+        });
         lastConflicts = conflicts;
         if (dumpDir !== undefined) await this.removeSourceLeftovers(dumpDir, since);
         continue;
@@ -385,7 +465,14 @@ class Migration {
       this.emit('rollback', { state: 'end', pid: restored.pid, attempts: attempt });
       throw new ProcessMigrationError(
         `migration failed during ${phase} (${describeFailure(cause)}); the server was restored on the source as pid ${restored.pid}${attempt > 1 ? ` (at attempt ${attempt}: ${failures.map(describeFailure).join('; ')})` : ''}`,
-        { code: 'ERR_MIGRATION_ROLLED_BACK', phase, serverOn: 'source', pid: restored.pid, cause, ...(rollbackError ? { rollbackError } : {}) },
+        {
+          code: 'ERR_MIGRATION_ROLLED_BACK',
+          phase,
+          serverOn: 'source',
+          pid: restored.pid,
+          cause,
+          ...(rollbackError ? { rollbackError } : {}),
+        },
       );
     }
     const last = failures[failures.length - 1];
@@ -419,7 +506,11 @@ class Migration {
     if (this.options.target?.netns !== this.options.source?.netns && locksAfter.length > 0) {
       const name = `node-criu-hold-${this.options.pid}-${randomBytes(3).toString('hex')}`;
       this.hold = copyLockTable(this.options.source?.netns, locksAfter[0], this.options.target?.netns, name);
-      if (this.hold === undefined) this.emit('moveAddress', { state: 'warning', reason: 'could not hold the connections in the target namespace (nft missing?); a peer may see a reset' });
+      if (this.hold === undefined)
+        this.emit('moveAddress', {
+          state: 'warning',
+          reason: 'could not hold the connections in the target namespace (nft missing?); a peer may see a reset',
+        });
       else this.emit('moveAddress', { state: 'hold', table: this.hold });
     }
     let phase: ProcessMigrationPhase = 'moveAddress';
@@ -505,4 +596,3 @@ export async function migrateProcess(options: ProcessMigrationOptions): Promise<
     await target?.close();
   }
 }
-

@@ -71,7 +71,13 @@ export function addressBytes(family: 4 | 6, address: string): Buffer | undefined
     text = `${text.slice(0, lastColon + 1)}${((b[0] << 8) | b[1]).toString(16)}:${((b[2] << 8) | b[3]).toString(16)}`;
   }
   const [head, rest] = text.includes('::') ? text.split('::') : [text, undefined];
-  const parse = (part: string | undefined): number[] => (part ? part.split(':').filter((p) => p !== '').map((h) => parseInt(h, 16)) : []);
+  const parse = (part: string | undefined): number[] =>
+    part
+      ? part
+          .split(':')
+          .filter((p) => p !== '')
+          .map((h) => parseInt(h, 16))
+      : [];
   const headWords = parse(head);
   const restWords = parse(rest);
   const fill = 8 - headWords.length - restWords.length;
@@ -94,7 +100,7 @@ export function addressString(bytes: Uint8Array): string {
   // Longest run (>= 2) of zero words becomes '::'.
   let bestStart = -1;
   let bestLength = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (words[i] !== 0) {
       i++;
       continue;

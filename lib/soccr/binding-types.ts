@@ -97,14 +97,33 @@ export interface SoccrBinding {
    * (packed of 35 words), queues of at most 8 KiB that fit in pool[poolOffset..] are peeked there
    * instead and left out of the result: packed[33] / packed[34] = their offsets, or 0xffffffff.
    */
-  soccrDump(fd: number, packed: Uint32Array, pool?: Uint8Array, poolOffset?: number): ArrayBuffer | [ArrayBuffer, ArrayBuffer] | undefined;
+  soccrDump(
+    fd: number,
+    packed: Uint32Array,
+    pool?: Uint8Array,
+    poolOffset?: number,
+  ): ArrayBuffer | [ArrayBuffer, ArrayBuffer] | undefined;
   /**
    * pause + set addresses and queues + restore + resume on a fresh fd, in one call. transfer
    * (bits: 1 recv, 2 send): after success, detach those queues' ArrayBuffers (frees them now).
    */
-  soccrRestore(fd: number, packed: Uint32Array, recv: Uint8Array, send: Uint8Array, netns?: undefined, transfer?: number): void;
+  soccrRestore(
+    fd: number,
+    packed: Uint32Array,
+    recv: Uint8Array,
+    send: Uint8Array,
+    netns?: undefined,
+    transfer?: number,
+  ): void;
   /** The same on a socket it creates first (family from packed, in netns if given); returns its fd. */
-  soccrRestore(fd: -1, packed: Uint32Array, recv: Uint8Array, send: Uint8Array, netns?: string, transfer?: number): number;
+  soccrRestore(
+    fd: -1,
+    packed: Uint32Array,
+    recv: Uint8Array,
+    send: Uint8Array,
+    netns?: string,
+    transfer?: number,
+  ): number;
   /**
    * csrc/soccr_batch.cc: soccrDump for every fd (17 words each into packed), on a few threads;
    * returns [recv, send] per fd, flattened (null: empty). With attachFilter, a drop-all socket

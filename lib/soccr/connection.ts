@@ -16,7 +16,15 @@ import type { ConnectionImage } from './image';
 import { soccrBinding } from './native';
 import { NftablesLock, processLock } from './nft-lock';
 import type { ConnectionTuple } from './nft-lock';
-import { adoptOwnTcpFd, flushWrites, pendingReadBytes, restartReading, socketFd, startReading, stopReading } from './node-socket';
+import {
+  adoptOwnTcpFd,
+  flushWrites,
+  pendingReadBytes,
+  restartReading,
+  socketFd,
+  startReading,
+  stopReading,
+} from './node-socket';
 import { TcpState, skDataFromWords, tcpStateName, writeSkDataWords } from './sk-data';
 import type { SkData } from './sk-data';
 
@@ -66,14 +74,23 @@ export interface RestoreOptions {
 }
 
 function checkOptions(options: unknown): asserts options is CheckpointOptions {
-  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
   const o = options as CheckpointOptions;
-  if (o.keepRunning !== undefined && typeof o.keepRunning !== 'boolean') throw new InvalidArgumentError('keepRunning must be a boolean', 'ERR_INVALID_ARG_TYPE');
-  if (o.lock !== undefined && !(o.lock instanceof NftablesLock) && !['nftables', 'filter', 'none'].includes(o.lock as string)) {
-    throw new InvalidArgumentError(`lock must be 'nftables', 'filter', 'none' or an NftablesLock (got ${describeValue(o.lock)})`);
+  if (o.keepRunning !== undefined && typeof o.keepRunning !== 'boolean')
+    throw new InvalidArgumentError('keepRunning must be a boolean', 'ERR_INVALID_ARG_TYPE');
+  if (
+    o.lock !== undefined &&
+    !(o.lock instanceof NftablesLock) &&
+    !['nftables', 'filter', 'none'].includes(o.lock as string)
+  ) {
+    throw new InvalidArgumentError(
+      `lock must be 'nftables', 'filter', 'none' or an NftablesLock (got ${describeValue(o.lock)})`,
+    );
   }
   if (o.netns !== undefined) checkNetnsPath(o.netns);
-  if (o.flushTimeoutMs !== undefined && (!Number.isFinite(o.flushTimeoutMs) || o.flushTimeoutMs < 0)) throw new InvalidArgumentError('flushTimeoutMs must be >= 0', 'ERR_OUT_OF_RANGE');
+  if (o.flushTimeoutMs !== undefined && (!Number.isFinite(o.flushTimeoutMs) || o.flushTimeoutMs < 0))
+    throw new InvalidArgumentError('flushTimeoutMs must be >= 0', 'ERR_OUT_OF_RANGE');
 }
 
 interface Paused {
@@ -147,7 +164,9 @@ function inspectSockets(fds: readonly number[]): { tuples: ConnectionTuple[]; re
     }
     if (!CHECKPOINTABLE.has(words[0])) {
       checkConnectedTcp(fd);
-      throw new SoccrError(`TCP state ${tcpStateName(words[0]) ?? words[0]} cannot be checkpointed`, { code: 'ERR_SOCKET_STATE' });
+      throw new SoccrError(`TCP state ${tcpStateName(words[0]) ?? words[0]} cannot be checkpointed`, {
+        code: 'ERR_SOCKET_STATE',
+      });
     }
     reuseAddr.push(words[1] === 1);
     tuples.push({ local: socketAddressFromWords(words, 2), remote: socketAddressFromWords(words, 10) });
@@ -156,7 +175,10 @@ function inspectSockets(fds: readonly number[]): { tuples: ConnectionTuple[]; re
 }
 
 /** checkpointConnection for many sockets at once: one flush wait, one nftables batch. */
-export async function checkpointConnections(sockets: readonly net.Socket[], options: CheckpointOptions = {}): Promise<ConnectionImage[]> {
+export async function checkpointConnections(
+  sockets: readonly net.Socket[],
+  options: CheckpointOptions = {},
+): Promise<ConnectionImage[]> {
   if (!Array.isArray(sockets)) throw new InvalidArgumentError('sockets must be an array', 'ERR_INVALID_ARG_TYPE');
   checkOptions(options);
   const keepRunning = options.keepRunning ?? false;
@@ -182,7 +204,9 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   for (let attempt = 0; sockets.some((s) => s.writableLength > 0 || s.writableCorked > 0); attempt++) {
     if (attempt === 3 || sockets.some((s) => s.destroyed)) {
       await unlock();
-      throw new SoccrError('the application keeps writing while the connection is checkpointed', { code: 'ERR_FLUSH_TIMEOUT' });
+      throw new SoccrError('the application keeps writing while the connection is checkpointed', {
+        code: 'ERR_FLUSH_TIMEOUT',
+      });
     }
     try {
       await flushAll(sockets, flushTimeoutMs);
@@ -197,13 +221,22 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
   const gone = sockets.findIndex((socket, i) => socket.destroyed || liveFd(socket) !== fds[i]);
   if (gone >= 0) {
     await unlock();
-    throw new SoccrError(`socket ${gone} was closed or reset by its peer while its checkpoint was being locked`, { code: 'ERR_SOCKET_DESTROYED' });
+    throw new SoccrError(`socket ${gone} was closed or reset by its peer while its checkpoint was being locked`, {
+      code: 'ERR_SOCKET_DESTROYED',
+    });
   }
 
   // From here to the end nothing awaits: no JS can read, write or close these sockets meanwhile.
   // No libsoccr handle outlives its socket's dump (repair stays on), so a batch holds no extra
   // fds; undo and keepRunning turn repair off directly.
-  const entries: Paused[] = sockets.map((socket, i) => ({ socket, fd: fds[i], reuseAddr: reuseAddr[i], wasReading: false, filtered: false, repair: false }));
+  const entries: Paused[] = sockets.map((socket, i) => ({
+    socket,
+    fd: fds[i],
+    reuseAddr: reuseAddr[i],
+    wasReading: false,
+    filtered: false,
+    repair: false,
+  }));
   const images: ConnectionImage[] = [];
   const count = entries.length;
   const packed = new Uint32Array(SK_DATA_WORDS * count); // sk_data only: the addresses are known
@@ -273,7 +306,10 @@ export async function checkpointConnections(sockets: readonly net.Socket[], opti
  * traffic is locked (see ConnectionLock); libsoccr saves the connection; then the original is
  * closed silently (default) or resumed (keepRunning).
  */
-export async function checkpointConnection(socket: net.Socket, options: CheckpointOptions = {}): Promise<ConnectionImage> {
+export async function checkpointConnection(
+  socket: net.Socket,
+  options: CheckpointOptions = {},
+): Promise<ConnectionImage> {
   const [image] = await checkpointConnections([socket], options);
   return image;
 }
@@ -298,10 +334,18 @@ function deferUnsent(image: ConnectionImage): { skData: SkData; sendQueue: Buffe
   };
 }
 
-const OUR_FIN_STATES: ReadonlySet<number> = new Set([TcpState.FIN_WAIT1, TcpState.FIN_WAIT2, TcpState.CLOSING, TcpState.LAST_ACK]);
+const OUR_FIN_STATES: ReadonlySet<number> = new Set([
+  TcpState.FIN_WAIT1,
+  TcpState.FIN_WAIT2,
+  TcpState.CLOSING,
+  TcpState.LAST_ACK,
+]);
 
 /** restoreConnection for many images: one nftables batch per lock table. */
-export async function restoreConnections(images: readonly ConnectionImage[], options: RestoreOptions = {}): Promise<net.Socket[]> {
+export async function restoreConnections(
+  images: readonly ConnectionImage[],
+  options: RestoreOptions = {},
+): Promise<net.Socket[]> {
   return (await stageRestore(images, options)).commit();
 }
 
@@ -322,12 +366,19 @@ export interface StagedRestore {
  * source first and only commits once the source has let go of its copies: if this side dies before
  * that, its copies vanish without a FIN or RST and the source can resume its own.
  */
-export async function stageRestore(images: readonly ConnectionImage[], options: RestoreOptions = {}): Promise<StagedRestore> {
+export async function stageRestore(
+  images: readonly ConnectionImage[],
+  options: RestoreOptions = {},
+): Promise<StagedRestore> {
   if (!Array.isArray(images)) throw new InvalidArgumentError('images must be an array', 'ERR_INVALID_ARG_TYPE');
-  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
   if (options.netns !== undefined) checkNetnsPath(options.netns);
   // Spread: every() skips the holes of a sparse array ([,]), which would reach the restore as undefined.
-  if (options.locks !== undefined && (!Array.isArray(options.locks) || ![...options.locks].every((l) => l instanceof NftablesLock))) {
+  if (
+    options.locks !== undefined &&
+    (!Array.isArray(options.locks) || ![...options.locks].every((l) => l instanceof NftablesLock))
+  ) {
     throw new InvalidArgumentError('locks must be an array of NftablesLock', 'ERR_INVALID_ARG_TYPE');
   }
   for (let i = 0; i < images.length; i++) validateConnectionImage(images[i]); // holes too (forEach skips them)
@@ -370,7 +421,10 @@ export async function stageRestore(images: readonly ConnectionImage[], options: 
       const image = images[imageIndex];
       const base = j * PACKED_WORDS;
       writeSkDataWords(prepared[imageIndex].skData, packed, base); // validated with the image above
-      if (!socketAddressToWords(image.local, packed, base + SK_DATA_WORDS) || !socketAddressToWords(image.remote, packed, base + SK_DATA_WORDS + 8)) {
+      if (
+        !socketAddressToWords(image.local, packed, base + SK_DATA_WORDS) ||
+        !socketAddressToWords(image.remote, packed, base + SK_DATA_WORDS + 8)
+      ) {
         throw new InvalidArgumentError('image addresses do not parse');
       }
       queues[2 * j] = image.recvQueue;
@@ -385,7 +439,10 @@ export async function stageRestore(images: readonly ConnectionImage[], options: 
       if (restored[i]) return;
       const { skData, sendQueue, unsent } = prepared[i];
       writeSkDataWords(skData, one);
-      if (!socketAddressToWords(image.local, one, SK_DATA_WORDS) || !socketAddressToWords(image.remote, one, SK_DATA_WORDS + 8)) {
+      if (
+        !socketAddressToWords(image.local, one, SK_DATA_WORDS) ||
+        !socketAddressToWords(image.remote, one, SK_DATA_WORDS + 8)
+      ) {
         throw new InvalidArgumentError('image addresses do not parse');
       }
       const fd = ops.tcpSocket(image.family, options.netns);
@@ -434,7 +491,8 @@ export async function stageRestore(images: readonly ConnectionImage[], options: 
 
   let settled = false;
   const commit = async (): Promise<net.Socket[]> => {
-    if (settled) throw new SoccrError('this staged restore was already committed or abandoned', { code: 'ERR_RESTORE_SETTLED' });
+    if (settled)
+      throw new SoccrError('this staged restore was already committed or abandoned', { code: 'ERR_RESTORE_SETTLED' });
     settled = true;
     const byLock = new Map<string, { lock: NftablesLock; tuples: ConnectionTuple[] }>();
     const addTo = (lock: NftablesLock, image: ConnectionImage) => {

@@ -24,7 +24,8 @@ const pausedSockets = new FinalizationRegistry<() => void>((onCollected) => onCo
 const QUEUE_IDS = { recv: 1, send: 2 } as const;
 
 function queueId(queue: unknown): 1 | 2 {
-  if (queue !== 'recv' && queue !== 'send') throw new InvalidArgumentError(`queue must be 'recv' or 'send' (got ${describeValue(queue)})`);
+  if (queue !== 'recv' && queue !== 'send')
+    throw new InvalidArgumentError(`queue must be 'recv' or 'send' (got ${describeValue(queue)})`);
   return QUEUE_IDS[queue];
 }
 
@@ -48,7 +49,8 @@ const EMPTY = Buffer.alloc(0);
 const NO_OPTIONS: { transfer?: boolean } = Object.freeze({});
 
 function bytesArg(bytes: unknown, name: string): Uint8Array {
-  if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError(`${name} must be a Buffer or Uint8Array`, 'ERR_INVALID_ARG_TYPE');
+  if (!(bytes instanceof Uint8Array))
+    throw new InvalidArgumentError(`${name} must be a Buffer or Uint8Array`, 'ERR_INVALID_ARG_TYPE');
   return bytes;
 }
 
@@ -156,11 +158,15 @@ export class SoccrHandle {
     packSkData(data, words);
     packAddress(local, 'local', words, SK_DATA_WORDS);
     packAddress(remote, 'remote', words, SK_DATA_WORDS + 8);
-    if (bytesArg(recvQueue, 'recvQueue').length !== words[1]) throw new InvalidArgumentError('recvQueue length must equal inqLen');
-    if (bytesArg(sendQueue, 'sendQueue').length !== words[3]) throw new InvalidArgumentError('sendQueue length must equal outqLen');
-    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+    if (bytesArg(recvQueue, 'recvQueue').length !== words[1])
+      throw new InvalidArgumentError('recvQueue length must equal inqLen');
+    if (bytesArg(sendQueue, 'sendQueue').length !== words[3])
+      throw new InvalidArgumentError('sendQueue length must equal outqLen');
+    if (typeof options !== 'object' || options === null)
+      throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
     const transfer = options.transfer;
-    if (transfer !== undefined && typeof transfer !== 'boolean') throw new InvalidArgumentError('transfer must be a boolean', 'ERR_INVALID_ARG_TYPE');
+    if (transfer !== undefined && typeof transfer !== 'boolean')
+      throw new InvalidArgumentError('transfer must be a boolean', 'ERR_INVALID_ARG_TYPE');
     const native = this.#native;
     try {
       native.restorePacked(words, recvQueue, sendQueue, transfer === true ? transferMask(recvQueue, sendQueue) : 0);
@@ -255,10 +261,17 @@ export function checkConnectedTcp(fd: number): NativeSocketInfo {
   if ((info.domain !== 4 && info.domain !== 6) || info.tcpState < 0) {
     throw new SoccrError('not a TCP socket', { code: 'ERR_SOCKET_NOT_TCP' });
   }
-  if (info.acceptConn || info.tcpState === TcpState.LISTEN) throw new SoccrError('socket is listening', { code: 'ERR_SOCKET_LISTENING' });
+  if (info.acceptConn || info.tcpState === TcpState.LISTEN)
+    throw new SoccrError('socket is listening', { code: 'ERR_SOCKET_LISTENING' });
   nativeCall('getpeername', () => ops.peerName(fd)); // ENOTCONN for unconnected sockets
-  if (!RESTORABLE_STATES.has(info.tcpState) || info.tcpState === TcpState.CLOSE || info.tcpState === TcpState.SYN_SENT) {
-    throw new SoccrError(`TCP state ${tcpStateName(info.tcpState) ?? info.tcpState} cannot be checkpointed`, { code: 'ERR_SOCKET_STATE' });
+  if (
+    !RESTORABLE_STATES.has(info.tcpState) ||
+    info.tcpState === TcpState.CLOSE ||
+    info.tcpState === TcpState.SYN_SENT
+  ) {
+    throw new SoccrError(`TCP state ${tcpStateName(info.tcpState) ?? info.tcpState} cannot be checkpointed`, {
+      code: 'ERR_SOCKET_STATE',
+    });
   }
   return info;
 }
@@ -282,7 +295,8 @@ function pauseChecked(fd: number, check: Uint32Array): NativeSoccrHandle {
 }
 
 function fdArg(fd: number): number {
-  if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) throw new InvalidArgumentError('fd must be a non-negative integer', 'ERR_INVALID_ARG_TYPE');
+  if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff)
+    throw new InvalidArgumentError('fd must be a non-negative integer', 'ERR_INVALID_ARG_TYPE');
   return fd;
 }
 
@@ -299,27 +313,26 @@ export function pause(socketOrFd: net.Socket | number): SoccrHandle {
   const socket = socketOrFd;
   const fd = socketFd(socket);
   if (socket.writableLength > 0) {
-    throw new SoccrError(`${socket.writableLength} bytes are still in Node's write buffer`, { code: 'ERR_SOCKET_WRITE_PENDING' });
+    throw new SoccrError(`${socket.writableLength} bytes are still in Node's write buffer`, {
+      code: 'ERR_SOCKET_WRITE_PENDING',
+    });
   }
   const wasReading = stopReading(socket);
   try {
     const native = pauseChecked(fd, checkWithReuse);
     const reuseAddr = checkWithReuse[1] === 1;
-    return new SoccrHandle(
-      native,
-      {
-        onResumed: () => restartReading(socket, wasReading),
-        onCollected: () => {
-          if (socket.destroyed) return;
-          try {
-            soccrBinding().socketOps.setRepair(fd, false, reuseAddr);
-          } catch {
-            return; // the socket is gone
-          }
-          restartReading(socket, wasReading);
-        },
+    return new SoccrHandle(native, {
+      onResumed: () => restartReading(socket, wasReading),
+      onCollected: () => {
+        if (socket.destroyed) return;
+        try {
+          soccrBinding().socketOps.setRepair(fd, false, reuseAddr);
+        } catch {
+          return; // the socket is gone
+        }
+        restartReading(socket, wasReading);
       },
-    );
+    });
   } catch (error) {
     restartReading(socket, wasReading);
     throw error;
@@ -328,7 +341,8 @@ export function pause(socketOrFd: net.Socket | number): SoccrHandle {
 
 /** For restoring: a new non-blocking TCP socket fd (optionally in the netns at `netns`), paused. */
 export function pauseNewSocket(family: 4 | 6, netns?: string): { fd: number; handle: SoccrHandle } {
-  if (family !== 4 && family !== 6) throw new InvalidArgumentError(`family must be 4 or 6 (got ${describeValue(family)})`);
+  if (family !== 4 && family !== 6)
+    throw new InvalidArgumentError(`family must be 4 or 6 (got ${describeValue(family)})`);
   if (netns !== undefined) checkNetnsPath(netns);
   const ops = soccrBinding().socketOps;
   const fd = nativeCall('socket', () => ops.tcpSocket(family, netns));

@@ -51,7 +51,8 @@ function endpointProblem(name: string, family: number, endpoint: unknown): strin
   if (typeof e.address !== 'string' || !isIpAddress(family as 4 | 6, e.address)) {
     return `${name}.address is not an IPv${family} address: ${describeValue(e.address)}`;
   }
-  if (!Number.isInteger(e.port) || (e.port as number) < 1 || (e.port as number) > 65535) return `${name}.port must be 1..65535`;
+  if (!Number.isInteger(e.port) || (e.port as number) < 1 || (e.port as number) > 65535)
+    return `${name}.port must be 1..65535`;
   if (e.scopeId !== undefined && (!Number.isInteger(e.scopeId) || e.scopeId < 0 || e.scopeId > 0xffffffff)) {
     return `${name}.scopeId must be a uint32`;
   }
@@ -62,14 +63,16 @@ function endpointProblem(name: string, family: number, endpoint: unknown): strin
 export function connectionImageProblem(image: unknown): string | undefined {
   if (typeof image !== 'object' || image === null) return 'image must be an object';
   const i = image as Partial<ConnectionImage>;
-  if (i.version !== CONNECTION_IMAGE_VERSION) return `unsupported image version ${describeValue(i.version)} (expected ${CONNECTION_IMAGE_VERSION})`;
+  if (i.version !== CONNECTION_IMAGE_VERSION)
+    return `unsupported image version ${describeValue(i.version)} (expected ${CONNECTION_IMAGE_VERSION})`;
   if (i.family !== 4 && i.family !== 6) return `family must be 4 or 6 (got ${describeValue(i.family)})`;
   const endpoint = endpointProblem('local', i.family, i.local) ?? endpointProblem('remote', i.family, i.remote);
   if (endpoint) return endpoint;
   const sk = skDataProblem(i.skData);
   if (sk) return sk;
   const skData = i.skData as SkData;
-  if (tcpStateName(skData.state) !== skData.stateName) return `skData.stateName ${describeValue(skData.stateName)} does not match state ${skData.state}`;
+  if (tcpStateName(skData.state) !== skData.stateName)
+    return `skData.stateName ${describeValue(skData.stateName)} does not match state ${skData.state}`;
   if (!Buffer.isBuffer(i.recvQueue) || i.recvQueue.length !== skData.inqLen) {
     return `recvQueue must be a Buffer of skData.inqLen (${skData.inqLen}) bytes`;
   }
@@ -79,7 +82,12 @@ export function connectionImageProblem(image: unknown): string | undefined {
   if (i.sendQueueUnsent !== skData.unsqLen) return `sendQueueUnsent must equal skData.unsqLen (${skData.unsqLen})`;
   if (!Buffer.isBuffer(i.pendingRead)) return 'pendingRead must be a Buffer';
   if (i.lock !== undefined) {
-    if (typeof i.lock !== 'object' || i.lock === null || typeof i.lock.table !== 'string' || !TABLE_NAME.test(i.lock.table)) {
+    if (
+      typeof i.lock !== 'object' ||
+      i.lock === null ||
+      typeof i.lock.table !== 'string' ||
+      !TABLE_NAME.test(i.lock.table)
+    ) {
       return 'lock.table must be an nftables identifier';
     }
     // The same rule NftablesLock.fromRef applies: an image that validates never fails there.
@@ -128,7 +136,8 @@ export function encodeConnectionImage(image: ConnectionImage): Buffer {
     sendQueue: image.sendQueue,
   };
   if (image.pendingRead.length > 0) wire.pendingRead = image.pendingRead;
-  if (image.lock) wire.lock = image.lock.netns ? { table: image.lock.table, netns: image.lock.netns } : { table: image.lock.table };
+  if (image.lock)
+    wire.lock = image.lock.netns ? { table: image.lock.table, netns: image.lock.netns } : { table: image.lock.table };
   const type = messageType();
   return Buffer.from(type.encode(type.fromObject(wire)).finish());
 }
@@ -142,7 +151,9 @@ interface WireEndpoint {
 function endpointFromWire(family: number, e: WireEndpoint, name: string): SocketAddress {
   const expected = family === 4 ? 4 : 16;
   if (!(e.address instanceof Uint8Array) || e.address.length !== expected) {
-    throw new ConnectionImageError(`invalid connection image: ${name}.address must be ${expected} bytes for family ${family}`);
+    throw new ConnectionImageError(
+      `invalid connection image: ${name}.address must be ${expected} bytes for family ${family}`,
+    );
   }
   const out: SocketAddress = { family: family as 4 | 6, address: addressString(e.address), port: e.port };
   if (e.scopeId) out.scopeId = e.scopeId;
@@ -154,7 +165,8 @@ function endpointFromWire(family: number, e: WireEndpoint, name: string): Socket
  * version, inconsistent queue lengths, bad addresses) throws ConnectionImageError.
  */
 export function decodeConnectionImage(bytes: Uint8Array): ConnectionImage {
-  if (!(bytes instanceof Uint8Array)) throw new ConnectionImageError('encoded image must be a Uint8Array', { code: 'ERR_INVALID_ARG_TYPE' });
+  if (!(bytes instanceof Uint8Array))
+    throw new ConnectionImageError('encoded image must be a Uint8Array', { code: 'ERR_INVALID_ARG_TYPE' });
   let wire: Record<string, unknown>;
   try {
     const type = messageType();

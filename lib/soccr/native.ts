@@ -15,11 +15,16 @@ let userLevel: 0 | 1 | 2 = 0;
 
 function route(): void {
   const level = Math.max(userLevel, debug.enabled ? 2 : 0) as 0 | 1 | 2;
-  binding().setSoccrLog(level, level === 0 ? undefined : (lineLevel: number, line: string) => {
-    const name = lineLevel <= 1 ? 'error' : 'debug';
-    if (debug.enabled) debug('libsoccr %s: %s', name, line);
-    if (userLogger && lineLevel <= userLevel) userLogger(name, line);
-  });
+  binding().setSoccrLog(
+    level,
+    level === 0
+      ? undefined
+      : (lineLevel: number, line: string) => {
+          const name = lineLevel <= 1 ? 'error' : 'debug';
+          if (debug.enabled) debug('libsoccr %s: %s', name, line);
+          if (userLogger && lineLevel <= userLevel) userLogger(name, line);
+        },
+  );
 }
 
 /** The addon, with the log routing installed on first use (NODE_DEBUG=node-criu shows libsoccr). */
@@ -37,8 +42,10 @@ export function soccrBinding(): SoccrBinding {
  * here also makes libsoccr format debug lines for other threads (they are dropped there).
  */
 export function setLogger(logger: SoccrLogger | undefined, level: 'error' | 'debug' = 'error'): void {
-  if (logger !== undefined && typeof logger !== 'function') throw new InvalidArgumentError('logger must be a function or undefined', 'ERR_INVALID_ARG_TYPE');
-  if (level !== 'error' && level !== 'debug') throw new InvalidArgumentError(`level must be 'error' or 'debug' (got ${describeValue(level)})`);
+  if (logger !== undefined && typeof logger !== 'function')
+    throw new InvalidArgumentError('logger must be a function or undefined', 'ERR_INVALID_ARG_TYPE');
+  if (level !== 'error' && level !== 'debug')
+    throw new InvalidArgumentError(`level must be 'error' or 'debug' (got ${describeValue(level)})`);
   userLogger = logger;
   userLevel = logger ? (level === 'debug' ? 2 : 1) : 0;
   installed = true;

@@ -54,7 +54,9 @@ function runNftCommand(args: readonly string[], input: string, netns?: string): 
   const nft = findNft();
   if (!nft) {
     return Promise.reject(
-      new NftablesLockError('nft not found (install Debian package nftables, or set NODE_CRIU_NFT)', { code: 'ERR_NFT_NOT_FOUND' }),
+      new NftablesLockError('nft not found (install Debian package nftables, or set NODE_CRIU_NFT)', {
+        code: 'ERR_NFT_NOT_FOUND',
+      }),
     );
   }
   const [command, fullArgs] = netns ? ['nsenter', [`--net=${netns}`, '--', nft, ...args]] : [nft, [...args]];
@@ -71,7 +73,12 @@ function runNftCommand(args: readonly string[], input: string, netns?: string): 
       if (stderr.length < 4096) stderr += chunk;
     });
     child.on('error', (error: NodeJS.ErrnoException) => {
-      reject(new NftablesLockError(`cannot run ${command}: ${error.message}`, { code: error.code === 'ENOENT' ? 'ERR_NFT_NOT_FOUND' : 'ERR_NFT_FAILED', cause: error }));
+      reject(
+        new NftablesLockError(`cannot run ${command}: ${error.message}`, {
+          code: error.code === 'ENOENT' ? 'ERR_NFT_NOT_FOUND' : 'ERR_NFT_FAILED',
+          cause: error,
+        }),
+      );
     });
     child.on('close', (status) => {
       if (status === 0) return resolve(stdout);
@@ -79,7 +86,8 @@ function runNftCommand(args: readonly string[], input: string, netns?: string): 
       const code = denied ? 'EPERM' : /No such file or directory/.test(stderr) ? 'ENOENT' : 'ERR_NFT_FAILED';
       const error = new NftablesLockError(`nft failed (exit ${status}): ${stderr.trim()}`, { code });
       // nsenter cannot enter the namespace (CAP_SYS_ADMIN), or nft cannot talk to nftables (CAP_NET_ADMIN).
-      if (denied) attachCapabilityProblem(error, capabilityProblem(/reassociate|setns/.test(stderr) ? 'netns' : 'nftables'));
+      if (denied)
+        attachCapabilityProblem(error, capabilityProblem(/reassociate|setns/.test(stderr) ? 'netns' : 'nftables'));
       reject(error);
     });
     child.stdin.on('error', () => {
@@ -96,7 +104,10 @@ export async function runNft(batch: string, netns?: string): Promise<void> {
 
 /** The 4 (IPv4) or 16 (IPv6) bytes of a tuple's address; InvalidArgumentError if it has none. */
 function addressKeyBytes(address: SocketAddress, name: string): Uint8Array {
-  const bytes = typeof address === 'object' && address !== null && (address.family === 4 || address.family === 6) ? addressBytes(address.family, address.address) : undefined;
+  const bytes =
+    typeof address === 'object' && address !== null && (address.family === 4 || address.family === 6)
+      ? addressBytes(address.family, address.address)
+      : undefined;
   if (!bytes) throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port} with a valid IP address`);
   return bytes;
 }
@@ -108,9 +119,11 @@ function isMapped(bytes: Uint8Array): boolean {
 }
 
 function portOf(address: SocketAddress, name: string): number {
-  if (typeof address !== 'object' || address === null) throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port}`, 'ERR_INVALID_ARG_TYPE');
+  if (typeof address !== 'object' || address === null)
+    throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port}`, 'ERR_INVALID_ARG_TYPE');
   const port = address.port;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`${name}.port must be an integer 0..65535`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new InvalidArgumentError(`${name}.port must be an integer 0..65535`);
   return port;
 }
 
@@ -128,7 +141,8 @@ function setKeys(tuples: readonly ConnectionTuple[]): { v4: Uint8Array; v6: Uint
   let v6Count = 0;
   for (let i = 0; i < tuples.length; i++) {
     const tuple = tuples[i];
-    if (typeof tuple !== 'object' || tuple === null) throw new InvalidArgumentError('tuples must be {local, remote} objects', 'ERR_INVALID_ARG_TYPE');
+    if (typeof tuple !== 'object' || tuple === null)
+      throw new InvalidArgumentError('tuples must be {local, remote} objects', 'ERR_INVALID_ARG_TYPE');
     const { local, remote } = tuple;
     const remotePort = portOf(remote, 'remote');
     const localPort = portOf(local, 'local');
@@ -187,9 +201,14 @@ function changeElements(op: ElementOp, lock: NftablesLock, tuples: readonly Conn
   try {
     soccrBinding().nftSetElements(op, lock.table, v4, v6, lock.netns);
   } catch (error) {
-    const typed = fromNativeError(NftablesLockError, error, op === ElementOp.Add ? 'nftables lock add' : 'nftables lock remove');
+    const typed = fromNativeError(
+      NftablesLockError,
+      error,
+      op === ElementOp.Add ? 'nftables lock add' : 'nftables lock remove',
+    );
     // No CAP_NET_ADMIN for nftables, or (netns) no CAP_SYS_ADMIN to enter the namespace.
-    if (typed.code === 'EPERM' && typed.capability === undefined) attachCapabilityProblem(typed, capabilityProblem('nftables'));
+    if (typed.code === 'EPERM' && typed.capability === undefined)
+      attachCapabilityProblem(typed, capabilityProblem('nftables'));
     throw typed;
   }
 }
@@ -212,7 +231,8 @@ export class NftablesLock {
 
   /** Creates the table, its two sets and the input-hook drop chain. */
   static async create(options: { netns?: string } = {}): Promise<NftablesLock> {
-    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+    if (typeof options !== 'object' || options === null)
+      throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
     if (options.netns !== undefined) checkNetnsPath(options.netns);
     return NftablesLock.createTable(`node_criu_${process.pid}_${randomBytes(4).toString('hex')}`, options.netns);
   }
@@ -223,7 +243,8 @@ export class NftablesLock {
    */
   static async createTable(table: string, netns?: string, onList?: (listing: string) => void): Promise<NftablesLock> {
     // Reachable from outside (a static of an exported class): the name goes into an nft batch.
-    if (typeof table !== 'string' || !TABLE_IDENTIFIER.test(table)) throw new InvalidArgumentError(`table must be an nftables identifier (got ${describeValue(table)})`);
+    if (typeof table !== 'string' || !TABLE_IDENTIFIER.test(table))
+      throw new InvalidArgumentError(`table must be an nftables identifier (got ${describeValue(table)})`);
     if (netns !== undefined) checkNetnsPath(netns);
     const lock = new NftablesLock(table, netns);
     const listing = await runNftCommand(
@@ -251,7 +272,8 @@ export class NftablesLock {
   /** A lock another process created (from an image's `lock`), to remove tuples from it. */
   static fromRef(ref: NftablesLockRef): NftablesLock {
     // The table name is written into an nft batch: only an identifier may get there.
-    if (typeof ref !== 'object' || ref === null) throw new InvalidArgumentError('ref must be { table, netns? }', 'ERR_INVALID_ARG_TYPE');
+    if (typeof ref !== 'object' || ref === null)
+      throw new InvalidArgumentError('ref must be { table, netns? }', 'ERR_INVALID_ARG_TYPE');
     if (typeof ref.table !== 'string' || !TABLE_IDENTIFIER.test(ref.table)) {
       throw new InvalidArgumentError(`ref.table must be an nftables identifier (got ${describeValue(ref.table)})`);
     }
@@ -332,10 +354,12 @@ function installExitHook(): void {
   process.once('exit', () => {
     const nft = findNft();
     if (!nft) return;
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+
     const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
     for (const lock of registry) {
-      const [command, args] = lock.netns ? ['nsenter', [`--net=${lock.netns}`, '--', nft, '-f', '-']] : [nft, ['-f', '-']];
+      const [command, args] = lock.netns
+        ? ['nsenter', [`--net=${lock.netns}`, '--', nft, '-f', '-']]
+        : [nft, ['-f', '-']];
       spawnSync(command, args, { input: `delete table inet ${lock.table}\n`, stdio: ['pipe', 'ignore', 'ignore'] });
     }
   });
@@ -386,7 +410,8 @@ function procStat(pid: number | 'self'): { state: string; startTime: string } | 
   const fields = procStatFields(pid);
   if (fields === undefined) return undefined;
   const startTime = fields[22 - 3];
-  if (fields[0] === undefined || startTime === undefined || !/^[0-9]+$/.test(startTime)) throw new Error(`unexpected /proc/${pid}/stat`);
+  if (fields[0] === undefined || startTime === undefined || !/^[0-9]+$/.test(startTime))
+    throw new Error(`unexpected /proc/${pid}/stat`);
   return { state: fields[0], startTime };
 }
 
@@ -418,7 +443,9 @@ function ownProcessView(): ProcessView | undefined {
 function processLockName(): string {
   const view = ownProcessView();
   const random = randomBytes(4).toString('hex');
-  return view ? `node_criu_${process.pid}_${view.startTime}_${view.namespaces}_${random}` : `node_criu_${process.pid}_${random}`;
+  return view
+    ? `node_criu_${process.pid}_${view.startTime}_${view.namespaces}_${random}`
+    : `node_criu_${process.pid}_${random}`;
 }
 
 export interface SweptLock {
@@ -491,9 +518,11 @@ async function deleteStale(stale: SweptLock[], netns?: string): Promise<SweptLoc
  * the same (processLock).
  */
 export async function sweepStaleLocks(options: { netns?: string } = {}): Promise<SweptLock[]> {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
   for (const name of Object.keys(options)) {
-    if (name !== 'netns') throw new InvalidArgumentError(`unknown option ${describeValue(name)} (known: netns)`, 'ERR_INVALID_ARG_VALUE');
+    if (name !== 'netns')
+      throw new InvalidArgumentError(`unknown option ${describeValue(name)} (known: netns)`, 'ERR_INVALID_ARG_VALUE');
   }
   const netns = options.netns;
   if (netns !== undefined) checkNetnsPath(netns);

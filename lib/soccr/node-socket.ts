@@ -33,7 +33,8 @@ function internals(socket: net.Socket): SocketInternals {
 
 /** Validates that `socket` is a live, connected TCP net.Socket and returns its fd (still Node's). */
 export function socketFd(socket: net.Socket): number {
-  if (!(socket instanceof net.Socket)) throw new InvalidArgumentError('socket must be a net.Socket', 'ERR_INVALID_ARG_TYPE');
+  if (!(socket instanceof net.Socket))
+    throw new InvalidArgumentError('socket must be a net.Socket', 'ERR_INVALID_ARG_TYPE');
   if (socket.destroyed) throw new SoccrError('socket is destroyed', { code: 'ERR_SOCKET_DESTROYED' });
   if (socket.connecting) throw new SoccrError('socket is still connecting', { code: 'ERR_SOCKET_CONNECTING' });
   const handle = internals(socket)._handle;
@@ -133,7 +134,13 @@ export async function flushWrites(socket: net.Socket, timeoutMs: number): Promis
  * reading (on the next tick) — give it to startReading instead.
  */
 export function adoptFd(fd: number, pendingRead?: Buffer, allowHalfOpen = false, paused = false): net.Socket {
-  const socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused } as net.SocketConstructorOpts);
+  const socket = new net.Socket({
+    fd,
+    readable: true,
+    writable: true,
+    allowHalfOpen,
+    pauseOnCreate: paused,
+  } as net.SocketConstructorOpts);
   if (pendingRead && pendingRead.length > 0) socket.unshift(pendingRead);
   return socket;
 }
@@ -155,7 +162,10 @@ function tcpWrapClass(): { TCP: TcpWrapConstructor; socketType: number } | null 
   const getBinding = (process as unknown as { binding?: (name: string) => unknown }).binding;
   if (typeof getBinding === 'function' && !flags.includes('--pending-deprecation')) {
     try {
-      const binding = getBinding.call(process, 'tcp_wrap') as { TCP?: TcpWrapConstructor; constants?: { SOCKET?: number } };
+      const binding = getBinding.call(process, 'tcp_wrap') as {
+        TCP?: TcpWrapConstructor;
+        constants?: { SOCKET?: number };
+      };
       if (typeof binding.TCP === 'function' && typeof binding.constants?.SOCKET === 'number') {
         tcpWrap = { TCP: binding.TCP, socketType: binding.constants.SOCKET };
       }
@@ -181,7 +191,13 @@ export function adoptOwnTcpFd(fd: number, allowHalfOpen: boolean, paused: boolea
     handle.close();
     return adoptFd(fd, undefined, allowHalfOpen, paused); // Node's own path (and error) for it
   }
-  return new net.Socket({ handle, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused } as net.SocketConstructorOpts);
+  return new net.Socket({
+    handle,
+    readable: true,
+    writable: true,
+    allowHalfOpen,
+    pauseOnCreate: paused,
+  } as net.SocketConstructorOpts);
 }
 
 /**

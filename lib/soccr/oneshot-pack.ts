@@ -95,5 +95,10 @@ export function transferMask(recvQueue: Uint8Array, sendQueue: Uint8Array): numb
 
 function spansWholeBuffer(bytes: Uint8Array): number {
   const buffer = bytes.buffer;
-  return bytes.byteLength !== 0 && bytes.byteOffset === 0 && buffer instanceof ArrayBuffer && bytes.byteLength === buffer.byteLength ? 1 : 0;
+  return bytes.byteLength !== 0 &&
+    bytes.byteOffset === 0 &&
+    buffer instanceof ArrayBuffer &&
+    bytes.byteLength === buffer.byteLength
+    ? 1
+    : 0;
 }

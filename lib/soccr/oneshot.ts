@@ -67,7 +67,8 @@ export interface RestoreFdOptions {
  * empty Buffer.
  */
 export function dumpFd(fd: number): SocketDump {
-  if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) throw new InvalidArgumentError('fd must be a non-negative integer', 'ERR_INVALID_ARG_TYPE');
+  if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff)
+    throw new InvalidArgumentError('fd must be a non-negative integer', 'ERR_INVALID_ARG_TYPE');
   if (POOL_BYTES - poolOffset < 2 * MAX_POOLED) {
     pool = Buffer.alloc(POOL_BYTES); // the old pool lives on in its slices
     poolOffset = 0;
@@ -120,18 +121,24 @@ export function dumpFd(fd: number): SocketDump {
  * probe). Returns its fd (adoptSocket() hands it to a net.Socket). On failure nothing is left.
  */
 export function restoreFd(dump: SocketDump, options: RestoreFdOptions = NO_OPTIONS): number {
-  if (typeof dump !== 'object' || dump === null) throw new InvalidArgumentError('dump must be an object', 'ERR_INVALID_ARG_TYPE');
-  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (typeof dump !== 'object' || dump === null)
+    throw new InvalidArgumentError('dump must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
   const { skData, local, remote, recvQueue, sendQueue } = dump;
   const { netns, transfer } = options;
   packSkData(skData, words);
   if (netns !== undefined) checkNetnsPath(netns);
-  if (transfer !== undefined && typeof transfer !== 'boolean') throw new InvalidArgumentError('transfer must be a boolean', 'ERR_INVALID_ARG_TYPE');
+  if (transfer !== undefined && typeof transfer !== 'boolean')
+    throw new InvalidArgumentError('transfer must be a boolean', 'ERR_INVALID_ARG_TYPE');
   packAddress(local, 'local', words, SK_DATA_WORDS);
   packAddress(remote, 'remote', words, SK_DATA_WORDS + 8);
-  if (words[SK_DATA_WORDS] !== words[SK_DATA_WORDS + 8]) throw new InvalidArgumentError('local and remote must be of one family');
-  if (!(recvQueue instanceof Uint8Array) || recvQueue.length !== words[1]) throw new InvalidArgumentError('recvQueue must be a Buffer of skData.inqLen bytes');
-  if (!(sendQueue instanceof Uint8Array) || sendQueue.length !== words[3]) throw new InvalidArgumentError('sendQueue must be a Buffer of skData.outqLen bytes');
+  if (words[SK_DATA_WORDS] !== words[SK_DATA_WORDS + 8])
+    throw new InvalidArgumentError('local and remote must be of one family');
+  if (!(recvQueue instanceof Uint8Array) || recvQueue.length !== words[1])
+    throw new InvalidArgumentError('recvQueue must be a Buffer of skData.inqLen bytes');
+  if (!(sendQueue instanceof Uint8Array) || sendQueue.length !== words[3])
+    throw new InvalidArgumentError('sendQueue must be a Buffer of skData.outqLen bytes');
   const transferBits = transfer === true ? transferMask(recvQueue, sendQueue) : 0;
   try {
     // One native call: socket (in netns), pause, addresses, queues, restore, resume.

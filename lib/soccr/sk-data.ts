@@ -137,9 +137,11 @@ export function skDataProblem(data: unknown): string | undefined {
     }
   }
   const state = d.state as number;
-  if (!RESTORABLE_STATES.has(state)) return `sk_data.state ${state} (${tcpStateName(state) ?? 'unknown'}) cannot be restored`;
+  if (!RESTORABLE_STATES.has(state))
+    return `sk_data.state ${state} (${tcpStateName(state) ?? 'unknown'}) cannot be restored`;
   if ((d.unsqLen as number) > (d.outqLen as number)) return 'sk_data.unsqLen must not exceed outqLen';
-  if (((d.flags as number) & ~SOCCR_FLAGS_WINDOW) !== 0) return `sk_data.flags has unknown bits (${describeValue(d.flags)})`;
+  if (((d.flags as number) & ~SOCCR_FLAGS_WINDOW) !== 0)
+    return `sk_data.flags has unknown bits (${describeValue(d.flags)})`;
   return undefined;
 }
 

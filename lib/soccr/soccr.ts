@@ -18,7 +18,8 @@ export type { SweptLock } from './nft-lock';
 
 function fdOf(socketOrFd: net.Socket | number): number {
   if (typeof socketOrFd === 'number') {
-    if (!Number.isInteger(socketOrFd) || socketOrFd < 0) throw new InvalidArgumentError('fd must be a non-negative integer', 'ERR_INVALID_ARG_TYPE');
+    if (!Number.isInteger(socketOrFd) || socketOrFd < 0)
+      throw new InvalidArgumentError('fd must be a non-negative integer', 'ERR_INVALID_ARG_TYPE');
     if (socketOrFd > MAX_FD) throw new InvalidArgumentError(`fd must be at most ${MAX_FD}`, 'ERR_OUT_OF_RANGE');
     return socketOrFd;
   }
@@ -36,7 +37,8 @@ function call<T>(context: string, fn: () => T): T {
 /** A new non-blocking TCP socket fd of `family`, created inside the netns at `netns` if given. */
 export function createTcpSocket(family: 4 | 6, options: { netns?: string } = {}): number {
   if (family !== 4 && family !== 6) throw new InvalidArgumentError('family must be 4 or 6');
-  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
   if (options.netns !== undefined) checkNetnsPath(options.netns);
   return call('socket', () => soccrBinding().socketOps.tcpSocket(family, options.netns));
 }

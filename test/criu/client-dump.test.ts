@@ -88,8 +88,12 @@ describe('Criu dump/restore of a streaming TCP server (CRIU 4.2.1, private netns
       },
       async reports(serverIndex = 0) {
         const failFile = path.join(statusDir, 'client-error');
-        const client = JSON.parse(await waitForFile(path.join(statusDir, 'client.json'), 45000, failFile)) as TrafficReport;
-        const server = JSON.parse(await waitForFile(path.join(statusDir, `server-${serverIndex}.json`), 45000, failFile)) as TrafficReport;
+        const client = JSON.parse(
+          await waitForFile(path.join(statusDir, 'client.json'), 45000, failFile),
+        ) as TrafficReport;
+        const server = JSON.parse(
+          await waitForFile(path.join(statusDir, `server-${serverIndex}.json`), 45000, failFile),
+        ) as TrafficReport;
         return { client, server };
       },
     };
@@ -171,14 +175,21 @@ describe('Criu dump/restore of a streaming TCP server (CRIU 4.2.1, private netns
     fs.mkdirSync(base);
     const asked: number[] = [];
     const error = await criu
-      .preDump({ imagesDir: base, pid: pair.serverPid, ...tcpOptions, shouldContinue: (it) => asked.push(it.iteration) < 2 })
+      .preDump({
+        imagesDir: base,
+        pid: pair.serverPid,
+        ...tcpOptions,
+        shouldContinue: (it) => asked.push(it.iteration) < 2,
+      })
       .catch((e: unknown) => e);
     expect(error).toMatchObject({ name: 'CriuRequestError', code: 'ERR_CRIU_REQUEST_FAILED', requestType: 'PRE_DUMP' });
     expect((error as { logFile: string }).logFile).toBe(path.join(base, 'pre-1', 'criu-pre-dump.log'));
     expect((error as { logTail: string }).logTail).toMatch(/BUG at criu\/mem\.c/);
     expect(asked).toEqual([]);
 
-    const single = await criu.singlePreDump({ imagesDir: base, pid: pair.serverPid, ...tcpOptions }).catch((e: unknown) => e);
+    const single = await criu
+      .singlePreDump({ imagesDir: base, pid: pair.serverPid, ...tcpOptions })
+      .catch((e: unknown) => e);
     expect(single).toMatchObject({ name: 'CriuRequestError', requestType: 'SINGLE_PRE_DUMP' });
     expect(pidAlive(pair.serverPid)).toBe(true);
     const { client, server } = await pair.reports();
@@ -222,13 +233,21 @@ describe('Criu dump/restore of a streaming TCP server (CRIU 4.2.1, private netns
     fs.mkdirSync(images);
     const cause = new Error('refusing post-dump');
     const error = await criu
-      .dump({ imagesDir: images, pid: pair.serverPid, ...tcpOptions }, {
-        'post-dump': () => {
-          throw cause;
+      .dump(
+        { imagesDir: images, pid: pair.serverPid, ...tcpOptions },
+        {
+          'post-dump': () => {
+            throw cause;
+          },
         },
-      })
+      )
       .catch((e: unknown) => e);
-    expect(error).toMatchObject({ name: 'CriuNotifyHandlerError', code: 'ERR_CRIU_NOTIFY_HANDLER', script: 'post-dump', cause });
+    expect(error).toMatchObject({
+      name: 'CriuNotifyHandlerError',
+      code: 'ERR_CRIU_NOTIFY_HANDLER',
+      script: 'post-dump',
+      cause,
+    });
     expect(pidAlive(pair.serverPid)).toBe(true);
     const { client, server } = await pair.reports();
     expectExactTwoWay(client, server, { aToB: CLIENT_TO_SERVER, bToA: SERVER_TO_CLIENT });

@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import { Criu, CriuReqType, type CriuRequestMessage } from '../../lib';
 import { FIXTURES, childrenOf, fdCount, makeTempDir, removeDir } from './helpers';
 
-type Step = { recv: true } | { send: Record<string, unknown>; passFd?: string } | { sendRaw: string } | { exit: number };
+type Step =
+  { recv: true } | { send: Record<string, unknown>; passFd?: string } | { sendRaw: string } | { exit: number };
 
 describe('Criu client protocol handling (scripted swrk over a real socket)', () => {
   let dir: string;
@@ -27,7 +28,11 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
     const scenario = path.join(dir, `scenario-${id}.json`);
     fs.writeFileSync(scenario, JSON.stringify({ log: logFile, steps }));
     const wrapper = path.join(dir, `fake-criu-${id}`);
-    fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${process.execPath} ${path.join(FIXTURES, 'criu-fake-swrk.js')} ${scenario} "$@"\n`, { mode: 0o755 });
+    fs.writeFileSync(
+      wrapper,
+      `#!/bin/sh\nexec ${process.execPath} ${path.join(FIXTURES, 'criu-fake-swrk.js')} ${scenario} "$@"\n`,
+      { mode: 0o755 },
+    );
     return {
       criu: new Criu({ criuPath: wrapper }),
       log: () =>
@@ -71,7 +76,9 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
     expect(requests.map((r) => r.opts?.logFile)).toEqual(['criu-pre-dump.log', 'criu-pre-dump.log', 'criu-dump.log']);
     // leave_running belongs to the final DUMP only; every request names the pid.
     expect(requests.map((r) => r.opts?.leaveRunning)).toEqual([undefined, undefined, true]);
-    expect(requests.every((r) => r.opts?.pid === 4242 && r.opts.tcpEstablished === true && r.opts.imagesDirFd >= 0)).toBe(true);
+    expect(
+      requests.every((r) => r.opts?.pid === 4242 && r.opts.tcpEstablished === true && r.opts.imagesDirFd >= 0),
+    ).toBe(true);
     expect(fdCount()).toBe(fds);
     expect(childrenOf(process.pid)).toEqual([]);
   });
@@ -103,7 +110,11 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
     );
     expect(result.pid).toBe(777);
     expect(content).toBe('fd content');
-    expect(result.notifications).toEqual([{ script: 'orphan-pts-master' }, { script: 'query-ext-files' }, { script: 'from-the-future', pid: 9 }]);
+    expect(result.notifications).toEqual([
+      { script: 'orphan-pts-master' },
+      { script: 'query-ext-files' },
+      { script: 'from-the-future', pid: 9 },
+    ]);
     const requests = log().map((entry) => entry.req);
     expect(requests[0]).toMatchObject({ type: CriuReqType.RESTORE, opts: { notifyScripts: true } });
     expect(requests.slice(1)).toEqual([
@@ -123,7 +134,9 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
       { send: { type: CriuReqType.DUMP, success: false, crErrmsg: 'RPC client reported script error' } },
     ]);
     const cause = new Error('not now');
-    await expect(criu.dump({ imagesDir: dir, pid: 1 }, { 'pre-dump': async () => Promise.reject(cause) })).rejects.toMatchObject({
+    await expect(
+      criu.dump({ imagesDir: dir, pid: 1 }, { 'pre-dump': async () => Promise.reject(cause) }),
+    ).rejects.toMatchObject({
       code: 'ERR_CRIU_NOTIFY_HANDLER',
       script: 'pre-dump',
       cause,
@@ -133,7 +146,10 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
   });
 
   it('inheritFds and ps.fd become swrk fds 4, 5, ... and their numbers go into inherit_fd / ps.fd', async () => {
-    const { criu, log } = scripted([{ recv: true }, { send: { type: CriuReqType.RESTORE, success: true, restore: { pid: 55 } } }]);
+    const { criu, log } = scripted([
+      { recv: true },
+      { send: { type: CriuReqType.RESTORE, success: true, restore: { pid: 55 } } },
+    ]);
     const first = path.join(dir, 'first');
     const second = path.join(dir, 'second');
     const pages = path.join(dir, 'pages');
@@ -154,7 +170,11 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
       ]);
       expect(entry.req.opts?.ps).toEqual({ fd: 6 });
       // (fds 7+ are the fake's own node internals)
-      expect((entry as unknown as { extra: Record<string, string> }).extra).toMatchObject({ 4: first, 5: second, 6: pages });
+      expect((entry as unknown as { extra: Record<string, string> }).extra).toMatchObject({
+        4: first,
+        5: second,
+        6: pages,
+      });
     } finally {
       fds.forEach((fd) => fs.closeSync(fd));
     }
@@ -163,9 +183,15 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
   it('malformed, unexpected and EMPTY replies are typed errors and leave nothing behind', async () => {
     const fds = fdCount();
     const garbage = scripted([{ recv: true }, { sendRaw: 'ffffffffff' }]);
-    await expect(garbage.criu.version()).rejects.toMatchObject({ name: 'CriuProtocolError', code: 'ERR_CRIU_PROTOCOL' });
+    await expect(garbage.criu.version()).rejects.toMatchObject({
+      name: 'CriuProtocolError',
+      code: 'ERR_CRIU_PROTOCOL',
+    });
     const wrongType = scripted([{ recv: true }, { send: { type: CriuReqType.DUMP, success: true } }]);
-    await expect(wrongType.criu.check()).rejects.toMatchObject({ name: 'CriuProtocolError', code: 'ERR_CRIU_PROTOCOL' });
+    await expect(wrongType.criu.check()).rejects.toMatchObject({
+      name: 'CriuProtocolError',
+      code: 'ERR_CRIU_PROTOCOL',
+    });
     const empty = scripted([{ recv: true }, { send: { type: CriuReqType.EMPTY, success: false } }]);
     await expect(empty.criu.cpuinfoCheck({ imagesDir: dir })).rejects.toMatchObject({
       name: 'CriuRequestError',
@@ -174,14 +200,20 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
       responseType: 'EMPTY',
     });
     const silent = scripted([{ recv: true }, { exit: 255 }]);
-    await expect(silent.criu.dump({ imagesDir: dir, pid: 1 })).rejects.toMatchObject({ code: 'ERR_CRIU_EXITED', exitCode: 255 });
+    await expect(silent.criu.dump({ imagesDir: dir, pid: 1 })).rejects.toMatchObject({
+      code: 'ERR_CRIU_EXITED',
+      exitCode: 255,
+    });
     expect(fdCount()).toBe(fds);
     expect(childrenOf(process.pid)).toEqual([]);
   });
 
   it('a reply larger than any fixed buffer arrives whole', async () => {
     const errmsg = 'x'.repeat(150 * 1024);
-    const { criu } = scripted([{ recv: true }, { send: { type: CriuReqType.DUMP, success: false, crErrno: 3, crErrmsg: errmsg } }]);
+    const { criu } = scripted([
+      { recv: true },
+      { send: { type: CriuReqType.DUMP, success: false, crErrno: 3, crErrmsg: errmsg } },
+    ]);
     const error = await criu.dump({ imagesDir: dir, pid: 1 }).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'ESRCH', crErrno: 3 });
     expect((error as { crErrmsg: string }).crErrmsg).toBe(errmsg);
@@ -196,10 +228,17 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
     const fds = fdCount();
     let handlerSignal: AbortSignal | undefined;
     const error = await criu
-      .dump({ imagesDir: dir, pid: 1 }, { 'post-dump': (event) => new Promise<void>((resolve) => {
-        handlerSignal = event.signal;
-        event.signal.addEventListener('abort', () => resolve());
-      }) }, { timeoutMs: 5000 }) // long enough for the scripted swrk (a node process) to start under load
+      .dump(
+        { imagesDir: dir, pid: 1 },
+        {
+          'post-dump': (event) =>
+            new Promise<void>((resolve) => {
+              handlerSignal = event.signal;
+              event.signal.addEventListener('abort', () => resolve());
+            }),
+        },
+        { timeoutMs: 5000 },
+      ) // long enough for the scripted swrk (a node process) to start under load
       .catch((e: unknown) => e);
     expect(error).toMatchObject({ name: 'CriuTimeoutError', code: 'ERR_CRIU_TIMEOUT' });
     expect(handlerSignal).toBeDefined(); // the timeout ended the handler, not the start-up

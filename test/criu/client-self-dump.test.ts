@@ -18,9 +18,16 @@ describe('Criu self-dump (DUMP without pid) against CRIU 4.2.1', () => {
 
   beforeAll(() => {
     dir = makeTempDir('self-dump');
-    execFileSync(process.execPath, [path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(repo, 'tsconfig.build.json'), '--outDir', path.join(dir, 'pkg', 'dist')]);
+    execFileSync(process.execPath, [
+      path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc'),
+      '-p',
+      path.join(repo, 'tsconfig.build.json'),
+      '--outDir',
+      path.join(dir, 'pkg', 'dist'),
+    ]);
     // dist/ finds the addon and the schema relative to its parent, like in the package.
-    for (const name of ['build', 'proto', 'node_modules']) fs.symlinkSync(path.join(repo, name), path.join(dir, 'pkg', name));
+    for (const name of ['build', 'proto', 'node_modules'])
+      fs.symlinkSync(path.join(repo, name), path.join(dir, 'pkg', name));
   }, 120000);
 
   afterAll(async () => {
@@ -33,11 +40,15 @@ describe('Criu self-dump (DUMP without pid) against CRIU 4.2.1', () => {
     const status = path.join(dir, 'status');
     fs.mkdirSync(images);
     fs.mkdirSync(status);
-    const child = spawn(process.execPath, [path.join(FIXTURES, 'criu-self-dump.js'), path.join(dir, 'pkg', 'dist', 'index.js'), images, status], {
-      detached: true,
-      stdio: 'ignore',
-      env: { ...process.env, UV_USE_IO_URING: '0' },
-    });
+    const child = spawn(
+      process.execPath,
+      [path.join(FIXTURES, 'criu-self-dump.js'), path.join(dir, 'pkg', 'dist', 'index.js'), images, status],
+      {
+        detached: true,
+        stdio: 'ignore',
+        env: { ...process.env, UV_USE_IO_URING: '0' },
+      },
+    );
     const exit = await new Promise<{ code: number | null; signal: string | null }>((resolve) =>
       child.once('exit', (code, signal) => resolve({ code, signal })),
     );

@@ -8,7 +8,18 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Criu, CriuConnectionError } from '../../lib';
-import { FIXTURES, Netns, childrenOf, fdCount, killPid, makeTempDir, pidAlive, removeDir, sleep, waitForFile } from './helpers';
+import {
+  FIXTURES,
+  Netns,
+  childrenOf,
+  fdCount,
+  killPid,
+  makeTempDir,
+  pidAlive,
+  removeDir,
+  sleep,
+  waitForFile,
+} from './helpers';
 
 describe('Criu service mode and page servers (CRIU 4.2.1, private netns)', () => {
   let netns: Netns;
@@ -56,7 +67,9 @@ describe('Criu service mode and page servers (CRIU 4.2.1, private netns)', () =>
     const address = path.join(dir, `${name}.sock`);
     // --status-fd: CRIU writes one byte there once the socket listens (the file exists a little
     // earlier: connecting on its appearance alone raced with listen() on a loaded machine).
-    const service = spawn(wrapper, ['service', '--address', address, '--status-fd', '3'], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });
+    const service = spawn(wrapper, ['service', '--address', address, '--status-fd', '3'], {
+      stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    });
     pids.push(service.pid);
     const ready = await new Promise<boolean>((resolve) => {
       const status = service.stdio[3] as NodeJS.ReadableStream;
@@ -145,7 +158,12 @@ describe('Criu service mode and page servers (CRIU 4.2.1, private netns)', () =>
       expect(daemon.port).toBeGreaterThan(0);
       // CRIU 4.2.1 reports pid 0 for the daemon; the client leaves pid out rather than pass 0 on.
       if (daemon.pid !== undefined) pids.push(daemon.pid);
-      await criu.dump({ imagesDir: mkdir('ps-daemon-images'), pid: idle.pid, leaveRunning: true, ps: { address: '127.0.0.1', port: daemon.port } });
+      await criu.dump({
+        imagesDir: mkdir('ps-daemon-images'),
+        pid: idle.pid,
+        leaveRunning: true,
+        ps: { address: '127.0.0.1', port: daemon.port },
+      });
       expect(fs.readdirSync(pagesDir).some((name) => name.startsWith('pages-'))).toBe(true);
       await expectTicking(idle.ticks);
     } finally {

@@ -45,7 +45,11 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
   it('several clients work at once', async () => {
     const clients = [new Criu(), new Criu(), new Criu()];
     const results = await Promise.all(clients.flatMap((c) => [c.version(), c.check().then(() => 'ok')]));
-    expect(results.filter((r) => typeof r === 'object').map((v) => (v as { text: string }).text)).toEqual(['4.2.1', '4.2.1', '4.2.1']);
+    expect(results.filter((r) => typeof r === 'object').map((v) => (v as { text: string }).text)).toEqual([
+      '4.2.1',
+      '4.2.1',
+      '4.2.1',
+    ]);
     await Promise.all(clients.map((c) => c.close()));
   });
 
@@ -110,7 +114,12 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
       () => criu.dump({ imagesDir: dir, pid: 1 }, undefined, { timeoutMs: -5 }),
       () => criu.featureCheck({ memTrack: 'yes' } as never),
       () => new Criu({ mode: 'service' }),
-      () => new Criu({ mode: 'service', address: path.join(dir, 's.sock') }).dump({ imagesDir: dir, pid: 1, inheritFds: [{ key: 'k', fd: 0 }] }),
+      () =>
+        new Criu({ mode: 'service', address: path.join(dir, 's.sock') }).dump({
+          imagesDir: dir,
+          pid: 1,
+          inheritFds: [{ key: 'k', fd: 0 }],
+        }),
       () => new Criu({ mode: 'rpc' as never }),
     ];
     for (const attempt of bad) {
@@ -194,7 +203,8 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
       // swrk is gone (exited and reaped); only the task itself is still our child, and it runs.
       expect(childrenOf(process.pid)).toEqual([child.pid]);
       const before = Number(fs.readFileSync(ticks, 'utf8'));
-      for (let i = 0; i < 200 && Number(fs.readFileSync(ticks, 'utf8')) <= before; i++) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 200 && Number(fs.readFileSync(ticks, 'utf8')) <= before; i++)
+        await new Promise((r) => setTimeout(r, 20));
       expect(Number(fs.readFileSync(ticks, 'utf8'))).toBeGreaterThan(before);
     } finally {
       await killPid(child.pid);
@@ -245,7 +255,8 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
       expect(restored.pid).toBe(child.pid);
       const before = Number(fs.readFileSync(ticks, 'utf8'));
       await waitForFile(ticks); // still there
-      for (let i = 0; i < 200 && Number(fs.readFileSync(ticks, 'utf8')) <= before; i++) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 200 && Number(fs.readFileSync(ticks, 'utf8')) <= before; i++)
+        await new Promise((r) => setTimeout(r, 20));
       expect(Number(fs.readFileSync(ticks, 'utf8'))).toBeGreaterThan(before);
     } finally {
       await killPid(restoredPid);

@@ -75,7 +75,9 @@ describe('request encoding: known bytes', () => {
   it('absent optional fields are not on the wire; explicit defaults are', () => {
     expect(encodeRequest({ type: 1, opts: { imagesDirFd: 3 } }).toString('hex')).toBe('080112020803');
     expect(encodeRequest({ type: 1, opts: { imagesDirFd: 3, logLevel: 2 } }).toString('hex')).toBe('0801120408034802');
-    expect(encodeRequest({ type: 1, opts: { imagesDirFd: 3, logLevel: undefined } }).toString('hex')).toBe('080112020803');
+    expect(encodeRequest({ type: 1, opts: { imagesDirFd: 3, logLevel: undefined } }).toString('hex')).toBe(
+      '080112020803',
+    );
   });
 
   it('WAIT_PID carries pid as uint32 (field 6)', () => {
@@ -113,28 +115,47 @@ describe('response decoding: known bytes', () => {
     const errmsg = "Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\n";
     const errmsgHex = '4a5e' + Buffer.from(errmsg).toString('hex');
     expect(decodeResponse(hex('080110001a0208003803' + errmsgHex))).toEqual({
-      type: CriuReqType.DUMP, success: false, dump: { restored: false }, crErrno: 3, crErrmsg: errmsg,
+      type: CriuReqType.DUMP,
+      success: false,
+      dump: { restored: false },
+      crErrno: 3,
+      crErrmsg: errmsg,
     });
     // A failed RESTORE carries restore.pid -1 and no cr_errno.
     expect(decodeResponse(hex('08021000220b08ffffffffffffffffff01' + errmsgHex))).toEqual({
-      type: CriuReqType.RESTORE, success: false, restore: { pid: -1 }, crErrmsg: errmsg,
+      type: CriuReqType.RESTORE,
+      success: false,
+      restore: { pid: -1 },
+      crErrmsg: errmsg,
     });
     // DUMP with opts {} (no images dir at all): EBADRQC.
-    expect(decodeResponse(hex('080110001a0208003838'))).toEqual({ type: 1, success: false, dump: { restored: false }, crErrno: 56 });
+    expect(decodeResponse(hex('080110001a0208003838'))).toEqual({
+      type: 1,
+      success: false,
+      dump: { restored: false },
+      crErrno: 56,
+    });
     // WAIT_PID on a pid that is not criu's child: failure without cr_errno.
     expect(decodeResponse(hex('080b1000'))).toEqual({ type: CriuReqType.WAIT_PID, success: false });
     // FEATURE_CHECK of all three on this kernel (no soft-dirty, so no mem_track).
     expect(decodeResponse(hex('080910014206080010011801'))).toEqual({
-      type: CriuReqType.FEATURE_CHECK, success: true, features: { memTrack: false, lazyPages: true, pidfdStore: true },
+      type: CriuReqType.FEATURE_CHECK,
+      success: true,
+      features: { memTrack: false, lazyPages: true, pidfdStore: true },
     });
     // A request type CRIU does not know (42): CRIU answers EMPTY, success false.
     expect(decodeResponse(hex('08001000'))).toEqual({ type: CriuReqType.EMPTY, success: false });
   });
 
   it('decodes a failure with cr_errno and cr_errmsg', () => {
-    const msg = Buffer.from('Can\'t dump: no such process');
+    const msg = Buffer.from("Can't dump: no such process");
     const bytes = Buffer.from([0x08, 0x01, 0x10, 0x00, 0x38, 0x03, 0x4a, msg.length, ...msg]);
-    expect(decodeResponse(bytes)).toEqual({ type: CriuReqType.DUMP, success: false, crErrno: 3, crErrmsg: msg.toString() });
+    expect(decodeResponse(bytes)).toEqual({
+      type: CriuReqType.DUMP,
+      success: false,
+      crErrno: 3,
+      crErrmsg: msg.toString(),
+    });
   });
 
   it('decodes EMPTY + success false (CRIU rejecting a request)', () => {
@@ -151,9 +172,17 @@ describe('response decoding: known bytes', () => {
   it('decodes RESTORE (pid), DUMP restored=false, page server info, WAIT_PID status and features', () => {
     expect(decodeResponse(hex('0802 1001 2203 08d209'))).toEqual({ type: 2, success: true, restore: { pid: 1234 } });
     expect(decodeResponse(hex('0801 1001 1a02 0800'))).toEqual({ type: 1, success: true, dump: { restored: false } });
-    expect(decodeResponse(hex('080c 1001 3206 10901c 18e807'))).toEqual({ type: 12, success: true, ps: { port: 3600, pid: 1000 } });
+    expect(decodeResponse(hex('080c 1001 3206 10901c 18e807'))).toEqual({
+      type: 12,
+      success: true,
+      ps: { port: 3600, pid: 1000 },
+    });
     expect(decodeResponse(hex('080b 1001 5880 02'))).toEqual({ type: 11, success: true, status: 256 });
-    expect(decodeResponse(hex('0809 1001 4204 0800 1801'))).toEqual({ type: 9, success: true, features: { memTrack: false, pidfdStore: true } });
+    expect(decodeResponse(hex('0809 1001 4204 0800 1801'))).toEqual({
+      type: 9,
+      success: true,
+      features: { memTrack: false, pidfdStore: true },
+    });
   });
 
   it('decodes a negative int32 (10-byte varint)', () => {
@@ -163,10 +192,28 @@ describe('response decoding: known bytes', () => {
   it('skips unknown fields of every wire type (a newer CRIU may add fields)', () => {
     const base = hex('08031001');
     const extras = Buffer.from([
-      ...tag(100, 0), 0x96, 0x01, // varint
-      ...tag(101, 1), 1, 2, 3, 4, 5, 6, 7, 8, // fixed64
-      ...tag(102, 2), 3, 0x61, 0x62, 0x63, // length-delimited
-      ...tag(103, 5), 1, 2, 3, 4, // fixed32
+      ...tag(100, 0),
+      0x96,
+      0x01, // varint
+      ...tag(101, 1),
+      1,
+      2,
+      3,
+      4,
+      5,
+      6,
+      7,
+      8, // fixed64
+      ...tag(102, 2),
+      3,
+      0x61,
+      0x62,
+      0x63, // length-delimited
+      ...tag(103, 5),
+      1,
+      2,
+      3,
+      4, // fixed32
     ]);
     expect(decodeResponse(Buffer.concat([base, extras]))).toEqual({ type: 3, success: true });
     expect(decodeResponse(Buffer.concat([extras, base]))).toEqual({ type: 3, success: true });
@@ -174,7 +221,10 @@ describe('response decoding: known bytes', () => {
 
   it('accepts a Uint8Array view with an offset into a larger buffer', () => {
     const backing = Buffer.from('ffff08031001ffff', 'hex');
-    expect(decodeResponse(new Uint8Array(backing.buffer, backing.byteOffset + 2, 4))).toEqual({ type: 3, success: true });
+    expect(decodeResponse(new Uint8Array(backing.buffer, backing.byteOffset + 2, 4))).toEqual({
+      type: 3,
+      success: true,
+    });
   });
 });
 
@@ -200,7 +250,10 @@ describe('malformed responses throw CriuProtocolError', () => {
 
   it('a wire type that does not match the field', () => {
     expectProtocolError(Buffer.from([...tag(1, 2), 1, 1, 0x10, 1]), /type \(field 1\): wire type 2, expected 0/);
-    expectProtocolError(Buffer.from([0x08, 0x01, 0x10, 0x01, ...tag(9, 0), 1]), /crErrmsg \(field 9\): wire type 0, expected 2/);
+    expectProtocolError(
+      Buffer.from([0x08, 0x01, 0x10, 0x01, ...tag(9, 0), 1]),
+      /crErrmsg \(field 9\): wire type 0, expected 2/,
+    );
     expectProtocolError(Buffer.from([0x08, 0x01, 0x10, 0x01, ...tag(4, 0), 1]), /restore \(field 4\)/);
   });
 
@@ -276,7 +329,11 @@ describe('malformed responses throw CriuProtocolError', () => {
   });
 
   it('rejects a non-Uint8Array argument with InvalidArgumentError', () => {
-    expectInvalid(() => decodeResponse('0803' as unknown as Uint8Array), 'ERR_INVALID_ARG_TYPE', /must be a Uint8Array/);
+    expectInvalid(
+      () => decodeResponse('0803' as unknown as Uint8Array),
+      'ERR_INVALID_ARG_TYPE',
+      /must be a Uint8Array/,
+    );
   });
 
   it('errors are NodeCriuErrors with the underlying protobufjs error as cause', () => {
@@ -289,7 +346,11 @@ describe('malformed responses throw CriuProtocolError', () => {
 describe('encoding validates first', () => {
   it('required fields', () => {
     expectInvalid(() => encodeRequest({} as CriuRequestMessage), 'ERR_INVALID_ARG_VALUE', /criu_req.type is required/);
-    expectInvalid(() => encodeRequest({ type: 1, opts: {} as never }), 'ERR_INVALID_ARG_VALUE', /criu_req.opts.imagesDirFd is required/);
+    expectInvalid(
+      () => encodeRequest({ type: 1, opts: {} as never }),
+      'ERR_INVALID_ARG_VALUE',
+      /criu_req.opts.imagesDirFd is required/,
+    );
     expectInvalid(
       () => encodeRequest({ type: 1, opts: { imagesDirFd: 1, inheritFd: [{ key: 'k' } as never] } }),
       'ERR_INVALID_ARG_VALUE',
@@ -300,23 +361,67 @@ describe('encoding validates first', () => {
       'ERR_INVALID_ARG_VALUE',
       /joinNs\[0\].nsFile is required/,
     );
-    expectInvalid(() => encodeResponse({ type: 1 } as CriuResponseMessage), 'ERR_INVALID_ARG_VALUE', /criu_resp.success is required/);
-    expectInvalid(() => encodeResponse({ type: 2, success: true, restore: {} as never }), 'ERR_INVALID_ARG_VALUE', /restore.pid is required/);
+    expectInvalid(
+      () => encodeResponse({ type: 1 } as CriuResponseMessage),
+      'ERR_INVALID_ARG_VALUE',
+      /criu_resp.success is required/,
+    );
+    expectInvalid(
+      () => encodeResponse({ type: 2, success: true, restore: {} as never }),
+      'ERR_INVALID_ARG_VALUE',
+      /restore.pid is required/,
+    );
   });
 
   it('types, ranges, enum numbers and unknown keys', () => {
-    expectInvalid(() => encodeRequest({ type: 99 as CriuReqType }), 'ERR_INVALID_ARG_VALUE', /99 is not a criu_req_type value/);
+    expectInvalid(
+      () => encodeRequest({ type: 99 as CriuReqType }),
+      'ERR_INVALID_ARG_VALUE',
+      /99 is not a criu_req_type value/,
+    );
     expectInvalid(() => encodeRequest({ type: '1' as never }), 'ERR_INVALID_ARG_TYPE', /criu_req_type number/);
-    expectInvalid(() => encodeRequest({ type: 1, keepOpen: 1 as never }), 'ERR_INVALID_ARG_TYPE', /keepOpen must be a boolean/);
-    expectInvalid(() => encodeRequest({ type: 1, opts: { imagesDirFd: 2 ** 31 } }), 'ERR_OUT_OF_RANGE', /imagesDirFd must be an int32/);
-    expectInvalid(() => encodeRequest({ type: 1, opts: { imagesDirFd: 1.5 } }), 'ERR_INVALID_ARG_TYPE', /must be an integer/);
+    expectInvalid(
+      () => encodeRequest({ type: 1, keepOpen: 1 as never }),
+      'ERR_INVALID_ARG_TYPE',
+      /keepOpen must be a boolean/,
+    );
+    expectInvalid(
+      () => encodeRequest({ type: 1, opts: { imagesDirFd: 2 ** 31 } }),
+      'ERR_OUT_OF_RANGE',
+      /imagesDirFd must be an int32/,
+    );
+    expectInvalid(
+      () => encodeRequest({ type: 1, opts: { imagesDirFd: 1.5 } }),
+      'ERR_INVALID_ARG_TYPE',
+      /must be an integer/,
+    );
     expectInvalid(() => encodeRequest({ type: 11, pid: -1 }), 'ERR_OUT_OF_RANGE', /pid must be an uint32/);
     expectInvalid(() => encodeRequest({ type: 11, pid: 2 ** 32 }), 'ERR_OUT_OF_RANGE', /pid must be an uint32/);
-    expectInvalid(() => encodeRequest({ type: 1, opts: { imagesDirFd: 1, networkLock: 4 as never } }), 'ERR_INVALID_ARG_VALUE', /not a criu_network_lock_method/);
-    expectInvalid(() => encodeRequest({ type: 1, opts: { imagesDirFd: 1, external: 'unix[1]' as never } }), 'ERR_INVALID_ARG_TYPE', /external must be an array/);
-    expectInvalid(() => encodeRequest({ type: 1, opts: { imagesDirFd: 1, external: [1 as never] } }), 'ERR_INVALID_ARG_TYPE', /external\[0\] must be a string/);
-    expectInvalid(() => encodeRequest({ type: 1, opts: { imagesDirFd: 1, leaveRuning: true } as never }), 'ERR_INVALID_ARG_VALUE', /leaveRuning is not a field of criu_opts/);
-    expectInvalid(() => encodeRequest({ type: 1, opts: null as never }), 'ERR_INVALID_ARG_TYPE', /opts must be a criu_opts object, got null/);
+    expectInvalid(
+      () => encodeRequest({ type: 1, opts: { imagesDirFd: 1, networkLock: 4 as never } }),
+      'ERR_INVALID_ARG_VALUE',
+      /not a criu_network_lock_method/,
+    );
+    expectInvalid(
+      () => encodeRequest({ type: 1, opts: { imagesDirFd: 1, external: 'unix[1]' as never } }),
+      'ERR_INVALID_ARG_TYPE',
+      /external must be an array/,
+    );
+    expectInvalid(
+      () => encodeRequest({ type: 1, opts: { imagesDirFd: 1, external: [1 as never] } }),
+      'ERR_INVALID_ARG_TYPE',
+      /external\[0\] must be a string/,
+    );
+    expectInvalid(
+      () => encodeRequest({ type: 1, opts: { imagesDirFd: 1, leaveRuning: true } as never }),
+      'ERR_INVALID_ARG_VALUE',
+      /leaveRuning is not a field of criu_opts/,
+    );
+    expectInvalid(
+      () => encodeRequest({ type: 1, opts: null as never }),
+      'ERR_INVALID_ARG_TYPE',
+      /opts must be a criu_opts object, got null/,
+    );
     expectInvalid(() => encodeRequest(null as never), 'ERR_INVALID_ARG_TYPE', /criu_req must be a criu_req object/);
   });
 });
@@ -347,7 +452,10 @@ describe('round trips', () => {
   });
 
   it('a large request: 2,000 external entries (about 90 KB)', () => {
-    const external = Array.from({ length: 2000 }, (_, i) => `unix[${1000000 + i}]:/run/some/fairly/long/socket/path-${i}`);
+    const external = Array.from(
+      { length: 2000 },
+      (_, i) => `unix[${1000000 + i}]:/run/some/fairly/long/socket/path-${i}`,
+    );
     const req: CriuRequestMessage = { type: CriuReqType.DUMP, opts: { imagesDirFd: 3, pid: 1, external } };
     const bytes = encodeRequest(req);
     expect(bytes.length).toBeGreaterThan(80_000);

@@ -79,10 +79,45 @@ export class Netns {
     const table = `ncr_rst_${port}`;
     this.nft(['add', 'table', 'inet', table]);
     this.nft(['add', 'chain', 'inet', table, 'out', '{ type filter hook output priority 0 ; }']);
-    this.nft(['add', 'rule', 'inet', table, 'out', 'tcp', 'sport', String(port), 'tcp', 'flags', '&', 'rst', '==', 'rst', 'counter']);
-    this.nft(['add', 'rule', 'inet', table, 'out', 'tcp', 'dport', String(port), 'tcp', 'flags', '&', 'rst', '==', 'rst', 'counter']);
+    this.nft([
+      'add',
+      'rule',
+      'inet',
+      table,
+      'out',
+      'tcp',
+      'sport',
+      String(port),
+      'tcp',
+      'flags',
+      '&',
+      'rst',
+      '==',
+      'rst',
+      'counter',
+    ]);
+    this.nft([
+      'add',
+      'rule',
+      'inet',
+      table,
+      'out',
+      'tcp',
+      'dport',
+      String(port),
+      'tcp',
+      'flags',
+      '&',
+      'rst',
+      '==',
+      'rst',
+      'counter',
+    ]);
     return () =>
-      [...this.nft(['list', 'chain', 'inet', table, 'out']).matchAll(/counter packets (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+      [...this.nft(['list', 'chain', 'inet', table, 'out']).matchAll(/counter packets (\d+)/g)].reduce(
+        (sum, m) => sum + Number(m[1]),
+        0,
+      );
   }
 
   remove(): void {
@@ -144,12 +179,7 @@ export async function waitForFile(file: string, timeoutMs = 30000, failFile?: st
 /** The direct children of `pid` (from /proc/<pid>/task/<pid>/children). */
 export function childrenOf(pid: number): number[] {
   try {
-    return fs
-      .readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
-      .trim()
-      .split(/\s+/)
-      .filter(Boolean)
-      .map(Number);
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
   } catch {
     return [];
   }

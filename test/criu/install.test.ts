@@ -16,7 +16,11 @@ import { criuCacheDir, criuRoot, ensureCriu, INSTALL_CRIU_SCRIPT, locateCriu } f
 const CACHE = criuCacheDir();
 const WRAPPER = path.join(CACHE, 'bin', 'criu');
 
-function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; stderr: string } {
+function run(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): { status: number | null; stdout: string; stderr: string } {
   const result = spawnSync(command, args, { env, encoding: 'utf8', timeout: 600_000 });
   if (result.error) throw result.error;
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
@@ -61,7 +65,9 @@ beforeAll(() => {
   trapLog = path.join(scratch, 'trap.log');
   fs.mkdirSync(trapBin);
   for (const tool of ['debootstrap', 'apt-get', 'apt', 'wget', 'curl']) {
-    fs.writeFileSync(path.join(trapBin, tool), `#!/bin/sh\necho "${tool} $*" >> '${trapLog}'\nexit 1\n`, { mode: 0o755 });
+    fs.writeFileSync(path.join(trapBin, tool), `#!/bin/sh\necho "${tool} $*" >> '${trapLog}'\nexit 1\n`, {
+      mode: 0o755,
+    });
   }
 });
 
@@ -95,7 +101,11 @@ describe('scripts/install-criu.sh', () => {
 
   it('records what it installed in the state file', () => {
     const state = Object.fromEntries(
-      fs.readFileSync(path.join(CACHE, 'state'), 'utf8').trim().split('\n').map((line) => line.split(/=(.*)/s).slice(0, 2)),
+      fs
+        .readFileSync(path.join(CACHE, 'state'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((line) => line.split(/=(.*)/s).slice(0, 2)),
     );
     expect(['root', 'system']).toContain(state.source);
     expect(atLeast42(state.version)).toBe(true);
@@ -103,7 +113,11 @@ describe('scripts/install-criu.sh', () => {
   });
 
   it('--print-path and --print-root print the cache paths', () => {
-    expect(run('bash', [INSTALL_CRIU_SCRIPT, '--print-path'])).toEqual({ status: 0, stdout: `${WRAPPER}\n`, stderr: '' });
+    expect(run('bash', [INSTALL_CRIU_SCRIPT, '--print-path'])).toEqual({
+      status: 0,
+      stdout: `${WRAPPER}\n`,
+      stderr: '',
+    });
     const root = run('bash', [INSTALL_CRIU_SCRIPT, '--print-root']);
     expect(root.status).toBe(0);
     expect(root.stdout.trim()).toBe(criuRoot());
@@ -181,7 +195,13 @@ waitpid($pid, 0); print "spawner $?\\n";
     expect([version.version!.majorNumber, version.version!.minorNumber]).toEqual([major, minor]);
     expect(decodeResponse(Buffer.from(checkHex, 'hex'))).toEqual({ type: CriuReqType.CHECK, success: true });
     expect(eof).toBe('eof');
-    const swrk = JSON.parse(status) as { mine: string; theirs: string; code: number; signal: string | null; stderr: string };
+    const swrk = JSON.parse(status) as {
+      mine: string;
+      theirs: string;
+      code: number;
+      signal: string | null;
+      stderr: string;
+    };
     expect(swrk.theirs).toMatch(/^socket:\[\d+\]$/);
     expect(swrk.theirs).toBe(swrk.mine);
     expect({ code: swrk.code, signal: swrk.signal }).toEqual({ code: 0, signal: null });
@@ -210,14 +230,27 @@ describe('install-criu.sh: which criu it picks', () => {
     return cache;
   }
 
-  function install(cache: string, systemDir: string, extraEnv: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
-    const env = { ...process.env, NODE_CRIU_CACHE_DIR: cache, PATH: `${trapBin}:${systemDir}:${process.env.PATH}`, ...extraEnv };
+  function install(
+    cache: string,
+    systemDir: string,
+    extraEnv: NodeJS.ProcessEnv = {},
+  ): { status: number | null; stdout: string; stderr: string } {
+    const env = {
+      ...process.env,
+      NODE_CRIU_CACHE_DIR: cache,
+      PATH: `${trapBin}:${systemDir}:${process.env.PATH}`,
+      ...extraEnv,
+    };
     return run('bash', [INSTALL_CRIU_SCRIPT], env);
   }
 
   function state(cache: string): Record<string, string> {
     return Object.fromEntries(
-      fs.readFileSync(path.join(cache, 'state'), 'utf8').trim().split('\n').map((line) => line.split(/=(.*)/s).slice(0, 2)),
+      fs
+        .readFileSync(path.join(cache, 'state'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((line) => line.split(/=(.*)/s).slice(0, 2)),
     );
   }
 
@@ -261,9 +294,20 @@ describe('locateCriu', () => {
 
   beforeAll(() => {
     const base = path.join(scratch, 'locate');
-    dirs = { option: path.join(base, 'option'), env: path.join(base, 'env'), cache: path.join(base, 'cache'), pathDir: path.join(base, 'path') };
-    for (const dir of [dirs.option, dirs.env, path.join(dirs.cache, 'bin'), dirs.pathDir]) fs.mkdirSync(dir, { recursive: true });
-    for (const file of [path.join(dirs.option, 'criu'), path.join(dirs.env, 'criu'), path.join(dirs.cache, 'bin', 'criu'), path.join(dirs.pathDir, 'criu')]) {
+    dirs = {
+      option: path.join(base, 'option'),
+      env: path.join(base, 'env'),
+      cache: path.join(base, 'cache'),
+      pathDir: path.join(base, 'path'),
+    };
+    for (const dir of [dirs.option, dirs.env, path.join(dirs.cache, 'bin'), dirs.pathDir])
+      fs.mkdirSync(dir, { recursive: true });
+    for (const file of [
+      path.join(dirs.option, 'criu'),
+      path.join(dirs.env, 'criu'),
+      path.join(dirs.cache, 'bin', 'criu'),
+      path.join(dirs.pathDir, 'criu'),
+    ]) {
       fs.writeFileSync(file, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
     }
     fs.writeFileSync(path.join(dirs.cache, 'state'), 'source=root\nversion=4.2.1\ncriu=/x\n');
@@ -286,7 +330,10 @@ describe('locateCriu', () => {
   it('options.criuPath beats CRIU_PATH beats the cache beats PATH', () => {
     const all = { criuPath: path.join(dirs.env, 'criu'), cache: dirs.cache, pathDirs: `/nonexistent:${dirs.pathDir}` };
     setEnv(all);
-    expect(locateCriu({ criuPath: path.join(dirs.option, 'criu') })).toEqual({ path: path.join(dirs.option, 'criu'), source: 'option' });
+    expect(locateCriu({ criuPath: path.join(dirs.option, 'criu') })).toEqual({
+      path: path.join(dirs.option, 'criu'),
+      source: 'option',
+    });
     expect(locateCriu()).toEqual({ path: path.join(dirs.env, 'criu'), source: 'env' });
     setEnv({ ...all, criuPath: undefined });
     expect(locateCriu()).toEqual({ path: path.join(dirs.cache, 'bin', 'criu'), source: 'cache', version: '4.2.1' });
@@ -304,9 +351,14 @@ describe('locateCriu', () => {
     expect(locateCriu().source).toBe('path');
   });
 
-  it("throws ERR_CRIU_NOT_FOUND for a bogus criuPath, without falling back", () => {
+  it('throws ERR_CRIU_NOT_FOUND for a bogus criuPath, without falling back', () => {
     setEnv({ cache: dirs.cache, pathDirs: dirs.pathDir });
-    for (const bogus of [path.join(scratch, 'does-not-exist'), dirs.option, path.join(scratch, 'trap.log-not-executable'), '']) {
+    for (const bogus of [
+      path.join(scratch, 'does-not-exist'),
+      dirs.option,
+      path.join(scratch, 'trap.log-not-executable'),
+      '',
+    ]) {
       if (bogus.endsWith('not-executable')) fs.writeFileSync(bogus, 'x', { mode: 0o644 });
       let caught: unknown;
       try {
@@ -322,7 +374,12 @@ describe('locateCriu', () => {
 
   it('throws ERR_CRIU_NOT_FOUND for a bogus CRIU_PATH, and lists every place when nothing is found', () => {
     setEnv({ criuPath: '/nonexistent/criu', cache: dirs.cache, pathDirs: dirs.pathDir });
-    expect(() => locateCriu()).toThrow(expect.objectContaining({ code: 'ERR_CRIU_NOT_FOUND', message: expect.stringContaining('CRIU_PATH=/nonexistent/criu') }));
+    expect(() => locateCriu()).toThrow(
+      expect.objectContaining({
+        code: 'ERR_CRIU_NOT_FOUND',
+        message: expect.stringContaining('CRIU_PATH=/nonexistent/criu'),
+      }),
+    );
     setEnv({});
     let caught: unknown;
     try {
@@ -333,7 +390,12 @@ describe('locateCriu', () => {
     expect(caught).toBeInstanceOf(CriuConnectionError);
     expect((caught as CriuConnectionError).code).toBe('ERR_CRIU_NOT_FOUND');
     const message = (caught as Error).message;
-    for (const part of ['options.criuPath (not given)', 'CRIU_PATH (not set)', path.join(scratch, 'no-such-cache', 'bin', 'criu'), 'criu on PATH']) {
+    for (const part of [
+      'options.criuPath (not given)',
+      'CRIU_PATH (not set)',
+      path.join(scratch, 'no-such-cache', 'bin', 'criu'),
+      'criu on PATH',
+    ]) {
       expect(message).toContain(part);
     }
   });
@@ -351,7 +413,10 @@ describe('locateCriu', () => {
     fs.mkdirSync(cache);
     fs.symlinkSync(realRoot!, path.join(cache, 'root'));
     // Only PATH dirs without a criu, so the lookup falls through to the install; trapBin first.
-    const pathDirs = [trapBin, ...(savedEnv.PATH ?? '').split(':').filter((d) => d !== '' && !fs.existsSync(path.join(d, 'criu')))].join(':');
+    const pathDirs = [
+      trapBin,
+      ...(savedEnv.PATH ?? '').split(':').filter((d) => d !== '' && !fs.existsSync(path.join(d, 'criu'))),
+    ].join(':');
     setEnv({ cache, pathDirs });
     process.env.NODE_CRIU_USE_SYSTEM = '0';
     try {

@@ -5,7 +5,13 @@
 import * as protobuf from 'protobufjs';
 
 import { criuRpcRoot, decodeRequest, encodeRequest } from '../../lib/criu/codec';
-import { CriuCgMode, CriuNetworkLockMethod, CriuPreDumpMode, CriuReqType, type CriuOptsMessage } from '../../lib/criu/messages';
+import {
+  CriuCgMode,
+  CriuNetworkLockMethod,
+  CriuPreDumpMode,
+  CriuReqType,
+  type CriuOptsMessage,
+} from '../../lib/criu/messages';
 import { CRIU_OPTION_NAMES, toCriuOpts, validateCriuOptions, type CriuOptions } from '../../lib/criu/options';
 import { InvalidArgumentError } from '../../lib/errors';
 
@@ -57,7 +63,10 @@ const everyOption: Required<CriuOptions> = {
   irmapScanPaths: ['/usr/lib'],
   external: ['unix[999]', 'mnt[/x]:y'],
   emptyNs: 0x40000000,
-  joinNs: [{ ns: 'net', nsFile: '/run/netns/a', extraOpt: 'x' }, { ns: 'uts', nsFile: '/proc/1/ns/uts' }],
+  joinNs: [
+    { ns: 'net', nsFile: '/run/netns/a', extraOpt: 'x' },
+    { ns: 'uts', nsFile: '/proc/1/ns/uts' },
+  ],
   cgroupProps: 'cpu: {}',
   cgroupPropsFile: '/etc/props.yaml',
   cgroupDumpController: ['cpu', 'memory'],
@@ -135,7 +144,10 @@ const expectedMessage: CriuOptsMessage = {
   irmapScanPaths: ['/usr/lib'],
   external: ['unix[999]', 'mnt[/x]:y'],
   emptyNs: 0x40000000,
-  joinNs: [{ ns: 'net', nsFile: '/run/netns/a', extraOpt: 'x' }, { ns: 'uts', nsFile: '/proc/1/ns/uts' }],
+  joinNs: [
+    { ns: 'net', nsFile: '/run/netns/a', extraOpt: 'x' },
+    { ns: 'uts', nsFile: '/proc/1/ns/uts' },
+  ],
   cgroupProps: 'cpu: {}',
   cgroupPropsFile: '/etc/props.yaml',
   cgroupDumpController: ['cpu', 'memory'],
@@ -190,7 +202,9 @@ describe('toCriuOpts mapping', () => {
   it('reaches every criu_opts field of the schema except images_dir (sent only without an fd)', () => {
     const optsType = criuRpcRoot().lookupType('criu_opts');
     const mapped = toCriuOpts(everyOption, resolvedFds) as unknown as Record<string, unknown>;
-    const unreached = optsType.fieldsArray.map((f: protobuf.Field) => f.name).filter((name) => mapped[name] === undefined);
+    const unreached = optsType.fieldsArray
+      .map((f: protobuf.Field) => f.name)
+      .filter((name) => mapped[name] === undefined);
     expect(unreached).toEqual(['imagesDir']);
     const pathMode = toCriuOpts({ imagesDir: '/img' }) as unknown as Record<string, unknown>;
     expect(pathMode.imagesDir).toBe('/img');
@@ -216,14 +230,18 @@ describe('toCriuOpts mapping', () => {
   });
 
   it('maps every enum name', () => {
-    expect((['iptables', 'nftables', 'skip'] as const).map((networkLock) => toCriuOpts({ networkLock }).networkLock)).toEqual([1, 2, 3]);
+    expect(
+      (['iptables', 'nftables', 'skip'] as const).map((networkLock) => toCriuOpts({ networkLock }).networkLock),
+    ).toEqual([1, 2, 3]);
     expect(
       (['ignore', 'none', 'props', 'soft', 'full', 'strict', 'default'] as const).map(
         (manageCgroupsMode) => toCriuOpts({ manageCgroupsMode }).manageCgroupsMode,
       ),
     ).toEqual([0, 1, 2, 3, 4, 5, 6]);
     expect((['splice', 'read'] as const).map((preDumpMode) => toCriuOpts({ preDumpMode }).preDumpMode)).toEqual([1, 2]);
-    expect((['writeback', 'direct'] as const).map((imageIoMode) => toCriuOpts({ imageIoMode }).imageIoMode)).toEqual([0, 1]);
+    expect((['writeback', 'direct'] as const).map((imageIoMode) => toCriuOpts({ imageIoMode }).imageIoMode)).toEqual([
+      0, 1,
+    ]);
   });
 
   it('copies arrays, so later changes to the options do not change the message', () => {
@@ -254,7 +272,12 @@ describe('validation', () => {
     ['pid as a string', { pid: '12' }, 'ERR_INVALID_ARG_TYPE', /pid must be an integer/],
     ['pid NaN', { pid: NaN }, 'ERR_INVALID_ARG_TYPE', /pid must be an integer/],
     ['logLevel 5', { logLevel: 5 }, 'ERR_OUT_OF_RANGE', /logLevel must be in 0\.\.4/],
-    ['logFile with a slash', { logFile: 'logs/dump.log' }, 'ERR_INVALID_ARG_VALUE', /logFile must be a file name without '\/'/],
+    [
+      'logFile with a slash',
+      { logFile: 'logs/dump.log' },
+      'ERR_INVALID_ARG_VALUE',
+      /logFile must be a file name without '\/'/,
+    ],
     ['logFile ..', { logFile: '..' }, 'ERR_INVALID_ARG_VALUE', /logFile must be a file name/],
     ['logFile empty', { logFile: '' }, 'ERR_INVALID_ARG_VALUE', /logFile must not be empty/],
     ['imagesDir with NUL', { imagesDir: '/tmp/a\0b' }, 'ERR_INVALID_ARG_VALUE', /imagesDir must not contain NUL/],
@@ -265,22 +288,82 @@ describe('validation', () => {
     ['ps unknown key', { ps: { host: 'x' } }, 'ERR_INVALID_ARG_VALUE', /ps\.host is not a known option/],
     ['ps port 65536', { ps: { port: 65536 } }, 'ERR_OUT_OF_RANGE', /ps\.port must be in 0\.\.65535/],
     ['ps fd -1', { ps: { fd: -1 } }, 'ERR_OUT_OF_RANGE', /ps\.fd must be in 0\.\./],
-    ['networkLock unknown', { networkLock: 'ipt' }, 'ERR_INVALID_ARG_VALUE', /networkLock must be one of 'iptables', 'nftables', 'skip', got 'ipt'/],
+    [
+      'networkLock unknown',
+      { networkLock: 'ipt' },
+      'ERR_INVALID_ARG_VALUE',
+      /networkLock must be one of 'iptables', 'nftables', 'skip', got 'ipt'/,
+    ],
     ['networkLock as a number', { networkLock: 2 }, 'ERR_INVALID_ARG_TYPE', /networkLock must be a string/],
-    ['manageCgroupsMode unknown', { manageCgroupsMode: 'cg_none' }, 'ERR_INVALID_ARG_VALUE', /manageCgroupsMode must be one of/],
-    ['preDumpMode vm_read', { preDumpMode: 'vm_read' }, 'ERR_INVALID_ARG_VALUE', /preDumpMode must be one of 'splice', 'read'/],
+    [
+      'manageCgroupsMode unknown',
+      { manageCgroupsMode: 'cg_none' },
+      'ERR_INVALID_ARG_VALUE',
+      /manageCgroupsMode must be one of/,
+    ],
+    [
+      'preDumpMode vm_read',
+      { preDumpMode: 'vm_read' },
+      'ERR_INVALID_ARG_VALUE',
+      /preDumpMode must be one of 'splice', 'read'/,
+    ],
     ['imageIoMode unknown', { imageIoMode: 'sync' }, 'ERR_INVALID_ARG_VALUE', /imageIoMode must be one of/],
-    ['an inherited prototype key is not an enum name', { networkLock: 'toString' }, 'ERR_INVALID_ARG_VALUE', /networkLock must be one of/],
-    ['inheritFds not an array', { inheritFds: { key: 'a', fd: 3 } }, 'ERR_INVALID_ARG_TYPE', /inheritFds must be an array/],
-    ['inheritFds missing fd', { inheritFds: [{ key: 'a' }] }, 'ERR_INVALID_ARG_VALUE', /inheritFds\[0\]\.fd is required/],
-    ['inheritFds negative fd', { inheritFds: [{ key: 'a', fd: -1 }] }, 'ERR_OUT_OF_RANGE', /inheritFds\[0\]\.fd must be in/],
-    ['inheritFds empty key', { inheritFds: [{ key: '', fd: 3 }] }, 'ERR_INVALID_ARG_VALUE', /inheritFds\[0\]\.key must not be empty/],
-    ['inheritFds duplicate key', { inheritFds: [{ key: 'a', fd: 3 }, { key: 'a', fd: 4 }] }, 'ERR_INVALID_ARG_VALUE', /inheritFds\[1\]\.key 'a' appears twice/],
+    [
+      'an inherited prototype key is not an enum name',
+      { networkLock: 'toString' },
+      'ERR_INVALID_ARG_VALUE',
+      /networkLock must be one of/,
+    ],
+    [
+      'inheritFds not an array',
+      { inheritFds: { key: 'a', fd: 3 } },
+      'ERR_INVALID_ARG_TYPE',
+      /inheritFds must be an array/,
+    ],
+    [
+      'inheritFds missing fd',
+      { inheritFds: [{ key: 'a' }] },
+      'ERR_INVALID_ARG_VALUE',
+      /inheritFds\[0\]\.fd is required/,
+    ],
+    [
+      'inheritFds negative fd',
+      { inheritFds: [{ key: 'a', fd: -1 }] },
+      'ERR_OUT_OF_RANGE',
+      /inheritFds\[0\]\.fd must be in/,
+    ],
+    [
+      'inheritFds empty key',
+      { inheritFds: [{ key: '', fd: 3 }] },
+      'ERR_INVALID_ARG_VALUE',
+      /inheritFds\[0\]\.key must not be empty/,
+    ],
+    [
+      'inheritFds duplicate key',
+      {
+        inheritFds: [
+          { key: 'a', fd: 3 },
+          { key: 'a', fd: 4 },
+        ],
+      },
+      'ERR_INVALID_ARG_VALUE',
+      /inheritFds\[1\]\.key 'a' appears twice/,
+    ],
     ['veths missing ifOut', { veths: [{ ifIn: 'a' }] }, 'ERR_INVALID_ARG_VALUE', /veths\[0\]\.ifOut is required/],
-    ['extMnt unknown key', { extMnt: [{ key: 'a', val: 'b', value: 'c' }] }, 'ERR_INVALID_ARG_VALUE', /extMnt\[0\]\.value is not a known option/],
+    [
+      'extMnt unknown key',
+      { extMnt: [{ key: 'a', val: 'b', value: 'c' }] },
+      'ERR_INVALID_ARG_VALUE',
+      /extMnt\[0\]\.value is not a known option/,
+    ],
     ['cgRoot without path', { cgRoot: [{ ctrl: 'cpu' }] }, 'ERR_INVALID_ARG_VALUE', /cgRoot\[0\]\.path is required/],
     ['joinNs missing nsFile', { joinNs: [{ ns: 'net' }] }, 'ERR_INVALID_ARG_VALUE', /joinNs\[0\]\.nsFile is required/],
-    ['joinNs extraOpt not a string', { joinNs: [{ ns: 'net', nsFile: '/x', extraOpt: 1 }] }, 'ERR_INVALID_ARG_TYPE', /joinNs\[0\]\.extraOpt must be a string/],
+    [
+      'joinNs extraOpt not a string',
+      { joinNs: [{ ns: 'net', nsFile: '/x', extraOpt: 1 }] },
+      'ERR_INVALID_ARG_TYPE',
+      /joinNs\[0\]\.extraOpt must be a string/,
+    ],
     ['external as a string', { external: 'unix[1]' }, 'ERR_INVALID_ARG_TYPE', /external must be an array/],
     ['external with a number', { external: ['unix[1]', 2] }, 'ERR_INVALID_ARG_TYPE', /external\[1\] must be a string/],
     ['execCmd with an empty string', { execCmd: [''] }, 'ERR_INVALID_ARG_VALUE', /execCmd\[0\] must not be empty/],
@@ -288,7 +371,12 @@ describe('validation', () => {
     ['cpuCap 2^32', { cpuCap: 2 ** 32 }, 'ERR_OUT_OF_RANGE', /cpuCap must be in 0\.\.4294967295/],
     ['ghostLimit negative', { ghostLimit: -1 }, 'ERR_OUT_OF_RANGE', /ghostLimit must be in/],
     ['timeout negative', { timeout: -5 }, 'ERR_OUT_OF_RANGE', /timeout must be in/],
-    ['emptyNs other than CLONE_NEWNET', { emptyNs: 0x20000000 }, 'ERR_INVALID_ARG_VALUE', /emptyNs accepts only CLONE_NEWNET/],
+    [
+      'emptyNs other than CLONE_NEWNET',
+      { emptyNs: 0x20000000 },
+      'ERR_INVALID_ARG_VALUE',
+      /emptyNs accepts only CLONE_NEWNET/,
+    ],
     ['statusFd negative', { statusFd: -1 }, 'ERR_OUT_OF_RANGE', /statusFd must be in/],
     ['pidfdStoreSk not an integer', { pidfdStoreSk: 3.3 }, 'ERR_INVALID_ARG_TYPE', /pidfdStoreSk must be an integer/],
   ];
@@ -310,13 +398,21 @@ describe('validation', () => {
   it('rejects fd plumbing that was not resolved', () => {
     expectInvalid(() => toCriuOpts({ workDir: '/w' }), 'ERR_INVALID_ARG_VALUE', /workDir needs resolved\.workDirFd/);
     expectInvalid(() => toCriuOpts({ ps: { fd: 7 } }), 'ERR_INVALID_ARG_VALUE', /ps\.fd needs resolved\.psFd/);
-    expectInvalid(() => toCriuOpts({ inheritFds: [{ key: 'a', fd: 3 }] }), 'ERR_INVALID_ARG_VALUE', /has 0 entries for 1 inheritFds/);
+    expectInvalid(
+      () => toCriuOpts({ inheritFds: [{ key: 'a', fd: 3 }] }),
+      'ERR_INVALID_ARG_VALUE',
+      /has 0 entries for 1 inheritFds/,
+    );
     expectInvalid(
       () => toCriuOpts({ inheritFds: [{ key: 'a', fd: 3 }] }, { inheritFdNumbers: [3, 4] }),
       'ERR_INVALID_ARG_VALUE',
       /has 2 entries for 1 inheritFds/,
     );
-    expectInvalid(() => toCriuOpts({}, { imagesDirFd: -1 }), 'ERR_INVALID_ARG_VALUE', /resolved\.imagesDirFd must be an fd number/);
+    expectInvalid(
+      () => toCriuOpts({}, { imagesDirFd: -1 }),
+      'ERR_INVALID_ARG_VALUE',
+      /resolved\.imagesDirFd must be an fd number/,
+    );
     expectInvalid(
       () => toCriuOpts({ inheritFds: [{ key: 'a', fd: 3 }] }, { inheritFdNumbers: [1.5] }),
       'ERR_INVALID_ARG_VALUE',

@@ -75,12 +75,26 @@ describe("proto/criu-rpc.proto against Debian's criu 4.2 rpc.proto", () => {
     const enums = [...debianTypes.values()].filter((t) => t instanceof protobuf.Enum);
     expect(messages.map((m) => m.name).sort()).toEqual(
       [
-        'cgroup_root', 'criu_dump_resp', 'criu_features', 'criu_notify', 'criu_opts', 'criu_page_server_info',
-        'criu_req', 'criu_resp', 'criu_restore_resp', 'criu_veth_pair', 'criu_version', 'ext_mount_map',
-        'inherit_fd', 'join_namespace', 'unix_sk',
+        'cgroup_root',
+        'criu_dump_resp',
+        'criu_features',
+        'criu_notify',
+        'criu_opts',
+        'criu_page_server_info',
+        'criu_req',
+        'criu_resp',
+        'criu_restore_resp',
+        'criu_veth_pair',
+        'criu_version',
+        'ext_mount_map',
+        'inherit_fd',
+        'join_namespace',
+        'unix_sk',
       ].sort(),
     );
-    expect(enums.map((e) => e.name).sort()).toEqual(['criu_cg_mode', 'criu_network_lock_method', 'criu_pre_dump_mode', 'criu_req_type'].sort());
+    expect(enums.map((e) => e.name).sort()).toEqual(
+      ['criu_cg_mode', 'criu_network_lock_method', 'criu_pre_dump_mode', 'criu_req_type'].sort(),
+    );
   });
 
   it('matches every field: name, number, type, label and default', () => {
@@ -101,11 +115,13 @@ describe("proto/criu-rpc.proto against Debian's criu 4.2 rpc.proto", () => {
         if (a !== b) differences.push(`${name}.${field.name}: debian ${a} ours ${b}`);
         compared++;
       }
-      for (const field of mine.fieldsArray) if (theirs.fields[field.name] === undefined) extraFields.push(`${name}.${field.name}`);
+      for (const field of mine.fieldsArray)
+        if (theirs.fields[field.name] === undefined) extraFields.push(`${name}.${field.name}`);
       // No number may be reused under another name.
       for (const field of mine.fieldsArray) {
         const same = theirs.fieldsById[field.id];
-        if (same !== undefined && same.name !== field.name) differences.push(`${name} #${field.id}: ${same.name} vs ${field.name}`);
+        if (same !== undefined && same.name !== field.name)
+          differences.push(`${name} #${field.id}: ${same.name} vs ${field.name}`);
       }
     }
     expect(differences).toEqual([]);
@@ -121,36 +137,125 @@ describe("proto/criu-rpc.proto against Debian's criu 4.2 rpc.proto", () => {
       expect({ name, values: (ourTypes.get(name) as protobuf.Enum).values }).toEqual({ name, values: theirs.values });
     }
     expect((debianTypes.get('criu_req_type') as protobuf.Enum).values).toEqual({
-      EMPTY: 0, DUMP: 1, RESTORE: 2, CHECK: 3, PRE_DUMP: 4, PAGE_SERVER: 5, NOTIFY: 6, CPUINFO_DUMP: 7,
-      CPUINFO_CHECK: 8, FEATURE_CHECK: 9, VERSION: 10, WAIT_PID: 11, PAGE_SERVER_CHLD: 12, SINGLE_PRE_DUMP: 13,
+      EMPTY: 0,
+      DUMP: 1,
+      RESTORE: 2,
+      CHECK: 3,
+      PRE_DUMP: 4,
+      PAGE_SERVER: 5,
+      NOTIFY: 6,
+      CPUINFO_DUMP: 7,
+      CPUINFO_CHECK: 8,
+      FEATURE_CHECK: 9,
+      VERSION: 10,
+      WAIT_PID: 11,
+      PAGE_SERVER_CHLD: 12,
+      SINGLE_PRE_DUMP: 13,
     });
   });
 
   it("encodes a criu_req with every 4.2 field that Debian's schema decodes to the same values", () => {
     const theirReq = load(debianPath!, false).lookupType('criu_req');
     const opts: CriuOptsMessage = {
-      imagesDirFd: 7, pid: 4242, leaveRunning: true, extUnixSk: false, tcpEstablished: true, evasiveDevices: true,
-      shellJob: false, fileLocks: true, logLevel: 4, logFile: 'dump.log', ps: { address: '10.0.0.1', port: 9999, pid: 77, fd: 9 },
-      notifyScripts: true, root: '/srv/root', parentImg: '../pre1', trackMem: false, autoDedup: true, workDirFd: 8,
-      linkRemap: true, veths: [{ ifIn: 'veth0', ifOut: 'br0' }], cpuCap: 0xffffffff, forceIrmap: true, execCmd: ['/bin/true', '-x'],
-      extMnt: [{ key: '/mnt', val: 'm1' }], manageCgroups: true, cgRoot: [{ ctrl: 'cpu', path: '/a' }, { path: '/b' }],
-      rstSibling: true, inheritFd: [{ key: 'tcp[1]', fd: 3 }], autoExtMnt: true, extSharing: true, extMasters: true,
-      skipMnt: ['/proc/x'], enableFs: ['nfs'], unixSkIno: [{ inode: 4000000000 }], manageCgroupsMode: 5, ghostLimit: 1 << 20,
-      irmapScanPaths: ['/usr'], external: ['unix[123]', 'mnt[/x]:y'], emptyNs: 0x40000000,
-      joinNs: [{ ns: 'net', nsFile: '/proc/1/ns/net', extraOpt: 'x' }], cgroupProps: 'p', cgroupPropsFile: '/p',
-      cgroupDumpController: ['cpu', 'memory'], freezeCgroup: '/sys/fs/cgroup/f', timeout: 30, tcpSkipInFlight: true,
-      weakSysctls: true, lazyPages: false, statusFd: 11, orphanPtsMaster: true, configFile: '/etc/criu.conf', tcpClose: true,
-      lsmProfile: 'apparmor:x', tlsCacert: '/c', tlsCacrl: '/r', tlsCert: '/t', tlsKey: '/k', tls: true, tlsNoCnVerify: true,
-      cgroupYard: '/y', preDumpMode: 2, pidfdStoreSk: 12, lsmMountContext: 'ctx', networkLock: 2, mntnsCompatMode: true,
-      skipFileRwxCheck: true, unprivileged: true, imagesDir: '/img', leaveStopped: true, displayStats: true, logToStderr: true,
+      imagesDirFd: 7,
+      pid: 4242,
+      leaveRunning: true,
+      extUnixSk: false,
+      tcpEstablished: true,
+      evasiveDevices: true,
+      shellJob: false,
+      fileLocks: true,
+      logLevel: 4,
+      logFile: 'dump.log',
+      ps: { address: '10.0.0.1', port: 9999, pid: 77, fd: 9 },
+      notifyScripts: true,
+      root: '/srv/root',
+      parentImg: '../pre1',
+      trackMem: false,
+      autoDedup: true,
+      workDirFd: 8,
+      linkRemap: true,
+      veths: [{ ifIn: 'veth0', ifOut: 'br0' }],
+      cpuCap: 0xffffffff,
+      forceIrmap: true,
+      execCmd: ['/bin/true', '-x'],
+      extMnt: [{ key: '/mnt', val: 'm1' }],
+      manageCgroups: true,
+      cgRoot: [{ ctrl: 'cpu', path: '/a' }, { path: '/b' }],
+      rstSibling: true,
+      inheritFd: [{ key: 'tcp[1]', fd: 3 }],
+      autoExtMnt: true,
+      extSharing: true,
+      extMasters: true,
+      skipMnt: ['/proc/x'],
+      enableFs: ['nfs'],
+      unixSkIno: [{ inode: 4000000000 }],
+      manageCgroupsMode: 5,
+      ghostLimit: 1 << 20,
+      irmapScanPaths: ['/usr'],
+      external: ['unix[123]', 'mnt[/x]:y'],
+      emptyNs: 0x40000000,
+      joinNs: [{ ns: 'net', nsFile: '/proc/1/ns/net', extraOpt: 'x' }],
+      cgroupProps: 'p',
+      cgroupPropsFile: '/p',
+      cgroupDumpController: ['cpu', 'memory'],
+      freezeCgroup: '/sys/fs/cgroup/f',
+      timeout: 30,
+      tcpSkipInFlight: true,
+      weakSysctls: true,
+      lazyPages: false,
+      statusFd: 11,
+      orphanPtsMaster: true,
+      configFile: '/etc/criu.conf',
+      tcpClose: true,
+      lsmProfile: 'apparmor:x',
+      tlsCacert: '/c',
+      tlsCacrl: '/r',
+      tlsCert: '/t',
+      tlsKey: '/k',
+      tls: true,
+      tlsNoCnVerify: true,
+      cgroupYard: '/y',
+      preDumpMode: 2,
+      pidfdStoreSk: 12,
+      lsmMountContext: 'ctx',
+      networkLock: 2,
+      mntnsCompatMode: true,
+      skipFileRwxCheck: true,
+      unprivileged: true,
+      imagesDir: '/img',
+      leaveStopped: true,
+      displayStats: true,
+      logToStderr: true,
     };
     // Every 4.2 criu_opts field is set above (the superset field is not).
-    const theirOptFields = theirReq.lookupType('criu_opts').fieldsArray.map((f) => f.name).sort();
+    const theirOptFields = theirReq
+      .lookupType('criu_opts')
+      .fieldsArray.map((f) => f.name)
+      .sort();
     expect(Object.keys(opts).sort()).toEqual(theirOptFields);
 
-    const bytes = encodeRequest({ type: 1, opts, notifySuccess: true, keepOpen: false, features: { memTrack: true, lazyPages: false, pidfdStore: true }, pid: 4000000000 });
-    const decodedByDebian = theirReq.toObject(theirReq.decode(bytes), { defaults: false, enums: Number, longs: Number });
-    expect(decodedByDebian).toEqual({ type: 1, opts, notifySuccess: true, keepOpen: false, features: { memTrack: true, lazyPages: false, pidfdStore: true }, pid: 4000000000 });
+    const bytes = encodeRequest({
+      type: 1,
+      opts,
+      notifySuccess: true,
+      keepOpen: false,
+      features: { memTrack: true, lazyPages: false, pidfdStore: true },
+      pid: 4000000000,
+    });
+    const decodedByDebian = theirReq.toObject(theirReq.decode(bytes), {
+      defaults: false,
+      enums: Number,
+      longs: Number,
+    });
+    expect(decodedByDebian).toEqual({
+      type: 1,
+      opts,
+      notifySuccess: true,
+      keepOpen: false,
+      features: { memTrack: true, lazyPages: false, pidfdStore: true },
+      pid: 4000000000,
+    });
     // And back: Debian's encoding decodes identically with ours.
     expect(decodeRequest(theirReq.encode(theirReq.fromObject(decodedByDebian)).finish())).toEqual(decodedByDebian);
   });
@@ -158,9 +263,17 @@ describe("proto/criu-rpc.proto against Debian's criu 4.2 rpc.proto", () => {
   it('keeps the post-4.2 image_io_mode field at number 72, after every 4.2 number', () => {
     const criuOpts = ourTypes.get('criu_opts') as protobuf.Type;
     expect(fieldSignature(criuOpts.fields.image_io_mode)).toEqual({
-      id: 72, type: 'criu_image_io_mode', resolvedType: '.criu_image_io_mode', label: 'optional', default: 'IMAGE_IO_WRITEBACK', packed: null,
+      id: 72,
+      type: 'criu_image_io_mode',
+      resolvedType: '.criu_image_io_mode',
+      label: 'optional',
+      default: 'IMAGE_IO_WRITEBACK',
+      packed: null,
     });
-    expect((ourTypes.get('criu_image_io_mode') as protobuf.Enum).values).toEqual({ IMAGE_IO_WRITEBACK: 0, IMAGE_IO_DIRECT: 1 });
+    expect((ourTypes.get('criu_image_io_mode') as protobuf.Enum).values).toEqual({
+      IMAGE_IO_WRITEBACK: 0,
+      IMAGE_IO_DIRECT: 1,
+    });
     const debianOpts = debianTypes.get('criu_opts') as protobuf.Type;
     expect(Math.max(...debianOpts.fieldsArray.map((f) => f.id))).toBe(71);
   });

@@ -126,13 +126,21 @@ describe('SeqpacketTransport', () => {
     const { SeqpacketSocket, seqpacketPair } = binding();
     const [ours, theirs] = seqpacketPair();
     const received: Buffer[] = [];
-    const sender = new SeqpacketSocket(ours, () => undefined, () => undefined);
+    const sender = new SeqpacketSocket(
+      ours,
+      () => undefined,
+      () => undefined,
+    );
     const message = (i: number): Buffer => Buffer.alloc(100 * 1024, i);
     let queued = 0;
     // Nobody reads `theirs` yet: the socket buffer fills and later sends are queued.
     for (let i = 0; i < 40; i++) if (!sender.send(message(i))) queued++;
     expect(queued).toBeGreaterThan(0);
-    const receiver = new SeqpacketSocket(theirs, (data) => received.push(data), () => undefined);
+    const receiver = new SeqpacketSocket(
+      theirs,
+      (data) => received.push(data),
+      () => undefined,
+    );
     for (let i = 0; i < 500 && received.length < 40; i++) await sleep(5);
     expect(received).toHaveLength(40);
     received.forEach((data, i) => expect(data.equals(message(i))).toBe(true));
@@ -144,10 +152,14 @@ describe('SeqpacketTransport', () => {
     expect(() => SeqpacketTransport.connect(path.join(dir, 'absent.sock'))).toThrow(
       expect.objectContaining({ name: 'CriuConnectionError', code: 'ENOENT', syscall: 'connect' }),
     );
-    expect(() => SeqpacketTransport.connect(`/${'x'.repeat(200)}`)).toThrow(expect.objectContaining({ code: 'ENAMETOOLONG' }));
+    expect(() => SeqpacketTransport.connect(`/${'x'.repeat(200)}`)).toThrow(
+      expect.objectContaining({ code: 'ENAMETOOLONG' }),
+    );
     const fd = fs.openSync(path.join(dir, 'plain'), 'w');
     try {
-      expect(() => new SeqpacketTransport(fd)).toThrow(expect.objectContaining({ code: 'ENOTSOCK', syscall: 'getsockopt' }));
+      expect(() => new SeqpacketTransport(fd)).toThrow(
+        expect.objectContaining({ code: 'ENOTSOCK', syscall: 'getsockopt' }),
+      );
     } finally {
       fs.closeSync(fd);
     }

@@ -13,7 +13,6 @@ import * as path from 'node:path';
 import type { CriuNotifyEvent, CriuNotifyHandlers, CriuRecovery } from '../../lib';
 import { DUMP_STAGES, FaultLab, RESTORE_STAGES, TCP, pidAlive, sleep, type Pair } from './criu-fault-lab';
 
-
 interface Failure {
   name?: string;
   code?: string;
@@ -51,8 +50,26 @@ describe('aborts and timeouts at every stage (CRIU 4.2.1, streaming server)', ()
   async function ensureRunning(pair: Pair): Promise<void> {
     if (process.env.DEBUG_FAULTS) {
       let st = 'gone';
-      try { st = fs.readFileSync(`/proc/${pair.serverPid}/status`, 'utf8').match(/(State|PPid):.*/g)?.join(' ') ?? ''; } catch { /* gone */ }
-      let tail = ''; try { tail = fs.readFileSync(path.join(pair.images, 'criu-restore.log'), 'utf8').split('\n').filter((l) => /Error|FAIL|script|Unlock|finished|resum/i.test(l)).slice(-12).join('\n'); } catch { /* none */ }
+      try {
+        st =
+          fs
+            .readFileSync(`/proc/${pair.serverPid}/status`, 'utf8')
+            .match(/(State|PPid):.*/g)
+            ?.join(' ') ?? '';
+      } catch {
+        /* gone */
+      }
+      let tail = '';
+      try {
+        tail = fs
+          .readFileSync(path.join(pair.images, 'criu-restore.log'), 'utf8')
+          .split('\n')
+          .filter((l) => /Error|FAIL|script|Unlock|finished|resum/i.test(l))
+          .slice(-12)
+          .join('\n');
+      } catch {
+        /* none */
+      }
       console.log('ensureRunning', pair.serverPid, st, lab.netns.nftTables().replace(/\n/g, ' '), '\n', tail);
     }
     if (!pidAlive(pair.serverPid)) {
@@ -74,7 +91,9 @@ describe('aborts and timeouts at every stage (CRIU 4.2.1, streaming server)', ()
     it('aborted before the call: rejected at once, nothing started', async () => {
       const pair = await lab.startPair();
       const reason = new Error('not now');
-      const error = await lab.criu.dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, undefined, { signal: AbortSignal.abort(reason) }).catch((e: unknown) => e);
+      const error = await lab.criu
+        .dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, undefined, { signal: AbortSignal.abort(reason) })
+        .catch((e: unknown) => e);
       expect(error).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR', cause: reason });
       expect(fs.readdirSync(pair.images)).toEqual([]);
       expect(pidAlive(pair.serverPid)).toBe(true);
@@ -83,7 +102,9 @@ describe('aborts and timeouts at every stage (CRIU 4.2.1, streaming server)', ()
 
     it('timeout while swrk starts (1 ms): ERR_CRIU_TIMEOUT, the server runs on', async () => {
       const pair = await lab.startPair();
-      const error = (await lab.criu.dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, undefined, { timeoutMs: 1 }).catch((e: unknown) => e)) as Failure;
+      const error = (await lab.criu
+        .dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, undefined, { timeoutMs: 1 })
+        .catch((e: unknown) => e)) as Failure;
       expect(error).toMatchObject({ name: 'CriuTimeoutError', code: 'ERR_CRIU_TIMEOUT' });
       expect(pidAlive(pair.serverPid)).toBe(true);
       await finish(pair);
@@ -99,7 +120,11 @@ describe('aborts and timeouts at every stage (CRIU 4.2.1, streaming server)', ()
         if (fs.existsSync(log)) controller.abort(new Error('log seen'));
       }, 1);
       const error = (await lab.criu
-        .dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, { default: (event) => void seen.push(event.script) }, { signal: controller.signal })
+        .dump(
+          { imagesDir: pair.images, pid: pair.serverPid, ...TCP },
+          { default: (event) => void seen.push(event.script) },
+          { signal: controller.signal },
+        )
         .catch((e: unknown) => e)
         .finally(() => clearInterval(watcher))) as Failure;
       expect(error).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR' });
@@ -115,7 +140,9 @@ describe('aborts and timeouts at every stage (CRIU 4.2.1, streaming server)', ()
       const handlers: CriuNotifyHandlers = {
         [stage]: () => controller.abort(new Error(`abort at ${stage}`)),
       };
-      const error = (await lab.criu.dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, handlers, { signal: controller.signal }).catch((e: unknown) => e)) as Failure;
+      const error = (await lab.criu
+        .dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, handlers, { signal: controller.signal })
+        .catch((e: unknown) => e)) as Failure;
       expect(error).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR' });
       // CRIU answered (with failure): nothing for the client to repair.
       expect(error.recovery).toBeUndefined();
@@ -123,59 +150,71 @@ describe('aborts and timeouts at every stage (CRIU 4.2.1, streaming server)', ()
       await finish(pair);
     });
 
-    test.each(DUMP_STAGES)('timeout at %s (handler hangs): ERR_CRIU_TIMEOUT, CRIU unwinds, the server runs on', async (stage) => {
-      const pair = await lab.startPair();
-      let reached = false;
-      const handlers: CriuNotifyHandlers = {
-        [stage]: (event: CriuNotifyEvent) =>
-          new Promise<void>((resolve) => {
-            reached = true;
-            event.signal.addEventListener('abort', () => resolve());
-          }),
-      };
-      const error = (await lab.criu.dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, handlers, { timeoutMs: 1500 }).catch((e: unknown) => e)) as Failure;
-      expect(error).toMatchObject({ name: 'CriuTimeoutError', code: 'ERR_CRIU_TIMEOUT' });
-      // At the stage CRIU is told "failed" and unwinds itself. On a loaded machine the timeout can
-      // come first, while CRIU is busy: then the client stops the task, kills swrk and repairs.
-      if (reached) expect(error.recovery).toBeUndefined();
-      else expect(error.recovery).toMatchObject({ request: 'DUMP', taskAlive: true, problems: [] });
-      expect(pidAlive(pair.serverPid)).toBe(true);
-      await finish(pair);
-    });
+    test.each(DUMP_STAGES)(
+      'timeout at %s (handler hangs): ERR_CRIU_TIMEOUT, CRIU unwinds, the server runs on',
+      async (stage) => {
+        const pair = await lab.startPair();
+        let reached = false;
+        const handlers: CriuNotifyHandlers = {
+          [stage]: (event: CriuNotifyEvent) =>
+            new Promise<void>((resolve) => {
+              reached = true;
+              event.signal.addEventListener('abort', () => resolve());
+            }),
+        };
+        const error = (await lab.criu
+          .dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, handlers, { timeoutMs: 1500 })
+          .catch((e: unknown) => e)) as Failure;
+        expect(error).toMatchObject({ name: 'CriuTimeoutError', code: 'ERR_CRIU_TIMEOUT' });
+        // At the stage CRIU is told "failed" and unwinds itself. On a loaded machine the timeout can
+        // come first, while CRIU is busy: then the client stops the task, kills swrk and repairs.
+        if (reached) expect(error.recovery).toBeUndefined();
+        else expect(error.recovery).toMatchObject({ request: 'DUMP', taskAlive: true, problems: [] });
+        expect(pidAlive(pair.serverPid)).toBe(true);
+        await finish(pair);
+      },
+    );
 
-    test.each(DUMP_STAGES)('aborted while CRIU is busy right after %s: task stopped, swrk killed, lock and repair undone', async (stage) => {
-      const pair = await lab.startPair();
-      const controller = new AbortController();
-      const handlers: CriuNotifyHandlers = {
-        // The ack goes out when the handler settles; the abort lands just after it, mid-work.
-        [stage]: () => void setImmediate(() => controller.abort(new Error(`abort after ${stage}`))),
-      };
-      const error = (await lab.criu.dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, handlers, { signal: controller.signal }).catch((e: unknown) => e)) as Failure;
-      if (!(error instanceof Error)) {
-        // CRIU finished before the abort landed: the dump is complete.
-        expect(stage).toBe('post-dump');
-      } else {
-        expect(error).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR' });
-        const recovery = (error as Failure).recovery as CriuRecovery;
-        expect(recovery).toMatchObject({ request: 'DUMP', problems: [] });
-        if (recovery.taskAlive) {
-          expect(pidAlive(pair.serverPid)).toBe(true);
-          // Not left stopped by the client's SIGSTOP.
-          expect(fs.readFileSync(`/proc/${pair.serverPid}/status`, 'utf8')).not.toMatch(/^State:\s+T/m);
-        } else {
-          // After the post-dump ack CRIU had killed the task: the dump completed, the lock stays
-          // for the restore (ensureRunning below).
+    test.each(DUMP_STAGES)(
+      'aborted while CRIU is busy right after %s: task stopped, swrk killed, lock and repair undone',
+      async (stage) => {
+        const pair = await lab.startPair();
+        const controller = new AbortController();
+        const handlers: CriuNotifyHandlers = {
+          // The ack goes out when the handler settles; the abort lands just after it, mid-work.
+          [stage]: () => void setImmediate(() => controller.abort(new Error(`abort after ${stage}`))),
+        };
+        const error = (await lab.criu
+          .dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, handlers, { signal: controller.signal })
+          .catch((e: unknown) => e)) as Failure;
+        if (!(error instanceof Error)) {
+          // CRIU finished before the abort landed: the dump is complete.
           expect(stage).toBe('post-dump');
-          expect(lab.netns.nftTables()).toMatch(/CRIU/);
+        } else {
+          expect(error).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR' });
+          const recovery = (error as Failure).recovery as CriuRecovery;
+          expect(recovery).toMatchObject({ request: 'DUMP', problems: [] });
+          if (recovery.taskAlive) {
+            expect(pidAlive(pair.serverPid)).toBe(true);
+            // Not left stopped by the client's SIGSTOP.
+            expect(fs.readFileSync(`/proc/${pair.serverPid}/status`, 'utf8')).not.toMatch(/^State:\s+T/m);
+          } else {
+            // After the post-dump ack CRIU had killed the task: the dump completed, the lock stays
+            // for the restore (ensureRunning below).
+            expect(stage).toBe('post-dump');
+            expect(lab.netns.nftTables()).toMatch(/CRIU/);
+          }
         }
-      }
-      await finish(pair);
-    });
+        await finish(pair);
+      },
+    );
 
     it('aborted after the reply: no effect, the dump stands and restores', async () => {
       const pair = await lab.startPair();
       const controller = new AbortController();
-      const result = await lab.criu.dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, undefined, { signal: controller.signal });
+      const result = await lab.criu.dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, undefined, {
+        signal: controller.signal,
+      });
       controller.abort(new Error('too late'));
       expect(result.restored).toBe(false);
       await waitGone(pair.serverPid);
@@ -186,40 +225,60 @@ describe('aborts and timeouts at every stage (CRIU 4.2.1, streaming server)', ()
   describe('restore', () => {
     it('aborted before the call: rejected at once, the images restore afterwards', async () => {
       const pair = await dumpedServer();
-      const error = await lab.criu.restore({ imagesDir: pair.images, ...TCP }, undefined, { signal: AbortSignal.abort() }).catch((e: unknown) => e);
+      const error = await lab.criu
+        .restore({ imagesDir: pair.images, ...TCP }, undefined, { signal: AbortSignal.abort() })
+        .catch((e: unknown) => e);
       expect(error).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR' });
       expect(pidAlive(pair.serverPid)).toBe(false);
       await finish(pair);
     });
 
-    test.each(RESTORE_STAGES)('aborted at %s: typed error; the tree runs or the images restore again', async (stage) => {
-      const pair = await dumpedServer();
-      const controller = new AbortController();
-      const handlers: CriuNotifyHandlers = { [stage]: () => controller.abort(new Error(`abort at ${stage}`)) };
-      const error = (await lab.criu.restore({ imagesDir: pair.images, ...TCP }, handlers, { signal: controller.signal }).catch((e: unknown) => e)) as Failure;
-      expect(error).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR' });
-      await finish(pair);
-    });
+    test.each(RESTORE_STAGES)(
+      'aborted at %s: typed error; the tree runs or the images restore again',
+      async (stage) => {
+        const pair = await dumpedServer();
+        const controller = new AbortController();
+        const handlers: CriuNotifyHandlers = { [stage]: () => controller.abort(new Error(`abort at ${stage}`)) };
+        const error = (await lab.criu
+          .restore({ imagesDir: pair.images, ...TCP }, handlers, { signal: controller.signal })
+          .catch((e: unknown) => e)) as Failure;
+        expect(error).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR' });
+        await finish(pair);
+      },
+    );
 
-    test.each(RESTORE_STAGES)('timeout at %s (handler hangs): ERR_CRIU_TIMEOUT; the tree runs or the images restore again', async (stage) => {
-      const pair = await dumpedServer();
-      const handlers: CriuNotifyHandlers = {
-        [stage]: (event: CriuNotifyEvent) => new Promise<void>((resolve) => event.signal.addEventListener('abort', () => resolve())),
-      };
-      const error = (await lab.criu.restore({ imagesDir: pair.images, ...TCP }, handlers, { timeoutMs: 1500 }).catch((e: unknown) => e)) as Failure;
-      expect(error).toMatchObject({ name: 'CriuTimeoutError', code: 'ERR_CRIU_TIMEOUT' });
-      await finish(pair);
-    });
+    test.each(RESTORE_STAGES)(
+      'timeout at %s (handler hangs): ERR_CRIU_TIMEOUT; the tree runs or the images restore again',
+      async (stage) => {
+        const pair = await dumpedServer();
+        const handlers: CriuNotifyHandlers = {
+          [stage]: (event: CriuNotifyEvent) =>
+            new Promise<void>((resolve) => event.signal.addEventListener('abort', () => resolve())),
+        };
+        const error = (await lab.criu
+          .restore({ imagesDir: pair.images, ...TCP }, handlers, { timeoutMs: 1500 })
+          .catch((e: unknown) => e)) as Failure;
+        expect(error).toMatchObject({ name: 'CriuTimeoutError', code: 'ERR_CRIU_TIMEOUT' });
+        await finish(pair);
+      },
+    );
 
-    test.each(RESTORE_STAGES)('aborted while CRIU is busy right after %s: typed error; the tree runs or the images restore again', async (stage) => {
-      const pair = await dumpedServer();
-      const controller = new AbortController();
-      const handlers: CriuNotifyHandlers = { [stage]: () => void setImmediate(() => controller.abort(new Error(`abort after ${stage}`))) };
-      const outcome = await lab.criu.restore({ imagesDir: pair.images, ...TCP }, handlers, { signal: controller.signal }).catch((e: unknown) => e);
-      // After pre-resume CRIU may answer before the abort lands: the restore then simply succeeds.
-      if (outcome instanceof Error) expect(outcome).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR' });
-      else expect(['pre-resume', 'post-resume']).toContain(stage);
-      await finish(pair);
-    });
+    test.each(RESTORE_STAGES)(
+      'aborted while CRIU is busy right after %s: typed error; the tree runs or the images restore again',
+      async (stage) => {
+        const pair = await dumpedServer();
+        const controller = new AbortController();
+        const handlers: CriuNotifyHandlers = {
+          [stage]: () => void setImmediate(() => controller.abort(new Error(`abort after ${stage}`))),
+        };
+        const outcome = await lab.criu
+          .restore({ imagesDir: pair.images, ...TCP }, handlers, { signal: controller.signal })
+          .catch((e: unknown) => e);
+        // After pre-resume CRIU may answer before the abort lands: the restore then simply succeeds.
+        if (outcome instanceof Error) expect(outcome).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR' });
+        else expect(['pre-resume', 'post-resume']).toContain(stage);
+        await finish(pair);
+      },
+    );
   });
 });

@@ -11,7 +11,18 @@ import * as path from 'node:path';
 
 import { Criu } from '../../lib';
 import { expectExactTwoWay, type TrafficReport } from '../helpers/traffic';
-import { FIXTURES, Netns, childrenOf, fdCount, killPid, makeTempDir, pidAlive, removeDir, sleep, waitForFile } from '../criu/helpers';
+import {
+  FIXTURES,
+  Netns,
+  childrenOf,
+  fdCount,
+  killPid,
+  makeTempDir,
+  pidAlive,
+  removeDir,
+  sleep,
+  waitForFile,
+} from '../criu/helpers';
 
 /** The notifications CRIU 4.2.1 sends here for a TCP dump and restore of a task in its own netns (measured). */
 export const DUMP_STAGES = ['pre-dump', 'query-ext-files', 'post-dump'] as const;
@@ -86,8 +97,12 @@ export class FaultLab {
       resets,
       async expectExact() {
         const failFile = path.join(statusDir, 'client-error');
-        const clientReport = JSON.parse(await waitForFile(path.join(statusDir, 'client.json'), 45000, failFile)) as TrafficReport;
-        const serverReport = JSON.parse(await waitForFile(path.join(statusDir, 'server-0.json'), 45000, failFile)) as TrafficReport;
+        const clientReport = JSON.parse(
+          await waitForFile(path.join(statusDir, 'client.json'), 45000, failFile),
+        ) as TrafficReport;
+        const serverReport = JSON.parse(
+          await waitForFile(path.join(statusDir, 'server-0.json'), 45000, failFile),
+        ) as TrafficReport;
         expectExactTwoWay(clientReport, serverReport, { aToB: CLIENT_TO_SERVER, bToA: SERVER_TO_CLIENT });
         expect(resets()).toBe(0);
       },
@@ -114,7 +129,8 @@ export class FaultLab {
   async killSwrk(): Promise<number> {
     const victims = this.swrkPids();
     for (const pid of victims) process.kill(pid, 'SIGKILL');
-    for (let i = 0; i < 500 && victims.some((pid) => fs.existsSync(`/proc/${pid}`) && pidAlive(pid)); i++) await sleep(5);
+    for (let i = 0; i < 500 && victims.some((pid) => fs.existsSync(`/proc/${pid}`) && pidAlive(pid)); i++)
+      await sleep(5);
     return victims.length;
   }
 

@@ -54,10 +54,13 @@ describe('broken CRIU conversations (scripted swrk over a real socket)', () => {
 
   const notify = (script: string): Step => ({ send: { type: CriuReqType.NOTIFY, success: true, notify: { script } } });
 
-  it.each(['empty', 'shutdown'])('a swrk whose socket ends without exiting (%s) is killed: ERR_CRIU_PROTOCOL', async (mode) => {
-    const criu = wrapper(`${path.join(FIXTURES, 'criu-fault-empty-swrk.pl')} ${mode}`);
-    await expect(criu.version()).rejects.toMatchObject({ name: 'CriuProtocolError', code: 'ERR_CRIU_PROTOCOL' });
-  });
+  it.each(['empty', 'shutdown'])(
+    'a swrk whose socket ends without exiting (%s) is killed: ERR_CRIU_PROTOCOL',
+    async (mode) => {
+      const criu = wrapper(`${path.join(FIXTURES, 'criu-fault-empty-swrk.pl')} ${mode}`);
+      await expect(criu.version()).rejects.toMatchObject({ name: 'CriuProtocolError', code: 'ERR_CRIU_PROTOCOL' });
+    },
+  );
 
   it('a reply cut short inside a field is ERR_CRIU_PROTOCOL; cut at a field boundary it is what those fields say', async () => {
     const reply = { type: CriuReqType.DUMP, success: false, crErrno: 3, crErrmsg: 'no such task' };
@@ -81,9 +84,15 @@ describe('broken CRIU conversations (scripted swrk over a real socket)', () => {
   });
 
   it('garbage after a valid notify in the same message: rejected whole (ERR_CRIU_PROTOCOL), the handler never runs', async () => {
-    const criu = scripted([{ recv: true }, { sendRaw: `${hex({ type: CriuReqType.NOTIFY, success: true, notify: { script: 'pre-dump' } })}ffffffffff` }, { recv: true }]);
+    const criu = scripted([
+      { recv: true },
+      { sendRaw: `${hex({ type: CriuReqType.NOTIFY, success: true, notify: { script: 'pre-dump' } })}ffffffffff` },
+      { recv: true },
+    ]);
     const ran: string[] = [];
-    await expect(criu.dump({ imagesDir: dir, pid: NO_SUCH_PID }, { default: (event) => void ran.push(event.script) })).rejects.toMatchObject({
+    await expect(
+      criu.dump({ imagesDir: dir, pid: NO_SUCH_PID }, { default: (event) => void ran.push(event.script) }),
+    ).rejects.toMatchObject({
       name: 'CriuProtocolError',
       code: 'ERR_CRIU_PROTOCOL',
     });
@@ -91,9 +100,17 @@ describe('broken CRIU conversations (scripted swrk over a real socket)', () => {
   });
 
   it('a garbage message after a valid, acknowledged notify: ERR_CRIU_PROTOCOL', async () => {
-    const criu = scripted([{ recv: true }, notify('pre-dump'), { recv: true }, { sendRaw: 'ffffffffff' }, { recv: true }]);
+    const criu = scripted([
+      { recv: true },
+      notify('pre-dump'),
+      { recv: true },
+      { sendRaw: 'ffffffffff' },
+      { recv: true },
+    ]);
     const ran: string[] = [];
-    await expect(criu.dump({ imagesDir: dir, pid: NO_SUCH_PID }, { default: (event) => void ran.push(event.script) })).rejects.toMatchObject({
+    await expect(
+      criu.dump({ imagesDir: dir, pid: NO_SUCH_PID }, { default: (event) => void ran.push(event.script) }),
+    ).rejects.toMatchObject({
       name: 'CriuProtocolError',
       code: 'ERR_CRIU_PROTOCOL',
     });
@@ -110,7 +127,12 @@ describe('broken CRIU conversations (scripted swrk over a real socket)', () => {
 
   it('a reply after a notify that was never acknowledged-to (out of order) still settles the call once', async () => {
     // The peer does not wait for the ack: NOTIFY then the final reply back to back.
-    const criu = scripted([{ recv: true }, notify('pre-restore'), { send: { type: CriuReqType.RESTORE, success: true, restore: { pid: 77 } } }, { recv: true }]);
+    const criu = scripted([
+      { recv: true },
+      notify('pre-restore'),
+      { send: { type: CriuReqType.RESTORE, success: true, restore: { pid: 77 } } },
+      { recv: true },
+    ]);
     const result = await criu.restore({ imagesDir: dir }, { default: () => sleep(50) });
     expect(result.pid).toBe(77);
     expect(result.notifications).toEqual([{ script: 'pre-restore' }]);
@@ -137,16 +159,19 @@ describe('a real criu service whose worker dies mid-dump (CRIU 4.2.1, streaming 
       const fds = fdCount();
       const killed: number[] = [];
       const error = await criu
-        .dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, {
-          'pre-dump': async () => {
-            // The service forks one worker per connection: ours is its only child now.
-            for (const worker of childrenOf(service.pid as number)) {
-              process.kill(worker, 'SIGKILL');
-              killed.push(worker);
-            }
-            await sleep(100);
+        .dump(
+          { imagesDir: pair.images, pid: pair.serverPid, ...TCP },
+          {
+            'pre-dump': async () => {
+              // The service forks one worker per connection: ours is its only child now.
+              for (const worker of childrenOf(service.pid as number)) {
+                process.kill(worker, 'SIGKILL');
+                killed.push(worker);
+              }
+              await sleep(100);
+            },
           },
-        })
+        )
         .catch((e: unknown) => e);
       expect(killed).toHaveLength(1);
       expect(error).toMatchObject({ name: 'CriuConnectionError', code: 'ERR_CRIU_DISCONNECTED' });

@@ -16,7 +16,13 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { CriuRequestError, ProcessMigrationError, locateCriu, migrateProcess, type ProcessMigrationOptions } from '../../lib';
+import {
+  CriuRequestError,
+  ProcessMigrationError,
+  locateCriu,
+  migrateProcess,
+  type ProcessMigrationOptions,
+} from '../../lib';
 import { criuInNetns } from '../../lib/migration/process-criu';
 import { PrivateMounts, fillFilesystem } from '../fixtures/fault-helpers';
 import { expectEveryConnectionExact } from '../helpers/traffic';
@@ -78,8 +84,15 @@ it('the images directory is on a full tmpfs: ERR_MIGRATION_DUMP_FAILED, the serv
   await pair.waitFlowing(256 * 1024);
   const rstsBefore = lab.rstsIntoClients();
   let moved = 0;
-  const error = await failure(() => migrateProcess(options(pair, path.join(full, 'migration'), { moveAddress: async () => void moved++ })));
-  expect(error).toMatchObject({ code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: 'source', pid: pair.serverPid });
+  const error = await failure(() =>
+    migrateProcess(options(pair, path.join(full, 'migration'), { moveAddress: async () => void moved++ })),
+  );
+  expect(error).toMatchObject({
+    code: 'ERR_MIGRATION_DUMP_FAILED',
+    phase: 'dump',
+    serverOn: 'source',
+    pid: pair.serverPid,
+  });
   expect(error.cause).toMatchObject({ code: expect.any(String) });
   expect(moved).toBe(0);
   await expectServedOnSource(pair, rstsBefore);
@@ -94,10 +107,12 @@ it('Criu.dump straight into a full images directory: a typed CriuRequestError, C
   const fds = fs.readdirSync('/proc/self/fd').length;
   const source = criuInNetns(criuPath, lab.path(lab.S));
   try {
-    const error = await source.criu.dump({ pid: pair.serverPid, imagesDir: full, tcpEstablished: true, networkLock: 'nftables' }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const error = await source.criu
+      .dump({ pid: pair.serverPid, imagesDir: full, tcpEstablished: true, networkLock: 'nftables' })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     expect(error).toBeInstanceOf(CriuRequestError);
     expect(error).toMatchObject({ code: expect.any(String) });
   } finally {
@@ -115,7 +130,12 @@ it('the target side is full, images copied: the copy fails with ENOSPC, the serv
   await pair.waitFlowing(256 * 1024);
   const rstsBefore = lab.rstsIntoClients();
   const error = await failure(() => migrateProcess(options(pair, mounts.view(images))));
-  expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'transfer', serverOn: 'source', pid: pair.serverPid });
+  expect(error).toMatchObject({
+    code: 'ERR_MIGRATION_ROLLED_BACK',
+    phase: 'transfer',
+    serverOn: 'source',
+    pid: pair.serverPid,
+  });
   expect(error.cause).toMatchObject({ code: 'ENOSPC' });
   await expectServedOnSource(pair, rstsBefore);
 });
@@ -128,7 +148,12 @@ it("the target side is full, pages to the target's page server: the page server 
   await pair.waitFlowing(256 * 1024);
   const rstsBefore = lab.rstsIntoClients();
   const error = await failure(() => migrateProcess(options(pair, mounts.view(images), { transfer: 'page-server' })));
-  expect(error).toMatchObject({ code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: 'source', pid: pair.serverPid });
+  expect(error).toMatchObject({
+    code: 'ERR_MIGRATION_DUMP_FAILED',
+    phase: 'dump',
+    serverOn: 'source',
+    pid: pair.serverPid,
+  });
   expect(fs.readFileSync(`/proc/${pair.serverPid}/status`, 'utf8')).not.toMatch(/^State:\s+[Tt]/m);
   await expectServedOnSource(pair, rstsBefore);
 });
@@ -138,7 +163,9 @@ it('no inode left for the images layout: a typed ENOSPC before anything is touch
   const view = mounts.mountTmpfs(mounts.freshDir('inodes'), 64 * 1024, { inodes: 1 });
   const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
   try {
-    const error = await failure(() => migrateProcess({ pid: sleeper.pid as number, imagesDir: path.join(view, 'a', 'b'), criuPath }));
+    const error = await failure(() =>
+      migrateProcess({ pid: sleeper.pid as number, imagesDir: path.join(view, 'a', 'b'), criuPath }),
+    );
     expect(error).toMatchObject({ code: 'ENOSPC', phase: 'check', serverOn: 'source' });
     expect(pidAlive(sleeper.pid as number)).toBe(true);
   } finally {

@@ -18,12 +18,25 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { ProcessMigrationError, locateCriu, migrateProcess, type ProcessMigrationOptions, type ProcessMigrationProgress } from '../../lib';
+import {
+  ProcessMigrationError,
+  locateCriu,
+  migrateProcess,
+  type ProcessMigrationOptions,
+  type ProcessMigrationProgress,
+} from '../../lib';
 import { MessageType } from '../../lib/migration/handover-channel';
 import { RstCounter } from '../fixtures/fault-helpers';
 import { NetnsLab, run } from '../helpers/netns';
 import { expectEveryConnectionExact } from '../helpers/traffic';
-import { CLIENTS_FIXTURE, FixtureProcess, SERVER_FIXTURE, expectAllExact, waitForAccepted, waitForExactTraffic } from '../migration/connections-helpers';
+import {
+  CLIENTS_FIXTURE,
+  FixtureProcess,
+  SERVER_FIXTURE,
+  expectAllExact,
+  waitForAccepted,
+  waitForExactTraffic,
+} from '../migration/connections-helpers';
 import { ProcessLab, pidAlive, type Pair } from '../migration/process-lab';
 
 /** Seconds since boot (the clock of /proc/PID/stat's start times). */
@@ -73,7 +86,8 @@ describe('migrateProcess: the target namespace vanishes', () => {
 
   const targetExists = () => fs.existsSync(lab.path(lab.T));
   const addr = () => `${lab.serviceIp}/24`;
-  const hasAddress = (ns: string) => lab.netns.ip(ns, ['-o', 'addr', 'show', 'dev', 'eth0']).includes(`${lab.serviceIp}/`);
+  const hasAddress = (ns: string) =>
+    lab.netns.ip(ns, ['-o', 'addr', 'show', 'dev', 'eth0']).includes(`${lab.serviceIp}/`);
 
   /** The address goes to T (which fails once T is gone), then leaves S. */
   const moveAddress = async (): Promise<void> => {
@@ -97,11 +111,16 @@ describe('migrateProcess: the target namespace vanishes', () => {
     return lab.migrationOptions(pair, criuPath, { moveAddress, moveAddressBack, ...extra });
   }
 
-  async function migrateAndFail(pair: Pair, extra: Partial<ProcessMigrationOptions>): Promise<{ error: ProcessMigrationError; events: ProcessMigrationProgress[] }> {
+  async function migrateAndFail(
+    pair: Pair,
+    extra: Partial<ProcessMigrationOptions>,
+  ): Promise<{ error: ProcessMigrationError; events: ProcessMigrationProgress[] }> {
     const events: ProcessMigrationProgress[] = [];
     const onProgress = extra.onProgress;
     const fds = fs.readdirSync('/proc/self/fd').length;
-    const error = await migrateProcess(options(pair, { ...extra, onProgress: (e) => (events.push(e), onProgress?.(e)) })).then(
+    const error = await migrateProcess(
+      options(pair, { ...extra, onProgress: (e) => (events.push(e), onProgress?.(e)) }),
+    ).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -154,7 +173,12 @@ describe('migrateProcess: the target namespace vanishes', () => {
         if (e.phase === 'dump' && e.detail?.state === 'end') deleteTarget();
       },
     });
-    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'moveAddress', serverOn: 'source', pid: pair.serverPid });
+    expect(error).toMatchObject({
+      code: 'ERR_MIGRATION_ROLLED_BACK',
+      phase: 'moveAddress',
+      serverOn: 'source',
+      pid: pair.serverPid,
+    });
     await expectServedOnSource(pair, rstsBefore);
   });
 
@@ -167,7 +191,12 @@ describe('migrateProcess: the target namespace vanishes', () => {
         if (e.phase === 'moveAddress' && e.detail?.state === 'end') deleteTarget();
       },
     });
-    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source', pid: pair.serverPid });
+    expect(error).toMatchObject({
+      code: 'ERR_MIGRATION_ROLLED_BACK',
+      phase: 'restore',
+      serverOn: 'source',
+      pid: pair.serverPid,
+    });
     await expectServedOnSource(pair, rstsBefore);
   });
 
@@ -185,8 +214,16 @@ describe('migrateProcess: the target namespace vanishes', () => {
     await pair.waitFlowing(256 * 1024);
     const rstsBefore = lab.rstsIntoClients();
     const { error, events } = await migrateAndFail(pair, { criuPath: wrapper });
-    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source', pid: pair.serverPid });
-    expect(events).toContainEqual({ phase: 'rollback', detail: { state: 'removed-target-leftovers', pids: [pair.serverPid] } });
+    expect(error).toMatchObject({
+      code: 'ERR_MIGRATION_ROLLED_BACK',
+      phase: 'restore',
+      serverOn: 'source',
+      pid: pair.serverPid,
+    });
+    expect(events).toContainEqual({
+      phase: 'rollback',
+      detail: { state: 'removed-target-leftovers', pids: [pair.serverPid] },
+    });
     deletedAt = Number(fs.readFileSync(deletedFile, 'utf8'));
     await expectServedOnSource(pair, rstsBefore);
   });
@@ -211,7 +248,11 @@ describe('handOverConnections/acceptHandover: the target namespace vanishes', ()
     ns.BR = lab.add('br');
     lab.ip(ns.BR, ['link', 'add', 'br0', 'type', 'bridge']);
     lab.ip(ns.BR, ['link', 'set', 'br0', 'up']);
-    for (const [key, host] of [['A', 2], ['B', 3], ['C', 9]] as const) {
+    for (const [key, host] of [
+      ['A', 2],
+      ['B', 3],
+      ['C', 9],
+    ] as const) {
       ns[key] = lab.add(key.toLowerCase());
       const dev = `v${key.toLowerCase()}`;
       lab.ip(ns.BR, ['link', 'add', `p${key.toLowerCase()}`, 'type', 'veth', 'peer', 'name', dev, 'netns', ns[key]]);
@@ -255,7 +296,12 @@ describe('handOverConnections/acceptHandover: the target namespace vanishes', ()
    * The control channel, relayed frame by frame (16-byte header, type at byte 5, length at 12);
    * at the frame `cutAt`, `onCut` runs and both sides lose the channel as if the target died.
    */
-  async function relay(listenPath: string, targetPath: string, cutAt: MessageType, onCut: () => Promise<void>): Promise<{ cut: Promise<void>; close: () => void }> {
+  async function relay(
+    listenPath: string,
+    targetPath: string,
+    cutAt: MessageType,
+    onCut: () => Promise<void>,
+  ): Promise<{ cut: Promise<void>; close: () => void }> {
     let cutDone!: () => void;
     const cut = new Promise<void>((resolve) => (cutDone = resolve));
     const sockets: net.Socket[] = [];
@@ -307,51 +353,54 @@ describe('handOverConnections/acceptHandover: the target namespace vanishes', ()
     ['after the connections were staged (STAGED)', MessageType.STAGED, COUNT],
     ['after the address moved to it, before the restore (COMMIT)', MessageType.COMMIT, COUNT],
     ['after it restored everything, before its RESULT reached the source (RESULT)', MessageType.RESULT, COUNT],
-  ] as const)('%s: ERR_HANDOVER_CHANNEL_CLOSED, every connection back on the source, nothing lost', async (_name, cutAt, resumed) => {
-    const clientRsts = RstCounter.incoming(lab.path(ns.C));
-    try {
-      const source = start('A', SERVER_FIXTURE);
-      const target = start('B', SERVER_FIXTURE);
-      const { port } = await source.request<{ port: number }>({ cmd: 'listen', host: VIP, port: 0, total: TOTAL });
-      const clients = start('C', CLIENTS_FIXTURE);
-      await clients.request({ cmd: 'connect', host: VIP, port, count: COUNT, total: TOTAL });
-      await waitForAccepted(source, COUNT);
-      const targetPath = path.join(dir, 'target.sock');
-      const relayPath = path.join(dir, 'relay.sock');
-      await target.request({ cmd: 'accept', listen: { path: targetPath } });
-      const channel = await relay(relayPath, targetPath, cutAt, async () => {
-        await target.stop();
-        run('ip', ['netns', 'delete', ns.B]);
-        deletedAt = uptime();
-      });
-      source.onEvent((e) => {
-        if (e.event === 'moveAddress') moveVip('B');
-        else if (e.event === 'moveAddressBack') moveVip('A');
-        else return;
-        source.process.send({ cmd: 'addressMoved' });
-      });
+  ] as const)(
+    '%s: ERR_HANDOVER_CHANNEL_CLOSED, every connection back on the source, nothing lost',
+    async (_name, cutAt, resumed) => {
+      const clientRsts = RstCounter.incoming(lab.path(ns.C));
       try {
-        const reply = await source.request<{ failed?: boolean; code?: string; resumed?: number; lost?: number }>({
-          cmd: 'handover',
-          to: { path: relayPath },
-          method: 'repair',
-          moveAddress: true,
+        const source = start('A', SERVER_FIXTURE);
+        const target = start('B', SERVER_FIXTURE);
+        const { port } = await source.request<{ port: number }>({ cmd: 'listen', host: VIP, port: 0, total: TOTAL });
+        const clients = start('C', CLIENTS_FIXTURE);
+        await clients.request({ cmd: 'connect', host: VIP, port, count: COUNT, total: TOTAL });
+        await waitForAccepted(source, COUNT);
+        const targetPath = path.join(dir, 'target.sock');
+        const relayPath = path.join(dir, 'relay.sock');
+        await target.request({ cmd: 'accept', listen: { path: targetPath } });
+        const channel = await relay(relayPath, targetPath, cutAt, async () => {
+          await target.stop();
+          run('ip', ['netns', 'delete', ns.B]);
+          deletedAt = uptime();
         });
-        await channel.cut;
-        expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_CHANNEL_CLOSED', resumed, lost: 0 });
-      } finally {
-        channel.close();
-      }
-      expect(vipOn).toBe('A');
-      expect(targetExists()).toBe(false);
+        source.onEvent((e) => {
+          if (e.event === 'moveAddress') moveVip('B');
+          else if (e.event === 'moveAddressBack') moveVip('A');
+          else return;
+          source.process.send({ cmd: 'addressMoved' });
+        });
+        try {
+          const reply = await source.request<{ failed?: boolean; code?: string; resumed?: number; lost?: number }>({
+            cmd: 'handover',
+            to: { path: relayPath },
+            method: 'repair',
+            moveAddress: true,
+          });
+          await channel.cut;
+          expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_CHANNEL_CLOSED', resumed, lost: 0 });
+        } finally {
+          channel.close();
+        }
+        expect(vipOn).toBe('A');
+        expect(targetExists()).toBe(false);
 
-      const { clientReports, serverReports } = await waitForExactTraffic(clients, [source], TOTAL, 30000);
-      expectAllExact(clientReports, serverReports, TOTAL, COUNT);
-      expect(clientRsts.counts()).toEqual({ in: 0 });
-      expect(lab.exec(ns.A, 'nft', ['list', 'tables']).trim()).toBe('');
-      expect(processesInNetns(targetIno, deletedAt)).toEqual([]);
-    } finally {
-      clientRsts.destroy();
-    }
-  });
+        const { clientReports, serverReports } = await waitForExactTraffic(clients, [source], TOTAL, 30000);
+        expectAllExact(clientReports, serverReports, TOTAL, COUNT);
+        expect(clientRsts.counts()).toEqual({ in: 0 });
+        expect(lab.exec(ns.A, 'nft', ['list', 'tables']).trim()).toBe('');
+        expect(processesInNetns(targetIno, deletedAt)).toEqual([]);
+      } finally {
+        clientRsts.destroy();
+      }
+    },
+  );
 });

@@ -9,7 +9,13 @@ import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import * as path from 'node:path';
 
-import { NftablesLock, checkpointConnection, checkpointConnections, encodeConnectionImage, restoreConnections } from '../../lib';
+import {
+  NftablesLock,
+  checkpointConnection,
+  checkpointConnections,
+  encodeConnectionImage,
+  restoreConnections,
+} from '../../lib';
 import type { ConnectionImage } from '../../lib';
 import { PrivateMounts, RstCounter, fillFilesystem, lockElements } from '../fixtures/fault-helpers';
 import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
@@ -60,7 +66,8 @@ async function expectFinishedExact(s: Streaming): Promise<void> {
 
 /** Writes each image to its own file in `dir`, as an application saving them would. */
 async function writeImages(dir: string, images: ConnectionImage[]): Promise<void> {
-  for (const [i, image] of images.entries()) await fs.promises.writeFile(path.join(dir, `connection-${i}.img`), encodeConnectionImage(image), { mode: 0o600 });
+  for (const [i, image] of images.entries())
+    await fs.promises.writeFile(path.join(dir, `connection-${i}.img`), encodeConnectionImage(image), { mode: 0o600 });
 }
 
 it('the filesystem is really full: even one byte fails with ENOSPC', () => {
@@ -79,7 +86,12 @@ it('checkpoint (original closed, nftables lock), the image write fails with ENOS
     restored.push(...(await restoreConnections([image])));
     s.ours.attach(restored[0]);
     await expectFinishedExact(s);
-    expect(fs.readdirSync(full).filter((name) => name.startsWith('connection-')).map((name) => fs.statSync(path.join(full, name)).size)).toEqual([0]);
+    expect(
+      fs
+        .readdirSync(full)
+        .filter((name) => name.startsWith('connection-'))
+        .map((name) => fs.statSync(path.join(full, name)).size),
+    ).toEqual([0]);
   } finally {
     restored.forEach((socket) => socket.destroy());
     await s.pair.close();

@@ -16,7 +16,16 @@
  */
 import type * as net from 'node:net';
 
-import { CONNECTION_IMAGE_VERSION, NftablesLock, SoccrError, checkpointConnection, checkpointConnections, restoreConnection, soccr, tcpStateName } from '../../lib';
+import {
+  CONNECTION_IMAGE_VERSION,
+  NftablesLock,
+  SoccrError,
+  checkpointConnection,
+  checkpointConnections,
+  restoreConnection,
+  soccr,
+  tcpStateName,
+} from '../../lib';
 import type { ConnectionImage } from '../../lib';
 import { binding } from '../../lib/native';
 import { processLock } from '../../lib/soccr/nft-lock';
@@ -74,12 +83,20 @@ async function peerActs(s: Setup, kind: 'FIN' | 'RST'): Promise<void> {
     await closed;
   } else {
     socket.end();
-    await waitFor(() => ['FIN_WAIT1', 'FIN_WAIT2'].includes(tcpState(socket)), 5000, () => tcpState(socket));
+    await waitFor(
+      () => ['FIN_WAIT1', 'FIN_WAIT2'].includes(tcpState(socket)),
+      5000,
+      () => tcpState(socket),
+    );
   }
 }
 
 /** Both directions carried exactly what was sent (counts and SHA-256). */
-function expectExactBothWays(peer: TrafficReport, ours: TrafficReport, expected: { peerToUs: number; usToPeer: number }): void {
+function expectExactBothWays(
+  peer: TrafficReport,
+  ours: TrafficReport,
+  expected: { peerToUs: number; usToPeer: number },
+): void {
   expect(peer.sent.bytes).toBe(expected.peerToUs);
   expect(ours.sent.bytes).toBe(expected.usToPeer);
   expect(ours.received).toEqual(peer.sent);
@@ -88,11 +105,19 @@ function expectExactBothWays(peer: TrafficReport, ours: TrafficReport, expected:
 
 /** After a FIN reached our (restored or resumed) side: we send more, then close; all exact. */
 async function finishAfterFin(s: Setup, socket: net.Socket): Promise<void> {
-  await waitFor(() => s.ours.peerEnded, 20000, () => 'our side has not seen the FIN');
+  await waitFor(
+    () => s.ours.peerEnded,
+    20000,
+    () => 'our side has not seen the FIN',
+  );
   s.ours.sendMore(AFTER_FIN);
   await s.peer.waitForReceived(BEFORE.usToPeer + AFTER_FIN);
   socket.end();
-  await waitFor(() => s.peer.peerEnded, 20000, () => 'the peer has not seen our FIN');
+  await waitFor(
+    () => s.peer.peerEnded,
+    20000,
+    () => 'the peer has not seen our FIN',
+  );
   const peer = s.peer.report();
   const ours = s.ours.report();
   expectExactBothWays(peer, ours, { peerToUs: BEFORE.peerToUs, usToPeer: BEFORE.usToPeer + AFTER_FIN });
@@ -103,7 +128,11 @@ async function finishAfterFin(s: Setup, socket: net.Socket): Promise<void> {
 
 /** After the peer's RST: our side saw ECONNRESET once, nothing else; all bytes before it exact. */
 async function finishAfterRst(s: Setup): Promise<void> {
-  await waitFor(() => s.ours.resets > 0, 20000, () => 'our side has not seen the reset');
+  await waitFor(
+    () => s.ours.resets > 0,
+    20000,
+    () => 'our side has not seen the reset',
+  );
   const peer = s.peer.report();
   const ours = s.ours.report();
   expectExactBothWays(peer, ours, BEFORE);
@@ -213,7 +242,11 @@ describe("'locked': the peer's packet is sent after the 4-tuple is locked, befor
       s.ours.attach(restored);
       // Repair off sends a window probe; the peer's kernel (no socket any more) answers with RST.
       await finishAfterRst(s);
-      await waitFor(() => (restored as net.Socket).destroyed, 5000, () => 'restored socket still open');
+      await waitFor(
+        () => (restored as net.Socket).destroyed,
+        5000,
+        () => 'restored socket still open',
+      );
     } finally {
       await cleanup(s, restored);
     }
@@ -271,38 +304,41 @@ describe("'paused': the peer's packet arrives after soccr.pause() (repair mode, 
 });
 
 describe("'saved': the peer's packet arrives after the low-level save, before the original is closed (4-tuple locked by the caller)", () => {
-  it.each(['FIN', 'RST'] as const)('%s: dropped; the original closed silently, the image restored, the FIN or reset arrives the normal way', async (kind) => {
-    const s = await connected();
-    let restored: net.Socket | undefined;
-    try {
-      const original = s.ours.detach() as net.Socket;
-      expect(original.readableLength).toBe(0); // nothing read but unconsumed: no pendingRead
-      await lock.add([tupleOf(original)]);
-      const handle = soccr.pause(original);
-      const skData = handle.getSkData();
-      const image: ConnectionImage = {
-        version: CONNECTION_IMAGE_VERSION,
-        family: 4,
-        local: handle.getLocalAddress(),
-        remote: handle.getRemoteAddress(),
-        skData,
-        recvQueue: handle.getQueueBytes('recv'),
-        sendQueue: handle.getQueueBytes('send'),
-        sendQueueUnsent: skData.unsqLen,
-        pendingRead: Buffer.alloc(0),
-        lock: lock.ref,
-      };
-      await peerActs(s, kind);
-      handle.release();
-      original.destroy(); // repair mode on: the kernel drops it without FIN or RST
-      restored = await restoreConnection(image, { allowHalfOpen: true });
-      s.ours.attach(restored);
-      if (kind === 'FIN') await finishAfterFin(s, restored);
-      else await finishAfterRst(s);
-    } finally {
-      await cleanup(s, restored);
-    }
-  });
+  it.each(['FIN', 'RST'] as const)(
+    '%s: dropped; the original closed silently, the image restored, the FIN or reset arrives the normal way',
+    async (kind) => {
+      const s = await connected();
+      let restored: net.Socket | undefined;
+      try {
+        const original = s.ours.detach() as net.Socket;
+        expect(original.readableLength).toBe(0); // nothing read but unconsumed: no pendingRead
+        await lock.add([tupleOf(original)]);
+        const handle = soccr.pause(original);
+        const skData = handle.getSkData();
+        const image: ConnectionImage = {
+          version: CONNECTION_IMAGE_VERSION,
+          family: 4,
+          local: handle.getLocalAddress(),
+          remote: handle.getRemoteAddress(),
+          skData,
+          recvQueue: handle.getQueueBytes('recv'),
+          sendQueue: handle.getQueueBytes('send'),
+          sendQueueUnsent: skData.unsqLen,
+          pendingRead: Buffer.alloc(0),
+          lock: lock.ref,
+        };
+        await peerActs(s, kind);
+        handle.release();
+        original.destroy(); // repair mode on: the kernel drops it without FIN or RST
+        restored = await restoreConnection(image, { allowHalfOpen: true });
+        s.ours.attach(restored);
+        if (kind === 'FIN') await finishAfterFin(s, restored);
+        else await finishAfterRst(s);
+      } finally {
+        await cleanup(s, restored);
+      }
+    },
+  );
 });
 
 describe("'gap': the peer's packet is sent after the checkpoint closed the original, before the restore", () => {
@@ -356,7 +392,10 @@ describe('checkpointConnections: one peer of a batch resets while the lock table
         s.ours.attach(originals[i]);
         s.peer.sendMore(50_000);
         s.ours.sendMore(50_000);
-        await Promise.all([s.ours.waitForReceived(BEFORE.peerToUs + 50_000), s.peer.waitForReceived(BEFORE.usToPeer + 50_000)]);
+        await Promise.all([
+          s.ours.waitForReceived(BEFORE.peerToUs + 50_000),
+          s.peer.waitForReceived(BEFORE.usToPeer + 50_000),
+        ]);
         const peer = s.peer.report();
         const ours = s.ours.report();
         expectExactBothWays(peer, ours, { peerToUs: BEFORE.peerToUs + 50_000, usToPeer: BEFORE.usToPeer + 50_000 });

@@ -7,10 +7,23 @@
  */
 import * as fc from 'fast-check';
 
-import { CRIU_OPTION_NAMES, Criu, CriuReqType, encodeRequest, encodeResponse, toCriuOpts, validateCriuOptions } from '../../lib/criu';
+import {
+  CRIU_OPTION_NAMES,
+  Criu,
+  CriuReqType,
+  encodeRequest,
+  encodeResponse,
+  toCriuOpts,
+  validateCriuOptions,
+} from '../../lib/criu';
 import type { CriuOptions } from '../../lib/criu';
 import { InvalidArgumentError } from '../../lib/errors';
-import { ConnectionImageError, connectionImageProblem, decodeConnectionImage, encodeConnectionImage } from '../../lib/soccr';
+import {
+  ConnectionImageError,
+  connectionImageProblem,
+  decodeConnectionImage,
+  encodeConnectionImage,
+} from '../../lib/soccr';
 import type { ConnectionImage } from '../../lib/soccr';
 import { imageArb } from './arbitraries';
 import { EXOTIC, anyValue, count, fdCount, objectWith, printTally, runs, typedOutcome } from './fuzz-helpers';
@@ -30,12 +43,21 @@ const plausible: fc.Arbitrary<unknown> = fc.oneof(
   fc.constantFrom(0, 1, 4, 5, -1, 65535, 65536, 0x40000000, 0x7fffffff, 0x80000000, 0xffffffff, 2 ** 32, 1.5, NaN),
   fc.constantFrom('', 'a', 'a/b', '.', '..', 'x\0y', 'nftables', 'splice', 'read', 'direct', 'full', 'bogus', '/tmp'),
   fc.array(fc.constantFrom('a', '', 'b\0', 1, null), { maxLength: 3 }),
-  fc.array(objectWith(['key', 'fd', 'val', 'ifIn', 'ifOut', 'ns', 'nsFile', 'extraOpt', 'ctrl', 'path'], fc.constantFrom('k', '', 3, -1, 'x\0', undefined)), { maxLength: 3 }),
+  fc.array(
+    objectWith(
+      ['key', 'fd', 'val', 'ifIn', 'ifOut', 'ns', 'nsFile', 'extraOpt', 'ctrl', 'path'],
+      fc.constantFrom('k', '', 3, -1, 'x\0', undefined),
+    ),
+    { maxLength: 3 },
+  ),
   objectWith(['address', 'port', 'pid', 'fd'], fc.constantFrom('h', '', 0, 1, -1, 70000, 1.5, undefined)),
   anyValue,
 );
 
-const criuOptionsArb = fc.oneof({ weight: 6, arbitrary: objectWith(CRIU_OPTION_NAMES as readonly string[], plausible) }, { weight: 1, arbitrary: anyValue });
+const criuOptionsArb = fc.oneof(
+  { weight: 6, arbitrary: objectWith(CRIU_OPTION_NAMES as readonly string[], plausible) },
+  { weight: 1, arbitrary: anyValue },
+);
 
 const resolvedArb = fc.oneof(
   fc.constant(undefined),
@@ -67,8 +89,12 @@ describe('CRIU options', () => {
         if (mapped.ok) {
           count('toCriuOpts: mapped');
           // Anything validation lets through is a criu_opts the strict encoder accepts.
-          const encoded = typedOutcome(() => encodeRequest({ type: CriuReqType.DUMP, opts: mapped.value }), mapped.value);
-          if (!encoded.ok) throw new Error(`validated options do not encode: ${encoded.error.message} (${fc.stringify(options)})`);
+          const encoded = typedOutcome(
+            () => encodeRequest({ type: CriuReqType.DUMP, opts: mapped.value }),
+            mapped.value,
+          );
+          if (!encoded.ok)
+            throw new Error(`validated options do not encode: ${encoded.error.message} (${fc.stringify(options)})`);
         }
       }),
       { numRuns: runs(4000) },
@@ -79,7 +105,13 @@ describe('CRIU options', () => {
 describe('new Criu(options)', () => {
   it('constructs or throws InvalidArgumentError, never spawns', () => {
     const clientOptions = fc.oneof(
-      { weight: 4, arbitrary: objectWith(['mode', 'criuPath', 'address'], fc.oneof(fc.constantFrom('swrk', 'service', '', '/usr/sbin/criu', '/tmp/criu.sock'), anyValue)) },
+      {
+        weight: 4,
+        arbitrary: objectWith(
+          ['mode', 'criuPath', 'address'],
+          fc.oneof(fc.constantFrom('swrk', 'service', '', '/usr/sbin/criu', '/tmp/criu.sock'), anyValue),
+        ),
+      },
       { weight: 1, arbitrary: anyValue },
     );
     fc.assert(
@@ -101,8 +133,23 @@ describe('new Criu(options)', () => {
 describe('encodeRequest / encodeResponse with random messages', () => {
   it('encode or throw InvalidArgumentError', () => {
     const requestKeys = ['type', 'opts', 'notifySuccess', 'keepOpen', 'features', 'pid'];
-    const responseKeys = ['type', 'success', 'dump', 'restore', 'notify', 'ps', 'crErrno', 'features', 'crErrmsg', 'version', 'status'];
-    const values = fc.oneof(plausible, objectWith(['imagesDirFd', 'pid', 'script', 'majorNumber', 'minorNumber', 'restored', 'memTrack'], plausible));
+    const responseKeys = [
+      'type',
+      'success',
+      'dump',
+      'restore',
+      'notify',
+      'ps',
+      'crErrno',
+      'features',
+      'crErrmsg',
+      'version',
+      'status',
+    ];
+    const values = fc.oneof(
+      plausible,
+      objectWith(['imagesDirFd', 'pid', 'script', 'majorNumber', 'minorNumber', 'restored', 'memTrack'], plausible),
+    );
     fc.assert(
       fc.property(objectWith(requestKeys, values), objectWith(responseKeys, values), (req, resp) => {
         count('encodeRequest/encodeResponse: random objects');
@@ -120,20 +167,50 @@ describe('encodeRequest / encodeResponse with random messages', () => {
 });
 
 describe('encodeConnectionImage with random objects', () => {
-  const imageKeys = ['version', 'family', 'local', 'remote', 'skData', 'recvQueue', 'sendQueue', 'sendQueueUnsent', 'pendingRead', 'lock'];
+  const imageKeys = [
+    'version',
+    'family',
+    'local',
+    'remote',
+    'skData',
+    'recvQueue',
+    'sendQueue',
+    'sendQueueUnsent',
+    'pendingRead',
+    'lock',
+  ];
   const skKeys = ['state', 'inqLen', 'outqLen', 'unsqLen', 'flags', 'sndWscale', 'stateName'];
 
   /** A valid image with one to three fields (or sk_data fields) replaced by random values. */
   const brokenImage = fc
     .tuple(
       imageArb,
-      fc.array(fc.tuple(fc.constantFrom(...imageKeys, ...skKeys.map((k) => `skData.${k}`), 'local.port', 'local.address', 'remote.family', 'lock.table'), fc.oneof(plausible, anyValue)), {
-        minLength: 1,
-        maxLength: 3,
-      }),
+      fc.array(
+        fc.tuple(
+          fc.constantFrom(
+            ...imageKeys,
+            ...skKeys.map((k) => `skData.${k}`),
+            'local.port',
+            'local.address',
+            'remote.family',
+            'lock.table',
+          ),
+          fc.oneof(plausible, anyValue),
+        ),
+        {
+          minLength: 1,
+          maxLength: 3,
+        },
+      ),
     )
     .map(([image, edits]) => {
-      const copy = { ...image, skData: { ...image.skData }, local: { ...image.local }, remote: { ...image.remote }, lock: image.lock && { ...image.lock } } as Record<string, unknown>;
+      const copy = {
+        ...image,
+        skData: { ...image.skData },
+        local: { ...image.local },
+        remote: { ...image.remote },
+        lock: image.lock && { ...image.lock },
+      } as Record<string, unknown>;
       for (const [where, value] of edits) {
         const [head, tail] = where.split('.');
         const target = tail === undefined ? copy : (copy[head] as Record<string, unknown> | undefined);

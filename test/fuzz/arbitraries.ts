@@ -7,13 +7,28 @@ import { TcpState, tcpStateName } from '../../lib/soccr';
 import type { ConnectionImage, SkData } from '../../lib/soccr';
 
 const uint32 = fc.nat({ max: 0xffffffff });
-const restorable = [TcpState.ESTABLISHED, TcpState.FIN_WAIT1, TcpState.FIN_WAIT2, TcpState.CLOSE_WAIT, TcpState.LAST_ACK, TcpState.CLOSING, TcpState.CLOSE, TcpState.SYN_SENT];
+const restorable = [
+  TcpState.ESTABLISHED,
+  TcpState.FIN_WAIT1,
+  TcpState.FIN_WAIT2,
+  TcpState.CLOSE_WAIT,
+  TcpState.LAST_ACK,
+  TcpState.CLOSING,
+  TcpState.CLOSE,
+  TcpState.SYN_SENT,
+];
 
 const endpoint = (family: 4 | 6) =>
   fc.record(
     {
       family: fc.constant(family),
-      address: family === 4 ? fc.ipV4() : fc.oneof(fc.ipV6(), fc.ipV4().map((a) => `::ffff:${a}`)),
+      address:
+        family === 4
+          ? fc.ipV4()
+          : fc.oneof(
+              fc.ipV6(),
+              fc.ipV4().map((a) => `::ffff:${a}`),
+            ),
       port: fc.integer({ min: 1, max: 65535 }),
       scopeId: family === 6 ? fc.nat({ max: 0xffffffff }) : fc.constant(undefined),
     },
@@ -31,7 +46,13 @@ export const imageArb: fc.Arbitrary<ConnectionImage> = fc
     fc.array(uint32, { minLength: 12, maxLength: 12 }),
     fc.constantFrom(0, 1),
     fc.uint8Array({ maxLength: 16 }),
-    fc.option(fc.record({ table: fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,20}$/), netns: fc.option(fc.constantFrom('/run/netns/x', '/proc/1/ns/net'), { nil: undefined }) }), { nil: undefined }),
+    fc.option(
+      fc.record({
+        table: fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_]{0,20}$/),
+        netns: fc.option(fc.constantFrom('/run/netns/x', '/proc/1/ns/net'), { nil: undefined }),
+      }),
+      { nil: undefined },
+    ),
   )
   .chain(([family, state, recv, send, unsentPick, words, flags, pending, lock]) =>
     fc.tuple(endpoint(family), endpoint(family)).map(([local, remote]) => {
@@ -81,7 +102,9 @@ export function compact<T extends object>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
 
-export const featuresArb = fc.record({ memTrack: opt(fc.boolean()), lazyPages: opt(fc.boolean()), pidfdStore: opt(fc.boolean()) }).map(compact);
+export const featuresArb = fc
+  .record({ memTrack: opt(fc.boolean()), lazyPages: opt(fc.boolean()), pidfdStore: opt(fc.boolean()) })
+  .map(compact);
 export const psArb = fc.record({ address: opt(text), port: opt(int32), pid: opt(int32), fd: opt(int32) }).map(compact);
 
 /** Valid criu_resp messages; NOTIFY ones carry criu_notify like CRIU's notifications. */
@@ -98,7 +121,16 @@ export const responseArb: fc.Arbitrary<CriuResponseMessage> = fc.oneof(
       features: opt(featuresArb),
       crErrmsg: opt(text),
       version: opt(
-        fc.record({ majorNumber: int32, minorNumber: int32, gitid: opt(text), sublevel: opt(int32), extra: opt(int32), name: opt(text) }).map(compact),
+        fc
+          .record({
+            majorNumber: int32,
+            minorNumber: int32,
+            gitid: opt(text),
+            sublevel: opt(int32),
+            extra: opt(int32),
+            name: opt(text),
+          })
+          .map(compact),
       ),
       status: opt(int32),
     })
@@ -107,10 +139,23 @@ export const responseArb: fc.Arbitrary<CriuResponseMessage> = fc.oneof(
     .record({
       type: fc.constant(CriuReqType.NOTIFY),
       success: fc.constant(true),
-      notify: fc.record({
-        script: fc.constantFrom('pre-dump', 'post-dump', 'network-lock', 'network-unlock', 'setup-namespaces', 'post-setup-namespaces', 'pre-resume', 'post-resume', 'orphan-pts-master', 'status-ready'),
-        pid: opt(int32),
-      }).map(compact),
+      notify: fc
+        .record({
+          script: fc.constantFrom(
+            'pre-dump',
+            'post-dump',
+            'network-lock',
+            'network-unlock',
+            'setup-namespaces',
+            'post-setup-namespaces',
+            'pre-resume',
+            'post-resume',
+            'orphan-pts-master',
+            'status-ready',
+          ),
+          pid: opt(int32),
+        })
+        .map(compact),
     })
     .map((r) => r as CriuResponseMessage),
 );

@@ -19,7 +19,12 @@ const FAKE_SWRK = path.join(__dirname, '..', 'fixtures', 'criu-fake-swrk.js');
 
 function children(): number[] {
   try {
-    return fs.readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    return fs
+      .readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
   } catch {
     return [];
   }
@@ -42,19 +47,38 @@ const validReply = (type: number) =>
     responseArb.map((r) => ({ ...r, type: type as CriuReqType })),
     fc.constant({ type: type as CriuReqType, success: true, version: { majorNumber: 4, minorNumber: 2, sublevel: 1 } }),
   );
-const notifyReply = fc.constantFrom('pre-dump', 'post-dump', 'network-lock', 'network-unlock', 'status-ready', 'bogus').map((script) => ({
-  type: CriuReqType.NOTIFY,
-  success: true,
-  notify: { script, pid: 1 },
-}));
+const notifyReply = fc
+  .constantFrom('pre-dump', 'post-dump', 'network-lock', 'network-unlock', 'status-ready', 'bogus')
+  .map((script) => ({
+    type: CriuReqType.NOTIFY,
+    success: true,
+    notify: { script, pid: 1 },
+  }));
 
 /** 1..4 datagrams: NOTIFYs and final replies, each valid, mutated or random; maybe an exit. */
 const scriptArb = fc.record({
   call: fc.constantFrom('version', 'check', 'dump'),
   replies: fc.array(
     fc.oneof(
-      { weight: 3, arbitrary: mutatedBytes(fc.oneof(validReply(CriuReqType.VERSION), validReply(CriuReqType.CHECK), validReply(CriuReqType.DUMP), notifyReply).map((r) => new Uint8Array(encodeResponse(r)))) },
-      { weight: 2, arbitrary: fc.oneof(validReply(CriuReqType.VERSION), validReply(CriuReqType.DUMP), notifyReply).map((r) => new Uint8Array(encodeResponse(r))) },
+      {
+        weight: 3,
+        arbitrary: mutatedBytes(
+          fc
+            .oneof(
+              validReply(CriuReqType.VERSION),
+              validReply(CriuReqType.CHECK),
+              validReply(CriuReqType.DUMP),
+              notifyReply,
+            )
+            .map((r) => new Uint8Array(encodeResponse(r))),
+        ),
+      },
+      {
+        weight: 2,
+        arbitrary: fc
+          .oneof(validReply(CriuReqType.VERSION), validReply(CriuReqType.DUMP), notifyReply)
+          .map((r) => new Uint8Array(encodeResponse(r))),
+      },
     ),
     { minLength: 1, maxLength: 4 },
   ),

@@ -9,7 +9,14 @@
 import * as fc from 'fast-check';
 
 // Imported per half (not from lib/index) so these tests do not depend on lib/migration.
-import { CriuProtocolError, decodeRequest, decodeResponse, encodeRequest, encodeResponse, toCriuOpts } from '../../lib/criu';
+import {
+  CriuProtocolError,
+  decodeRequest,
+  decodeResponse,
+  encodeRequest,
+  encodeResponse,
+  toCriuOpts,
+} from '../../lib/criu';
 import type { CriuOptions, CriuRequestMessage } from '../../lib/criu';
 import { ConnectionImageError, decodeConnectionImage, encodeConnectionImage } from '../../lib/soccr';
 import { compact, featuresArb, imageArb, opt, reqType, responseArb } from './arbitraries';
@@ -27,7 +34,10 @@ afterAll(() => {
 // ---------------------------------------------------------------------------------------------
 // Connection images
 
-const imageSeeds = fc.sample(imageArb.map((i) => new Uint8Array(encodeConnectionImage(i))), { numRuns: 16, seed: 7 });
+const imageSeeds = fc.sample(
+  imageArb.map((i) => new Uint8Array(encodeConnectionImage(i))),
+  { numRuns: 16, seed: 7 },
+);
 
 describe('decodeConnectionImage', () => {
   it('valid images round-trip', () => {
@@ -44,18 +54,24 @@ describe('decodeConnectionImage', () => {
 
   it('mutated and random bytes: a valid image (re-encodable, stable) or ConnectionImageError', () => {
     fc.assert(
-      fc.property(mutatedBytes(imageArb.map((i) => new Uint8Array(encodeConnectionImage(i))), imageSeeds), (bytes) => {
-        count('image: mutated/random bytes');
-        const outcome = typedOutcome(() => decodeConnectionImage(bytes), bytes);
-        count(outcome.ok ? 'image: mutated bytes accepted' : 'image: mutated bytes rejected');
-        if (outcome.ok) {
-          // Whatever decodes is a valid image: it encodes, and decodes again to the same encoding.
-          const again = encodeConnectionImage(outcome.value);
-          expect(encodeConnectionImage(decodeConnectionImage(again))).toEqual(again);
-        } else {
-          expect(outcome.error).toBeInstanceOf(ConnectionImageError);
-        }
-      }),
+      fc.property(
+        mutatedBytes(
+          imageArb.map((i) => new Uint8Array(encodeConnectionImage(i))),
+          imageSeeds,
+        ),
+        (bytes) => {
+          count('image: mutated/random bytes');
+          const outcome = typedOutcome(() => decodeConnectionImage(bytes), bytes);
+          count(outcome.ok ? 'image: mutated bytes accepted' : 'image: mutated bytes rejected');
+          if (outcome.ok) {
+            // Whatever decodes is a valid image: it encodes, and decodes again to the same encoding.
+            const again = encodeConnectionImage(outcome.value);
+            expect(encodeConnectionImage(decodeConnectionImage(again))).toEqual(again);
+          } else {
+            expect(outcome.error).toBeInstanceOf(ConnectionImageError);
+          }
+        },
+      ),
       { numRuns: runs(2500) },
     );
   });
@@ -85,12 +101,22 @@ const optionsArb: fc.Arbitrary<CriuOptions> = fc
     shellJob: opt(fc.boolean()),
     logLevel: opt(fc.integer({ min: 0, max: 4 })),
     logFile: opt(fc.constantFrom('dump.log', 'x')),
-    ps: opt(fc.record({ address: opt(fc.constantFrom('127.0.0.1', 'h')), port: opt(fc.integer({ min: 0, max: 65535 })) }).map(compact)),
+    ps: opt(
+      fc
+        .record({ address: opt(fc.constantFrom('127.0.0.1', 'h')), port: opt(fc.integer({ min: 0, max: 65535 })) })
+        .map(compact),
+    ),
     external: opt(fc.array(fc.constantFrom('veth[a]:b', 'unix[1]', 'mnt[k]:v'), { maxLength: 3 })),
     cgRoot: opt(fc.array(fc.record({ path: fc.constantFrom('/a', '/b') }), { maxLength: 2 })),
-    joinNs: opt(fc.array(fc.record({ ns: fc.constant('net'), nsFile: fc.constant('/proc/1/ns/net') }), { maxLength: 2 })),
+    joinNs: opt(
+      fc.array(fc.record({ ns: fc.constant('net'), nsFile: fc.constant('/proc/1/ns/net') }), { maxLength: 2 }),
+    ),
     unixSkIno: opt(fc.array(fc.nat({ max: 0xffffffff }), { maxLength: 3 })),
-    manageCgroupsMode: opt(fc.constantFrom('ignore', 'none', 'props', 'soft', 'full', 'strict', 'default') as fc.Arbitrary<CriuOptions['manageCgroupsMode']>),
+    manageCgroupsMode: opt(
+      fc.constantFrom('ignore', 'none', 'props', 'soft', 'full', 'strict', 'default') as fc.Arbitrary<
+        CriuOptions['manageCgroupsMode']
+      >,
+    ),
     networkLock: opt(fc.constantFrom('iptables', 'nftables', 'skip') as fc.Arbitrary<CriuOptions['networkLock']>),
     ghostLimit: opt(fc.nat({ max: 0xffffffff })),
     emptyNs: opt(fc.constantFrom(0, 0x40000000)),
@@ -110,8 +136,14 @@ const requestArb: fc.Arbitrary<CriuRequestMessage> = fc
   })
   .map((r) => compact(r) as CriuRequestMessage);
 
-const responseSeeds = fc.sample(responseArb.map((r) => new Uint8Array(encodeResponse(r))), { numRuns: 16, seed: 11 });
-const requestSeeds = fc.sample(requestArb.map((r) => new Uint8Array(encodeRequest(r))), { numRuns: 16, seed: 13 });
+const responseSeeds = fc.sample(
+  responseArb.map((r) => new Uint8Array(encodeResponse(r))),
+  { numRuns: 16, seed: 11 },
+);
+const requestSeeds = fc.sample(
+  requestArb.map((r) => new Uint8Array(encodeRequest(r))),
+  { numRuns: 16, seed: 13 },
+);
 
 describe('decodeResponse (criu_resp, NOTIFY included)', () => {
   it('valid responses round-trip', () => {
@@ -127,19 +159,25 @@ describe('decodeResponse (criu_resp, NOTIFY included)', () => {
 
   it('mutated and random bytes: a re-encodable criu_resp or CriuProtocolError', () => {
     fc.assert(
-      fc.property(mutatedBytes(responseArb.map((r) => new Uint8Array(encodeResponse(r))), responseSeeds), (bytes) => {
-        count('criu_resp: mutated/random bytes');
-        const outcome = typedOutcome(() => decodeResponse(bytes), bytes);
-        count(outcome.ok ? 'criu_resp: mutated bytes accepted' : 'criu_resp: mutated bytes rejected');
-        if (outcome.ok) {
-          // Whatever the decoder accepts, the (strict) encoder accepts too, and it is stable.
-          const again = encodeResponse(outcome.value);
-          expect(encodeResponse(decodeResponse(again))).toEqual(again);
-        } else {
-          expect(outcome.error).toBeInstanceOf(CriuProtocolError);
-          expect(outcome.error.code).toBe('ERR_CRIU_PROTOCOL');
-        }
-      }),
+      fc.property(
+        mutatedBytes(
+          responseArb.map((r) => new Uint8Array(encodeResponse(r))),
+          responseSeeds,
+        ),
+        (bytes) => {
+          count('criu_resp: mutated/random bytes');
+          const outcome = typedOutcome(() => decodeResponse(bytes), bytes);
+          count(outcome.ok ? 'criu_resp: mutated bytes accepted' : 'criu_resp: mutated bytes rejected');
+          if (outcome.ok) {
+            // Whatever the decoder accepts, the (strict) encoder accepts too, and it is stable.
+            const again = encodeResponse(outcome.value);
+            expect(encodeResponse(decodeResponse(again))).toEqual(again);
+          } else {
+            expect(outcome.error).toBeInstanceOf(CriuProtocolError);
+            expect(outcome.error.code).toBe('ERR_CRIU_PROTOCOL');
+          }
+        },
+      ),
       { numRuns: runs(2500) },
     );
   });
@@ -159,17 +197,23 @@ describe('decodeRequest (criu_req)', () => {
 
   it('mutated and random bytes: a re-encodable criu_req or CriuProtocolError', () => {
     fc.assert(
-      fc.property(mutatedBytes(requestArb.map((r) => new Uint8Array(encodeRequest(r))), requestSeeds), (bytes) => {
-        count('criu_req: mutated/random bytes');
-        const outcome = typedOutcome(() => decodeRequest(bytes), bytes);
-        count(outcome.ok ? 'criu_req: mutated bytes accepted' : 'criu_req: mutated bytes rejected');
-        if (outcome.ok) {
-          const again = encodeRequest(outcome.value);
-          expect(encodeRequest(decodeRequest(again))).toEqual(again);
-        } else {
-          expect(outcome.error).toBeInstanceOf(CriuProtocolError);
-        }
-      }),
+      fc.property(
+        mutatedBytes(
+          requestArb.map((r) => new Uint8Array(encodeRequest(r))),
+          requestSeeds,
+        ),
+        (bytes) => {
+          count('criu_req: mutated/random bytes');
+          const outcome = typedOutcome(() => decodeRequest(bytes), bytes);
+          count(outcome.ok ? 'criu_req: mutated bytes accepted' : 'criu_req: mutated bytes rejected');
+          if (outcome.ok) {
+            const again = encodeRequest(outcome.value);
+            expect(encodeRequest(decodeRequest(again))).toEqual(again);
+          } else {
+            expect(outcome.error).toBeInstanceOf(CriuProtocolError);
+          }
+        },
+      ),
       { numRuns: runs(2000) },
     );
   });

@@ -48,7 +48,10 @@ export function expectTyped(error: unknown, input: unknown): asserts error is No
 }
 
 /** Runs fn; returns its result or the typed error it threw (anything else fails the property). */
-export function typedOutcome<T>(fn: () => T, input: unknown): { ok: true; value: T } | { ok: false; error: NodeCriuError } {
+export function typedOutcome<T>(
+  fn: () => T,
+  input: unknown,
+): { ok: true; value: T } | { ok: false; error: NodeCriuError } {
   try {
     return { ok: true, value: fn() };
   } catch (error) {
@@ -57,7 +60,10 @@ export function typedOutcome<T>(fn: () => T, input: unknown): { ok: true; value:
   }
 }
 
-export async function typedOutcomeAsync<T>(fn: () => Promise<T>, input: unknown): Promise<{ ok: true; value: T } | { ok: false; error: NodeCriuError }> {
+export async function typedOutcomeAsync<T>(
+  fn: () => Promise<T>,
+  input: unknown,
+): Promise<{ ok: true; value: T } | { ok: false; error: NodeCriuError }> {
   try {
     return { ok: true, value: await fn() };
   } catch (error) {
@@ -83,7 +89,12 @@ function encodeVarint(value: number): number[] {
 }
 
 /** Offsets of the length varints of length-delimited fields (recursing into what parses). */
-export function lengthFields(bytes: Uint8Array, start = 0, end = bytes.length, depth = 0): { at: number; size: number; value: number }[] {
+export function lengthFields(
+  bytes: Uint8Array,
+  start = 0,
+  end = bytes.length,
+  depth = 0,
+): { at: number; size: number; value: number }[] {
   const found: { at: number; size: number; value: number }[] = [];
   const varint = (pos: number): [number, number] | undefined => {
     let value = 0;
@@ -129,14 +140,44 @@ export type Mutation =
 const interestingLengths = [0, 1, 2, 0x7f, 0x80, 0x3fff, 0x4000, 0x7fffffff, 0x80000000, 0xffffffff, -1];
 
 export const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }),
+  },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), bytes: fc.uint8Array({ minLength: 1, maxLength: 12 }) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('delete' as const), at: fc.nat(), length: fc.integer({ min: 1, max: 16 }) }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('overwrite' as const), at: fc.nat(), bytes: fc.uint8Array({ minLength: 1, maxLength: 10 }) }) },
   {
     weight: 2,
-    arbitrary: fc.record({ kind: fc.constant('splice' as const), at: fc.nat(), other: fc.nat(), from: fc.nat(), length: fc.integer({ min: 0, max: 64 }) }),
+    arbitrary: fc.record({
+      kind: fc.constant('insert' as const),
+      at: fc.nat(),
+      bytes: fc.uint8Array({ minLength: 1, maxLength: 12 }),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('delete' as const),
+      at: fc.nat(),
+      length: fc.integer({ min: 1, max: 16 }),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('overwrite' as const),
+      at: fc.nat(),
+      bytes: fc.uint8Array({ minLength: 1, maxLength: 10 }),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('splice' as const),
+      at: fc.nat(),
+      other: fc.nat(),
+      from: fc.nat(),
+      length: fc.integer({ min: 0, max: 64 }),
+    }),
   },
   {
     weight: 4,
@@ -149,10 +190,19 @@ export const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
 );
 
 /** Applies the mutations in order; `others` are further valid encodings for splices. */
-export function mutate(base: Uint8Array, mutations: readonly Mutation[], others: readonly Uint8Array[] = []): Uint8Array {
+export function mutate(
+  base: Uint8Array,
+  mutations: readonly Mutation[],
+  others: readonly Uint8Array[] = [],
+): Uint8Array {
   let bytes = Array.from(base);
   for (const m of mutations) {
-    const at = bytes.length === 0 ? 0 : m.kind === 'length' || m.kind === 'splice' ? 0 : (m as { at: number }).at % (bytes.length + 1);
+    const at =
+      bytes.length === 0
+        ? 0
+        : m.kind === 'length' || m.kind === 'splice'
+          ? 0
+          : (m as { at: number }).at % (bytes.length + 1);
     switch (m.kind) {
       case 'flip':
         if (bytes.length > 0) bytes[m.at % bytes.length] ^= 1 << m.bit;
@@ -190,9 +240,17 @@ export function mutate(base: Uint8Array, mutations: readonly Mutation[], others:
 }
 
 /** Bytes that are a valid encoding with 1..4 mutations applied, or plain random bytes. */
-export function mutatedBytes(valid: fc.Arbitrary<Uint8Array>, others: readonly Uint8Array[] = []): fc.Arbitrary<Uint8Array> {
+export function mutatedBytes(
+  valid: fc.Arbitrary<Uint8Array>,
+  others: readonly Uint8Array[] = [],
+): fc.Arbitrary<Uint8Array> {
   return fc.oneof(
-    { weight: 8, arbitrary: fc.tuple(valid, fc.array(mutationArb, { minLength: 1, maxLength: 4 })).map(([b, ms]) => mutate(b, ms, others)) },
+    {
+      weight: 8,
+      arbitrary: fc
+        .tuple(valid, fc.array(mutationArb, { minLength: 1, maxLength: 4 }))
+        .map(([b, ms]) => mutate(b, ms, others)),
+    },
     { weight: 1, arbitrary: fc.uint8Array({ maxLength: 256 }) },
     { weight: 1, arbitrary: valid },
   );
@@ -215,7 +273,12 @@ export function stringSafe(value: unknown, depth = 0): boolean {
     return false;
   }
   if (depth > 6 || typeof value !== 'object' || value === null) return true;
-  const inner = value instanceof Map ? [...value.keys(), ...value.values()] : value instanceof Set ? [...value] : Object.values(value);
+  const inner =
+    value instanceof Map
+      ? [...value.keys(), ...value.values()]
+      : value instanceof Set
+        ? [...value]
+        : Object.values(value);
   return inner.every((v) => stringSafe(v, depth + 1));
 }
 
@@ -225,17 +288,58 @@ export function withoutOpenBugs<T>(arb: fc.Arbitrary<T>): fc.Arbitrary<T> {
 }
 
 /** Random values of every shape, including the awkward ones (NaN, -0, sparse arrays, boxed values). */
-export const anyValue: fc.Arbitrary<unknown> = withoutOpenBugs(fc.oneof(
-  { weight: 6, arbitrary: fc.anything({ withBigInt: true, withBoxedValues: true, withMap: true, withSet: true, withTypedArray: true, withDate: true, withNullPrototype: EXOTIC, withSparseArray: true, maxDepth: 3 }) },
-  { weight: 1, arbitrary: fc.constantFrom(undefined, null, NaN, -0, Infinity, -Infinity, '', [], {}, Symbol('x'), () => 1, Buffer.alloc(3)) },
-  { weight: 2, arbitrary: fc.integer() },
-  { weight: 1, arbitrary: fc.double() },
-));
+export const anyValue: fc.Arbitrary<unknown> = withoutOpenBugs(
+  fc.oneof(
+    {
+      weight: 6,
+      arbitrary: fc.anything({
+        withBigInt: true,
+        withBoxedValues: true,
+        withMap: true,
+        withSet: true,
+        withTypedArray: true,
+        withDate: true,
+        withNullPrototype: EXOTIC,
+        withSparseArray: true,
+        maxDepth: 3,
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.constantFrom(
+        undefined,
+        null,
+        NaN,
+        -0,
+        Infinity,
+        -Infinity,
+        '',
+        [],
+        {},
+        Symbol('x'),
+        () => 1,
+        Buffer.alloc(3),
+      ),
+    },
+    { weight: 2, arbitrary: fc.integer() },
+    { weight: 1, arbitrary: fc.double() },
+  ),
+);
 
 /** Objects made from `keys` (plus a stray one) with random values: they get past "is an object". */
-export function objectWith(keys: readonly string[], values: fc.Arbitrary<unknown> = anyValue): fc.Arbitrary<Record<string, unknown>> {
+export function objectWith(
+  keys: readonly string[],
+  values: fc.Arbitrary<unknown> = anyValue,
+): fc.Arbitrary<Record<string, unknown>> {
   return withoutOpenBugs(
-    fc.dictionary(fc.oneof({ weight: 8, arbitrary: fc.constantFrom(...keys) }, { weight: 1, arbitrary: fc.string({ maxLength: 8 }) }), values, { maxKeys: 6, noNullPrototype: !EXOTIC }),
+    fc.dictionary(
+      fc.oneof(
+        { weight: 8, arbitrary: fc.constantFrom(...keys) },
+        { weight: 1, arbitrary: fc.string({ maxLength: 8 }) },
+      ),
+      values,
+      { maxKeys: 6, noNullPrototype: !EXOTIC },
+    ),
   );
 }
 

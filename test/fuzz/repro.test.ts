@@ -9,7 +9,10 @@ const scripts = ['untyped-errors.js', 'restore-pending-read.js', 'restore-unlock
 
 describe('fuzzer reproductions', () => {
   it.each(scripts)('%s passes', (script) => {
-    const result = spawnSync(process.execPath, [path.join(__dirname, 'repro', script)], { encoding: 'utf8', timeout: 60000 });
+    const result = spawnSync(process.execPath, [path.join(__dirname, 'repro', script)], {
+      encoding: 'utf8',
+      timeout: 60000,
+    });
     if (result.status !== 0) throw new Error(`${script} exited ${result.status}:\n${result.stdout}\n${result.stderr}`);
     expect(result.status).toBe(0);
   });

@@ -17,11 +17,27 @@ import * as net from 'node:net';
 
 import * as fc from 'fast-check';
 
-import { NftablesLock, SoccrError, checkpointConnection, restoreConnection, soccr, tcpStateName } from '../../lib/soccr';
+import {
+  NftablesLock,
+  SoccrError,
+  checkpointConnection,
+  restoreConnection,
+  soccr,
+  tcpStateName,
+} from '../../lib/soccr';
 import type { ConnectionImage, SkData, SocketAddress } from '../../lib/soccr';
 import { fdsInRepairMode, tcpPair } from '../helpers/soccr';
 import { TrafficEndpoint, expectExactTwoWay } from '../helpers/traffic';
-import { anyValue, count, fdCount, objectWith, printTally, runs, typedOutcome, typedOutcomeAsync } from './fuzz-helpers';
+import {
+  anyValue,
+  count,
+  fdCount,
+  objectWith,
+  printTally,
+  runs,
+  typedOutcome,
+  typedOutcomeAsync,
+} from './fuzz-helpers';
 
 let fdsAtStart = 0;
 beforeAll(() => {
@@ -59,11 +75,18 @@ async function expectWorks(a: net.Socket, b: net.Socket, bytes: number, seed: nu
 // Arbitraries
 
 const port = fc.integer({ min: 20000, max: 29999 });
-const loopback = (family: 4 | 6) => (family === 4 ? fc.constant('127.0.0.1') : fc.constantFrom('::1', '::ffff:127.0.0.1'));
+const loopback = (family: 4 | 6) =>
+  family === 4 ? fc.constant('127.0.0.1') : fc.constantFrom('::1', '::ffff:127.0.0.1');
 const addressArb = (family: 4 | 6): fc.Arbitrary<unknown> =>
   fc.oneof(
     { weight: 8, arbitrary: fc.record({ family: fc.constant(family), address: loopback(family), port }) },
-    { weight: 1, arbitrary: objectWith(['family', 'address', 'port', 'scopeId'], fc.constantFrom(4, 6, 0, 70000, -1, '127.0.0.1', '::1', '999.1.1.1', '', 'x', undefined)) },
+    {
+      weight: 1,
+      arbitrary: objectWith(
+        ['family', 'address', 'port', 'scopeId'],
+        fc.constantFrom(4, 6, 0, 70000, -1, '127.0.0.1', '::1', '999.1.1.1', '', 'x', undefined),
+      ),
+    },
     { weight: 1, arbitrary: anyValue },
   );
 
@@ -71,7 +94,11 @@ const uint32 = fc.nat({ max: 0xffffffff });
 const skDataArb = (inqLen: number, outqLen: number): fc.Arbitrary<SkData> =>
   fc
     .record({
-      state: fc.oneof({ weight: 6, arbitrary: fc.constantFrom(1, 4, 5, 8, 9, 11) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 13 }) }, { weight: 1, arbitrary: uint32 }),
+      state: fc.oneof(
+        { weight: 6, arbitrary: fc.constantFrom(1, 4, 5, 8, 9, 11) },
+        { weight: 1, arbitrary: fc.integer({ min: 0, max: 13 }) },
+        { weight: 1, arbitrary: uint32 },
+      ),
       inqSeq: uint32,
       outqSeq: uint32,
       unsqPick: fc.nat(),
@@ -110,23 +137,52 @@ const skDataArb = (inqLen: number, outqLen: number): fc.Arbitrary<SkData> =>
     }));
 
 /** sk_data with consistent queues, or (rarely) anything at all. */
-const restoreInput = fc.tuple(fc.constantFrom<4 | 6>(4, 6), fc.uint8Array({ maxLength: 3000 }), fc.uint8Array({ maxLength: 3000 })).chain(([family, recv, send]) =>
-  fc.record({
-    family: fc.constant(family),
-    data: fc.oneof({ weight: 12, arbitrary: skDataArb(recv.length, send.length) as fc.Arbitrary<unknown> }, { weight: 1, arbitrary: objectWith(['state', 'inqLen', 'outqLen', 'flags']) }),
-    local: addressArb(family),
-    remote: addressArb(family),
-    recv: fc.oneof({ weight: 12, arbitrary: fc.constant(Buffer.from(recv)) as fc.Arbitrary<unknown> }, { weight: 1, arbitrary: anyValue }),
-    send: fc.oneof({ weight: 12, arbitrary: fc.constant(Buffer.from(send)) as fc.Arbitrary<unknown> }, { weight: 1, arbitrary: anyValue }),
-  }),
-);
+const restoreInput = fc
+  .tuple(fc.constantFrom<4 | 6>(4, 6), fc.uint8Array({ maxLength: 3000 }), fc.uint8Array({ maxLength: 3000 }))
+  .chain(([family, recv, send]) =>
+    fc.record({
+      family: fc.constant(family),
+      data: fc.oneof(
+        { weight: 12, arbitrary: skDataArb(recv.length, send.length) as fc.Arbitrary<unknown> },
+        { weight: 1, arbitrary: objectWith(['state', 'inqLen', 'outqLen', 'flags']) },
+      ),
+      local: addressArb(family),
+      remote: addressArb(family),
+      recv: fc.oneof(
+        { weight: 12, arbitrary: fc.constant(Buffer.from(recv)) as fc.Arbitrary<unknown> },
+        { weight: 1, arbitrary: anyValue },
+      ),
+      send: fc.oneof(
+        { weight: 12, arbitrary: fc.constant(Buffer.from(send)) as fc.Arbitrary<unknown> },
+        { weight: 1, arbitrary: anyValue },
+      ),
+    }),
+  );
 
-type Op = 'restore' | 'unbound' | 'bind' | 'connect' | 'noq' | 'queueRecv' | 'queueSend' | 'finish' | 'save' | 'getQueue' | 'addrs' | 'resume';
+type Op =
+  | 'restore'
+  | 'unbound'
+  | 'bind'
+  | 'connect'
+  | 'noq'
+  | 'queueRecv'
+  | 'queueSend'
+  | 'finish'
+  | 'save'
+  | 'getQueue'
+  | 'addrs'
+  | 'resume';
 const stagedInOrder: Op[] = ['unbound', 'bind', 'connect', 'noq', 'queueRecv', 'queueSend', 'finish'];
 const opsArb: fc.Arbitrary<Op[]> = fc.oneof(
   { weight: 3, arbitrary: fc.constant<Op[]>(['restore']) },
   { weight: 3, arbitrary: fc.constant(stagedInOrder) },
-  { weight: 3, arbitrary: fc.array(fc.constantFrom<Op>(...stagedInOrder, 'restore', 'save', 'getQueue', 'addrs'), { minLength: 1, maxLength: 8 }) },
+  {
+    weight: 3,
+    arbitrary: fc.array(fc.constantFrom<Op>(...stagedInOrder, 'restore', 'save', 'getQueue', 'addrs'), {
+      minLength: 1,
+      maxLength: 8,
+    }),
+  },
   { weight: 1, arbitrary: fc.constantFrom<Op[]>(['restore', 'resume'], [...stagedInOrder, 'resume']) },
 );
 
@@ -142,7 +198,10 @@ describe('soccr.pause with random arguments', () => {
       const pairFds = [soccr.fdOfSocket(pair.client), soccr.fdOfSocket(pair.accepted)];
       const targets = fc.oneof(
         { weight: 4, arbitrary: fc.integer({ min: 0, max: 64 }) as fc.Arbitrary<unknown> },
-        { weight: 2, arbitrary: fc.constantFrom<unknown>(...pairFds, pair.client, pair.accepted, new net.Socket(), pair.server) },
+        {
+          weight: 2,
+          arbitrary: fc.constantFrom<unknown>(...pairFds, pair.client, pair.accepted, new net.Socket(), pair.server),
+        },
         { weight: 1, arbitrary: fc.oneof(fc.integer(), fc.constantFrom(-1, 2 ** 31, 2 ** 31 - 1, 1.5, NaN)) },
         { weight: 2, arbitrary: anyValue },
       );
@@ -180,36 +239,49 @@ describe('SoccrHandle calls on a paused fresh socket, random order and data', ()
         try {
           for (const op of ops) {
             const data = input.data as SkData;
-            const outcome = typedOutcome(() => {
-              switch (op) {
-                case 'restore':
-                  return handle.restore(data, input.local as SocketAddress, input.remote as SocketAddress, input.recv as Uint8Array, input.send as Uint8Array);
-                case 'unbound':
-                  return handle.setSkDataUnbound(data);
-                case 'bind':
-                  return handle.bind(input.local as SocketAddress);
-                case 'connect':
-                  return handle.connect(input.remote as SocketAddress);
-                case 'noq':
-                  return handle.setSkDataNoq(data);
-                case 'queueRecv':
-                  return (data as { inqLen?: number }).inqLen ? handle.setQueueBytes(data, 'recv', input.recv as Uint8Array) : undefined;
-                case 'queueSend':
-                  return (data as { outqLen?: number }).outqLen ? handle.setQueueBytes(data, 'send', input.send as Uint8Array) : undefined;
-                case 'finish':
-                  return handle.setSkData(data);
-                case 'save':
-                  return handle.getSkData();
-                case 'getQueue':
-                  return handle.getQueueBytes(input.family === 4 ? 'recv' : 'send');
-                case 'addrs':
-                  return [handle.getLocalAddress(), handle.getRemoteAddress()];
-                case 'resume':
-                  // Only after a complete restore: the window probe goes to a loopback port.
-                  if (restored) handle.resume();
-                  return undefined;
-              }
-            }, { input, ops, op });
+            const outcome = typedOutcome(
+              () => {
+                switch (op) {
+                  case 'restore':
+                    return handle.restore(
+                      data,
+                      input.local as SocketAddress,
+                      input.remote as SocketAddress,
+                      input.recv as Uint8Array,
+                      input.send as Uint8Array,
+                    );
+                  case 'unbound':
+                    return handle.setSkDataUnbound(data);
+                  case 'bind':
+                    return handle.bind(input.local as SocketAddress);
+                  case 'connect':
+                    return handle.connect(input.remote as SocketAddress);
+                  case 'noq':
+                    return handle.setSkDataNoq(data);
+                  case 'queueRecv':
+                    return (data as { inqLen?: number }).inqLen
+                      ? handle.setQueueBytes(data, 'recv', input.recv as Uint8Array)
+                      : undefined;
+                  case 'queueSend':
+                    return (data as { outqLen?: number }).outqLen
+                      ? handle.setQueueBytes(data, 'send', input.send as Uint8Array)
+                      : undefined;
+                  case 'finish':
+                    return handle.setSkData(data);
+                  case 'save':
+                    return handle.getSkData();
+                  case 'getQueue':
+                    return handle.getQueueBytes(input.family === 4 ? 'recv' : 'send');
+                  case 'addrs':
+                    return [handle.getLocalAddress(), handle.getRemoteAddress()];
+                  case 'resume':
+                    // Only after a complete restore: the window probe goes to a loopback port.
+                    if (restored) handle.resume();
+                    return undefined;
+                }
+              },
+              { input, ops, op },
+            );
             if (outcome.ok && (op === 'restore' || op === 'finish')) {
               restored = true;
               count('SoccrHandle: restore completed');
@@ -233,7 +305,23 @@ describe('checkpointConnection / restoreConnection with random arguments', () =>
       weight: 6,
       arbitrary: objectWith(
         ['keepRunning', 'lock', 'netns', 'flushTimeoutMs'],
-        fc.oneof(fc.boolean(), fc.constantFrom('filter', 'none', 'nftables', 'bogus', '/nonexistent/netns', 'relative', 0, 5000, -1, NaN, Infinity), anyValue),
+        fc.oneof(
+          fc.boolean(),
+          fc.constantFrom(
+            'filter',
+            'none',
+            'nftables',
+            'bogus',
+            '/nonexistent/netns',
+            'relative',
+            0,
+            5000,
+            -1,
+            NaN,
+            Infinity,
+          ),
+          anyValue,
+        ),
       ),
     },
     { weight: 1, arbitrary: anyValue },
@@ -243,42 +331,56 @@ describe('checkpointConnection / restoreConnection with random arguments', () =>
     const before = fdCount();
     let moved = 0;
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom('live', 'destroyed', 'unconnected', 'random'), anyValue, checkpointOptions, async (kind, randomTarget, options) => {
-        count('checkpointConnection: random target/options');
-        const pair = await tcpPair(4);
-        try {
-          let target: unknown = pair.accepted;
-          if (kind === 'destroyed') {
-            target = new net.Socket();
-            (target as net.Socket).destroy();
-          } else if (kind === 'unconnected') target = new net.Socket();
-          else if (kind === 'random') target = randomTarget;
-          // 'none' leaves the peer's packets unblocked: only safe because this pair is idle.
-          const outcome = await typedOutcomeAsync(() => checkpointConnection(target as net.Socket, options as never), { kind, options });
-          if (!outcome.ok) {
-            count(`checkpointConnection: ${outcome.error.code}`);
-            expect(pair.accepted.destroyed).toBe(false);
-            await expectWorks(pair.client, pair.accepted, 4096, 11);
-            return;
-          }
-          moved++;
-          count('checkpointConnection: checkpointed');
-          if ((options as { keepRunning?: boolean } | undefined)?.keepRunning === true) {
-            await expectWorks(pair.client, pair.accepted, 4096, 21);
-            return;
-          }
-          const restored = await restoreConnection(outcome.value);
+      fc.asyncProperty(
+        fc.constantFrom('live', 'destroyed', 'unconnected', 'random'),
+        anyValue,
+        checkpointOptions,
+        async (kind, randomTarget, options) => {
+          count('checkpointConnection: random target/options');
+          const pair = await tcpPair(4);
           try {
-            await expectWorks(pair.client, restored, 4096, 31);
+            let target: unknown = pair.accepted;
+            if (kind === 'destroyed') {
+              target = new net.Socket();
+              (target as net.Socket).destroy();
+            } else if (kind === 'unconnected') target = new net.Socket();
+            else if (kind === 'random') target = randomTarget;
+            // 'none' leaves the peer's packets unblocked: only safe because this pair is idle.
+            const outcome = await typedOutcomeAsync(
+              () => checkpointConnection(target as net.Socket, options as never),
+              { kind, options },
+            );
+            if (!outcome.ok) {
+              count(`checkpointConnection: ${outcome.error.code}`);
+              expect(pair.accepted.destroyed).toBe(false);
+              await expectWorks(pair.client, pair.accepted, 4096, 11);
+              return;
+            }
+            moved++;
+            count('checkpointConnection: checkpointed');
+            if ((options as { keepRunning?: boolean } | undefined)?.keepRunning === true) {
+              await expectWorks(pair.client, pair.accepted, 4096, 21);
+              return;
+            }
+            const restored = await restoreConnection(outcome.value);
+            try {
+              await expectWorks(pair.client, restored, 4096, 31);
+            } finally {
+              restored.destroy();
+            }
           } finally {
-            restored.destroy();
+            await pair.close();
           }
-        } finally {
-          await pair.close();
-        }
-      }),
+        },
+      ),
       // The examples make sure both success paths run in every seed.
-      { numRuns: runs(40), examples: [['live', 0, {}], ['live', 0, { keepRunning: true, lock: 'filter' }]] },
+      {
+        numRuns: runs(40),
+        examples: [
+          ['live', 0, {}],
+          ['live', 0, { keepRunning: true, lock: 'filter' }],
+        ],
+      },
     );
     expect(moved).toBeGreaterThan(0);
     await NftablesLock.destroyProcessLocks();
@@ -287,28 +389,46 @@ describe('checkpointConnection / restoreConnection with random arguments', () =>
 
   /** Images with loopback addresses (restores may succeed), a missing lock table, or broken fields. */
   const restoreImage = restoreInput.chain((input) =>
-    fc.tuple(fc.constant(input), fc.option(fc.constant(`ncrfuzz_${process.pid}_${Math.random().toString(16).slice(2, 8)}`), { freq: 10, nil: undefined }), fc.option(fc.tuple(fc.constantFrom('version', 'family', 'sendQueueUnsent', 'pendingRead', 'local', 'skData'), anyValue), { freq: 3, nil: undefined })).map(([i, table, broken]) => {
-      const data = i.data as SkData;
-      const image = {
-        version: 1,
-        family: i.family,
-        local: i.local,
-        remote: i.remote,
-        skData: data,
-        recvQueue: i.recv,
-        sendQueue: i.send,
-        sendQueueUnsent: (data as { unsqLen?: number }).unsqLen,
-        // Bytes Node had read: unshifted into the restored socket (the path of the fixed bug
-        // reproduced by test/fuzz/repro/restore-pending-read.js).
-        pendingRead: Buffer.from('pending'),
-      } as Record<string, unknown>;
-      if (table) image.lock = { table };
-      if (broken) image[broken[0]] = broken[1];
-      return image as unknown as ConnectionImage;
-    }),
+    fc
+      .tuple(
+        fc.constant(input),
+        fc.option(fc.constant(`ncrfuzz_${process.pid}_${Math.random().toString(16).slice(2, 8)}`), {
+          freq: 10,
+          nil: undefined,
+        }),
+        fc.option(
+          fc.tuple(fc.constantFrom('version', 'family', 'sendQueueUnsent', 'pendingRead', 'local', 'skData'), anyValue),
+          { freq: 3, nil: undefined },
+        ),
+      )
+      .map(([i, table, broken]) => {
+        const data = i.data as SkData;
+        const image = {
+          version: 1,
+          family: i.family,
+          local: i.local,
+          remote: i.remote,
+          skData: data,
+          recvQueue: i.recv,
+          sendQueue: i.send,
+          sendQueueUnsent: (data as { unsqLen?: number }).unsqLen,
+          // Bytes Node had read: unshifted into the restored socket (the path of the fixed bug
+          // reproduced by test/fuzz/repro/restore-pending-read.js).
+          pendingRead: Buffer.from('pending'),
+        } as Record<string, unknown>;
+        if (table) image.lock = { table };
+        if (broken) image[broken[0]] = broken[1];
+        return image as unknown as ConnectionImage;
+      }),
   );
   const restoreOptions = fc.oneof(
-    { weight: 6, arbitrary: objectWith(['netns', 'unlock', 'locks', 'allowHalfOpen'], fc.oneof(fc.boolean(), fc.constantFrom('/proc/self/ns/net', '/tmp', '/nonexistent', 'rel', []), anyValue)) },
+    {
+      weight: 6,
+      arbitrary: objectWith(
+        ['netns', 'unlock', 'locks', 'allowHalfOpen'],
+        fc.oneof(fc.boolean(), fc.constantFrom('/proc/self/ns/net', '/tmp', '/nonexistent', 'rel', []), anyValue),
+      ),
+    },
     { weight: 1, arbitrary: anyValue },
   );
 

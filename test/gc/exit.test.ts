@@ -113,7 +113,9 @@ async function runFirstCheckpoint(): Promise<number> {
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const hung = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   clearTimeout(hung);
   expect({ ...exit, stderr }).toEqual({ code: 0, signal: null, stderr: '' });
   return (JSON.parse(stdout.split('\n')[0]) as { pid: number }).pid;
@@ -121,16 +123,40 @@ async function runFirstCheckpoint(): Promise<number> {
 
 describe('a process exiting with paused and mid-checkpoint connections', () => {
   type Sweeper = 'first-checkpoint' | 'sweep-api';
-  type Case = { name: string; mode: 'natural' | 'exit' | 'throw' | 'signal'; signal?: NodeJS.Signals; exit: object; sweptBy?: Sweeper; pausedEnd: string[] };
+  type Case = {
+    name: string;
+    mode: 'natural' | 'exit' | 'throw' | 'signal';
+    signal?: NodeJS.Signals;
+    exit: object;
+    sweptBy?: Sweeper;
+    pausedEnd: string[];
+  };
   const reset = ['ECONNRESET', 'ECONNRESET'];
   const cases: Case[] = [
     { name: 'its event loop ends', mode: 'natural', exit: { code: 0, signal: null }, pausedEnd: ['end', 'end'] },
     { name: 'process.exit(0)', mode: 'exit', exit: { code: 0, signal: null }, pausedEnd: reset },
     { name: 'an uncaught exception', mode: 'throw', exit: { code: 1, signal: null }, pausedEnd: reset },
-    { name: 'SIGTERM', mode: 'signal', signal: 'SIGTERM', exit: { code: null, signal: 'SIGTERM' }, sweptBy: 'first-checkpoint', pausedEnd: reset },
-    { name: 'SIGKILL', mode: 'signal', signal: 'SIGKILL', exit: { code: null, signal: 'SIGKILL' }, sweptBy: 'sweep-api', pausedEnd: reset },
+    {
+      name: 'SIGTERM',
+      mode: 'signal',
+      signal: 'SIGTERM',
+      exit: { code: null, signal: 'SIGTERM' },
+      sweptBy: 'first-checkpoint',
+      pausedEnd: reset,
+    },
+    {
+      name: 'SIGKILL',
+      mode: 'signal',
+      signal: 'SIGKILL',
+      exit: { code: null, signal: 'SIGKILL' },
+      sweptBy: 'sweep-api',
+      pausedEnd: reset,
+    },
   ];
-  const sweeperName = { 'first-checkpoint': "a new process's first checkpoint", 'sweep-api': 'soccr.sweepStaleLocks()' };
+  const sweeperName = {
+    'first-checkpoint': "a new process's first checkpoint",
+    'sweep-api': 'soccr.sweepStaleLocks()',
+  };
 
   for (const c of cases) {
     const tableFate = c.sweptBy ? `left (no JS runs) until ${sweeperName[c.sweptBy]} sweeps it` : 'deleted';
@@ -156,7 +182,9 @@ describe('a process exiting with paused and mid-checkpoint connections', () => {
             expect(lockTablesOf(sweeperPid)).toEqual([]);
           } else {
             const swept = await soccr.sweepStaleLocks();
-            expect(swept.filter((s) => s.pid === report.pid)).toEqual([{ table: left[0], pid: report.pid, reason: 'exited' }]);
+            expect(swept.filter((s) => s.pid === report.pid)).toEqual([
+              { table: left[0], pid: report.pid, reason: 'exited' },
+            ]);
           }
           expect(lockTablesOf(report.pid)).toEqual([]);
         } else {

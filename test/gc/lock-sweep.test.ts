@@ -130,9 +130,13 @@ describe('sweepStaleLocks', () => {
 
   it("sweeps a zombie creator's table (it can never delete it) as 'exited'", async () => {
     // perl forks a child that exits at once and never waits for it: a zombie until perl ends.
-    const holder = spawn('perl', ['-e', '$| = 1; my $pid = fork(); exit 0 if $pid == 0; print "$pid\\n"; sleep 30;'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const holder = spawn('perl', ['-e', '$| = 1; my $pid = fork(); exit 0 if $pid == 0; print "$pid\\n"; sleep 30;'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     children.push(holder);
-    const zombie = await new Promise<number>((resolve) => holder.stdout?.setEncoding('utf8').once('data', (line: string) => resolve(Number(line.trim()))));
+    const zombie = await new Promise<number>((resolve) =>
+      holder.stdout?.setEncoding('utf8').once('data', (line: string) => resolve(Number(line.trim()))),
+    );
     let state = '';
     for (let i = 0; i < 500 && state !== 'Z'; i++) {
       state = stat(zombie).state;
@@ -177,7 +181,9 @@ describe('sweepStaleLocks', () => {
     const dead = deadPid();
     addTable(processLockName(dead, '12345'));
     const explicit = addTable(`node_criu_${dead}_${randomBytes(4).toString('hex')}`);
-    const child = spawn('nsenter', [`--net=${lab.path(ns)}`, '--', process.execPath, FIRST_CHECKPOINT], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const child = spawn('nsenter', [`--net=${lab.path(ns)}`, '--', process.execPath, FIRST_CHECKPOINT], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     children.push(child);
     const exit = await new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     expect(exit).toEqual({ code: 0, signal: null });
@@ -190,13 +196,23 @@ describe('sweepStaleLocks', () => {
     const before = tables();
     await expect(soccr.sweepStaleLocks(null as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
     await expect(soccr.sweepStaleLocks([] as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
-    await expect(soccr.sweepStaleLocks({ netns: 'relative/path' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-    await expect(soccr.sweepStaleLocks({ netns: 7 } as never)).rejects.toMatchObject({ code: expect.stringMatching(/^ERR_INVALID_ARG_/) });
-    await expect(soccr.sweepStaleLocks({ netns: lab.path(ns), force: true } as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(soccr.sweepStaleLocks({ netns: 'relative/path' })).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
+    await expect(soccr.sweepStaleLocks({ netns: 7 } as never)).rejects.toMatchObject({
+      code: expect.stringMatching(/^ERR_INVALID_ARG_/),
+    });
+    await expect(soccr.sweepStaleLocks({ netns: lab.path(ns), force: true } as never)).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
     // The internal table-creating static is reachable from outside: its name is checked too.
-    await expect(NftablesLock.createTable('x; flush ruleset', lab.path(ns))).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(NftablesLock.createTable('x; flush ruleset', lab.path(ns))).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
     // A namespace path that does not exist: nsenter fails, a typed NftablesLockError.
-    await expect(soccr.sweepStaleLocks({ netns: `/run/netns/${lab.prefix}-missing` })).rejects.toMatchObject({ name: 'NftablesLockError' });
+    await expect(soccr.sweepStaleLocks({ netns: `/run/netns/${lab.prefix}-missing` })).rejects.toMatchObject({
+      name: 'NftablesLockError',
+    });
     expect(tables()).toEqual(before);
     expect(fdCount()).toBe(fds);
   });

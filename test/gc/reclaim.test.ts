@@ -55,7 +55,14 @@ it('SoccrHandles dropped without resume() or release(): repair off, dups closed,
 });
 
 it('SeqpacketTransports dropped without close() after EOF or unref(): collected, fds closed', () => {
-  const r = part<{ transports: number; fdsWhileAlive: number; rounds: number; collected: number; fdsBefore: number; fdsAfter: number }>('transport');
+  const r = part<{
+    transports: number;
+    fdsWhileAlive: number;
+    rounds: number;
+    collected: number;
+    fdsBefore: number;
+    fdsAfter: number;
+  }>('transport');
   expect(r.fdsWhileAlive).toBe(20);
   expect(r.collected).toBe(20);
   expect(r.fdsAfter).toBe(r.fdsBefore);
@@ -69,7 +76,9 @@ it('Criu clients never closed: no swrk child, no fd left, collected', () => {
 });
 
 it('restored net.Sockets dropped without destroy(): closed when the peer ends, collected', () => {
-  const r = part<{ sockets: number; echoed: boolean; collected: number; fdsBefore: number; fdsAfter: number }>('restored');
+  const r = part<{ sockets: number; echoed: boolean; collected: number; fdsBefore: number; fdsAfter: number }>(
+    'restored',
+  );
   expect(r.echoed).toBe(true);
   expect(r.fdsAfter).toBe(r.fdsBefore - 40);
   expect(r.collected).toBe(r.sockets);

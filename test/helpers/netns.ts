@@ -47,7 +47,9 @@ export class NetnsLab {
 
   /** TCP counters of the namespace (/proc/net/snmp "Tcp:" line), e.g. OutRsts. */
   tcpCounters(name: string): Record<string, number> {
-    const lines = this.exec(name, 'cat', ['/proc/net/snmp']).split('\n').filter((l) => l.startsWith('Tcp:'));
+    const lines = this.exec(name, 'cat', ['/proc/net/snmp'])
+      .split('\n')
+      .filter((l) => l.startsWith('Tcp:'));
     const keys = lines[0].split(/\s+/).slice(1);
     const values = lines[1].split(/\s+/).slice(1).map(Number);
     return Object.fromEntries(keys.map((k, i) => [k, values[i]]));

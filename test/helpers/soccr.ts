@@ -65,7 +65,7 @@ export function fdsInRepairMode(): number[] {
   const found: number[] = [];
   for (const name of fs.readdirSync('/proc/self/fd')) {
     const fd = Number(name);
-    let target = '';
+    let target: string;
     try {
       target = fs.readlinkSync(`/proc/self/fd/${name}`);
     } catch {
@@ -85,7 +85,10 @@ export function fdsInRepairMode(): number[] {
 export class Child {
   readonly process: ChildProcess;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<
+    number,
+    { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }
+  >();
 
   constructor(proc: ChildProcess) {
     this.process = proc;
@@ -103,7 +106,12 @@ export class Child {
   }
 
   static fork(fixture: string, options: { uid?: number; gid?: number } = {}): Child {
-    return new Child(fork(path.join(__dirname, '..', 'fixtures', fixture), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...options }));
+    return new Child(
+      fork(path.join(__dirname, '..', 'fixtures', fixture), [], {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        ...options,
+      }),
+    );
   }
 
   request<T = Record<string, unknown>>(msg: Record<string, unknown>): Promise<T> {
@@ -123,7 +131,12 @@ export class Child {
 }
 
 /** Connects a new socket created inside `netnsPath` and hands it to a net.Socket once established. */
-export async function connectFromNetns(netnsPath: string, family: 4 | 6, address: string, port: number): Promise<net.Socket> {
+export async function connectFromNetns(
+  netnsPath: string,
+  family: 4 | 6,
+  address: string,
+  port: number,
+): Promise<net.Socket> {
   const fd = soccr.createTcpSocket(family, { netns: netnsPath });
   try {
     const { binding } = await import('../../lib/native');
@@ -148,10 +161,21 @@ export async function connectFromNetns(netnsPath: string, family: 4 | 6, address
  * The moved side of a connection, continuing where `sent` (its send pattern, already written up
  * to sent.offset) left off, and expecting the peer's `recvSeed` pattern from its first byte.
  */
-export function continuingEndpoint(sent: PatternStream, seeds: { send: number; recv: number }, total: number): TransferableEndpoint {
+export function continuingEndpoint(
+  sent: PatternStream,
+  seeds: { send: number; recv: number },
+  total: number,
+): TransferableEndpoint {
   return new TransferableEndpoint({
     sendSeed: seeds.send,
     recvSeed: seeds.recv,
-    state: { total, send: sent.saved(), recv: new PatternStream(seeds.recv).saved(), mismatchAt: -1, resets: 0, errors: [] },
+    state: {
+      total,
+      send: sent.saved(),
+      recv: new PatternStream(seeds.recv).saved(),
+      mismatchAt: -1,
+      resets: 0,
+      errors: [],
+    },
   });
 }

@@ -9,11 +9,7 @@ export type { TrafficReport, TallySummary } from '../fixtures/traffic';
  * (equal counts and SHA-256s, each side's sent against the other's received), that each side sent
  * what it was meant to, and that neither side saw a reset.
  */
-export function expectExactTwoWay(
-  a: TrafficReport,
-  b: TrafficReport,
-  expected: { aToB: number; bToA: number },
-): void {
+export function expectExactTwoWay(a: TrafficReport, b: TrafficReport, expected: { aToB: number; bToA: number }): void {
   expect(a.sent.bytes).toBe(expected.aToB);
   expect(b.sent.bytes).toBe(expected.bToA);
   expect(b.received).toEqual(a.sent);
@@ -37,5 +33,6 @@ export function expectEveryConnectionExact(
   const ports = Object.keys(clients.reports).sort();
   expect(ports).toHaveLength(stream.connections);
   expect(Object.keys(server.reports).sort()).toEqual(ports);
-  for (const port of ports) expectExactTwoWay(clients.reports[port], server.reports[port], { aToB: stream.total, bToA: stream.total });
+  for (const port of ports)
+    expectExactTwoWay(clients.reports[port], server.reports[port], { aToB: stream.total, bToA: stream.total });
 }

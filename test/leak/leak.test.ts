@@ -83,10 +83,14 @@ function rssGrowthMiB(result: LoopResult): { first: number; last: number; growth
 }
 
 function runChild<T>(script: string, args: string[]): Promise<T> {
-  const child = spawn(process.execPath, ['--expose-gc', '--max-semi-space-size=1', path.join(__dirname, script), ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, MALLOC_ARENA_MAX: '1', MALLOC_TRIM_THRESHOLD_: '65536', MALLOC_MMAP_THRESHOLD_: '65536' },
-  });
+  const child = spawn(
+    process.execPath,
+    ['--expose-gc', '--max-semi-space-size=1', path.join(__dirname, script), ...args],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, MALLOC_ARENA_MAX: '1', MALLOC_TRIM_THRESHOLD_: '65536', MALLOC_MMAP_THRESHOLD_: '65536' },
+    },
+  );
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -94,7 +98,10 @@ function runChild<T>(script: string, args: string[]): Promise<T> {
   return new Promise((resolve, reject) => {
     child.once('error', reject);
     child.once('exit', (code, signal) => {
-      if (code !== 0) return reject(new Error(`${script} exited with ${code ?? signal}: ${stderr.slice(-2000)}\n${stdout.slice(-2000)}`));
+      if (code !== 0)
+        return reject(
+          new Error(`${script} exited with ${code ?? signal}: ${stderr.slice(-2000)}\n${stdout.slice(-2000)}`),
+        );
       resolve(JSON.parse(stdout.trim().split('\n').pop() as string) as T);
     });
   });
@@ -129,7 +136,11 @@ function expectFlat(result: LoopResult): void {
 }
 
 it(`checkpoint/restore ${SOCCR_CYCLES} times (after ${SOCCR_WARMUP} warm-up cycles): fd count and RSS flat, bytes exact both ways`, async () => {
-  const result = await runChild<SoccrLoopResult>('soccr-cycles.js', [String(SOCCR_CYCLES), '1000', String(SOCCR_WARMUP)]);
+  const result = await runChild<SoccrLoopResult>('soccr-cycles.js', [
+    String(SOCCR_CYCLES),
+    '1000',
+    String(SOCCR_WARMUP),
+  ]);
   report('soccr', result, { cycles: result.cycles, warmup: result.warmup });
   expect(result.gc).toBe(true);
   expect(result.cycles).toBe(SOCCR_CYCLES);

@@ -81,15 +81,25 @@ export function seqpacketPair(): [number, number] {
  * Waits until every connection carried `total` bytes each way (or, for one the client ended,
  * everything sent before the end), merging the server side's reports from every server process.
  */
-export async function waitForExactTraffic(clients: FixtureProcess, servers: FixtureProcess[], total: number, timeoutMs = 60000): Promise<{ clientReports: PortReport[]; serverReports: Map<number, PortReport> }> {
+export async function waitForExactTraffic(
+  clients: FixtureProcess,
+  servers: FixtureProcess[],
+  total: number,
+  timeoutMs = 60000,
+): Promise<{ clientReports: PortReport[]; serverReports: Map<number, PortReport> }> {
   let clientReports: PortReport[] = [];
   let serverReports = new Map<number, PortReport>();
-  const done = () => clientReports.length > 0 && clientReports.every((c) => {
-    const s = serverReports.get(c.port);
-    if (!s) return false;
-    if (c.ended) return s.report.received.bytes === c.report.sent.bytes && c.report.received.bytes === s.report.sent.bytes && s.ended;
-    return c.report.received.bytes >= total && s.report.received.bytes >= total;
-  });
+  const done = () =>
+    clientReports.length > 0 &&
+    clientReports.every((c) => {
+      const s = serverReports.get(c.port);
+      if (!s) return false;
+      if (c.ended)
+        return (
+          s.report.received.bytes === c.report.sent.bytes && c.report.received.bytes === s.report.sent.bytes && s.ended
+        );
+      return c.report.received.bytes >= total && s.report.received.bytes >= total;
+    });
   const started = Date.now();
   while (Date.now() - started < timeoutMs) {
     clientReports = await clients.reports();
@@ -105,7 +115,12 @@ export async function waitForExactTraffic(clients: FixtureProcess, servers: Fixt
 }
 
 /** Both directions byte-exact (counts and SHA-256) and no reset, for every connection. */
-export function expectAllExact(clientReports: PortReport[], serverReports: Map<number, PortReport>, total: number, count: number): void {
+export function expectAllExact(
+  clientReports: PortReport[],
+  serverReports: Map<number, PortReport>,
+  total: number,
+  count: number,
+): void {
   expect(clientReports).toHaveLength(count);
   for (const c of clientReports) {
     const s = serverReports.get(c.port);

@@ -11,7 +11,15 @@
 import { closeSync } from 'node:fs';
 
 import { NetnsLab } from '../helpers/netns';
-import { CLIENTS_FIXTURE, FixtureProcess, SERVER_FIXTURE, expectAllExact, seqpacketPair, waitForAccepted, waitForExactTraffic } from './connections-helpers';
+import {
+  CLIENTS_FIXTURE,
+  FixtureProcess,
+  SERVER_FIXTURE,
+  expectAllExact,
+  seqpacketPair,
+  waitForAccepted,
+  waitForExactTraffic,
+} from './connections-helpers';
 
 const lab = new NetnsLab();
 const ns = { A: '', B: '', C: '', BR: '' };
@@ -34,7 +42,11 @@ beforeAll(() => {
   ns.BR = lab.add('br');
   lab.ip(ns.BR, ['link', 'add', 'br0', 'type', 'bridge']);
   lab.ip(ns.BR, ['link', 'set', 'br0', 'up']);
-  const hosts = [['A', '10.79.0.2'], ['B', '10.79.0.3'], ['C', '10.79.0.9']] as const;
+  const hosts = [
+    ['A', '10.79.0.2'],
+    ['B', '10.79.0.3'],
+    ['C', '10.79.0.9'],
+  ] as const;
   for (const [key, ip] of hosts) {
     ns[key] = lab.add(key.toLowerCase());
     const dev = `v${key.toLowerCase()}`;
@@ -60,7 +72,11 @@ function start(key: 'A' | 'B' | 'C', script: string, channelFd?: number): Fixtur
 }
 
 function resets(): Record<string, number> {
-  return { A: lab.tcpCounters(ns.A).OutRsts, B: lab.tcpCounters(ns.B).OutRsts, C: lab.tcpCounters(ns.C).OutRsts + lab.tcpCounters(ns.C).EstabResets };
+  return {
+    A: lab.tcpCounters(ns.A).OutRsts,
+    B: lab.tcpCounters(ns.B).OutRsts,
+    C: lab.tcpCounters(ns.C).OutRsts + lab.tcpCounters(ns.C).EstabResets,
+  };
 }
 
 async function setup(): Promise<{ source: FixtureProcess; target: FixtureProcess; clients: FixtureProcess }> {
@@ -92,7 +108,12 @@ it('moves every connection and the address from A to B: exact both ways, no RST 
       source.process.send({ cmd: 'addressMoved' });
     }
   });
-  const reply = await source.request<{ result?: { handedOver: number; resumed: number; lost: number } }>({ cmd: 'handover', channelFd: 4, method: 'repair', moveAddress: true });
+  const reply = await source.request<{ result?: { handedOver: number; resumed: number; lost: number } }>({
+    cmd: 'handover',
+    channelFd: 4,
+    method: 'repair',
+    moveAddress: true,
+  });
   expect(reply.result).toMatchObject({ handedOver: COUNT, resumed: 0, lost: 0 });
   expect((await target.nextEvent('accepted')).result).toMatchObject({ accepted: COUNT, failed: 0 });
   expect(vipOn).toBe('B');
@@ -122,7 +143,12 @@ it('target killed after the address moved: the address moves back and the origin
       source.process.send({ cmd: 'addressMoved' });
     })();
   });
-  const reply = await source.request<{ failed?: boolean; code?: string; resumed?: number; lost?: number }>({ cmd: 'handover', channelFd: 4, method: 'repair', moveAddress: true });
+  const reply = await source.request<{ failed?: boolean; code?: string; resumed?: number; lost?: number }>({
+    cmd: 'handover',
+    channelFd: 4,
+    method: 'repair',
+    moveAddress: true,
+  });
   expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_CHANNEL_CLOSED', resumed: COUNT, lost: 0 });
   expect(vipOn).toBe('A');
 

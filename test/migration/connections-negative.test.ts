@@ -34,7 +34,9 @@ async function expectStillWorking(p: TcpPair): Promise<void> {
 }
 
 /** A TCP server that runs `onSocket` for its one connection. */
-async function rawServer(onSocket: (socket: net.Socket) => void): Promise<{ port: number; close: () => Promise<void> }> {
+async function rawServer(
+  onSocket: (socket: net.Socket) => void,
+): Promise<{ port: number; close: () => Promise<void> }> {
   const sockets: net.Socket[] = [];
   const server = net.createServer((socket) => {
     sockets.push(socket);
@@ -58,13 +60,25 @@ it('rejects bad arguments with typed errors before touching anything', async () 
   await expect(handOverConnections('x' as never, { to })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
   await expect(handOverConnections([s, s], { to })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
   await expect(handOverConnections([s], {} as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
-  await expect(handOverConnections([s], { to, method: 'teleport' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-  await expect(handOverConnections([s], { to, lock: 'iptables' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-  await expect(handOverConnections([s], { to, netns: 'run/netns/x' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+  await expect(handOverConnections([s], { to, method: 'teleport' as never })).rejects.toMatchObject({
+    code: 'ERR_INVALID_ARG_VALUE',
+  });
+  await expect(handOverConnections([s], { to, lock: 'iptables' as never })).rejects.toMatchObject({
+    code: 'ERR_INVALID_ARG_VALUE',
+  });
+  await expect(handOverConnections([s], { to, netns: 'run/netns/x' })).rejects.toMatchObject({
+    code: 'ERR_INVALID_ARG_VALUE',
+  });
   await expect(handOverConnections([s], { to, timeoutMs: 0 })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
-  await expect(handOverConnections([s], { to, serializeState: 'no' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
-  await expect(acceptHandover({ from: { listen: { port: 0 } } } as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
-  await expect(acceptHandover({ from: { listen: { port: 0 } }, onConnection: () => undefined, lock: 'x' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+  await expect(handOverConnections([s], { to, serializeState: 'no' as never })).rejects.toMatchObject({
+    code: 'ERR_INVALID_ARG_TYPE',
+  });
+  await expect(acceptHandover({ from: { listen: { port: 0 } } } as never)).rejects.toMatchObject({
+    code: 'ERR_INVALID_ARG_TYPE',
+  });
+  await expect(
+    acceptHandover({ from: { listen: { port: 0 } }, onConnection: () => undefined, lock: 'x' as never }),
+  ).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
   expect(fdCount()).toBe(fds);
   await expectStillWorking(pair);
 });
@@ -73,7 +87,9 @@ it('refuses fd passing over a stream channel (ERR_HANDOVER_FDS_UNSUPPORTED), con
   const fds = fdCount();
   const target = await rawServer(() => undefined);
   try {
-    await expect(handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port: target.port }, method: 'fd' })).rejects.toMatchObject({
+    await expect(
+      handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port: target.port }, method: 'fd' }),
+    ).rejects.toMatchObject({
       code: 'ERR_HANDOVER_FDS_UNSUPPORTED',
     });
   } finally {
@@ -89,25 +105,34 @@ it('fails with ERR_HANDOVER_CONNECT when no target listens', async () => {
   const port = closed.port;
   await closed.close();
   const fds = fdCount();
-  await expect(handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port } })).rejects.toMatchObject({ code: 'ERR_HANDOVER_CONNECT' });
+  await expect(handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port } })).rejects.toMatchObject({
+    code: 'ERR_HANDOVER_CONNECT',
+  });
   expect(fdCount()).toBe(fds);
   await expectStillWorking(pair);
 });
 
 it.each([
   ['garbage bytes', () => Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'), 'ERR_HANDOVER_PROTOCOL'],
-  ['another protocol version', () => {
-    const frame = Buffer.concat([encodeHeader(MessageType.WELCOME, 0, 2), Buffer.from('{}')]);
-    frame.writeUInt8(2, 4);
-    return frame;
-  }, 'ERR_HANDOVER_VERSION'],
+  [
+    'another protocol version',
+    () => {
+      const frame = Buffer.concat([encodeHeader(MessageType.WELCOME, 0, 2), Buffer.from('{}')]);
+      frame.writeUInt8(2, 4);
+      return frame;
+    },
+    'ERR_HANDOVER_VERSION',
+  ],
 ])('fails on %s from the target, connection untouched', async (_name, reply, code) => {
   const fds = fdCount();
   const target = await rawServer((socket) => socket.once('data', () => socket.write(reply())));
   const serialized: net.Socket[] = [];
   try {
     await expect(
-      handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port: target.port }, serializeState: (s) => (serialized.push(s), Buffer.alloc(0)) }),
+      handOverConnections([pair.accepted], {
+        to: { host: '127.0.0.1', port: target.port },
+        serializeState: (s) => (serialized.push(s), Buffer.alloc(0)),
+      }),
     ).rejects.toMatchObject({ code, resumed: 0 });
   } finally {
     await target.close();
@@ -122,7 +147,9 @@ it('times out (ERR_HANDOVER_TIMEOUT) on a target that never answers, connection 
   const fds = fdCount();
   const target = await rawServer(() => undefined);
   try {
-    await expect(handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port: target.port }, timeoutMs: 300 })).rejects.toMatchObject({ code: 'ERR_HANDOVER_TIMEOUT' });
+    await expect(
+      handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port: target.port }, timeoutMs: 300 }),
+    ).rejects.toMatchObject({ code: 'ERR_HANDOVER_TIMEOUT' });
   } finally {
     await target.close();
   }
@@ -200,7 +227,12 @@ it('the target rejects HELLO tuples that are not addresses (they would reach an 
       addressMoves: true,
       lock: 'filter',
       pid: 1,
-      tuples: [{ local: { family: 4, address: '10.0.0.1 }; flush ruleset; add element x { 1', port: 80 }, remote: { family: 4, address: '10.0.0.2', port: 5000 } }],
+      tuples: [
+        {
+          local: { family: 4, address: '10.0.0.1 }; flush ruleset; add element x { 1', port: 80 },
+          remote: { family: 4, address: '10.0.0.2', port: 5000 },
+        },
+      ],
     }),
   );
   source.write(Buffer.concat([encodeHeader(MessageType.HELLO, 0, hello.length), hello]));

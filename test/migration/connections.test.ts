@@ -10,7 +10,15 @@
 import { closeSync } from 'node:fs';
 
 import { NetnsLab } from '../helpers/netns';
-import { CLIENTS_FIXTURE, FixtureProcess, SERVER_FIXTURE, expectAllExact, seqpacketPair, waitForAccepted, waitForExactTraffic } from './connections-helpers';
+import {
+  CLIENTS_FIXTURE,
+  FixtureProcess,
+  SERVER_FIXTURE,
+  expectAllExact,
+  seqpacketPair,
+  waitForAccepted,
+  waitForExactTraffic,
+} from './connections-helpers';
 
 const lab = new NetnsLab();
 let H = '';
@@ -51,11 +59,19 @@ function resets(): { H: number; C: number } {
 }
 
 /** A source server in H with COUNT streaming clients from C. */
-async function sourceWithClients(channelFd?: number): Promise<{ source: FixtureProcess; clients: FixtureProcess; port: number; ports: number[] }> {
+async function sourceWithClients(
+  channelFd?: number,
+): Promise<{ source: FixtureProcess; clients: FixtureProcess; port: number; ports: number[] }> {
   const source = start(H, SERVER_FIXTURE, channelFd);
   const { port } = await source.request<{ port: number }>({ cmd: 'listen', host: SERVER_IP, port: 0, total: TOTAL });
   const clients = start(C, CLIENTS_FIXTURE);
-  const { ports } = await clients.request<{ ports: number[] }>({ cmd: 'connect', host: SERVER_IP, port, count: COUNT, total: TOTAL });
+  const { ports } = await clients.request<{ ports: number[] }>({
+    cmd: 'connect',
+    host: SERVER_IP,
+    port,
+    count: COUNT,
+    total: TOTAL,
+  });
   await waitForAccepted(source, COUNT);
   // Let the traffic get going, so the handover happens mid-stream.
   await new Promise((resolve) => setTimeout(resolve, 300));
@@ -74,8 +90,15 @@ it('hands every connection to a new process over TCP (repair, nftables lock): ex
   const before = resets();
   const { source, clients } = await sourceWithClients();
   const target = start(H, SERVER_FIXTURE);
-  const { listening } = await target.request<{ listening: { port: number } }>({ cmd: 'accept', listen: { host: '127.0.0.1', port: 0 } });
-  const reply = await source.request<HandoverReply>({ cmd: 'handover', to: { host: '127.0.0.1', port: listening.port }, method: 'repair' });
+  const { listening } = await target.request<{ listening: { port: number } }>({
+    cmd: 'accept',
+    listen: { host: '127.0.0.1', port: 0 },
+  });
+  const reply = await source.request<HandoverReply>({
+    cmd: 'handover',
+    to: { host: '127.0.0.1', port: listening.port },
+    method: 'repair',
+  });
   expect(reply.result).toMatchObject({ method: 'repair', handedOver: COUNT, resumed: 0, lost: 0 });
   expect((await target.nextEvent('accepted')).result).toMatchObject({ accepted: COUNT, failed: 0 });
   expect(await source.reports()).toEqual([]);
@@ -114,8 +137,15 @@ it('keeps serving every connection on the source when the target refuses', async
   const before = resets();
   const { source, clients } = await sourceWithClients();
   const target = start(H, SERVER_FIXTURE);
-  const { listening } = await target.request<{ listening: { port: number } }>({ cmd: 'accept', listen: { host: '127.0.0.1', port: 0 }, refuse: 'draining' });
-  const reply = await source.request<HandoverReply>({ cmd: 'handover', to: { host: '127.0.0.1', port: listening.port } });
+  const { listening } = await target.request<{ listening: { port: number } }>({
+    cmd: 'accept',
+    listen: { host: '127.0.0.1', port: 0 },
+    refuse: 'draining',
+  });
+  const reply = await source.request<HandoverReply>({
+    cmd: 'handover',
+    to: { host: '127.0.0.1', port: listening.port },
+  });
   expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_REFUSED', resumed: 0, lost: 0 });
   expect(await target.nextEvent('acceptFailed')).toMatchObject({ code: 'ERR_HANDOVER_REFUSED' });
 
@@ -132,7 +162,10 @@ describe.each([
     const before = resets();
     const { source, clients } = await sourceWithClients();
     const target = start(H, SERVER_FIXTURE);
-    const { listening } = await target.request<{ listening: { port: number } }>({ cmd: 'accept', listen: { host: '127.0.0.1', port: 0 } });
+    const { listening } = await target.request<{ listening: { port: number } }>({
+      cmd: 'accept',
+      listen: { host: '127.0.0.1', port: 0 },
+    });
     // The source's moveAddress hook asks us: kill the target (SIGKILL) right then, so it dies
     // holding every staged connection and before COMMIT; moveAddressBack is answered the same way.
     const hooks: string[] = [];
@@ -144,7 +177,12 @@ describe.each([
         source.process.send({ cmd: 'addressMoved' });
       })();
     });
-    const reply = await source.request<HandoverReply>({ cmd: 'handover', to: { host: '127.0.0.1', port: listening.port }, lock, moveAddress: true });
+    const reply = await source.request<HandoverReply>({
+      cmd: 'handover',
+      to: { host: '127.0.0.1', port: listening.port },
+      lock,
+      moveAddress: true,
+    });
     expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_CHANNEL_CLOSED', resumed: COUNT, lost: 0 });
     expect(hooks).toEqual(['moveAddress', 'moveAddressBack']);
 
@@ -164,7 +202,10 @@ it('carries on when a client closes its connection in the middle of the handover
   const before = resets();
   const { source, clients, ports } = await sourceWithClients();
   const target = start(H, SERVER_FIXTURE);
-  const { listening } = await target.request<{ listening: { port: number } }>({ cmd: 'accept', listen: { host: '127.0.0.1', port: 0 } });
+  const { listening } = await target.request<{ listening: { port: number } }>({
+    cmd: 'accept',
+    listen: { host: '127.0.0.1', port: 0 },
+  });
   const handover = source.request<HandoverReply>({ cmd: 'handover', to: { host: '127.0.0.1', port: listening.port } });
   await source.nextEvent('progress');
   await clients.request({ cmd: 'end', port: ports[0] });
@@ -176,7 +217,8 @@ it('carries on when a client closes its connection in the middle of the handover
   let { clientReports, serverReports } = await waitForExactTraffic(clients, [source, target], TOTAL);
   // When the closed connection had already moved all its bytes, the byte counts above are complete
   // before the FINs have crossed: wait (bounded) for both ends to see the other's FIN too.
-  const bothEnded = (): boolean => clientReports.find((r) => r.port === ports[0])?.ended === true && serverReports.get(ports[0])?.ended === true;
+  const bothEnded = (): boolean =>
+    clientReports.find((r) => r.port === ports[0])?.ended === true && serverReports.get(ports[0])?.ended === true;
   for (let i = 0; i < 100 && !bothEnded(); i++) {
     await new Promise((resolve) => setTimeout(resolve, 100));
     ({ clientReports, serverReports } = await waitForExactTraffic(clients, [source, target], TOTAL));
@@ -192,14 +234,24 @@ it('moveAddress failing: moveAddressBack runs, every original resumes, nothing l
   const before = resets();
   const { source, clients } = await sourceWithClients();
   const target = start(H, SERVER_FIXTURE);
-  const { listening } = await target.request<{ listening: { port: number } }>({ cmd: 'accept', listen: { host: '127.0.0.1', port: 0 } });
+  const { listening } = await target.request<{ listening: { port: number } }>({
+    cmd: 'accept',
+    listen: { host: '127.0.0.1', port: 0 },
+  });
   const hooks: string[] = [];
   source.onEvent((e) => {
     if (e.event !== 'moveAddress' && e.event !== 'moveAddressBack') return;
     hooks.push(e.event);
-    source.process.send({ cmd: 'addressMoved', ...(e.event === 'moveAddress' ? { fail: 'no route to the new host' } : {}) });
+    source.process.send({
+      cmd: 'addressMoved',
+      ...(e.event === 'moveAddress' ? { fail: 'no route to the new host' } : {}),
+    });
   });
-  const reply = await source.request<HandoverReply>({ cmd: 'handover', to: { host: '127.0.0.1', port: listening.port }, moveAddress: true });
+  const reply = await source.request<HandoverReply>({
+    cmd: 'handover',
+    to: { host: '127.0.0.1', port: listening.port },
+    moveAddress: true,
+  });
   expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_ADDRESS', resumed: COUNT, lost: 0 });
   expect(hooks).toEqual(['moveAddress', 'moveAddressBack']);
   expect(await target.nextEvent('acceptFailed')).toMatchObject({ code: 'ERR_HANDOVER_PEER_ABORTED' });

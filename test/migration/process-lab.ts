@@ -53,7 +53,8 @@ export async function waitForFile(file: string, timeoutMs = 30000, failFile?: st
     } catch {
       // not yet
     }
-    if (failFile !== undefined && fs.existsSync(failFile)) throw new Error(`${failFile}: ${fs.readFileSync(failFile, 'utf8')}`);
+    if (failFile !== undefined && fs.existsSync(failFile))
+      throw new Error(`${failFile}: ${fs.readFileSync(failFile, 'utf8')}`);
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${file}`);
     await sleep(20);
   }
@@ -98,7 +99,11 @@ export class ProcessLab {
     this.C = this.netns.add('c');
     this.netns.ip(this.B, ['link', 'add', 'br0', 'type', 'bridge']);
     this.netns.ip(this.B, ['link', 'set', 'br0', 'up']);
-    const hosts: Array<[string, number]> = [[this.S, 2], [this.T, 3], [this.C, 9]];
+    const hosts: Array<[string, number]> = [
+      [this.S, 2],
+      [this.T, 3],
+      [this.C, 9],
+    ];
     for (const [ns, host] of hosts) {
       const port = `p${host}`;
       this.netns.ip(this.B, ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
@@ -109,7 +114,12 @@ export class ProcessLab {
     this.netns.ip(this.S, ['addr', 'add', `${this.serviceIp}/24`, 'dev', 'eth0']);
     // Counts every RST that reaches the clients' namespace (OutRsts of S and T would also count
     // the RSTs CRIU's own kernel self-checks send on their loopback).
-    this.netns.exec(this.C, 'nft', ['-f', '-'], 'table inet ncr_rst {\n chain input {\n  type filter hook input priority -300;\n  tcp flags & rst == rst counter\n }\n}\n');
+    this.netns.exec(
+      this.C,
+      'nft',
+      ['-f', '-'],
+      'table inet ncr_rst {\n chain input {\n  type filter hook input priority -300;\n  tcp flags & rst == rst counter\n }\n}\n',
+    );
   }
 
   /** RST segments that arrived in C so far. */
@@ -138,7 +148,11 @@ export class ProcessLab {
   }
 
   /** migrateProcess options moving `pair`'s server from S to T with the address; `extra` wins. */
-  migrationOptions(pair: Pair, criuPath: string, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions {
+  migrationOptions(
+    pair: Pair,
+    criuPath: string,
+    extra: Partial<ProcessMigrationOptions> = {},
+  ): ProcessMigrationOptions {
     return {
       pid: pair.serverPid,
       source: { netns: this.path(this.S) },
@@ -176,25 +190,50 @@ export class ProcessLab {
 
   /** Starts node `script` detached inside `ns`. */
   spawnNode(ns: string, script: string, config: object): ChildProcess {
-    const child = spawn('nsenter', [`--net=${this.path(ns)}`, '--', process.execPath, path.join(FIXTURES, script), JSON.stringify(config)], {
-      detached: true,
-      stdio: 'ignore',
-      // libuv's io_uring rings are not something CRIU 4.2 can dump.
-      env: { ...process.env, UV_USE_IO_URING: '0' },
-    });
+    const child = spawn(
+      'nsenter',
+      [`--net=${this.path(ns)}`, '--', process.execPath, path.join(FIXTURES, script), JSON.stringify(config)],
+      {
+        detached: true,
+        stdio: 'ignore',
+        // libuv's io_uring rings are not something CRIU 4.2 can dump.
+        env: { ...process.env, UV_USE_IO_URING: '0' },
+      },
+    );
     child.on('error', () => undefined);
     if (child.pid !== undefined) this.pids.add(child.pid);
     return child;
   }
 
   /** A server in S on serviceIp:7000 with `stream.connections` clients in C, streaming both ways. */
-  async startPair(label: string, stream: StreamConfig, extraClients = 0, serverExtra: { child?: boolean } = {}): Promise<Pair> {
+  async startPair(
+    label: string,
+    stream: StreamConfig,
+    extraClients = 0,
+    serverExtra: { child?: boolean } = {},
+  ): Promise<Pair> {
     const statusDir = path.join(this.dir, label);
     fs.mkdirSync(statusDir);
-    const common = { host: this.serviceIp, port: 7000, total: stream.total, expectIn: stream.total, paceBytes: stream.paceBytes, paceMs: stream.paceMs };
-    const server = this.spawnNode(this.S, 'process-server.js', { ...common, ...serverExtra, statusDir, connections: stream.connections + extraClients });
+    const common = {
+      host: this.serviceIp,
+      port: 7000,
+      total: stream.total,
+      expectIn: stream.total,
+      paceBytes: stream.paceBytes,
+      paceMs: stream.paceMs,
+    };
+    const server = this.spawnNode(this.S, 'process-server.js', {
+      ...common,
+      ...serverExtra,
+      statusDir,
+      connections: stream.connections + extraClients,
+    });
     await waitForFile(path.join(statusDir, 'listening'));
-    const clients = this.spawnNode(this.C, 'process-clients.js', { ...common, statusDir, connections: stream.connections });
+    const clients = this.spawnNode(this.C, 'process-clients.js', {
+      ...common,
+      statusDir,
+      connections: stream.connections,
+    });
     await waitForFile(path.join(statusDir, 'clients-connected'), 30000, path.join(statusDir, 'clients-error'));
     if (extraClients === 0) await waitForFile(path.join(statusDir, 'all-accepted'));
     const leavers: ChildProcess[] = [];
@@ -205,13 +244,22 @@ export class ProcessLab {
       await waitForFile(path.join(leaverDir, 'clients-connected'), 30000, path.join(leaverDir, 'clients-error'));
     }
     if (extraClients > 0) await waitForFile(path.join(statusDir, 'all-accepted'));
-    return new Pair(statusDir, server.pid as number, clients.pid as number, leavers.map((l) => l.pid as number));
+    return new Pair(
+      statusDir,
+      server.pid as number,
+      clients.pid as number,
+      leavers.map((l) => l.pid as number),
+    );
   }
 
   /** A criu wrapper that sets CRIU_FAULT=<fault> when run inside namespace `ns` (CRIU's fault injection). */
   faultyCriu(criuPath: string, fault: number, ns: string): string {
     const file = path.join(this.dir, `criu-fault-${fault}-${ns}`);
-    fs.writeFileSync(file, `#!/bin/sh\nif [ "$(ip netns identify)" = "${ns}" ]; then export CRIU_FAULT=${fault}; fi\nexec "${criuPath}" "$@"\n`, { mode: 0o755 });
+    fs.writeFileSync(
+      file,
+      `#!/bin/sh\nif [ "$(ip netns identify)" = "${ns}" ]; then export CRIU_FAULT=${fault}; fi\nexec "${criuPath}" "$@"\n`,
+      { mode: 0o755 },
+    );
     return file;
   }
 
@@ -272,8 +320,12 @@ export class Pair {
 
   async reports(timeoutMs = 60000): Promise<{ clients: ClientsReport; server: ServerReport }> {
     const failFile = path.join(this.statusDir, 'clients-error');
-    const clients = JSON.parse(await waitForFile(path.join(this.statusDir, 'clients.json'), timeoutMs, failFile)) as ClientsReport;
-    const server = JSON.parse(await waitForFile(path.join(this.statusDir, 'server.json'), timeoutMs, failFile)) as ServerReport;
+    const clients = JSON.parse(
+      await waitForFile(path.join(this.statusDir, 'clients.json'), timeoutMs, failFile),
+    ) as ClientsReport;
+    const server = JSON.parse(
+      await waitForFile(path.join(this.statusDir, 'server.json'), timeoutMs, failFile),
+    ) as ServerReport;
     return { clients, server };
   }
 }

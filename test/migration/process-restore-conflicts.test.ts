@@ -47,8 +47,10 @@ afterEach(async () => {
 });
 
 const rsts = (): { rstsIntoClients: number; clientEstabResets: number } => lab.clientResets();
-const expectAllExact = (clients: ClientsReport, server: ServerReport): void => expectEveryConnectionExact(clients, server, STREAM);
-const options = (pair: Pair, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions => lab.migrationOptions(pair, criuPath, extra);
+const expectAllExact = (clients: ClientsReport, server: ServerReport): void =>
+  expectEveryConnectionExact(clients, server, STREAM);
+const options = (pair: Pair, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions =>
+  lab.migrationOptions(pair, criuPath, extra);
 
 function threadIds(pid: number): number[] {
   return fs
@@ -144,7 +146,12 @@ describe('migrateProcess when a thread id of the server is taken at the restore'
     );
     const holder = await taking;
     expect(holder?.pid).toBe(id);
-    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source', pid: pair.serverPid });
+    expect(error).toMatchObject({
+      code: 'ERR_MIGRATION_ROLLED_BACK',
+      phase: 'restore',
+      serverOn: 'source',
+      pid: pair.serverPid,
+    });
     lab.track(pair.serverPid);
     const waited = events.find((e) => e.phase === 'rollback' && e.detail?.state === 'waiting-for-ids');
     expect(waited?.detail?.taken).toEqual([expect.stringMatching(new RegExp(`^${id} \\(sleep`))]);
@@ -168,7 +175,10 @@ describe('migrateProcess when a thread id of the server is taken at the restore'
  * the soak's failures.
  */
 async function holdTuple(ns: string, seconds: number): Promise<ChildProcess> {
-  const line = lab.netns.exec(lab.C, 'ss', ['-tnH', 'state', 'established', 'dst', `${lab.serviceIp}:7000`]).trim().split('\n')[0];
+  const line = lab.netns
+    .exec(lab.C, 'ss', ['-tnH', 'state', 'established', 'dst', `${lab.serviceIp}:7000`])
+    .trim()
+    .split('\n')[0];
   const [clientIp, clientPort] = line.trim().split(/\s+/)[2].split(':');
   const script = [
     'import socket, sys, time',
@@ -179,7 +189,9 @@ async function holdTuple(ns: string, seconds: number): Promise<ChildProcess> {
     "print('held', flush=True)",
     `time.sleep(${seconds})`,
   ].join('\n');
-  const holder = spawn('nsenter', [`--net=${lab.path(ns)}`, '--', 'python3', '-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const holder = spawn('nsenter', [`--net=${lab.path(ns)}`, '--', 'python3', '-c', script], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   holders.push(holder);
   await new Promise<void>((resolve, reject) => {
     holder.stdout?.once('data', () => resolve());
@@ -204,7 +216,9 @@ describe('migrateProcess when a socket in the target already has the 4-tuple of 
       }),
     );
     lab.track(result.restoredPid);
-    expect(events.find((e) => e.phase === 'restore' && e.detail?.state === 'conflicting-sockets')?.detail?.sockets).toEqual(['ESTABLISHED x1']);
+    expect(
+      events.find((e) => e.phase === 'restore' && e.detail?.state === 'conflicting-sockets')?.detail?.sockets,
+    ).toEqual(['ESTABLISHED x1']);
     expect(result.restoredPid).toBe(pair.serverPid);
     expect(lab.pidNetnsInode(result.restoredPid)).toBe(lab.netnsInode(lab.T));
     const { clients, server } = await pair.reports();
@@ -228,7 +242,13 @@ describe('migrateProcess when a socket in the target already has the 4-tuple of 
       () => undefined,
       (e: unknown) => e,
     );
-    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source', pid: pair.serverPid, cause: { code: 'ERR_MIGRATION_TUPLE_IN_USE' } });
+    expect(error).toMatchObject({
+      code: 'ERR_MIGRATION_ROLLED_BACK',
+      phase: 'restore',
+      serverOn: 'source',
+      pid: pair.serverPid,
+      cause: { code: 'ERR_MIGRATION_TUPLE_IN_USE' },
+    });
     expect((error as Error).message).toMatch(/ESTABLISHED x1/);
     lab.track(pair.serverPid);
     expect(pidAlive(pair.serverPid)).toBe(true);
@@ -252,9 +272,36 @@ describe('readTreeTasks', () => {
       out.push(n);
       return out;
     };
-    const first = [0x08, ...varint(100), 0x10, 1, 0x18, ...varint(100), 0x20, ...varint(100), 0x28, ...varint(100), 0x28, ...varint(101), 0x28, ...varint(102)];
+    const first = [
+      0x08,
+      ...varint(100),
+      0x10,
+      1,
+      0x18,
+      ...varint(100),
+      0x20,
+      ...varint(100),
+      0x28,
+      ...varint(100),
+      0x28,
+      ...varint(101),
+      0x28,
+      ...varint(102),
+    ];
     const packed = [...varint(200), ...varint(300)];
-    const second = [0x08, ...varint(200), 0x10, ...varint(100), 0x18, ...varint(100), 0x20, ...varint(100), 0x2a, packed.length, ...packed];
+    const second = [
+      0x08,
+      ...varint(200),
+      0x10,
+      ...varint(100),
+      0x18,
+      ...varint(100),
+      0x20,
+      ...varint(100),
+      0x2a,
+      packed.length,
+      ...packed,
+    ];
     const frame = (entry: number[]): Buffer => {
       const length = Buffer.alloc(4);
       length.writeUInt32LE(entry.length);

@@ -44,14 +44,30 @@ describe('stats-dump reader', () => {
   it('reads dump_stats_entry from an image laid out like CRIU 4.2 writes it', () => {
     // dump_stats_entry: freezing_time 1, frozen_time 2, pages_scanned 5, pages_written 7 (a
     // 64-bit value over 2^32), plus an unknown field 13 that must be skipped.
-    const inner = [0x08, ...varint(729), 0x10, ...varint(28042), 0x28, ...varint(3184), 0x38, ...varint(2 ** 33 + 5), 0x68, ...varint(1)];
+    const inner = [
+      0x08,
+      ...varint(729),
+      0x10,
+      ...varint(28042),
+      0x28,
+      ...varint(3184),
+      0x38,
+      ...varint(2 ** 33 + 5),
+      0x68,
+      ...varint(1),
+    ];
     const entry = [0x0a, ...varint(inner.length), ...inner];
     const header = Buffer.alloc(12);
     header.writeUInt32LE(0x55105940, 0);
     header.writeUInt32LE(0x57093306, 4);
     header.writeUInt32LE(entry.length, 8);
     fs.writeFileSync(path.join(dir, 'stats-dump'), Buffer.concat([header, Buffer.from(entry)]));
-    expect(readDumpStats(dir)).toEqual({ freezingTimeUs: 729, frozenTimeUs: 28042, pagesScanned: 3184, pagesWritten: 2 ** 33 + 5 });
+    expect(readDumpStats(dir)).toEqual({
+      freezingTimeUs: 729,
+      frozenTimeUs: 28042,
+      pagesScanned: 3184,
+      pagesWritten: 2 ** 33 + 5,
+    });
   });
 
   it('returns undefined for a missing, short or corrupt image', () => {
@@ -71,7 +87,20 @@ describe('pstree reader', () => {
     try {
       expect(readTreePids(dir)).toEqual([]);
       // pstree_entry { pid 1, ppid 2, pgid 3, sid 4, threads 5 (repeated) }
-      const entry = (pid: number, ppid: number): number[] => [0x08, ...varint(pid), 0x10, ...varint(ppid), 0x18, ...varint(pid), 0x20, ...varint(pid), 0x28, ...varint(pid), 0x28, ...varint(pid + 1)];
+      const entry = (pid: number, ppid: number): number[] => [
+        0x08,
+        ...varint(pid),
+        0x10,
+        ...varint(ppid),
+        0x18,
+        ...varint(pid),
+        0x20,
+        ...varint(pid),
+        0x28,
+        ...varint(pid),
+        0x28,
+        ...varint(pid + 1),
+      ];
       const chunks = [Buffer.from([0x19, 0x43, 0x56, 0x54, 0x30, 0x30, 0x27, 0x50])];
       for (const e of [entry(3679, 0), entry(40000, 3679)]) {
         const length = Buffer.alloc(4);
@@ -88,14 +117,17 @@ describe('pstree reader', () => {
 
 describe('describeFailure', () => {
   it("prefers the log's last errors over CRIU's first (the harmless RLIMIT_NOFILE line)", () => {
-    const error = Object.assign(new Error('CRIU RESTORE failed; Error (criu/util.c:1534): rlimit: Can\'t setup RLIMIT_NOFILE'), {
-      logFile: '/x/criu-restore.log',
-      logTail: [
-        "(00.08) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted",
-        '(00.09)  123: Error (soccr/soccr.c:529): Can\'t connect inet socket back: Cannot assign requested address',
-        '(00.10) Error (criu/cr-restore.c:2331): Restoring FAILED.',
-      ].join('\n'),
-    });
+    const error = Object.assign(
+      new Error("CRIU RESTORE failed; Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE"),
+      {
+        logFile: '/x/criu-restore.log',
+        logTail: [
+          "(00.08) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted",
+          "(00.09)  123: Error (soccr/soccr.c:529): Can't connect inet socket back: Cannot assign requested address",
+          '(00.10) Error (criu/cr-restore.c:2331): Restoring FAILED.',
+        ].join('\n'),
+      },
+    );
     expect(describeFailure(error)).toBe(
       "123: Error (soccr/soccr.c:529): Can't connect inet socket back: Cannot assign requested address / Error (criu/cr-restore.c:2331): Restoring FAILED. (log: /x/criu-restore.log)",
     );
@@ -122,7 +154,8 @@ describe('image copy and page channel', () => {
   it('hands out two connected, blocking loopback sockets and closes our copies', async () => {
     const before = fs.readdirSync('/proc/self/fd').length;
     const channel = await openPageChannel();
-    const flags = (fd: number): number => parseInt(/^flags:\s+(\d+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] ?? 'x', 8);
+    const flags = (fd: number): number =>
+      parseInt(/^flags:\s+(\d+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] ?? 'x', 8);
     expect(flags(channel.serverFd) & fs.constants.O_NONBLOCK).toBe(0);
     expect(flags(channel.clientFd) & fs.constants.O_NONBLOCK).toBe(0);
     fs.writeSync(channel.clientFd, 'pages');

@@ -41,8 +41,10 @@ afterEach(async () => {
 });
 
 const rsts = (): { rstsIntoClients: number; clientEstabResets: number } => lab.clientResets();
-const expectAllExact = (clients: ClientsReport, server: ServerReport): void => expectEveryConnectionExact(clients, server, STREAM);
-const options = (pair: Pair, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions => lab.migrationOptions(pair, criuPath, extra);
+const expectAllExact = (clients: ClientsReport, server: ServerReport): void =>
+  expectEveryConnectionExact(clients, server, STREAM);
+const options = (pair: Pair, extra: Partial<ProcessMigrationOptions> = {}): ProcessMigrationOptions =>
+  lab.migrationOptions(pair, criuPath, extra);
 
 describe.each(['directory', 'page-server'] as const)('migrateProcess, transfer %s', (transfer) => {
   it('moves the streaming server to the target: connections kept, bytes exact both ways, no RST', async () => {
@@ -61,14 +63,26 @@ describe.each(['directory', 'page-server'] as const)('migrateProcess, transfer %
     expect(result.transfer).toBe(transfer);
     expect(result.memoryTracking).toBe(memTrack);
     if (!memTrack) expect(result.iterations).toEqual([]);
-    for (const phase of ['dump', 'transfer', 'moveAddress', 'restore', 'total'] as const) expect(result.phases[phase]).toBeGreaterThan(0);
+    for (const phase of ['dump', 'transfer', 'moveAddress', 'restore', 'total'] as const)
+      expect(result.phases[phase]).toBeGreaterThan(0);
     expect(result.pagesBytes).toBeGreaterThan(0);
     // The images hold the server's memory: private to root.
-    for (const dir of ['', 'source', 'target']) expect(fs.statSync(path.join(pair.statusDir, 'images', dir)).mode & 0o777).toBe(0o700);
+    for (const dir of ['', 'source', 'target'])
+      expect(fs.statSync(path.join(pair.statusDir, 'images', dir)).mode & 0o777).toBe(0o700);
     expect(result.imagesDir).toBe(path.join(pair.statusDir, 'images', 'target', 'dump'));
     expect(result.dumpStats?.pagesWritten).toBeGreaterThan(0);
     // The target held the connections (a copy of CRIU's lock) from the address move to the restore.
-    expect(events).toEqual(expect.arrayContaining(['dump:start', 'dump:end', 'transfer:end', 'moveAddress:hold', 'moveAddress:end', 'restore:end', 'done:undefined']));
+    expect(events).toEqual(
+      expect.arrayContaining([
+        'dump:start',
+        'dump:end',
+        'transfer:end',
+        'moveAddress:hold',
+        'moveAddress:end',
+        'restore:end',
+        'done:undefined',
+      ]),
+    );
     expect(events.indexOf('moveAddress:hold')).toBeLessThan(events.indexOf('moveAddress:start'));
     expect(events.indexOf('moveAddress:start')).toBeGreaterThan(events.indexOf('dump:end'));
     expect(events.indexOf('restore:start')).toBeGreaterThan(events.indexOf('moveAddress:end'));
@@ -121,7 +135,12 @@ describe('migrateProcess failure paths', () => {
       () => undefined,
       (e: unknown) => e,
     );
-    expect(error).toMatchObject({ code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: 'source', pid: pair.serverPid });
+    expect(error).toMatchObject({
+      code: 'ERR_MIGRATION_DUMP_FAILED',
+      phase: 'dump',
+      serverOn: 'source',
+      pid: pair.serverPid,
+    });
     expect(moved).toBe(0);
     expect(pidAlive(pair.serverPid)).toBe(true);
     expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
@@ -137,12 +156,20 @@ describe('migrateProcess failure paths', () => {
     const before = rsts();
     const phases: string[] = [];
     const error = await migrateProcess(
-      options(pair, { criuPath: lab.faultyCriu(criuPath, FI_RESTORE_ROOT_ONLY, lab.T), onProgress: (e) => phases.push(e.phase) }),
+      options(pair, {
+        criuPath: lab.faultyCriu(criuPath, FI_RESTORE_ROOT_ONLY, lab.T),
+        onProgress: (e) => phases.push(e.phase),
+      }),
     ).then(
       () => undefined,
       (e: unknown) => e,
     );
-    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source', pid: pair.serverPid });
+    expect(error).toMatchObject({
+      code: 'ERR_MIGRATION_ROLLED_BACK',
+      phase: 'restore',
+      serverOn: 'source',
+      pid: pair.serverPid,
+    });
     expect(phases).toContain('rollback');
     lab.track(pair.serverPid);
     expect(pidAlive(pair.serverPid)).toBe(true);
@@ -171,8 +198,16 @@ describe('migrateProcess failure paths', () => {
       () => undefined,
       (e: unknown) => e,
     );
-    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source', pid: pair.serverPid });
-    expect(events).toContainEqual({ phase: 'rollback', detail: { state: 'removed-target-leftovers', pids: [pair.serverPid] } });
+    expect(error).toMatchObject({
+      code: 'ERR_MIGRATION_ROLLED_BACK',
+      phase: 'restore',
+      serverOn: 'source',
+      pid: pair.serverPid,
+    });
+    expect(events).toContainEqual({
+      phase: 'rollback',
+      detail: { state: 'removed-target-leftovers', pids: [pair.serverPid] },
+    });
     lab.track(pair.serverPid);
     expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
     const { clients, server } = await pair.reports();
@@ -185,7 +220,13 @@ describe('migrateProcess failure paths', () => {
     const pair = await lab.startPair('target-refuses', STREAM);
     await pair.waitFlowing(256 * 1024);
     const before = rsts();
-    const error = await migrateProcess(options(pair, { transfer: 'page-server', moveAddress: async () => undefined, moveAddressBack: async () => undefined })).then(
+    const error = await migrateProcess(
+      options(pair, {
+        transfer: 'page-server',
+        moveAddress: async () => undefined,
+        moveAddressBack: async () => undefined,
+      }),
+    ).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -210,7 +251,8 @@ describe('migrateProcess failure paths', () => {
         onProgress: (e) => {
           if (e.phase === 'transfer' && e.detail?.state === 'page-server') pageServer = e.detail.pid as number;
           // The target's page server dies just as the source starts sending it pages.
-          if (e.phase === 'dump' && e.detail?.state === 'start' && pageServer !== undefined) process.kill(pageServer, 'SIGKILL');
+          if (e.phase === 'dump' && e.detail?.state === 'start' && pageServer !== undefined)
+            process.kill(pageServer, 'SIGKILL');
         },
       }),
     ).then(
@@ -260,17 +302,31 @@ describe('migrateProcess argument and environment errors (nothing touched)', () 
     const fds = fdCount();
     const base = { imagesDir: path.join(lab.dir, 'neg'), criuPath };
     await expect(migrateProcess({ ...base, pid: 0x3ffffff0 })).rejects.toMatchObject({ code: 'ERR_PID_NOT_FOUND' });
-    await expect(migrateProcess({ ...base, pid: process.pid, target: { netns: '/run/netns/ncr-does-not-exist' } })).rejects.toMatchObject({
+    await expect(
+      migrateProcess({ ...base, pid: process.pid, target: { netns: '/run/netns/ncr-does-not-exist' } }),
+    ).rejects.toMatchObject({
       code: 'ERR_NETNS_NOT_FOUND',
     });
-    await expect(migrateProcess({ ...base, pid: process.pid, source: { netns: '/etc/hostname' } })).rejects.toMatchObject({ code: 'ERR_NETNS_NOT_FOUND' });
-    await expect(migrateProcess({ ...base, pid: process.pid, criuPath: '/nonexistent/criu' })).rejects.toMatchObject({ code: 'ERR_CRIU_NOT_FOUND' });
+    await expect(
+      migrateProcess({ ...base, pid: process.pid, source: { netns: '/etc/hostname' } }),
+    ).rejects.toMatchObject({ code: 'ERR_NETNS_NOT_FOUND' });
+    await expect(migrateProcess({ ...base, pid: process.pid, criuPath: '/nonexistent/criu' })).rejects.toMatchObject({
+      code: 'ERR_CRIU_NOT_FOUND',
+    });
     // We run in the host's namespace, not in S: CRIU would dump our namespace along with us.
-    await expect(migrateProcess({ ...base, pid: process.pid, source: { netns: lab.path(lab.S) } })).rejects.toMatchObject({ code: 'ERR_NETNS_MISMATCH' });
+    await expect(
+      migrateProcess({ ...base, pid: process.pid, source: { netns: lab.path(lab.S) } }),
+    ).rejects.toMatchObject({ code: 'ERR_NETNS_MISMATCH' });
     await expect(migrateProcess({ ...base, pid: -1 })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
-    await expect(migrateProcess({ ...base, pid: process.pid, transfer: 'carrier-pigeon' as 'directory' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-    await expect(migrateProcess({ ...base, pid: process.pid, criuOptions: { leaveRunning: true } })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-    await expect(migrateProcess({ ...base, pid: process.pid, bogus: 1 } as unknown as ProcessMigrationOptions)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(
+      migrateProcess({ ...base, pid: process.pid, transfer: 'carrier-pigeon' as 'directory' }),
+    ).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(
+      migrateProcess({ ...base, pid: process.pid, criuOptions: { leaveRunning: true } }),
+    ).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(
+      migrateProcess({ ...base, pid: process.pid, bogus: 1 } as unknown as ProcessMigrationOptions),
+    ).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     expect(fs.existsSync(base.imagesDir)).toBe(false);
     expect(fdCount()).toBe(fds);
   });
@@ -286,7 +342,10 @@ describe('migrateProcess argument and environment errors (nothing touched)', () 
     });
     expect(fs.existsSync(path.join(pair.statusDir, 'images', 'source', 'dump', 'inventory.img'))).toBe(false);
     // timeoutMs elapses during the preparation (the feature check spawns CRIU): same outcome.
-    await expect(migrateProcess(options(pair, { timeoutMs: 1 }))).rejects.toMatchObject({ code: 'ERR_MIGRATION_ABORTED', serverOn: 'source' });
+    await expect(migrateProcess(options(pair, { timeoutMs: 1 }))).rejects.toMatchObject({
+      code: 'ERR_MIGRATION_ABORTED',
+      serverOn: 'source',
+    });
     expect(fs.existsSync(path.join(pair.statusDir, 'images', 'source', 'dump', 'inventory.img'))).toBe(false);
     const { clients, server } = await pair.reports();
     expectAllExact(clients, server);
@@ -312,7 +371,12 @@ describe('migrateProcess argument and environment errors (nothing touched)', () 
       () => undefined,
       (e: unknown) => e,
     );
-    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'moveAddress', serverOn: 'source', pid: pair.serverPid });
+    expect(error).toMatchObject({
+      code: 'ERR_MIGRATION_ROLLED_BACK',
+      phase: 'moveAddress',
+      serverOn: 'source',
+      pid: pair.serverPid,
+    });
     expect(moved).toBe(0);
     expect(lab.nftTables(lab.T)).not.toMatch(/CRIU|node-criu-hold/);
     expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);

@@ -11,14 +11,26 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { capabilityProblem, criuCapabilityProblem, effectiveCapabilityMask, missingCapabilities } from '../../lib/capabilities';
+import {
+  capabilityProblem,
+  criuCapabilityProblem,
+  effectiveCapabilityMask,
+  missingCapabilities,
+} from '../../lib/capabilities';
 import { NftablesLock } from '../../lib';
 
 const FIXTURE = path.join(__dirname, '..', 'fixtures', 'security-capabilities.js');
 const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
 
 interface FixtureResult {
-  error: { name: string; code: string; syscall?: string; capability?: string; missingCapabilities?: string[]; message: string } | null;
+  error: {
+    name: string;
+    code: string;
+    syscall?: string;
+    capability?: string;
+    missingCapabilities?: string[];
+    message: string;
+  } | null;
   fdsBefore: number;
   fdsAfter: number;
   children: string[];
@@ -30,11 +42,23 @@ interface FixtureResult {
 
 /** Runs the fixture as root without `drop` (e.g. 'net_admin' or 'sys_admin,checkpoint_restore'). */
 function runWithout(drop: string | undefined, args: string[]): FixtureResult {
-  const bounding = drop === undefined ? [] : [`--bounding-set=${drop.split(',').map((c) => `-${c}`).join(',')}`];
-  const out = execFileSync('setpriv', ['--inh-caps=-all', '--ambient-caps=-all', ...bounding, process.execPath, FIXTURE, ...args], {
-    encoding: 'utf8',
-    timeout: 60000,
-  });
+  const bounding =
+    drop === undefined
+      ? []
+      : [
+          `--bounding-set=${drop
+            .split(',')
+            .map((c) => `-${c}`)
+            .join(',')}`,
+        ];
+  const out = execFileSync(
+    'setpriv',
+    ['--inh-caps=-all', '--ambient-caps=-all', ...bounding, process.execPath, FIXTURE, ...args],
+    {
+      encoding: 'utf8',
+      timeout: 60000,
+    },
+  );
   const result = JSON.parse(out) as FixtureResult;
   expect(result.crashed).toBeUndefined();
   return result;
@@ -57,9 +81,18 @@ describe('capabilities: what this process has', () => {
     expect(criuCapabilityProblem()).toBeUndefined();
     // A mask without CAP_NET_ADMIN (bit 12) and CAP_SYS_ADMIN (bit 21).
     const without = (mask as bigint) & ~(1n << 12n) & ~(1n << 21n);
-    expect(capabilityProblem('tcp-repair', without)).toMatchObject({ capability: 'CAP_NET_ADMIN', missing: ['CAP_NET_ADMIN'] });
-    expect(capabilityProblem('netns', without)).toMatchObject({ capability: 'CAP_SYS_ADMIN', missing: ['CAP_SYS_ADMIN'] });
-    expect(criuCapabilityProblem(without)).toMatchObject({ capability: 'CAP_SYS_ADMIN', missing: ['CAP_SYS_ADMIN', 'CAP_NET_ADMIN'] });
+    expect(capabilityProblem('tcp-repair', without)).toMatchObject({
+      capability: 'CAP_NET_ADMIN',
+      missing: ['CAP_NET_ADMIN'],
+    });
+    expect(capabilityProblem('netns', without)).toMatchObject({
+      capability: 'CAP_SYS_ADMIN',
+      missing: ['CAP_SYS_ADMIN'],
+    });
+    expect(criuCapabilityProblem(without)).toMatchObject({
+      capability: 'CAP_SYS_ADMIN',
+      missing: ['CAP_SYS_ADMIN', 'CAP_NET_ADMIN'],
+    });
     // Has them but was refused anyway (a user namespace...): the hint says so instead of guessing.
     expect(capabilityProblem('tcp-repair', mask).hint).toMatch(/this process has them/);
   });
@@ -94,7 +127,9 @@ describe('EPERM guidance with a capability dropped (setpriv --bounding-set)', ()
     const table = await NftablesLock.create();
     try {
       expect(runWithout(undefined, ['lock-add', table.table]).error).toBeNull();
-      const elements = () => execFileSync('nft', ['-j', 'list', 'set', 'inet', table.table, 'v4'], { encoding: 'utf8' }).match(/"concat"/g)?.length ?? 0;
+      const elements = () =>
+        execFileSync('nft', ['-j', 'list', 'set', 'inet', table.table, 'v4'], { encoding: 'utf8' }).match(/"concat"/g)
+          ?.length ?? 0;
       expect(elements()).toBe(1); // the control's tuple
       const result = runWithout('net_admin', ['lock-add', table.table]);
       expectMissing(result, 'CAP_NET_ADMIN', 'NftablesLockError');
@@ -152,7 +187,9 @@ describe('EPERM guidance with a capability dropped (setpriv --bounding-set)', ()
       const result = runWithout('sys_admin,checkpoint_restore', ['dump', String(target.pid), images]);
       expect(result.error).toMatchObject({ code: 'EPERM', name: 'CriuRequestError', capability: 'CAP_SYS_ADMIN' });
       expect(result.error?.missingCapabilities).toEqual(['CAP_SYS_ADMIN']);
-      expect(result.error?.message).toMatch(/CRIU .*needs CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN; this process lacks CAP_SYS_ADMIN/);
+      expect(result.error?.message).toMatch(
+        /CRIU .*needs CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN; this process lacks CAP_SYS_ADMIN/,
+      );
       expect(result.fdsAfter).toBe(result.fdsBefore);
       expect(result.children).toEqual([]); // swrk reaped
       expect(target.exitCode).toBeNull();
@@ -173,12 +210,27 @@ describe('EPERM guidance with a capability dropped (setpriv --bounding-set)', ()
       const images = path.join(dir, 'cli-never');
       const run = spawnSync(
         'setpriv',
-        ['--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-sys_admin', process.execPath, CLI, 'dump', '--pid', String(target.pid), '--images-dir', images, '--json'],
+        [
+          '--inh-caps=-all',
+          '--ambient-caps=-all',
+          '--bounding-set=-sys_admin',
+          process.execPath,
+          CLI,
+          'dump',
+          '--pid',
+          String(target.pid),
+          '--images-dir',
+          images,
+          '--json',
+        ],
         { encoding: 'utf8', timeout: 60000 },
       );
       expect(run.status).toBe(3);
       const doc = JSON.parse(run.stdout.trim());
-      expect(doc).toMatchObject({ ok: false, error: { code: 'EPERM', exitCode: 3, capability: 'CAP_SYS_ADMIN', missingCapabilities: ['CAP_SYS_ADMIN'] } });
+      expect(doc).toMatchObject({
+        ok: false,
+        error: { code: 'EPERM', exitCode: 3, capability: 'CAP_SYS_ADMIN', missingCapabilities: ['CAP_SYS_ADMIN'] },
+      });
       expect(run.stderr).toContain('CAP_SYS_ADMIN');
       expect(fs.existsSync(images)).toBe(false);
     });

@@ -37,12 +37,14 @@ describe('lib/ never spawns a shell with a user string', () => {
         ...[...text.matchAll(/import \{([^}]*)\} from 'node:child_process'/g)].map((m) => m[1]),
         ...[...text.matchAll(/\{([^}]*)\}\s*=\s*require\('node:child_process'\)/g)].map((m) => m[1]),
       ].flatMap((names) => names.split(',').map((name) => name.trim().split(/\s+(?:as|:)\s+/)[0]));
-      if (imported.some((name) => name === 'exec' || name === 'execSync')) problems.push(`${where}: child_process exec/execSync`);
+      if (imported.some((name) => name === 'exec' || name === 'execSync'))
+        problems.push(`${where}: child_process exec/execSync`);
       if (/child_process\.exec(Sync)?\(/.test(text)) problems.push(`${where}: child_process.exec`);
       // `sh -c SCRIPT ...`: SCRIPT must be a plain literal; values go in as positional parameters.
       for (const match of text.matchAll(/'-c',\s*([^,\]]+)/g)) {
         const script = match[1].trim();
-        if (!/^'[^'$]*(\$[0-9@][^']*)*'$/.test(script) || script.includes('${')) problems.push(`${where}: sh -c with a non-constant script ${script}`);
+        if (!/^'[^'$]*(\$[0-9@][^']*)*'$/.test(script) || script.includes('${'))
+          problems.push(`${where}: sh -c with a non-constant script ${script}`);
       }
     }
     expect(problems).toEqual([]);
@@ -57,7 +59,14 @@ describe('CLI arguments with shell metacharacters are literal', () => {
   beforeAll(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-sec-shell-'));
     marker = path.join(dir, 'PWNED');
-    payloads = [`; touch ${marker}`, `$(touch ${marker})`, `\`touch ${marker}\``, `x\ntouch ${marker}`, `| touch ${marker}`, `&& touch ${marker} #`];
+    payloads = [
+      `; touch ${marker}`,
+      `$(touch ${marker})`,
+      `\`touch ${marker}\``,
+      `x\ntouch ${marker}`,
+      `| touch ${marker}`,
+      `&& touch ${marker} #`,
+    ];
   });
 
   afterAll(() => {
@@ -101,7 +110,17 @@ describe('CLI arguments with shell metacharacters are literal', () => {
       (p) => ['migrate', '--pid', self, '--images-dir', path.join(dir, 'm'), '--route', `process${p}`],
       (p) => ['migrate', '--pid', self, '--images-dir', path.join(dir, 'm'), '--criu-path', `/nonexistent/criu${p}`],
       (p) => ['migrate', '--pid', '4194303', '--images-dir', path.join(dir, 'm'), '--hook', `/bin/true${p}`],
-      (p) => ['migrate', '--pid', '4194303', '--images-dir', path.join(dir, 'm'), '--move-address', '10.0.0.1/24', '--device', `eth0${p}`],
+      (p) => [
+        'migrate',
+        '--pid',
+        '4194303',
+        '--images-dir',
+        path.join(dir, 'm'),
+        '--move-address',
+        '10.0.0.1/24',
+        '--device',
+        `eth0${p}`,
+      ],
       // check and demo: criu path, routes, counts
       (p) => ['check', '--criu-path', `/nonexistent/criu${p}`],
       (p) => ['demo', '--routes', `process${p}`],
@@ -121,7 +140,8 @@ describe('CLI arguments with shell metacharacters are literal', () => {
         runs++;
         // Refused as usage (2), environment (3) or not found (4): never run, never through a shell.
         const last = run.stdout.trim().split('\n').pop() ?? '';
-        if (![2, 3, 4].includes(run.status as number) || !last.startsWith('{"ok":false')) unexpected.push({ args, status: run.status, stdout: last });
+        if (![2, 3, 4].includes(run.status as number) || !last.startsWith('{"ok":false'))
+          unexpected.push({ args, status: run.status, stdout: last });
         expect(fs.existsSync(marker)).toBe(false);
       }
     }
@@ -147,31 +167,69 @@ describe('CLI arguments with shell metacharacters are literal', () => {
       fs.symlinkSync(criuPath(), criuLink);
       const hookLog = path.join(odd, 'hook.log');
       const hook = path.join(odd, 'hook && touch PWNED');
-      fs.writeFileSync(hook, `#!/bin/sh\nprintf '%s\\n' "$1" >> '${hookLog.replace(/'/g, `'\\''`)}'\n`, { mode: 0o700 });
+      fs.writeFileSync(hook, `#!/bin/sh\nprintf '%s\\n' "$1" >> '${hookLog.replace(/'/g, `'\\''`)}'\n`, {
+        mode: 0o700,
+      });
 
       // The sleeper runs in our namespace: move it into src by restoring it there first.
       const dumpDir = path.join(odd, 'dump $(touch PWNED)');
-      const dump = await cliAsync(['dump', '--pid', String(server.pid), '--images-dir', dumpDir, '--criu-path', criuLink, '--network-lock', 'skip', '--json']);
+      const dump = await cliAsync([
+        'dump',
+        '--pid',
+        String(server.pid),
+        '--images-dir',
+        dumpDir,
+        '--criu-path',
+        criuLink,
+        '--network-lock',
+        'skip',
+        '--json',
+      ]);
       expect(dump.stderr).not.toContain('PWNED: ');
       expect(dump.status).toBe(0);
       expect(fs.statSync(dumpDir).mode & 0o777).toBe(0o700);
       await serverExited; // reaped: CRIU restores the same pid
-      const restore = await cliAsync(['restore', '--images-dir', dumpDir, '--netns', sourceLink, '--criu-path', criuLink, '--network-lock', 'skip', '--json']);
+      const restore = await cliAsync([
+        'restore',
+        '--images-dir',
+        dumpDir,
+        '--netns',
+        sourceLink,
+        '--criu-path',
+        criuLink,
+        '--network-lock',
+        'skip',
+        '--json',
+      ]);
       expect(restore.stderr).not.toMatch(/error/);
       expect(restore.status).toBe(0);
       const pid = JSON.parse(restore.stdout.trim()).pid as number;
       expect(pid).toBe(server.pid);
 
       const migrate = await cliAsync([
-        'migrate', '--pid', String(pid), '--images-dir', path.join(odd, 'm | touch PWNED'), '--source-netns', sourceLink,
-        '--target-netns', targetLink, '--hook', hook, '--criu-path', criuLink, '--no-pre-dump', '--json',
+        'migrate',
+        '--pid',
+        String(pid),
+        '--images-dir',
+        path.join(odd, 'm | touch PWNED'),
+        '--source-netns',
+        sourceLink,
+        '--target-netns',
+        targetLink,
+        '--hook',
+        hook,
+        '--criu-path',
+        criuLink,
+        '--no-pre-dump',
+        '--json',
       ]);
       expect(migrate.stderr).not.toMatch(/error/);
       expect(migrate.status).toBe(0);
       expect(JSON.parse(migrate.stdout.trim())).toMatchObject({ ok: true, command: 'migrate', restoredPid: pid });
       expect(fs.readFileSync(hookLog, 'utf8')).toBe('to-target\n');
       expect(fs.statSync(`/proc/${pid}/ns/net`).ino).toBe(fs.statSync(lab.path(target)).ino);
-      for (const place of [dir, odd, process.cwd(), os.tmpdir()]) expect(fs.existsSync(path.join(place, 'PWNED'))).toBe(false);
+      for (const place of [dir, odd, process.cwd(), os.tmpdir()])
+        expect(fs.existsSync(path.join(place, 'PWNED'))).toBe(false);
       expect(fs.existsSync(marker)).toBe(false);
     } finally {
       try {

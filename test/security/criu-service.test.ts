@@ -46,7 +46,11 @@ function connectAsNobody(address: string): string {
     const { SeqpacketTransport } = require(${JSON.stringify(DIST)});
     try { SeqpacketTransport.connect(${JSON.stringify(address)}).close(); process.stdout.write('connected'); }
     catch (e) { process.stdout.write(String(e.code)); }`;
-  const run = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script], { encoding: 'utf8', timeout: 30000 });
+  const run = spawnSync(
+    'setpriv',
+    ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script],
+    { encoding: 'utf8', timeout: 30000 },
+  );
   expect(run.stderr).toBe('');
   return run.stdout;
 }
@@ -143,17 +147,21 @@ describe('startCriuService', () => {
     }
   });
 
-  it("node-criu service: listens on --address (with metacharacters, literally) until SIGTERM, then leaves nothing", async () => {
+  it('node-criu service: listens on --address (with metacharacters, literally) until SIGTERM, then leaves nothing', async () => {
     // Run from `dir`: a shell would create `P` there.
     const address = path.join(dir, '`touch P`;$(touch P)|P.sock');
-    const child = spawn(process.execPath, [CLI, 'service', '--address', address, '--socket-mode', '0640', '--json'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'service', '--address', address, '--socket-mode', '0640', '--json'], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     try {
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-      for (let i = 0; i < 3000 && !stdout.includes('\n') && child.exitCode === null; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      for (let i = 0; i < 3000 && !stdout.includes('\n') && child.exitCode === null; i++)
+        await new Promise((resolve) => setTimeout(resolve, 10));
       const doc = JSON.parse(stdout.trim());
       expect(doc).toMatchObject({ ok: true, command: 'service', address, socketMode: '0640' });
       expect(fs.statSync(address).mode & 0o777).toBe(0o640);
@@ -169,7 +177,8 @@ describe('startCriuService', () => {
       expect(alive(doc.pid)).toBe(false);
       // The worker criu forked for our connection may still be on its way out, or an orphaned
       // zombie until init reaps it (every ~2 s here): the group must be empty within 5 s.
-      for (let i = 0; i < 500 && groupMembers(doc.pid).length > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      for (let i = 0; i < 500 && groupMembers(doc.pid).length > 0; i++)
+        await new Promise((resolve) => setTimeout(resolve, 10));
       expect(groupMembers(doc.pid)).toEqual([]);
       expect(fs.existsSync(address)).toBe(false);
       expect(fs.existsSync(path.join(dir, 'P'))).toBe(false);
@@ -181,12 +190,16 @@ describe('startCriuService', () => {
   it('an existing address is refused and left alone; a CRIU that exits at once and an abort leave nothing', async () => {
     const existing = path.join(dir, 'taken.sock');
     fs.writeFileSync(existing, 'not ours');
-    await expect(startCriuService({ address: existing })).rejects.toMatchObject({ code: 'ERR_CRIU_SERVICE_ADDRESS_IN_USE' });
+    await expect(startCriuService({ address: existing })).rejects.toMatchObject({
+      code: 'ERR_CRIU_SERVICE_ADDRESS_IN_USE',
+    });
     expect(fs.readFileSync(existing, 'utf8')).toBe('not ours');
 
     const fds = fs.readdirSync('/proc/self/fd').length;
     const failing = path.join(dir, 'false.sock');
-    await expect(startCriuService({ address: failing, criuPath: '/bin/false' })).rejects.toMatchObject({ code: 'ERR_CRIU_EXITED' });
+    await expect(startCriuService({ address: failing, criuPath: '/bin/false' })).rejects.toMatchObject({
+      code: 'ERR_CRIU_EXITED',
+    });
     expect(fs.existsSync(failing)).toBe(false);
 
     const aborted = path.join(dir, 'aborted.sock');
@@ -201,8 +214,8 @@ describe('startCriuService', () => {
 
 describe('the handover channel on a unix path (lib/migration/handover-channel.ts)', () => {
   it('listens 0600 (another uid gets EACCES), refuses abstract (NUL) and over-long paths', async () => {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { acceptChannel, openChannel } = require('../../lib/migration/handover-channel') as typeof import('../../lib/migration/handover-channel');
+    const { acceptChannel, openChannel } =
+      require('../../lib/migration/handover-channel') as typeof import('../../lib/migration/handover-channel');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-sec-hc-'));
     fs.chmodSync(dir, 0o755);
     try {
@@ -216,7 +229,11 @@ describe('the handover channel on a unix path (lib/migration/handover-channel.ts
       await ready;
       expect(fs.statSync(address).mode & 0o777).toBe(0o600);
       const script = `require('net').connect(${JSON.stringify(address)}).on('error', (e) => process.stdout.write(e.code)).on('connect', () => process.stdout.write('connected'))`;
-      const nobody = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script], { encoding: 'utf8', timeout: 30000 });
+      const nobody = spawnSync(
+        'setpriv',
+        ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script],
+        { encoding: 'utf8', timeout: 30000 },
+      );
       expect(nobody.stdout).toBe('EACCES');
       const ours = await openChannel({ path: address });
       const accepted = await accepting;

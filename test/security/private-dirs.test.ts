@@ -73,7 +73,9 @@ describe('ensurePrivateDirectory', () => {
       const target = path.join(dir, `unsafe-${name}`);
       make(target);
       const before = fs.statSync(target);
-      expect(() => ensurePrivateDirectory(target, 'imagesDir')).toThrow(expect.objectContaining({ code: 'ERR_UNSAFE_DIRECTORY', message: expect.stringMatching(message) }));
+      expect(() => ensurePrivateDirectory(target, 'imagesDir')).toThrow(
+        expect.objectContaining({ code: 'ERR_UNSAFE_DIRECTORY', message: expect.stringMatching(message) }),
+      );
       const after = fs.statSync(target);
       expect([after.mode, after.uid]).toEqual([before.mode, before.uid]);
     }
@@ -98,7 +100,9 @@ describe('library and CLI refuse an unsafe images directory before touching the 
     const images = path.join(dir, 'shared');
     fs.mkdirSync(images);
     fs.chmodSync(images, 0o777);
-    await expect(migrateProcess({ pid: target.pid as number, imagesDir: images })).rejects.toMatchObject({ code: 'ERR_UNSAFE_DIRECTORY' });
+    await expect(migrateProcess({ pid: target.pid as number, imagesDir: images })).rejects.toMatchObject({
+      code: 'ERR_UNSAFE_DIRECTORY',
+    });
     expect(fs.readdirSync(images)).toEqual([]);
     expect(() => process.kill(target.pid as number, 0)).not.toThrow();
   });
@@ -108,15 +112,37 @@ describe('library and CLI refuse an unsafe images directory before touching the 
     fs.mkdirSync(images);
     fs.chmodSync(images, 0o777);
     for (const command of ['dump', 'migrate']) {
-      const run = spawnSync(process.execPath, [CLI, command, '--pid', String(target.pid), '--images-dir', images, '--json'], { encoding: 'utf8', timeout: 60000 });
+      const run = spawnSync(
+        process.execPath,
+        [CLI, command, '--pid', String(target.pid), '--images-dir', images, '--json'],
+        { encoding: 'utf8', timeout: 60000 },
+      );
       expect(run.status).toBe(2);
-      expect(JSON.parse(run.stdout.trim())).toMatchObject({ ok: false, error: { code: 'ERR_UNSAFE_DIRECTORY', exitCode: 2 } });
+      expect(JSON.parse(run.stdout.trim())).toMatchObject({
+        ok: false,
+        error: { code: 'ERR_UNSAFE_DIRECTORY', exitCode: 2 },
+      });
       expect(fs.readdirSync(images)).toEqual([]);
     }
     expect(() => process.kill(target.pid as number, 0)).not.toThrow();
 
     const fresh = path.join(dir, 'new', 'images');
-    const run = spawnSync(process.execPath, [CLI, 'dump', '--pid', String(target.pid), '--images-dir', fresh, '--leave-running', '--network-lock', 'skip', '--json'], { encoding: 'utf8', timeout: 120000 });
+    const run = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        'dump',
+        '--pid',
+        String(target.pid),
+        '--images-dir',
+        fresh,
+        '--leave-running',
+        '--network-lock',
+        'skip',
+        '--json',
+      ],
+      { encoding: 'utf8', timeout: 120000 },
+    );
     expect(run.status).toBe(0);
     expect(mode(fresh)).toBe(0o700);
     expect(mode(path.dirname(fresh))).toBe(0o700);
@@ -125,7 +151,11 @@ describe('library and CLI refuse an unsafe images directory before touching the 
     // another user from reading them.
     const files = fs.readdirSync(fresh);
     expect(files.some((name) => (mode(path.join(fresh, name)) & 0o004) !== 0)).toBe(true);
-    const asNobody = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'cat', path.join(fresh, 'inventory.img')], { encoding: 'utf8' });
+    const asNobody = spawnSync(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', 'cat', path.join(fresh, 'inventory.img')],
+      { encoding: 'utf8' },
+    );
     expect(asNobody.status).not.toBe(0);
     expect(asNobody.stderr).toMatch(/Permission denied/);
     expect(() => process.kill(target.pid as number, 0)).not.toThrow();

@@ -6,13 +6,22 @@
  * error, the unchanged process state, and positive controls showing the same call with a good
  * value does reach the kernel.
  */
+/* eslint-disable no-sparse-arrays -- sparse arrays are the input under test */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Criu, NftablesLock, SeqpacketTransport, restoreConnection, checkpointConnection, soccr, startCriuService } from '../../lib';
+import {
+  Criu,
+  NftablesLock,
+  SeqpacketTransport,
+  restoreConnection,
+  checkpointConnection,
+  soccr,
+  startCriuService,
+} from '../../lib';
 import type { ConnectionImage } from '../../lib';
 import { checkFd, checkPath, checkSocketPath } from '../../lib/security';
 
@@ -58,22 +67,36 @@ describe('the shared checks (lib/security.ts)', () => {
   it('fds: integers 0..2^31-1 only', () => {
     expect(checkFd(0, 'fd')).toBe(0);
     expect(checkFd(0x7fffffff, 'fd')).toBe(0x7fffffff);
-    for (const [value, code] of [[-1, 'ERR_OUT_OF_RANGE'], [2 ** 31, 'ERR_OUT_OF_RANGE'], [1.5, 'ERR_INVALID_ARG_TYPE'], ['1', 'ERR_INVALID_ARG_TYPE'], [null, 'ERR_INVALID_ARG_TYPE']] as const) {
+    for (const [value, code] of [
+      [-1, 'ERR_OUT_OF_RANGE'],
+      [2 ** 31, 'ERR_OUT_OF_RANGE'],
+      [1.5, 'ERR_INVALID_ARG_TYPE'],
+      ['1', 'ERR_INVALID_ARG_TYPE'],
+      [null, 'ERR_INVALID_ARG_TYPE'],
+    ] as const) {
       expect(() => checkFd(value, 'fd')).toThrow(expect.objectContaining({ name: 'InvalidArgumentError', code }));
     }
   });
 
   it('paths: string, not empty, no NUL, bounded; socket paths at most 107 bytes; absolute where required', () => {
     expect(checkPath('/run/netns/x', 'p', { absolute: true })).toBe('/run/netns/x');
-    expect(() => checkPath('/run/netns/x\0y', 'p')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: 'p must not contain a NUL byte' }));
+    expect(() => checkPath('/run/netns/x\0y', 'p')).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: 'p must not contain a NUL byte' }),
+    );
     expect(() => checkPath('', 'p')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     expect(() => checkPath(7, 'p')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
-    expect(() => checkPath('run/netns/x', 'p', { absolute: true })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => checkPath('run/netns/x', 'p', { absolute: true })).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }),
+    );
     expect(() => checkPath(`/${'x'.repeat(4095)}`, 'p')).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
     expect(checkSocketPath(`/${'x'.repeat(106)}`, 's')).toHaveLength(107);
-    expect(() => checkSocketPath(`/${'x'.repeat(107)}`, 's')).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => checkSocketPath(`/${'x'.repeat(107)}`, 's')).toThrow(
+      expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }),
+    );
     // Bytes, not characters: 36 three-byte characters are 108 bytes.
-    expect(() => checkSocketPath(`${'€'.repeat(36)}`, 's')).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => checkSocketPath(`${'€'.repeat(36)}`, 's')).toThrow(
+      expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }),
+    );
   });
 });
 
@@ -98,7 +121,10 @@ describe('libsoccr half: bad values never reach the addon', () => {
 
   it('fd arguments: negative, fractional, non-numbers and >= 2^31 are refused', async () => {
     for (const [fd, code] of BAD_FDS) {
-      await expectRefused(() => soccr.pause(fd as number), code === 'ERR_OUT_OF_RANGE' ? /^ERR_(OUT_OF_RANGE|INVALID_ARG_TYPE)$/ : code);
+      await expectRefused(
+        () => soccr.pause(fd as number),
+        code === 'ERR_OUT_OF_RANGE' ? /^ERR_(OUT_OF_RANGE|INVALID_ARG_TYPE)$/ : code,
+      );
       await expectRefused(() => soccr.dumpFd(fd as number), /^ERR_(OUT_OF_RANGE|INVALID_ARG_TYPE)$/);
       await expectRefused(() => soccr.isInRepairMode(fd as number), /^ERR_(OUT_OF_RANGE|INVALID_ARG_TYPE)$/);
       await expectRefused(() => soccr.attachDropFilter(fd as number), /^ERR_(OUT_OF_RANGE|INVALID_ARG_TYPE)$/);
@@ -119,7 +145,7 @@ describe('libsoccr half: bad values never reach the addon', () => {
     }
   });
 
-  it("a netns path with a NUL byte is refused, never truncated to the namespace before the NUL", async () => {
+  it('a netns path with a NUL byte is refused, never truncated to the namespace before the NUL', async () => {
     const name = `ncr-sec-${process.pid}-${Math.random().toString(16).slice(2, 8)}`;
     execFileSync('ip', ['netns', 'add', name]);
     try {
@@ -141,7 +167,13 @@ describe('libsoccr half: bad values never reach the addon', () => {
     // A real dump to restore from (the connection is resumed right after).
     const handle = soccr.pause(accepted);
     const skData = handle.getSkData();
-    const dump = { skData, local: handle.getLocalAddress(), remote: handle.getRemoteAddress(), recvQueue: handle.getQueueBytes('recv'), sendQueue: handle.getQueueBytes('send') };
+    const dump = {
+      skData,
+      local: handle.getLocalAddress(),
+      remote: handle.getRemoteAddress(),
+      recvQueue: handle.getQueueBytes('recv'),
+      sendQueue: handle.getQueueBytes('send'),
+    };
     handle.resume();
     const image: ConnectionImage = {
       version: 1,
@@ -159,10 +191,15 @@ describe('libsoccr half: bad values never reach the addon', () => {
       await expectRefused(() => restoreConnection(image, { netns: netns as string }), /^ERR_INVALID_ARG_(VALUE|TYPE)$/);
     }
     // A sparse locks array: its hole must not reach the restore (it used to, as undefined).
-    // eslint-disable-next-line no-sparse-arrays
-    await expectRefused(() => restoreConnection(image, { locks: [,] as unknown as NftablesLock[] }), 'ERR_INVALID_ARG_TYPE');
+    await expectRefused(
+      () => restoreConnection(image, { locks: [,] as unknown as NftablesLock[] }),
+      'ERR_INVALID_ARG_TYPE',
+    );
     // An image whose lock names a netns with a NUL is invalid as a whole.
-    await expectRefused(() => restoreConnection({ ...image, lock: { table: 'node_criu_x', netns: '/run/netns/a\0b' } }), 'ERR_CONNECTION_IMAGE_INVALID');
+    await expectRefused(
+      () => restoreConnection({ ...image, lock: { table: 'node_criu_x', netns: '/run/netns/a\0b' } }),
+      'ERR_CONNECTION_IMAGE_INVALID',
+    );
     expect(soccr.isInRepairMode(accepted)).toBe(false);
     const echoed = new Promise<string>((resolve) => accepted.once('data', (d: Buffer) => resolve(d.toString())));
     client.write('still-there');
@@ -174,7 +211,10 @@ describe('libsoccr half: bad values never reach the addon', () => {
       await expectRefused(() => NftablesLock.fromRef({ table: table as string }), /^ERR_INVALID_ARG_(VALUE|TYPE)$/);
     }
     await expectRefused(() => NftablesLock.fromRef({ table: 'node_criu_1', netns: 'rel' }), 'ERR_INVALID_ARG_VALUE');
-    await expectRefused(() => checkpointConnection(accepted, { lock: 'NFTABLES' as 'nftables' }), 'ERR_INVALID_ARG_VALUE');
+    await expectRefused(
+      () => checkpointConnection(accepted, { lock: 'NFTABLES' as 'nftables' }),
+      'ERR_INVALID_ARG_VALUE',
+    );
     await expectRefused(() => soccr.setLogger(() => undefined, 'verbose' as 'debug'), 'ERR_INVALID_ARG_VALUE');
     await expectRefused(() => soccr.setLogger('log' as never), 'ERR_INVALID_ARG_TYPE');
     const handle = soccr.pause(accepted);
@@ -211,7 +251,8 @@ describe('CRIU half: socket paths, fds and message sizes', () => {
   });
 
   it('transport fds and sizes: bad fds, too many fds, empty or non-byte messages', async () => {
-    for (const [fd] of BAD_FDS) await expectRefused(() => new SeqpacketTransport(fd as number), /^ERR_(OUT_OF_RANGE|INVALID_ARG_TYPE)$/);
+    for (const [fd] of BAD_FDS)
+      await expectRefused(() => new SeqpacketTransport(fd as number), /^ERR_(OUT_OF_RANGE|INVALID_ARG_TYPE)$/);
     const { transport, peerFd } = SeqpacketTransport.pair('test');
     try {
       await expectRefused(() => transport.send(Buffer.alloc(0)), 'ERR_INVALID_ARG_VALUE');
@@ -247,26 +288,26 @@ describe('sparse arrays (holes) are checked like undefined elements', () => {
     const { toCriuOpts, validateCriuOptions } = await import('../../lib/criu/options');
     const { encodeRequest } = await import('../../lib/criu/codec');
     const { CriuReqType } = await import('../../lib/criu/messages');
-    // eslint-disable-next-line no-sparse-arrays
     for (const options of [{ enableFs: ['proc', , 'sysfs'] }, { cgRoot: [{ path: '/a' }, ,] }, { external: [,] }]) {
       await expectRefused(() => validateCriuOptions(options as never), 'ERR_INVALID_ARG_TYPE');
       await expectRefused(() => toCriuOpts(options as never), 'ERR_INVALID_ARG_TYPE');
     }
-    // eslint-disable-next-line no-sparse-arrays
-    expect(encodeRequest({ type: CriuReqType.DUMP, opts: { imagesDirFd: 3, enableFs: ['a', 'b'] } }).length).toBeGreaterThan(0); // control
-    await expectRefused(() => encodeRequest({ type: CriuReqType.DUMP, opts: { imagesDirFd: 3, enableFs: ['a', ,] } } as never), 'ERR_INVALID_ARG_TYPE');
+    expect(
+      encodeRequest({ type: CriuReqType.DUMP, opts: { imagesDirFd: 3, enableFs: ['a', 'b'] } }).length,
+    ).toBeGreaterThan(0); // control
+    await expectRefused(
+      () => encodeRequest({ type: CriuReqType.DUMP, opts: { imagesDirFd: 3, enableFs: ['a', ,] } } as never),
+      'ERR_INVALID_ARG_TYPE',
+    );
     const { transport, peerFd } = SeqpacketTransport.pair('test');
     try {
-      // eslint-disable-next-line no-sparse-arrays
       await expectRefused(() => transport.send(Buffer.from('x'), [0, , 1] as number[]), 'ERR_INVALID_ARG_TYPE');
     } finally {
       transport.close();
       fs.closeSync(peerFd);
     }
     const { checkpointConnections, restoreConnections } = await import('../../lib');
-    // eslint-disable-next-line no-sparse-arrays
     await expectRefused(() => checkpointConnections([,] as never), 'ERR_INVALID_ARG_TYPE');
-    // eslint-disable-next-line no-sparse-arrays
     await expectRefused(() => restoreConnections([,] as never), 'ERR_CONNECTION_IMAGE_INVALID');
   });
 });

@@ -23,7 +23,13 @@ import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import * as path from 'node:path';
 
-import { NftablesLock, checkpointConnection, decodeConnectionImage, encodeConnectionImage, restoreConnection } from '../../lib';
+import {
+  NftablesLock,
+  checkpointConnection,
+  decodeConnectionImage,
+  encodeConnectionImage,
+  restoreConnection,
+} from '../../lib';
 import { NetnsLab } from '../helpers/netns';
 import { Child, connectFromNetns, fdCount, fdsInRepairMode } from '../helpers/soccr';
 import { TrafficEndpoint, type TrafficReport } from '../helpers/traffic';
@@ -68,7 +74,8 @@ const OURS_AHEAD = 8 * 1024 * 1024;
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 function checkAbort(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new Error(`aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`);
+  if (signal?.aborted)
+    throw new Error(`aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`);
 }
 
 /** Namespaces P, S, T on a bridge in B; the moving address starts on S. */
@@ -178,11 +185,17 @@ export async function runConnectionSoak(options: ConnectionSoakOptions): Promise
   try {
     const ns = buildTopology(lab);
     peer = new Child(lab.spawnNode(ns.P, path.join(__dirname, '..', 'fixtures', 'soccr-peer.js')));
-    const { port } = await peer.request<{ port: number }>({ cmd: 'listen', host: PEER_IP, seedBase: 0x9ee4, total: PEER_BUDGET });
+    const { port } = await peer.request<{ port: number }>({
+      cmd: 'listen',
+      host: PEER_IP,
+      seedBase: 0x9ee4,
+      total: PEER_BUDGET,
+    });
     locks.S = await NftablesLock.create({ netns: lab.path(ns.S) });
     locks.T = await NftablesLock.create({ netns: lab.path(ns.T) });
     peerTotal = PEER_BUDGET;
-    const peerReport = async (): Promise<TrafficReport> => (await (peer as Child).request<{ reports: TrafficReport[] }>({ cmd: 'reports' })).reports[0];
+    const peerReport = async (): Promise<TrafficReport> =>
+      (await (peer as Child).request<{ reports: TrafficReport[] }>({ cmd: 'reports' })).reports[0];
 
     socket = await connectFromNetns(lab.path(ns.S), 4, PEER_IP, port);
     ours.attach(socket);
@@ -223,13 +236,21 @@ export async function runConnectionSoak(options: ConnectionSoakOptions): Promise
       const tw = performance.now();
       for (;;) {
         checkAbort(signal);
-          const peerNow = await peerReport();
-        if (ours.received.bytes >= receivedBefore + progressBytes && peerNow.received.bytes >= peerReceivedBefore + progressBytes) break;
+        const peerNow = await peerReport();
+        if (
+          ours.received.bytes >= receivedBefore + progressBytes &&
+          peerNow.received.bytes >= peerReceivedBefore + progressBytes
+        )
+          break;
         if (ours.resets > 0 || peerNow.resets > 0 || ours.errors.length > 0 || peerNow.errors.length > 0) {
-          throw new Error(`cycle ${i + 1}: errors on the connection: ours ${ours.errors.map((e) => (e as NodeJS.ErrnoException).code ?? e.message).join(',')}, peer ${peerNow.errors.join(',')}`);
+          throw new Error(
+            `cycle ${i + 1}: errors on the connection: ours ${ours.errors.map((e) => (e as NodeJS.ErrnoException).code ?? e.message).join(',')}, peer ${peerNow.errors.join(',')}`,
+          );
         }
         if (Date.now() > deadline) {
-          throw new Error(`cycle ${i + 1}: the stream stalled (we received ${ours.received.bytes - receivedBefore} B, the peer ${peerNow.received.bytes - peerReceivedBefore} B in 30 s)`);
+          throw new Error(
+            `cycle ${i + 1}: the stream stalled (we received ${ours.received.bytes - receivedBefore} B, the peer ${peerNow.received.bytes - peerReceivedBefore} B in 30 s)`,
+          );
         }
         await sleep(1);
       }
@@ -237,8 +258,14 @@ export async function runConnectionSoak(options: ConnectionSoakOptions): Promise
         log(`cycle ${i + 1}: fds ${lastFds} -> ${fdCount()}: ${openFds().join(', ')}`);
         lastFds = fdCount();
       }
-      if (process.env.SOAK_DEBUG) log(`cycle ${i + 1}: pause ${(performance.now() - t0).toFixed(0)} wait ${(performance.now() - tw).toFixed(0)} ms; in ${ours.received.bytes - receivedBefore} out ${ours.sent.bytes}`);
-      if ((i + 1) % 100 === 0) log(`connection soak: ${i + 1}/${cycles} cycles, ${(ours.received.bytes / 1e6).toFixed(0)} MB in, ${(ours.sent.bytes / 1e6).toFixed(0)} MB out`);
+      if (process.env.SOAK_DEBUG)
+        log(
+          `cycle ${i + 1}: pause ${(performance.now() - t0).toFixed(0)} wait ${(performance.now() - tw).toFixed(0)} ms; in ${ours.received.bytes - receivedBefore} out ${ours.sent.bytes}`,
+        );
+      if ((i + 1) % 100 === 0)
+        log(
+          `connection soak: ${i + 1}/${cycles} cycles, ${(ours.received.bytes / 1e6).toFixed(0)} MB in, ${(ours.sent.bytes / 1e6).toFixed(0)} MB out`,
+        );
     }
 
     // Stop both writers, drain, compare.
@@ -246,16 +273,37 @@ export async function runConnectionSoak(options: ConnectionSoakOptions): Promise
     ours.total = ours.sent.bytes;
     await ours.waitForSent(60000);
     await ours.waitForReceived(peerTotal, 120000);
-    const { reports } = await peer.request<{ reports: TrafficReport[] }>({ cmd: 'wait', receivedEach: ours.sent.bytes, flushed: true, timeoutMs: 120000 });
+    const { reports } = await peer.request<{ reports: TrafficReport[] }>({
+      cmd: 'wait',
+      receivedEach: ours.sent.bytes,
+      flushed: true,
+      timeoutMs: 120000,
+    });
     const theirs = reports[0];
     const mine = ours.report();
-    result.toPeer = { sent: mine.sent.bytes, received: theirs.received.bytes, exact: mine.sent.bytes === theirs.received.bytes && mine.sent.sha256 === theirs.received.sha256 };
-    result.fromPeer = { sent: theirs.sent.bytes, received: mine.received.bytes, exact: theirs.sent.bytes === mine.received.bytes && theirs.sent.sha256 === mine.received.sha256 };
-    if (!result.toPeer.exact) result.failures.push(`to the peer: sent ${mine.sent.bytes} B (${mine.sent.sha256}), received ${theirs.received.bytes} B (${theirs.received.sha256})`);
-    if (!result.fromPeer.exact) result.failures.push(`from the peer: sent ${theirs.sent.bytes} B (${theirs.sent.sha256}), received ${mine.received.bytes} B (${mine.received.sha256})`);
-    if (theirs.sent.bytes !== peerTotal) result.failures.push(`the peer sent ${theirs.sent.bytes} B, expected ${peerTotal}`);
+    result.toPeer = {
+      sent: mine.sent.bytes,
+      received: theirs.received.bytes,
+      exact: mine.sent.bytes === theirs.received.bytes && mine.sent.sha256 === theirs.received.sha256,
+    };
+    result.fromPeer = {
+      sent: theirs.sent.bytes,
+      received: mine.received.bytes,
+      exact: theirs.sent.bytes === mine.received.bytes && theirs.sent.sha256 === mine.received.sha256,
+    };
+    if (!result.toPeer.exact)
+      result.failures.push(
+        `to the peer: sent ${mine.sent.bytes} B (${mine.sent.sha256}), received ${theirs.received.bytes} B (${theirs.received.sha256})`,
+      );
+    if (!result.fromPeer.exact)
+      result.failures.push(
+        `from the peer: sent ${theirs.sent.bytes} B (${theirs.sent.sha256}), received ${mine.received.bytes} B (${mine.received.sha256})`,
+      );
+    if (theirs.sent.bytes !== peerTotal)
+      result.failures.push(`the peer sent ${theirs.sent.bytes} B, expected ${peerTotal}`);
     result.resetErrors = mine.resets + theirs.resets;
-    if (mine.errors.length + theirs.errors.length > 0) result.failures.push(`socket errors: ours [${mine.errors.join(',')}], peer [${theirs.errors.join(',')}]`);
+    if (mine.errors.length + theirs.errors.length > 0)
+      result.failures.push(`socket errors: ours [${mine.errors.join(',')}], peer [${theirs.errors.join(',')}]`);
     result.rstPackets = rstPackets(lab, ns.P);
     result.outRsts = ['P', 'S', 'T'].reduce((sum, key) => sum + lab.tcpCounters(ns[key as 'P' | 'S' | 'T']).OutRsts, 0);
     if (result.rstPackets !== 0) result.failures.push(`${result.rstPackets} RST segments in the peer's namespace`);
@@ -275,6 +323,11 @@ export async function runConnectionSoak(options: ConnectionSoakOptions): Promise
   for (let i = 0; i < 100 && fdCount() !== fdsBefore; i++) await sleep(20);
   const repair = fdsInRepairMode();
   if (repair.length > 0) result.failures.push(`fds left in repair mode: ${repair.join(',')}`);
-  if (fdCount() !== fdsBefore) result.failures.push(`fd count ${fdsBefore} -> ${fdCount()}: ${openFds().filter((fd) => !fdsAtStart.includes(fd)).join(', ')}`);
+  if (fdCount() !== fdsBefore)
+    result.failures.push(
+      `fd count ${fdsBefore} -> ${fdCount()}: ${openFds()
+        .filter((fd) => !fdsAtStart.includes(fd))
+        .join(', ')}`,
+    );
   return result;
 }

@@ -86,18 +86,25 @@ function criuErrors(message: string): string {
     const lines = fs.readFileSync(log, 'utf8').split('\n');
     // The first real error (CRIU always logs that it cannot raise RLIMIT_NOFILE here: harmless).
     const first = lines.findIndex((line) => /Error/.test(line) && !/RLIMIT_NOFILE/.test(line));
-    return first < 0 ? '' : `\n    CRIU log ${log}:\n    ${lines.slice(Math.max(0, first - 12), first + 4).join('\n    ')}`;
+    return first < 0
+      ? ''
+      : `\n    CRIU log ${log}:\n    ${lines.slice(Math.max(0, first - 12), first + 4).join('\n    ')}`;
   } catch {
     return '';
   }
 }
 
 function checkAbort(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new Error(`aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`);
+  if (signal?.aborted)
+    throw new Error(`aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`);
 }
 
 /** Both sides' final reports once every connection has received everything the other side sent. */
-async function drained(statusDir: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<{ clients: SideReport; server: SideReport }> {
+async function drained(
+  statusDir: string,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<{ clients: SideReport; server: SideReport }> {
   const deadline = Date.now() + timeoutMs;
   let last = 'no reports yet';
   for (;;) {
@@ -165,7 +172,10 @@ export async function runServerSoak(options: ServerSoakOptions): Promise<ServerS
           throw new Error(`${what}: ${progress.errors} client errors, ${progress.closed} connections closed`);
         }
         if (progress && progress.received >= bytes && progress.sent >= bytes) return progress;
-        if (Date.now() > deadline) throw new Error(`${what}: not every connection received ${bytes} B within 120 s (minimum ${progress?.received})`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `${what}: not every connection received ${bytes} B within 120 s (minimum ${progress?.received})`,
+          );
         await sleep(50);
       }
     };
@@ -197,7 +207,8 @@ export async function runServerSoak(options: ServerSoakOptions): Promise<ServerS
         const e = error as ProcessMigrationError;
         result.failures.push(`move ${i + 1} (${on} -> ${to}): ${e.code}: ${e.message}${criuErrors(e.message)}`);
         // SOAK_KEEP_FAILED=<dir>: keep the failed move's images and CRIU logs there, to investigate.
-        if (process.env.SOAK_KEEP_FAILED) fs.cpSync(imagesDir, path.join(process.env.SOAK_KEEP_FAILED, `move-${i + 1}`), { recursive: true });
+        if (process.env.SOAK_KEEP_FAILED)
+          fs.cpSync(imagesDir, path.join(process.env.SOAK_KEEP_FAILED, `move-${i + 1}`), { recursive: true });
         fs.rmSync(imagesDir, { recursive: true, force: true });
         if (e.code !== 'ERR_MIGRATION_ROLLED_BACK' && e.code !== 'ERR_MIGRATION_DUMP_FAILED') throw error;
         if (e.serverOn !== 'source' || lab.pidNetnsInode(pid) !== lab.netnsInode(lab[on])) throw error;
@@ -207,11 +218,15 @@ export async function runServerSoak(options: ServerSoakOptions): Promise<ServerS
       fs.rmSync(imagesDir, { recursive: true, force: true });
       result.pausesMs.push(migration.downtimeMs);
       result.movesDone++;
-      if (migration.restoredPid !== pid) throw new Error(`move ${i + 1}: restored as pid ${migration.restoredPid}, not ${pid}`);
-      if (lab.pidNetnsInode(pid) !== lab.netnsInode(lab[to])) throw new Error(`move ${i + 1}: the server is not in namespace ${to}`);
+      if (migration.restoredPid !== pid)
+        throw new Error(`move ${i + 1}: restored as pid ${migration.restoredPid}, not ${pid}`);
+      if (lab.pidNetnsInode(pid) !== lab.netnsInode(lab[to]))
+        throw new Error(`move ${i + 1}: the server is not in namespace ${to}`);
       on = to;
       progress = await flowing(progress.received + 2 * paceBytes, `after move ${i + 1}`);
-      log(`server soak: move ${i + 1}/${moves} (${to === 'T' ? 'S -> T' : 'T -> S'}): downtime ${migration.downtimeMs.toFixed(0)} ms, every connection flowing again`);
+      log(
+        `server soak: move ${i + 1}/${moves} (${to === 'T' ? 'S -> T' : 'T -> S'}): downtime ${migration.downtimeMs.toFixed(0)} ms, every connection flowing again`,
+      );
     }
     for (const ns of [lab.S, lab.T]) {
       const tables = lab.nftTables(ns);
@@ -223,9 +238,14 @@ export async function runServerSoak(options: ServerSoakOptions): Promise<ServerS
     const { clients, server } = await drained(statusDir, 120000, signal);
     result.maxClientGapMs = clients.maxGapMs ?? 0;
     const ports = Object.keys(clients.reports);
-    if (ports.length !== connections) result.failures.push(`the clients report ${ports.length} connections, expected ${connections}`);
-    if (Object.keys(server.reports).length !== connections) result.failures.push(`the server reports ${Object.keys(server.reports).length} connections, expected ${connections}`);
-    if (clients.closed.length + server.closed.length > 0) result.failures.push(`connections closed: clients ${clients.closed.length}, server ${server.closed.length}`);
+    if (ports.length !== connections)
+      result.failures.push(`the clients report ${ports.length} connections, expected ${connections}`);
+    if (Object.keys(server.reports).length !== connections)
+      result.failures.push(
+        `the server reports ${Object.keys(server.reports).length} connections, expected ${connections}`,
+      );
+    if (clients.closed.length + server.closed.length > 0)
+      result.failures.push(`connections closed: clients ${clients.closed.length}, server ${server.closed.length}`);
     let resetErrors = 0;
     const inexact: string[] = [];
     for (const port of ports) {
@@ -250,12 +270,14 @@ export async function runServerSoak(options: ServerSoakOptions): Promise<ServerS
       if (exact) result.exactConnections++;
       else inexact.push(port);
     }
-    if (inexact.length > 0) result.failures.push(`${inexact.length} connections not exact both ways (e.g. client port ${inexact[0]})`);
+    if (inexact.length > 0)
+      result.failures.push(`${inexact.length} connections not exact both ways (e.g. client port ${inexact[0]})`);
     result.resetErrors = resetErrors;
     result.rstPackets = lab.rstsIntoClients() - rstsBefore;
     result.clientEstabResets = lab.netns.tcpCounters(lab.C).EstabResets - estabBefore;
     if (result.rstPackets !== 0) result.failures.push(`${result.rstPackets} RST segments reached the clients`);
-    if (result.clientEstabResets !== 0) result.failures.push(`${result.clientEstabResets} client connections reset (EstabResets)`);
+    if (result.clientEstabResets !== 0)
+      result.failures.push(`${result.clientEstabResets} client connections reset (EstabResets)`);
     if (resetErrors !== 0) result.failures.push(`${resetErrors} reset errors`);
   } catch (error) {
     result.failures.push(`after ${result.movesDone} moves: ${(error as Error).message}`);

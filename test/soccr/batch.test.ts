@@ -7,7 +7,15 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 
-import { NftablesLock, SoccrError, checkpointConnection, checkpointConnections, restoreConnection, restoreConnections, soccr } from '../../lib';
+import {
+  NftablesLock,
+  SoccrError,
+  checkpointConnection,
+  checkpointConnections,
+  restoreConnection,
+  restoreConnections,
+  soccr,
+} from '../../lib';
 import { soccrBinding } from '../../lib/soccr/native';
 import { fdCount, fdsInRepairMode } from '../helpers/soccr';
 import { waitFor } from '../helpers/traffic';
@@ -66,7 +74,9 @@ async function expectTraffic(a: net.Socket[], b: net.Socket[], tag: string): Pro
       from.write(message);
     });
   const sent = a.map((_s, i) => [`${tag}-a${i}.`, `${tag}-b${i}!`]);
-  const got = await Promise.all(a.map((s, i) => Promise.all([exchange(s, b[i], sent[i][0]), exchange(b[i], s, sent[i][1])])));
+  const got = await Promise.all(
+    a.map((s, i) => Promise.all([exchange(s, b[i], sent[i][0]), exchange(b[i], s, sent[i][1])])),
+  );
   expect(got).toEqual(sent);
   expect(errors).toEqual([]);
 }
@@ -158,7 +168,11 @@ it('soccrDumpBatch: a bad fd in the middle names its index, the rest is marked f
     expect(dumped[bad]).toBe(0);
     expect(soccr.isInRepairMode(unconnected)).toBe(false); // the failing socket was resumed
     const inRepair = Array.from(fds).filter((fd) => soccr.isInRepairMode(fd));
-    expect(inRepair.sort()).toEqual(Array.from(fds).filter((_fd, i) => dumped[i] === 1).sort());
+    expect(inRepair.sort()).toEqual(
+      Array.from(fds)
+        .filter((_fd, i) => dumped[i] === 1)
+        .sort(),
+    );
     // Undo what the batch did, as checkpointConnections does.
     fds.forEach((fd, i) => dumped[i] === 1 && ops.setRepair(fd, false));
     expect(fdsInRepairMode()).toEqual([]);
@@ -226,7 +240,11 @@ it("soccrDumpBatch with the 'filter' lock: bits mark repair and filter per socke
     for (let i = 0; i < COUNT; i++) if (i !== bad) expect([0, 3]).toContain(dumped[i]);
     expect(dumped.filter((d) => d === 3).length).toBeGreaterThan(0);
     const inRepair = Array.from(fds).filter((fd) => soccr.isInRepairMode(fd));
-    expect(inRepair.sort()).toEqual(Array.from(fds).filter((_fd, i) => (dumped[i] & 1) !== 0).sort());
+    expect(inRepair.sort()).toEqual(
+      Array.from(fds)
+        .filter((_fd, i) => (dumped[i] & 1) !== 0)
+        .sort(),
+    );
     // Undo as checkpointConnections does: repair off, filter off. A filter left behind would drop
     // the peer's messages below and the exchange would never complete.
     fds.forEach((fd, i) => {
@@ -265,14 +283,19 @@ it('restoreConnection: a small pendingRead comes first, and nothing reads the fd
   // (ENOTCONN / EPERM), the socket emits 'error' and closes its fd under the restore.
   const pairs = await manyPairs(1);
   const errors: string[] = [];
-  const onUncaught = (error: Error) => errors.push(`uncaught ${(error as NodeJS.ErrnoException).code ?? error.message}`);
+  const onUncaught = (error: Error) =>
+    errors.push(`uncaught ${(error as NodeJS.ErrnoException).code ?? error.message}`);
   process.on('uncaughtException', onUncaught);
   let restored: net.Socket | undefined;
   try {
     const original = pairs.accepted[0];
     original.pause();
     pairs.clients[0].write('pending-bytes-in-node');
-    await waitFor(() => original.readableLength === 21, 5000, () => `read ${original.readableLength}`);
+    await waitFor(
+      () => original.readableLength === 21,
+      5000,
+      () => `read ${original.readableLength}`,
+    );
     const image = await checkpointConnection(original);
     expect(image.pendingRead.toString()).toBe('pending-bytes-in-node');
     restored = await restoreConnection(image);
@@ -281,7 +304,11 @@ it('restoreConnection: a small pendingRead comes first, and nothing reads the fd
     restored.on('data', (d: Buffer) => (got += d.toString()));
     await new Promise((resolve) => setTimeout(resolve, 50));
     pairs.clients[0].write('|after');
-    await waitFor(() => got.length >= 27, 5000, () => `got ${JSON.stringify(got)}`);
+    await waitFor(
+      () => got.length >= 27,
+      5000,
+      () => `got ${JSON.stringify(got)}`,
+    );
     expect(got).toBe('pending-bytes-in-node|after');
     expect(errors).toEqual([]);
     expect(restored.destroyed).toBe(false);

@@ -49,9 +49,17 @@ const cases: Case[] = [
       await endWhenSent(a, pair.client);
     },
     async finish(_pair, a, b, restored) {
-      await waitFor(() => b.peerEnded, 20000, () => 'b has not seen the FIN');
+      await waitFor(
+        () => b.peerEnded,
+        20000,
+        () => 'b has not seen the FIN',
+      );
       restored.end();
-      await waitFor(() => a.peerEnded, 20000, () => 'a has not seen the FIN');
+      await waitFor(
+        () => a.peerEnded,
+        20000,
+        () => 'a has not seen the FIN',
+      );
     },
   },
   {
@@ -61,14 +69,22 @@ const cases: Case[] = [
     async setup(pair, a, b) {
       b.sendMore(200_000);
       await endWhenSent(b, pair.accepted);
-      await waitFor(() => stateOf(pair.accepted) === 'FIN_WAIT2', 10000, () => stateOf(pair.accepted));
+      await waitFor(
+        () => stateOf(pair.accepted) === 'FIN_WAIT2',
+        10000,
+        () => stateOf(pair.accepted),
+      );
       a.sendMore(2_000_000);
       await b.waitForReceived(500_000);
     },
     async finish(pair, a, b) {
       await b.waitForReceived(2_000_000);
       await endWhenSent(a, pair.client);
-      await waitFor(() => b.peerEnded && a.peerEnded, 20000, () => `b ended ${b.peerEnded}, a ended ${a.peerEnded}`);
+      await waitFor(
+        () => b.peerEnded && a.peerEnded,
+        20000,
+        () => `b ended ${b.peerEnded}, a ended ${a.peerEnded}`,
+      );
     },
   },
   {
@@ -80,13 +96,21 @@ const cases: Case[] = [
       await a.waitForReceived(100_000);
       soccr.attachDropFilter(pair.accepted); // a's ACK of b's FIN never reaches b
       await endWhenSent(b, pair.accepted);
-      await waitFor(() => a.peerEnded, 10000, () => 'a has not seen the FIN');
+      await waitFor(
+        () => a.peerEnded,
+        10000,
+        () => 'a has not seen the FIN',
+      );
       a.sendMore(400_000); // dropped at b for now; retransmitted after the restore
     },
     async finish(pair, a, b) {
       await b.waitForReceived(400_000);
       await endWhenSent(a, pair.client);
-      await waitFor(() => b.peerEnded, 20000, () => 'b has not seen the FIN');
+      await waitFor(
+        () => b.peerEnded,
+        20000,
+        () => 'b has not seen the FIN',
+      );
     },
   },
 ];
@@ -104,7 +128,11 @@ it.each(cases)('moves a connection in $state', async (c) => {
   let restored: net.Socket | undefined;
   try {
     await c.setup({ client: pair.client, accepted: pair.accepted }, a, b);
-    await waitFor(() => stateOf(pair.accepted) === c.state, 10000, () => `state ${stateOf(pair.accepted)}, want ${c.state}`);
+    await waitFor(
+      () => stateOf(pair.accepted) === c.state,
+      10000,
+      () => `state ${stateOf(pair.accepted)}, want ${c.state}`,
+    );
     const original = b.detach() ?? pair.accepted;
     const image = await checkpointConnection(original, { lock });
     expect(image.skData.stateName).toBe(c.state);

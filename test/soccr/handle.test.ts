@@ -27,7 +27,11 @@ it('pauses a raw fd, saves exact queues, and restores it with the staged calls',
     const fd = soccr.createTcpSocket(4);
     ops.connect(fd, { family: 4, address: new Uint8Array([127, 0, 0, 1]), port });
     peerSocket = await accepted;
-    await waitFor(() => ops.socketInfo(fd).tcpState === 1, 5000, () => 'not connected');
+    await waitFor(
+      () => ops.socketInfo(fd).tcpState === 1,
+      5000,
+      () => 'not connected',
+    );
 
     // The peer streams into the raw fd, which nobody reads: its kernel receive queue fills.
     const peer = new TrafficEndpoint({ seed: 1, total: 300_000 }).attach(peerSocket);
@@ -37,7 +41,11 @@ it('pauses a raw fd, saves exact queues, and restores it with the staged calls',
     const moverPattern = new PatternStream(2);
     const written = moverPattern.next(30_000);
     expect(fs.writeSync(fd, written)).toBe(30_000);
-    await waitFor(() => peer.received.bytes === 30_000, 5000, () => `peer got ${peer.received.bytes}`);
+    await waitFor(
+      () => peer.received.bytes === 30_000,
+      5000,
+      () => `peer got ${peer.received.bytes}`,
+    );
 
     const handle = soccr.pause(fd);
     expect(soccr.isInRepairMode(fd)).toBe(true);
@@ -76,7 +84,11 @@ it('pauses a raw fd, saves exact queues, and restores it with the staged calls',
     restored = soccr.adoptSocket(newFd);
 
     const mover = continuingEndpoint(moverPattern, { send: 2, recv: 1 }, 500_000).attach(restored);
-    await waitFor(() => mover.receivedBytes === 300_000 && peer.received.bytes === 500_000, 30000, () => `${mover.receivedBytes} ${peer.received.bytes}`);
+    await waitFor(
+      () => mover.receivedBytes === 300_000 && peer.received.bytes === 500_000,
+      30000,
+      () => `${mover.receivedBytes} ${peer.received.bytes}`,
+    );
     expectExactTwoWay(peer.report(), mover.report() as TrafficReport, { aToB: 300_000, bToA: 500_000 });
   } finally {
     restored?.destroy();
@@ -92,7 +104,6 @@ it("routes libsoccr's log to a JS logger and into error messages", async () => {
   const lines: [string, string][] = [];
   soccr.setLogger((level, line) => lines.push([level, line]), 'debug');
   const pair = await tcpPair(4);
-  let restored: net.Socket | undefined;
   try {
     const image = await checkpointConnection(pair.accepted, { lock: 'filter', keepRunning: true });
     let error: SoccrError | undefined;
@@ -113,12 +124,11 @@ it("routes libsoccr's log to a JS logger and into error messages", async () => {
     expect(lines.length).toBe(count);
   } finally {
     soccr.setLogger(undefined);
-    restored?.destroy();
     await pair.close();
   }
 });
 
-it('NODE_DEBUG=node-criu shows libsoccr\'s log on stderr', () => {
+it("NODE_DEBUG=node-criu shows libsoccr's log on stderr", () => {
   const script = `
     const net = require('node:net');
     const nodeCriu = require(${JSON.stringify(require('node:path').resolve(__dirname, '..', '..', 'dist'))});
@@ -132,7 +142,11 @@ it('NODE_DEBUG=node-criu shows libsoccr\'s log on stderr', () => {
       await nodeCriu.restoreConnection(image).catch((e) => process.stdout.write(e.code));
       client.destroy(); socket.destroy(); server.close();
     })();`;
-  const result = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, NODE_DEBUG: 'node-criu' }, encoding: 'utf8', timeout: 30000 });
+  const result = spawnSync(process.execPath, ['-e', script], {
+    env: { ...process.env, NODE_DEBUG: 'node-criu' },
+    encoding: 'utf8',
+    timeout: 30000,
+  });
   expect(result.stdout).toBe('EADDRNOTAVAIL');
   expect(result.stderr).toMatch(/NODE-CRIU \d+: libsoccr error: Error \(/);
   expect(result.stderr).toMatch(/NODE-CRIU \d+: libsoccr debug: /);
@@ -149,7 +163,11 @@ it('low-level restore of MBs of never-sent data (peer not reading) delivers ever
     pair.accepted.pause();
     pair.client.pause(); // a stops reading: b's data fills a's window, then b's buffers
     b.sendMore(6_000_000);
-    await waitFor(() => pair.accepted.writableLength > 0, 10000, () => 'Node write buffer still empty');
+    await waitFor(
+      () => pair.accepted.writableLength > 0,
+      10000,
+      () => 'Node write buffer still empty',
+    );
     const original = b.detach() as net.Socket;
     const image = await checkpointConnection(original, { lock });
     expect(image.sendQueueUnsent).toBeGreaterThan(1_000_000);

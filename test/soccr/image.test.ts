@@ -50,7 +50,10 @@ const wireType = protobuf.parse(looseSchema).root.lookupType('nodecriu.image.Con
 
 /** Re-encodes an image's wire object after `mutate`, bypassing encodeConnectionImage's checks. */
 function tamper(mutate: (wire: Record<string, any>) => void): Uint8Array {
-  const wire = wireType.toObject(wireType.decode(encodeConnectionImage(sampleImage())), { bytes: Buffer }) as Record<string, any>;
+  const wire = wireType.toObject(wireType.decode(encodeConnectionImage(sampleImage())), { bytes: Buffer }) as Record<
+    string,
+    unknown
+  >;
   mutate(wire);
   const message = wireType.fromObject(wire);
   return wireType.encode(message).finish();
@@ -131,7 +134,9 @@ describe('connection image codec', () => {
     expectInvalid(() => decodeConnectionImage(tamper((w) => (w.family = 5))));
     expectInvalid(() => decodeConnectionImage(tamper((w) => (w.skData.state = 10)))); // LISTEN
     expectInvalid(() => decodeConnectionImage(tamper((w) => (w.lock.table = 'x; flush ruleset'))));
-    expectInvalid(() => validateConnectionImage({ ...sampleImage(), local: { family: 6, address: '1.2.3.4', port: 1 } }));
+    expectInvalid(() =>
+      validateConnectionImage({ ...sampleImage(), local: { family: 6, address: '1.2.3.4', port: 1 } }),
+    );
     expectInvalid(() => encodeConnectionImage({ ...sampleImage(), remote: { family: 6, address: 'nope', port: 1 } }));
     expectInvalid(() => validateConnectionImage(null));
   });

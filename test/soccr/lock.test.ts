@@ -23,7 +23,13 @@ let port: number;
 beforeAll(async () => {
   ns = lab.add('lock');
   peer = new Child(lab.spawnNode(ns, path.join(__dirname, '..', 'fixtures', 'soccr-peer.js')));
-  ({ port } = await peer.request<{ port: number }>({ cmd: 'listen', host: '127.0.0.1', seedBase: 700, total: 40_000_000, chunk: 16384 }));
+  ({ port } = await peer.request<{ port: number }>({
+    cmd: 'listen',
+    host: '127.0.0.1',
+    seedBase: 700,
+    total: 40_000_000,
+    chunk: 16384,
+  }));
 });
 
 afterAll(async () => {
@@ -51,7 +57,11 @@ it("'nftables' lock: the peer streams through a 1 s gap, no RST, every byte exac
     restored = await restoreConnection(image, { netns: lab.path(ns) });
     ours.attach(restored);
     await ours.waitForReceived(40_000_000);
-    const { reports } = await peer.request<{ reports: TrafficReport[] }>({ cmd: 'wait', receivedEach: 20_000_000, flushed: true });
+    const { reports } = await peer.request<{ reports: TrafficReport[] }>({
+      cmd: 'wait',
+      receivedEach: 20_000_000,
+      flushed: true,
+    });
     expectExactTwoWay(ours.report(), reports[0], { aToB: 20_000_000, bToA: 40_000_000 });
     expect(lab.tcpCounters(ns).OutRsts - rstsBefore).toBe(0);
   } finally {
@@ -68,7 +78,11 @@ it("negative control, 'filter' lock only: the gap produces a RST the peer sees",
   ours.detach();
   const image = await checkpointConnection(original, { lock: 'filter' });
   expect(image.lock).toBeUndefined();
-  await waitFor(() => lab.tcpCounters(ns).OutRsts > rstsBefore, 20000, () => 'no RST yet');
+  await waitFor(
+    () => lab.tcpCounters(ns).OutRsts > rstsBefore,
+    20000,
+    () => 'no RST yet',
+  );
   let report = await peerReport(1);
   for (let i = 0; i < 100 && report.resets === 0; i++) {
     await new Promise((resolve) => setTimeout(resolve, 50));

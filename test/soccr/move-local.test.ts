@@ -28,7 +28,10 @@ afterAll(async () => {
 });
 
 /** Checkpoints `endpoint`'s socket (through the encoded form), restores it, re-attaches. */
-async function move(endpoint: TrafficEndpoint, options: { keepRunning?: boolean } = {}): Promise<{ image: ConnectionImage; socket: net.Socket }> {
+async function move(
+  endpoint: TrafficEndpoint,
+  options: { keepRunning?: boolean } = {},
+): Promise<{ image: ConnectionImage; socket: net.Socket }> {
   const original = endpoint.detach() as net.Socket;
   const image = await checkpointConnection(original, { lock, ...options });
   if (options.keepRunning) {

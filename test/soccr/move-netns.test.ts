@@ -13,7 +13,13 @@
 import type * as net from 'node:net';
 import * as path from 'node:path';
 
-import { NftablesLock, checkpointConnection, decodeConnectionImage, encodeConnectionImage, restoreConnection } from '../../lib';
+import {
+  NftablesLock,
+  checkpointConnection,
+  decodeConnectionImage,
+  encodeConnectionImage,
+  restoreConnection,
+} from '../../lib';
 import type { TrafficReport } from '../helpers/traffic';
 import { TrafficEndpoint, expectExactTwoWay } from '../helpers/traffic';
 import { NetnsLab } from '../helpers/netns';
@@ -50,58 +56,79 @@ function macOf(name: string, dev: string): string {
 it.each([
   { family: 4 as const, peer: '10.77.0.1', moving: '10.77.0.2', prefix: 24 },
   { family: 6 as const, peer: 'fd77::1', moving: 'fd77::2', prefix: 64 },
-])('moves a streaming IPv$family connection and its address from namespace S to namespace T', async ({ family, peer: peerAddress, moving, prefix }) => {
-  // S owns the moving address (and T's interface is down) at the start of each case.
-  lab.ip(ns.S, ['addr', 'add', `${moving}/${prefix}`, 'dev', 'vS', ...(family === 6 ? ['nodad'] : [])]);
-  lab.ip(ns.S, ['link', 'set', 'vS', 'up']);
-  await peer?.stop();
-  peer = new Child(lab.spawnNode(ns.P, path.join(__dirname, '..', 'fixtures', 'soccr-peer.js')));
-  const fdsBefore = fdCount();
-  const { port } = await peer.request<{ port: number }>({ cmd: 'listen', host: peerAddress, seedBase: 300, total: 30_000_000 });
-  const lock = await NftablesLock.create({ netns: lab.path(ns.S) });
-  const targetLock = await NftablesLock.create({ netns: lab.path(ns.T) });
-  let restored: net.Socket | undefined;
-  try {
-    const original = await connectFromNetns(lab.path(ns.S), family, peerAddress, port);
-    const ours = new TrafficEndpoint({ seed: 400, total: 20_000_000 }).attach(original);
-    await ours.waitForReceived(3_000_000);
-    const rsts = { P: lab.tcpCounters(ns.P).OutRsts, S: lab.tcpCounters(ns.S).OutRsts, T: lab.tcpCounters(ns.T).OutRsts };
+])(
+  'moves a streaming IPv$family connection and its address from namespace S to namespace T',
+  async ({ family, peer: peerAddress, moving, prefix }) => {
+    // S owns the moving address (and T's interface is down) at the start of each case.
+    lab.ip(ns.S, ['addr', 'add', `${moving}/${prefix}`, 'dev', 'vS', ...(family === 6 ? ['nodad'] : [])]);
+    lab.ip(ns.S, ['link', 'set', 'vS', 'up']);
+    await peer?.stop();
+    peer = new Child(lab.spawnNode(ns.P, path.join(__dirname, '..', 'fixtures', 'soccr-peer.js')));
+    const fdsBefore = fdCount();
+    const { port } = await peer.request<{ port: number }>({
+      cmd: 'listen',
+      host: peerAddress,
+      seedBase: 300,
+      total: 30_000_000,
+    });
+    const lock = await NftablesLock.create({ netns: lab.path(ns.S) });
+    const targetLock = await NftablesLock.create({ netns: lab.path(ns.T) });
+    let restored: net.Socket | undefined;
+    try {
+      const original = await connectFromNetns(lab.path(ns.S), family, peerAddress, port);
+      const ours = new TrafficEndpoint({ seed: 400, total: 20_000_000 }).attach(original);
+      await ours.waitForReceived(3_000_000);
+      const rsts = {
+        P: lab.tcpCounters(ns.P).OutRsts,
+        S: lab.tcpCounters(ns.S).OutRsts,
+        T: lab.tcpCounters(ns.T).OutRsts,
+      };
 
-    ours.detach();
-    const image = await checkpointConnection(original, { lock, netns: lab.path(ns.S) });
-    expect(image.local).toEqual({ family, address: moving, port: image.local.port });
+      ours.detach();
+      const image = await checkpointConnection(original, { lock, netns: lab.path(ns.S) });
+      expect(image.local).toEqual({ family, address: moving, port: image.local.port });
 
-    // T drops the peer's packets from the moment the address arrives until the restore (else
-    // T itself would answer them with a RST); the restore releases that lock too.
-    await targetLock.add([{ local: image.local, remote: image.remote }]);
-    // The address (and the MAC that the peer's neighbour entry points at) moves to T.
-    const mac = macOf(ns.S, 'vS');
-    lab.ip(ns.S, ['addr', 'del', `${moving}/${prefix}`, 'dev', 'vS']);
-    lab.ip(ns.S, ['link', 'set', 'vS', 'down']);
-    lab.ip(ns.T, ['link', 'set', 'vT', 'address', mac]);
-    lab.ip(ns.T, ['addr', 'add', `${moving}/${prefix}`, 'dev', 'vT', ...(family === 6 ? ['nodad'] : [])]);
-    lab.ip(ns.T, ['link', 'set', 'vT', 'up']);
+      // T drops the peer's packets from the moment the address arrives until the restore (else
+      // T itself would answer them with a RST); the restore releases that lock too.
+      await targetLock.add([{ local: image.local, remote: image.remote }]);
+      // The address (and the MAC that the peer's neighbour entry points at) moves to T.
+      const mac = macOf(ns.S, 'vS');
+      lab.ip(ns.S, ['addr', 'del', `${moving}/${prefix}`, 'dev', 'vS']);
+      lab.ip(ns.S, ['link', 'set', 'vS', 'down']);
+      lab.ip(ns.T, ['link', 'set', 'vT', 'address', mac]);
+      lab.ip(ns.T, ['addr', 'add', `${moving}/${prefix}`, 'dev', 'vT', ...(family === 6 ? ['nodad'] : [])]);
+      lab.ip(ns.T, ['link', 'set', 'vT', 'up']);
 
-    restored = await restoreConnection(decodeConnectionImage(encodeConnectionImage(image)), { netns: lab.path(ns.T), locks: [targetLock] });
-    ours.attach(restored);
-    await ours.waitForReceived(30_000_000, 60000);
-    const { reports } = await peer.request<{ reports: TrafficReport[] }>({ cmd: 'wait', receivedEach: 20_000_000, flushed: true });
-    expectExactTwoWay(ours.report(), reports[0], { aToB: 20_000_000, bToA: 30_000_000 });
-    expect(lab.tcpCounters(ns.P).OutRsts - rsts.P).toBe(0);
-    expect(lab.tcpCounters(ns.S).OutRsts - rsts.S).toBe(0);
-    expect(lab.tcpCounters(ns.T).OutRsts - rsts.T).toBe(0);
-    // The restored socket lives in T: S has no TCP socket left.
-    expect(lab.exec(ns.S, 'ss', ['-Htan']).trim()).toBe('');
-    expect(lab.exec(ns.T, 'ss', ['-Htn', 'state', 'established']).trim()).toContain(family === 4 ? `${moving}:` : `[${moving}]:`);
-  } finally {
-    restored?.destroy();
-    await lock.destroy();
-    await targetLock.destroy();
-    // Hand the address back to S for the next case.
-    lab.ip(ns.T, ['link', 'set', 'vT', 'down']);
-    lab.ip(ns.T, ['addr', 'flush', 'dev', 'vT']);
-    lab.ip(ns.S, ['addr', 'flush', 'dev', 'vS']);
-  }
-  expect(fdsInRepairMode()).toEqual([]);
-  expect(fdCount()).toBe(fdsBefore);
-});
+      restored = await restoreConnection(decodeConnectionImage(encodeConnectionImage(image)), {
+        netns: lab.path(ns.T),
+        locks: [targetLock],
+      });
+      ours.attach(restored);
+      await ours.waitForReceived(30_000_000, 60000);
+      const { reports } = await peer.request<{ reports: TrafficReport[] }>({
+        cmd: 'wait',
+        receivedEach: 20_000_000,
+        flushed: true,
+      });
+      expectExactTwoWay(ours.report(), reports[0], { aToB: 20_000_000, bToA: 30_000_000 });
+      expect(lab.tcpCounters(ns.P).OutRsts - rsts.P).toBe(0);
+      expect(lab.tcpCounters(ns.S).OutRsts - rsts.S).toBe(0);
+      expect(lab.tcpCounters(ns.T).OutRsts - rsts.T).toBe(0);
+      // The restored socket lives in T: S has no TCP socket left.
+      expect(lab.exec(ns.S, 'ss', ['-Htan']).trim()).toBe('');
+      expect(lab.exec(ns.T, 'ss', ['-Htn', 'state', 'established']).trim()).toContain(
+        family === 4 ? `${moving}:` : `[${moving}]:`,
+      );
+    } finally {
+      restored?.destroy();
+      await lock.destroy();
+      await targetLock.destroy();
+      // Hand the address back to S for the next case.
+      lab.ip(ns.T, ['link', 'set', 'vT', 'down']);
+      lab.ip(ns.T, ['addr', 'flush', 'dev', 'vT']);
+      lab.ip(ns.S, ['addr', 'flush', 'dev', 'vS']);
+    }
+    expect(fdsInRepairMode()).toEqual([]);
+    expect(fdCount()).toBe(fdsBefore);
+  },
+);

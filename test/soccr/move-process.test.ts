@@ -67,7 +67,15 @@ it('moves 1,000 connections at once (peer ends in a child process), all exact', 
   try {
     await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1', backlog: 4096 }, resolve));
     const port = (server.address() as net.AddressInfo).port;
-    const { ports } = await peer.request<{ ports: number[] }>({ cmd: 'connect', host: '127.0.0.1', port, count, seedBase: 5000, total: each, chunk: 4096 });
+    const { ports } = await peer.request<{ ports: number[] }>({
+      cmd: 'connect',
+      host: '127.0.0.1',
+      port,
+      count,
+      seedBase: 5000,
+      total: each,
+      chunk: 4096,
+    });
     while (accepted.size < count) await new Promise((resolve) => setTimeout(resolve, 10));
     const sockets = ports.map((p) => accepted.get(p) as net.Socket);
     const ours = sockets.map((s, i) => new TrafficEndpoint({ seed: 9000 + i, total: each, chunk: 4096 }).attach(s));
@@ -80,7 +88,11 @@ it('moves 1,000 connections at once (peer ends in a child process), all exact', 
     restored.forEach((s, i) => ours[i].attach(s));
 
     await Promise.all(ours.map((e) => e.waitForReceived(each)));
-    const { reports } = await peer.request<{ reports: TrafficReport[] }>({ cmd: 'wait', receivedEach: each, flushed: true });
+    const { reports } = await peer.request<{ reports: TrafficReport[] }>({
+      cmd: 'wait',
+      receivedEach: each,
+      flushed: true,
+    });
     let exact = 0;
     ours.forEach((e, i) => {
       expectExactTwoWay(e.report(), reports[i], { aToB: each, bToA: each });

@@ -24,7 +24,11 @@ import type { ConnectionImage } from '../../lib';
 import { TrafficEndpoint, expectExactTwoWay } from '../helpers/traffic';
 import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
 
-async function expectCode(promiseOrFn: Promise<unknown> | (() => unknown), code: string, Class: Function = NodeCriuError): Promise<NodeCriuError> {
+async function expectCode(
+  promiseOrFn: Promise<unknown> | (() => unknown),
+  code: string,
+  Class: abstract new (...args: never[]) => unknown = NodeCriuError,
+): Promise<NodeCriuError> {
   let thrown: unknown;
   try {
     await (typeof promiseOrFn === 'function' ? promiseOrFn() : promiseOrFn);
@@ -118,9 +122,21 @@ describe('what cannot be checkpointed', () => {
   it('bad options and arguments fail before anything is touched', async () => {
     const pair = await tcpPair(4);
     try {
-      await expectCode(checkpointConnection(pair.accepted, { lock: 'iptables' as 'none' }), 'ERR_INVALID_ARG_VALUE', InvalidArgumentError);
-      await expectCode(checkpointConnection(pair.accepted, { netns: 'relative/path' }), 'ERR_INVALID_ARG_VALUE', InvalidArgumentError);
-      await expectCode(checkpointConnection(pair.accepted, { flushTimeoutMs: -1 }), 'ERR_OUT_OF_RANGE', InvalidArgumentError);
+      await expectCode(
+        checkpointConnection(pair.accepted, { lock: 'iptables' as 'none' }),
+        'ERR_INVALID_ARG_VALUE',
+        InvalidArgumentError,
+      );
+      await expectCode(
+        checkpointConnection(pair.accepted, { netns: 'relative/path' }),
+        'ERR_INVALID_ARG_VALUE',
+        InvalidArgumentError,
+      );
+      await expectCode(
+        checkpointConnection(pair.accepted, { flushTimeoutMs: -1 }),
+        'ERR_OUT_OF_RANGE',
+        InvalidArgumentError,
+      );
       const handle = soccr.pause(pair.accepted);
       await expectCode(() => handle.getQueueBytes('both' as 'recv'), 'ERR_INVALID_ARG_VALUE', InvalidArgumentError);
       handle.resume();
@@ -142,7 +158,9 @@ describe('what cannot be checkpointed', () => {
 });
 
 describe('what cannot be restored', () => {
-  async function takeImage(keepRunning: boolean): Promise<{ image: ConnectionImage; pair: Awaited<ReturnType<typeof tcpPair>> }> {
+  async function takeImage(
+    keepRunning: boolean,
+  ): Promise<{ image: ConnectionImage; pair: Awaited<ReturnType<typeof tcpPair>> }> {
     const pair = await tcpPair(4);
     const image = await checkpointConnection(pair.accepted, { keepRunning, lock: keepRunning ? 'filter' : 'none' });
     return { image, pair };
@@ -151,9 +169,21 @@ describe('what cannot be restored', () => {
   it('bad or truncated images: ERR_CONNECTION_IMAGE_INVALID', async () => {
     const { image, pair } = await takeImage(true);
     try {
-      await expectCode(restoreConnection({ ...image, recvQueue: Buffer.alloc(1) }), 'ERR_CONNECTION_IMAGE_INVALID', ConnectionImageError);
-      await expectCode(restoreConnection({ ...image, version: 7 } as unknown as ConnectionImage), 'ERR_CONNECTION_IMAGE_INVALID', ConnectionImageError);
-      await expectCode(() => decodeConnectionImage(Buffer.from([1, 2, 3])), 'ERR_CONNECTION_IMAGE_INVALID', ConnectionImageError);
+      await expectCode(
+        restoreConnection({ ...image, recvQueue: Buffer.alloc(1) }),
+        'ERR_CONNECTION_IMAGE_INVALID',
+        ConnectionImageError,
+      );
+      await expectCode(
+        restoreConnection({ ...image, version: 7 } as unknown as ConnectionImage),
+        'ERR_CONNECTION_IMAGE_INVALID',
+        ConnectionImageError,
+      );
+      await expectCode(
+        () => decodeConnectionImage(Buffer.from([1, 2, 3])),
+        'ERR_CONNECTION_IMAGE_INVALID',
+        ConnectionImageError,
+      );
     } finally {
       await pair.close();
     }
@@ -201,7 +231,11 @@ describe('lock prerequisites', () => {
     process.env.NODE_CRIU_NFT = '/nonexistent/nft';
     const pair = await tcpPair(4);
     try {
-      await expectCode(checkpointConnection(pair.accepted, { lock: 'nftables' }), 'ERR_NFT_NOT_FOUND', NftablesLockError);
+      await expectCode(
+        checkpointConnection(pair.accepted, { lock: 'nftables' }),
+        'ERR_NFT_NOT_FOUND',
+        NftablesLockError,
+      );
       await expectCode(NftablesLock.create(), 'ERR_NFT_NOT_FOUND', NftablesLockError);
       expect(pair.accepted.destroyed).toBe(false);
       expect(soccr.isInRepairMode(pair.accepted)).toBe(false);

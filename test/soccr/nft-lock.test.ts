@@ -13,7 +13,10 @@ import { NetnsLab } from '../helpers/netns';
 function tuple(remotePort: number, localPort = 80, v6 = false): ConnectionTuple {
   return v6
     ? { local: { family: 6, address: '::1', port: localPort }, remote: { family: 6, address: '::1', port: remotePort } }
-    : { local: { family: 4, address: '127.0.0.1', port: localPort }, remote: { family: 4, address: '127.0.0.1', port: remotePort } };
+    : {
+        local: { family: 4, address: '127.0.0.1', port: localPort },
+        remote: { family: 4, address: '127.0.0.1', port: remotePort },
+      };
 }
 
 type Element = [string, number, string, number];
@@ -47,9 +50,18 @@ describe('NftablesLock elements', () => {
   it('writes every key field as nft reads it: IPv4, IPv6, IPv4-mapped (into the IPv4 set)', async () => {
     const fds = fdCount();
     await lock.add([
-      { local: { family: 4, address: '10.1.2.3', port: 80 }, remote: { family: 4, address: '192.168.200.1', port: 65535 } },
-      { local: { family: 6, address: '::ffff:127.0.0.1', port: 1 }, remote: { family: 6, address: '::ffff:10.0.0.2', port: 0 } },
-      { local: { family: 6, address: 'fe80::1', port: 443 }, remote: { family: 6, address: '2001:db8::ff00:42:8329', port: 4660 } },
+      {
+        local: { family: 4, address: '10.1.2.3', port: 80 },
+        remote: { family: 4, address: '192.168.200.1', port: 65535 },
+      },
+      {
+        local: { family: 6, address: '::ffff:127.0.0.1', port: 1 },
+        remote: { family: 6, address: '::ffff:10.0.0.2', port: 0 },
+      },
+      {
+        local: { family: 6, address: 'fe80::1', port: 443 },
+        remote: { family: 6, address: '2001:db8::ff00:42:8329', port: 4660 },
+      },
     ]);
     expect(elements('v4')).toEqual([
       ['10.0.0.2', 0, '127.0.0.1', 1],
@@ -57,11 +69,25 @@ describe('NftablesLock elements', () => {
     ]);
     expect(elements('v6')).toEqual([['2001:db8::ff00:42:8329', 4660, 'fe80::1', 443]]);
     // Adding what is already there is not an error.
-    await lock.add([{ local: { family: 4, address: '10.1.2.3', port: 80 }, remote: { family: 4, address: '192.168.200.1', port: 65535 } }]);
+    await lock.add([
+      {
+        local: { family: 4, address: '10.1.2.3', port: 80 },
+        remote: { family: 4, address: '192.168.200.1', port: 65535 },
+      },
+    ]);
     await lock.remove([
-      { local: { family: 4, address: '10.1.2.3', port: 80 }, remote: { family: 4, address: '192.168.200.1', port: 65535 } },
-      { local: { family: 6, address: '::ffff:127.0.0.1', port: 1 }, remote: { family: 6, address: '::ffff:10.0.0.2', port: 0 } },
-      { local: { family: 6, address: 'fe80::1', port: 443 }, remote: { family: 6, address: '2001:db8::ff00:42:8329', port: 4660 } },
+      {
+        local: { family: 4, address: '10.1.2.3', port: 80 },
+        remote: { family: 4, address: '192.168.200.1', port: 65535 },
+      },
+      {
+        local: { family: 6, address: '::ffff:127.0.0.1', port: 1 },
+        remote: { family: 6, address: '::ffff:10.0.0.2', port: 0 },
+      },
+      {
+        local: { family: 6, address: 'fe80::1', port: 443 },
+        remote: { family: 6, address: '2001:db8::ff00:42:8329', port: 4660 },
+      },
     ]);
     expect(elements('v4')).toEqual([]);
     expect(elements('v6')).toEqual([]);
@@ -75,7 +101,11 @@ describe('NftablesLock elements', () => {
     expect(elements('v6').map((e) => e[1])).toEqual([2001]);
 
     const fds = fdCount();
-    await expect(lock.remove([tuple(1001), tuple(1002)])).rejects.toMatchObject({ name: 'NftablesLockError', code: 'ENOENT', syscall: 'nftables' });
+    await expect(lock.remove([tuple(1001), tuple(1002)])).rejects.toMatchObject({
+      name: 'NftablesLockError',
+      code: 'ENOENT',
+      syscall: 'nftables',
+    });
     expect(elements('v4').map((e) => e[1])).toEqual([1001, 1003]);
     expect(fdCount()).toBe(fds);
 
@@ -87,10 +117,16 @@ describe('NftablesLock elements', () => {
   it('a batch larger than one netlink message (6,000 IPv4 + 2,500 IPv6 tuples) is one transaction', async () => {
     const many: ConnectionTuple[] = [];
     for (let i = 0; i < 6000; i++) {
-      many.push({ local: { family: 4, address: '127.0.0.1', port: 8080 }, remote: { family: 4, address: `127.0.${i >> 8}.${i & 255}`, port: 10000 + i } });
+      many.push({
+        local: { family: 4, address: '127.0.0.1', port: 8080 },
+        remote: { family: 4, address: `127.0.${i >> 8}.${i & 255}`, port: 10000 + i },
+      });
     }
     for (let i = 0; i < 2500; i++) {
-      many.push({ local: { family: 6, address: '::1', port: 8080 }, remote: { family: 6, address: `fd00::${(i + 1).toString(16)}`, port: 20000 + i } });
+      many.push({
+        local: { family: 6, address: '::1', port: 8080 },
+        remote: { family: 6, address: `fd00::${(i + 1).toString(16)}`, port: 20000 + i },
+      });
     }
     await lock.add(many);
     const v4 = elements('v4');
@@ -132,7 +168,11 @@ describe('NftablesLock elements', () => {
     await expect(gone.add([tuple(1)])).rejects.toMatchObject({ name: 'NftablesLockError', code: 'ENOENT' });
     await expect(gone.remove([tuple(1)])).rejects.toMatchObject({ name: 'NftablesLockError', code: 'ENOENT' });
     const noNamespace = NftablesLock.fromRef({ table: lock.table, netns: `/run/netns/${name}-missing` });
-    await expect(noNamespace.add([tuple(1)])).rejects.toMatchObject({ name: 'NftablesLockError', code: 'ENOENT', syscall: 'open' });
+    await expect(noNamespace.add([tuple(1)])).rejects.toMatchObject({
+      name: 'NftablesLockError',
+      code: 'ENOENT',
+      syscall: 'open',
+    });
     expect(fdCount()).toBe(fds);
   });
 });

@@ -42,7 +42,11 @@ async function rawPairWithQueue(seed: number, bytes = QUEUE_BYTES): Promise<RawP
   const fd = soccr.createTcpSocket(4);
   ops.connect(fd, { family: 4, address: new Uint8Array([127, 0, 0, 1]), port });
   const peer = await accepted;
-  await waitFor(() => ops.socketInfo(fd).tcpState === 1, 5000, () => 'not connected');
+  await waitFor(
+    () => ops.socketInfo(fd).tcpState === 1,
+    5000,
+    () => 'not connected',
+  );
   const payload = new PatternStream(seed).next(bytes);
   peer.write(payload);
   return { server, peer, fd, payload };
@@ -156,12 +160,16 @@ it('SoccrHandle: getQueueBytes gives every call its own copy; restore transfer h
 
     const { fd: newFd, handle: target } = soccr.pauseNewSocket(4);
     try {
-      expect(codeOf(() => target.restore(data, local, remote, second, Buffer.alloc(0), { transfer: 'yes' as unknown as boolean }))).toBe(
-        'ERR_INVALID_ARG_TYPE',
-      );
-      expect(codeOf(() => target.restore(data, local, remote, second, Buffer.alloc(0), null as unknown as { transfer?: boolean }))).toBe(
-        'ERR_INVALID_ARG_TYPE',
-      );
+      expect(
+        codeOf(() =>
+          target.restore(data, local, remote, second, Buffer.alloc(0), { transfer: 'yes' as unknown as boolean }),
+        ),
+      ).toBe('ERR_INVALID_ARG_TYPE');
+      expect(
+        codeOf(() =>
+          target.restore(data, local, remote, second, Buffer.alloc(0), null as unknown as { transfer?: boolean }),
+        ),
+      ).toBe('ERR_INVALID_ARG_TYPE');
       expect(second.length).toBe(QUEUE_BYTES);
       target.restore(data, local, remote, second, Buffer.alloc(0), { transfer: true });
       expect(second.length).toBe(0);
@@ -201,7 +209,8 @@ it('dumpFd: small queues are slices of a shared pool, never overlapping, never h
     }
     const a = first.recvQueue;
     const b = second.recvQueue;
-    const disjoint = a.buffer !== b.buffer || a.byteOffset + a.length <= b.byteOffset || b.byteOffset + b.length <= a.byteOffset;
+    const disjoint =
+      a.buffer !== b.buffer || a.byteOffset + a.length <= b.byteOffset || b.byteOffset + b.length <= a.byteOffset;
     expect(disjoint).toBe(true);
     second.recvQueue.fill(0); // the caller's slice: the other dump's bytes stay
     expect(first.recvQueue.equals(payload)).toBe(true);

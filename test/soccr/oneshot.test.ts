@@ -5,7 +5,14 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 
-import { ConnectionImageError, InvalidArgumentError, NftablesLock, SoccrError, soccr, validateConnectionImage } from '../../lib';
+import {
+  ConnectionImageError,
+  InvalidArgumentError,
+  NftablesLock,
+  SoccrError,
+  soccr,
+  validateConnectionImage,
+} from '../../lib';
 import type { TrafficReport } from '../helpers/traffic';
 import { PatternStream, TrafficEndpoint, expectExactTwoWay, waitFor } from '../helpers/traffic';
 import { continuingEndpoint, fdCount, fdsInRepairMode } from '../helpers/soccr';
@@ -35,14 +42,22 @@ it('dumpFd + restoreFd move a raw fd with both queues exact', async () => {
     const fd = soccr.createTcpSocket(4);
     ops.connect(fd, { family: 4, address: new Uint8Array([127, 0, 0, 1]), port });
     peerSocket = await accepted;
-    await waitFor(() => ops.socketInfo(fd).tcpState === 1, 5000, () => 'not connected');
+    await waitFor(
+      () => ops.socketInfo(fd).tcpState === 1,
+      5000,
+      () => 'not connected',
+    );
     const peer = new TrafficEndpoint({ seed: 11, total: 200_000 }).attach(peerSocket);
     await new Promise((resolve) => setTimeout(resolve, 100));
     soccr.attachDropFilter(fd); // the peer's ACKs are dropped: what fd sends stays unacknowledged
     const moverPattern = new PatternStream(12);
     const written = moverPattern.next(20_000);
     expect(fs.writeSync(fd, written)).toBe(20_000);
-    await waitFor(() => peer.received.bytes === 20_000, 5000, () => `peer got ${peer.received.bytes}`);
+    await waitFor(
+      () => peer.received.bytes === 20_000,
+      5000,
+      () => `peer got ${peer.received.bytes}`,
+    );
 
     const local = { family: 4 as const, address: '127.0.0.1', port: peerSocket.remotePort as number };
     const remote = { family: 4 as const, address: '127.0.0.1', port };
@@ -63,7 +78,11 @@ it('dumpFd + restoreFd move a raw fd with both queues exact', async () => {
     await lock.remove([{ local, remote }]);
     restored = soccr.adoptSocket(newFd);
     const mover = continuingEndpoint(moverPattern, { send: 12, recv: 11 }, 300_000).attach(restored);
-    await waitFor(() => mover.receivedBytes === 200_000 && peer.received.bytes === 300_000, 30000, () => `${mover.receivedBytes} ${peer.received.bytes}`);
+    await waitFor(
+      () => mover.receivedBytes === 200_000 && peer.received.bytes === 300_000,
+      30000,
+      () => `${mover.receivedBytes} ${peer.received.bytes}`,
+    );
     expectExactTwoWay(peer.report(), mover.report() as TrafficReport, { aToB: 200_000, bToA: 300_000 });
   } finally {
     restored?.destroy();
@@ -109,8 +128,12 @@ it('dumpFd / restoreFd: typed errors, nothing left behind', async () => {
     expect((thrown as SoccrError).code).toBe('EADDRNOTAVAIL');
     expect(fdCount()).toBe(before);
     expect(() => soccr.restoreFd({ ...dump, skData: { ...dump.skData, state: 10 } })).toThrow(InvalidArgumentError);
-    expect(() => soccr.restoreFd({ ...dump, recvQueue: Buffer.alloc(dump.skData.inqLen + 1) })).toThrow(InvalidArgumentError);
-    expect(() => soccr.restoreFd({ ...dump, local: { family: 4, address: '1.2.3', port: 1 } })).toThrow(InvalidArgumentError);
+    expect(() => soccr.restoreFd({ ...dump, recvQueue: Buffer.alloc(dump.skData.inqLen + 1) })).toThrow(
+      InvalidArgumentError,
+    );
+    expect(() => soccr.restoreFd({ ...dump, local: { family: 4, address: '1.2.3', port: 1 } })).toThrow(
+      InvalidArgumentError,
+    );
     expect(() => soccr.restoreFd({ ...dump, remote: { ...dump.remote, family: 6 } })).toThrow(InvalidArgumentError);
     expect(fdCount()).toBe(before);
 
@@ -136,7 +159,9 @@ it('values String() cannot convert (no prototype) still get typed errors', () =>
   const bare = Object.create(null) as unknown;
   const skData = { state: bare } as unknown as Parameters<typeof soccr.restoreFd>[0]['skData'];
   const local = { family: 4 as const, address: '127.0.0.1', port: 1 };
-  expect(() => soccr.restoreFd({ skData, local, remote: local, recvQueue: Buffer.alloc(0), sendQueue: Buffer.alloc(0) })).toThrow(InvalidArgumentError);
+  expect(() =>
+    soccr.restoreFd({ skData, local, remote: local, recvQueue: Buffer.alloc(0), sendQueue: Buffer.alloc(0) }),
+  ).toThrow(InvalidArgumentError);
   expect(() => validateConnectionImage({ version: bare })).toThrow(ConnectionImageError);
   expect(() => validateConnectionImage({ version: 1, family: bare })).toThrow(ConnectionImageError);
 });

@@ -30,13 +30,35 @@ process.on('uncaughtException', (error) => {
 
 function image(port, pendingRead) {
   return {
-    version: 1, family: 6,
-    local: { family: 6, address: '::1', port }, remote: { family: 6, address: '::1', port: 29857 },
+    version: 1,
+    family: 6,
+    local: { family: 6, address: '::1', port },
+    remote: { family: 6, address: '::1', port: 29857 },
     // Values as the fuzzer generated them (large windows).
-    skData: { state: 1, stateName: 'ESTABLISHED', inqLen: 2, inqSeq: 17, outqLen: 0, outqSeq: 29, unsqLen: 0, optMask: 7,
-      mssClamp: 3464264463, sndWscale: 10, rcvWscale: 3, timestamp: 1699381806, flags: 1, sndWl1: 1772579769,
-      sndWnd: 1407803294, maxWindow: 3275258727, rcvWnd: 3352179368, rcvWup: 17 },
-    recvQueue: Buffer.from('ab'), sendQueue: Buffer.alloc(0), sendQueueUnsent: 0, pendingRead: Buffer.from(pendingRead),
+    skData: {
+      state: 1,
+      stateName: 'ESTABLISHED',
+      inqLen: 2,
+      inqSeq: 17,
+      outqLen: 0,
+      outqSeq: 29,
+      unsqLen: 0,
+      optMask: 7,
+      mssClamp: 3464264463,
+      sndWscale: 10,
+      rcvWscale: 3,
+      timestamp: 1699381806,
+      flags: 1,
+      sndWl1: 1772579769,
+      sndWnd: 1407803294,
+      maxWindow: 3275258727,
+      rcvWnd: 3352179368,
+      rcvWup: 17,
+    },
+    recvQueue: Buffer.from('ab'),
+    sendQueue: Buffer.alloc(0),
+    sendQueueUnsent: 0,
+    pendingRead: Buffer.from(pendingRead),
   };
 }
 
@@ -51,10 +73,14 @@ function image(port, pendingRead) {
       console.log(`restore ${i} (pendingRead ${pending.length} bytes): ok`);
     } catch (error) {
       failures++;
-      console.log(`restore ${i} (pendingRead ${pending.length} bytes): rejected ${error.code}: ${error.message.split('\n')[0]}`);
+      console.log(
+        `restore ${i} (pendingRead ${pending.length} bytes): rejected ${error.code}: ${error.message.split('\n')[0]}`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  console.log(uncaught || failures ? `BUG: ${uncaught} uncaught socket errors, ${failures} failed restores` : 'no bug seen');
+  console.log(
+    uncaught || failures ? `BUG: ${uncaught} uncaught socket errors, ${failures} failed restores` : 'no bug seen',
+  );
   process.exitCode = uncaught || failures ? 1 : 0;
 })();

@@ -19,11 +19,34 @@ const bare = Object.create(null);
 const json = JSON.parse('{"toString": 0}');
 const sym = Symbol('x');
 const image = () => ({
-  version: 1, family: 4,
-  local: { family: 4, address: '127.0.0.1', port: 1 }, remote: { family: 4, address: '127.0.0.1', port: 2 },
-  skData: { state: 1, stateName: 'ESTABLISHED', inqLen: 0, inqSeq: 0, outqLen: 0, outqSeq: 0, unsqLen: 0, optMask: 0, mssClamp: 0,
-    sndWscale: 0, rcvWscale: 0, timestamp: 0, flags: 0, sndWl1: 0, sndWnd: 0, maxWindow: 0, rcvWnd: 0, rcvWup: 0 },
-  recvQueue: Buffer.alloc(0), sendQueue: Buffer.alloc(0), sendQueueUnsent: 0, pendingRead: Buffer.alloc(0),
+  version: 1,
+  family: 4,
+  local: { family: 4, address: '127.0.0.1', port: 1 },
+  remote: { family: 4, address: '127.0.0.1', port: 2 },
+  skData: {
+    state: 1,
+    stateName: 'ESTABLISHED',
+    inqLen: 0,
+    inqSeq: 0,
+    outqLen: 0,
+    outqSeq: 0,
+    unsqLen: 0,
+    optMask: 0,
+    mssClamp: 0,
+    sndWscale: 0,
+    rcvWscale: 0,
+    timestamp: 0,
+    flags: 0,
+    sndWl1: 0,
+    sndWnd: 0,
+    maxWindow: 0,
+    rcvWnd: 0,
+    rcvWup: 0,
+  },
+  recvQueue: Buffer.alloc(0),
+  sendQueue: Buffer.alloc(0),
+  sendQueueUnsent: 0,
+  pendingRead: Buffer.alloc(0),
 });
 
 const cases = [
@@ -32,16 +55,43 @@ const cases = [
   ['validateCriuOptions({logLevel: sym})', () => lib.validateCriuOptions({ logLevel: sym })],
   ['validateCriuOptions({statusFd: sym})', () => lib.validateCriuOptions({ statusFd: sym })],
   ['toCriuOpts({}, {imagesDirFd: bare})', () => lib.toCriuOpts({}, { imagesDirFd: bare })],
-  ["new Criu({mode: bare})", () => new lib.Criu({ mode: bare })],
-  ["new Criu({mode: sym})", () => new lib.Criu({ mode: sym })],
+  ['new Criu({mode: bare})', () => new lib.Criu({ mode: bare })],
+  ['new Criu({mode: sym})', () => new lib.Criu({ mode: sym })],
   ['encodeRequest({type: 1, pid: bare})', () => lib.encodeRequest({ type: 1, pid: bare })],
   ['encodeResponse({type: 1, success: bare})', () => lib.encodeResponse({ type: 1, success: bare })],
   ['encodeConnectionImage({...image, version: bare})', () => lib.encodeConnectionImage({ ...image(), version: bare })],
-  ['encodeConnectionImage({...image, family: [bare]})', () => lib.encodeConnectionImage({ ...image(), family: [bare] })],
-  ['encodeConnectionImage(local.address: bare)', () => { const i = image(); i.local.address = bare; return lib.encodeConnectionImage(i); }],
-  ['encodeConnectionImage(skData.state: bare)', () => { const i = image(); i.skData.state = bare; return lib.encodeConnectionImage(i); }],
-  ['encodeConnectionImage(skData.flags: sym)', () => { const i = image(); i.skData.flags = sym; return lib.encodeConnectionImage(i); }],
-  ['checkpointConnection(socket-ish, {lock: bare})', () => lib.checkpointConnection(new (require('node:net').Socket)(), { lock: bare })],
+  [
+    'encodeConnectionImage({...image, family: [bare]})',
+    () => lib.encodeConnectionImage({ ...image(), family: [bare] }),
+  ],
+  [
+    'encodeConnectionImage(local.address: bare)',
+    () => {
+      const i = image();
+      i.local.address = bare;
+      return lib.encodeConnectionImage(i);
+    },
+  ],
+  [
+    'encodeConnectionImage(skData.state: bare)',
+    () => {
+      const i = image();
+      i.skData.state = bare;
+      return lib.encodeConnectionImage(i);
+    },
+  ],
+  [
+    'encodeConnectionImage(skData.flags: sym)',
+    () => {
+      const i = image();
+      i.skData.flags = sym;
+      return lib.encodeConnectionImage(i);
+    },
+  ],
+  [
+    'checkpointConnection(socket-ish, {lock: bare})',
+    () => lib.checkpointConnection(new (require('node:net').Socket)(), { lock: bare }),
+  ],
   ['soccr.pause(bare)', () => lib.soccr.pause(bare)],
   ['decodeResponse(JSON {toString: 0})', () => lib.decodeResponse(json)],
   ['decodeRequest(JSON {toString: 0})', () => lib.decodeRequest(json)],
