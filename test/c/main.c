@@ -22,6 +22,7 @@ void register_matrix_tests(void);
 void register_api_tests(void);
 void register_restore_tests(void);
 void register_negative_tests(void);
+void register_upstream_tests(void);
 
 int main(int argc, char **argv)
 {
@@ -37,6 +38,7 @@ int main(int argc, char **argv)
 	register_api_tests();
 	register_restore_tests();
 	register_negative_tests();
+	register_upstream_tests();
 	register_matrix_tests();
 	return test_run_all(argc > 1 ? argv[1] : NULL, jobs ? atoi(jobs) : 2) ? 1 : 0;
 }

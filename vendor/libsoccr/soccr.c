@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -191,35 +190,6 @@ void libsoccr_release(struct libsoccr_sk *sk)
 	errno = saved;
 }
 
-/* After repair is off: the unsent tail of the send queue is written as normal data, so the
- * kernel sends it under the restored window and options (see README.md, "unsent data"). */
-static void send_unsent(struct libsoccr_sk *sk)
-{
-	uint32_t off = 0;
-	int polls = 0;
-
-	while (off < sk->unsent_len) {
-		ssize_t n = send(sk->fd, sk->unsent + off, sk->unsent_len - off,
-				 MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n > 0) {
-			off += (uint32_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == ENOBUFS) && polls < 50) {
-			struct pollfd pfd = {.fd = sk->fd, .events = POLLOUT};
-			polls++;
-			poll(&pfd, 1, 100);
-			continue;
-		}
-		loge("Unable to send %u unsent bytes after repair (sent %u): errno %d\n",
-		     sk->unsent_len, off, errno);
-		return;
-	}
-	logd("Sent %u restored unsent bytes\n", sk->unsent_len);
-}
-
 void libsoccr_resume(struct libsoccr_sk *sk)
 {
 	int off = 0, saved = errno;
@@ -234,12 +204,7 @@ void libsoccr_resume(struct libsoccr_sk *sk)
 			if (setsockopt(sk->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0)
 				loge("Unable to re-apply SO_REUSEADDR: errno %d\n", errno);
 		}
-		if (sk->unsent_len)
-			send_unsent(sk);
-		if (sk->fin_deferred && shutdown(sk->fd, SHUT_WR) < 0)
-			loge("Unable to send the deferred FIN: errno %d\n", errno);
-		/* The buffers stayed raised so the unsent bytes fit; now they are queued. */
-		soccr_put_back_bufs(sk);
+		soccr_push_unsent(sk);
 	}
 	libsoccr_release(sk);
 	errno = saved;

@@ -169,8 +169,8 @@ void libsoccr_set_log(unsigned int level, void (*fn)(unsigned int level, const c
  * then unchanged. Does NOT block traffic: the caller must (firewall, socket filter). */
 struct libsoccr_sk *libsoccr_pause(int fd);
 
-/* Turns TCP_REPAIR off (the kernel sends a window probe), sends restored unsent data and a deferred
- * FIN (see README.md), then releases the handle. */
+/* Turns TCP_REPAIR off (the kernel sends a window probe), pushes out the unsent data a restore
+ * queued (see README.md), then releases the handle. */
 void libsoccr_resume(struct libsoccr_sk *sk);
 
 /* Frees the handle and the buffers it owns. Leaves the socket in repair mode. */

@@ -1,0 +1,150 @@
+/* Drop-in tests: programs written only against CRIU's soccr.h API (no node-criu extensions:
+ * addresses from getsockname/getpeername, the one-call restore, repair mode left as CRIU's
+ * restorer leaves it). They also run against CRIU's own libsoccr (NODE_CRIU_LIBSOCCR, see
+ * scripts/test-c.sh); tests of this library's extensions are marked and skipped there. */
+#define _GNU_SOURCE
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "migrate.h"
+#include "stream.h"
+
+void register_upstream_tests(void);
+
+/* A dump as CRIU does it: pause, save, take both queues, addresses from the socket. The socket
+ * is then closed in repair mode (no FIN, no RST). */
+struct criu_image {
+	struct libsoccr_sk_data data;
+	char *inq, *outq;
+	union libsoccr_addr self, peer;
+};
+
+static int criu_dump(int fd, struct criu_image *img)
+{
+	socklen_t len;
+	struct libsoccr_sk *sk = libsoccr_pause(fd);
+
+	memset(img, 0, sizeof(*img));
+	CHECK(sk, "libsoccr_pause");
+	CHECK(libsoccr_save(sk, &img->data, sizeof(img->data)) == (int)sizeof(img->data), "save");
+	img->inq = libsoccr_get_queue_bytes(sk, TCP_RECV_QUEUE, SOCCR_MEM_EXCL);
+	img->outq = libsoccr_get_queue_bytes(sk, TCP_SEND_QUEUE, SOCCR_MEM_EXCL);
+	CHECK(!img->data.inq_len || img->inq, "receive queue");
+	CHECK(!img->data.outq_len || img->outq, "send queue");
+	len = sizeof(img->self);
+	CHECK(getsockname(fd, &img->self.sa, &len) == 0, "getsockname");
+	len = sizeof(img->peer);
+	CHECK(getpeername(fd, &img->peer.sa, &len) == 0, "getpeername");
+	libsoccr_release(sk);
+	return 0;
+}
+
+/* A restore as CRIU's restorer does it: pause, addresses and queues (EXCL), restore, release;
+ * repair mode stays on for the caller to end. Returns the fd or -1. */
+static int criu_restore(struct criu_image *img, int domain)
+{
+	int fd = socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0), off = 0;
+	struct libsoccr_sk *sk;
+
+	if (fd < 0)
+		return -1;
+	if (domain == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+	sk = libsoccr_pause(fd);
+	if (!sk) {
+		close(fd);
+		return -1;
+	}
+	libsoccr_set_addr(sk, 1, &img->self, 0);
+	libsoccr_set_addr(sk, 0, &img->peer, 0);
+	if (img->inq)
+		libsoccr_set_queue_bytes(sk, TCP_RECV_QUEUE, img->inq, SOCCR_MEM_EXCL);
+	if (img->outq)
+		libsoccr_set_queue_bytes(sk, TCP_SEND_QUEUE, img->outq, SOCCR_MEM_EXCL);
+	img->inq = img->outq = NULL;
+	if (libsoccr_restore(sk, &img->data, sizeof(img->data))) {
+		perror("  libsoccr_restore");
+		libsoccr_release(sk);
+		close(fd);
+		return -1;
+	}
+	libsoccr_release(sk);
+	return fd;
+}
+
+static int repair_off(int fd)
+{
+	int off = 0;
+	CHECK(setsockopt(fd, SOL_TCP, TCP_REPAIR, &off, sizeof(off)) == 0, "TCP_REPAIR off");
+	return 0;
+}
+
+/* Unsent data and a FIN queued behind it (FIN_WAIT1, the peer's window closed), restored and
+ * then taken out of repair mode by the caller itself, not by libsoccr_resume: every byte and the
+ * FIN must still reach the peer. */
+static int t_caller_ends_repair(const void *arg)
+{
+	const bool fin = arg != NULL;
+	const uint32_t total = 262144;
+	struct pair p;
+	struct pair_opts po = {.fam = FAM_V4, .cli_ns = -1, .srv_ns = -1, .cli_rcvbuf = 2048};
+	struct stream c2s, s2c;
+	struct criu_image img;
+	struct rst_counters c0;
+	char guard[64];
+	int big = 4 << 20;
+
+	stream_init(&c2s, 0);
+	stream_init(&s2c, 1);
+	TRY(make_pair(&p, &po));
+	TRY(set_nonblock(p.cli));
+	TRY(set_nonblock(p.srv));
+	TRY(read_rst_counters(&c0));
+	CHECK(setsockopt(p.srv, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big)) == 0, "sndbuf");
+	for (int i = 0; i < 200 && s2c.written < total; i++) {
+		CHECK(stream_write(p.srv, &s2c, total - s2c.written) >= 0, "write");
+		sleep_ms(2);
+	}
+	CHECK(s2c.written == total, "queued %llu", (unsigned long long)s2c.written);
+	if (fin)
+		CHECK(shutdown(p.srv, SHUT_WR) == 0, "shutdown");
+	TRY(lock_socket(p.srv));
+	TRY(criu_dump(p.srv, &img));
+	CHECK(img.data.unsq_len > total / 2, "mostly unsent (%u)", img.data.unsq_len);
+	CHECK(img.data.state == (uint32_t)(fin ? TCP_FIN_WAIT1 : TCP_ESTABLISHED), "state %u",
+	      img.data.state);
+	TRY(nft_drop_flow(-1, &img.peer, &img.self, guard, sizeof(guard)));
+	close(p.srv);
+
+	int fd = criu_restore(&img, AF_INET);
+	CHECK(fd >= 0, "restore");
+	TRY(nft_delete_table(-1, guard));
+	TRY(repair_off(fd));
+
+	/* The peer reads everything and EOF (if shut), then closes its side too. */
+	TRY(set_nonblock(fd));
+	struct pump_end a = {.fd = fd, .out = &s2c, .in = &c2s, .wr_shut = fin,
+			     .extra = fin ? 0 : 5000};
+	struct pump_end b = {.fd = p.cli, .out = &c2s, .in = &s2c, .extra = 5000};
+	TRY(pump_until_closed(&a, &b, 20000));
+	CHECK(s2c.read == s2c.written && s2c.eof, "peer got %llu of %llu bytes, eof %d",
+	      (unsigned long long)s2c.read, (unsigned long long)s2c.written, s2c.eof);
+	TRY(wait_state(fd, TCP_CLOSE, 10000));
+	struct rst_counters c1;
+	TRY(read_rst_counters(&c1));
+	CHECK(rst_counters_equal(&c0, &c1), "no RST");
+	close(fd);
+	close(p.cli);
+	return 0;
+}
+
+void register_upstream_tests(void)
+{
+	test_add(t_caller_ends_repair, NULL,
+		 "upstream: restore, caller ends repair itself: unsent tail arrives");
+	test_add(t_caller_ends_repair, "fin",
+		 "upstream: restore, caller ends repair itself: unsent tail and FIN arrive");
+}
