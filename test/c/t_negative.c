@@ -110,7 +110,7 @@ static int t_bad_data(const void *arg)
 	static const char *const cases[] = {
 		"state LISTEN", "state TIME_WAIT", "state 99", "unsq_len > outq_len",
 		"unknown flags", "window scale 15", "FIN_WAIT2 with data in flight",
-		"unknown option bits",
+		"option bits outside tcpi_options (a u8)",
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct libsoccr_sk_data d = good;
@@ -122,7 +122,7 @@ static int t_bad_data(const void *arg)
 		case 4: d.flags = 0x8; break;
 		case 5: d.opt_mask = TCPI_OPT_WSCALE; d.snd_wscale = 15; break;
 		case 6: d.state = TCP_FIN_WAIT2; d.outq_len = 5; break;
-		case 7: d.opt_mask = 0x80; break;
+		case 7: d.opt_mask = 0x100; break;
 		}
 		errno = 0;
 		CHECK(libsoccr_restore(sk, &d, sizeof(d)) == -1 && errno == EINVAL, "%s: EINVAL",

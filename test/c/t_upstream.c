@@ -141,10 +141,50 @@ static int t_caller_ends_repair(const void *arg)
 	return 0;
 }
 
+/* CRIU saves opt_mask as the kernel's whole tcpi_options, with bits repair cannot set (ECN
+ * negotiated, ECN seen, ...). Restore takes them and ignores them. */
+static int t_ecn_opt_mask(const void *arg)
+{
+	struct pair p;
+	struct pair_opts po = {.fam = FAM_V4, .cli_ns = -1, .srv_ns = -1};
+	struct stream c2s, s2c;
+	struct criu_image img;
+	struct rst_counters c0;
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	char guard[64];
+	(void)arg;
+
+	TRY(set_sysctl("/proc/sys/net/ipv4/tcp_ecn", "1"));
+	stream_init(&c2s, 0);
+	stream_init(&s2c, 1);
+	TRY(make_pair(&p, &po));
+	TRY(set_nonblock(p.cli));
+	TRY(set_nonblock(p.srv));
+	TRY(read_rst_counters(&c0));
+	TRY(stream_write_all(p.cli, &c2s, 3000, 5000));
+	TRY(wait_queue(p.srv, false, 3000, 5000));
+	TRY(lock_socket(p.srv));
+	TRY(stream_write_all(p.srv, &s2c, 4000, 5000));
+	CHECK(getsockopt(p.srv, SOL_TCP, TCP_INFO, &ti, &len) == 0, "TCP_INFO");
+	CHECK(ti.tcpi_options & TCPI_OPT_ECN, "ECN negotiated (options %#x)", ti.tcpi_options);
+	TRY(criu_dump(p.srv, &img));
+	img.data.opt_mask = ti.tcpi_options; /* what CRIU's libsoccr_save stores */
+	TRY(nft_drop_flow(-1, &img.peer, &img.self, guard, sizeof(guard)));
+	close(p.srv);
+
+	int fd = criu_restore(&img, AF_INET);
+	CHECK(fd >= 0, "restore with opt_mask %#x", img.data.opt_mask);
+	TRY(nft_delete_table(-1, guard));
+	TRY(repair_off(fd));
+	return finish_pair(fd, p.cli, &c2s, &s2c, &c0);
+}
+
 void register_upstream_tests(void)
 {
 	test_add(t_caller_ends_repair, NULL,
 		 "upstream: restore, caller ends repair itself: unsent tail arrives");
 	test_add(t_caller_ends_repair, "fin",
 		 "upstream: restore, caller ends repair itself: unsent tail and FIN arrive");
+	test_add(t_ecn_opt_mask, NULL, "upstream: opt_mask with ECN and other unsettable bits");
 }

@@ -39,6 +39,10 @@ static int select_queue(struct libsoccr_sk *sk, int queue)
 	return 0;
 }
 
+/* opt_mask holds TCP_INFO's tcpi_options, a u8 (CRIU saves all of it). Only TIMESTAMPS, SACK and
+ * WSCALE can be restored; the others (ECN, ECN_SEEN, SYN_DATA, USEC_TS, ...) are ignored. */
+#define SOCCR_OPT_MASK_KERNEL 0xffu
+
 static int check_data(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data,
 		      unsigned data_size)
 {
@@ -54,7 +58,7 @@ static int check_data(struct libsoccr_sk *sk, const struct libsoccr_sk_data *dat
 	if (data->unsq_len > data->outq_len || (data->flags & ~SOCCR_FLAGS_WINDOW) ||
 	    data->snd_wscale > 14 || data->rcv_wscale > 14 ||
 	    (data->state == TCP_FIN_WAIT2 && data->outq_len != 0) ||
-	    (data->opt_mask & ~(TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE))) {
+	    (data->opt_mask & ~SOCCR_OPT_MASK_KERNEL)) {
 		loge("Inconsistent data for state %s\n", soccr_state_name(data->state));
 		errno = EINVAL;
 		return -1;

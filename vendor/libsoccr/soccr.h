@@ -117,7 +117,7 @@ struct libsoccr_sk_data {
 	uint32_t outq_len;   /* bytes in the send queue, sent-unacknowledged + unsent (FIN not counted) */
 	uint32_t outq_seq;   /* write_seq */
 	uint32_t unsq_len;   /* of outq_len, bytes never sent (FIN not counted) */
-	uint32_t opt_mask;   /* TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE */
+	uint32_t opt_mask;   /* TCPI_OPT_* (save: TIMESTAMPS, SACK, WSCALE; restore ignores others) */
 	uint32_t mss_clamp;
 	uint32_t snd_wscale;
 	uint32_t rcv_wscale;
