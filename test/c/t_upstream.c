@@ -3,7 +3,9 @@
  * restorer leaves it). They also run against CRIU's own libsoccr (NODE_CRIU_LIBSOCCR, see
  * scripts/test-c.sh); tests of this library's extensions are marked and skipped there. */
 #define _GNU_SOURCE
+#include <linux/sockios.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -180,6 +182,35 @@ static int t_ecn_opt_mask(const void *arg)
 	return finish_pair(fd, p.cli, &c2s, &s2c, &c0);
 }
 
+/* A write on a paused socket fails with EINVAL (repair mode, no repair queue selected) instead of
+ * vanishing into the send queue as if sent. After save (an extension: CRIU's save leaves the send
+ * queue selected, which takes writes) the same holds while nothing is unsent. Resume ends it. */
+static int t_write_paused(const void *arg)
+{
+	const bool after_save = arg != NULL;
+	struct pair p;
+	struct stream c2s, s2c;
+	struct libsoccr_sk_data d;
+	struct rst_counters c0;
+
+	TRY(loaded_pair(&p, &c2s, &s2c, 100, 0, FAM_V4));
+	TRY(read_rst_counters(&c0));
+	struct libsoccr_sk *sk = libsoccr_pause(p.srv);
+	CHECK(sk, "pause");
+	if (after_save) {
+		CHECK(libsoccr_save(sk, &d, sizeof(d)) == (int)sizeof(d), "save");
+		CHECK(d.unsq_len == 0, "nothing unsent");
+	}
+	errno = 0;
+	CHECK(send(p.srv, "lost", 4, MSG_DONTWAIT | MSG_NOSIGNAL) == -1 && errno == EINVAL,
+	      "write on a paused socket: EINVAL");
+	int outq = -1;
+	CHECK(ioctl(p.srv, SIOCOUTQ, &outq) == 0 && outq == 0, "nothing queued (%d)", outq);
+	libsoccr_resume(sk);
+	TRY(unlock_socket(p.srv));
+	return finish_pair(p.srv, p.cli, &c2s, &s2c, &c0);
+}
+
 void register_upstream_tests(void)
 {
 	test_add(t_caller_ends_repair, NULL,
@@ -187,4 +218,9 @@ void register_upstream_tests(void)
 	test_add(t_caller_ends_repair, "fin",
 		 "upstream: restore, caller ends repair itself: unsent tail and FIN arrive");
 	test_add(t_ecn_opt_mask, NULL, "upstream: opt_mask with ECN and other unsettable bits");
+	test_add(t_write_paused, NULL, "upstream: write on a paused socket fails with EINVAL");
+#ifndef NCR_UPSTREAM
+	test_add(t_write_paused, "save",
+		 "extension: write on a paused socket after save fails with EINVAL");
+#endif
 }

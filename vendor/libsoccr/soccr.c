@@ -71,7 +71,7 @@ const char *soccr_state_name(uint32_t state)
 struct libsoccr_sk *libsoccr_pause(int fd)
 {
 	struct libsoccr_sk *sk;
-	int on = 1, reuse = 0, send_queue = TCP_SEND_QUEUE;
+	int on = 1, reuse = 0;
 	socklen_t len = sizeof(reuse);
 
 	sk = calloc(1, sizeof(*sk));
@@ -85,20 +85,10 @@ struct libsoccr_sk *libsoccr_pause(int fd)
 		loge("Unable to read SO_REUSEADDR of %d: errno %d\n", fd, errno);
 		goto fail;
 	}
+	/* Also selects no repair queue: a write then fails with EINVAL instead of being queued
+	 * (see soccr-dump.c, park_queue). */
 	if (setsockopt(fd, SOL_TCP, TCP_REPAIR, &on, sizeof(on)) < 0) {
 		loge("Unable to turn TCP_REPAIR on for %d: errno %d\n", fd, errno);
-		goto fail;
-	}
-	/* With the send queue selected, a timer that pushes new data (tail loss probe) only
-	 * marks it sent instead of transmitting it: the state save() reads stays what the peer
-	 * has. Retransmissions of old data still go out (harmless). */
-	if (setsockopt(fd, SOL_TCP, TCP_REPAIR_QUEUE, &send_queue, sizeof(send_queue)) < 0) {
-		int saved = errno, off = 0;
-		loge("Unable to select the send repair queue for %d: errno %d\n", fd, errno);
-		setsockopt(fd, SOL_TCP, TCP_REPAIR, &off, sizeof(off));
-		if (reuse)
-			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof(reuse));
-		errno = saved;
 		goto fail;
 	}
 	sk->fd = fd;
