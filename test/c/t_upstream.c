@@ -211,6 +211,41 @@ static int t_write_paused(const void *arg)
 	return finish_pair(p.srv, p.cli, &c2s, &s2c, &c0);
 }
 
+static int reuseaddr_of(int fd)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+	return getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &v, &len) == 0 ? v : -1;
+}
+
+/* Pause and resume never switch SO_REUSEADDR on when the application did not have it on: not for
+ * a socket already in repair mode at pause (TCP_REPAIR itself reads as SO_REUSEADDR there), not
+ * when the caller switched it off while paused. */
+static int t_reuseaddr_kept_off(const void *arg)
+{
+	const bool set_while_paused = arg != NULL;
+	struct pair p;
+	struct stream c2s, s2c;
+	struct rst_counters c0;
+	int on = 1, off = 0;
+
+	TRY(loaded_pair(&p, &c2s, &s2c, 10, 10, FAM_V4));
+	TRY(read_rst_counters(&c0));
+	if (set_while_paused)
+		CHECK(setsockopt(p.srv, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == 0, "on");
+	else
+		CHECK(setsockopt(p.srv, SOL_TCP, TCP_REPAIR, &on, sizeof(on)) == 0, "repair on");
+	struct libsoccr_sk *sk = libsoccr_pause(p.srv);
+	CHECK(sk, "pause");
+	if (set_while_paused)
+		CHECK(setsockopt(p.srv, SOL_SOCKET, SO_REUSEADDR, &off, sizeof(off)) == 0, "off");
+	libsoccr_resume(sk);
+	CHECK(in_repair(p.srv) == 0, "repair off");
+	CHECK(reuseaddr_of(p.srv) == 0, "SO_REUSEADDR stays off (%d)", reuseaddr_of(p.srv));
+	TRY(unlock_socket(p.srv));
+	return finish_pair(p.srv, p.cli, &c2s, &s2c, &c0);
+}
+
 void register_upstream_tests(void)
 {
 	test_add(t_caller_ends_repair, NULL,
@@ -219,6 +254,10 @@ void register_upstream_tests(void)
 		 "upstream: restore, caller ends repair itself: unsent tail and FIN arrive");
 	test_add(t_ecn_opt_mask, NULL, "upstream: opt_mask with ECN and other unsettable bits");
 	test_add(t_write_paused, NULL, "upstream: write on a paused socket fails with EINVAL");
+	test_add(t_reuseaddr_kept_off, NULL,
+		 "upstream: SO_REUSEADDR stays off: socket already in repair mode at pause");
+	test_add(t_reuseaddr_kept_off, "off",
+		 "upstream: SO_REUSEADDR stays off: switched off while paused");
 #ifndef NCR_UPSTREAM
 	test_add(t_write_paused, "save",
 		 "extension: write on a paused socket after save fails with EINVAL");

@@ -15,6 +15,10 @@
 #define SOCCR_HIDDEN
 #endif
 
+/* sk_reuse as getsockopt(SO_REUSEADDR) reports it: TCP_REPAIR=1 sets SK_FORCE_REUSE. */
+#define SOCCR_SK_CAN_REUSE 1
+#define SOCCR_SK_FORCE_REUSE 2
+
 /* Restore progress of a handle; the staged API must be called in this order. */
 enum soccr_stage {
 	SOCCR_STAGE_PAUSED = 0,  /* after libsoccr_pause() */

@@ -92,7 +92,9 @@ struct libsoccr_sk *libsoccr_pause(int fd)
 		goto fail;
 	}
 	sk->fd = fd;
-	sk->app_reuseaddr = reuse != 0;
+	/* Repair mode reads as SK_FORCE_REUSE (2): a socket already in repair mode has no known
+	 * application value, and resume then leaves SO_REUSEADDR off. */
+	sk->app_reuseaddr = reuse == SOCCR_SK_CAN_REUSE;
 	return sk;
 fail: {
 	int saved = errno;
@@ -182,13 +184,19 @@ void libsoccr_release(struct libsoccr_sk *sk)
 
 void libsoccr_resume(struct libsoccr_sk *sk)
 {
-	int off = 0, saved = errno;
+	int off = 0, saved = errno, reuse = SOCCR_SK_FORCE_REUSE;
+	socklen_t len = sizeof(reuse);
 
 	if (!sk)
 		return;
+	/* SO_REUSEADDR set while paused (0 or 1, no longer FORCE) is the application's latest. */
+	getsockopt(sk->fd, SOL_SOCKET, SO_REUSEADDR, &reuse, &len);
+	if (reuse != SOCCR_SK_FORCE_REUSE)
+		sk->app_reuseaddr = reuse == SOCCR_SK_CAN_REUSE;
 	if (setsockopt(sk->fd, SOL_TCP, TCP_REPAIR, &off, sizeof(off)) < 0)
 		loge("Unable to turn TCP_REPAIR off for %d: errno %d\n", sk->fd, errno);
 	else {
+		/* TCP_REPAIR=0 clears it: put the application's value back. */
 		if (sk->app_reuseaddr) {
 			int on = 1;
 			if (setsockopt(sk->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0)
