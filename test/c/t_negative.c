@@ -400,4 +400,6 @@ void register_negative_tests(void)
 		 "compat: test/c/compat_api.c (CRIU's soccr.h API only), IPv4");
 	test_add(t_compat_program, "./build/compat_api6",
 		 "compat: test/c/compat_api.c (CRIU's soccr.h API only), IPv6");
+	test_add(t_compat_program, "./build/compat_own_enum",
+		 "compat: a program declaring the queue ids itself (strict C11, as CRIU's tcp-conn.c)");
 }
