@@ -248,21 +248,6 @@ static int t_unlocked_traffic(const void *arg)
 	return 0;
 }
 
-static int t_compat_program(const void *arg)
-{
-	const char *prog = arg;
-	pid_t pid = fork();
-	CHECK(pid >= 0, "fork");
-	if (pid == 0) {
-		execl(prog, prog, (char *)NULL);
-		_exit(127);
-	}
-	int status;
-	CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
-	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "compat_api exit status %d", status);
-	return 0;
-}
-
 static int write_file(const char *path, const char *text)
 {
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -396,10 +381,4 @@ void register_negative_tests(void)
 	test_add(t_address_missing, NULL, "negative: source address not present (EADDRNOTAVAIL)");
 	test_add(t_no_cap, NULL, "negative: no CAP_NET_ADMIN (EPERM)");
 	test_add(t_unlocked_traffic, NULL, "contract: repair mode alone does not block input");
-	test_add(t_compat_program, "./build/compat_api",
-		 "compat: test/c/compat_api.c (CRIU's soccr.h API only), IPv4");
-	test_add(t_compat_program, "./build/compat_api6",
-		 "compat: test/c/compat_api.c (CRIU's soccr.h API only), IPv6");
-	test_add(t_compat_program, "./build/compat_own_enum",
-		 "compat: a program declaring the queue ids itself (strict C11, as CRIU's tcp-conn.c)");
 }

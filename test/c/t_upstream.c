@@ -3,9 +3,11 @@
  * restorer leaves it). They also run against CRIU's own libsoccr (NODE_CRIU_LIBSOCCR, see
  * scripts/test-c.sh); tests of this library's extensions are marked and skipped there. */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <linux/sockios.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -44,17 +46,21 @@ static int criu_dump(int fd, struct criu_image *img)
 	return 0;
 }
 
-/* A restore as CRIU's restorer does it: pause, addresses and queues (EXCL), restore, release;
- * repair mode stays on for the caller to end. Returns the fd or -1. */
+/* A restore as CRIU's restorer does it: a non-blocking socket with the biggest buffers, pause,
+ * addresses and queues (EXCL), restore, release; repair mode stays on for the caller to end.
+ * Returns the fd or -1. */
 static int criu_restore(struct criu_image *img, int domain)
 {
-	int fd = socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0), off = 0;
+	int fd = socket(domain, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), off = 0;
+	int big = INT_MAX / 2;
 	struct libsoccr_sk *sk;
 
 	if (fd < 0)
 		return -1;
 	if (domain == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
 	sk = libsoccr_pause(fd);
 	if (!sk) {
 		close(fd);
@@ -246,8 +252,34 @@ static int t_reuseaddr_kept_off(const void *arg)
 	return finish_pair(p.srv, p.cli, &c2s, &s2c, &c0);
 }
 
+/* Separate programs (test/c/compat_*.c), built against the same library. */
+static int t_compat_program(const void *arg)
+{
+	const char *prog = arg;
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		execl(prog, prog, (char *)NULL);
+		_exit(127);
+	}
+	int status;
+	CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s exit status %d", prog, status);
+	return 0;
+}
+
+#ifndef NCR_BUILD_DIR
+#define NCR_BUILD_DIR "build"
+#endif
+
 void register_upstream_tests(void)
 {
+	test_add(t_compat_program, "./" NCR_BUILD_DIR "/compat_api",
+		 "compat: test/c/compat_api.c (CRIU's soccr.h API only), IPv4");
+	test_add(t_compat_program, "./" NCR_BUILD_DIR "/compat_api6",
+		 "compat: test/c/compat_api.c (CRIU's soccr.h API only), IPv6");
+	test_add(t_compat_program, "./" NCR_BUILD_DIR "/compat_own_enum",
+		 "compat: a program declaring the queue ids itself (strict C11, as CRIU's tcp-conn.c)");
 	test_add(t_caller_ends_repair, NULL,
 		 "upstream: restore, caller ends repair itself: unsent tail arrives");
 	test_add(t_caller_ends_repair, "fin",
