@@ -217,6 +217,34 @@ static int t_write_paused(const void *arg)
 	return finish_pair(p.srv, p.cli, &c2s, &s2c, &c0);
 }
 
+#ifndef NCR_UPSTREAM
+/* Extension: a restored socket still in repair mode refuses writes with EINVAL too (CRIU's
+ * restore leaves the send queue selected, which takes them as already sent). */
+static int t_write_restored(const void *arg)
+{
+	struct pair p;
+	struct stream c2s, s2c;
+	struct criu_image img;
+	struct rst_counters c0;
+	char guard[64];
+	(void)arg;
+
+	TRY(loaded_pair(&p, &c2s, &s2c, 3000, 4000, FAM_V4));
+	TRY(read_rst_counters(&c0));
+	TRY(criu_dump(p.srv, &img));
+	TRY(nft_drop_flow(-1, &img.peer, &img.self, guard, sizeof(guard)));
+	close(p.srv);
+	int fd = criu_restore(&img, AF_INET);
+	CHECK(fd >= 0, "restore");
+	TRY(nft_delete_table(-1, guard));
+	errno = 0;
+	CHECK(send(fd, "lost", 4, MSG_DONTWAIT | MSG_NOSIGNAL) == -1 && errno == EINVAL,
+	      "write before repair mode ends: EINVAL");
+	TRY(repair_off(fd));
+	return finish_pair(fd, p.cli, &c2s, &s2c, &c0);
+}
+#endif
+
 static int reuseaddr_of(int fd)
 {
 	int v = -1;
@@ -293,5 +321,7 @@ void register_upstream_tests(void)
 #ifndef NCR_UPSTREAM
 	test_add(t_write_paused, "save",
 		 "extension: write on a paused socket after save fails with EINVAL");
+	test_add(t_write_restored, NULL,
+		 "extension: write on a restored socket before repair ends fails with EINVAL");
 #endif
 }

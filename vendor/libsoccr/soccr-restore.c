@@ -240,6 +240,10 @@ static int rst_finish(struct libsoccr_sk *sk, const struct libsoccr_sk_data *dat
 		sk->unsent = NULL;
 		sk->unsent_len = 0;
 	}
+	/* No repair queue: until repair mode ends, an application write fails with EINVAL
+	 * instead of being queued as already sent. */
+	if (select_queue(sk, TCP_NO_QUEUE) < 0)
+		goto fail;
 	soccr_put_back_bufs(sk);
 	sk->stage = SOCCR_STAGE_DONE;
 	return 0;
