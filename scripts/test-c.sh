@@ -6,6 +6,9 @@
 # (scripts/fuzz-libsoccr.sh, NODE_CRIU_FUZZ_SECONDS seconds, default 25; 0 turns it off; full-length
 # runs stay manual). It prints "fuzz-libsoccr: N executions ..." and fails the run on any finding.
 # Prints "c-tests: N passed, N failed". Exit status non-zero on any failure of either.
+# NODE_CRIU_LIBSOCCR=<dir> (see vendor/libsoccr/README.md) runs the tests written against CRIU's
+# API with CRIU's libsoccr linked instead (test/c/Makefile); the fuzz smoke, which fuzzes
+# vendor/libsoccr, is then skipped.
 set -uo pipefail
 cd "$(dirname "$0")/../test/c"
 
@@ -37,6 +40,11 @@ rm -f /tmp/ncr-test-c-build.$$
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 status=0
+if [ -n "${NODE_CRIU_LIBSOCCR:-}" ]; then
+  echo "test-c: CRIU's libsoccr from NODE_CRIU_LIBSOCCR=$NODE_CRIU_LIBSOCCR (extension tests left out)"
+  ./build/upstream/soccr_test "$@" || status=$?
+  exit "$status"
+fi
 ./build/soccr_test "$@" || status=$?
 
 fuzz_seconds="${NODE_CRIU_FUZZ_SECONDS:-25}"

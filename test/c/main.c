@@ -22,6 +22,7 @@ void register_matrix_tests(void);
 void register_api_tests(void);
 void register_restore_tests(void);
 void register_negative_tests(void);
+void register_upstream_tests(void);
 
 int main(int argc, char **argv)
 {
@@ -34,9 +35,12 @@ int main(int argc, char **argv)
 	/* NCR_SOCCR_LOG=1|2: libsoccr's own log (errors / debug) in each test's output. */
 	if (getenv("NCR_SOCCR_LOG"))
 		libsoccr_set_log((unsigned)atoi(getenv("NCR_SOCCR_LOG")), log_to_stderr);
+	register_upstream_tests();
+#ifndef NCR_UPSTREAM /* CRIU's libsoccr (NODE_CRIU_LIBSOCCR): only the tests of its API */
 	register_api_tests();
 	register_restore_tests();
 	register_negative_tests();
 	register_matrix_tests();
+#endif
 	return test_run_all(argc > 1 ? argv[1] : NULL, jobs ? atoi(jobs) : 2) ? 1 : 0;
 }

@@ -2,8 +2,10 @@
 // libsoccr (CRIU's, GPLv2) instead of this directory's. Prints nothing when the variable is unset.
 //   node external-libsoccr.js dir       -> absolute <dir>
 //   node external-libsoccr.js lib       -> <dir>/libsoccr.a or <dir>/soccr/libsoccr.a
-//   node external-libsoccr.js includes  -> include dirs: the one holding soccr.h, and CRIU's
-//                                          generated include/common (soccr.h includes config.h)
+//   node external-libsoccr.js includes  -> include dirs: external/ here (a soccr.h wrapping
+//                                          CRIU's in extern "C" for C++), the one holding
+//                                          soccr.h, and CRIU's generated include/common and
+//                                          include (soccr.h includes common/config.h)
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -30,7 +32,7 @@ switch (process.argv[2]) {
   case 'includes': {
     const header = first(['soccr.h', 'soccr/soccr.h']);
     if (!header) fail('no soccr.h or soccr/soccr.h');
-    const dirs = [path.dirname(header)];
+    const dirs = [path.join(__dirname, 'external'), path.dirname(header)];
     for (const extra of ['include/common', 'include']) {
       if (fs.existsSync(path.join(dir, extra))) dirs.push(path.join(dir, extra));
     }

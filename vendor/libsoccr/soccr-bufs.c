@@ -1,8 +1,8 @@
 /*
- * libsoccr (node-criu): socket memory for restores. Repair-mode queue writes are bounded by the
- * socket's memory accounting like normal writes, so big queues need the send and receive
- * buffers raised while they are written (and, for unsent data, until resume), then put back
- * with their lock bits so autotuning keeps working.
+ * libsoccr (node-criu): socket memory for restores, and the unsent tail of the send queue.
+ * Repair-mode queue writes are bounded by the socket's memory accounting like normal writes, so
+ * big queues need the send and receive buffers raised while they are written, then put back with
+ * their lock bits so autotuning keeps working.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,6 +15,9 @@
 
 #ifndef SO_BUF_LOCK
 #define SO_BUF_LOCK 72
+#endif
+#ifndef TCP_REPAIR_OFF_NO_WP
+#define TCP_REPAIR_OFF_NO_WP -1
 #endif
 
 /* First chunk of a repair-mode queue write; halved on ENOMEM down to MIN_CHUNK. */
@@ -131,4 +134,79 @@ int soccr_check_send_room(struct libsoccr_sk *sk, uint32_t queue_len)
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * The unsent tail must leave only after repair mode is off, yet a caller may end repair mode
+ * itself (setsockopt TCP_REPAIR 0, as CRIU's restorer does) instead of libsoccr_resume. So it
+ * goes into the kernel now, as never-sent data, with nothing transmitted meanwhile: the send
+ * window is closed at snd_nxt (TCP_REPAIR_WINDOW), repair is left without a window probe, the
+ * bytes (and our FIN) are written as normal data, which the closed window holds back, repair is
+ * turned on again and the saved window put back. Whoever ends repair mode then finds an
+ * ordinary send queue: the kernel sends it on the peer's next ACK (the window probe of
+ * TCP_REPAIR=0 draws one in ESTABLISHED) or on its probe timer; libsoccr_resume pushes at once.
+ * Without TCP_REPAIR_WINDOW (Linux < 4.8) the bytes are sent at once instead (CRIU's way).
+ */
+int soccr_queue_unsent(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data, bool fin)
+{
+	struct tcp_repair_window saved, shut;
+	socklen_t len = sizeof(saved);
+	bool have_win = getsockopt(sk->fd, SOL_TCP, TCP_REPAIR_WINDOW, &saved, &len) == 0 &&
+			len == sizeof(saved);
+	int ret = 0, err = 0;
+
+	if (have_win) {
+		uint32_t in_flight = data->outq_len - data->unsq_len;
+		shut = saved;
+		shut.snd_wnd = in_flight; /* the window ends where the unsent data starts */
+		if (shut.max_window < in_flight)
+			shut.max_window = in_flight;
+		if (setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_WINDOW, &shut, sizeof(shut)) < 0) {
+			loge("Unable to close the send window: errno %d\n", errno);
+			return -1;
+		}
+	}
+	if (set_int(sk->fd, SOL_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP) < 0 &&
+	    (errno != EINVAL || set_int(sk->fd, SOL_TCP, TCP_REPAIR, 0) < 0)) {
+		loge("Unable to leave repair mode for the unsent data: errno %d\n", errno);
+		ret = -1;
+	}
+	if (!ret && soccr_send_all(sk, sk->unsent, sk->unsent_len) < 0)
+		ret = -1;
+	if (!ret && fin && shutdown(sk->fd, SHUT_WR) < 0) {
+		loge("Unable to queue our FIN: errno %d\n", errno);
+		ret = -1;
+	}
+	err = errno;
+	/* Back in repair mode also after a failure: the caller's rollback needs it. */
+	if (set_int(sk->fd, SOL_TCP, TCP_REPAIR, 1) < 0) {
+		loge("Unable to re-enter repair mode: errno %d\n", errno);
+		return -1;
+	}
+	if (have_win && setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_WINDOW, &saved, sizeof(saved)) < 0) {
+		loge("Unable to reopen the send window: errno %d\n", errno);
+		return -1;
+	}
+	if (ret) {
+		errno = err;
+		return -1;
+	}
+	sk->unsent_queued = true;
+	logd("Queued %u unsent bytes%s\n", sk->unsent_len, fin ? " and our FIN" : "");
+	return 0;
+}
+
+/* Switching TCP_CORK off pushes the send queue out, even when it was off already; the
+ * application's setting is put back. */
+void soccr_push_unsent(struct libsoccr_sk *sk)
+{
+	int cork = 0;
+	socklen_t len = sizeof(cork);
+
+	if (!sk->unsent_queued)
+		return;
+	if (getsockopt(sk->fd, SOL_TCP, TCP_CORK, &cork, &len) < 0 ||
+	    set_int(sk->fd, SOL_TCP, TCP_CORK, 0) < 0 ||
+	    (cork && set_int(sk->fd, SOL_TCP, TCP_CORK, 1) < 0))
+		loge("Unable to push the unsent data: errno %d\n", errno);
 }

@@ -5,8 +5,7 @@
  * repair mode), TCP_TIMESTAMP (if timestamps are on), TCP_REPAIR_WINDOW; receive queue: SIOCINQ,
  * TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, recvmsg(MSG_PEEK) of len+1 bytes that must return exactly len
  * (anything else means traffic was not blocked); send queue: TCP_REPAIR_QUEUE, SIOCOUTQ,
- * SIOCOUTQNSD, TCP_QUEUE_SEQ, peek. The send queue stays selected afterwards (see
- * save_send_lengths).
+ * SIOCOUTQNSD, TCP_QUEUE_SEQ, peek. Afterwards see park_queue.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -217,6 +216,25 @@ static int save_window(struct libsoccr_sk *sk, struct libsoccr_sk_data *data)
 	return 0;
 }
 
+/* Which repair queue a paused socket keeps once save is done (or failed). No queue makes an
+ * application write fail with EINVAL (the kernel's answer in repair mode); the send queue makes
+ * a write look sent, without a packet. But with never-sent data in the send queue, the send
+ * queue must stay selected: a timer (tail loss probe) would otherwise transmit new data after
+ * save read snd_nxt, the peer would then hold bytes the image calls unsent, and after the
+ * restore its ACKs of them would be dropped as acknowledging unsent data (the connection
+ * stalls). With the send queue selected the kernel only marks such data sent. Never the
+ * receive queue: writes would land there. */
+static void park_queue(struct libsoccr_sk *sk)
+{
+	int unsent = 1, queue;
+
+	if (ioctl(sk->fd, SIOCOUTQNSD, &unsent) < 0)
+		unsent = 1;
+	queue = unsent ? TCP_SEND_QUEUE : TCP_NO_QUEUE;
+	if (setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_QUEUE, &queue, sizeof(queue)) < 0)
+		loge("Unable to select repair queue %d: errno %d\n", queue, errno);
+}
+
 int libsoccr_save(struct libsoccr_sk *sk, struct libsoccr_sk_data *data, unsigned data_size)
 {
 	char *recvq = NULL, *sendq = NULL;
@@ -262,6 +280,7 @@ int libsoccr_save(struct libsoccr_sk *sk, struct libsoccr_sk_data *data, unsigne
 		ret = -6;
 		goto fail;
 	}
+	park_queue(sk);
 	/* A second save on one handle replaces (and frees) the first one's buffers. */
 	soccr_queue_buf_release(sk, TCP_RECV_QUEUE, sk->saved_queue[TCP_RECV_QUEUE]);
 	soccr_queue_buf_release(sk, TCP_SEND_QUEUE, sk->saved_queue[TCP_SEND_QUEUE]);
@@ -272,10 +291,9 @@ int libsoccr_save(struct libsoccr_sk *sk, struct libsoccr_sk_data *data, unsigne
 	return (int)sizeof(*data);
 
 fail: {
-	/* Leave the send queue selected, as pause does (see save_send_lengths). */
 	int saved = errno;
 	soccr_queue_buf_release(sk, TCP_RECV_QUEUE, recvq);
-	setsockopt(sk->fd, SOL_TCP, TCP_REPAIR_QUEUE, &send_queue, sizeof(send_queue));
+	park_queue(sk);
 	errno = saved;
 	return ret;
 }

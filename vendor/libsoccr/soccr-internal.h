@@ -15,6 +15,10 @@
 #define SOCCR_HIDDEN
 #endif
 
+/* sk_reuse as getsockopt(SO_REUSEADDR) reports it: TCP_REPAIR=1 sets SK_FORCE_REUSE. */
+#define SOCCR_SK_CAN_REUSE 1
+#define SOCCR_SK_FORCE_REUSE 2
+
 /* Restore progress of a handle; the staged API must be called in this order. */
 enum soccr_stage {
 	SOCCR_STAGE_PAUSED = 0,  /* after libsoccr_pause() */
@@ -49,9 +53,9 @@ struct libsoccr_sk {
 	bool connected;                   /* connect() done: failures must disconnect */
 	bool bufs_raised;                 /* SO_{SND,RCV}BUF(FORCE) raised, put back later */
 	int orig_sndbuf, orig_rcvbuf, orig_buf_lock;
-	char *unsent;                     /* unsent tail of the send queue, sent by resume */
+	char *unsent;                     /* unsent tail of the send queue, until it is queued */
 	uint32_t unsent_len;
-	bool fin_deferred;                /* our FIN goes out after the unsent data, in resume */
+	bool unsent_queued;               /* restore queued unsent data: resume pushes it */
 };
 
 /* ---- logging (soccr.c) ---- */
@@ -95,6 +99,14 @@ SOCCR_HIDDEN int soccr_check_send_room(struct libsoccr_sk *sk, uint32_t queue_le
 /* Sends len bytes (repair queue already selected, or repair off), looping on short writes,
  * raising the socket buffers once and halving the chunk on ENOMEM/EAGAIN. 0 or -1 (errno). */
 SOCCR_HIDDEN int soccr_send_all(struct libsoccr_sk *sk, const char *buf, uint32_t len);
+
+/* ---- the unsent tail (soccr-bufs.c) ---- */
+/* Queues the unsent tail (sk->unsent) as never-sent data behind the restored send queue, then
+ * our FIN if fin; transmits nothing while repair mode is on. 0 or -1 (errno). */
+SOCCR_HIDDEN int soccr_queue_unsent(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data,
+				    bool fin);
+/* After repair is off: sends what soccr_queue_unsent queued, now, instead of on the next ACK. */
+SOCCR_HIDDEN void soccr_push_unsent(struct libsoccr_sk *sk);
 
 /* ---- soccr-fin.c ---- */
 /* Injects a segment from the peer (FIN+ACK, or a pure ACK) towards our socket through a raw

@@ -6,10 +6,12 @@
  *  -  bind(src) + connect(dst): in repair mode connect sends no SYN and goes to ESTABLISHED
  *  2. noq:       TCP_REPAIR_OPTIONS (must precede any transmission, Linux >= 6.1), TCP_TIMESTAMP
  *  3. queues:    receive queue, then the sent-unacknowledged part of the send queue; the unsent
- *                tail is kept by the handle and sent by libsoccr_resume() after repair is off
+ *                tail is copied for step 4
  *  4. finish:    TCP_REPAIR_WINDOW (after the receive queue: the kernel checks it against
  *                rcv_nxt), then FIN state: our FIN through shutdown() with the send queue
- *                selected (counted as sent, no packet), the peer's FIN as an injected packet.
+ *                selected (counted as sent, no packet), the peer's FIN as an injected packet;
+ *                last the unsent tail (and our FIN behind it) as never-sent data, see
+ *                soccr_queue_unsent().
  * Any failure after connect disconnects the socket silently (connect(AF_UNSPEC) in repair mode
  * sends nothing) so it is never left half-restored.
  */
@@ -37,6 +39,10 @@ static int select_queue(struct libsoccr_sk *sk, int queue)
 	return 0;
 }
 
+/* opt_mask holds TCP_INFO's tcpi_options, a u8 (CRIU saves all of it). Only TIMESTAMPS, SACK and
+ * WSCALE can be restored; the others (ECN, ECN_SEEN, SYN_DATA, USEC_TS, ...) are ignored. */
+#define SOCCR_OPT_MASK_KERNEL 0xffu
+
 static int check_data(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data,
 		      unsigned data_size)
 {
@@ -52,7 +58,7 @@ static int check_data(struct libsoccr_sk *sk, const struct libsoccr_sk_data *dat
 	if (data->unsq_len > data->outq_len || (data->flags & ~SOCCR_FLAGS_WINDOW) ||
 	    data->snd_wscale > 14 || data->rcv_wscale > 14 ||
 	    (data->state == TCP_FIN_WAIT2 && data->outq_len != 0) ||
-	    (data->opt_mask & ~(TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE))) {
+	    (data->opt_mask & ~SOCCR_OPT_MASK_KERNEL)) {
 		loge("Inconsistent data for state %s\n", soccr_state_name(data->state));
 		errno = EINVAL;
 		return -1;
@@ -75,7 +81,7 @@ static void restore_failed(struct libsoccr_sk *sk)
 	free(sk->unsent);
 	sk->unsent = NULL;
 	sk->unsent_len = 0;
-	sk->fin_deferred = false;
+	sk->unsent_queued = false;
 	memset(sk->queue_restored, 0, sizeof(sk->queue_restored));
 	sk->stage = SOCCR_STAGE_PAUSED;
 	errno = saved;
@@ -153,10 +159,10 @@ static int rst_queue(struct libsoccr_sk *sk, const struct libsoccr_sk_data *data
 		goto fail;
 	}
 	if (queue == TCP_SEND_QUEUE && data->unsq_len) {
-		/* Never-sent bytes are written after repair is off (libsoccr_resume), so the
-		 * kernel sends them for real under the restored window. */
+		/* Never-sent bytes are queued as such at the end of the restore, so the kernel
+		 * sends them for real under the restored window once repair mode is off. */
 		sent_len = len - data->unsq_len;
-		/* They were all queued at the source; keep room for them until resume. */
+		/* They were all queued at the source; keep room for them until then. */
 		if (soccr_raise_bufs(sk) < 0)
 			goto fail;
 		if (soccr_check_send_room(sk, len) < 0)
@@ -204,14 +210,14 @@ static int rst_finish(struct libsoccr_sk *sk, const struct libsoccr_sk_data *dat
 		}
 	}
 
-	/* Our FIN: unsent data must go first, so with unsent data the FIN waits for resume. */
-	sk->fin_deferred = our_fin && sk->unsent_len > 0;
+	/* Our FIN: unsent data must go first, so with unsent data the FIN is queued behind it. */
+	bool fin_deferred = our_fin && sk->unsent_len > 0;
 	/* CLOSING = our FIN, then theirs; LAST_ACK = theirs, then ours. */
 	if (peer_fin && state != TCP_CLOSING) {
 		if (soccr_inject_peer_segment(sk, data, data->inq_seq - 1, ack, true) < 0)
 			goto fail;
 	}
-	if (our_fin && !sk->fin_deferred) {
+	if (our_fin && !fin_deferred) {
 		if (select_queue(sk, TCP_SEND_QUEUE) < 0)
 			goto fail;
 		if (shutdown(sk->fd, SHUT_WR) < 0) {
@@ -227,8 +233,18 @@ static int rst_finish(struct libsoccr_sk *sk, const struct libsoccr_sk_data *dat
 		if (soccr_inject_peer_segment(sk, data, data->inq_seq - 1, ack, true) < 0)
 			goto fail;
 	}
-	if (!sk->unsent_len)
-		soccr_put_back_bufs(sk);
+	if (sk->unsent_len) {
+		if (soccr_queue_unsent(sk, data, fin_deferred) < 0)
+			goto fail;
+		free(sk->unsent);
+		sk->unsent = NULL;
+		sk->unsent_len = 0;
+	}
+	/* No repair queue: until repair mode ends, an application write fails with EINVAL
+	 * instead of being queued as already sent. */
+	if (select_queue(sk, TCP_NO_QUEUE) < 0)
+		goto fail;
+	soccr_put_back_bufs(sk);
 	sk->stage = SOCCR_STAGE_DONE;
 	return 0;
 fail:

@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -72,7 +71,7 @@ const char *soccr_state_name(uint32_t state)
 struct libsoccr_sk *libsoccr_pause(int fd)
 {
 	struct libsoccr_sk *sk;
-	int on = 1, reuse = 0, send_queue = TCP_SEND_QUEUE;
+	int on = 1, reuse = 0;
 	socklen_t len = sizeof(reuse);
 
 	sk = calloc(1, sizeof(*sk));
@@ -86,24 +85,16 @@ struct libsoccr_sk *libsoccr_pause(int fd)
 		loge("Unable to read SO_REUSEADDR of %d: errno %d\n", fd, errno);
 		goto fail;
 	}
+	/* Also selects no repair queue: a write then fails with EINVAL instead of being queued
+	 * (see soccr-dump.c, park_queue). */
 	if (setsockopt(fd, SOL_TCP, TCP_REPAIR, &on, sizeof(on)) < 0) {
 		loge("Unable to turn TCP_REPAIR on for %d: errno %d\n", fd, errno);
 		goto fail;
 	}
-	/* With the send queue selected, a timer that pushes new data (tail loss probe) only
-	 * marks it sent instead of transmitting it: the state save() reads stays what the peer
-	 * has. Retransmissions of old data still go out (harmless). */
-	if (setsockopt(fd, SOL_TCP, TCP_REPAIR_QUEUE, &send_queue, sizeof(send_queue)) < 0) {
-		int saved = errno, off = 0;
-		loge("Unable to select the send repair queue for %d: errno %d\n", fd, errno);
-		setsockopt(fd, SOL_TCP, TCP_REPAIR, &off, sizeof(off));
-		if (reuse)
-			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof(reuse));
-		errno = saved;
-		goto fail;
-	}
 	sk->fd = fd;
-	sk->app_reuseaddr = reuse != 0;
+	/* Repair mode reads as SK_FORCE_REUSE (2): a socket already in repair mode has no known
+	 * application value, and resume then leaves SO_REUSEADDR off. */
+	sk->app_reuseaddr = reuse == SOCCR_SK_CAN_REUSE;
 	return sk;
 fail: {
 	int saved = errno;
@@ -191,55 +182,27 @@ void libsoccr_release(struct libsoccr_sk *sk)
 	errno = saved;
 }
 
-/* After repair is off: the unsent tail of the send queue is written as normal data, so the
- * kernel sends it under the restored window and options (see README.md, "unsent data"). */
-static void send_unsent(struct libsoccr_sk *sk)
-{
-	uint32_t off = 0;
-	int polls = 0;
-
-	while (off < sk->unsent_len) {
-		ssize_t n = send(sk->fd, sk->unsent + off, sk->unsent_len - off,
-				 MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n > 0) {
-			off += (uint32_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == ENOBUFS) && polls < 50) {
-			struct pollfd pfd = {.fd = sk->fd, .events = POLLOUT};
-			polls++;
-			poll(&pfd, 1, 100);
-			continue;
-		}
-		loge("Unable to send %u unsent bytes after repair (sent %u): errno %d\n",
-		     sk->unsent_len, off, errno);
-		return;
-	}
-	logd("Sent %u restored unsent bytes\n", sk->unsent_len);
-}
-
 void libsoccr_resume(struct libsoccr_sk *sk)
 {
-	int off = 0, saved = errno;
+	int off = 0, saved = errno, reuse = SOCCR_SK_FORCE_REUSE;
+	socklen_t len = sizeof(reuse);
 
 	if (!sk)
 		return;
+	/* SO_REUSEADDR set while paused (0 or 1, no longer FORCE) is the application's latest. */
+	getsockopt(sk->fd, SOL_SOCKET, SO_REUSEADDR, &reuse, &len);
+	if (reuse != SOCCR_SK_FORCE_REUSE)
+		sk->app_reuseaddr = reuse == SOCCR_SK_CAN_REUSE;
 	if (setsockopt(sk->fd, SOL_TCP, TCP_REPAIR, &off, sizeof(off)) < 0)
 		loge("Unable to turn TCP_REPAIR off for %d: errno %d\n", sk->fd, errno);
 	else {
+		/* TCP_REPAIR=0 clears it: put the application's value back. */
 		if (sk->app_reuseaddr) {
 			int on = 1;
 			if (setsockopt(sk->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0)
 				loge("Unable to re-apply SO_REUSEADDR: errno %d\n", errno);
 		}
-		if (sk->unsent_len)
-			send_unsent(sk);
-		if (sk->fin_deferred && shutdown(sk->fd, SHUT_WR) < 0)
-			loge("Unable to send the deferred FIN: errno %d\n", errno);
-		/* The buffers stayed raised so the unsent bytes fit; now they are queued. */
-		soccr_put_back_bufs(sk);
+		soccr_push_unsent(sk);
 	}
 	libsoccr_release(sk);
 	errno = saved;

@@ -19,18 +19,16 @@
 extern "C" {
 #endif
 
-/* Does libc's <netinet/tcp.h> declare struct tcp_repair_opt, struct tcp_repair_window and the
- * TCP_NO_QUEUE.. enum? glibc does under __USE_MISC (the default, -std=gnu11, _DEFAULT_SOURCE),
- * musl under _GNU_SOURCE/_BSD_SOURCE (its default). Define SOCCR_LIBC_HAS_TCP_REPAIR yourself to
- * override the guess. */
+/* Does the C library's <netinet/tcp.h> have struct tcp_repair_opt, struct tcp_repair_window and
+ * the TCP_NO_QUEUE.. enum? CRIU's soccr.h asks its generated config.h (CONFIG_HAS_TCP_REPAIR),
+ * which CRIU's build answers once, with GNU feature macros: yes with glibc. So glibc
+ * counts as having them whatever the including program's feature macros are, as with CRIU's
+ * header: under strict ISO C glibc then hides them and neither header declares them (a program
+ * like CRIU's soccr/test/tcp-conn.c declares the enum itself). Elsewhere (musl) the guess follows
+ * the header's visibility (_GNU_SOURCE/_BSD_SOURCE). Define SOCCR_LIBC_HAS_TCP_REPAIR to 0 to
+ * get this header's fallbacks (as CRIU's without CONFIG_HAS_TCP_REPAIR), or to 1. */
 #ifndef SOCCR_LIBC_HAS_TCP_REPAIR
-#if defined(__GLIBC__)
-#if defined(__USE_MISC)
-#define SOCCR_LIBC_HAS_TCP_REPAIR 1
-#else
-#define SOCCR_LIBC_HAS_TCP_REPAIR 0
-#endif
-#elif defined(_GNU_SOURCE) || defined(_BSD_SOURCE)
+#if defined(__GLIBC__) || defined(_GNU_SOURCE) || defined(_BSD_SOURCE)
 #define SOCCR_LIBC_HAS_TCP_REPAIR 1
 #else
 #define SOCCR_LIBC_HAS_TCP_REPAIR 0
@@ -70,18 +68,13 @@ struct tcp_repair_window {
 	uint32_t rcv_wup;
 };
 
-#ifndef TCP_NO_QUEUE
-#define TCP_NO_QUEUE 0
-#endif
-#ifndef TCP_RECV_QUEUE
-#define TCP_RECV_QUEUE 1
-#endif
-#ifndef TCP_SEND_QUEUE
-#define TCP_SEND_QUEUE 2
-#endif
-#ifndef TCP_QUEUES_NR
-#define TCP_QUEUES_NR 3
-#endif
+/* Repair queue ids: an enum, as in CRIU's soccr.h and the kernel's <linux/tcp.h>. */
+enum {
+	TCP_NO_QUEUE,
+	TCP_RECV_QUEUE,
+	TCP_SEND_QUEUE,
+	TCP_QUEUES_NR,
+};
 #endif /* !SOCCR_LIBC_HAS_TCP_REPAIR */
 
 /* SO_MARK of the raw packets libsoccr injects (the peer's FIN when restoring a half-closed
@@ -117,7 +110,7 @@ struct libsoccr_sk_data {
 	uint32_t outq_len;   /* bytes in the send queue, sent-unacknowledged + unsent (FIN not counted) */
 	uint32_t outq_seq;   /* write_seq */
 	uint32_t unsq_len;   /* of outq_len, bytes never sent (FIN not counted) */
-	uint32_t opt_mask;   /* TCPI_OPT_TIMESTAMPS | TCPI_OPT_SACK | TCPI_OPT_WSCALE */
+	uint32_t opt_mask;   /* TCPI_OPT_* (save: TIMESTAMPS, SACK, WSCALE; restore ignores others) */
 	uint32_t mss_clamp;
 	uint32_t snd_wscale;
 	uint32_t rcv_wscale;
@@ -169,8 +162,8 @@ void libsoccr_set_log(unsigned int level, void (*fn)(unsigned int level, const c
  * then unchanged. Does NOT block traffic: the caller must (firewall, socket filter). */
 struct libsoccr_sk *libsoccr_pause(int fd);
 
-/* Turns TCP_REPAIR off (the kernel sends a window probe), sends restored unsent data and a deferred
- * FIN (see README.md), then releases the handle. */
+/* Turns TCP_REPAIR off (the kernel sends a window probe), pushes out the unsent data a restore
+ * queued (see README.md), then releases the handle. */
 void libsoccr_resume(struct libsoccr_sk *sk);
 
 /* Frees the handle and the buffers it owns. Leaves the socket in repair mode. */

@@ -270,7 +270,7 @@ static void read_sk_data(struct input *in, struct libsoccr_sk_data *d)
 		d->flags &= SOCCR_FLAGS_WINDOW;
 		d->snd_wscale %= 15;
 		d->rcv_wscale %= 15;
-		d->opt_mask &= 7;
+		d->opt_mask &= 0xff; /* all of tcpi_options: the bits restore ignores too */
 		if (d->outq_len)
 			d->unsq_len = (uint32_t)(d->unsq_len % ((uint64_t)d->outq_len + 1));
 		else
