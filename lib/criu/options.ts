@@ -1,7 +1,6 @@
 /**
- * The public, typed CRIU options (every criu_opts field of CRIU 4.2, plus post-4.2 imageIoMode)
- * and their mapping to the wire message. Validation happens here, before any I/O: a bad option
- * throws InvalidArgumentError with a code and nothing has been opened or spawned yet.
+ * The public, typed CRIU options and their mapping to criu_opts. Validation happens here, before
+ * any I/O: a bad option throws InvalidArgumentError with a code while nothing is open yet.
  *
  * File descriptors: `imagesDir`/`workDir` are paths the client opens; `inheritFds[].fd` and
  * `ps.fd` are fds in the CALLER's table that the client passes to swrk, so on the wire they
@@ -124,12 +123,22 @@ export interface ResolvedCriuFds {
   psFd?: number;
 }
 
-const NETWORK_LOCK: Record<CriuNetworkLock, CriuNetworkLockMethod> = {
+/**
+ * An option's names for a generated enum. The second check fails typecheck when the enum gains a
+ * number that has no name here.
+ */
+function enumNames<E extends number>() {
+  return <const M extends Record<string, E>>(
+    names: M & ([Exclude<E, M[keyof M]>] extends [never] ? unknown : { unnamed: Exclude<E, M[keyof M]> }),
+  ): M => names;
+}
+
+const NETWORK_LOCK = enumNames<CriuNetworkLockMethod>()({
   iptables: CriuNetworkLockMethod.IPTABLES,
   nftables: CriuNetworkLockMethod.NFTABLES,
   skip: CriuNetworkLockMethod.SKIP,
-};
-const CGROUPS_MODE: Record<CriuCgroupsMode, CriuCgMode> = {
+}) satisfies Record<CriuNetworkLock, CriuNetworkLockMethod>;
+const CGROUPS_MODE = enumNames<CriuCgMode>()({
   ignore: CriuCgMode.IGNORE,
   none: CriuCgMode.CG_NONE,
   props: CriuCgMode.PROPS,
@@ -137,15 +146,15 @@ const CGROUPS_MODE: Record<CriuCgroupsMode, CriuCgMode> = {
   full: CriuCgMode.FULL,
   strict: CriuCgMode.STRICT,
   default: CriuCgMode.DEFAULT,
-};
-const PRE_DUMP_MODE: Record<CriuPreDumpModeName, CriuPreDumpMode> = {
+}) satisfies Record<CriuCgroupsMode, CriuCgMode>;
+const PRE_DUMP_MODE = enumNames<CriuPreDumpMode>()({
   splice: CriuPreDumpMode.SPLICE,
   read: CriuPreDumpMode.VM_READ,
-};
-const IMAGE_IO_MODE: Record<CriuImageIoModeName, CriuImageIoMode> = {
+}) satisfies Record<CriuPreDumpModeName, CriuPreDumpMode>;
+const IMAGE_IO_MODE = enumNames<CriuImageIoMode>()({
   writeback: CriuImageIoMode.IMAGE_IO_WRITEBACK,
   direct: CriuImageIoMode.IMAGE_IO_DIRECT,
-};
+}) satisfies Record<CriuImageIoModeName, CriuImageIoMode>;
 
 const CLONE_NEWNET = 0x40000000;
 const INT32_MAX = 0x7fffffff;
@@ -153,6 +162,8 @@ const UINT32_MAX = 0xffffffff;
 
 // ---------------------------------------------------------------------------------------------
 // Field checks. Each throws InvalidArgumentError naming the option.
+
+type Check = (value: unknown, where: string) => void;
 
 function fail(
   where: string,
@@ -183,10 +194,10 @@ function checkFd(value: unknown, where: string): void {
   checkInt(value, where, 0, INT32_MAX);
 }
 
-function checkArray(value: unknown, where: string, each: (item: unknown, where: string) => void): void {
+function checkArray(value: unknown, where: string, each: Check): void {
   if (!Array.isArray(value)) fail(where, 'must be an array', 'ERR_INVALID_ARG_TYPE');
-  // An index loop, not forEach: forEach skips the holes of a sparse array ([, 'x']), which then
-  // reached the encoder as undefined (an untyped TypeError, found by test/fuzz/api-args).
+  // An index loop: forEach skips the holes of a sparse array ([, 'x']), which would then reach
+  // the encoder as undefined.
   for (let index = 0; index < value.length; index++) each(value[index], `${where}[${index}]`);
 }
 
@@ -226,191 +237,6 @@ function checkRecord(
   return record;
 }
 
-function checkStrings(value: unknown, where: string): void {
-  checkArray(value, where, checkText);
-}
-
-const pathChecks = {
-  imagesDir: checkText,
-  workDir: checkText,
-  root: checkText,
-  parentImg: checkText,
-  configFile: checkText,
-  freezeCgroup: checkText,
-  cgroupProps: checkText,
-  cgroupPropsFile: checkText,
-  cgroupYard: checkText,
-  lsmProfile: checkText,
-  lsmMountContext: checkText,
-  tlsCacert: checkText,
-  tlsCacrl: checkText,
-  tlsCert: checkText,
-  tlsKey: checkText,
-} as const;
-
-const boolKeys = [
-  'leaveRunning',
-  'leaveStopped',
-  'extUnixSk',
-  'tcpEstablished',
-  'tcpSkipInFlight',
-  'tcpClose',
-  'evasiveDevices',
-  'shellJob',
-  'fileLocks',
-  'logToStderr',
-  'displayStats',
-  'notifyScripts',
-  'trackMem',
-  'autoDedup',
-  'linkRemap',
-  'forceIrmap',
-  'manageCgroups',
-  'rstSibling',
-  'autoExtMnt',
-  'extSharing',
-  'extMasters',
-  'weakSysctls',
-  'lazyPages',
-  'orphanPtsMaster',
-  'tls',
-  'tlsNoCnVerify',
-  'mntnsCompatMode',
-  'skipFileRwxCheck',
-  'unprivileged',
-] as const;
-
-const stringListKeys = [
-  'execCmd',
-  'skipMnt',
-  'enableFs',
-  'irmapScanPaths',
-  'external',
-  'cgroupDumpController',
-] as const;
-
-/** Every CriuOptions key with its check. */
-const optionChecks: Record<keyof CriuOptions, (value: unknown, where: string) => void> = {
-  ...pathChecks,
-  ...(Object.fromEntries(boolKeys.map((key) => [key, checkBool])) as Record<
-    (typeof boolKeys)[number],
-    typeof checkBool
-  >),
-  ...(Object.fromEntries(stringListKeys.map((key) => [key, checkStrings])) as Record<
-    (typeof stringListKeys)[number],
-    typeof checkStrings
-  >),
-  pid: (v, w) => checkInt(v, w, 1, INT32_MAX),
-  logLevel: (v, w) => checkInt(v, w, 0, 4),
-  logFile: (v, w) => {
-    checkText(v, w);
-    if ((v as string).includes('/'))
-      fail(w, "must be a file name without '/' (it is created in workDir)", 'ERR_INVALID_ARG_VALUE');
-    if (v === '.' || v === '..') fail(w, `must be a file name, got '${v}'`, 'ERR_INVALID_ARG_VALUE');
-  },
-  ps: (v, w) => {
-    const ps = checkRecord(v, w, ['address', 'port', 'pid', 'fd']);
-    if (ps.address !== undefined) checkText(ps.address, `${w}.address`);
-    if (ps.port !== undefined) checkInt(ps.port, `${w}.port`, 0, 65535);
-    if (ps.pid !== undefined) checkInt(ps.pid, `${w}.pid`, 1, INT32_MAX);
-    if (ps.fd !== undefined) checkFd(ps.fd, `${w}.fd`);
-  },
-  veths: (v, w) =>
-    checkArray(v, w, (item, iw) => {
-      const pair = checkRecord(item, iw, ['ifIn', 'ifOut'], ['ifIn', 'ifOut']);
-      checkText(pair.ifIn, `${iw}.ifIn`);
-      checkText(pair.ifOut, `${iw}.ifOut`);
-    }),
-  cpuCap: (v, w) => checkInt(v, w, 0, UINT32_MAX),
-  extMnt: (v, w) =>
-    checkArray(v, w, (item, iw) => {
-      const map = checkRecord(item, iw, ['key', 'val'], ['key', 'val']);
-      checkText(map.key, `${iw}.key`);
-      checkText(map.val, `${iw}.val`);
-    }),
-  manageCgroupsMode: (v, w) => checkEnum(v, w, CGROUPS_MODE),
-  cgRoot: (v, w) =>
-    checkArray(v, w, (item, iw) => {
-      const root = checkRecord(item, iw, ['ctrl', 'path'], ['path']);
-      if (root.ctrl !== undefined) checkText(root.ctrl, `${iw}.ctrl`);
-      checkText(root.path, `${iw}.path`);
-    }),
-  inheritFds: (v, w) => {
-    const keys = new Set<string>();
-    checkArray(v, w, (item, iw) => {
-      const entry = checkRecord(item, iw, ['key', 'fd'], ['key', 'fd']);
-      checkText(entry.key, `${iw}.key`);
-      checkFd(entry.fd, `${iw}.fd`);
-      if (keys.has(entry.key as string))
-        fail(`${iw}.key`, `'${String(entry.key)}' appears twice`, 'ERR_INVALID_ARG_VALUE');
-      keys.add(entry.key as string);
-    });
-  },
-  unixSkIno: (v, w) => checkArray(v, w, (item, iw) => checkInt(item, iw, 0, UINT32_MAX)),
-  ghostLimit: (v, w) => checkInt(v, w, 0, UINT32_MAX),
-  emptyNs: (v, w) => {
-    checkInt(v, w, 0, UINT32_MAX);
-    if (((v as number) & ~CLONE_NEWNET) !== 0)
-      fail(w, 'accepts only CLONE_NEWNET (0x40000000)', 'ERR_INVALID_ARG_VALUE');
-  },
-  joinNs: (v, w) =>
-    checkArray(v, w, (item, iw) => {
-      const join = checkRecord(item, iw, ['ns', 'nsFile', 'extraOpt'], ['ns', 'nsFile']);
-      checkText(join.ns, `${iw}.ns`);
-      checkText(join.nsFile, `${iw}.nsFile`);
-      if (join.extraOpt !== undefined) checkText(join.extraOpt, `${iw}.extraOpt`);
-    }),
-  timeout: (v, w) => checkInt(v, w, 0, UINT32_MAX),
-  statusFd: checkFd,
-  preDumpMode: (v, w) => checkEnum(v, w, PRE_DUMP_MODE),
-  pidfdStoreSk: checkFd,
-  networkLock: (v, w) => checkEnum(v, w, NETWORK_LOCK),
-  imageIoMode: (v, w) => checkEnum(v, w, IMAGE_IO_MODE),
-};
-
-/** The option names CriuOptions accepts (every criu_opts field except fd plumbing). */
-export const CRIU_OPTION_NAMES: readonly (keyof CriuOptions)[] = Object.keys(optionChecks) as (keyof CriuOptions)[];
-
-/** Validates `options` before any I/O; throws InvalidArgumentError (with a code) on the first problem. */
-export function validateCriuOptions(options: unknown): asserts options is CriuOptions {
-  const record = checkRecord(options, '', CRIU_OPTION_NAMES as readonly string[]);
-  for (const key of CRIU_OPTION_NAMES) {
-    const value = record[key];
-    if (value !== undefined) optionChecks[key](value, key);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Mapping
-
-/** Keys whose value goes to the wire message unchanged (same camelCase name). */
-const passThroughKeys = [
-  ...boolKeys,
-  ...stringListKeys,
-  'pid',
-  'logLevel',
-  'logFile',
-  'root',
-  'parentImg',
-  'cpuCap',
-  'ghostLimit',
-  'emptyNs',
-  'timeout',
-  'statusFd',
-  'pidfdStoreSk',
-  'configFile',
-  'freezeCgroup',
-  'cgroupProps',
-  'cgroupPropsFile',
-  'cgroupYard',
-  'lsmProfile',
-  'lsmMountContext',
-  'tlsCacert',
-  'tlsCacrl',
-  'tlsCert',
-  'tlsKey',
-] as const satisfies readonly (keyof CriuOptions & keyof CriuOptsMessage)[];
-
 function checkResolvedFd(value: unknown, where: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > INT32_MAX) {
     throw new InvalidArgumentError(
@@ -419,6 +245,274 @@ function checkResolvedFd(value: unknown, where: string): number {
     );
   }
   return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table: every option's check and where it goes on the wire.
+
+/** Sets the option's criu_opts field(s) from its validated value. */
+type ToWire<K extends keyof CriuOptions> = (
+  value: NonNullable<CriuOptions[K]>,
+  message: CriuOptsMessage,
+  resolved: ResolvedCriuFds,
+) => void;
+
+/** True when option K can be copied to the criu_opts field of the same name as it is. */
+type SameField<K extends keyof CriuOptions> = K extends keyof CriuOptsMessage
+  ? NonNullable<CriuOptions[K]> extends NonNullable<CriuOptsMessage[K]>
+    ? true
+    : false
+  : false;
+
+/** Without `toWire` the value goes to the same-named field (arrays copied). */
+type OptionSpec<K extends keyof CriuOptions> =
+  SameField<K> extends true ? { check: Check; toWire?: ToWire<K> } : { check: Check; toWire: ToWire<K> };
+
+/** criu_opts fields that no same-named option fills: toCriuOpts and the toWire functions set them. */
+type FilledOtherwise = 'imagesDirFd' | 'workDirFd' | 'inheritFd';
+type AssertNever<T extends never> = T;
+// Fails typecheck when proto/criu-rpc.proto gains a criu_opts field that no option maps.
+type _EveryFieldMapped = AssertNever<Exclude<keyof CriuOptsMessage, keyof CriuOptions | FilledOtherwise>>;
+
+const bool = { check: checkBool };
+const text = { check: checkText };
+const texts = { check: (value: unknown, where: string) => checkArray(value, where, checkText) };
+const uint32 = { check: (value: unknown, where: string) => checkInt(value, where, 0, UINT32_MAX) };
+const fd = { check: checkFd };
+
+function enumCheck(names: Record<string, number>): Check {
+  return (value, where) => checkEnum(value, where, names);
+}
+
+const OPTIONS: { [K in keyof CriuOptions]-?: OptionSpec<K> } = {
+  imagesDir: {
+    check: checkText,
+    toWire: (value, message, resolved) => {
+      if (resolved.imagesDirFd === undefined) message.imagesDir = value;
+    },
+  },
+  workDir: {
+    check: checkText,
+    toWire: (_value, _message, resolved) => {
+      // criu_opts has no work-dir path field: the client must open the directory.
+      if (resolved.workDirFd === undefined) {
+        throw new InvalidArgumentError(
+          'options.workDir needs resolved.workDirFd (criu_opts has no path field for it)',
+          'ERR_INVALID_ARG_VALUE',
+        );
+      }
+    },
+  },
+  pid: { check: (v, w) => checkInt(v, w, 1, INT32_MAX) },
+  leaveRunning: bool,
+  leaveStopped: bool,
+  extUnixSk: bool,
+  tcpEstablished: bool,
+  tcpSkipInFlight: bool,
+  tcpClose: bool,
+  evasiveDevices: bool,
+  shellJob: bool,
+  fileLocks: bool,
+  logLevel: { check: (v, w) => checkInt(v, w, 0, 4) },
+  logFile: {
+    check: (v, w) => {
+      checkText(v, w);
+      if ((v as string).includes('/'))
+        fail(w, "must be a file name without '/' (it is created in workDir)", 'ERR_INVALID_ARG_VALUE');
+      if (v === '.' || v === '..') fail(w, `must be a file name, got '${v}'`, 'ERR_INVALID_ARG_VALUE');
+    },
+  },
+  logToStderr: bool,
+  displayStats: bool,
+  ps: {
+    check: (v, w) => {
+      const ps = checkRecord(v, w, ['address', 'port', 'pid', 'fd']);
+      if (ps.address !== undefined) checkText(ps.address, `${w}.address`);
+      if (ps.port !== undefined) checkInt(ps.port, `${w}.port`, 0, 65535);
+      if (ps.pid !== undefined) checkInt(ps.pid, `${w}.pid`, 1, INT32_MAX);
+      if (ps.fd !== undefined) checkFd(ps.fd, `${w}.fd`);
+    },
+    toWire: ({ address, port, pid, fd }, message, resolved) => {
+      const ps: NonNullable<CriuOptsMessage['ps']> = {};
+      if (address !== undefined) ps.address = address;
+      if (port !== undefined) ps.port = port;
+      if (pid !== undefined) ps.pid = pid;
+      if (fd !== undefined) {
+        if (resolved.psFd === undefined) {
+          throw new InvalidArgumentError(
+            'options.ps.fd needs resolved.psFd (criu-side fd number)',
+            'ERR_INVALID_ARG_VALUE',
+          );
+        }
+        ps.fd = checkResolvedFd(resolved.psFd, 'psFd');
+      }
+      message.ps = ps;
+    },
+  },
+  notifyScripts: bool,
+  root: text,
+  parentImg: text,
+  trackMem: bool,
+  autoDedup: bool,
+  linkRemap: bool,
+  veths: {
+    check: (v, w) =>
+      checkArray(v, w, (item, iw) => {
+        const pair = checkRecord(item, iw, ['ifIn', 'ifOut'], ['ifIn', 'ifOut']);
+        checkText(pair.ifIn, `${iw}.ifIn`);
+        checkText(pair.ifOut, `${iw}.ifOut`);
+      }),
+    toWire: (value, message) => {
+      message.veths = value.map(({ ifIn, ifOut }) => ({ ifIn, ifOut }));
+    },
+  },
+  cpuCap: uint32,
+  forceIrmap: bool,
+  execCmd: texts,
+  extMnt: {
+    check: (v, w) =>
+      checkArray(v, w, (item, iw) => {
+        const map = checkRecord(item, iw, ['key', 'val'], ['key', 'val']);
+        checkText(map.key, `${iw}.key`);
+        checkText(map.val, `${iw}.val`);
+      }),
+    toWire: (value, message) => {
+      message.extMnt = value.map(({ key, val }) => ({ key, val }));
+    },
+  },
+  manageCgroups: bool,
+  manageCgroupsMode: {
+    check: enumCheck(CGROUPS_MODE),
+    toWire: (value, message) => {
+      message.manageCgroupsMode = CGROUPS_MODE[value];
+    },
+  },
+  cgRoot: {
+    check: (v, w) =>
+      checkArray(v, w, (item, iw) => {
+        const root = checkRecord(item, iw, ['ctrl', 'path'], ['path']);
+        if (root.ctrl !== undefined) checkText(root.ctrl, `${iw}.ctrl`);
+        checkText(root.path, `${iw}.path`);
+      }),
+    toWire: (value, message) => {
+      message.cgRoot = value.map(({ ctrl, path }) => (ctrl === undefined ? { path } : { ctrl, path }));
+    },
+  },
+  rstSibling: bool,
+  inheritFds: {
+    check: (v, w) => {
+      const keys = new Set<string>();
+      checkArray(v, w, (item, iw) => {
+        const entry = checkRecord(item, iw, ['key', 'fd'], ['key', 'fd']);
+        checkText(entry.key, `${iw}.key`);
+        checkFd(entry.fd, `${iw}.fd`);
+        if (keys.has(entry.key as string))
+          fail(`${iw}.key`, `'${String(entry.key)}' appears twice`, 'ERR_INVALID_ARG_VALUE');
+        keys.add(entry.key as string);
+      });
+    },
+    toWire: (value, message, resolved) => {
+      const numbers = resolved.inheritFdNumbers ?? [];
+      if (numbers.length !== value.length) {
+        throw new InvalidArgumentError(
+          `resolved.inheritFdNumbers has ${numbers.length} entries for ${value.length} inheritFds`,
+          'ERR_INVALID_ARG_VALUE',
+        );
+      }
+      message.inheritFd = value.map((entry, i) => ({
+        key: entry.key,
+        fd: checkResolvedFd(numbers[i], `inheritFdNumbers[${i}]`),
+      }));
+    },
+  },
+  autoExtMnt: bool,
+  extSharing: bool,
+  extMasters: bool,
+  skipMnt: texts,
+  enableFs: texts,
+  unixSkIno: {
+    check: (v, w) => checkArray(v, w, (item, iw) => checkInt(item, iw, 0, UINT32_MAX)),
+    toWire: (value, message) => {
+      message.unixSkIno = value.map((inode) => ({ inode }));
+    },
+  },
+  ghostLimit: uint32,
+  irmapScanPaths: texts,
+  external: texts,
+  emptyNs: {
+    check: (v, w) => {
+      checkInt(v, w, 0, UINT32_MAX);
+      if (((v as number) & ~CLONE_NEWNET) !== 0)
+        fail(w, 'accepts only CLONE_NEWNET (0x40000000)', 'ERR_INVALID_ARG_VALUE');
+    },
+  },
+  joinNs: {
+    check: (v, w) =>
+      checkArray(v, w, (item, iw) => {
+        const join = checkRecord(item, iw, ['ns', 'nsFile', 'extraOpt'], ['ns', 'nsFile']);
+        checkText(join.ns, `${iw}.ns`);
+        checkText(join.nsFile, `${iw}.nsFile`);
+        if (join.extraOpt !== undefined) checkText(join.extraOpt, `${iw}.extraOpt`);
+      }),
+    toWire: (value, message) => {
+      message.joinNs = value.map(({ ns, nsFile, extraOpt }) =>
+        extraOpt === undefined ? { ns, nsFile } : { ns, nsFile, extraOpt },
+      );
+    },
+  },
+  cgroupProps: text,
+  cgroupPropsFile: text,
+  cgroupDumpController: texts,
+  freezeCgroup: text,
+  cgroupYard: text,
+  timeout: uint32,
+  weakSysctls: bool,
+  lazyPages: bool,
+  statusFd: fd,
+  orphanPtsMaster: bool,
+  configFile: text,
+  lsmProfile: text,
+  lsmMountContext: text,
+  tls: bool,
+  tlsCacert: text,
+  tlsCacrl: text,
+  tlsCert: text,
+  tlsKey: text,
+  tlsNoCnVerify: bool,
+  preDumpMode: {
+    check: enumCheck(PRE_DUMP_MODE),
+    toWire: (value, message) => {
+      message.preDumpMode = PRE_DUMP_MODE[value];
+    },
+  },
+  pidfdStoreSk: fd,
+  networkLock: {
+    check: enumCheck(NETWORK_LOCK),
+    toWire: (value, message) => {
+      message.networkLock = NETWORK_LOCK[value];
+    },
+  },
+  mntnsCompatMode: bool,
+  skipFileRwxCheck: bool,
+  unprivileged: bool,
+  imageIoMode: {
+    check: enumCheck(IMAGE_IO_MODE),
+    toWire: (value, message) => {
+      message.imageIoMode = IMAGE_IO_MODE[value];
+    },
+  },
+};
+
+/** The option names CriuOptions accepts (every criu_opts field except fd plumbing). */
+export const CRIU_OPTION_NAMES: readonly (keyof CriuOptions)[] = Object.keys(OPTIONS) as (keyof CriuOptions)[];
+
+/** Validates `options` before any I/O; throws InvalidArgumentError (with a code) on the first problem. */
+export function validateCriuOptions(options: unknown): asserts options is CriuOptions {
+  const record = checkRecord(options, '', CRIU_OPTION_NAMES as readonly string[]);
+  for (const key of CRIU_OPTION_NAMES) {
+    const value = record[key];
+    if (value !== undefined) OPTIONS[key].check(value, key);
+  }
 }
 
 /**
@@ -430,69 +524,14 @@ export function toCriuOpts(options: CriuOptions, resolved: ResolvedCriuFds = {})
   validateCriuOptions(options);
   const message: CriuOptsMessage = { imagesDirFd: -1 };
   if (resolved.imagesDirFd !== undefined) message.imagesDirFd = checkResolvedFd(resolved.imagesDirFd, 'imagesDirFd');
-  else if (options.imagesDir !== undefined) message.imagesDir = options.imagesDir;
-
-  if (resolved.workDirFd !== undefined) {
-    message.workDirFd = checkResolvedFd(resolved.workDirFd, 'workDirFd');
-  } else if (options.workDir !== undefined) {
-    // criu_opts has no work-dir path field: the client must open the directory.
-    throw new InvalidArgumentError(
-      'options.workDir needs resolved.workDirFd (criu_opts has no path field for it)',
-      'ERR_INVALID_ARG_VALUE',
-    );
+  if (resolved.workDirFd !== undefined) message.workDirFd = checkResolvedFd(resolved.workDirFd, 'workDirFd');
+  const sameNamed = message as Record<string, unknown>;
+  for (const key of CRIU_OPTION_NAMES) {
+    const value = options[key];
+    if (value === undefined) continue;
+    const toWire = OPTIONS[key].toWire as ToWire<keyof CriuOptions> | undefined;
+    if (toWire !== undefined) toWire(value as never, message, resolved);
+    else sameNamed[key] = Array.isArray(value) ? [...(value as unknown[])] : value;
   }
-
-  const target = message as unknown as Record<string, unknown>;
-  const source = options as Record<string, unknown>;
-  for (const key of passThroughKeys) {
-    const value = source[key];
-    if (value !== undefined) target[key] = Array.isArray(value) ? [...(value as unknown[])] : value;
-  }
-
-  if (options.ps !== undefined) {
-    const { address, port, pid, fd } = options.ps;
-    const ps: NonNullable<CriuOptsMessage['ps']> = {};
-    if (address !== undefined) ps.address = address;
-    if (port !== undefined) ps.port = port;
-    if (pid !== undefined) ps.pid = pid;
-    if (fd !== undefined) {
-      if (resolved.psFd === undefined) {
-        throw new InvalidArgumentError(
-          'options.ps.fd needs resolved.psFd (criu-side fd number)',
-          'ERR_INVALID_ARG_VALUE',
-        );
-      }
-      ps.fd = checkResolvedFd(resolved.psFd, 'psFd');
-    }
-    message.ps = ps;
-  }
-  if (options.inheritFds !== undefined) {
-    const numbers = resolved.inheritFdNumbers ?? [];
-    if (numbers.length !== options.inheritFds.length) {
-      throw new InvalidArgumentError(
-        `resolved.inheritFdNumbers has ${numbers.length} entries for ${options.inheritFds.length} inheritFds`,
-        'ERR_INVALID_ARG_VALUE',
-      );
-    }
-    message.inheritFd = options.inheritFds.map((entry, i) => ({
-      key: entry.key,
-      fd: checkResolvedFd(numbers[i], `inheritFdNumbers[${i}]`),
-    }));
-  }
-  if (options.veths !== undefined) message.veths = options.veths.map(({ ifIn, ifOut }) => ({ ifIn, ifOut }));
-  if (options.extMnt !== undefined) message.extMnt = options.extMnt.map(({ key, val }) => ({ key, val }));
-  if (options.cgRoot !== undefined) {
-    message.cgRoot = options.cgRoot.map(({ ctrl, path }) => (ctrl === undefined ? { path } : { ctrl, path }));
-  }
-  if (options.unixSkIno !== undefined) message.unixSkIno = options.unixSkIno.map((inode) => ({ inode }));
-  if (options.joinNs !== undefined) {
-    message.joinNs = options.joinNs.map(({ ns, nsFile, extraOpt }) =>
-      extraOpt === undefined ? { ns, nsFile } : { ns, nsFile, extraOpt },
-    );
-  }
-  if (options.manageCgroupsMode !== undefined) message.manageCgroupsMode = CGROUPS_MODE[options.manageCgroupsMode];
-  if (options.preDumpMode !== undefined) message.preDumpMode = PRE_DUMP_MODE[options.preDumpMode];
-  if (options.networkLock !== undefined) message.networkLock = NETWORK_LOCK[options.networkLock];
-  if (options.imageIoMode !== undefined) message.imageIoMode = IMAGE_IO_MODE[options.imageIoMode];
   return message;
 }
