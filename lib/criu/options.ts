@@ -1,127 +1,41 @@
 /**
- * The public, typed CRIU options and their mapping to criu_opts. Validation happens here, before
- * any I/O: a bad option throws InvalidArgumentError with a code while nothing is open yet.
- *
- * File descriptors: `imagesDir`/`workDir` are paths the client opens; `inheritFds[].fd` and
- * `ps.fd` are fds in the CALLER's table that the client passes to swrk, so on the wire they
- * become criu's own fd numbers (`resolved`). `statusFd` and `pidfdStoreSk` stay the caller's
- * numbers: CRIU takes those from its peer's fd table (/proc/<peer>/fd, pidfd_getfd).
+ * Validates the public CRIU options (lib/criu/option-types.ts) and maps them to criu_opts, both
+ * from one table. Validation happens before any I/O: a bad option throws InvalidArgumentError
+ * with a code while nothing is open yet.
  */
-import { describeValue, InvalidArgumentError } from '../errors';
+import { InvalidArgumentError } from '../errors';
 import { CriuCgMode, CriuImageIoMode, CriuNetworkLockMethod, CriuPreDumpMode, type CriuOptsMessage } from './messages';
+import {
+  checkArray,
+  checkBool,
+  checkEnum,
+  checkFd,
+  checkInt,
+  checkRecord,
+  checkResolvedFd,
+  checkText,
+  fail,
+  INT32_MAX,
+  UINT32_MAX,
+  type Check,
+} from './option-checks';
+import type {
+  CriuCgroupsMode,
+  CriuImageIoModeName,
+  CriuNetworkLock,
+  CriuOptions,
+  CriuPreDumpModeName,
+  ResolvedCriuFds,
+} from './option-types';
 
-export type CriuNetworkLock = 'iptables' | 'nftables' | 'skip';
-/** CRIU's --manage-cgroups modes; 'default' lets CRIU pick (RPC only). */
-export type CriuCgroupsMode = 'ignore' | 'none' | 'props' | 'soft' | 'full' | 'strict' | 'default';
-/** CRIU's --pre-dump-mode: 'splice' (default) or 'read' (process_vm_readv). */
-export type CriuPreDumpModeName = 'splice' | 'read';
-/** Post-4.2 --image-io-mode; CRIU 4.2 ignores it. */
-export type CriuImageIoModeName = 'writeback' | 'direct';
-
-export interface CriuOptions {
-  /** Directory for the images (opened by the client; sent as images_dir when it cannot be). */
-  imagesDir?: string;
-  /** Directory for logs, pid files and stats (opened by the client; defaults to imagesDir). */
-  workDir?: string;
-  /** Root of the process tree to dump. */
-  pid?: number;
-  leaveRunning?: boolean;
-  leaveStopped?: boolean;
-  extUnixSk?: boolean;
-  tcpEstablished?: boolean;
-  tcpSkipInFlight?: boolean;
-  tcpClose?: boolean;
-  evasiveDevices?: boolean;
-  shellJob?: boolean;
-  fileLocks?: boolean;
-  /** 0 (none) .. 4 (debug); CRIU's default is 2. */
-  logLevel?: number;
-  /** Log file name inside workDir (no '/'). */
-  logFile?: string;
-  logToStderr?: boolean;
-  displayStats?: boolean;
-  /** Page server to send pages to (dump) or to start (PAGE_SERVER); fd is in the caller's table. */
-  ps?: { address?: string; port?: number; pid?: number; fd?: number };
-  /** Ask CRIU for NOTIFY messages (the client sets this when notify handlers are given). */
-  notifyScripts?: boolean;
-  root?: string;
-  /** Parent images directory, relative to imagesDir (pre-dump chains). */
-  parentImg?: string;
-  trackMem?: boolean;
-  autoDedup?: boolean;
-  linkRemap?: boolean;
-  /** Deprecated upstream: use external 'veth[IFIN]:OUTNAME'. */
-  veths?: Array<{ ifIn: string; ifOut: string }>;
-  /** CPU capability bitmask (uint32); CRIU's default is all bits. */
-  cpuCap?: number;
-  forceIrmap?: boolean;
-  /** Command to exec after restore (argv). */
-  execCmd?: string[];
-  /** Deprecated upstream: use external 'mnt[KEY]:VAL'. */
-  extMnt?: Array<{ key: string; val: string }>;
-  manageCgroups?: boolean;
-  manageCgroupsMode?: CriuCgroupsMode;
-  cgRoot?: Array<{ ctrl?: string; path: string }>;
-  /** Restore the tree as a sibling of criu (swrk only). */
-  rstSibling?: boolean;
-  /** Fds in the caller's table handed to swrk, keyed as CRIU names the resource (swrk only). */
-  inheritFds?: Array<{ key: string; fd: number }>;
-  autoExtMnt?: boolean;
-  extSharing?: boolean;
-  extMasters?: boolean;
-  skipMnt?: string[];
-  enableFs?: string[];
-  /** Deprecated upstream: inodes of external unix sockets; use external 'unix[INO]'. */
-  unixSkIno?: number[];
-  /** uint32; CRIU's default is 1 MiB. */
-  ghostLimit?: number;
-  irmapScanPaths?: string[];
-  external?: string[];
-  /** Namespaces restore creates empty; CRIU accepts only CLONE_NEWNET (0x40000000). */
-  emptyNs?: number;
-  joinNs?: Array<{ ns: string; nsFile: string; extraOpt?: string }>;
-  cgroupProps?: string;
-  cgroupPropsFile?: string;
-  cgroupDumpController?: string[];
-  freezeCgroup?: string;
-  cgroupYard?: string;
-  /** Seconds (uint32). */
-  timeout?: number;
-  weakSysctls?: boolean;
-  lazyPages?: boolean;
-  /** Obsolete upstream (use the status-ready notify); an fd in the caller's table. */
-  statusFd?: number;
-  orphanPtsMaster?: boolean;
-  configFile?: string;
-  lsmProfile?: string;
-  lsmMountContext?: string;
-  tls?: boolean;
-  tlsCacert?: string;
-  tlsCacrl?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsNoCnVerify?: boolean;
-  preDumpMode?: CriuPreDumpModeName;
-  /** A unix socket in the caller's table that stores pidfds between pre-dumps. */
-  pidfdStoreSk?: number;
-  networkLock?: CriuNetworkLock;
-  mntnsCompatMode?: boolean;
-  skipFileRwxCheck?: boolean;
-  unprivileged?: boolean;
-  /** Post-4.2 (field 72): CRIU 4.2 ignores it. */
-  imageIoMode?: CriuImageIoModeName;
-}
-
-/** What the client resolved before building the message: criu-side fd numbers. */
-export interface ResolvedCriuFds {
-  /** The images directory's fd (in the client; CRIU opens /proc/<peer>/fd/N). */
-  imagesDirFd?: number;
-  workDirFd?: number;
-  /** criu's fd number for each `inheritFds` entry, same order. */
-  inheritFdNumbers?: number[];
-  /** criu's fd number for `ps.fd`. */
-  psFd?: number;
-}
+export type {
+  CriuCgroupsMode,
+  CriuImageIoModeName,
+  CriuNetworkLock,
+  CriuOptions,
+  CriuPreDumpModeName,
+  ResolvedCriuFds,
+} from './option-types';
 
 /**
  * An option's names for a generated enum. The second check fails typecheck when the enum gains a
@@ -157,96 +71,6 @@ const IMAGE_IO_MODE = enumNames<CriuImageIoMode>()({
 }) satisfies Record<CriuImageIoModeName, CriuImageIoMode>;
 
 const CLONE_NEWNET = 0x40000000;
-const INT32_MAX = 0x7fffffff;
-const UINT32_MAX = 0xffffffff;
-
-// ---------------------------------------------------------------------------------------------
-// Field checks. Each throws InvalidArgumentError naming the option.
-
-type Check = (value: unknown, where: string) => void;
-
-function fail(
-  where: string,
-  message: string,
-  code: 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE',
-): never {
-  throw new InvalidArgumentError(`${where === '' ? 'options' : `options.${where}`} ${message}`, code);
-}
-
-function checkBool(value: unknown, where: string): void {
-  if (typeof value !== 'boolean') fail(where, `must be a boolean, got ${typeof value}`, 'ERR_INVALID_ARG_TYPE');
-}
-
-/** A C string CRIU will read: non-empty, no NUL. */
-function checkText(value: unknown, where: string): void {
-  if (typeof value !== 'string') fail(where, `must be a string, got ${typeof value}`, 'ERR_INVALID_ARG_TYPE');
-  if (value === '') fail(where, 'must not be empty', 'ERR_INVALID_ARG_VALUE');
-  if (value.includes('\0')) fail(where, 'must not contain NUL', 'ERR_INVALID_ARG_VALUE');
-}
-
-function checkInt(value: unknown, where: string, min: number, max: number): void {
-  if (typeof value !== 'number' || !Number.isInteger(value))
-    fail(where, `must be an integer, got ${describeValue(value)}`, 'ERR_INVALID_ARG_TYPE');
-  if (value < min || value > max) fail(where, `must be in ${min}..${max}, got ${value}`, 'ERR_OUT_OF_RANGE');
-}
-
-function checkFd(value: unknown, where: string): void {
-  checkInt(value, where, 0, INT32_MAX);
-}
-
-function checkArray(value: unknown, where: string, each: Check): void {
-  if (!Array.isArray(value)) fail(where, 'must be an array', 'ERR_INVALID_ARG_TYPE');
-  // An index loop: forEach skips the holes of a sparse array ([, 'x']), which would then reach
-  // the encoder as undefined.
-  for (let index = 0; index < value.length; index++) each(value[index], `${where}[${index}]`);
-}
-
-function checkEnum(value: unknown, where: string, names: Record<string, number>): void {
-  if (typeof value !== 'string') fail(where, `must be a string, got ${typeof value}`, 'ERR_INVALID_ARG_TYPE');
-  if (!Object.prototype.hasOwnProperty.call(names, value)) {
-    fail(
-      where,
-      `must be one of ${Object.keys(names)
-        .map((n) => `'${n}'`)
-        .join(', ')}, got '${describeValue(value)}'`,
-      'ERR_INVALID_ARG_VALUE',
-    );
-  }
-}
-
-function join(where: string, key: string): string {
-  return where === '' ? key : `${where}.${key}`;
-}
-
-/** A plain object whose keys are all in `allowed`, with `required` keys present. */
-function checkRecord(
-  value: unknown,
-  where: string,
-  allowed: readonly string[],
-  required: readonly string[] = [],
-): Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value))
-    fail(where, 'must be an object', 'ERR_INVALID_ARG_TYPE');
-  const record = value as Record<string, unknown>;
-  for (const key of Object.keys(record)) {
-    if (record[key] !== undefined && !allowed.includes(key))
-      fail(join(where, key), 'is not a known option', 'ERR_INVALID_ARG_VALUE');
-  }
-  for (const key of required)
-    if (record[key] === undefined) fail(join(where, key), 'is required', 'ERR_INVALID_ARG_VALUE');
-  return record;
-}
-
-function checkResolvedFd(value: unknown, where: string): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > INT32_MAX) {
-    throw new InvalidArgumentError(
-      `resolved.${where} must be an fd number, got ${describeValue(value)}`,
-      'ERR_INVALID_ARG_VALUE',
-    );
-  }
-  return value;
-}
-
 // ---------------------------------------------------------------------------------------------
 // The table: every option's check and where it goes on the wire.
 
