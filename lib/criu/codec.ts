@@ -1,29 +1,26 @@
 /**
- * Encodes and decodes CRIU's RPC messages (criu_req, criu_resp). No I/O: one message is one
- * SEQPACKET datagram, so framing is the transport's business and this file sees whole messages.
- *
- * The schema is proto/criu-rpc.proto, loaded once with protobufjs reflection (keepCase false, so
- * fields are camelCase). Rules, all enforced here rather than left to protobufjs:
- * - Encoding validates first, strictly: unknown keys, wrong types, integers out of int32/uint32
- *   range, enum numbers the schema does not define and missing required fields all throw
- *   InvalidArgumentError (nothing is silently truncated or dropped). `undefined` means absent.
- * - Decoding rejects anything malformed with CriuProtocolError (code ERR_CRIU_PROTOCOL): truncated
- *   or garbage bytes, a wire type that does not match the field's type, field number 0, groups,
- *   missing required fields (also inside nested messages), and enum numbers the schema does not
- *   define (proto2 treats those as unknown, which would leave a required `type` unset anyway).
- * - Unknown field numbers are skipped, as protobuf requires (a newer CRIU may add fields).
- * - An optional field absent on the wire is absent in the result: proto2 defaults (log_level 2,
- *   images_dir_fd -1, ...) are never filled in. Strings are decoded leniently as UTF-8.
+ * Encodes and decodes CRIU's RPC messages (criu_req, criu_resp); one message is one SEQPACKET
+ * datagram, so there is no framing here. protobufjs reflection over the descriptor generated from
+ * proto/criu-rpc.proto, with checks protobufjs leaves out:
+ * - Encoding validates strictly first: unknown keys, wrong types, integers outside int32/uint32,
+ *   undefined enum numbers and missing required fields throw InvalidArgumentError (nothing is
+ *   silently truncated or dropped). `undefined` means absent.
+ * - Decoding throws CriuProtocolError (ERR_CRIU_PROTOCOL) on truncated or garbage bytes, a wire
+ *   type that does not match the field, field number 0, groups, missing required fields (nested
+ *   too) and undefined enum numbers. Unknown field numbers are skipped, as protobuf requires.
+ * - Absent optional fields stay absent: proto2 defaults are never filled in. Strings are decoded
+ *   leniently as UTF-8.
  */
 import * as path from 'node:path';
 
 import * as protobuf from 'protobufjs';
 
 import { describeValue, InvalidArgumentError } from '../errors';
+import descriptor from '../generated/criu-rpc.json';
 import { CriuProtocolError } from './errors';
 import type { CriuRequestMessage, CriuResponseMessage } from './messages';
 
-/** proto/criu-rpc.proto: the package root is two levels above lib/criu and dist/criu. */
+/** The schema's source (the package root is two levels above lib/criu and dist/criu). */
 export const CRIU_RPC_PROTO_PATH = path.join(__dirname, '..', '..', 'proto', 'criu-rpc.proto');
 
 interface Schema {
@@ -36,14 +33,14 @@ let schema: Schema | undefined;
 
 function loadSchema(): Schema {
   if (schema === undefined) {
-    const root = new protobuf.Root().loadSync(CRIU_RPC_PROTO_PATH, { keepCase: false });
+    const root = protobuf.Root.fromJSON(descriptor);
     root.resolveAll();
     schema = { root, request: root.lookupType('criu_req'), response: root.lookupType('criu_resp') };
   }
   return schema;
 }
 
-/** The reflected schema of proto/criu-rpc.proto (loaded once), for tests and tools. */
+/** The reflected schema (built once), for tests and tools. */
 export function criuRpcRoot(): protobuf.Root {
   return loadSchema().root;
 }

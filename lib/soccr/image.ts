@@ -1,12 +1,12 @@
 /**
- * ConnectionImage: one checkpointed TCP connection, and its portable encoding
- * (proto/connection-image.proto, protobufjs reflection). Every image that enters restore or leaves
- * decode has passed validateConnectionImage.
+ * ConnectionImage: one checkpointed TCP connection, and its portable encoding (protobufjs
+ * reflection over the descriptor generated from proto/connection-image.proto). Every image that
+ * enters restore or leaves decode has passed validateConnectionImage.
  */
-import * as path from 'node:path';
-
 import * as protobuf from 'protobufjs';
 
+import descriptor from '../generated/connection-image.json';
+import type { nodecriu } from '../generated/connection-image';
 import { pathProblem } from '../security';
 import { addressBytes, addressString, isIpAddress } from './address';
 import type { SocketAddress } from './address';
@@ -104,19 +104,27 @@ export function validateConnectionImage(image: unknown): asserts image is Connec
   if (problem) throw new ConnectionImageError(`invalid connection image: ${problem}`);
 }
 
+type WireImage = nodecriu.image.ConnectionImage.$Properties;
+type WireEndpoint = nodecriu.image.Endpoint.$Properties;
+type WireSkData = nodecriu.image.SkData.$Properties;
+
+// SK_DATA_FIELDS must name exactly the wire's SkData fields.
+type AssertNever<T extends never> = T;
+type SkDataFieldName = (typeof SK_DATA_FIELDS)[number];
+type _SameSkDataFields = AssertNever<
+  Exclude<keyof WireSkData, SkDataFieldName | '$unknowns'> | Exclude<SkDataFieldName, keyof WireSkData>
+>;
+
 let imageType: protobuf.Type | undefined;
 
 function messageType(): protobuf.Type {
-  if (!imageType) {
-    // lib/soccr (ts-jest) and dist/soccr (compiled) are both two levels below the package root.
-    const file = path.resolve(__dirname, '..', '..', 'proto', 'connection-image.proto');
-    imageType = protobuf.loadSync(file).lookupType('nodecriu.image.ConnectionImage');
-  }
+  imageType ??= protobuf.Root.fromJSON(descriptor).lookupType('nodecriu.image.ConnectionImage');
   return imageType;
 }
 
-function endpointToWire(e: SocketAddress): Record<string, unknown> {
-  const out: Record<string, unknown> = { address: addressBytes(e.family, e.address), port: e.port };
+/** `e` has passed validation, so its address parses. */
+function endpointToWire(e: SocketAddress): WireEndpoint {
+  const out: WireEndpoint = { address: addressBytes(e.family, e.address)!, port: e.port };
   if (e.scopeId) out.scopeId = e.scopeId;
   return out;
 }
@@ -124,9 +132,9 @@ function endpointToWire(e: SocketAddress): Record<string, unknown> {
 /** Encodes a valid image (validated first) into the versioned protobuf message. */
 export function encodeConnectionImage(image: ConnectionImage): Buffer {
   validateConnectionImage(image);
-  const skData: Record<string, number> = {};
+  const skData = {} as WireSkData;
   for (const field of SK_DATA_FIELDS) skData[field] = image.skData[field];
-  const wire: Record<string, unknown> = {
+  const wire: WireImage = {
     version: image.version,
     family: image.family,
     local: endpointToWire(image.local),
@@ -140,12 +148,6 @@ export function encodeConnectionImage(image: ConnectionImage): Buffer {
     wire.lock = image.lock.netns ? { table: image.lock.table, netns: image.lock.netns } : { table: image.lock.table };
   const type = messageType();
   return Buffer.from(type.encode(type.fromObject(wire)).finish());
-}
-
-interface WireEndpoint {
-  address: Uint8Array;
-  port: number;
-  scopeId?: number;
 }
 
 function endpointFromWire(family: number, e: WireEndpoint, name: string): SocketAddress {
@@ -167,34 +169,33 @@ function endpointFromWire(family: number, e: WireEndpoint, name: string): Socket
 export function decodeConnectionImage(bytes: Uint8Array): ConnectionImage {
   if (!(bytes instanceof Uint8Array))
     throw new ConnectionImageError('encoded image must be a Uint8Array', { code: 'ERR_INVALID_ARG_TYPE' });
-  let wire: Record<string, unknown>;
+  let wire: WireImage;
   try {
     const type = messageType();
-    wire = type.toObject(type.decode(bytes), { defaults: false, bytes: Buffer }) as Record<string, unknown>;
+    wire = type.toObject(type.decode(bytes), { defaults: false, bytes: Buffer }) as WireImage;
   } catch (error) {
     throw new ConnectionImageError(`invalid connection image: ${(error as Error).message}`, { cause: error });
   }
   if (wire.version !== CONNECTION_IMAGE_VERSION) {
     throw new ConnectionImageError(`invalid connection image: unsupported version ${describeValue(wire.version)}`);
   }
-  const family = wire.family as number;
+  const family = wire.family;
   if (family !== 4 && family !== 6) throw new ConnectionImageError(`invalid connection image: family ${family}`);
-  const wireSk = wire.skData as Record<string, number>;
   const skData: Record<string, number | string> = {};
-  for (const field of SK_DATA_FIELDS) skData[field] = wireSk[field];
+  for (const field of SK_DATA_FIELDS) skData[field] = wire.skData[field];
   skData.stateName = tcpStateName(skData.state as number) ?? `UNKNOWN(${skData.state})`;
   const image: ConnectionImage = {
     version: CONNECTION_IMAGE_VERSION,
     family,
-    local: endpointFromWire(family, wire.local as WireEndpoint, 'local'),
-    remote: endpointFromWire(family, wire.remote as WireEndpoint, 'remote'),
+    local: endpointFromWire(family, wire.local, 'local'),
+    remote: endpointFromWire(family, wire.remote, 'remote'),
     skData: skData as unknown as SkData,
-    recvQueue: Buffer.from(wire.recvQueue as Uint8Array),
-    sendQueue: Buffer.from(wire.sendQueue as Uint8Array),
+    recvQueue: Buffer.from(wire.recvQueue),
+    sendQueue: Buffer.from(wire.sendQueue),
     sendQueueUnsent: skData.unsqLen as number,
-    pendingRead: wire.pendingRead ? Buffer.from(wire.pendingRead as Uint8Array) : Buffer.alloc(0),
+    pendingRead: wire.pendingRead ? Buffer.from(wire.pendingRead) : Buffer.alloc(0),
   };
-  const lock = wire.lock as { table: string; netns?: string } | undefined;
+  const lock = wire.lock;
   if (lock) image.lock = lock.netns ? { table: lock.table, netns: lock.netns } : { table: lock.table };
   validateConnectionImage(image);
   return image;
