@@ -135,7 +135,7 @@ it('builds from source when no prebuild matches', async () => {
   const bare = path.join(tmp, 'no-prebuild.tgz');
   await run('tar', ['-czf', bare, '-C', unpacked, 'package'], tmp, hostEnv);
 
-  const env = cleanEnv(process.env.PATH ?? '');
+  const env: NodeJS.ProcessEnv = { ...cleanEnv(process.env.PATH ?? ''), npm_config_jobs: 'max' };
   // node-gyp: the running node's headers when it has them, so no download is needed.
   const prefix = path.dirname(path.dirname(nodeBin));
   if (fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h'))) env.npm_config_nodedir = prefix;
