@@ -25,7 +25,7 @@ fi
 export npm_config_jobs="${npm_config_jobs:-max}"
 
 target="$(node -p process.versions.node)"
-(cd "$scratch" && node "$root/node_modules/prebuildify/bin.js" --napi --strip --tag-libc --target="$target" --quiet)
+(cd "$scratch" && node "$root/node_modules/prebuildify/bin.js" --napi --strip --tag-libc --target="$target" --cache="$scratch/cache" --quiet)
 tuple="$(cd "$scratch/prebuilds" && ls)"
 rm -rf "${root:?}/prebuilds/$tuple"
 mkdir -p "$root/prebuilds"
