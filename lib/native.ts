@@ -15,28 +15,28 @@ export interface CommonBinding {
 
 export type NativeBinding = CommonBinding & SoccrBinding & SeqpacketBinding;
 
+// node-gyp-build has no type declarations: it returns the addon's exports.
+const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+
 // lib/ (ts-jest) and dist/ (compiled) both sit one level below the package root.
 const packageRoot = path.resolve(__dirname, '..');
-const candidates = [
-  path.join(packageRoot, 'build', 'Release', 'node_criu.node'),
-  path.join(packageRoot, 'build', 'Debug', 'node_criu.node'),
-];
 
+/**
+ * node-gyp-build prefers a local build (build/Release, then build/Debug: `npm run build:addon`, a
+ * source install, the ASan copy) over prebuilds/<platform>-<arch>/ (what the packed tarball ships).
+ */
 function load(): NativeBinding {
-  const failures: string[] = [];
-  for (const candidate of candidates) {
-    try {
-      return require(candidate) as NativeBinding;
-    } catch (error) {
-      const e = error as NodeJS.ErrnoException;
-      failures.push(`${candidate}: ${e.code ?? ''} ${e.message}`);
-    }
+  try {
+    return nodeGypBuild(packageRoot) as NativeBinding;
+  } catch (cause) {
+    const error = new Error(
+      'node-criu: cannot load the native addon; reinstall (`npm install --build-from-source` compiles it) ' +
+        `or run \`npm run build:addon\`.\n${(cause as Error).message}`,
+      { cause },
+    ) as NodeJS.ErrnoException;
+    error.code = 'ERR_NODE_CRIU_ADDON_MISSING';
+    throw error;
   }
-  const error = new Error(
-    `node-criu: cannot load the native addon; run \`npm install\` (node-gyp rebuild) first.\n${failures.join('\n')}`,
-  ) as NodeJS.ErrnoException;
-  error.code = 'ERR_NODE_CRIU_ADDON_MISSING';
-  throw error;
 }
 
 let cached: NativeBinding | undefined;

@@ -185,7 +185,7 @@ describe('SeqpacketTransport', () => {
 
   it('a worker that exits with sockets still open closes them (env cleanup hook)', async () => {
     const fds = fdCount();
-    const addon = path.join(__dirname, '..', '..', 'build', 'Release', 'node_criu.node');
+    const addon = require('node-gyp-build').path(path.join(__dirname, '..', '..')) as string;
     const worker = new Worker(
       `const { parentPort } = require('node:worker_threads');
        const b = require(${JSON.stringify(addon)});
