@@ -1,18 +1,9 @@
 /**
- * handOverConnections: the source side of a connections-only migration. The application's live
- * connections (and its own per-connection state) go to a target process, which takes them over;
- * nothing is lost if the target refuses, fails or dies midway: every connection the target has not
- * confirmed comes back to the application through onResumed.
- *
- * Protocol (handover-channel.ts frames): HELLO -> WELCOME|REFUSE; CONNECTION(_FD) x n; STAGE_END
- * -> STAGED (the target locked the gap on its side); [moveAddress]; COMMIT -> RESULT (which ids
- * the target restored); DONE. The target keeps its restored copies in repair mode and locked
- * until DONE (or the channel closing), so a target that dies before the source got RESULT loses
- * them silently, and the source resumes its own. Until RESULT the source keeps what it needs to resume each
- * connection: with method 'repair' + lock 'filter' the original sockets themselves (paused in
- * repair mode behind a drop filter), with lock 'nftables' the images (the originals are closed,
- * their 4-tuples dropped by nftables, so a failed target means a local restore), with method 'fd'
- * the original fds (reading stopped).
+ * handOverConnections: the source side of a connections-only migration. Every connection the
+ * target has not confirmed comes back to the application through onResumed: with 'repair' +
+ * 'filter' the originals themselves (holdConnections), with 'nftables' a local restore of the
+ * images, with 'fd' the original sockets. Protocol: HELLO -> WELCOME|REFUSE; CONNECTION(_FD) x n;
+ * STAGE_END -> STAGED; [moveAddress]; COMMIT -> RESULT; DONE (docs/ARCHITECTURE.md).
  */
 import type * as net from 'node:net';
 import * as path from 'node:path';
@@ -135,8 +126,7 @@ function u32Prefixed(first: Uint8Array, rest: Uint8Array): Buffer {
 }
 
 /**
- * The image codec loads its protobuf schema on first use (tens of ms): do that before anything
- * is paused. Decoding nothing loads it and then fails validation, which is all we want here.
+ * The image codec loads its protobuf schema on first use: do that before anything is paused. Decoding nothing loads it and then fails validation, which is all we want here.
  */
 export function warmUpImageCodec(): void {
   try {
