@@ -13,7 +13,7 @@
  *     it was created in.
  *   method 'repair' (libsoccr TCP_REPAIR images): any host or namespace that owns the connection's
  *     local address when it restores; the connection is re-created from its image. Costs a
- *     checkpoint and restore per connection (tens of microseconds in the kernel), plus the lock:
+ *     checkpoint and restore per connection, plus the lock:
  *       lock 'filter' with moveAddress: the originals stay paused behind a per-socket drop filter
  *         until the target confirms (the source can resume them as they were); the target drops
  *         the staged 4-tuples with nftables between the address arriving and each restore.

@@ -1,33 +1,24 @@
 /**
- * handOverConnections: the source side of a connections-only migration. The application's live
- * connections (and its own per-connection state) go to a target process, which takes them over;
- * nothing is lost if the target refuses, fails or dies midway: every connection the target has not
- * confirmed comes back to the application through onResumed.
- *
- * Protocol (handover-channel.ts frames): HELLO -> WELCOME|REFUSE; CONNECTION(_FD) x n; STAGE_END
- * -> STAGED (the target locked the gap on its side); [moveAddress]; COMMIT -> RESULT (which ids
- * the target restored); DONE. The target keeps its restored copies in repair mode and locked
- * until DONE (or the channel closing), so a target that dies before the source got RESULT loses
- * them silently, and the source resumes its own. Until RESULT the source keeps what it needs to resume each
- * connection: with method 'repair' + lock 'filter' the original sockets themselves (paused in
- * repair mode behind a drop filter), with lock 'nftables' the images (the originals are closed,
- * their 4-tuples dropped by nftables, so a failed target means a local restore), with method 'fd'
- * the original fds (reading stopped).
+ * handOverConnections: the source side of a connections-only migration. Every connection the
+ * target has not confirmed comes back to the application through onResumed: with 'repair' +
+ * 'filter' the originals themselves (holdConnections), with 'nftables' a local restore of the
+ * images, with 'fd' the original sockets. Protocol: HELLO -> WELCOME|REFUSE; CONNECTION(_FD) x n;
+ * STAGE_END -> STAGED; [moveAddress]; COMMIT -> RESULT; DONE (docs/ARCHITECTURE.md).
  */
 import type * as net from 'node:net';
 import * as path from 'node:path';
 
 import { InvalidArgumentError } from '../errors';
-import { checkpointConnections, restoreConnections } from '../soccr/connection';
-import { CONNECTION_IMAGE_VERSION, decodeConnectionImage, encodeConnectionImage } from '../soccr/image';
-import type { ConnectionImage } from '../soccr/image';
-import { NftablesLock } from '../soccr/nft-lock';
-import type { ConnectionTuple } from '../soccr/nft-lock';
-import { flushWrites, pendingReadBytes, restartReading, stopReading } from '../soccr/node-socket';
-import * as soccr from '../soccr/soccr';
-import type { SoccrHandle } from '../soccr/handle';
-import { fromNativeSockaddr } from '../soccr/address';
-import { soccrBinding } from '../soccr/native';
+import {
+  NftablesLock,
+  checkpointConnections,
+  decodeConnectionImage,
+  encodeConnectionImage,
+  holdConnections,
+  restoreConnections,
+  soccr,
+} from '../soccr';
+import type { ConnectionImage, ConnectionTuple, HeldConnection } from '../soccr';
 import { MessageType, jsonOf, openChannel } from './handover-channel';
 import type { HandoverChannel, HandoverChannelSpec } from './handover-channel';
 import { HandoverError } from './handover-errors';
@@ -101,8 +92,8 @@ interface Held {
   index: number;
   socket: net.Socket;
   state: Buffer;
-  handle?: SoccrHandle;
-  filtered?: boolean;
+  /** method 'repair' + lock 'filter': the original, paused behind its drop filter. */
+  held?: HeldConnection;
   image?: ConnectionImage;
   wasReading?: boolean;
   done?: boolean;
@@ -135,8 +126,7 @@ function u32Prefixed(first: Uint8Array, rest: Uint8Array): Buffer {
 }
 
 /**
- * The image codec loads its protobuf schema on first use (tens of ms): do that before anything
- * is paused. Decoding nothing loads it and then fails validation, which is all we want here.
+ * The image codec loads its protobuf schema on first use: do that before anything is paused. Decoding nothing loads it and then fails validation, which is all we want here.
  */
 export function warmUpImageCodec(): void {
   try {
@@ -148,40 +138,15 @@ export function warmUpImageCodec(): void {
 
 /** The 4-tuples of the sockets that are still open. */
 function liveTuples(sockets: readonly net.Socket[]): ConnectionTuple[] {
-  const ops = soccrBinding().socketOps;
   const tuples: ConnectionTuple[] = [];
   for (const socket of sockets) {
     try {
-      const fd = soccr.fdOfSocket(socket);
-      tuples.push({ local: fromNativeSockaddr(ops.sockName(fd)), remote: fromNativeSockaddr(ops.peerName(fd)) });
+      tuples.push(soccr.connectionTuple(socket));
     } catch {
       // closed meanwhile: it will not be handed over either
     }
   }
   return tuples;
-}
-
-/** A repair-mode checkpoint that keeps the original open: paused, filtered, reading stopped. */
-function pauseInPlace(entry: Held): ConnectionImage {
-  const ops = soccrBinding().socketOps;
-  const fd = soccr.fdOfSocket(entry.socket);
-  const local = fromNativeSockaddr(ops.sockName(fd));
-  const remote = fromNativeSockaddr(ops.peerName(fd));
-  soccr.attachDropFilter(fd);
-  entry.filtered = true;
-  entry.handle = soccr.pause(entry.socket);
-  const skData = entry.handle.getSkData();
-  return {
-    version: CONNECTION_IMAGE_VERSION,
-    family: local.family,
-    local,
-    remote,
-    skData,
-    recvQueue: entry.handle.getQueueBytes('recv'),
-    sendQueue: entry.handle.getQueueBytes('send'),
-    sendQueueUnsent: skData.unsqLen,
-    pendingRead: pendingReadBytes(entry.socket, false),
-  };
 }
 
 /** Gives a held connection back to the application, live again. */
@@ -203,11 +168,12 @@ async function resumeHeld(
       toRestore.push(entry); // the original is closed
       continue;
     }
-    if (method === 'repair' && lockKind === 'filter') {
-      entry.handle?.resume(); // repair off
-      if (entry.filtered) soccr.detachFilter(entry.socket);
+    try {
+      if (entry.held?.state === 'held') entry.held.resume(); // repair and filter off
+    } catch {
+      // destroyed by the application while held: it closed silently, and comes back as it is
     }
-    restartReading(entry.socket, entry.wasReading ?? false);
+    soccr.restartReading(entry.socket, entry.wasReading ?? false);
     back.push(entry);
   }
   if (toRestore.length > 0) {
@@ -240,11 +206,12 @@ async function resumeHeld(
 }
 
 /** Closes a confirmed original silently (repair on: no FIN, no RST) or drops our fd copy. */
-function releaseHeld(entry: Held, method: HandoverMethod): void {
+function releaseHeld(entry: Held): void {
   entry.done = true;
-  if (method === 'repair' && entry.handle) entry.handle.release();
-  if (!entry.socket.destroyed) {
-    pendingReadBytes(entry.socket, true);
+  if (entry.held) {
+    entry.held.release();
+  } else if (!entry.socket.destroyed) {
+    soccr.unreadBytes(entry.socket, { take: true });
     entry.socket.destroy();
   }
 }
@@ -311,7 +278,7 @@ export async function handOverConnections(
       const state = options.serializeState ? await options.serializeState(socket) : new Uint8Array(0);
       // libuv stops reading now: a FIN or data that arrives meanwhile stays in the kernel (and
       // goes with the connection) instead of ending or destroying the net.Socket under us.
-      const wasReading = socket.destroyed ? false : stopReading(socket);
+      const wasReading = soccr.stopReading(socket);
       held.push({ index, socket, state: Buffer.from(state), wasReading });
     }
     // A connection that closed meanwhile (destroyed, or its writes failed) is not handed over: the
@@ -320,7 +287,7 @@ export async function handOverConnections(
       held.map((entry) =>
         entry.socket.destroyed
           ? Promise.reject(new HandoverError('socket destroyed', 'ERR_SOCKET_DESTROYED'))
-          : flushWrites(entry.socket, 10000),
+          : soccr.flushWrites(entry.socket, { timeoutMs: 10000 }),
       ),
     );
     const live: Held[] = [];
@@ -336,14 +303,21 @@ export async function handOverConnections(
 
     if (method === 'fd') {
       for (const entry of live) {
-        const pending = pendingReadBytes(entry.socket, false);
+        const pending = soccr.unreadBytes(entry.socket);
         channel.send(MessageType.CONNECTION_FD, entry.index, u32Prefixed(pending, entry.state), [
           soccr.fdOfSocket(entry.socket),
         ]);
       }
     } else if (lockKind === 'filter') {
-      // Synchronous from the first pause to the last: nothing else runs on these sockets meanwhile.
-      for (const entry of live) entry.image = pauseInPlace(entry);
+      // One batch from the first pause to the last: nothing else runs on these sockets meanwhile.
+      const hold = await holdConnections(
+        live.map((entry) => entry.socket),
+        { lock: 'filter' },
+      );
+      hold.connections.forEach((connection, i) => {
+        live[i].held = connection;
+        live[i].image = connection.image;
+      });
     } else if (live.length > 0 && lock) {
       const images = await checkpointConnections(
         live.map((entry) => entry.socket),
@@ -388,7 +362,7 @@ export async function handOverConnections(
     let handedOver = 0;
     for (const entry of held) {
       if (!restored.has(entry.index)) continue;
-      releaseHeld(entry, method);
+      releaseHeld(entry);
       handedOver++;
     }
     lap('restore');
@@ -398,7 +372,7 @@ export async function handOverConnections(
     if (unconfirmed.length > 0) {
       if (addressMoved && method === 'repair' && lockKind === 'filter') {
         // The address is at the target now: these originals cannot run here any more.
-        unconfirmed.forEach((entry) => releaseHeld(entry, method));
+        unconfirmed.forEach((entry) => releaseHeld(entry));
         lost = unconfirmed.length;
       } else {
         ({ resumed, lost } = await resumeHeld(unconfirmed, lockKind, method, options.netns, options.onResumed));
@@ -438,7 +412,7 @@ export async function handOverConnections(
     }
     if (addressMoved && method === 'repair' && lockKind === 'filter') {
       const stranded = held.filter((e) => !e.done);
-      stranded.forEach((entry) => releaseHeld(entry, method));
+      stranded.forEach((entry) => releaseHeld(entry));
       failure.lost = stranded.length;
     } else {
       const { resumed, lost } = await resumeHeld(held, lockKind, method, options.netns, options.onResumed);

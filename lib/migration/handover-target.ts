@@ -9,12 +9,8 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { InvalidArgumentError } from '../errors';
-import { stageRestore } from '../soccr/connection';
-import type { StagedRestore } from '../soccr/connection';
-import { decodeConnectionImage } from '../soccr/image';
-import type { ConnectionImage } from '../soccr/image';
-import { NftablesLock } from '../soccr/nft-lock';
-import type { ConnectionTuple } from '../soccr/nft-lock';
+import { NftablesLock, decodeConnectionImage, stageRestoreConnections } from '../soccr';
+import type { ConnectionImage, ConnectionTuple, StagedRestore } from '../soccr';
 import { acceptChannel, jsonOf, MessageType, openChannel } from './handover-channel';
 import type { HandoverChannel, HandoverChannelSpec, HandoverMessage } from './handover-channel';
 import { closeFdQuietly, HandoverError } from './handover-errors';
@@ -99,7 +95,7 @@ function validateHello(hello: HandoverHello): void {
   }
 }
 
-/** Staged restores (not live yet, see stageRestore) and, per image, where it is or why it failed. */
+/** Staged restores (not live yet, see stageRestoreConnections) and, per image, where it is or why it failed. */
 interface StagedImages {
   groups: StagedRestore[];
   outcomes: Array<{ group: number; position: number } | Error>;
@@ -109,7 +105,7 @@ async function stageEach(images: ConnectionImage[], netns: string | undefined): 
   const options = netns === undefined ? {} : { netns };
   try {
     return {
-      groups: [await stageRestore(images, options)],
+      groups: [await stageRestoreConnections(images, options)],
       outcomes: images.map((_, position) => ({ group: 0, position })),
     };
   } catch {
@@ -117,7 +113,7 @@ async function stageEach(images: ConnectionImage[], netns: string | undefined): 
     const result: StagedImages = { groups: [], outcomes: [] };
     for (const image of images) {
       try {
-        result.groups.push(await stageRestore([image], options));
+        result.groups.push(await stageRestoreConnections([image], options));
         result.outcomes.push({ group: result.groups.length - 1, position: 0 });
       } catch (error) {
         result.outcomes.push(error as Error);
@@ -290,7 +286,7 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
       ? error
       : new HandoverError((error as Error).message, (error as { code?: string }).code ?? 'ERR_HANDOVER_FAILED', error);
   } finally {
-    restores.forEach((restore) => restore.abandon()); // those not committed: closed silently
+    restores.forEach((restore) => restore.abort()); // those not committed: closed silently
     for (const s of staged) if (s.fd !== undefined) closeFdQuietly(s.fd);
     channel.close();
     if (lock) await lock.destroy().catch(() => undefined);

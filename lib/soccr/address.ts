@@ -118,15 +118,6 @@ export function addressString(bytes: Uint8Array): string {
   return `${hex(words.slice(0, bestStart))}::${hex(words.slice(bestStart + bestLength))}`;
 }
 
-/** The IPv4 address inside an IPv4-mapped IPv6 address, else undefined. */
-export function mappedIPv4(address: string): string | undefined {
-  const bytes = net.isIPv6(address) ? addressBytes(6, address) : undefined;
-  if (!bytes) return undefined;
-  return bytes.subarray(0, 10).every((x) => x === 0) && bytes[10] === 0xff && bytes[11] === 0xff
-    ? `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`
-    : undefined;
-}
-
 export function fromNativeSockaddr(sa: NativeSockaddr): SocketAddress {
   const out: SocketAddress = { family: sa.family, address: addressString(sa.address), port: sa.port };
   if (sa.family === 6 && sa.scopeId) out.scopeId = sa.scopeId;

@@ -37,7 +37,7 @@ function nativeCall<T>(context: string, fn: () => T): T {
   }
 }
 
-export function nativeAddress(address: SocketAddress, name: string): NativeSockaddr {
+function nativeAddress(address: SocketAddress, name: string): NativeSockaddr {
   const sa = typeof address === 'object' && address !== null ? toNativeSockaddr(address) : undefined;
   if (!sa) throw new InvalidArgumentError(`${name} must be {family: 4|6, address, port} with a valid IP address`);
   return sa;

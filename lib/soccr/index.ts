@@ -3,13 +3,31 @@
  *
  * High level: checkpointConnection(socket) -> ConnectionImage -> encodeConnectionImage -> bytes
  * (disk, IPC, network) -> decodeConnectionImage -> restoreConnection(image) -> net.Socket.
+ * Handovers: holdConnections (originals kept paused until resume/release) and
+ * stageRestoreConnections (restored copies kept in repair mode until commit/abort).
  * Low level: soccr.pause(socketOrFd) and the SoccrHandle calls, soccr.* socket helpers.
  */
 import * as soccr from './soccr';
 
 export { soccr };
-export { checkpointConnection, checkpointConnections, restoreConnection, restoreConnections } from './connection';
-export type { CheckpointOptions, ConnectionLock, RestoreOptions } from './connection';
+export {
+  checkpointConnection,
+  checkpointConnections,
+  holdConnections,
+  restoreConnection,
+  restoreConnections,
+  stageRestoreConnections,
+} from './connection';
+export type {
+  CheckpointOptions,
+  ConnectionLock,
+  HeldConnection,
+  HeldConnections,
+  HeldState,
+  HoldOptions,
+  RestoreOptions,
+  StagedRestore,
+} from './connection';
 export {
   CONNECTION_IMAGE_VERSION,
   connectionImageProblem,

@@ -1,9 +1,7 @@
 /**
  * The Node side of a connection: its fd, libuv's reading, Node's write buffer (flushed into the
- * kernel before a checkpoint, so the kernel send queue holds every byte the application wrote)
- * and Node's read buffer (bytes read from the kernel but not consumed by the application, carried
- * in the image as pendingRead). Uses net.Socket internals (_handle, _readableState) that Node has
- * kept stable since v12; each use is isolated here.
+ * kernel before a checkpoint) and Node's read buffer (carried in the image as pendingRead). The
+ * net.Socket internals it needs (_handle, _readableState) are used here only.
  */
 import * as net from 'node:net';
 
@@ -178,9 +176,9 @@ function tcpWrapClass(): { TCP: TcpWrapConstructor; socketType: number } | null 
 
 /**
  * adoptFd for a TCP socket fd this package just created (restoreConnections): the handle is
- * opened directly instead of through net.Socket({fd}), whose type probe (isatty, fstat,
- * getsockname, getsockopt) cost ~4 µs per socket here (measured with 3,000-socket rounds). Falls
- * back to adoptFd where Node's TCP handle class is not reachable.
+ * opened directly, skipping net.Socket({fd})'s type probe (isatty, fstat, getsockname,
+ * getsockopt), which a large batch would pay per socket. Falls back to adoptFd where Node's TCP
+ * handle class is not reachable.
  */
 export function adoptOwnTcpFd(fd: number, allowHalfOpen: boolean, paused: boolean): net.Socket {
   const wrap = tcpWrapClass();

@@ -1,11 +1,13 @@
-/** The `soccr` namespace: libsoccr's calls and the socket helpers a restore needs. */
+/** The `soccr` namespace: libsoccr's calls, fd helpers, and the Node-side socket helpers a handover needs. */
 import * as net from 'node:net';
 
 import { InvalidArgumentError, fromNativeError } from '../errors';
 import { checkNetnsPath, MAX_FD } from '../security';
+import { fromNativeSockaddr } from './address';
 import { SoccrError } from './errors';
 import { soccrBinding } from './native';
-import { adoptFd, socketFd } from './node-socket';
+import type { ConnectionTuple } from './nft-lock';
+import * as nodeSocket from './node-socket';
 
 export { pause, pauseNewSocket, SoccrHandle } from './handle';
 export type { QueueName } from './handle';
@@ -23,7 +25,7 @@ function fdOf(socketOrFd: net.Socket | number): number {
     if (socketOrFd > MAX_FD) throw new InvalidArgumentError(`fd must be at most ${MAX_FD}`, 'ERR_OUT_OF_RANGE');
     return socketOrFd;
   }
-  return socketFd(socketOrFd);
+  return nodeSocket.socketFd(socketOrFd);
 }
 
 function call<T>(context: string, fn: () => T): T {
@@ -61,7 +63,7 @@ export function detachFilter(socketOrFd: net.Socket | number): void {
 
 /** The fd of a live net.Socket (still owned by Node). */
 export function fdOfSocket(socket: net.Socket): number {
-  return socketFd(socket);
+  return nodeSocket.socketFd(socket);
 }
 
 /** Whether the socket is in repair mode (TCP_REPAIR), for checks and tests. */
@@ -72,5 +74,67 @@ export function isInRepairMode(socketOrFd: net.Socket | number): boolean {
 
 /** Hands a connected TCP fd (e.g. restored and resumed) to a new net.Socket, which owns it. */
 export function adoptSocket(fd: number): net.Socket {
-  return adoptFd(fdOf(fd));
+  return nodeSocket.adoptFd(fdOf(fd));
+}
+
+/** The 4-tuple of a live, connected TCP net.Socket as the kernel has it (getsockname/getpeername). */
+export function connectionTuple(socket: net.Socket): ConnectionTuple {
+  const fd = nodeSocket.socketFd(socket);
+  const ops = soccrBinding().socketOps;
+  return {
+    local: fromNativeSockaddr(call('getsockname', () => ops.sockName(fd))),
+    remote: fromNativeSockaddr(call('getpeername', () => ops.peerName(fd))),
+  };
+}
+
+function checkSocket(socket: unknown): asserts socket is net.Socket {
+  if (!(socket instanceof net.Socket))
+    throw new InvalidArgumentError('socket must be a net.Socket', 'ERR_INVALID_ARG_TYPE');
+}
+
+/**
+ * Stops Node (libuv) reading the socket: data and a FIN that arrive stay in the kernel, so
+ * nothing ends or destroys the net.Socket meanwhile. Returns whether it was reading (false for a
+ * destroyed socket), for restartReading.
+ */
+export function stopReading(socket: net.Socket): boolean {
+  checkSocket(socket);
+  return socket.destroyed ? false : nodeSocket.stopReading(socket);
+}
+
+/** Undoes stopReading: reads again if `wasReading` (a destroyed socket is left alone). */
+export function restartReading(socket: net.Socket, wasReading: boolean): void {
+  checkSocket(socket);
+  if (typeof wasReading !== 'boolean')
+    throw new InvalidArgumentError('wasReading must be a boolean', 'ERR_INVALID_ARG_TYPE');
+  nodeSocket.restartReading(socket, wasReading);
+}
+
+/**
+ * Resolves once everything the application wrote is in the kernel (Node's write buffer is
+ * empty). The send buffer is raised first, so a peer that does not read cannot block it.
+ * Rejects with SoccrError ERR_FLUSH_TIMEOUT (default 10000 ms) or ERR_SOCKET_DESTROYED.
+ */
+export async function flushWrites(socket: net.Socket, options: { timeoutMs?: number } = {}): Promise<void> {
+  checkSocket(socket);
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  const { timeoutMs = 10000 } = options;
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0)
+    throw new InvalidArgumentError('timeoutMs must be >= 0', 'ERR_OUT_OF_RANGE');
+  await nodeSocket.flushWrites(socket, timeoutMs);
+}
+
+/**
+ * Bytes Node has read from the kernel that the application has not consumed yet (without
+ * emitting them). `take`: Node's buffer is emptied too, before the socket is handed away or
+ * destroyed. SoccrError ERR_SOCKET_INTERNALS if the buffer is not plain bytes.
+ */
+export function unreadBytes(socket: net.Socket, options: { take?: boolean } = {}): Buffer {
+  checkSocket(socket);
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
+  if (options.take !== undefined && typeof options.take !== 'boolean')
+    throw new InvalidArgumentError('take must be a boolean', 'ERR_INVALID_ARG_TYPE');
+  return nodeSocket.pendingReadBytes(socket, options.take ?? false);
 }
