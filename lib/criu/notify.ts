@@ -72,7 +72,7 @@ export function validateNotifyHandlers(handlers: unknown): asserts handlers is C
 export type NotifyOutcome = { ok: true; external?: string[] } | { ok: false; error: unknown };
 
 /** Runs the handler for `event.script` (or `default`; none means success). Never throws. */
-export async function runNotifyHandler(
+async function runNotifyHandler(
   handlers: CriuNotifyHandlers | undefined,
   event: CriuNotifyEvent,
 ): Promise<NotifyOutcome> {
