@@ -68,7 +68,7 @@ export interface NativeErrnoError extends Error {
   syscall: string;
 }
 
-export function isNativeErrnoError(value: unknown): value is NativeErrnoError {
+function isNativeErrnoError(value: unknown): value is NativeErrnoError {
   if (typeof value !== 'object' || value === null) return false;
   const v = value as Record<string, unknown>;
   return typeof v.errno === 'number' && typeof v.code === 'string' && typeof v.syscall === 'string';

@@ -2,4 +2,5 @@
 export * from './errors';
 export * from './soccr';
 export * from './criu';
+export * from './transport';
 export * from './migration';

@@ -1,9 +1,7 @@
 /**
- * Per-call cancellation and cleanup. Every public async call runs in a CallScope: the caller's
- * AbortSignal and timeoutMs abort `scope.signal`; whatever the call opened or started registers a
- * cleanup with `scope.defer()`, and all cleanups (kill and reap swrk, close the socket, close
- * directory fds) have finished before the call settles, whichever way it settles. Listeners and
- * timers are removed on settle.
+ * Per-call cancellation and cleanup: the caller's AbortSignal and timeoutMs abort `scope.signal`;
+ * whatever the call opens registers a cleanup with `scope.defer()`, and every cleanup (kill and
+ * reap swrk, close sockets and directory fds) has run before the call settles, either way.
  */
 import { describeValue, InvalidArgumentError } from '../errors';
 import { CriuAbortError, CriuTimeoutError, type CriuRecovery } from './errors';
@@ -23,7 +21,27 @@ export interface CriuCallOptions {
   timeoutMs?: number;
 }
 
-export function validateCallOptions(call: unknown): asserts call is CriuCallOptions | undefined {
+/** Waits for `promise` at most `ms`: true if it settled in time (its outcome is not looked at). */
+export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let bound: NodeJS.Timeout | undefined;
+  const settled = promise.then(
+    () => true,
+    () => true,
+  );
+  try {
+    return await Promise.race([
+      settled,
+      new Promise<boolean>((resolve) => (bound = setTimeout(() => resolve(false), ms))),
+    ]);
+  } finally {
+    clearTimeout(bound);
+  }
+}
+
+/** How long a cancelled call's body may take to notice, before its cleanups run regardless. */
+const CANCELLED_BODY_GRACE_MS = 5000;
+
+function validateCallOptions(call: unknown): asserts call is CriuCallOptions | undefined {
   if (call === undefined) return;
   if (typeof call !== 'object' || call === null)
     throw new InvalidArgumentError('call options must be an object', 'ERR_INVALID_ARG_TYPE');
@@ -130,10 +148,10 @@ export async function runCall<T>(
     };
   });
   cancelled.catch(() => undefined);
-  let wasCancelled = false;
+  let cancelledWith: Error | undefined;
   scope.cancelHook = (error) => {
-    if (wasCancelled) return;
-    wasCancelled = true;
+    if (cancelledWith) return;
+    cancelledWith = error;
     cancel(error);
   };
   const userSignal = call?.signal;
@@ -154,26 +172,22 @@ export async function runCall<T>(
   }
   track?.add(scope);
   const work = body(scope);
-  const settled = work.then(
-    () => undefined,
-    () => undefined,
-  );
   let failure: unknown;
   try {
     return await Promise.race([work, cancelled]);
   } catch (error) {
-    failure = error;
-    throw error;
+    // A body that fails because the abort killed its worker may lose the race by a tick: the
+    // caller still hears why the call ended.
+    failure = cancelledWith ?? error;
+    throw failure;
   } finally {
     if (timer !== undefined) clearTimeout(timer);
     if (onAbort !== undefined) userSignal?.removeEventListener('abort', onAbort);
-    if (wasCancelled) {
+    if (cancelledWith) {
       // The aborted signal has already killed the worker and closed the socket, so the body ends
       // promptly; wait for it (bounded: a notify handler ignoring the signal) so that whatever it
       // was still opening is registered and cleaned up below, before the caller hears of it.
-      let bound: NodeJS.Timeout | undefined;
-      await Promise.race([settled, new Promise((resolve) => (bound = setTimeout(resolve, 5000)))]);
-      clearTimeout(bound);
+      await settlesWithin(work, CANCELLED_BODY_GRACE_MS);
     }
     await scope.dispose();
     track?.delete(scope);

@@ -2,37 +2,34 @@
  * The CRIU-RPC client. `new Criu()` spawns a private `criu swrk` per call (no daemon needed);
  * `new Criu({ mode: 'service', address })` talks to a running `criu service --address`.
  *
- * Each call: validate (InvalidArgumentError, nothing opened yet) → open directories and the
- * connection → request (answering notifications) → on success=false a CriuRequestError carrying
- * cr_errno, cr_errmsg and the tail of CRIU's log → close everything and reap swrk before settling.
- * Logs: unless the caller picks logFile/logLevel (or logToStderr), CRIU logs at level 4 to
- * `criu-<op>.log` in workDir (else imagesDir), and failures quote its last lines.
+ * Each call: validate (nothing opened yet) → open directories and the connection → request
+ * (answering notifications) → on success=false a CriuRequestError with cr_errno, cr_errmsg and the
+ * tail of CRIU's log → close everything and reap swrk before settling. Unless the caller picks
+ * logFile/logLevel (or logToStderr), CRIU logs at level 4 to `criu-<op>.log` in workDir (else
+ * imagesDir).
  */
-import { describeValue, InvalidArgumentError } from '../errors';
-import { checkSocketPath } from '../security';
+import { InvalidArgumentError } from '../errors';
 import { runCall, type CallScope, type CriuCallOptions } from './call';
-import { CriuConnection, type NotifyRecord } from './connection';
-import { CriuConnectionError, CriuRequestError } from './errors';
+import { checkClientOptions, checkFeatures, splitPreDumpOptions, type CriuClientOptions } from './client-options';
+import { CriuConnection } from './connection';
+import { clientClosedError } from './errors';
 import { locateCriu } from './locate';
-import {
-  CriuReqType,
-  reqTypeName,
-  type CriuFeaturesMessage,
-  type CriuRequestMessage,
-  type CriuResponseMessage,
-} from './messages';
+import { CriuReqType, reqTypeName, type CriuRequestMessage, type CriuResponseMessage } from './messages';
 import { validateNotifyHandlers, type CriuNotifyHandlers } from './notify';
 import type { CriuOptions } from './options';
-import { checkOptions, prepareOptions, readLogTail, type CriuMode } from './prepare';
+import { checkOptions, prepareOptions, type CriuMode } from './prepare';
+import { recoveryPolicyFor, type RecoveryPolicy } from './recovery-policy';
 import {
-  descendantsOf,
-  mayTouch,
-  recoverUnfinishedDump,
-  recoverUnfinishedRestore,
-  signalTree,
-  stillThere,
-  type SeenTask,
-} from './recover';
+  pageServerResult,
+  requestFailure,
+  toCriuVersion,
+  type CriuDumpResult,
+  type CriuFeatures,
+  type CriuNotifyRecord,
+  type CriuPageServerResult,
+  type CriuRestoreResult,
+  type CriuVersion,
+} from './replies';
 import {
   PageServerChild,
   runPreDumpLoop,
@@ -41,108 +38,27 @@ import {
   type CriuPreDumpResult,
 } from './sessions';
 
-export interface CriuClientOptions {
-  /** 'swrk' (default): spawn `criu swrk` per call. 'service': connect to `address`. */
-  mode?: CriuMode;
-  /** swrk: the criu executable (else CRIU_PATH, the install-criu.sh cache, PATH). */
-  criuPath?: string;
-  /** service: the path `criu service --address` listens on. */
-  address?: string;
-}
-
-export interface CriuVersion {
-  major: number;
-  minor: number;
-  sublevel?: number;
-  extra?: number;
-  gitid?: string;
-  name?: string;
-  /** '4.2.1' */
-  text: string;
-  /** libcriu's number: major*10000 + minor*100 + sublevel (gitid builds round up to the next 100). */
-  number: number;
-}
-
-export type CriuFeatures = CriuFeaturesMessage;
-
-export interface CriuDumpResult {
-  /** True only in a process restored from a self-dump (dump without pid). */
-  restored: boolean;
-  /** The notifications CRIU sent, in arrival order. */
-  notifications: NotifyRecord[];
-  logFile?: string;
-}
-
-export interface CriuRestoreResult {
-  /** pid of the restored tree's root. */
-  pid: number;
-  notifications: NotifyRecord[];
-  logFile?: string;
-}
-
-export interface CriuPageServerResult {
-  /** The daemon's pid when CRIU reports it (CRIU 4.2.1 sends 0: then absent). */
-  pid?: number;
-  port: number;
-}
-
 export { PageServerChild };
-export type { CriuPreDumpOptions, CriuPreDumpResult, NotifyRecord as CriuNotifyRecord };
+export type {
+  CriuClientOptions,
+  CriuDumpResult,
+  CriuFeatures,
+  CriuNotifyRecord,
+  CriuPageServerResult,
+  CriuPreDumpOptions,
+  CriuPreDumpResult,
+  CriuRestoreResult,
+  CriuVersion,
+};
 
-/** Tracks whether CRIU answered a request, and over which connection (for repairs after a death). */
-interface UnansweredGuard {
-  answered: boolean;
-  /** CRIU answered success=true. */
-  succeeded?: boolean;
-  connection?: CriuConnection;
-  /** The dumped tree was SIGSTOPped before swrk was killed (continued by the repair). */
-  stopped?: boolean;
-  /**
-   * RESTORE: the tasks swrk had forked when we killed it. Before post-restore nothing else names
-   * them, and once swrk is gone they are orphans stuck half-restored (seen: a task inside CRIU's
-   * restorer, running, never resumed, its connections still behind CRIU's lock).
-   */
-  forked?: SeenTask[];
-}
-
-/**
- * When swrk died (or was killed by an abort or timeout) before answering a DUMP or RESTORE, CRIU
- * could not unwind: undo what it left (recover.ts). Only for a swrk we started and reaped (a
- * `criu service` worker may still be running; a self-dump's swrk is not ours to know).
- */
-async function repairAfterUnansweredRequest(
-  scope: CallScope,
-  type: CriuReqType,
-  guard: UnansweredGuard,
-  pid: number | undefined,
-  logPath: string | undefined,
-  notifications: NotifyRecord[],
-): Promise<void> {
-  const swrk = guard.connection?.swrk;
-  if (type === CriuReqType.RESTORE) {
-    // A restore that failed between post-restore and pre-resume, answered or not, must not leave
-    // its tree behind (CRIU kills it itself when it can; when it was killed meanwhile it cannot).
-    if (guard.succeeded || swrk === undefined || swrk.outsideOurTree) return;
-    await swrk.exited;
-    const scripts = notifications.map((n) => n.script);
-    const restoredPid = notifications.find((n) => n.script === 'post-restore')?.pid;
-    if (guard.answered && restoredPid === undefined) return;
-    let roots: number[] = [];
-    if (restoredPid !== undefined) roots = scripts.includes('pre-resume') ? [] : [restoredPid];
-    else if (!guard.answered) roots = stillThere(guard.forked ?? []); // a pid reused meanwhile is left alone
-    const killed = roots.length > 0 ? await recoverUnfinishedRestore(roots) : { killed: [], problems: [] };
-    if (!guard.answered || killed.killed.length > 0) scope.recovery = { request: 'RESTORE', ...killed };
-    return;
-  }
-  if (guard.answered || swrk === undefined || swrk.outsideOurTree) {
-    if (guard.stopped && pid !== undefined) signalTree(pid, 'SIGCONT');
-    return;
-  }
-  await swrk.exited;
-  if (pid !== undefined) {
-    const repaired = await recoverUnfinishedDump(pid, logPath, guard.stopped === true);
-    scope.recovery = { request: type === CriuReqType.DUMP ? 'DUMP' : 'SINGLE_PRE_DUMP', ...repaired };
-  }
+/** What one request on a fresh connection needs besides the request itself. */
+interface SimpleRequest {
+  extraFds?: number[];
+  logPath?: string;
+  handlers?: CriuNotifyHandlers;
+  notifications?: CriuNotifyRecord[];
+  selfDump?: boolean;
+  policy?: RecoveryPolicy;
 }
 
 export class Criu {
@@ -157,36 +73,14 @@ export class Criu {
   private readonly scopes = new Set<CallScope>();
 
   constructor(options: CriuClientOptions = {}) {
-    if (typeof options !== 'object' || options === null)
-      throw new InvalidArgumentError('Criu options must be an object', 'ERR_INVALID_ARG_TYPE');
-    for (const key of Object.keys(options)) {
-      if (!['mode', 'criuPath', 'address'].includes(key))
-        throw new InvalidArgumentError(`Criu options: unknown option '${key}'`);
-    }
-    const mode = options.mode ?? 'swrk';
-    if (mode !== 'swrk' && mode !== 'service')
-      throw new InvalidArgumentError(`Criu options.mode must be 'swrk' or 'service', got ${describeValue(mode)}`);
-    this.mode = mode;
-    if (mode === 'service') {
-      if (typeof options.address !== 'string' || options.address === '')
-        throw new InvalidArgumentError("mode 'service' needs options.address (a socket path)");
-      checkSocketPath(options.address, 'options.address');
-      if (options.criuPath !== undefined)
-        throw new InvalidArgumentError("options.criuPath applies to mode 'swrk' only");
-      this.address = options.address;
-    } else {
-      if (options.address !== undefined)
-        throw new InvalidArgumentError("options.address applies to mode 'service' only");
-      if (options.criuPath !== undefined && (typeof options.criuPath !== 'string' || options.criuPath === '')) {
-        throw new InvalidArgumentError('options.criuPath must be a non-empty string', 'ERR_INVALID_ARG_TYPE');
-      }
-      if (options.criuPath !== undefined) this.criuPath = options.criuPath;
-    }
+    const checked = checkClientOptions(options);
+    this.mode = checked.mode;
+    if (checked.address !== undefined) this.address = checked.address;
+    if (checked.criuPath !== undefined) this.criuPath = checked.criuPath;
   }
 
   private run<T>(what: string, call: CriuCallOptions | undefined, body: (scope: CallScope) => Promise<T>): Promise<T> {
-    if (this.closed)
-      return Promise.reject(new CriuConnectionError('this Criu client is closed', { code: 'ERR_CRIU_CLIENT_CLOSED' }));
+    if (this.closed) return Promise.reject(clientClosedError());
     return runCall(what, call, body, this.scopes);
   }
 
@@ -196,7 +90,7 @@ export class Criu {
     extraFds: readonly number[] = [],
     selfDump = false,
   ): Promise<{ connection: CriuConnection; release: () => void }> {
-    if (this.closed) throw new CriuConnectionError('this Criu client is closed', { code: 'ERR_CRIU_CLIENT_CLOSED' });
+    if (this.closed) throw clientClosedError();
     let connection: CriuConnection;
     if (this.mode === 'swrk') {
       const command = locateCriu(this.criuPath !== undefined ? { criuPath: this.criuPath } : {});
@@ -213,92 +107,39 @@ export class Criu {
     return { connection, release };
   }
 
-  private failure(request: CriuRequestMessage, response: CriuResponseMessage, logPath?: string): CriuRequestError {
-    const what = reqTypeName(request.type);
-    const logTail = readLogTail(logPath);
-    const parts = [
-      response.type === CriuReqType.EMPTY ? `CRIU rejected ${what} (EMPTY reply)` : `CRIU ${what} failed`,
-      response.crErrno ? `errno ${response.crErrno}` : undefined,
-      response.crErrmsg ? response.crErrmsg.trim() : undefined,
-      logPath ? `log: ${logPath}` : undefined,
-    ].filter(Boolean);
-    return new CriuRequestError(parts.join('; '), {
-      requestType: what,
-      responseType: reqTypeName(response.type),
-      ...(response.crErrno ? { crErrno: response.crErrno } : {}),
-      ...(response.crErrmsg ? { crErrmsg: response.crErrmsg } : {}),
-      ...(logPath ? { logFile: logPath } : {}),
-      ...(logTail !== undefined ? { logTail } : {}),
-    });
-  }
-
   /** One request on a fresh connection, failures turned into errors. */
   private async simple(
     scope: CallScope,
     request: CriuRequestMessage,
-    extra: {
-      extraFds?: number[];
-      logPath?: string;
-      handlers?: CriuNotifyHandlers;
-      notifications?: NotifyRecord[];
-      selfDump?: boolean;
-      guard?: UnansweredGuard;
-    } = {},
+    extra: SimpleRequest = {},
   ): Promise<CriuResponseMessage> {
     const { connection } = await this.connect(scope, extra.extraFds, extra.selfDump);
-    const guard = extra.guard;
-    if (guard) {
-      guard.connection = connection;
-      const dumpedPid = request.type !== CriuReqType.RESTORE ? request.opts?.pid : undefined;
-      const swrk = connection.swrk;
-      if (dumpedPid !== undefined && mayTouch(dumpedPid) && !extra.selfDump) {
-        connection.beforeKill = () => {
-          if (guard.answered) return;
-          signalTree(dumpedPid, 'SIGSTOP');
-          guard.stopped = true;
-        };
-      } else if (request.type === CriuReqType.RESTORE && swrk !== undefined && !swrk.outsideOurTree) {
-        connection.beforeKill = () => {
-          if (!guard.answered) guard.forked = descendantsOf(swrk.pid);
-        };
-      }
+    const policy = extra.policy;
+    if (policy) {
+      policy.beforeRequest(connection.swrk);
+      connection.beforeKill = () => policy.beforeKill();
     }
     const outcome = await connection.request(request, {
       signal: scope.signal,
       ...(extra.handlers ? { handlers: extra.handlers } : {}),
       ...(extra.notifications ? { notifications: extra.notifications } : {}),
     });
-    if (extra.guard) {
-      extra.guard.answered = true;
-      extra.guard.succeeded = outcome.response.success && outcome.handlerError === undefined;
-    }
+    policy?.answered(outcome.response.success && outcome.handlerError === undefined);
     if (outcome.handlerError) {
       await connection.close();
       throw outcome.handlerError;
     }
-    if (!outcome.response.success) throw this.failure(request, outcome.response, extra.logPath);
+    if (!outcome.response.success) throw requestFailure(request, outcome.response, extra.logPath);
     return outcome.response;
   }
 
   /** CRIU's version (VERSION request). */
   version(call?: CriuCallOptions): Promise<CriuVersion> {
     return this.run('criu VERSION', call, async (scope) => {
-      const response = await this.simple(scope, { type: CriuReqType.VERSION });
-      const v = response.version;
-      if (!v) throw this.failure({ type: CriuReqType.VERSION }, response);
-      const sublevel = v.sublevel ?? 0;
-      let number = v.majorNumber * 10000 + v.minorNumber * 100 + sublevel;
-      if (v.gitid) number = Math.floor(number / 100) * 100 + 100;
-      return {
-        major: v.majorNumber,
-        minor: v.minorNumber,
-        ...(v.sublevel !== undefined ? { sublevel: v.sublevel } : {}),
-        ...(v.extra !== undefined ? { extra: v.extra } : {}),
-        ...(v.gitid !== undefined ? { gitid: v.gitid } : {}),
-        ...(v.name !== undefined ? { name: v.name } : {}),
-        text: [v.majorNumber, v.minorNumber, ...(v.sublevel !== undefined ? [v.sublevel] : [])].join('.'),
-        number,
-      };
+      const request = { type: CriuReqType.VERSION };
+      const response = await this.simple(scope, request);
+      if (!response.version) throw requestFailure(request, response);
+      return toCriuVersion(response.version);
     });
   }
 
@@ -314,39 +155,37 @@ export class Criu {
     features: CriuFeatures = { memTrack: true, lazyPages: true, pidfdStore: true },
     call?: CriuCallOptions,
   ): Promise<CriuFeatures> {
-    if (typeof features !== 'object' || features === null)
-      throw new InvalidArgumentError('features must be an object', 'ERR_INVALID_ARG_TYPE');
-    for (const [key, value] of Object.entries(features)) {
-      if (!['memTrack', 'lazyPages', 'pidfdStore'].includes(key))
-        throw new InvalidArgumentError(`features.${key}: unknown feature`);
-      if (value !== undefined && typeof value !== 'boolean')
-        throw new InvalidArgumentError(`features.${key} must be a boolean`, 'ERR_INVALID_ARG_TYPE');
-    }
+    checkFeatures(features);
     return this.run('criu FEATURE_CHECK', call, async (scope) => {
       const response = await this.simple(scope, { type: CriuReqType.FEATURE_CHECK, features });
       return { ...response.features };
     });
   }
 
+  /** A request with CriuOptions on its own connection (swrk), with the recovery policy its type has. */
   private async operation(
     type: CriuReqType,
     op: string,
     options: CriuOptions | undefined,
     handlers: CriuNotifyHandlers | undefined,
     call: CriuCallOptions | undefined,
-    requireImagesDir: boolean,
-  ): Promise<{ response: CriuResponseMessage; notifications: NotifyRecord[]; logPath?: string }> {
-    const checked = checkOptions(options, this.mode, { requireImagesDir });
+  ): Promise<{ response: CriuResponseMessage; notifications: CriuNotifyRecord[]; logPath?: string }> {
+    const checked = checkOptions(options, this.mode, { requireImagesDir: true });
     validateNotifyHandlers(handlers);
     return this.run(`criu ${reqTypeName(type)}`, call, async (scope) => {
       const prepared = prepareOptions(checked, scope, { logName: `criu-${op}.log`, notify: handlers !== undefined });
-      const notifications: NotifyRecord[] = [];
-      const guard: UnansweredGuard = { answered: false };
+      const notifications: CriuNotifyRecord[] = [];
+      const policy = recoveryPolicyFor(type, {
+        ...(type !== CriuReqType.RESTORE && checked.pid !== undefined ? { pid: checked.pid } : {}),
+        ...(prepared.logPath ? { logPath: prepared.logPath } : {}),
+        notifications,
+      });
       // Registered before the connection, so it runs after swrk has been killed/reaped.
-      if (type === CriuReqType.DUMP || type === CriuReqType.SINGLE_PRE_DUMP || type === CriuReqType.RESTORE) {
-        scope.defer(() =>
-          repairAfterUnansweredRequest(scope, type, guard, checked.pid, prepared.logPath, notifications),
-        );
+      if (policy) {
+        scope.defer(async () => {
+          const recovery = await policy.afterCall();
+          if (recovery) scope.recovery = recovery;
+        });
       }
       const response = await this.simple(
         scope,
@@ -356,7 +195,7 @@ export class Criu {
           notifications,
           // DUMP without pid dumps this very process: criu must not be our child.
           selfDump: type === CriuReqType.DUMP && checked.pid === undefined,
-          guard,
+          ...(policy ? { policy } : {}),
           ...(prepared.logPath ? { logPath: prepared.logPath } : {}),
           ...(handlers ? { handlers } : {}),
         },
@@ -376,7 +215,6 @@ export class Criu {
       options,
       handlers,
       call,
-      true,
     );
     return { restored: response.dump?.restored === true, notifications, ...(logPath ? { logFile: logPath } : {}) };
   }
@@ -387,14 +225,8 @@ export class Criu {
     handlers?: CriuNotifyHandlers,
     call?: CriuCallOptions,
   ): Promise<CriuDumpResult> {
-    const { notifications, logPath } = await this.operation(
-      CriuReqType.SINGLE_PRE_DUMP,
-      'pre-dump',
-      options,
-      handlers,
-      call,
-      true,
-    );
+    const type = CriuReqType.SINGLE_PRE_DUMP;
+    const { notifications, logPath } = await this.operation(type, 'pre-dump', options, handlers, call);
     return { restored: false, notifications, ...(logPath ? { logFile: logPath } : {}) };
   }
 
@@ -404,27 +236,21 @@ export class Criu {
     handlers?: CriuNotifyHandlers,
     call?: CriuCallOptions,
   ): Promise<CriuRestoreResult> {
-    const { response, notifications, logPath } = await this.operation(
-      CriuReqType.RESTORE,
-      'restore',
-      options,
-      handlers,
-      call,
-      true,
-    );
+    const type = CriuReqType.RESTORE;
+    const { response, notifications, logPath } = await this.operation(type, 'restore', options, handlers, call);
     const pid = response.restore?.pid;
-    if (pid === undefined) throw this.failure({ type: CriuReqType.RESTORE }, response, logPath);
+    if (pid === undefined) throw requestFailure({ type }, response, logPath);
     return { pid, notifications, ...(logPath ? { logFile: logPath } : {}) };
   }
 
   /** CPUINFO_DUMP: writes cpuinfo.img to options.imagesDir. */
   async cpuinfoDump(options: CriuOptions, call?: CriuCallOptions): Promise<void> {
-    await this.operation(CriuReqType.CPUINFO_DUMP, 'cpuinfo-dump', options, undefined, call, true);
+    await this.operation(CriuReqType.CPUINFO_DUMP, 'cpuinfo-dump', options, undefined, call);
   }
 
   /** CPUINFO_CHECK: checks this CPU against options.imagesDir/cpuinfo.img (CriuRequestError if not compatible). */
   async cpuinfoCheck(options: CriuOptions, call?: CriuCallOptions): Promise<void> {
-    await this.operation(CriuReqType.CPUINFO_CHECK, 'cpuinfo-check', options, undefined, call, true);
+    await this.operation(CriuReqType.CPUINFO_CHECK, 'cpuinfo-check', options, undefined, call);
   }
 
   /**
@@ -433,19 +259,11 @@ export class Criu {
    * only if CRIU reported its pid (4.2.1 does not); pageServerChld() keeps it under control.
    */
   async pageServer(options: CriuOptions, call?: CriuCallOptions): Promise<CriuPageServerResult> {
-    const { response, logPath } = await this.operation(
-      CriuReqType.PAGE_SERVER,
-      'page-server',
-      options,
-      undefined,
-      call,
-      true,
-    );
-    if (!response.ps?.port) throw this.failure({ type: CriuReqType.PAGE_SERVER }, response, logPath);
-    // CRIU 4.2.1 answers pid 0 here (the daemon's pid is not reported), so it may be unknown.
-    const pid = response.ps.pid !== undefined && response.ps.pid > 1 ? response.ps.pid : undefined;
-    if (pid !== undefined) this.pageServers.add(pid);
-    return { ...(pid !== undefined ? { pid } : {}), port: response.ps.port };
+    const type = CriuReqType.PAGE_SERVER;
+    const { response, logPath } = await this.operation(type, 'page-server', options, undefined, call);
+    const result = pageServerResult({ type }, response, logPath);
+    if (result.pid !== undefined) this.pageServers.add(result.pid);
+    return result;
   }
 
   /**
@@ -460,7 +278,7 @@ export class Criu {
       const request: CriuRequestMessage = { type: CriuReqType.PAGE_SERVER_CHLD, keepOpen: true, opts: prepared.opts };
       const { response } = await connection.request(request, { signal: scope.signal });
       if (!response.success || response.ps?.pid === undefined || response.ps.port === undefined) {
-        throw this.failure(request, response, prepared.logPath);
+        throw requestFailure(request, response, prepared.logPath);
       }
       release();
       const child = new PageServerChild(connection, response.ps.pid, response.ps.port, (c) => {
@@ -483,15 +301,7 @@ export class Criu {
     handlers?: CriuNotifyHandlers,
     call?: CriuCallOptions,
   ): Promise<CriuPreDumpResult> {
-    if (typeof options !== 'object' || options === null)
-      throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
-    const { shouldContinue, maxIterations, ...criuOptions } = options;
-    if (shouldContinue !== undefined && typeof shouldContinue !== 'function') {
-      throw new InvalidArgumentError('options.shouldContinue must be a function', 'ERR_INVALID_ARG_TYPE');
-    }
-    if (maxIterations !== undefined && (!Number.isInteger(maxIterations) || maxIterations < 1 || maxIterations > 100)) {
-      throw new InvalidArgumentError('options.maxIterations must be an integer from 1 to 100', 'ERR_OUT_OF_RANGE');
-    }
+    const { shouldContinue, maxIterations, criuOptions } = splitPreDumpOptions(options);
     const checked = checkOptions(criuOptions, this.mode, { requireImagesDir: true });
     if (checked.parentImg !== undefined) throw new InvalidArgumentError('options.parentImg is set by preDump itself');
     validateNotifyHandlers(handlers);
@@ -502,7 +312,6 @@ export class Criu {
         ...(shouldContinue ? { shouldContinue } : {}),
         maxIterations: maxIterations ?? 8,
         ...(handlers ? { handlers } : {}),
-        failure: (request, response, logPath) => this.failure(request, response, logPath),
       });
     });
   }
@@ -515,9 +324,7 @@ export class Criu {
     this.closed = true;
     const pending: Promise<unknown>[] = [];
     for (const scope of [...this.scopes]) {
-      scope.cancel(
-        new CriuConnectionError('the Criu client was closed during the call', { code: 'ERR_CRIU_CLIENT_CLOSED' }),
-      );
+      scope.cancel(clientClosedError('the Criu client was closed during the call'));
       pending.push(scope.finished);
     }
     for (const child of [...this.children]) pending.push(child.close());

@@ -1,27 +1,23 @@
 /**
- * One conversation with CRIU: a transport (to a swrk we spawned, or to `criu service`) and the
- * request/response state machine, including NOTIFY round trips. A swrk connection serves one
+ * One conversation with CRIU over a message transport (to a swrk we spawned, or to `criu service`):
+ * the request/response state machine, NOTIFY round trips included. A swrk connection serves one
  * request (or one keep_open / pre-dump sequence) and then swrk exits.
  */
-import { closeSync } from 'node:fs';
-
-import type { CallScope } from './call';
+import { describeValue } from '../errors';
+import { TransportError } from '../transport/errors';
+import { SeqpacketTransport, closeFdQuietly, type MessageTransport } from '../transport/seqpacket';
+import { settlesWithin, type CallScope } from './call';
 import { decodeResponse, encodeRequest } from './codec';
-import { CriuConnectionError, CriuNotifyHandlerError, CriuProtocolError } from './errors';
+import { CriuConnectionError, CriuNotifyHandlerError, CriuProtocolError, criuTransportError } from './errors';
 import { CriuReqType, reqTypeName, type CriuRequestMessage, type CriuResponseMessage } from './messages';
-import { runNotifyHandler, type CriuNotifyHandlers, type NotifyOutcome } from './notify';
+import { runNotifyHandlerUntil, type CriuNotifyHandlers, type NotifyOutcome } from './notify';
+import type { CriuNotifyRecord } from './replies';
 import { describeExit, spawnSwrk, type SwrkExit, type SwrkProcess } from './swrk';
-import { SeqpacketTransport, type CriuTransport } from './transport';
-
-export interface NotifyRecord {
-  script: string;
-  pid?: number;
-}
 
 export interface RequestOptions {
   handlers?: CriuNotifyHandlers;
   /** Every notification seen, in arrival order (the client returns it to the caller). */
-  notifications?: NotifyRecord[];
+  notifications?: CriuNotifyRecord[];
   signal?: AbortSignal;
 }
 
@@ -31,22 +27,19 @@ export interface RequestOutcome {
   handlerError?: CriuNotifyHandlerError;
 }
 
-function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // nothing left to release
-  }
-}
-
 /**
  * How long CRIU may take to unwind after an abort answered its pending notification with failure,
  * before it is killed anyway.
  */
-export const ABORT_GRACE_MS = 3000;
+const ABORT_GRACE_MS = 3000;
 
 /** How long swrk may live on after its socket ended before it is killed as misbehaving. */
-export const EOF_EXIT_GRACE_MS = 3000;
+const EOF_EXIT_GRACE_MS = 3000;
+
+/** The reply type CRIU answers `type` with (PAGE_SERVER_CHLD gets a PAGE_SERVER-typed reply). */
+function replyTypeOf(type: CriuReqType): CriuReqType {
+  return type === CriuReqType.PAGE_SERVER_CHLD ? CriuReqType.PAGE_SERVER : type;
+}
 
 export class CriuConnection {
   private destroyed = false;
@@ -56,14 +49,13 @@ export class CriuConnection {
   private pastPostRestore = false;
   private graceTimer: NodeJS.Timeout | undefined;
   /**
-   * Runs right before destroy() SIGKILLs a swrk that has not exited (the client uses it to
-   * SIGSTOP a task being dumped, so that CRIU's death does not resume it with its sockets still
-   * in repair mode before the client can take them out).
+   * Runs right before destroy() SIGKILLs a swrk that has not exited: the client's recovery policy
+   * (recovery-policy.ts) acts there, before CRIU's death can resume a half-dumped task.
    */
   beforeKill: (() => void) | undefined;
 
   private constructor(
-    readonly transport: CriuTransport,
+    readonly transport: MessageTransport,
     readonly swrk: SwrkProcess | undefined,
     readonly description: string,
   ) {}
@@ -80,11 +72,18 @@ export class CriuConnection {
 
   /** Connects to `criu service --address <address>`. */
   static service(address: string): CriuConnection {
-    return new CriuConnection(SeqpacketTransport.connect(address), undefined, `criu service at ${address}`);
+    const description = `criu service at ${address}`;
+    let transport: SeqpacketTransport;
+    try {
+      transport = SeqpacketTransport.connect(address, description);
+    } catch (error) {
+      throw criuTransportError(error, 'criu service');
+    }
+    return new CriuConnection(transport, undefined, description);
   }
 
-  /** For tests: a connection over any transport. */
-  static over(transport: CriuTransport, description = 'criu'): CriuConnection {
+  /** A connection over any transport (no swrk of ours behind it). */
+  static over(transport: MessageTransport, description = 'criu'): CriuConnection {
     return new CriuConnection(transport, undefined, description);
   }
 
@@ -122,33 +121,26 @@ export class CriuConnection {
    * is returned, not thrown: the caller knows which error to build.
    */
   async request(request: CriuRequestMessage, options: RequestOptions = {}, fds?: number[]): Promise<RequestOutcome> {
-    const bytes = encodeRequest(request);
-    try {
-      this.transport.send(bytes, fds);
-    } catch (error) {
-      throw await this.explainFailure(error, request.type);
-    }
+    await this.send(encodeRequest(request), request.type, undefined, fds);
     let handlerError: CriuNotifyHandlerError | undefined;
     for (;;) {
       let message;
       try {
         message = await this.transport.receive();
       } catch (error) {
-        if (handlerError) throw handlerError;
-        throw await this.explainFailure(error, request.type);
+        throw handlerError ?? (await this.explainFailure(error, request.type));
       }
       let response: CriuResponseMessage;
       try {
         response = decodeResponse(message.data);
       } catch (error) {
-        message.fds.forEach(closeQuietly);
+        message.fds.forEach(closeFdQuietly);
         await this.destroy();
         throw error;
       }
       if (response.type !== CriuReqType.NOTIFY || request.type === CriuReqType.NOTIFY) {
-        message.fds.forEach(closeQuietly);
-        // CRIU answers PAGE_SERVER_CHLD with a PAGE_SERVER-typed reply.
-        const expected = request.type === CriuReqType.PAGE_SERVER_CHLD ? CriuReqType.PAGE_SERVER : request.type;
+        message.fds.forEach(closeFdQuietly);
+        const expected = replyTypeOf(request.type);
         if (response.type !== request.type && response.type !== expected && response.type !== CriuReqType.EMPTY) {
           await this.destroy();
           throw new CriuProtocolError(
@@ -162,48 +154,44 @@ export class CriuConnection {
       const pid = response.notify?.pid;
       options.notifications?.push(pid !== undefined ? { script, pid } : { script });
       const fd = message.fds[0];
-      message.fds.slice(1).forEach(closeQuietly);
-      const signal = options.signal ?? new AbortController().signal;
+      message.fds.slice(1).forEach(closeFdQuietly);
       // After a failed handler CRIU is already aborting; later notifications are acked as failed.
       let outcome: NotifyOutcome;
       if (handlerError) {
         outcome = { ok: false, error: handlerError };
-      } else if (signal.aborted) {
-        outcome = { ok: false, error: signal.reason };
       } else {
         this.inNotify = true;
-        let onAbort: (() => void) | undefined;
-        const aborted = new Promise<NotifyOutcome>((resolve) => {
-          onAbort = () => resolve({ ok: false, error: signal.reason });
-          signal.addEventListener('abort', onAbort, { once: true });
-        });
         try {
-          outcome = await Promise.race([
-            runNotifyHandler(options.handlers, {
-              script,
-              ...(pid !== undefined ? { pid } : {}),
-              ...(fd !== undefined ? { fd } : {}),
-              signal,
-            }),
-            aborted,
-          ]);
+          outcome = await runNotifyHandlerUntil(options.handlers, {
+            script,
+            ...(pid !== undefined ? { pid } : {}),
+            ...(fd !== undefined ? { fd } : {}),
+            signal: options.signal ?? new AbortController().signal,
+          });
         } finally {
           this.inNotify = false;
-          if (onAbort) signal.removeEventListener('abort', onAbort);
         }
       }
-      if (fd !== undefined) closeQuietly(fd);
+      if (fd !== undefined) closeFdQuietly(fd);
       if (!outcome.ok && !handlerError) handlerError = new CriuNotifyHandlerError(script, outcome.error);
       const ack: CriuRequestMessage = { type: CriuReqType.NOTIFY, notifySuccess: outcome.ok };
       if (outcome.ok && outcome.external !== undefined) ack.opts = { imagesDirFd: -1, external: outcome.external };
-      try {
-        this.transport.send(encodeRequest(ack));
-        if (outcome.ok && script === 'post-restore' && request.type === CriuReqType.RESTORE)
-          this.pastPostRestore = true;
-      } catch (error) {
-        if (handlerError) throw handlerError;
-        throw await this.explainFailure(error, request.type);
-      }
+      await this.send(encodeRequest(ack), request.type, handlerError);
+      if (outcome.ok && script === 'post-restore' && request.type === CriuReqType.RESTORE) this.pastPostRestore = true;
+    }
+  }
+
+  /** Sends one message; a failure becomes `pending` (a handler's error) or the explained one. */
+  private async send(
+    bytes: Uint8Array,
+    requestType: number,
+    pending: Error | undefined,
+    fds?: number[],
+  ): Promise<void> {
+    try {
+      this.transport.send(bytes, fds);
+    } catch (error) {
+      throw pending ?? (await this.explainFailure(error, requestType));
     }
   }
 
@@ -212,28 +200,19 @@ export class CriuConnection {
    * reports code or signal and the tail of its stderr.
    */
   private async explainFailure(error: unknown, requestType: number): Promise<Error> {
-    if (this.destroyed) return error as Error;
     const what = reqTypeName(requestType);
+    if (this.destroyed) return criuTransportError(error, this.description);
     if (this.swrk?.outsideOurTree) {
       return new CriuConnectionError(
         `criu swrk (started outside our process tree) ended without replying to ${what}; its exit status is unknown`,
-        {
-          code: 'ERR_CRIU_EXITED',
-          cause: error,
-        },
+        { code: 'ERR_CRIU_EXITED', cause: error },
       );
     }
     if (this.swrk) {
       // swrk closes its socket only by exiting. A socket that reads as ended while swrk lives on
       // means it sent an empty message (recv() cannot tell that from EOF) or shut the socket
       // down: a protocol violation, and waiting for its exit could take forever.
-      let bound: NodeJS.Timeout | undefined;
-      const exitedInTime = await Promise.race([
-        this.swrk.exited.then(() => true),
-        new Promise<boolean>((resolve) => (bound = setTimeout(() => resolve(false), EOF_EXIT_GRACE_MS))),
-      ]);
-      clearTimeout(bound);
-      if (!exitedInTime) {
+      if (!(await settlesWithin(this.swrk.exited, EOF_EXIT_GRACE_MS))) {
         await this.destroy();
         return new CriuProtocolError(
           `${this.description}: the socket ended (an empty message or a shutdown) but swrk did not exit within ${EOF_EXIT_GRACE_MS} ms; killed it`,
@@ -244,25 +223,17 @@ export class CriuConnection {
       const stderr = this.swrk.stderrTail().trim();
       return new CriuConnectionError(
         `${this.description} ended without replying to ${what} (${describeExit(exit)})${stderr ? `; stderr: ${stderr.slice(-2000)}` : ''}`,
-        {
-          code: 'ERR_CRIU_EXITED',
-          exitCode: exit.code,
-          signal: exit.signal,
-          cause: error,
-        },
+        { code: 'ERR_CRIU_EXITED', exitCode: exit.code, signal: exit.signal, cause: error },
       );
     }
-    const e = error as CriuConnectionError;
-    return new CriuConnectionError(`${this.description} closed without replying to ${what}: ${e.message}`, {
-      code: e.code ?? 'ERR_CRIU_DISCONNECTED',
-      ...(e.errno !== undefined ? { errno: e.errno } : {}),
+    const context = `${this.description} closed without replying to ${what}`;
+    if (error instanceof TransportError) return criuTransportError(error, context);
+    // A transport of the caller's that throws something else: still a connection failure.
+    const code = (error as { code?: unknown } | null)?.code;
+    return new CriuConnectionError(`${context}: ${error instanceof Error ? error.message : describeValue(error)}`, {
+      code: typeof code === 'string' ? code : 'ERR_CRIU_DISCONNECTED',
       cause: error,
     });
-  }
-
-  /** The worker's exit status once it exited (swrk only). */
-  exitStatus(): SwrkExit | undefined {
-    return this.swrk?.exitStatus();
   }
 
   /** Closes our end; swrk sees EOF and exits. Resolves once it is reaped. Idempotent. */

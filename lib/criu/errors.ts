@@ -1,12 +1,9 @@
-/**
- * One error class per way a CRIU call can fail (nats.js style). Every one is a NodeCriuError with
- * a string `code`, so callers can switch on `code` without instanceof (which breaks across jest
- * realms and duplicated installs).
- */
+/** One error class per way a CRIU call can fail; callers switch on `code`, not instanceof. */
 import { constants as osConstants } from 'node:os';
 
 import { criuCapabilityProblem } from '../capabilities';
 import { describeValue, NodeCriuError, type NodeCriuErrorOptions } from '../errors';
+import { TransportError } from '../transport/errors';
 
 /**
  * On the error of a DUMP or RESTORE whose CRIU died (or was killed by an abort or timeout) before
@@ -41,6 +38,35 @@ export class CriuConnectionError extends NodeCriuError {
     if (options.exitCode !== undefined) this.exitCode = options.exitCode;
     if (options.signal !== undefined) this.signal = options.signal;
   }
+}
+
+/** The transport's codes in the CRIU half's terms (errno names pass through). */
+const TRANSPORT_CODES: Record<string, string> = {
+  ERR_TRANSPORT_DISCONNECTED: 'ERR_CRIU_DISCONNECTED',
+  ERR_TRANSPORT_CLOSED: 'ERR_CRIU_TRANSPORT_CLOSED',
+};
+
+/**
+ * A failure of the message transport (lib/transport) as the CRIU half reports it: a
+ * CriuConnectionError with `context` in front of the message, errno, syscall, capability details
+ * and the original as `cause`. Anything that is not a transport error passes through unchanged.
+ */
+export function criuTransportError(error: unknown, context: string): Error {
+  if (!(error instanceof TransportError)) return error as Error;
+  const wrapped = new CriuConnectionError(`${context}: ${error.message}`, {
+    code: TRANSPORT_CODES[error.code] ?? error.code,
+    ...(error.errno !== undefined ? { errno: error.errno } : {}),
+    ...(error.syscall !== undefined ? { syscall: error.syscall } : {}),
+    cause: error,
+  });
+  if (error.capability !== undefined) wrapped.capability = error.capability;
+  if (error.missingCapabilities !== undefined) wrapped.missingCapabilities = error.missingCapabilities;
+  return wrapped;
+}
+
+/** A call on a closed Criu client or page server session. code ERR_CRIU_CLIENT_CLOSED. */
+export function clientClosedError(message = 'this Criu client is closed'): CriuConnectionError {
+  return new CriuConnectionError(message, { code: 'ERR_CRIU_CLIENT_CLOSED' });
 }
 
 /** The bytes on the wire were not a valid criu_resp, or arrived out of order. code ERR_CRIU_PROTOCOL. */

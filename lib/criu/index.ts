@@ -32,10 +32,16 @@ export type {
 } from './options';
 export { decodeRequest, decodeResponse, encodeRequest, encodeResponse } from './codec';
 export * from './messages';
-export * from './errors';
+export {
+  CriuAbortError,
+  CriuConnectionError,
+  CriuNotifyHandlerError,
+  CriuProtocolError,
+  CriuRequestError,
+  CriuTimeoutError,
+} from './errors';
+export type { CriuRecovery, CriuRequestErrorDetails } from './errors';
 export { ensureCriu, locateCriu } from './locate';
 export { startCriuService } from './service';
 export type { CriuService, CriuServiceOptions } from './service';
 export type { CriuCommand } from './locate';
-export { SeqpacketTransport } from './transport';
-export type { CriuMessage, CriuTransport } from './transport';

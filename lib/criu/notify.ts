@@ -1,9 +1,7 @@
 /**
- * CRIU's notifications ("action scripts" over RPC). With notify_scripts set, CRIU sends
- * {type NOTIFY, notify{script, pid}} at each step and waits for {type NOTIFY, notify_success}.
- * Each is handed to the async handler registered for its script name (or `default`); a handler
- * that returns (or resolves) acks success, one that throws (or rejects) acks failure, which makes
- * CRIU abort the operation, and the call rejects with CriuNotifyHandlerError.
+ * CRIU's notifications ("action scripts" over RPC): each NOTIFY goes to the handler for its script
+ * (or `default`); a handler that returns acks success, one that throws acks failure, which makes
+ * CRIU abort the operation (the call then rejects with CriuNotifyHandlerError).
  */
 import { InvalidArgumentError } from '../errors';
 
@@ -74,7 +72,7 @@ export function validateNotifyHandlers(handlers: unknown): asserts handlers is C
 export type NotifyOutcome = { ok: true; external?: string[] } | { ok: false; error: unknown };
 
 /** Runs the handler for `event.script` (or `default`; none means success). Never throws. */
-export async function runNotifyHandler(
+async function runNotifyHandler(
   handlers: CriuNotifyHandlers | undefined,
   event: CriuNotifyEvent,
 ): Promise<NotifyOutcome> {
@@ -91,5 +89,27 @@ export async function runNotifyHandler(
     return { ok: true };
   } catch (error) {
     return { ok: false, error };
+  }
+}
+
+/**
+ * runNotifyHandler, settled early with failure (the signal's reason) when `signal` aborts first:
+ * CRIU then hears "failed" at once and unwinds, whatever the handler still does.
+ */
+export async function runNotifyHandlerUntil(
+  handlers: CriuNotifyHandlers | undefined,
+  event: CriuNotifyEvent,
+): Promise<NotifyOutcome> {
+  const { signal } = event;
+  if (signal.aborted) return { ok: false, error: signal.reason };
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<NotifyOutcome>((resolve) => {
+    onAbort = () => resolve({ ok: false, error: signal.reason });
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([runNotifyHandler(handlers, event), aborted]);
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
   }
 }

@@ -1,8 +1,8 @@
 /**
  * startCriuService: runs `criu service --address <path>` for `new Criu({ mode: 'service', address })`
  * clients, listening only on the socket the caller names, with the permissions the caller asks for.
- * The Criu client's default (swrk, one private CRIU per call over a socketpair) needs no socket at
- * all; a service is for callers that want one long-lived CRIU (upstream discourages it, #1000).
+ * The client's default (swrk, one private CRIU per call) needs no socket; a service is for callers
+ * that want one long-lived CRIU (upstream discourages it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -123,8 +123,8 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
  * Starts `criu service --address <address>` (spawned from the located binary with an argument
  * array, no shell) and resolves once it accepts connections, its socket chmod'ed to `socketMode`.
  *
- * Socket permissions: CRIU 4.2.1 binds the socket 0600 itself (measured; older CRIUs used 0666),
- * and the socket is chmod'ed to `socketMode` (default 0600) before this resolves. Missing parent
+ * Socket permissions: whatever mode CRIU binds the socket with, it is chmod'ed to `socketMode`
+ * (default 0600) before this resolves. Missing parent
  * directories are created 0700, so no other user can reach the socket while it is being set up;
  * an existing parent keeps its mode. A socket connect needs write permission on the file: with
  * 0600 only the owner (root) can talk to the service; another uid gets EACCES.

@@ -1,18 +1,19 @@
 /**
  * Multi-request conversations on one connection: the PRE_DUMP loop that ends in a DUMP, and the
- * PAGE_SERVER_CHLD (keep_open) → WAIT_PID pair. Plus killing a daemonized page server.
+ * PAGE_SERVER_CHLD (keep_open) → WAIT_PID pair; and killing a daemonized page server.
  */
 import { constants as osConstants } from 'node:os';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { runCall, type CallScope, type CriuCallOptions } from './call';
-import type { CriuConnection, NotifyRecord } from './connection';
-import { CriuConnectionError, CriuRequestError } from './errors';
-import { CriuReqType, reqTypeName, type CriuRequestMessage, type CriuResponseMessage } from './messages';
+import type { CriuConnection } from './connection';
+import { clientClosedError } from './errors';
+import { CriuReqType, type CriuRequestMessage } from './messages';
 import type { CriuNotifyHandlers } from './notify';
 import type { CriuOptions } from './options';
-import { prepareOptions } from './prepare';
+import { prepareOptions, type PreparedOptions } from './prepare';
+import { requestFailure, type CriuNotifyRecord } from './replies';
 
 export interface CriuPreDumpIteration {
   /** 1 for the first pre-dump. */
@@ -39,7 +40,7 @@ export interface CriuPreDumpResult {
   /** The final dump's directory (imagesDir/dump); restore from here. */
   imagesDir: string;
   restored: boolean;
-  notifications: NotifyRecord[];
+  notifications: CriuNotifyRecord[];
 }
 
 function pagesBytes(dir: string): number {
@@ -58,18 +59,24 @@ export async function runPreDumpLoop(
     shouldContinue?: (iteration: CriuPreDumpIteration) => boolean | Promise<boolean>;
     maxIterations: number;
     handlers?: CriuNotifyHandlers;
-    failure: (request: CriuRequestMessage, response: CriuResponseMessage, logPath?: string) => CriuRequestError;
   },
 ): Promise<CriuPreDumpResult> {
   const base = options.imagesDir;
   const iterations: CriuPreDumpIteration[] = [];
-  const notifications: NotifyRecord[] = [];
+  const notifications: CriuNotifyRecord[] = [];
   const requestOptions = {
     signal: scope.signal,
     notifications,
     ...(plan.handlers ? { handlers: plan.handlers } : {}),
   };
   const notify = plan.handlers !== undefined;
+  const ask = async (type: CriuReqType, prepared: PreparedOptions) => {
+    const request: CriuRequestMessage = { type, opts: prepared.opts };
+    const outcome = await connection.request(request, requestOptions);
+    if (outcome.handlerError) throw outcome.handlerError;
+    if (!outcome.response.success) throw requestFailure(request, outcome.response, prepared.logPath);
+    return outcome.response;
+  };
   // leave_running and friends belong to the final dump; a pre-dump always leaves the task running.
   const { leaveRunning: _leaveRunning, leaveStopped: _leaveStopped, ...preDumpOptions } = options;
   let parent: string | undefined;
@@ -81,10 +88,7 @@ export async function runPreDumpLoop(
       notify,
       overrides: { imagesDir: dir, ...(parent ? { parentImg: parent } : {}) },
     });
-    const request: CriuRequestMessage = { type: CriuReqType.PRE_DUMP, opts: prepared.opts };
-    const outcome = await connection.request(request, requestOptions);
-    if (outcome.handlerError) throw outcome.handlerError;
-    if (!outcome.response.success) throw plan.failure(request, outcome.response, prepared.logPath);
+    await ask(CriuReqType.PRE_DUMP, prepared);
     const iteration = { iteration: n, imagesDir: dir, pagesBytes: pagesBytes(dir) };
     iterations.push(iteration);
     parent = `../pre-${n}`;
@@ -98,11 +102,8 @@ export async function runPreDumpLoop(
     notify,
     overrides: { imagesDir: finalDir, parentImg: parent as string },
   });
-  const request: CriuRequestMessage = { type: CriuReqType.DUMP, opts: prepared.opts };
-  const outcome = await connection.request(request, requestOptions);
-  if (outcome.handlerError) throw outcome.handlerError;
-  if (!outcome.response.success) throw plan.failure(request, outcome.response, prepared.logPath);
-  return { iterations, imagesDir: finalDir, restored: outcome.response.dump?.restored === true, notifications };
+  const response = await ask(CriuReqType.DUMP, prepared);
+  return { iterations, imagesDir: finalDir, restored: response.dump?.restored === true, notifications };
 }
 
 export interface CriuWaitStatus {
@@ -139,9 +140,7 @@ export class PageServerChild {
    */
   waitPid(call?: CriuCallOptions): Promise<CriuWaitStatus> {
     if (this.done) {
-      return Promise.reject(
-        new CriuConnectionError('this page server session is closed', { code: 'ERR_CRIU_CLIENT_CLOSED' }),
-      );
+      return Promise.reject(clientClosedError('this page server session is closed'));
     }
     this.done = true;
     return runCall('criu WAIT_PID', call, async (scope) => {
@@ -149,14 +148,7 @@ export class PageServerChild {
       scope.defer(() => this.finish());
       const request: CriuRequestMessage = { type: CriuReqType.WAIT_PID, pid: this.pid };
       const { response } = await this.connection.request(request, { signal: scope.signal });
-      if (!response.success || response.status === undefined) {
-        throw new CriuRequestError(`CRIU WAIT_PID ${this.pid} failed`, {
-          requestType: 'WAIT_PID',
-          responseType: reqTypeName(response.type),
-          ...(response.crErrno ? { crErrno: response.crErrno } : {}),
-          ...(response.crErrmsg ? { crErrmsg: response.crErrmsg } : {}),
-        });
-      }
+      if (!response.success || response.status === undefined) throw requestFailure(request, response);
       return decodeWaitStatus(response.status);
     });
   }
@@ -170,15 +162,21 @@ export class PageServerChild {
   async close(): Promise<void> {
     if (!this.done) {
       this.done = true;
-      try {
-        if (!Number.isInteger(this.pid) || this.pid <= 1) throw new Error('no page server pid');
-        process.kill(this.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      sigkill(this.pid);
     }
     await this.connection.destroy();
     this.onDone(this);
+  }
+}
+
+/** SIGKILLs `pid`; false if there is no such process. Never 0, 1 or negative (a process group, ours included). */
+function sigkill(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 1) return false;
+  try {
+    process.kill(pid, 'SIGKILL');
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -187,13 +185,7 @@ export class PageServerChild {
  * its pid is gone.
  */
 export async function killDaemon(pid: number): Promise<void> {
-  // Never 0 or negative: that would signal a process group, ours included.
-  if (!Number.isInteger(pid) || pid <= 1) return;
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    return;
-  }
+  if (!sigkill(pid)) return;
   for (let i = 0; i < 200; i++) {
     try {
       process.kill(pid, 0);

@@ -1,19 +1,15 @@
 /**
- * Starting `criu swrk 3`: the child gets one end of a SOCK_SEQPACKET socketpair as its fd 3 (an
- * integer entry in spawn's stdio array; libuv dup2()s it, which clears close-on-exec on the copy),
- * and the caller's inheritFds / ps.fd as fds 4, 5, ... The parent closes its copy of the child's end
- * right after spawn, so the socket reports EOF as soon as swrk exits.
- *
- * swrk's exit status is never lost: `exited` resolves with code and signal from the 'exit' event
- * (not 'close': a daemonized page server keeps swrk's stderr pipe open), and stderr's last bytes
- * are kept for error messages. swrk exits 0 after a successful reply, 1 after a failed one, and
- * 255 when it drops a request without replying (e.g. keep_open on a DUMP).
+ * Starting `criu swrk 3`: one end of a SOCK_SEQPACKET socketpair becomes the child's fd 3, the
+ * caller's inheritFds / ps.fd its fds 4, 5, ... Our copy of the child's end is closed right after
+ * spawn, so the socket reports EOF as soon as swrk exits. `exited` comes from 'exit', not 'close'
+ * (a daemonized page server keeps swrk's stderr pipe open). swrk exits 0 after a successful reply,
+ * 1 after a failed one, 255 when it drops a request without replying.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync } from 'node:fs';
 
-import { CriuConnectionError } from './errors';
-import { SeqpacketTransport } from './transport';
+import { SeqpacketTransport } from '../transport/seqpacket';
+import { CriuConnectionError, criuTransportError } from './errors';
 
 const STDERR_TAIL_BYTES = 8192;
 
@@ -51,7 +47,13 @@ export function spawnSwrk(
   extraFds: readonly number[] = [],
   options: { cwd?: string; outsideOurTree?: boolean } = {},
 ): Promise<SwrkProcess> {
-  const { transport, peerFd } = SeqpacketTransport.pair(`criu swrk (${criuPath})`);
+  let pair: { transport: SeqpacketTransport; peerFd: number };
+  try {
+    pair = SeqpacketTransport.pair(`criu swrk (${criuPath})`);
+  } catch (error) {
+    throw criuTransportError(error, `cannot start ${criuPath} swrk`);
+  }
+  const { transport, peerFd } = pair;
   let child: ChildProcess;
   try {
     // A self-dump needs criu outside the dumped tree ("criu itself is within dumped tree"): a shell

@@ -149,7 +149,7 @@ async function handOver(link: ControlLink, body: Record<string, unknown>): Promi
 
   const { handOverConnections } = require('../migration/connections') as typeof import('../migration/connections');
 
-  const { SeqpacketTransport } = require('../criu/transport') as typeof import('../criu/transport');
+  const { SeqpacketTransport } = require('../transport/seqpacket') as typeof import('../transport/seqpacket');
   const method = body.method as 'repair' | 'fd';
   // Stop accepting (close's callback would wait for every connection to end: don't wait for it).
   listener?.close();
@@ -230,7 +230,7 @@ async function main(): Promise<void> {
 
   const { acceptHandover } = require('../migration/connections') as typeof import('../migration/connections');
 
-  const { SeqpacketTransport } = require('../criu/transport') as typeof import('../criu/transport');
+  const { SeqpacketTransport } = require('../transport/seqpacket') as typeof import('../transport/seqpacket');
   link = await ControlLink.connect(config.control as string, handler);
   link.socket.on('close', () => process.exit(0));
   const from =

@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 
-import type { SeqpacketTransport } from '../criu/transport';
+import type { SeqpacketTransport } from '../transport/seqpacket';
 import { checkSocketPath } from '../security';
 import { closeFdQuietly, HandoverError } from './handover-errors';
 
@@ -212,7 +212,7 @@ export class SeqpacketHandoverChannel extends HandoverChannel {
         message = await this.transport.receive();
       } catch (error) {
         const code = (error as { code?: string }).code;
-        const closed = code === 'ERR_CRIU_DISCONNECTED' || code === 'ERR_CRIU_TRANSPORT_CLOSED';
+        const closed = code === 'ERR_TRANSPORT_DISCONNECTED' || code === 'ERR_TRANSPORT_CLOSED';
         this.fail(
           new HandoverError(
             closed ? 'handover peer closed the channel' : 'handover channel failed',

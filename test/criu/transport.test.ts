@@ -1,5 +1,5 @@
 /**
- * The SOCK_SEQPACKET transport (csrc/seqpacket.cc + lib/criu/transport.ts) on real sockets:
+ * The SOCK_SEQPACKET transport (csrc/seqpacket.cc + lib/transport/seqpacket.ts) on real sockets:
  * message boundaries, sizes, SCM_RIGHTS both ways, EOF, queued sends, errors with errno codes,
  * close/GC/worker teardown without leaking fds.
  */
@@ -9,7 +9,7 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { Worker } from 'node:worker_threads';
 
-import { CriuConnectionError, SeqpacketTransport, type CriuMessage } from '../../lib';
+import { SeqpacketTransport, TransportError, type TransportMessage } from '../../lib';
 import { binding } from '../../lib/native';
 import { fdCount, makeTempDir, removeDir, sleep } from './helpers';
 
@@ -54,7 +54,7 @@ describe('SeqpacketTransport', () => {
     } catch (e) {
       error = e;
     }
-    expect(error).toBeInstanceOf(CriuConnectionError);
+    expect(error).toBeInstanceOf(TransportError);
     expect(error).toMatchObject({ code: 'EMSGSIZE', syscall: 'sendmsg' });
     // Still usable afterwards.
     a.send(Buffer.from('ok'));
@@ -87,16 +87,16 @@ describe('SeqpacketTransport', () => {
     expect(fdCount()).toBe(fds);
   });
 
-  it('reports EOF once: receive rejects ERR_CRIU_DISCONNECTED, closed() resolves, the iterator ends', async () => {
+  it('reports EOF once: receive rejects ERR_TRANSPORT_DISCONNECTED, closed() resolves, the iterator ends', async () => {
     const [a, b] = pair();
     a.send(Buffer.from('last words'));
     a.close();
-    const seen: CriuMessage[] = [];
+    const seen: TransportMessage[] = [];
     for await (const message of b) seen.push(message);
     expect(seen.map((m) => m.data.toString())).toEqual(['last words']);
-    await expect(b.receive()).rejects.toMatchObject({ code: 'ERR_CRIU_DISCONNECTED' });
+    await expect(b.receive()).rejects.toMatchObject({ code: 'ERR_TRANSPORT_DISCONNECTED' });
     await expect(b.closed()).resolves.toBeUndefined();
-    expect(() => b.send(Buffer.from('x'))).toThrow(expect.objectContaining({ code: 'ERR_CRIU_DISCONNECTED' }));
+    expect(() => b.send(Buffer.from('x'))).toThrow(expect.objectContaining({ code: 'ERR_TRANSPORT_DISCONNECTED' }));
     b.close();
   });
 
@@ -106,8 +106,8 @@ describe('SeqpacketTransport', () => {
     const pending = a.receive();
     a.close();
     a.close();
-    await expect(pending).rejects.toMatchObject({ code: 'ERR_CRIU_TRANSPORT_CLOSED' });
-    expect(() => a.send(Buffer.from('x'))).toThrow(expect.objectContaining({ code: 'ERR_CRIU_TRANSPORT_CLOSED' }));
+    await expect(pending).rejects.toMatchObject({ code: 'ERR_TRANSPORT_CLOSED' });
+    expect(() => a.send(Buffer.from('x'))).toThrow(expect.objectContaining({ code: 'ERR_TRANSPORT_CLOSED' }));
     await expect(a.closed()).resolves.toBeUndefined();
 
     const [c, d] = pair();
@@ -150,7 +150,7 @@ describe('SeqpacketTransport', () => {
 
   it('connect() errors carry errno codes; a non-SEQPACKET fd is refused', () => {
     expect(() => SeqpacketTransport.connect(path.join(dir, 'absent.sock'))).toThrow(
-      expect.objectContaining({ name: 'CriuConnectionError', code: 'ENOENT', syscall: 'connect' }),
+      expect.objectContaining({ name: 'TransportError', code: 'ENOENT', syscall: 'connect' }),
     );
     expect(() => SeqpacketTransport.connect(`/${'x'.repeat(200)}`)).toThrow(
       expect.objectContaining({ code: 'ENAMETOOLONG' }),

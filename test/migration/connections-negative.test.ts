@@ -7,7 +7,7 @@
  */
 import * as net from 'node:net';
 
-import { SeqpacketTransport } from '../../lib/criu/transport';
+import { SeqpacketTransport } from '../../lib/transport/seqpacket';
 import { acceptHandover, handOverConnections } from '../../lib/migration/connections';
 import { encodeHeader, MessageType, SeqpacketHandoverChannel } from '../../lib/migration/handover-channel';
 import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';

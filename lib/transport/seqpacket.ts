@@ -1,7 +1,7 @@
 /**
- * The message transport under the CRIU client: whole messages (one protobuf each) with the fds
- * they carry. SeqpacketTransport is the real one (AF_UNIX SOCK_SEQPACKET in the addon); tests may
- * put an in-memory transport behind the same interface for protocol edge cases.
+ * Whole messages with the fds they carry, over an AF_UNIX SOCK_SEQPACKET socket (the addon's
+ * SeqpacketSocket). Used by the CRIU client (swrk, `criu service`) and the handover channel;
+ * MessageTransport is the interface they depend on, so tests can put an in-memory one behind it.
  */
 import { closeSync } from 'node:fs';
 
@@ -9,22 +9,22 @@ import { callNative, fromNativeError, InvalidArgumentError, type NativeErrnoErro
 import { binding } from '../native';
 import { checkFd, checkSocketPath, UNIX_SOCKET_PATH_MAX_BYTES } from '../security';
 import type { NativeSeqpacketSocket } from './binding-types';
-import { CriuConnectionError } from './errors';
+import { TransportError } from './errors';
 
-export interface CriuMessage {
+export interface TransportMessage {
   data: Buffer;
   /** fds that arrived with the message (SCM_RIGHTS), close-on-exec; the receiver must close them. */
   fds: number[];
 }
 
-export interface CriuTransport extends AsyncIterable<CriuMessage> {
-  /** Sends one message; throws CriuConnectionError if the transport is closed or broken. */
+export interface MessageTransport extends AsyncIterable<TransportMessage> {
+  /** Sends one message; throws TransportError if the transport is closed or broken. */
   send(data: Uint8Array, fds?: number[]): void;
   /**
-   * The next message. Rejects with CriuConnectionError at EOF (code 'ERR_CRIU_DISCONNECTED') or on
-   * a socket error (its errno code), and with code 'ERR_CRIU_TRANSPORT_CLOSED' after close().
+   * The next message. Rejects with TransportError at EOF (code 'ERR_TRANSPORT_DISCONNECTED') or on
+   * a socket error (its errno code), and with code 'ERR_TRANSPORT_CLOSED' after close().
    */
-  receive(): Promise<CriuMessage>;
+  receive(): Promise<TransportMessage>;
   /** Idempotent. Closes fds of messages nobody received. */
   close(): void;
   /** Resolves once the transport is closed or ended: undefined at EOF/close, the error otherwise. */
@@ -32,19 +32,23 @@ export interface CriuTransport extends AsyncIterable<CriuMessage> {
   readonly isClosed: boolean;
 }
 
-function closeQuietly(fd: number): void {
+/** SCM_MAX_FD: the kernel refuses more fds in one message. */
+const MAX_FDS_PER_MESSAGE = 253;
+
+/** Closes `fd`, ignoring an fd someone else closed already. */
+export function closeFdQuietly(fd: number): void {
   try {
     closeSync(fd);
   } catch {
-    // already closed by someone else: nothing to release
+    // already closed: nothing to release
   }
 }
 
-export class SeqpacketTransport implements CriuTransport {
+export class SeqpacketTransport implements MessageTransport {
   private readonly socket: NativeSeqpacketSocket;
-  private readonly queue: CriuMessage[] = [];
-  private readonly waiters: { resolve: (m: CriuMessage) => void; reject: (e: Error) => void }[] = [];
-  private endError: CriuConnectionError | undefined;
+  private readonly queue: TransportMessage[] = [];
+  private readonly waiters: { resolve: (m: TransportMessage) => void; reject: (e: Error) => void }[] = [];
+  private endError: TransportError | undefined;
   private closedSettled = false;
   private resolveClosed!: (value: Error | undefined) => void;
   private readonly closedPromise: Promise<Error | undefined>;
@@ -52,7 +56,7 @@ export class SeqpacketTransport implements CriuTransport {
   /** Wraps a connected SOCK_SEQPACKET fd and takes ownership of it. */
   constructor(
     fd: number,
-    readonly description = 'criu',
+    readonly description = 'seqpacket',
   ) {
     this.closedPromise = new Promise((resolve) => {
       this.resolveClosed = resolve;
@@ -60,7 +64,7 @@ export class SeqpacketTransport implements CriuTransport {
     checkFd(fd, 'fd');
     const { SeqpacketSocket } = binding();
     this.socket = callNative(
-      CriuConnectionError,
+      TransportError,
       `${description}: seqpacket socket`,
       () =>
         new SeqpacketSocket(
@@ -72,34 +76,32 @@ export class SeqpacketTransport implements CriuTransport {
   }
 
   /** A socketpair: our end wrapped, the other end's fd returned for a child (the caller closes it). */
-  static pair(description = 'criu swrk'): { transport: SeqpacketTransport; peerFd: number } {
-    const [ours, theirs] = callNative(CriuConnectionError, 'socketpair', () => binding().seqpacketPair());
+  static pair(description = 'seqpacket pair'): { transport: SeqpacketTransport; peerFd: number } {
+    const [ours, theirs] = callNative(TransportError, 'socketpair', () => binding().seqpacketPair());
     try {
       return { transport: new SeqpacketTransport(ours, description), peerFd: theirs };
     } catch (error) {
-      closeQuietly(ours);
-      closeQuietly(theirs);
+      closeFdQuietly(ours);
+      closeFdQuietly(theirs);
       throw error;
     }
   }
 
-  /** Connects to a `criu service --address <path>` socket. */
-  static connect(path: string): SeqpacketTransport {
+  /** Connects to a SOCK_SEQPACKET listener at `path`. */
+  static connect(path: string, description = `seqpacket ${path}`): SeqpacketTransport {
     // The kernel's answer to a path longer than sun_path, given before any native call.
     if (typeof path === 'string' && Buffer.byteLength(path) > UNIX_SOCKET_PATH_MAX_BYTES) {
-      throw new CriuConnectionError(
-        `connect to criu service at ${path}: the path is longer than ${UNIX_SOCKET_PATH_MAX_BYTES} bytes`,
-        { code: 'ENAMETOOLONG', syscall: 'connect' },
-      );
+      throw new TransportError(`connect to ${path}: the path is longer than ${UNIX_SOCKET_PATH_MAX_BYTES} bytes`, {
+        code: 'ENAMETOOLONG',
+        syscall: 'connect',
+      });
     }
-    checkSocketPath(path, 'criu service address');
-    const fd = callNative(CriuConnectionError, `connect to criu service at ${path}`, () =>
-      binding().seqpacketConnect(path),
-    );
+    checkSocketPath(path, 'socket path');
+    const fd = callNative(TransportError, `connect to ${path}`, () => binding().seqpacketConnect(path));
     try {
-      return new SeqpacketTransport(fd, `criu service ${path}`);
+      return new SeqpacketTransport(fd, description);
     } catch (error) {
-      closeQuietly(fd);
+      closeFdQuietly(fd);
       throw error;
     }
   }
@@ -118,41 +120,37 @@ export class SeqpacketTransport implements CriuTransport {
   }
 
   send(data: Uint8Array, fds?: number[]): void {
-    if (this.socket.closed) {
-      throw new CriuConnectionError(`${this.description}: transport is closed`, { code: 'ERR_CRIU_TRANSPORT_CLOSED' });
-    }
+    if (this.socket.closed) throw this.closedError();
     if (this.endError) throw this.endError;
     if (!(data instanceof Uint8Array))
       throw new InvalidArgumentError('data must be a Uint8Array', 'ERR_INVALID_ARG_TYPE');
     if (data.length === 0) throw new InvalidArgumentError('data must not be empty (an empty message reads as EOF)');
     if (fds !== undefined) {
-      // SCM_MAX_FD: the kernel refuses more fds in one message.
-      if (!Array.isArray(fds) || fds.length > 253)
-        throw new InvalidArgumentError('fds must be an array of at most 253 fds', 'ERR_INVALID_ARG_TYPE');
+      if (!Array.isArray(fds) || fds.length > MAX_FDS_PER_MESSAGE)
+        throw new InvalidArgumentError(
+          `fds must be an array of at most ${MAX_FDS_PER_MESSAGE} fds`,
+          'ERR_INVALID_ARG_TYPE',
+        );
       for (let i = 0; i < fds.length; i++) checkFd(fds[i], `fds[${i}]`); // not forEach: it skips holes
     }
-    callNative(CriuConnectionError, `${this.description}: send`, () => this.socket.send(data, fds));
+    callNative(TransportError, `${this.description}: send`, () => this.socket.send(data, fds));
   }
 
-  receive(): Promise<CriuMessage> {
+  receive(): Promise<TransportMessage> {
     const next = this.queue.shift();
     if (next) return Promise.resolve(next);
     if (this.endError) return Promise.reject(this.endError);
-    if (this.socket.closed) {
-      return Promise.reject(
-        new CriuConnectionError(`${this.description}: transport is closed`, { code: 'ERR_CRIU_TRANSPORT_CLOSED' }),
-      );
-    }
+    if (this.socket.closed) return Promise.reject(this.closedError());
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<CriuMessage> {
+  async *[Symbol.asyncIterator](): AsyncIterator<TransportMessage> {
     for (;;) {
-      let message: CriuMessage;
+      let message: TransportMessage;
       try {
         message = await this.receive();
       } catch (error) {
-        if ((error as CriuConnectionError).code === 'ERR_CRIU_DISCONNECTED') return;
+        if ((error as TransportError).code === 'ERR_TRANSPORT_DISCONNECTED') return;
         throw error;
       }
       yield message;
@@ -162,16 +160,18 @@ export class SeqpacketTransport implements CriuTransport {
   close(): void {
     if (this.socket.closed) return;
     this.socket.close();
-    for (const message of this.queue.splice(0)) message.fds.forEach(closeQuietly);
-    const error = new CriuConnectionError(`${this.description}: transport is closed`, {
-      code: 'ERR_CRIU_TRANSPORT_CLOSED',
-    });
+    for (const message of this.queue.splice(0)) message.fds.forEach(closeFdQuietly);
+    const error = this.closedError();
     for (const waiter of this.waiters.splice(0)) waiter.reject(error);
     this.settleClosed(undefined);
   }
 
   closed(): Promise<Error | undefined> {
     return this.closedPromise;
+  }
+
+  private closedError(): TransportError {
+    return new TransportError(`${this.description}: transport is closed`, { code: 'ERR_TRANSPORT_CLOSED' });
   }
 
   private settleClosed(value: Error | undefined): void {
@@ -189,8 +189,8 @@ export class SeqpacketTransport implements CriuTransport {
 
   private onEnd(error: NativeErrnoError | null): void {
     this.endError = error
-      ? (fromNativeError(CriuConnectionError, error, `${this.description}: receive`) as CriuConnectionError)
-      : new CriuConnectionError(`${this.description}: peer closed the connection`, { code: 'ERR_CRIU_DISCONNECTED' });
+      ? (fromNativeError(TransportError, error, `${this.description}: receive`) as TransportError)
+      : new TransportError(`${this.description}: peer closed the connection`, { code: 'ERR_TRANSPORT_DISCONNECTED' });
     for (const waiter of this.waiters.splice(0)) waiter.reject(this.endError);
     this.settleClosed(error ? this.endError : undefined);
   }

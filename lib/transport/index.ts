@@ -1,0 +1,4 @@
+/** The message transport: AF_UNIX SOCK_SEQPACKET, whole messages with SCM_RIGHTS fds. */
+export { SeqpacketTransport } from './seqpacket';
+export type { MessageTransport, TransportMessage } from './seqpacket';
+export { TransportError } from './errors';
