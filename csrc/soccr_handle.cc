@@ -314,25 +314,20 @@ Napi::Value SoccrHandle::RestoreQueue(const Napi::CallbackInfo& info) {
 }
 
 // resume(): libsoccr_resume (repair off, unsent data, deferred FIN, free), then close the dup.
-// Idempotent: a second resume()/release() does nothing.
-Napi::Value SoccrHandle::Resume(const Napi::CallbackInfo& info) {
+// release(): libsoccr_release (repair stays on), then close the dup.
+// Both are idempotent: once either ran, they do nothing.
+Napi::Value SoccrHandle::Finish(const Napi::CallbackInfo& info, void (*finish)(libsoccr_sk*)) {
   if (sk_ == nullptr) return info.Env().Undefined();
   SoccrLogScope log(info.Env());
-  libsoccr_resume(sk_);
+  finish(sk_);
   sk_ = nullptr;
   CloseDup();
   return info.Env().Undefined();
 }
 
-// release(): libsoccr_release (repair stays on), then close the dup.
-Napi::Value SoccrHandle::Release(const Napi::CallbackInfo& info) {
-  if (sk_ == nullptr) return info.Env().Undefined();
-  SoccrLogScope log(info.Env());
-  libsoccr_release(sk_);
-  sk_ = nullptr;
-  CloseDup();
-  return info.Env().Undefined();
-}
+Napi::Value SoccrHandle::Resume(const Napi::CallbackInfo& info) { return Finish(info, libsoccr_resume); }
+
+Napi::Value SoccrHandle::Release(const Napi::CallbackInfo& info) { return Finish(info, libsoccr_release); }
 
 void InitSoccrHandle(Napi::Env env, Napi::Object exports) { SoccrHandle::Init(env, exports); }
 

@@ -40,6 +40,7 @@ class SoccrHandle : public Napi::ObjectWrap<SoccrHandle> {
   Napi::Value SetSkDataNoq(const Napi::CallbackInfo& info);
   Napi::Value RestoreQueue(const Napi::CallbackInfo& info);
   Napi::Value SetSkData(const Napi::CallbackInfo& info);
+  Napi::Value Finish(const Napi::CallbackInfo& info, void (*finish)(libsoccr_sk*));
   Napi::Value Resume(const Napi::CallbackInfo& info);
   Napi::Value Release(const Napi::CallbackInfo& info);
 

@@ -126,21 +126,19 @@ Napi::Value DetachFilter(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value SockName(const Napi::CallbackInfo& info) {
+// sockName(fd) / peerName(fd) -> {family, address, port, ...}.
+template <int (*Name)(int, sockaddr*, socklen_t*)>
+Napi::Value SocketName(const Napi::CallbackInfo& info, const char* syscall) {
   int fd = ArgFd(info, 0);
   sockaddr_storage ss;
   socklen_t len = sizeof(ss);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) ThrowErrno(info.Env(), errno, "getsockname");
+  if (Name(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) ThrowErrno(info.Env(), errno, syscall);
   return SockaddrToJs(info.Env(), reinterpret_cast<sockaddr*>(&ss));
 }
 
-Napi::Value PeerName(const Napi::CallbackInfo& info) {
-  int fd = ArgFd(info, 0);
-  sockaddr_storage ss;
-  socklen_t len = sizeof(ss);
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) ThrowErrno(info.Env(), errno, "getpeername");
-  return SockaddrToJs(info.Env(), reinterpret_cast<sockaddr*>(&ss));
-}
+Napi::Value SockName(const Napi::CallbackInfo& info) { return SocketName<getsockname>(info, "getsockname"); }
+
+Napi::Value PeerName(const Napi::CallbackInfo& info) { return SocketName<getpeername>(info, "getpeername"); }
 
 Napi::Value Bind(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0);
