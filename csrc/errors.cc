@@ -1,8 +1,7 @@
-#include "errors.h"
+// The errno Error shape every csrc file throws (boundary.h).
+#include "boundary.h"
 
 #include <uv.h>
-
-#include <string>
 
 #include "addon.h"
 
@@ -24,31 +23,28 @@ void ThrowErrno(Napi::Env env, int err, const char* syscall, const char* detail)
   throw ErrnoError(env, err, syscall, detail);
 }
 
-void ThrowInvalidArg(Napi::Env env, const char* what) {
-  Napi::Error error = Napi::TypeError::New(env, what);
+void ThrowInvalidArg(Napi::Env env, const std::string& message) {
+  Napi::Error error = Napi::TypeError::New(env, message);
   error.Set("code", Napi::String::New(env, "ERR_INVALID_ARG_VALUE"));
   throw error;
 }
 
-int32_t ArgInt32(const Napi::CallbackInfo& info, size_t index, const char* name) {
-  if (index >= info.Length() || !info[index].IsNumber()) ThrowInvalidArg(info.Env(), name);
-  return info[index].As<Napi::Number>().Int32Value();
+void ThrowArgType(Napi::Env env, const char* name, const char* what) {
+  ThrowInvalidArg(env, std::string(name) + " must be " + what);
 }
 
-uint32_t ArgUint32(const Napi::CallbackInfo& info, size_t index, const char* name) {
-  if (index >= info.Length() || !info[index].IsNumber()) ThrowInvalidArg(info.Env(), name);
-  double value = info[index].As<Napi::Number>().DoubleValue();
-  if (value < 0 || value > 4294967295.0 || value != static_cast<double>(static_cast<uint32_t>(value)))
-    ThrowInvalidArg(info.Env(), name);
-  return static_cast<uint32_t>(value);
+void ThrowTypedArrayArg(Napi::Env env, const char* name, const char* kind, size_t min_length) {
+  std::string what = kind;
+  if (min_length > 0) what += " of at least " + std::to_string(min_length) + " elements";
+  ThrowArgType(env, name, what.c_str());
 }
 
-// Exposed so tests can check the errno -> error shape without provoking a syscall failure.
+// makeErrnoError(errno, syscall?): the error ThrowErrno throws, so tests can check its shape
+// without provoking a syscall failure.
 static Napi::Value MakeErrnoError(const Napi::CallbackInfo& info) {
-  int err = ArgInt32(info, 0, "errno must be a number");
-  std::string syscall = info.Length() > 1 && info[1].IsString()
-                            ? info[1].As<Napi::String>().Utf8Value()
-                            : std::string("test");
+  int err = ArgInt32(info, 0, "errno");
+  std::string syscall = "test";
+  OptString(info, 1, &syscall);
   return ErrnoError(info.Env(), err, syscall.c_str()).Value();
 }
 

@@ -1,15 +1,14 @@
-// nftables set elements over netlink, for NftablesLock.add/remove: the 4-tuples of a batch of
-// connections go into (or out of) the lock table's sets as one nf_tables transaction, without
-// spawning nft. nft parses and evaluates each element of its text batch (~16 µs an element here:
-// 160 ms for 10,000), while the kernel commits them in a few ms. Tables, sets and chains are
-// still made and deleted by nft (lib/soccr/nft-lock.ts): that happens once per lock.
+// nftables set elements over netlink, for NftablesLock.add/remove: the 4-tuples of a batch go
+// into (or out of) the lock table's sets as one nf_tables transaction, without spawning nft,
+// whose per-element parsing dominates large batches. Tables, sets and chains are still made and
+// deleted by nft (lib/soccr/nft-lock.ts), once per lock.
 //
 // Wire format (linux/netfilter/nfnetlink.h, nf_tables.h): one sendmsg carries
 //   NFNL_MSG_BATCH_BEGIN, NFT_MSG_{NEW,DEL}SETELEM x n, NFNL_MSG_BATCH_END
-// and the kernel applies all of it or none of it. Each SETELEM message names table and set and
-// holds a nested list of elements, each {NFTA_SET_ELEM_KEY {NFTA_DATA_VALUE key}}; an attribute's
-// length is 16 bits, so a large batch is spread over several messages of one transaction. The kernel processes the batch inside sendmsg and
-// queues its answers (one per message with NLM_F_ACK, errors for failed ones) before it returns.
+// and the kernel applies all of it or none of it, answering (one ack per message with
+// NLM_F_ACK, errors for failed ones) before sendmsg returns. Each SETELEM message names table
+// and set and holds a nested list of elements, each {NFTA_SET_ELEM_KEY {NFTA_DATA_VALUE key}}; an
+// attribute's length is 16 bits, so a large batch is spread over several messages.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/netfilter.h>
@@ -24,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "errors.h"
+#include "boundary.h"
 #include "socket_ops.h"
 
 namespace nodecriu {
@@ -174,22 +173,19 @@ Outcome SendBatch(int fd, const BatchWriter& batch, size_t acks_expected) {
 // without CAP_NET_ADMIN; nothing is changed then.
 Napi::Value NftSetElements(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  uint32_t op_number = ArgUint32(info, 0, "op must be 0 or 1");
-  if (op_number > 1) ThrowInvalidArg(env, "op must be 0 or 1");
+  uint32_t op_number = ArgUint32(info, 0, "op");
+  if (op_number > 1) ThrowArgType(env, "op", "0 (add) or 1 (delete)");
   auto op = static_cast<ElementOp>(op_number);
-  if (info.Length() < 2 || !info[1].IsString()) ThrowInvalidArg(env, "table must be a string");
-  std::string table = info[1].As<Napi::String>().Utf8Value();
-  if (table.empty() || table.size() >= NFT_TABLE_MAXNAMELEN || table.find('\0') != std::string::npos) ThrowInvalidArg(env, "table name is invalid");
-  Napi::Uint8Array keys[2];
-  for (int i = 0; i < 2; i++) {
-    Napi::Value value = info.Length() > static_cast<size_t>(2 + i) ? info[2 + i] : env.Undefined();
-    if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) ThrowInvalidArg(env, "keys must be Uint8Arrays");
-    keys[i] = value.As<Napi::Uint8Array>();
-  }
-  if (keys[0].ByteLength() % kV4KeyBytes != 0 || keys[1].ByteLength() % kV6KeyBytes != 0) ThrowInvalidArg(env, "keys must be 16 (IPv4) or 40 (IPv6) bytes each");
+  std::string table = ArgString(info, 1, "table");
+  // The name goes into a NUL-terminated netlink string attribute: an inner NUL would name another
+  // table, and the kernel's limit keeps the attribute within its 16-bit length.
+  if (table.empty() || table.size() >= NFT_TABLE_MAXNAMELEN || table.find('\0') != std::string::npos)
+    ThrowArgType(env, "table", "a table name");
+  Napi::Uint8Array keys[2] = {ArgTypedArray<uint8_t>(info, 2, "v4Keys"), ArgTypedArray<uint8_t>(info, 3, "v6Keys")};
+  if (keys[0].ByteLength() % kV4KeyBytes != 0 || keys[1].ByteLength() % kV6KeyBytes != 0)
+    ThrowInvalidArg(env, "keys must be 16 (IPv4) or 40 (IPv6) bytes each");
   std::string netns;
-  bool in_netns = info.Length() > 4 && info[4].IsString();
-  if (in_netns) netns = info[4].As<Napi::String>().Utf8Value();
+  bool in_netns = OptString(info, 4, &netns);
 
   BatchWriter batch;
   batch.End(batch.Begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));

@@ -10,7 +10,7 @@
 
 
 #include "addon.h"
-#include "errors.h"
+#include "boundary.h"
 
 namespace nodecriu {
 
@@ -78,10 +78,9 @@ void SeqpacketSocket::Init(Napi::Env env, Napi::Object exports) {
 SeqpacketSocket::SeqpacketSocket(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<SeqpacketSocket>(info), env_(info.Env()) {
   Napi::Env env = info.Env();
-  int fd = ArgInt32(info, 0, "fd must be a number");
-  if (fd < 0) ThrowInvalidArg(env, "fd must be a non-negative integer");
-  if (info.Length() < 3 || !info[1].IsFunction() || !info[2].IsFunction())
-    ThrowInvalidArg(env, "onMessage and onEnd must be functions");
+  int fd = ArgFd(info, 0);
+  ArgFunction(info, 1, "onMessage");
+  ArgFunction(info, 2, "onEnd");
 
   int type = 0;
   socklen_t type_len = sizeof(type);
@@ -336,17 +335,16 @@ void SeqpacketSocket::FlushSends() {
 // The caller keeps ownership of `fds` (queued sends hold dup'd copies).
 Napi::Value SeqpacketSocket::Send(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsTypedArray()) ThrowInvalidArg(env, "data must be a Uint8Array");
-  Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+  Napi::Uint8Array data = ArgTypedArray<uint8_t>(info, 0, "data");
   if (data.ByteLength() == 0) ThrowInvalidArg(env, "an empty message cannot be told apart from EOF");
   std::vector<int> fds;
   if (info.Length() > 1 && !info[1].IsUndefined()) {
-    if (!info[1].IsArray()) ThrowInvalidArg(env, "fds must be an array of fd numbers");
-    Napi::Array list = info[1].As<Napi::Array>();
+    Napi::Array list = ArgArray(info, 1, "fds");
+    // The receiving end (ReadAvailable) has control-message room for this many.
     if (list.Length() > kMaxFdsPerMessage) ThrowInvalidArg(env, "too many fds for one message");
     for (uint32_t k = 0; k < list.Length(); ++k) {
       Napi::Value item = list.Get(k);
-      if (!item.IsNumber() || item.As<Napi::Number>().Int32Value() < 0) ThrowInvalidArg(env, "fds must be fd numbers");
+      if (!item.IsNumber()) ThrowArgType(env, "fds", "an array of fd numbers");
       fds.push_back(item.As<Napi::Number>().Int32Value());
     }
   }

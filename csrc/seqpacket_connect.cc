@@ -10,7 +10,7 @@
 #include <string>
 
 #include "addon.h"
-#include "errors.h"
+#include "boundary.h"
 #include "seqpacket.h"
 
 namespace nodecriu {
@@ -30,8 +30,7 @@ static Napi::Value SeqpacketPair(const Napi::CallbackInfo& info) {
 // waits for the peer: a full backlog fails with EAGAIN instead of blocking the loop.
 static Napi::Value SeqpacketConnect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) ThrowInvalidArg(env, "path must be a string");
-  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string path = ArgString(info, 0, "path");
   struct sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(addr.sun_path)) ThrowErrno(env, ENAMETOOLONG, "connect", path.c_str());
@@ -55,9 +54,8 @@ static Napi::Value SeqpacketConnect(const Napi::CallbackInfo& info) {
 // uses it to take the dumped task's TCP sockets out of the repair mode CRIU left them in.
 static Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int32_t pid = ArgInt32(info, 0, "pid must be an integer");
-  int32_t target = ArgInt32(info, 1, "fd must be an integer");
-  if (pid <= 0 || target < 0) ThrowInvalidArg(env, "pid must be > 0 and fd >= 0");
+  int32_t pid = ArgInt32(info, 0, "pid");
+  int target = ArgFd(info, 1);
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   if (pidfd < 0) ThrowErrno(env, errno, "pidfd_open");
   int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, target, 0));

@@ -1,9 +1,9 @@
 // Batch dump and restore for checkpointConnections / restoreConnections: one native call per
 // phase instead of several per connection, and the libsoccr work of a large batch split over a
 // few threads (each connection's calls are independent: libsoccr keeps no shared mutable state
-// besides its log settings, and its log buffer is per thread). The dump runs while the calling
-// thread waits, so the JS arrays it fills and the fds stay untouched. The restore runs off the
-// JS thread (a libuv pool thread plus its helpers) on copies of everything it reads, while JS
+// besides its log settings, and its log buffer is per thread); each connection goes through
+// soccr_core.h like a one-shot call. The dump runs while the calling thread waits, so the JS
+// arrays it fills and the fds stay untouched. The restore runs off the JS thread (a libuv pool thread plus its helpers) on copies of everything it reads, while JS
 // builds the net.Sockets; the caller does not use the fds until its promise settles. With
 // libsoccr debug logging on, everything runs on the calling thread so that every log line
 // reaches the JS logger.
@@ -20,8 +20,8 @@
 #include <thread>
 #include <vector>
 
-#include "errors.h"
-#include "soccr.h"
+#include "boundary.h"
+#include "soccr_core.h"
 #include "soccr_log.h"
 #include "socket_ops.h"
 
@@ -29,28 +29,19 @@ namespace nodecriu {
 
 namespace {
 
-constexpr size_t kSkDataWords = sizeof(libsoccr_sk_data) / sizeof(uint32_t);  // 17
-constexpr size_t kPackedWords = kSkDataWords + 16;                            // + own and peer address
 // Below this many connections per thread a thread costs more than it saves.
 constexpr size_t kMinPerThread = 256;
-
-struct Failure {
-  int err = 0;
-  int ret = 0;
-  const char* call = nullptr;
-  std::string line;  // libsoccr's last error line on the thread that failed
-};
 
 // Runs fn(i, failure) for i in [0, count) on up to a few threads; returns the lowest failing
 // index (or count). fn returns false on failure after filling `failure`.
 template <typename Fn>
-size_t RunBatch(size_t count, Fn fn, Failure* first_failure) {
+size_t RunBatch(size_t count, Fn fn, SoccrFailure* first_failure) {
   size_t threads = 1;
   if (!SoccrDebugLogging()) {
     size_t cores = std::max<size_t>(1, std::thread::hardware_concurrency());
     threads = std::min<size_t>({cores, 4, std::max<size_t>(1, count / kMinPerThread)});
   }
-  std::vector<Failure> failures(threads);
+  std::vector<SoccrFailure> failures(threads);
   std::vector<size_t> failed_at(threads, count);
   std::atomic<bool> stop{false};
   auto work = [&](size_t t) {
@@ -90,60 +81,38 @@ size_t RunBatch(size_t count, Fn fn, Failure* first_failure) {
   return lowest;
 }
 
-// Throws the failure as ThrowErrno does, plus `index`: the connection that failed.
-[[noreturn]] void ThrowFailureAt(Napi::Env env, const Failure& f, size_t index) {
-  std::string detail = "returned " + std::to_string(f.ret);
-  if (!f.line.empty()) detail += " (" + f.line + ")";
-  FlushSoccrLog(env);
-  Napi::Error error = ErrnoError(env, f.err != 0 ? f.err : EIO, f.call, detail.c_str());
+// A batch failure: SoccrError plus `index`, the connection that failed.
+Napi::Error BatchError(Napi::Env env, const SoccrFailure& f, size_t index) {
+  Napi::Error error = SoccrError(env, f);
   error.Set("index", Napi::Number::New(env, static_cast<double>(index)));
-  throw error;
-}
-
-Napi::Int32Array Int32ArrayArg(const Napi::CallbackInfo& info, size_t index, const char* what) {
-  if (index >= info.Length() || !info[index].IsTypedArray() || info[index].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    ThrowInvalidArg(info.Env(), what);
-  return info[index].As<Napi::Int32Array>();
-}
-
-Napi::Uint32Array Uint32ArrayArg(const Napi::CallbackInfo& info, size_t index, const char* what) {
-  if (index >= info.Length() || !info[index].IsTypedArray() || info[index].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
-    ThrowInvalidArg(info.Env(), what);
-  return info[index].As<Napi::Uint32Array>();
-}
-
-Napi::Uint8Array Uint8ArrayArg(const Napi::CallbackInfo& info, size_t index, const char* what) {
-  if (index >= info.Length() || !info[index].IsTypedArray() || info[index].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    ThrowInvalidArg(info.Env(), what);
-  return info[index].As<Napi::Uint8Array>();
+  return error;
 }
 
 // soccrDumpBatch(fds: Int32Array(n), packed: Uint32Array(17n), dumped: Uint8Array(n),
 //                attachFilter?: boolean) -> Array(2n) of Buffer | null: each connection's queues.
 // Per fd: with attachFilter, a drop-all socket filter first (the 'filter' lock, attached right
-// before that socket's pause, on the batch threads: ~10 µs of kernel work each); then pause +
+// before that socket's pause, on the batch threads); then pause +
 // save + both queues + release (repair stays on), as soccrDump. dumped[i] bit 1: connection i is
 // in repair mode; bit 2: its filter is attached. On a failure the failing socket is resumed
 // (repair off; its filter, if attached, stays and is marked), the others keep their dumped[]
 // state for the caller to undo, and the lowest failing index's error is thrown with `index` set.
 Napi::Value SoccrDumpBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Napi::Int32Array fds = Int32ArrayArg(info, 0, "fds must be an Int32Array");
-  Napi::Uint32Array packed = Uint32ArrayArg(info, 1, "packed must be a Uint32Array");
-  Napi::Uint8Array dumped = Uint8ArrayArg(info, 2, "dumped must be a Uint8Array");
+  Napi::Int32Array fds = ArgTypedArray<int32_t>(info, 0, "fds");
   size_t n = fds.ElementLength();
-  if (packed.ElementLength() < n * kSkDataWords || dumped.ElementLength() < n)
-    ThrowInvalidArg(env, "packed needs 17 words and dumped one byte per fd");
+  Napi::Uint32Array packed = ArgTypedArray<uint32_t>(info, 1, "packed", n * kSkDataWords);
+  Napi::Uint8Array dumped = ArgTypedArray<uint8_t>(info, 2, "dumped", n);
   const int32_t* fd = fds.Data();
   uint32_t* words = packed.Data();
   uint8_t* done = dumped.Data();
-  bool attach_filter = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
+  bool attach_filter = OptBool(info, 3, false);
   memset(done, 0, n);
   std::vector<char*> queues(2 * n, nullptr);
-  Failure failure;
+  SoccrFailure failure;
+  SoccrLogScope log(env);
   size_t failed = RunBatch(
       n,
-      [&](size_t i, Failure* f) {
+      [&](size_t i, SoccrFailure* f) {
         if (attach_filter) {
           sock_filter drop_all[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
           sock_fprog program = {1, drop_all};
@@ -153,32 +122,11 @@ Napi::Value SoccrDumpBatch(const Napi::CallbackInfo& info) {
           }
           done[i] = 2;
         }
-        libsoccr_sk* sk = libsoccr_pause(fd[i]);
-        if (sk == nullptr) {
-          *f = {errno, -1, "libsoccr_pause", {}};
-          return false;
-        }
-        libsoccr_sk_data data;
-        int ret = libsoccr_save(sk, &data, sizeof(data));
-        if (ret != static_cast<int>(sizeof(data))) {
-          *f = {errno, ret, "libsoccr_save", {}};
-          libsoccr_resume(sk);
-          return false;
-        }
-        memcpy(words + i * kSkDataWords, &data, sizeof(data));
-        const int ids[2] = {TCP_RECV_QUEUE, TCP_SEND_QUEUE};
-        const uint32_t lengths[2] = {data.inq_len, data.outq_len};
-        for (int q = 0; q < 2; q++) {
-          if (lengths[q] == 0) continue;
-          // SOCCR_MEM_EXCL: the buffer becomes ours (copied into a JS Buffer, then freed).
-          queues[2 * i + q] = libsoccr_get_queue_bytes(sk, ids[q], SOCCR_MEM_EXCL);
-          if (queues[2 * i + q] == nullptr) {
-            *f = {errno, 0, "libsoccr_get_queue_bytes", {}};
-            libsoccr_resume(sk);
-            return false;
-          }
-        }
-        libsoccr_release(sk);
+        DumpedConnection one;
+        if (!DumpFd(fd[i], nullptr, false, &one, f)) return false;
+        memcpy(words + i * kSkDataWords, &one.data, sizeof(one.data));
+        queues[2 * i] = one.queue[0];
+        queues[2 * i + 1] = one.queue[1];
         done[i] |= 1;
         return true;
       },
@@ -186,10 +134,9 @@ Napi::Value SoccrDumpBatch(const Napi::CallbackInfo& info) {
   if (failed < n) {
     for (char* q : queues) free(q);
     // Only the failing connection was resumed; the caller undoes the ones marked dumped.
-    ThrowFailureAt(env, failure, failed);
+    throw BatchError(env, failure, failed);
   }
   Napi::Array out = Napi::Array::New(env, 2 * n);
-  const uint32_t* w = words;
   for (size_t i = 0; i < n; i++) {
     for (int q = 0; q < 2; q++) {
       char* bytes = queues[2 * i + q];
@@ -197,7 +144,7 @@ Napi::Value SoccrDumpBatch(const Napi::CallbackInfo& info) {
         out.Set(static_cast<uint32_t>(2 * i + q), env.Null());
         continue;
       }
-      uint32_t length = q == 0 ? w[i * kSkDataWords + 1] : w[i * kSkDataWords + 3];  // inq_len, outq_len
+      uint32_t length = q == 0 ? words[i * kSkDataWords + 1] : words[i * kSkDataWords + 3];  // inq_len, outq_len
       Napi::Buffer<uint8_t> copy;
       try {
         copy = Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<uint8_t*>(bytes), length);
@@ -210,34 +157,15 @@ Napi::Value SoccrDumpBatch(const Napi::CallbackInfo& info) {
       out.Set(static_cast<uint32_t>(2 * i + q), copy);
     }
   }
-  FlushSoccrLog(env);
   return out;
 }
 
 // One connection to restore, read from JS before any socket exists. The queue bytes are copied:
 // the restore runs while JS runs on (soccrRestoreBatch), so it must not read JS memory.
 struct RestoreItem {
-  libsoccr_sk_data data;
-  union libsoccr_addr addr[2];
+  RestoreInput in;
   std::vector<char> queue[2];
 };
-
-bool RestoreOne(int fd, RestoreItem& item, Failure* f) {
-  libsoccr_sk* sk = libsoccr_pause(fd);
-  if (sk == nullptr) {
-    *f = {errno, -1, "libsoccr_pause", {}};
-    return false;
-  }
-  // Lent (flags 0): they outlive libsoccr_restore, and release frees none of them.
-  libsoccr_set_addr(sk, 1, &item.addr[0], 0);
-  libsoccr_set_addr(sk, 0, &item.addr[1], 0);
-  if (!item.queue[0].empty()) libsoccr_set_queue_bytes(sk, TCP_RECV_QUEUE, item.queue[0].data(), 0);
-  if (!item.queue[1].empty()) libsoccr_set_queue_bytes(sk, TCP_SEND_QUEUE, item.queue[1].data(), 0);
-  int ret = libsoccr_restore(sk, &item.data, sizeof(item.data));
-  if (ret < 0) *f = {errno, ret, "libsoccr_restore", {}};
-  libsoccr_release(sk);
-  return ret >= 0;
-}
 
 // Restores the items into their fds off the JS thread; the promise settles on the JS thread.
 class RestoreWorker : public Napi::AsyncWorker {
@@ -248,7 +176,14 @@ class RestoreWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    failed_ = RunBatch(items_.size(), [this](size_t i, Failure* f) { return RestoreOne(fds_[i], items_[i], f); }, &failure_);
+    failed_ = RunBatch(
+        items_.size(),
+        [this](size_t i, SoccrFailure* f) {
+          RestoreItem& item = items_[i];
+          for (int q = 0; q < 2; q++) item.in.queue[q] = item.queue[q].empty() ? nullptr : item.queue[q].data();
+          return RestoreFd(fds_[i], &item.in, false, f);
+        },
+        &failure_);
   }
 
   void OnOK() override {
@@ -257,11 +192,7 @@ class RestoreWorker : public Napi::AsyncWorker {
       deferred_.Resolve(env.Undefined());
       return;
     }
-    std::string detail = "returned " + std::to_string(failure_.ret);
-    if (!failure_.line.empty()) detail += " (" + failure_.line + ")";
-    Napi::Error error = ErrnoError(env, failure_.err != 0 ? failure_.err : EIO, failure_.call, detail.c_str());
-    error.Set("index", Napi::Number::New(env, static_cast<double>(failed_)));
-    deferred_.Reject(error.Value());
+    deferred_.Reject(BatchError(env, failure_, failed_).Value());
   }
 
   void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
@@ -270,7 +201,7 @@ class RestoreWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::vector<RestoreItem> items_;
   std::vector<int> fds_;
-  Failure failure_;
+  SoccrFailure failure_;
   size_t failed_ = 0;
 };
 
@@ -289,16 +220,13 @@ class RestoreWorker : public Napi::AsyncWorker {
 // thread).
 Napi::Value SoccrRestoreBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Napi::Uint32Array packed = Uint32ArrayArg(info, 0, "packed must be a Uint32Array");
-  if (info.Length() < 2 || !info[1].IsArray()) ThrowInvalidArg(env, "queues must be an array");
-  Napi::Array queue_array = info[1].As<Napi::Array>();
-  Napi::Int32Array fds = Int32ArrayArg(info, 2, "fds must be an Int32Array");
+  Napi::Int32Array fds = ArgTypedArray<int32_t>(info, 2, "fds");
   size_t n = fds.ElementLength();
-  if (packed.ElementLength() < n * kPackedWords || queue_array.Length() < 2 * n)
-    ThrowInvalidArg(env, "packed needs 33 words and queues two entries per connection");
+  Napi::Uint32Array packed = ArgTypedArray<uint32_t>(info, 0, "packed", n * kPackedWords);
+  Napi::Array queue_array = ArgArray(info, 1, "queues");
+  if (queue_array.Length() < 2 * n) ThrowInvalidArg(env, "queues needs two entries per connection");
   std::string netns_path;
-  bool in_netns = info.Length() > 3 && info[3].IsString();
-  if (in_netns) netns_path = info[3].As<Napi::String>().Utf8Value();
+  bool in_netns = OptString(info, 3, &netns_path);
 
   std::vector<RestoreItem> items(n);
   std::vector<uint8_t> families(n);
@@ -306,25 +234,20 @@ Napi::Value SoccrRestoreBatch(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < n; i++) {
     RestoreItem& item = items[i];
     const uint32_t* w = words + i * kPackedWords;
-    memcpy(&item.data, w, sizeof(item.data));
-    for (int a = 0; a < 2; a++) {
-      sockaddr_storage ss;
-      if (SockaddrFromWords(w + kSkDataWords + 8 * a, &ss) == 0) ThrowInvalidArg(env, "packed addresses are invalid");
-      memcpy(&item.addr[a], &ss, sizeof(item.addr[a]));
-    }
+    if (!UnpackRestoreInput(w, &item.in)) ThrowInvalidArg(env, "packed addresses are invalid");
     families[i] = static_cast<uint8_t>(w[kSkDataWords]);
-    if (item.data.unsq_len != 0) ThrowInvalidArg(env, "connections with unsent data need libsoccr_resume");
-    const uint32_t lengths[2] = {item.data.inq_len, item.data.outq_len};
+    // The batch turns repair off without libsoccr_resume (soccrResumeBatch), which would drop it.
+    if (item.in.data.unsq_len != 0) ThrowInvalidArg(env, "connections with unsent data need libsoccr_resume");
+    const uint32_t lengths[2] = {item.in.data.inq_len, item.in.data.outq_len};
     for (int q = 0; q < 2; q++) {
       Napi::Value v = queue_array.Get(static_cast<uint32_t>(2 * i + q));
       size_t length = 0;
       if (!v.IsNull() && !v.IsUndefined()) {
-        if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-          ThrowInvalidArg(env, "queue bytes must be a Uint8Array");
-        Napi::Uint8Array bytes = v.As<Napi::Uint8Array>();
+        Napi::Uint8Array bytes = TypedArrayValue<uint8_t>(env, v, "queue bytes");
         length = bytes.ElementLength();
         if (length == lengths[q] && length > 0) item.queue[q].assign(bytes.Data(), bytes.Data() + length);
       }
+      // libsoccr reads inq_len / outq_len bytes.
       if (length != lengths[q]) ThrowInvalidArg(env, "queue lengths must equal inq_len and outq_len");
     }
   }
@@ -336,8 +259,10 @@ Napi::Value SoccrRestoreBatch(const Napi::CallbackInfo& info) {
   Napi::Promise promise = worker->Promise();
   if (SoccrDebugLogging()) {
     // Same outcome, on this thread; the promise still settles asynchronously.
-    worker->Execute();
-    FlushSoccrLog(env);
+    {
+      SoccrLogScope log(env);
+      worker->Execute();
+    }
     worker->OnOK();
     delete worker;
     return promise;
@@ -348,17 +273,17 @@ Napi::Value SoccrRestoreBatch(const Napi::CallbackInfo& info) {
 
 // soccrResumeBatch(fds: Int32Array): TCP_REPAIR off on each (what libsoccr_resume does for a
 // restored connection without unsent data: the kernel sends its window probe). Like
-// libsoccr_resume it does not throw; returns how many sockets failed (each also logged).
+// libsoccr_resume it does not throw; returns how many sockets failed.
 Napi::Value SoccrResumeBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Napi::Int32Array fds = Int32ArrayArg(info, 0, "fds must be an Int32Array");
+  Napi::Int32Array fds = ArgTypedArray<int32_t>(info, 0, "fds");
   size_t n = fds.ElementLength();
   const int32_t* fd = fds.Data();
   std::atomic<uint32_t> failures{0};
-  Failure unused;
+  SoccrFailure unused;
   RunBatch(
       n,
-      [&](size_t i, Failure*) {
+      [&](size_t i, SoccrFailure*) {
         int off = 0;
         if (fd[i] >= 0 && setsockopt(fd[i], SOL_TCP, TCP_REPAIR, &off, sizeof(off)) < 0) failures++;
         return true;
@@ -371,21 +296,21 @@ Napi::Value SoccrResumeBatch(const Napi::CallbackInfo& info) {
 // Closes the sockets behind the fds (in repair mode: silently) on a few threads, while the fd
 // numbers stay open: each becomes a duplicate of one /dev/null file (dup2 swaps atomically), so
 // the net.Socket that owns the number can still be destroyed as usual and then closes only that
-// duplicate. The kernel's teardown of each connection (~5-10 µs) then runs in parallel instead
-// of inside 10,000 sequential net.Socket.destroy() calls. The caller destroys the net.Sockets
+// duplicate. The kernel's teardown of the connections then runs in parallel instead of inside
+// sequential net.Socket.destroy() calls. The caller destroys the net.Sockets
 // right after, before anything else can see the numbers. Throws only when /dev/null cannot be
 // opened (nothing was changed); a failing dup2 leaves that socket for destroy() to close.
 Napi::Value SoccrDropBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Napi::Int32Array fds = Int32ArrayArg(info, 0, "fds must be an Int32Array");
+  Napi::Int32Array fds = ArgTypedArray<int32_t>(info, 0, "fds");
   size_t n = fds.ElementLength();
   const int32_t* fd = fds.Data();
   int placeholder = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (placeholder < 0) ThrowErrno(env, errno, "open", "/dev/null");
-  Failure unused;
+  SoccrFailure unused;
   RunBatch(
       n,
-      [&](size_t i, Failure*) {
+      [&](size_t i, SoccrFailure*) {
         // O_CLOEXEC is per fd: dup3 keeps close-on-exec on the number, as libuv set it.
         if (fd[i] >= 0 && fd[i] != placeholder) dup3(placeholder, fd[i], O_CLOEXEC);
         return true;

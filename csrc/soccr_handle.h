@@ -1,19 +1,16 @@
-// SoccrHandle: one libsoccr handle (struct libsoccr_sk) as a JS object.
+// SoccrHandle: one libsoccr handle (struct libsoccr_sk) as a JS object, for step-by-step use.
 //
-// Ownership: the constructor takes an fd from JS and dup()s it (F_DUPFD_CLOEXEC); libsoccr
-// works on the dup only, and the handle owns it. The caller's fd stays the caller's. So a handle
-// can never act on an fd number that JS closed and the kernel reused. The dup is closed by
-// resume() (repair off first) and by release() (repair left on: if the caller already closed its
-// fd, that close is the socket's last reference and the connection vanishes silently, which is
-// how a checkpoint closes the original). A handle garbage-collected while still open is resumed
-// (repair off on the dup, then the dup is closed): memory is freed and the socket is not left in
-// repair mode. Exception, for the package's batch restore only: new SoccrHandle(fd, false)
-// borrows fd (no dup, never closed by the handle); its caller always resumes or releases it.
+// The handle works on its own dup of the caller's fd (F_DUPFD_CLOEXEC), so it can never act on a
+// number JS closed and the kernel reused. resume() closes the dup after repair is off; release()
+// closes it with repair still on (if the caller's fd is gone, the connection vanishes silently:
+// how a checkpoint closes the original). A handle collected while open is resumed. A caller that
+// owns the fd and always resumes or releases the handle may let it borrow the fd instead
+// (new SoccrHandle(fd, false)): no dup, never closed by the handle.
 #pragma once
 
 #include <napi.h>
 
-#include "soccr.h"  // has its own extern "C"
+#include "soccr_core.h"
 
 namespace nodecriu {
 
@@ -26,6 +23,9 @@ class SoccrHandle : public Napi::ObjectWrap<SoccrHandle> {
  private:
   // Throws EBADF (syscall `what`) once resume() or release() ran.
   libsoccr_sk* Open(Napi::Env env, const char* what);
+  // The staged restore calls: one sk_data argument, one libsoccr call.
+  Napi::Value SkDataCall(const Napi::CallbackInfo& info, const char* name,
+                         int (*call)(libsoccr_sk*, libsoccr_sk_data*, unsigned));
   void CloseDup();
 
   Napi::Value Fd(const Napi::CallbackInfo& info);
@@ -35,12 +35,12 @@ class SoccrHandle : public Napi::ObjectWrap<SoccrHandle> {
   Napi::Value GetAddr(const Napi::CallbackInfo& info);
   Napi::Value Restore(const Napi::CallbackInfo& info);
   Napi::Value RestorePacked(const Napi::CallbackInfo& info);
-  void RestoreWith(Napi::Env env, libsoccr_sk_data* data, const sockaddr_storage& self, const sockaddr_storage& peer,
-                   Napi::Uint8Array recv, Napi::Uint8Array send);
+  void RestoreWith(Napi::Env env, RestoreInput* in, Napi::Uint8Array recv, Napi::Uint8Array send);
   Napi::Value SetSkDataUnbound(const Napi::CallbackInfo& info);
   Napi::Value SetSkDataNoq(const Napi::CallbackInfo& info);
   Napi::Value RestoreQueue(const Napi::CallbackInfo& info);
   Napi::Value SetSkData(const Napi::CallbackInfo& info);
+  Napi::Value Finish(const Napi::CallbackInfo& info, void (*finish)(libsoccr_sk*));
   Napi::Value Resume(const Napi::CallbackInfo& info);
   Napi::Value Release(const Napi::CallbackInfo& info);
 

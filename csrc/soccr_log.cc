@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "errors.h"
+#include "boundary.h"
 
 #include "soccr.h"  // has its own extern "C"
 
@@ -61,8 +61,8 @@ void Install() {
 // setSoccrLog(level: 0|1|2, callback?: (level, line) => void)
 Napi::Value SetSoccrLog(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  uint32_t level = ArgUint32(info, 0, "level must be 0, 1 or 2");
-  if (level > SOCCR_LOG_DBG) ThrowInvalidArg(env, "level must be 0, 1 or 2");
+  uint32_t level = ArgUint32(info, 0, "level");
+  if (level > SOCCR_LOG_DBG) ThrowArgType(env, "level", "0, 1 or 2");
   Install();
   std::lock_guard<std::mutex> lock(env_logs_mutex);
   EnvLog*& entry = env_logs[env];
@@ -123,6 +123,33 @@ void FlushSoccrLog(Napi::Env env) {
       // Swallowed on purpose (see header).
     }
   }
+}
+
+Napi::Error SoccrError(Napi::Env env, const SoccrFailure& failure) {
+  std::string detail = "returned " + std::to_string(failure.ret);
+  if (!failure.line.empty()) detail += " (" + failure.line + ")";
+  return ErrnoError(env, failure.err != 0 ? failure.err : EIO, failure.call, detail.c_str());
+}
+
+SoccrLogScope::~SoccrLogScope() {
+  try {
+    FlushSoccrLog(env_);
+  } catch (...) {
+    // Runs while an error may be propagating: logging must not replace it.
+  }
+}
+
+void SoccrLogScope::Throw(SoccrFailure failure) const {
+  if (failure.line.empty()) failure.line = LastSoccrError();
+  throw SoccrError(env_, failure);
+}
+
+void SoccrLogScope::Throw(int err, const char* call, int ret) const {
+  SoccrFailure failure;
+  failure.err = err;
+  failure.call = call;
+  failure.ret = ret;
+  Throw(std::move(failure));
 }
 
 void InitSoccrLog(Napi::Env env, Napi::Object exports) {

@@ -12,17 +12,11 @@
 #include <string>
 
 #include "addon.h"
-#include "errors.h"
+#include "boundary.h"
 
 namespace nodecriu {
 
 namespace {
-
-int ArgFd(const Napi::CallbackInfo& info, size_t index = 0) {
-  int32_t fd = ArgInt32(info, index, "fd must be an integer");
-  if (fd < 0) ThrowInvalidArg(info.Env(), "fd must be >= 0");
-  return fd;
-}
 
 int GetIntOpt(Napi::Env env, int fd, int level, int name, const char* syscall) {
   int value = 0;
@@ -72,16 +66,12 @@ int InNetns(Napi::Env env, const std::string& path, Fn fn) {
 // and a restore both want.
 Napi::Value TcpSocket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int32_t family = ArgInt32(info, 0, "family must be 4 or 6");
-  if (family != 4 && family != 6) ThrowInvalidArg(env, "family must be 4 or 6");
+  int32_t family = ArgInt32(info, 0, "family");
+  if (family != 4 && family != 6) ThrowArgType(env, "family", "4 or 6");
   int domain = family == 4 ? AF_INET : AF_INET6;
   auto create = [domain]() { return socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP); };
-  int fd;
-  if (info.Length() > 1 && info[1].IsString()) {
-    fd = InNetns(env, info[1].As<Napi::String>().Utf8Value(), create);
-  } else {
-    fd = create();
-  }
+  std::string netns;
+  int fd = OptString(info, 1, &netns) ? InNetns(env, netns, create) : create();
   if (fd < 0) ThrowErrno(env, errno, "socket");
   return Napi::Number::New(env, fd);
 }
@@ -113,14 +103,14 @@ int SocketIn(Napi::Env env, const std::string* netns, int domain, int type, int 
 namespace {
 
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
-  if (close(ArgFd(info)) < 0 && errno != EINTR) ThrowErrno(info.Env(), errno, "close");
+  if (close(ArgFd(info, 0)) < 0 && errno != EINTR) ThrowErrno(info.Env(), errno, "close");
   return info.Env().Undefined();
 }
 
 // Classic BPF program of one instruction, "return 0": every packet for this socket is dropped
 // before TCP sees it, so nothing the peer sends is acknowledged while it is attached.
 Napi::Value AttachDropFilter(const Napi::CallbackInfo& info) {
-  int fd = ArgFd(info);
+  int fd = ArgFd(info, 0);
   sock_filter drop_all[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
   sock_fprog program = {1, drop_all};
   if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program)) < 0)
@@ -129,31 +119,29 @@ Napi::Value AttachDropFilter(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DetachFilter(const Napi::CallbackInfo& info) {
-  int fd = ArgFd(info);
+  int fd = ArgFd(info, 0);
   int unused = 0;
   if (setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof(unused)) < 0)
     ThrowErrno(info.Env(), errno, "setsockopt", "SO_DETACH_FILTER");
   return info.Env().Undefined();
 }
 
-Napi::Value SockName(const Napi::CallbackInfo& info) {
-  int fd = ArgFd(info);
+// sockName(fd) / peerName(fd) -> {family, address, port, ...}.
+template <int (*Name)(int, sockaddr*, socklen_t*)>
+Napi::Value SocketName(const Napi::CallbackInfo& info, const char* syscall) {
+  int fd = ArgFd(info, 0);
   sockaddr_storage ss;
   socklen_t len = sizeof(ss);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) ThrowErrno(info.Env(), errno, "getsockname");
+  if (Name(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) ThrowErrno(info.Env(), errno, syscall);
   return SockaddrToJs(info.Env(), reinterpret_cast<sockaddr*>(&ss));
 }
 
-Napi::Value PeerName(const Napi::CallbackInfo& info) {
-  int fd = ArgFd(info);
-  sockaddr_storage ss;
-  socklen_t len = sizeof(ss);
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) ThrowErrno(info.Env(), errno, "getpeername");
-  return SockaddrToJs(info.Env(), reinterpret_cast<sockaddr*>(&ss));
-}
+Napi::Value SockName(const Napi::CallbackInfo& info) { return SocketName<getsockname>(info, "getsockname"); }
+
+Napi::Value PeerName(const Napi::CallbackInfo& info) { return SocketName<getpeername>(info, "getpeername"); }
 
 Napi::Value Bind(const Napi::CallbackInfo& info) {
-  int fd = ArgFd(info);
+  int fd = ArgFd(info, 0);
   sockaddr_storage ss;
   socklen_t len = SockaddrFromJs(info.Env(), info[1], &ss);
   if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0) ThrowErrno(info.Env(), errno, "bind");
@@ -162,7 +150,7 @@ Napi::Value Bind(const Napi::CallbackInfo& info) {
 
 // connect(fd, addr) -> true when connected now (always in repair mode), false for EINPROGRESS.
 Napi::Value Connect(const Napi::CallbackInfo& info) {
-  int fd = ArgFd(info);
+  int fd = ArgFd(info, 0);
   sockaddr_storage ss;
   socklen_t len = SockaddrFromJs(info.Env(), info[1], &ss);
   if (connect(fd, reinterpret_cast<sockaddr*>(&ss), len) < 0) {
@@ -176,7 +164,7 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
 // tcpState/repair are -1 for non-TCP sockets. ENOTSOCK for anything that is not a socket.
 Napi::Value SocketInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = ArgFd(info);
+  int fd = ArgFd(info, 0);
   int domain = GetIntOpt(env, fd, SOL_SOCKET, SO_DOMAIN, "getsockopt");
   int type = GetIntOpt(env, fd, SOL_SOCKET, SO_TYPE, "getsockopt");
   int protocol = GetIntOpt(env, fd, SOL_SOCKET, SO_PROTOCOL, "getsockopt");
@@ -211,11 +199,8 @@ Napi::Value SocketInfo(const Napi::CallbackInfo& info) {
 // (EOPNOTSUPP/ENOPROTOOPT for a non-TCP socket, ENOTCONN from getpeername when unconnected).
 Napi::Value InspectTcp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = ArgFd(info);
-  if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
-      info[1].As<Napi::Uint32Array>().ElementLength() < 18)
-    ThrowInvalidArg(env, "out must be a Uint32Array of 18 words");
-  uint32_t* out = info[1].As<Napi::Uint32Array>().Data();
+  int fd = ArgFd(info, 0);
+  uint32_t* out = ArgTypedArray<uint32_t>(info, 1, "out", 2 + 2 * kAddrWords).Data();
   tcp_info ti;
   socklen_t len = sizeof(ti);
   memset(&ti, 0, sizeof(ti));
@@ -236,10 +221,10 @@ Napi::Value InspectTcp(const Napi::CallbackInfo& info) {
 // was released. Turning repair off clears SO_REUSEADDR (the kernel resets sk_reuse), so the
 // application's setting (read before repair went on) is re-applied, as libsoccr_resume does.
 Napi::Value SetRepair(const Napi::CallbackInfo& info) {
-  int fd = ArgFd(info);
-  bool on = info.Length() > 1 && info[1].ToBoolean();
+  int fd = ArgFd(info, 0);
+  bool on = ArgTruthy(info, 1);
   SetIntOpt(info.Env(), fd, IPPROTO_TCP, TCP_REPAIR, on ? 1 : 0, "setsockopt");
-  if (!on && info.Length() > 2 && info[2].ToBoolean()) SetIntOpt(info.Env(), fd, SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt");
+  if (!on && ArgTruthy(info, 2)) SetIntOpt(info.Env(), fd, SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt");
   return info.Env().Undefined();
 }
 
@@ -247,15 +232,14 @@ Napi::Value SetRepair(const Napi::CallbackInfo& info) {
 // reach the kernel when the peer is not acknowledging. Returns the resulting SO_SNDBUF.
 Napi::Value SetSendBufferForce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = ArgFd(info);
-  int32_t bytes = ArgInt32(info, 1, "bytes must be an integer");
-  if (bytes <= 0) ThrowInvalidArg(env, "bytes must be > 0");
+  int fd = ArgFd(info, 0);
+  int32_t bytes = ArgInt32(info, 1, "bytes");
   SetIntOpt(env, fd, SOL_SOCKET, SO_SNDBUFFORCE, bytes, "setsockopt");
   return Napi::Number::New(env, GetIntOpt(env, fd, SOL_SOCKET, SO_SNDBUF, "getsockopt"));
 }
 
 Napi::Value SendBufferSize(const Napi::CallbackInfo& info) {
-  int fd = ArgFd(info);
+  int fd = ArgFd(info, 0);
   return Napi::Number::New(info.Env(), GetIntOpt(info.Env(), fd, SOL_SOCKET, SO_SNDBUF, "getsockopt"));
 }
 
@@ -263,18 +247,15 @@ Napi::Value SendBufferSize(const Napi::CallbackInfo& info) {
 
 socklen_t SockaddrFromJs(Napi::Env env, Napi::Value value, sockaddr_storage* out) {
   memset(out, 0, sizeof(*out));
-  if (!value.IsObject()) ThrowInvalidArg(env, "address must be an object");
+  if (!value.IsObject()) ThrowArgType(env, "address", "an object");
   Napi::Object obj = value.As<Napi::Object>();
   Napi::Value family = obj.Get("family");
-  Napi::Value address = obj.Get("address");
   Napi::Value port = obj.Get("port");
-  if (!family.IsNumber() || !port.IsNumber() || !address.IsTypedArray())
-    ThrowInvalidArg(env, "address must be {family, address: Uint8Array, port}");
-  Napi::TypedArray typed = address.As<Napi::TypedArray>();
-  if (typed.TypedArrayType() != napi_uint8_array) ThrowInvalidArg(env, "address.address must be a Uint8Array");
-  Napi::Uint8Array bytes = address.As<Napi::Uint8Array>();
+  if (!family.IsNumber() || !port.IsNumber()) ThrowArgType(env, "address", "{family, address: Uint8Array, port}");
+  Napi::Uint8Array bytes = TypedArrayValue<uint8_t>(env, obj.Get("address"), "address.address");
+  // A port is 16 bits: a larger number would be truncated into another port.
   uint32_t port_value = port.As<Napi::Number>().Uint32Value();
-  if (port_value > 65535) ThrowInvalidArg(env, "port out of range");
+  if (port_value > 65535) ThrowArgType(env, "address.port", "an integer in 0..65535");
   int32_t fam = family.As<Napi::Number>().Int32Value();
   if (fam == 4 && bytes.ElementLength() == 4) {
     auto* sin = reinterpret_cast<sockaddr_in*>(out);
@@ -294,7 +275,7 @@ socklen_t SockaddrFromJs(Napi::Env env, Napi::Value value, sockaddr_storage* out
     if (flowinfo.IsNumber()) sin6->sin6_flowinfo = htonl(flowinfo.As<Napi::Number>().Uint32Value());
     return sizeof(sockaddr_in6);
   }
-  ThrowInvalidArg(env, "address family and length do not match (4: 4 bytes, 6: 16 bytes)");
+  ThrowArgType(env, "address", "family 4 with 4 address bytes or family 6 with 16");
 }
 
 Napi::Object SockaddrToJs(Napi::Env env, const sockaddr* sa) {
@@ -315,56 +296,6 @@ Napi::Object SockaddrToJs(Napi::Env env, const sockaddr* sa) {
     ThrowErrno(env, EAFNOSUPPORT, "getsockname");
   }
   return out;
-}
-
-bool SockaddrToWords(const sockaddr* sa, uint32_t* words) {
-  memset(words, 0, 8 * sizeof(uint32_t));
-  if (sa->sa_family == AF_INET) {
-    auto* sin = reinterpret_cast<const sockaddr_in*>(sa);
-    words[0] = 4;
-    words[1] = ntohs(sin->sin_port);
-    words[2] = ntohl(sin->sin_addr.s_addr);
-    return true;
-  }
-  if (sa->sa_family == AF_INET6) {
-    auto* sin6 = reinterpret_cast<const sockaddr_in6*>(sa);
-    words[0] = 6;
-    words[1] = ntohs(sin6->sin6_port);
-    for (int i = 0; i < 4; i++) {
-      uint32_t w;
-      memcpy(&w, sin6->sin6_addr.s6_addr + 4 * i, 4);
-      words[2 + i] = ntohl(w);
-    }
-    words[6] = sin6->sin6_scope_id;
-    words[7] = ntohl(sin6->sin6_flowinfo);
-    return true;
-  }
-  return false;
-}
-
-socklen_t SockaddrFromWords(const uint32_t* words, sockaddr_storage* out) {
-  memset(out, 0, sizeof(*out));
-  if (words[1] > 65535) return 0;
-  if (words[0] == 4) {
-    auto* sin = reinterpret_cast<sockaddr_in*>(out);
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons(static_cast<uint16_t>(words[1]));
-    sin->sin_addr.s_addr = htonl(words[2]);
-    return sizeof(sockaddr_in);
-  }
-  if (words[0] == 6) {
-    auto* sin6 = reinterpret_cast<sockaddr_in6*>(out);
-    sin6->sin6_family = AF_INET6;
-    sin6->sin6_port = htons(static_cast<uint16_t>(words[1]));
-    for (int i = 0; i < 4; i++) {
-      uint32_t w = htonl(words[2 + i]);
-      memcpy(sin6->sin6_addr.s6_addr + 4 * i, &w, 4);
-    }
-    sin6->sin6_scope_id = words[6];
-    sin6->sin6_flowinfo = htonl(words[7]);
-    return sizeof(sockaddr_in6);
-  }
-  return 0;
 }
 
 void InitSocketOps(Napi::Env env, Napi::Object exports) {

@@ -10,6 +10,8 @@
 
 #include <string>
 
+#include "packed_addr.h"
+
 namespace nodecriu {
 
 // Reads {family: 4|6, address: Uint8Array(4|16), port, flowinfo?, scopeId?} into a sockaddr.
@@ -18,12 +20,6 @@ socklen_t SockaddrFromJs(Napi::Env env, Napi::Value value, sockaddr_storage* out
 
 // The inverse: a JS object of the shape above.
 Napi::Object SockaddrToJs(Napi::Env env, const sockaddr* sa);
-
-// The packed form (8 uint32 words, no allocation): [family 4|6, port, a0, a1, a2, a3, scopeId,
-// flowinfo], address bytes as big-endian words (IPv4: a0 only). Returns false for other families.
-bool SockaddrToWords(const sockaddr* sa, uint32_t* words);
-// Returns the sockaddr length, or 0 when the words are not a valid address.
-socklen_t SockaddrFromWords(const uint32_t* words, sockaddr_storage* out);
 
 // Creates `count` non-blocking, close-on-exec TCP sockets (families[i]: 4 or 6) into fds, inside
 // the network namespace at *netns when given (entered once for all). Returns 0, or -1 with errno
