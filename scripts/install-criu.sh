@@ -2,15 +2,22 @@
 # Gives node-criu a CRIU (4.2 or newer) that works on the running kernel, and prints the path of an
 # executable that runs it like `criu`:
 #   - the system's criu, when it is 4.2+ and `criu check` passes; otherwise
-#   - Debian's criu 4.2.x from a private minimal Debian root (debootstrap --variant=minbase),
-#     run from the host through that root's own dynamic loader (chroot does not work for criu:
-#     "mnt: No parent found for mountpoint"). The root also carries libcriu-dev (rpc.proto) and
-#     python3-pycriu, which the tests use as references.
+#   - Debian's criu, pinned to one version (CRIU_VERSION below), from a private minimal Debian
+#     root (debootstrap --variant=minbase), run from the host through that root's own dynamic
+#     loader (chroot does not work for criu: "mnt: No parent found for mountpoint"). The root
+#     also carries libcriu-dev (rpc.proto) and python3-pycriu, which the tests use as references.
+#     debootstrap runs with --force-check-gpg against Debian's archive keyring (installed with apt
+#     when missing): every package is checked against the signed Release file, whatever the
+#     mirror's transport. Only x86_64 Debian hosts can build the root; elsewhere a system criu
+#     4.2+ is required and the script says so before downloading anything.
 #
 # Cache layout (NODE_CRIU_CACHE_DIR, default /var/cache/node-criu):
 #   root/        the private Debian root (absent when the system criu is used)
 #   bin/criu     wrapper: `exec <loader> --library-path <libs> <criu> "$@"` (or exec system criu)
-#   state        key=value lines (source, version, criu, installed); written last, atomically
+#   state        key=value lines (source, version, package, suite, verified, criu, installed);
+#                written last, atomically
+#   root/.node-criu-provenance  how the root was built (suite, mirror, keyring, gpg=verified, the
+#                criu package version); a root without it (built unverified) is never used
 #   build.log    debootstrap output of the last build
 #   .lock        flock for concurrent runs; .build-*: in-progress builds (removed on any exit)
 # A run with a valid cache only runs `bin/criu --version` (no network, no waiting on the lock).
@@ -30,9 +37,15 @@
 #   NODE_CRIU_ADOPT_ROOT     a ready-made root to verify and move into the cache instead of running
 #                            debootstrap (default <cache>/sid-root.tmp; ignored with --force)
 #   NODE_CRIU_DEBIAN_SUITE   default sid;  NODE_CRIU_DEBIAN_MIRROR default http://deb.debian.org/debian
+#   NODE_CRIU_CRIU_VERSION   the pinned upstream version the private root must carry (default below)
+#   NODE_CRIU_DEBIAN_KEYRING default /usr/share/keyrings/debian-archive-keyring.gpg
 set -euo pipefail
 
 MIN_VERSION=4.2
+# The CRIU release the project is tested with; Debian's suite must carry exactly this version.
+CRIU_VERSION=${NODE_CRIU_CRIU_VERSION:-4.2.1}
+KEYRING=${NODE_CRIU_DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
+PROVENANCE=.node-criu-provenance
 CACHE=${NODE_CRIU_CACHE_DIR:-/var/cache/node-criu}
 SUITE=${NODE_CRIU_DEBIAN_SUITE:-sid}
 MIRROR=${NODE_CRIU_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -92,9 +105,23 @@ cache_valid() {
   [ -f "$STATE" ] && [ -x "$WRAPPER" ] || return 1
   local source version
   source=$(state_get source)
-  if [ "$source" = root ]; then [ -x "$ROOT/usr/sbin/criu" ] || return 1; fi
+  if [ "$source" = root ]; then
+    [ -x "$ROOT/usr/sbin/criu" ] && root_is_verified "$ROOT" || return 1
+  fi
   version=$(criu_version_of "$WRAPPER") || return 1
   version_at_least "$version" "$MIN_VERSION"
+}
+
+provenance_get() { sed -n "s/^$2=//p" "$1/$PROVENANCE" 2>/dev/null | head -n1; }
+
+# A root counts only when it records a GPG-verified build of the pinned criu.
+root_is_verified() {
+  [ "$(provenance_get "$1" gpg)" = verified ] && [ "$(provenance_get "$1" criu_version)" = "$CRIU_VERSION" ]
+}
+
+# The Debian package version of criu inside root $1 ("4.2.1-1"), from its dpkg database.
+root_criu_package() {
+  sed -n '/^Package: criu$/,/^$/s/^Version: //p' "$1/var/lib/dpkg/status" 2>/dev/null | head -n1
 }
 
 # Removes a directory tree that may still have debootstrap's mounts (proc, sys, ...) inside it.
@@ -178,9 +205,16 @@ write_atomically() { # $1 = target, stdin = content, $2 = mode
 }
 
 finish() { # $1 = source (root|system), $2 = version, $3 = criu path
+  local package=system suite=system verified=system
+  if [ "$1" = root ]; then
+    package=$(provenance_get "$ROOT" criu_package) suite=$(provenance_get "$ROOT" suite) verified=gpg
+  fi
   write_atomically "$STATE" 644 <<EOF
 source=$1
 version=$2
+package=$package
+suite=$suite
+verified=$verified
 criu=$3
 installed=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 EOF
@@ -212,11 +246,16 @@ fi
 verify_root() {
   local root=$1 version
   [ -x "$root/usr/sbin/criu" ] || { echo "no usr/sbin/criu" >&2; return 1; }
+  [ -f "$root/$PROVENANCE" ] || { echo "no record of a verified build ($PROVENANCE)" >&2; return 1; }
+  [ "$(provenance_get "$root" gpg)" = verified ] || { echo "its packages were not GPG-verified" >&2; return 1; }
+  [ "$(provenance_get "$root" criu_version)" = "$CRIU_VERSION" ] ||
+    { echo "it carries criu $(provenance_get "$root" criu_version), not the pinned $CRIU_VERSION" >&2; return 1; }
   [ -e "$root/usr/lib64/ld-linux-x86-64.so.2" ] || { echo "no loader" >&2; return 1; }
   [ -f "$root/usr/include/criu/rpc.proto" ] || { echo "no usr/include/criu/rpc.proto (libcriu-dev)" >&2; return 1; }
   [ -d "$root/usr/lib/python3/dist-packages/pycriu" ] || { echo "no pycriu (python3-pycriu)" >&2; return 1; }
   version=$(criu_version_of root_criu "$root") || { echo "criu --version failed" >&2; return 1; }
   version_at_least "$version" "$MIN_VERSION" || { echo "criu $version is older than $MIN_VERSION" >&2; return 1; }
+  [ "$version" = "$CRIU_VERSION" ] || { echo "criu $version is not the pinned $CRIU_VERSION" >&2; return 1; }
   root_criu "$root" check >/dev/null 2>&1 || { echo "criu check failed" >&2; return 1; }
   root_criu "$root" check --feature network_lock_nftables >/dev/null 2>&1 ||
     { echo "criu has no nftables network lock (libnftables)" >&2; return 1; }
@@ -269,18 +308,34 @@ if [ "$FORCE" = 0 ] && [ -d "$ADOPT" ] && [ ! -L "$ADOPT" ]; then
   rm -f "$CACHE/.verify.err"
 fi
 
-if ! command -v debootstrap >/dev/null 2>&1; then
-  log "installing debootstrap with apt-get"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+# Everything below downloads: first make sure this host can build and run the root at all.
+arch=$(uname -m)
+[ "$arch" = x86_64 ] ||
+  die "no usable system criu, and the private CRIU root is built for x86_64 only (this host is $arch): install CRIU $MIN_VERSION+ from your distribution, or set CRIU_PATH"
+if [ ! -f /etc/debian_version ] || ! command -v apt-get >/dev/null 2>&1; then
+  die "no usable system criu, and this host is not Debian (no /etc/debian_version or apt-get), so the private CRIU root cannot be built: install CRIU $MIN_VERSION+ from your distribution, or set CRIU_PATH"
 fi
+
+apt_needed=()
+command -v debootstrap >/dev/null 2>&1 || apt_needed+=(debootstrap)
+if [ ! -s "$KEYRING" ]; then
+  [ -z "${NODE_CRIU_DEBIAN_KEYRING:-}" ] || die "NODE_CRIU_DEBIAN_KEYRING=$KEYRING does not exist"
+  apt_needed+=(debian-archive-keyring)
+fi
+if [ ${#apt_needed[@]} -gt 0 ]; then
+  log "installing ${apt_needed[*]} with apt-get"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_needed[@]}" >/dev/null
+fi
+[ -s "$KEYRING" ] || die "Debian's archive keyring $KEYRING is missing; cannot verify packages"
 
 BUILD=$(mktemp -d "$CACHE/.build-XXXXXX")
 chmod 755 "$BUILD"
 log "building a Debian $SUITE root with criu in $BUILD (debootstrap, about a minute; log: $CACHE/build.log)"
 # In its own process group and waited for in the background, so that an interrupt runs our trap
 # at once and stops debootstrap with all its children before the tree is removed.
-setsid debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$BUILD" "$MIRROR" >"$CACHE/build.log" 2>&1 &
+setsid debootstrap --force-check-gpg --keyring="$KEYRING" --variant=minbase --include="$PACKAGES" \
+  "$SUITE" "$BUILD" "$MIRROR" >"$CACHE/build.log" 2>&1 &
 DEBOOTSTRAP_PID=$!
 if ! wait "$DEBOOTSTRAP_PID"; then
   DEBOOTSTRAP_PID=
@@ -290,6 +345,23 @@ fi
 DEBOOTSTRAP_PID=
 # The package cache is not needed to run criu.
 rm -rf "${BUILD:?}"/var/cache/apt/archives/*.deb
+grep -q '^I: Valid Release signature' "$CACHE/build.log" ||
+  die "debootstrap did not report a valid Release signature (log: $CACHE/build.log)"
+package=$(root_criu_package "$BUILD")
+[ -n "$package" ] || die "the new root has no criu package in its dpkg database"
+upstream=${package#*:}
+upstream=${upstream%%-*}
+[ "$upstream" = "$CRIU_VERSION" ] ||
+  die "Debian $SUITE now ships criu $package, but node-criu pins $CRIU_VERSION; set NODE_CRIU_CRIU_VERSION=$upstream to accept it (untested), or NODE_CRIU_DEBIAN_SUITE to a suite that has $CRIU_VERSION"
+cat >"$BUILD/$PROVENANCE" <<EOF
+suite=$SUITE
+mirror=$MIRROR
+keyring=$KEYRING
+gpg=verified
+criu_package=$package
+criu_version=$upstream
+built=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+EOF
 if ! version=$(verify_root "$BUILD" 2>"$CACHE/.verify.err"); then
   reason=$(tail -n1 "$CACHE/.verify.err"); rm -f "$CACHE/.verify.err"
   die "the new root does not work here: $reason"

@@ -110,6 +110,14 @@ describe('scripts/install-criu.sh', () => {
     expect(['root', 'system']).toContain(state.source);
     expect(atLeast42(state.version)).toBe(true);
     expect(state.version).toBe(versionOf(WRAPPER));
+    if (state.source === 'root') {
+      // The private root is the pinned version, built from GPG-verified packages.
+      expect(state).toMatchObject({ version: '4.2.1', verified: 'gpg', suite: 'sid' });
+      expect(state.package).toMatch(/^4\.2\.1-/);
+      const provenance = fs.readFileSync(path.join(criuRoot()!, '.node-criu-provenance'), 'utf8');
+      expect(provenance).toMatch(/^gpg=verified$/m);
+      expect(provenance).toMatch(/^criu_version=4\.2\.1$/m);
+    }
   });
 
   it('--print-path and --print-root print the cache paths', () => {
@@ -277,6 +285,66 @@ describe('install-criu.sh: which criu it picks', () => {
     expect(state(cache)).toMatchObject({ source: 'root', version: versionOf(WRAPPER) });
     expect(versionOf(path.join(cache, 'bin', 'criu'))).toBe(versionOf(WRAPPER));
     expect(fs.existsSync(trapLog)).toBe(false);
+  });
+
+  /** A temp cache whose root/ is a copy of the real root's top level without its provenance. */
+  function cacheWithUnverifiedRoot(name: string): string {
+    const cache = path.join(scratch, name);
+    const root = path.join(cache, 'root');
+    fs.mkdirSync(root, { recursive: true });
+    for (const entry of fs.readdirSync(criuRoot()!)) {
+      if (entry !== '.node-criu-provenance') fs.symlinkSync(path.join(criuRoot()!, entry), path.join(root, entry));
+    }
+    return cache;
+  }
+
+  it('never keeps a root without a record of a GPG-verified build: it rebuilds with --force-check-gpg', () => {
+    const cache = cacheWithUnverifiedRoot('unverified-root');
+    const out = install(cache, path.join(scratch, 'no-system'), { NODE_CRIU_USE_SYSTEM: '0' });
+    expect(out.status).toBe(1);
+    expect(out.stderr).toMatch(/existing root .* is not usable; rebuilding/);
+    expect(out.stderr).toMatch(/debootstrap failed/);
+    const calls = fs.readFileSync(trapLog, 'utf8');
+    fs.rmSync(trapLog);
+    expect(calls).toMatch(/^debootstrap --force-check-gpg --keyring=\S+debian-archive-keyring\.gpg --variant=minbase /m);
+    expect(fs.existsSync(path.join(cache, 'state'))).toBe(false);
+    expect(fs.readdirSync(cache).filter((name) => name.startsWith('.build-'))).toEqual([]);
+  });
+
+  it('refuses a root that is not the pinned CRIU version', () => {
+    const cache = cacheWithRoot('other-pin');
+    const out = install(cache, path.join(scratch, 'no-system'), {
+      NODE_CRIU_USE_SYSTEM: '0',
+      NODE_CRIU_CRIU_VERSION: '9.9.9',
+    });
+    expect(out.status).toBe(1);
+    expect(out.stderr).toMatch(/is not usable; rebuilding/);
+    expect(fs.readFileSync(trapLog, 'utf8')).toMatch(/^debootstrap /m);
+    fs.rmSync(trapLog);
+    expect(fs.existsSync(path.join(cache, 'state'))).toBe(false);
+  });
+
+  it.each([
+    ['on a host that is not x86_64', ['setarch', 'i686', 'bash'], /built for x86_64 only \(this host is i686\)/],
+    [
+      'on a host that is not Debian',
+      ['unshare', '--mount', '--', 'sh', '-c', 'mount -t tmpfs none /etc && exec bash "$@"', 'sh'],
+      /this host is not Debian/,
+    ],
+  ])('says why it cannot build the root %s, before downloading anything', (_name, prefix, message) => {
+    const cache = path.join(scratch, `no-build-${prefix[0]}`);
+    const env = {
+      ...process.env,
+      NODE_CRIU_CACHE_DIR: cache,
+      NODE_CRIU_USE_SYSTEM: '0',
+      PATH: `${trapBin}:${process.env.PATH}`,
+    };
+    const out = run(prefix[0], [...prefix.slice(1), INSTALL_CRIU_SCRIPT], env);
+    expect(out.status).toBe(1);
+    expect(out.stderr).toMatch(message);
+    expect(out.stderr).toMatch(/install CRIU 4\.2\+ from your distribution, or set CRIU_PATH/);
+    expect(fs.existsSync(trapLog)).toBe(false);
+    expect(fs.readdirSync(cache).filter((name) => name.startsWith('.build-'))).toEqual([]);
   });
 
   it('NODE_CRIU_USE_SYSTEM=0 ignores even a good system criu', () => {
