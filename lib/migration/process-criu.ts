@@ -7,6 +7,7 @@
  * and the pid pass through). The wrapper's text is fixed: the netns and criu paths are symlinks
  * next to it, so no caller string is ever parsed by a shell.
  */
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -177,6 +178,29 @@ export async function copyLockTable(
   } catch {
     return undefined;
   }
+}
+
+/**
+ * After the dump: copies the lock table CRIU made in `source` (one not in `before`) into `target`
+ * as `node-criu-hold-<pid>-<random>` (see copyLockTable). `dumpLock` is CRIU's table, `hold` the
+ * copy (undefined when there was nothing to copy or it could not be made).
+ */
+export async function holdInTarget(
+  source: string | undefined,
+  target: string | undefined,
+  before: readonly string[],
+  pid: number,
+): Promise<{ dumpLock?: string; hold?: string }> {
+  const dumpLock = (await criuLockTables(source)).find((t) => !before.includes(t));
+  if (dumpLock === undefined) return {};
+  const hold = await copyLockTable(source, dumpLock, target, `node-criu-hold-${pid}-${randomBytes(3).toString('hex')}`);
+  return hold === undefined ? { dumpLock } : { dumpLock, hold };
+}
+
+/** Deletes CRIU's lock tables in `netns` that are not in `before` (best effort). */
+export async function deleteNewLockTables(netns: string | undefined, before: readonly string[]): Promise<void> {
+  const made = (await criuLockTables(netns)).filter((t) => !before.includes(t));
+  if (made.length > 0) await deleteTables(netns, made);
 }
 
 /** A TCP row's 4-tuple key: "local-remote" in /proc/net/tcp's hex form. */

@@ -1,5 +1,5 @@
 /**
- * Whole-process live migration through CRIU (issue #5): pre-dumps while the server runs (when
+ * Whole-process live migration through CRIU: pre-dumps while the server runs (when
  * CRIU can track memory), a final dump with its TCP connections (tcp_established, nftables lock),
  * the images carried to the target (a copied directory, or CRIU's page server), the service
  * address moved by the caller's hook, and a restore inside the target's network namespace.
@@ -23,7 +23,6 @@
  * In page-server mode a page server that dies mid-dump would block the dump (and the frozen task)
  * forever, so a watchdog ends the target side, the dump fails and CRIU resumes the task.
  */
-import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 
 import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
@@ -32,10 +31,11 @@ import { namespaceId, OWN_NETNS, type NamespaceId } from '../sys/netns';
 import {
   checkNetns,
   checkTaskNetns,
-  copyLockTable,
   criuInNetns,
   criuLockTables,
+  deleteNewLockTables,
   deleteTables,
+  holdInTarget,
   processTcpTuples,
   type NetnsCriu,
 } from './process-criu';
@@ -56,27 +56,15 @@ import {
   type ProcessMigrationOptions,
   type ProcessMigrationResult,
 } from './process-options';
+import { preDumpsAreDone, runPreDumps } from './process-predump';
 import { rollback, type RollbackContext } from './process-rollback';
 import { waitForNoConflicts, waitForTreeFree } from './process-waits';
 
 export type { ProcessMigrationOptions, ProcessMigrationResult, ProcessMigrationProgress } from './process-options';
 export { describeFailure };
-
-const PAGE_SIZE = 4096;
-const DEFAULT_MAX_PRE_DUMPS = 5;
-/** phaul's rule: a pre-dump that copied fewer pages than this is good enough. */
-const DEFAULT_MIN_PAGES = 64;
+export { preDumpsAreDone };
 
 type Phases = ProcessMigrationResult['phases'];
-
-/**
- * phaul's rule for ending the pre-dump loop: stop when the last pre-dump copied little (fewer
- * than `minPages`), or when the copies stop shrinking (the task dirties memory as fast as we copy
- * it, so another round would not shorten the final, frozen one).
- */
-export function preDumpsAreDone(pagesWritten: number, previous: number | undefined, minPages: number): boolean {
-  return pagesWritten < minPages || (previous !== undefined && pagesWritten >= previous);
-}
 
 class Migration implements RollbackContext {
   readonly phases: Phases = { preDump: 0, dump: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
@@ -162,43 +150,7 @@ class Migration implements RollbackContext {
 
   /** Pre-dumps while the task runs; copies each to the target side as it goes (pages move early). */
   async preDumps(): Promise<void> {
-    const features = await this.source.criu.featureCheck({ memTrack: true });
-    this.memoryTracking = features.memTrack === true;
-    const plan = this.options.preDump === false ? undefined : (this.options.preDump ?? {});
-    if (plan === undefined) return;
-    if (!this.memoryTracking) {
-      this.emit('preDump', {
-        state: 'skipped',
-        reason:
-          'CRIU cannot track memory changes on this kernel (CONFIG_MEM_SOFT_DIRTY off): every pre-dump would be a full copy and CRIU 4.2 aborts it',
-      });
-      return;
-    }
-    const max = plan.maxIterations ?? DEFAULT_MAX_PRE_DUMPS;
-    const minPages = plan.minPages ?? DEFAULT_MIN_PAGES;
-    let previous: number | undefined;
-    await this.timed('preDump', async () => {
-      for (let index = 1; index <= max; index++) {
-        this.checkAbort('preDump');
-        const dir = freshDir(path.join(this.layout.source, `pre-${index}`));
-        const started = performance.now();
-        await this.source.criu.singlePreDump({
-          ...this.base,
-          pid: this.options.pid,
-          imagesDir: dir,
-          trackMem: true,
-          ...(this.parent !== undefined ? { parentImg: this.parent } : {}),
-        });
-        const written = readDumpStats(dir)?.pagesWritten ?? Math.ceil(pagesBytes(dir) / PAGE_SIZE);
-        await copyImages(dir, freshDir(path.join(this.layout.target, `pre-${index}`)));
-        const ms = performance.now() - started;
-        this.iterations.push({ index, pagesWritten: written, ms });
-        this.parent = `../pre-${index}`;
-        this.emit('preDump', { state: 'iteration', index, pagesWritten: written, ms: Math.round(ms) });
-        if (preDumpsAreDone(written, previous, minPages)) break;
-        previous = written;
-      }
-    });
+    Object.assign(this, await runPreDumps(this));
   }
 
   /** Final dump (pages to the target's page server in that mode). Throws only with the task resumed on the source. */
@@ -316,16 +268,20 @@ class Migration implements RollbackContext {
       if (this.transfer === 'page-server') await copyImages(dirs.dumpDir, dirs.targetDir).catch(() => undefined);
       return this.rollback('transfer', error, rollbackDir, dirs.dumpDir);
     }
-    const locksAfter = (await criuLockTables(this.options.source?.netns)).filter((t) => !locksBefore.includes(t));
-    if (this.options.target?.netns !== this.options.source?.netns && locksAfter.length > 0) {
-      const name = `node-criu-hold-${this.options.pid}-${randomBytes(3).toString('hex')}`;
-      this.hold = await copyLockTable(this.options.source?.netns, locksAfter[0], this.options.target?.netns, name);
-      if (this.hold === undefined)
+    if (this.options.target?.netns !== this.options.source?.netns) {
+      const made = await holdInTarget(
+        this.options.source?.netns,
+        this.options.target?.netns,
+        locksBefore,
+        this.options.pid,
+      );
+      this.hold = made.hold;
+      if (made.dumpLock !== undefined && this.hold === undefined)
         this.emit('moveAddress', {
           state: 'warning',
           reason: 'could not hold the connections in the target namespace (nft missing?); a peer may see a reset',
         });
-      else this.emit('moveAddress', { state: 'hold', table: this.hold });
+      else if (this.hold !== undefined) this.emit('moveAddress', { state: 'hold', table: this.hold });
     }
     let phase: ProcessMigrationPhase = 'moveAddress';
     let restoredPid: number;
@@ -359,8 +315,7 @@ class Migration implements RollbackContext {
     const downtimeMs = this.phases.dump + this.phases.transfer + this.phases.moveAddress + this.phases.restore;
     // CRIU leaves its lock table in the source namespace after a successful dump (so the source
     // never answers the moved connections with RST); the process lives on the target now.
-    const stale = (await criuLockTables(this.options.source?.netns)).filter((t) => !locksBefore.includes(t));
-    if (stale.length > 0) await deleteTables(this.options.source?.netns, stale);
+    await deleteNewLockTables(this.options.source?.netns, locksBefore);
     this.phases.total = performance.now() - started;
     const dumpStats = readDumpStats(dirs.dumpDir);
     const result: ProcessMigrationResult = {
