@@ -97,7 +97,7 @@ export function mayTouch(pid: number): boolean {
  * CRIU's run ids from the first lines of its log ("CRIU run id = <uuid>"; CRIU 4.2.1 logs two, the
  * service's and the worker's, and names its lock table after the second).
  */
-export function readCriuRunIds(logPath: string | undefined): string[] {
+function readCriuRunIds(logPath: string | undefined): string[] {
   if (logPath === undefined) return [];
   let fd: number | undefined;
   try {

@@ -163,7 +163,7 @@ export async function deleteTables(netns: string | undefined, tables: string[]):
  * namespace that owns the address but no socket, and be answered with RST. Resolves with the new
  * table ('inet NAME') or undefined when it could not be made.
  */
-export async function copyLockTable(
+async function copyLockTable(
   from: string | undefined,
   table: string,
   to: string | undefined,

@@ -73,8 +73,9 @@ export function findExecutable(name: string, extraDirs: readonly string[] = []):
   return undefined;
 }
 
-function describe(command: string, args: readonly string[]): string {
-  return [command, ...args].join(' ');
+/** The command line for a message: long arguments (an nft JSON batch) shortened. */
+export function describeCommand(command: string, args: readonly string[]): string {
+  return [command, ...args].map((arg) => (arg.length > 120 ? `${arg.slice(0, 117)}...` : arg)).join(' ');
 }
 
 /** Runs `command args`; resolves with its output when it exits 0, else rejects with CommandError. */
@@ -84,7 +85,9 @@ export function run(command: string, args: readonly string[], options: RunOption
   const fail = (message: string, code: string, extra: Partial<ConstructorParameters<typeof CommandError>[1]> = {}) =>
     new CommandError(message, { code, command: line.command, args: line.args, ...extra });
   if (options.signal?.aborted)
-    return Promise.reject(fail(`${describe(command, args)}: aborted`, 'ABORT_ERR', { cause: options.signal.reason }));
+    return Promise.reject(
+      fail(`${describeCommand(command, args)}: aborted`, 'ABORT_ERR', { cause: options.signal.reason }),
+    );
   return new Promise((resolve, reject) => {
     const stdin = options.input !== undefined ? 'pipe' : (options.stdinFd ?? 'ignore');
     const child = spawn(line.command, line.args, { stdio: [stdin, 'pipe', 'pipe'], env: commandEnv(options.env) });
@@ -122,19 +125,23 @@ export function run(command: string, args: readonly string[], options: RunOption
       done();
       if (ended === 'timeout')
         return reject(
-          fail(`${describe(command, args)}: timed out after ${options.timeoutMs} ms`, 'ERR_COMMAND_TIMEOUT', {
+          fail(`${describeCommand(command, args)}: timed out after ${options.timeoutMs} ms`, 'ERR_COMMAND_TIMEOUT', {
             stderr,
           }),
         );
       if (ended === 'abort')
         return reject(
-          fail(`${describe(command, args)}: aborted`, 'ABORT_ERR', { stderr, cause: options.signal?.reason }),
+          fail(`${describeCommand(command, args)}: aborted`, 'ABORT_ERR', { stderr, cause: options.signal?.reason }),
         );
       if (exitCode === 0) return resolve({ stdout, stderr });
       const how = signal !== null ? `killed by ${signal}` : `exit ${String(exitCode)}`;
       const why = stderr.trim() === '' ? '' : `: ${stderr.trim()}`;
       reject(
-        fail(`${describe(command, args)} failed (${how})${why}`, 'ERR_COMMAND_FAILED', { exitCode, signal, stderr }),
+        fail(`${describeCommand(command, args)} failed (${how})${why}`, 'ERR_COMMAND_FAILED', {
+          exitCode,
+          signal,
+          stderr,
+        }),
       );
     });
     if (child.stdin) {

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 /** Our own network namespace. */
 export const OWN_NETNS = '/proc/self/ns/net';
 /** Where `ip netns add NAME` bind-mounts its namespaces. */
-export const NAMED_NETNS_DIR = '/run/netns';
+const NAMED_NETNS_DIR = '/run/netns';
 
 /** What `ip netns` accepts as a name (it refuses '/', '.' and '..'); kept to a safe set. */
 const NETNS_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$/;

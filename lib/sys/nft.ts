@@ -174,7 +174,7 @@ export function listTable(table: NftTable, options: NftRunOptions = {}): Promise
 }
 
 /** Whether the namespace has this table (a listing, not an error message, says so). */
-export async function hasTable(table: NftTable, options: NftRunOptions = {}): Promise<boolean> {
+async function hasTable(table: NftTable, options: NftRunOptions = {}): Promise<boolean> {
   return (await listTables({ ...options, family: table.family })).some((t) => t.name === table.name);
 }
 

@@ -10,7 +10,7 @@ import type { CommandError } from '../../sys/errors';
 import { NftablesLockError } from '../errors';
 
 /** `error` (from lib/sys/nft.ts) as an NftablesLockError. */
-export function lockError(error: unknown, netns: string | undefined): NftablesLockError {
+function lockError(error: unknown, netns: string | undefined): NftablesLockError {
   const e = error as CommandError;
   const message = `nft failed: ${e.message}`;
   if (e.code === 'ERR_COMMAND_NOT_FOUND')

@@ -1,7 +1,7 @@
 /** lib/sys/exec.ts without root: argument building, the environment, and the runner's error codes. */
 import * as path from 'node:path';
 
-import { commandEnv, commandLine, findExecutable, run, tail } from '../../../lib/sys/exec';
+import { commandEnv, commandLine, describeCommand, findExecutable, run, tail } from '../../../lib/sys/exec';
 
 describe('commandLine', () => {
   it('runs the command itself without a namespace', () => {
@@ -91,5 +91,12 @@ describe('findExecutable', () => {
     expect(findExecutable('node-criu-no-such-command')).toBeUndefined();
     const dir = path.dirname(process.execPath);
     expect(findExecutable(path.basename(process.execPath), [dir])).toBe(process.execPath);
+  });
+});
+
+describe('describe', () => {
+  it('shortens long arguments in messages', () => {
+    expect(describeCommand('nft', ['-j', 'x'.repeat(500)])).toBe(`nft -j ${'x'.repeat(117)}...`);
+    expect(describeCommand('ip', ['addr'])).toBe('ip addr');
   });
 });
