@@ -19,7 +19,7 @@
  *   CAP_SYS_ADMIN is what the hint asks for; without both, CRIU logs "Effective capability 21
  *   missing" and "... 40 missing".
  */
-import * as fs from 'node:fs';
+import { procStatus } from './sys/proc';
 
 const CAPABILITY_BITS = {
   CAP_DAC_OVERRIDE: 1,
@@ -38,8 +38,8 @@ export type CapabilityName = keyof typeof CAPABILITY_BITS;
 /** The effective capability mask of a process (CapEff), or undefined if /proc cannot say. */
 export function effectiveCapabilityMask(pid: number | 'self' = 'self'): bigint | undefined {
   try {
-    const match = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return match ? BigInt(`0x${match[1]}`) : undefined;
+    const capEff = procStatus(pid)?.get('CapEff');
+    return capEff !== undefined && /^[0-9a-f]+$/.test(capEff) ? BigInt(`0x${capEff}`) : undefined;
   } catch {
     return undefined;
   }

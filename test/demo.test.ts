@@ -120,14 +120,14 @@ it('cleans up everything when interrupted with SIGINT in the middle of a route',
   expect(demoProcesses(pid)).toEqual([]);
 });
 
-it('sweeps the namespaces and state directory of a demo that was killed', () => {
+it('sweeps the namespaces and state directory of a demo that was killed', async () => {
   const dead = spawnSync('true').pid as number;
   const name = `ncrdemo-${dead}-beef-a`;
   const dir = path.join(os.tmpdir(), `ncrdemo-${dead}-beef-x`);
   execFileSync('ip', ['netns', 'add', name]);
   fs.mkdirSync(dir);
   try {
-    expect(sweepStaleDemos()).toContain(name);
+    expect(await sweepStaleDemos()).toContain(name);
     expect(demoNamespaces(dead)).toEqual([]);
     expect(fs.existsSync(dir)).toBe(false);
   } finally {

@@ -1,7 +1,8 @@
 /** `node-criu check`: can this machine checkpoint and migrate? (root, CRIU, kernel, tools). */
 import { criuCapabilityProblem } from '../capabilities';
 import { Criu, type CriuFeatures } from '../criu';
-import { findOnPath } from '../migration/process-criu';
+import { findExecutable } from '../sys/exec';
+import { findNft } from '../sys/nft';
 import { CliError, COMMON_OPTIONS, EXIT, isRoot, parse, printResult, resolveCriu, type Output } from './common';
 
 export const CHECK_HELP = `Usage: node-criu check [--install] [--criu-path PATH] [--json] [--quiet]
@@ -27,7 +28,7 @@ export async function checkCommand(args: string[], out: Output): Promise<number>
   const capabilities = criuCapabilityProblem();
   if (root && capabilities !== undefined)
     problems.push(`root without ${capabilities.missing.join(', ')}: ${capabilities.hint}`);
-  const tools = { nsenter: findOnPath('nsenter') ?? null, nft: findOnPath('nft') ?? null };
+  const tools = { nsenter: findExecutable('nsenter') ?? null, nft: findNft() ?? null };
   if (tools.nsenter === null) problems.push('nsenter (util-linux) not found: migrate cannot enter network namespaces');
   if (tools.nft === null) problems.push('nft (nftables) not found: migrate cannot hold connections on the target');
   if (!root) {

@@ -1,9 +1,10 @@
 /** `node-criu migrate`: live-migrate a process tree (and its TCP connections) between network namespaces. */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 
 import { migrateProcess, type ProcessMigrationOptions } from '../migration';
-import { checkNetns, checkTaskNetns, findOnPath } from '../migration/process-criu';
+import { checkNetns, checkTaskNetns } from '../migration/process-criu';
 import { checkPid } from '../migration/process-options';
+import { findExecutable, run } from '../sys/exec';
 import {
   CliError,
   COMMON_OPTIONS,
@@ -51,28 +52,13 @@ Options:
 Exit codes: 0 migrated, 1 failed, 2 usage, 3 not root / no CRIU / no nsenter, 4 no such pid or
 namespace, 5 not migrated but still running on the source, 6 not running anywhere (images kept).`;
 
-function run(command: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(command, args, { timeout: 30000 }, (error, _stdout, stderr) => {
-      if (error)
-        reject(
-          new CliError(
-            `${command} ${args.join(' ')}: ${String(stderr).trim() || error.message}`,
-            EXIT.FAILED,
-            'ERR_COMMAND_FAILED',
-            undefined,
-            undefined,
-            error,
-          ),
-        );
-      else resolve();
-    });
-  });
-}
-
 /** `ip ARGS` inside `netns` (ours when undefined); argument arrays only. */
-function ipIn(netns: string | undefined, args: string[]): Promise<void> {
-  return netns === undefined ? run('ip', args) : run('nsenter', [`--net=${netns}`, '--', 'ip', ...args]);
+async function ipIn(netns: string | undefined, args: string[]): Promise<void> {
+  try {
+    await run('ip', args, { timeoutMs: 30000, ...(netns !== undefined ? { netns } : {}) });
+  } catch (error) {
+    throw new CliError((error as Error).message, EXIT.FAILED, 'ERR_COMMAND_FAILED', undefined, undefined, error);
+  }
 }
 
 function addressMover(
@@ -174,7 +160,7 @@ export async function migrateCommand(args: string[], out: Output, signal: AbortS
   if (sourceNetns !== undefined) checkNetns(sourceNetns, '--source-netns');
   if (targetNetns !== undefined) checkNetns(targetNetns, '--target-netns');
   checkTaskNetns(pid, sourceNetns, '--source-netns');
-  if ((sourceNetns !== undefined || targetNetns !== undefined) && findOnPath('nsenter') === undefined) {
+  if ((sourceNetns !== undefined || targetNetns !== undefined) && findExecutable('nsenter') === undefined) {
     throw new CliError(
       'nsenter (util-linux) is not on PATH; it is needed to run CRIU inside a network namespace',
       EXIT.ENVIRONMENT,

@@ -24,11 +24,12 @@
  * peers' packets dropped, and the images restore again. From pre-resume on the restore is
  * complete (the tree runs once ptrace detaches), so the client leaves it alone.
  */
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 
 import { binding } from '../native';
-import { procStatFields } from '../proc';
+import { pidNamespacePath } from '../sys/netns';
+import { deleteTables, listSetElements, listTables, type NftTable } from '../sys/nft';
+import { processExists, procStat, procState, procStatus, processTree, socketFds, startTimeOf } from '../sys/proc';
 
 export interface DumpRecovery {
   /** The dumped task was still alive when CRIU died. */
@@ -50,19 +51,11 @@ export interface RestoreRecovery {
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   } catch {
     return false;
   }
-}
-
-/** Start time (field 22 of /proc/<pid>/stat), or undefined when there is no such process. */
-function startTime(pid: number): string | undefined {
-  try {
-    return procStatFields(pid)?.[22 - 3];
-  } catch {
-    return undefined;
-  }
+  const state = procState(pid);
+  return state !== undefined && state !== 'Z';
 }
 
 /** A process as it was seen: its pid and start time (a reused pid has another start time). */
@@ -75,7 +68,7 @@ export interface SeenTask {
 export function descendantsOf(root: number): SeenTask[] {
   const seen: SeenTask[] = [];
   for (const pid of processTree(root).slice(1)) {
-    const start = startTime(pid);
+    const start = startTimeOf(pid);
     if (start !== undefined) seen.push({ pid, start });
   }
   return seen;
@@ -83,7 +76,7 @@ export function descendantsOf(root: number): SeenTask[] {
 
 /** The tasks that are still the processes that were seen (not gone, pid not reused). */
 export function stillThere(tasks: readonly SeenTask[]): number[] {
-  return tasks.filter((task) => startTime(task.pid) === task.start).map((task) => task.pid);
+  return tasks.filter((task) => startTimeOf(task.pid) === task.start).map((task) => task.pid);
 }
 
 /** Never init, this process, or an ancestor of it (a bogus pid must not reach them). */
@@ -92,7 +85,7 @@ export function mayTouch(pid: number): boolean {
   for (let current = process.pid, hops = 0; current > 1 && hops < 1000; hops++) {
     if (current === pid) return false;
     try {
-      current = Number(/^PPid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${current}/status`, 'utf8'))?.[1] ?? 0);
+      current = Number(procStatus(current)?.get('PPid') ?? 0);
     } catch {
       break;
     }
@@ -100,37 +93,11 @@ export function mayTouch(pid: number): boolean {
   return true;
 }
 
-/** `root` and all its descendants (every thread's children), root first. */
-export function processTree(root: number): number[] {
-  const seen: number[] = [];
-  const queue = [root];
-  while (queue.length > 0 && seen.length < 100_000) {
-    const pid = queue.shift() as number;
-    if (seen.includes(pid)) continue;
-    seen.push(pid);
-    let threads: string[];
-    try {
-      threads = fs.readdirSync(`/proc/${pid}/task`);
-    } catch {
-      continue;
-    }
-    for (const tid of threads) {
-      try {
-        const children = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
-        if (children) queue.push(...children.split(/\s+/).map(Number));
-      } catch {
-        // thread gone
-      }
-    }
-  }
-  return seen;
-}
-
 /**
  * CRIU's run ids from the first lines of its log ("CRIU run id = <uuid>"; CRIU 4.2.1 logs two, the
  * service's and the worker's, and names its lock table after the second).
  */
-export function readCriuRunIds(logPath: string | undefined): string[] {
+function readCriuRunIds(logPath: string | undefined): string[] {
   if (logPath === undefined) return [];
   let fd: number | undefined;
   try {
@@ -143,21 +110,6 @@ export function readCriuRunIds(logPath: string | undefined): string[] {
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
   }
-}
-
-/** Runs nft inside the network namespace of `pid` (argument array, no shell). */
-function nftIn(pid: number, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      'nsenter',
-      [`--net=/proc/${pid}/ns/net`, '--', 'nft', ...args],
-      { timeout: 10_000 },
-      (error, stdout, stderr) => {
-        if (error) reject(new Error(`nft ${args.join(' ')}: ${String(stderr).trim() || error.message}`));
-        else resolve(String(stdout));
-      },
-    );
-  });
 }
 
 interface TreeSocket {
@@ -180,18 +132,7 @@ function treeSockets(pids: number[], problems: string[]): TreeSocket[] {
   const { pidfdGetfd, socketOps } = binding();
   const found: TreeSocket[] = [];
   for (const pid of pids) {
-    let entries: string[];
-    try {
-      entries = fs.readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const entry of entries) {
-      try {
-        if (!fs.readlinkSync(`/proc/${pid}/fd/${entry}`).startsWith('socket:')) continue;
-      } catch {
-        continue;
-      }
+    for (const { fd: entry } of socketFds(pid)) {
       let fd = -1;
       try {
         fd = pidfdGetfd(pid, Number(entry));
@@ -244,7 +185,7 @@ async function stopTree(pid: number): Promise<boolean> {
   const stoppedOrGone = (member: number): boolean => {
     try {
       // The state: T (stopped), t (traced), Z/X (gone).
-      const state = procStatFields(member)?.[0];
+      const state = procStat(member)?.state;
       return state === undefined || /^[TtZX]$/.test(state);
     } catch {
       return true;
@@ -306,20 +247,17 @@ export async function recoverUnfinishedDump(
     const tables: string[] = [];
     const locked = new Set<string>();
     const orphans: string[] = [];
+    const nft = { netns: pidNamespacePath(pid), timeoutMs: 10_000 };
     try {
-      const listed = [
-        ...(await nftIn(pid, ['list', 'tables', 'inet'])).matchAll(/^table inet (CRIU-[0-9a-f-]+)$/gm),
-      ].map((m) => m[1]);
+      const listed = (await listTables({ ...nft, family: 'inet' }))
+        .map((t) => t.name)
+        .filter((name) => /^CRIU-[0-9a-f-]+$/.test(name));
       for (const table of listed.filter(
         (name) => name.length >= 'CRIU-'.length + 8 && runIds.some((full) => full.startsWith(name)),
       )) {
-        const listing = await nftIn(pid, ['list', 'set', 'inet', table, 'conns4']);
-        const elements = /elements = \{([^}]*)\}/.exec(listing)?.[1] ?? '';
+        const elements = await listSetElements({ family: 'inet', name: table }, 'conns4', nft);
         tables.push(table);
-        for (const tuple of elements
-          .split(',')
-          .map((t) => t.trim().replace(/\s+/g, ' '))
-          .filter(Boolean)) {
+        for (const tuple of elements.map((element) => element.join(' . '))) {
           locked.add(tuple);
           // CRIU locks both directions; one of them is the socket's own view.
           const [a, ap, b, bp] = tuple.split(' . ');
@@ -338,8 +276,8 @@ export async function recoverUnfinishedDump(
     }
     for (const table of tables) {
       try {
-        await nftIn(pid, ['delete', 'table', 'inet', table]);
-        lockTablesRemoved.push(table);
+        const gone: NftTable[] = await deleteTables([{ family: 'inet', name: table }], nft);
+        if (gone.length > 0) lockTablesRemoved.push(table);
       } catch (error) {
         problems.push((error as Error).message);
       }
@@ -382,7 +320,7 @@ export async function recoverUnfinishedRestore(roots: readonly number[]): Promis
   }
   // Orphaned when CRIU died: the restored pids are free again only once their new parent (init or
   // a subreaper) has reaped them, and a retried restore needs exactly those pids.
-  const exists = (member: number): boolean => fs.existsSync(`/proc/${member}`);
+  const exists = (member: number): boolean => processExists(member);
   for (let i = 0; i < 500 && killed.some(exists); i++) await new Promise((resolve) => setTimeout(resolve, 10));
   const left = killed.filter(exists);
   if (left.length > 0)

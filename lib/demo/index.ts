@@ -5,15 +5,14 @@
  * network namespaces the demo creates (names `ncrdemo-<pid>-...`) and is removed at the end, on
  * failure, and on SIGINT/SIGTERM; a later run sweeps namespaces a killed run left behind.
  */
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { ensureCriu } from '../criu/locate';
-import { findOnPath } from '../migration/process-criu';
+import { findExecutable, run } from '../sys/exec';
+import { findNft } from '../sys/nft';
 import { DemoError } from './errors';
-import { findNft } from '../soccr/nft-lock';
 import { DEMO_PREFIX, DemoLab, sweepStaleDemos } from './lab';
 import { ControlHub, ROUTE_TITLES, runRoute } from './routes';
 import type { DemoRoute, DemoRouteResult, RouteContext } from './routes';
@@ -62,11 +61,11 @@ const ALL_ROUTES: DemoRoute[] = ['process', 'connections', 'fd'];
 
 /** Whether `command` is an executable on PATH (a PATH search, no shell). */
 function has(command: string): boolean {
-  return findOnPath(command) !== undefined;
+  return findExecutable(command) !== undefined;
 }
 
 /** nft for the locks: installed with apt when missing (we are root), else a clear error. */
-function ensureNft(log: (line: string) => void): void {
+async function ensureNft(log: (line: string) => void): Promise<void> {
   if (findNft()) return;
   if (!has('apt-get'))
     throw new DemoError(
@@ -75,9 +74,9 @@ function ensureNft(log: (line: string) => void): void {
     );
   log('installing nftables with apt-get');
   try {
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    execFileSync('apt-get', ['update', '-qq'], { stdio: 'ignore', env });
-    execFileSync('apt-get', ['install', '-y', '-qq', 'nftables'], { stdio: 'ignore', env });
+    const env = { DEBIAN_FRONTEND: 'noninteractive' };
+    await run('apt-get', ['update', '-qq'], { env });
+    await run('apt-get', ['install', '-y', '-qq', 'nftables'], { env });
   } catch (error) {
     throw new DemoError(
       'nft (nftables) is missing and apt-get install nftables failed: install it by hand',
@@ -126,24 +125,23 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
     if (!has(tool))
       throw new DemoError(`${tool} is missing (Debian: apt-get install iproute2 util-linux)`, 'ERR_DEMO_TOOL_MISSING');
   }
-  ensureNft(log);
+  await ensureNft(log);
   let criuPath = options.criuPath;
   if (settings.routes.includes('process')) {
     log('looking for CRIU (installs CRIU 4.2 in a private root on first use, about a minute)');
     criuPath = (await ensureCriu(criuPath === undefined ? {} : { criuPath })).path;
   }
 
-  const swept = sweepStaleDemos();
+  const swept = await sweepStaleDemos();
   if (swept.length > 0) log(`removed ${swept.length} namespaces left by an interrupted demo`);
   const lab = new DemoLab();
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), `${lab.id}-`));
   const control = new ControlHub(path.join(stateDir, 'control.sock'));
   const pids = new Set<number>();
 
-  let cleaned = false;
-  const cleanup = () => {
-    if (cleaned) return;
-    cleaned = true;
+  let cleaned: Promise<void> | undefined;
+  const cleanup = (): Promise<void> => (cleaned ??= removeAll());
+  const removeAll = async (): Promise<void> => {
     control.close();
     for (const pid of pids) {
       try {
@@ -152,15 +150,14 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
         // gone already
       }
     }
-    lab.destroy();
+    await lab.destroy();
     if (process.env.NODE_CRIU_DEMO_KEEP) log(`kept ${stateDir}`);
     else fs.rmSync(stateDir, { recursive: true, force: true, maxRetries: 3 });
   };
   const onSignal = (signal: NodeJS.Signals) => {
-    cleanup();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    process.kill(process.pid, signal);
+    void cleanup().finally(() => process.kill(process.pid, signal));
   };
   if (options.handleSignals ?? options.signal === undefined) {
     process.on('SIGINT', onSignal);
@@ -170,7 +167,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
   // running route then fails fast and runDemo rejects.
   const onAbort = () => {
     log('interrupted: removing the demo namespaces and processes');
-    cleanup();
+    void cleanup();
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
 
@@ -186,7 +183,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
   };
   try {
     log(`setting up namespaces ${lab.id}-{a,b,c,br}`);
-    lab.setup();
+    await lab.setup();
     await control.listen();
     const ctx: RouteContext = {
       lab,
@@ -224,7 +221,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
     return report;
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
-    cleanup();
+    await cleanup();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

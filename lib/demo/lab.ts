@@ -10,11 +10,15 @@
  * processes inside them) of demos whose process is gone. nftables tables the migrations create
  * live inside A and B and go away with them. Commands run with argument arrays, never a shell.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+
+import { run as runCommand } from '../sys/exec';
+import { namedNetnsPath, nsenterArgs } from '../sys/netns';
+import { counterOf, deleteTables, listTables, nftBatch, nftJson, type NftCommand } from '../sys/nft';
 
 export const DEMO_PREFIX = 'ncrdemo';
 export const SUBNET = '10.213.0';
@@ -26,13 +30,16 @@ export type Host = 'a' | 'b' | 'c' | 'br';
 /** The demo's own RST-counting table in A, B and C (not a leftover). */
 const RST_TABLE = 'ncrdemo_rst';
 
-function run(command: string, args: string[]): string {
-  return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const COMMAND_TIMEOUT_MS = 30_000;
+
+async function run(command: string, args: string[], netns?: string): Promise<string> {
+  return (await runCommand(command, args, { timeoutMs: COMMAND_TIMEOUT_MS, ...(netns !== undefined ? { netns } : {}) }))
+    .stdout;
 }
 
-function tryRun(command: string, args: string[]): string | undefined {
+async function tryRun(command: string, args: string[], netns?: string): Promise<string | undefined> {
   try {
-    return run(command, args);
+    return await run(command, args, netns);
   } catch {
     return undefined;
   }
@@ -48,38 +55,38 @@ function alive(pid: number): boolean {
 }
 
 /** pids of every process inside network namespace `name`. */
-function pidsIn(name: string): number[] {
-  return (tryRun('ip', ['netns', 'pids', name]) ?? '')
+async function pidsIn(name: string): Promise<number[]> {
+  return ((await tryRun('ip', ['netns', 'pids', name])) ?? '')
     .split('\n')
     .map((l) => Number(l.trim()))
     .filter((pid) => Number.isInteger(pid) && pid > 0);
 }
 
-function demoNamespaces(): string[] {
-  return (tryRun('ip', ['netns', 'list']) ?? '')
+async function demoNamespaces(): Promise<string[]> {
+  return ((await tryRun('ip', ['netns', 'list'])) ?? '')
     .split('\n')
     .map((l) => l.split(' ')[0])
     .filter((n) => n.startsWith(`${DEMO_PREFIX}-`));
 }
 
-function deleteNamespace(name: string): void {
-  for (const pid of pidsIn(name)) {
+async function deleteNamespace(name: string): Promise<void> {
+  for (const pid of await pidsIn(name)) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
       // gone already
     }
   }
-  tryRun('ip', ['netns', 'delete', name]);
+  await tryRun('ip', ['netns', 'delete', name]);
 }
 
 /** Removes namespaces left by demos whose process is gone (a crash, a SIGKILL). Returns their names. */
-export function sweepStaleDemos(): string[] {
+export async function sweepStaleDemos(): Promise<string[]> {
   const removed: string[] = [];
-  for (const name of demoNamespaces()) {
+  for (const name of await demoNamespaces()) {
     const match = /^ncrdemo-(\d+)-/.exec(name);
     if (!match || alive(Number(match[1]))) continue;
-    deleteNamespace(name);
+    await deleteNamespace(name);
     removed.push(name);
   }
   // State directories (control socket, CRIU images) of demos that are gone.
@@ -100,37 +107,38 @@ export class DemoLab {
   }
 
   path(host: Host): string {
-    return `/run/netns/${this.name(host)}`;
+    return namedNetnsPath(this.name(host));
   }
 
-  ip(host: Host, args: string[]): string {
+  ip(host: Host, args: string[]): Promise<string> {
     return run('ip', ['-n', this.name(host), ...args]);
   }
 
-  setup(): void {
+  async setup(): Promise<void> {
     for (const host of ['br', 'a', 'b', 'c'] as const) {
-      run('ip', ['netns', 'add', this.name(host)]);
+      await run('ip', ['netns', 'add', this.name(host)]);
       this.created.push(this.name(host));
-      this.ip(host, ['link', 'set', 'lo', 'up']);
+      await this.ip(host, ['link', 'set', 'lo', 'up']);
     }
-    this.ip('br', ['link', 'add', 'br0', 'type', 'bridge']);
-    this.ip('br', ['link', 'set', 'br0', 'up']);
+    await this.ip('br', ['link', 'add', 'br0', 'type', 'bridge']);
+    await this.ip('br', ['link', 'set', 'br0', 'up']);
     for (const host of ['a', 'b', 'c'] as const) {
-      this.ip('br', ['link', 'add', `p${host}`, 'type', 'veth', 'peer', 'name', `v${host}`, 'netns', this.name(host)]);
-      this.ip('br', ['link', 'set', `p${host}`, 'master', 'br0', 'up']);
-      this.ip(host, ['addr', 'add', `${HOST_IP[host]}/24`, 'dev', `v${host}`]);
-      this.ip(host, ['link', 'set', `v${host}`, 'up']);
+      const veth = ['link', 'add', `p${host}`, 'type', 'veth', 'peer', 'name', `v${host}`, 'netns', this.name(host)];
+      await this.ip('br', veth);
+      await this.ip('br', ['link', 'set', `p${host}`, 'master', 'br0', 'up']);
+      await this.ip(host, ['addr', 'add', `${HOST_IP[host]}/24`, 'dev', `v${host}`]);
+      await this.ip(host, ['link', 'set', `v${host}`, 'up']);
     }
-    this.installRstCounters();
-    this.placeVip('a');
+    await this.installRstCounters();
+    await this.placeVip('a');
   }
 
   /** Puts the service address on `host` (no-op if it is there). */
-  placeVip(host: 'a' | 'b'): void {
+  async placeVip(host: 'a' | 'b'): Promise<void> {
     if (this.vipOn === host) return;
-    if (this.vipOn !== undefined) this.moveVip(host);
+    if (this.vipOn !== undefined) await this.moveVip(host);
     else {
-      this.ip(host, ['addr', 'add', `${SERVICE_IP}/32`, 'dev', `v${host}`]);
+      await this.ip(host, ['addr', 'add', `${SERVICE_IP}/32`, 'dev', `v${host}`]);
       this.vipOn = host;
     }
   }
@@ -141,11 +149,11 @@ export class DemoLab {
    * unsolicited neighbour advertisement (IPv6), which also updates the switches' MAC tables; here
    * (no arping installed) we flush the client namespace's entry, so its next packet asks again.
    */
-  moveVip(to: 'a' | 'b'): void {
+  async moveVip(to: 'a' | 'b'): Promise<void> {
     const from = to === 'a' ? 'b' : 'a';
-    tryRun('ip', ['-n', this.name(from), 'addr', 'del', `${SERVICE_IP}/32`, 'dev', `v${from}`]);
-    this.ip(to, ['addr', 'add', `${SERVICE_IP}/32`, 'dev', `v${to}`]);
-    this.ip('c', ['neigh', 'flush', 'to', `${SERVICE_IP}/32`]);
+    await tryRun('ip', ['-n', this.name(from), 'addr', 'del', `${SERVICE_IP}/32`, 'dev', `v${from}`]);
+    await this.ip(to, ['addr', 'add', `${SERVICE_IP}/32`, 'dev', `v${to}`]);
+    await this.ip('c', ['neigh', 'flush', 'to', `${SERVICE_IP}/32`]);
     this.vipOn = to;
   }
 
@@ -154,57 +162,69 @@ export class DemoLab {
    * nftables counter per namespace (table ncrdemo_rst). Loopback is left out on purpose: CRIU's
    * own feature probes open and reset loopback connections inside A and B.
    */
-  private installRstCounters(): void {
+  private async installRstCounters(): Promise<void> {
     for (const host of ['a', 'b', 'c'] as const) {
-      execFileSync('nsenter', [`--net=${this.path(host)}`, '--', 'nft', '-f', '-'], {
-        input: [
-          `table inet ${RST_TABLE} {`,
-          '  counter rst_out { }',
-          '  chain out {',
-          '    type filter hook output priority -400; policy accept;',
-          `    oifname "v${host}" tcp flags & rst == rst counter name rst_out`,
-          '  }',
-          '}',
-          '',
-        ].join('\n'),
-      });
+      const table = { family: 'inet', table: RST_TABLE };
+      const commands: NftCommand[] = [
+        { add: { table: { family: 'inet', name: RST_TABLE } } },
+        { add: { counter: { ...table, name: 'rst_out' } } },
+        { add: { chain: { ...table, name: 'out', type: 'filter', hook: 'output', prio: -400, policy: 'accept' } } },
+        {
+          add: {
+            rule: {
+              ...table,
+              chain: 'out',
+              expr: [
+                { match: { op: '==', left: { meta: { key: 'oifname' } }, right: `v${host}` } },
+                {
+                  match: {
+                    op: '==',
+                    left: { '&': [{ payload: { protocol: 'tcp', field: 'flags' } }, 'rst'] },
+                    right: 'rst',
+                  },
+                },
+                { counter: 'rst_out' },
+              ],
+            },
+          },
+        },
+      ];
+      await nftBatch(commands, { netns: this.path(host) });
     }
   }
 
   /** RSTs sent so far by A, B and C on the demo network. */
-  resetCounters(): Record<string, number> {
+  async resetCounters(): Promise<Record<string, number>> {
     const counters: Record<string, number> = {};
     for (const host of ['a', 'b', 'c'] as const) {
-      const text =
-        tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'nft', 'list', 'counter', 'inet', RST_TABLE, 'rst_out']) ??
-        '';
-      const match = /packets (\d+)/.exec(text);
-      counters[`${host}.rstOut`] = match ? Number(match[1]) : NaN;
+      const objects = await nftJson(['list', 'counter', 'inet', RST_TABLE, 'rst_out'], {
+        netns: this.path(host),
+      }).catch(() => []);
+      counters[`${host}.rstOut`] = counterOf(objects)?.packets ?? NaN;
     }
     return counters;
   }
 
   /** A one-line summary of `ss` in `host` (established sockets, listeners' queues): for progress logs. */
-  socketSummary(host: Host): string {
-    const established = (
-      tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'ss', '-Htn', 'state', 'established']) ?? ''
-    )
+  async socketSummary(host: Host): Promise<string> {
+    const netns = this.path(host);
+    const established = ((await tryRun('ss', ['-Htn', 'state', 'established'], netns)) ?? '')
       .split('\n')
       .filter(Boolean).length;
-    const listeners = (tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'ss', '-Htln']) ?? '')
+    const listeners = ((await tryRun('ss', ['-Htln'], netns)) ?? '')
       .split('\n')
       .filter(Boolean)
       .map((l) => l.split(/\s+/).slice(1, 4).join(' '));
     return `${established} established; listening (recv-q send-q local): ${listeners.join(', ') || 'none'}`;
   }
 
-  /** Lists the nftables tables inside A and B (for the leftover check). */
-  nftTables(): string[] {
+  /** The nftables tables inside A and B ('a: table inet NAME'), for the leftover check. */
+  async nftTables(): Promise<string[]> {
     const out: string[] = [];
     for (const host of ['a', 'b'] as const) {
-      const text = tryRun('nsenter', [`--net=${this.path(host)}`, '--', 'nft', 'list', 'tables']) ?? '';
-      const tables = text.split('\n').filter((t) => t !== '' && t !== `table inet ${RST_TABLE}`);
-      out.push(...tables.map((t) => `${host}: ${t}`));
+      const tables = await listTables({ netns: this.path(host) }).catch(() => []);
+      for (const t of tables)
+        if (!(t.family === 'inet' && t.name === RST_TABLE)) out.push(`${host}: table ${t.family} ${t.name}`);
     }
     return out;
   }
@@ -212,7 +232,7 @@ export class DemoLab {
   /** Kills every process inside A, B and C (between routes) and waits until they are gone. */
   async killProcesses(): Promise<void> {
     for (let round = 0; round < 100; round++) {
-      const pids = (['a', 'b', 'c'] as const).flatMap((host) => pidsIn(this.name(host)));
+      const pids = (await Promise.all((['a', 'b', 'c'] as const).map((host) => pidsIn(this.name(host))))).flat();
       if (pids.length === 0) return;
       for (const pid of pids) {
         try {
@@ -226,10 +246,11 @@ export class DemoLab {
   }
 
   /** Deletes every nftables table in A and B except the RST counters. */
-  flushTables(): void {
-    for (const entry of this.nftTables()) {
+  async flushTables(): Promise<void> {
+    for (const entry of await this.nftTables()) {
       const [host, table] = entry.split(': ');
-      tryRun('nsenter', [`--net=${this.path(host as Host)}`, '--', 'nft', 'delete', ...table.split(' ')]);
+      const [, family, name] = table.split(' ');
+      await deleteTables([{ family, name }], { netns: this.path(host as Host) }).catch(() => []);
     }
   }
 
@@ -242,7 +263,7 @@ export class DemoLab {
   ): ChildProcess {
     const out = options.log !== undefined ? fs.openSync(options.log, 'a') : 'ignore';
     try {
-      return spawn('nsenter', [`--net=${this.path(host)}`, '--', process.execPath, script, JSON.stringify(config)], {
+      return spawn('nsenter', nsenterArgs(this.path(host), process.execPath, [script, JSON.stringify(config)]), {
         stdio: ['ignore', out, out],
         detached: options.detached ?? false,
       });
@@ -251,8 +272,8 @@ export class DemoLab {
     }
   }
 
-  /** Kills every process inside the demo's namespaces and deletes them. Synchronous, idempotent. */
-  destroy(): void {
-    for (const name of this.created.splice(0).reverse()) deleteNamespace(name);
+  /** Kills every process inside the demo's namespaces and deletes them. Idempotent. */
+  async destroy(): Promise<void> {
+    for (const name of this.created.splice(0).reverse()) await deleteNamespace(name);
   }
 }

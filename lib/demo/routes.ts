@@ -85,9 +85,9 @@ export class ControlHub {
   private readonly links = new Map<string, { link: ControlLink; pid: number }>();
   private readonly waiters: Array<() => void> = [];
   readonly events: Record<string, unknown>[] = [];
-  onMoveAddress: (() => void) | undefined;
+  onMoveAddress: (() => Promise<void>) | undefined;
   private closed = false;
-  onMoveAddressBack: (() => void) | undefined;
+  onMoveAddressBack: (() => Promise<void>) | undefined;
 
   constructor(readonly socketPath: string) {
     this.server = net.createServer((socket) => {
@@ -247,7 +247,7 @@ async function migrateByProcess(ctx: RouteContext): Promise<{ server: ServerSide
   await waitForAccepted(ctx, async () => (await readReportFile(reportFile, pid)).length);
   await clients.request({ cmd: 'resetGaps' }); // the steady-state figure starts once all are served
   await sleep(ctx.warmupMs);
-  ctx.before = ctx.lab.resetCounters();
+  ctx.before = await ctx.lab.resetCounters();
   ctx.steadyPauseMs = (await clients.request<{ steadyMaxGapMs: number }>({ cmd: 'resetGaps' })).steadyMaxGapMs;
   ctx.log(`process route: migrating pid ${pid} with CRIU`);
   const result = await migrateProcess({
@@ -305,12 +305,12 @@ async function migrateByHandover(
   );
   await clients.request({ cmd: 'resetGaps' }); // the steady-state figure starts once all are served
   await sleep(ctx.warmupMs);
-  ctx.before = ctx.lab.resetCounters();
+  ctx.before = await ctx.lab.resetCounters();
   ctx.steadyPauseMs = (await clients.request<{ steadyMaxGapMs: number }>({ cmd: 'resetGaps' })).steadyMaxGapMs;
   ctx.control.onMoveAddress = () => ctx.lab.moveVip('b');
   ctx.control.onMoveAddressBack = () => ctx.lab.moveVip('a');
   ctx.log(`${method === 'fd' ? 'fd' : 'connections'} route: handing ${ctx.clients} connections over`);
-  ctx.log(`  A before the handover: ${ctx.lab.socketSummary('a')}`);
+  ctx.log(`  A before the handover: ${await ctx.lab.socketSummary('a')}`);
   const reply = await sourceLink.request<{
     result?: { phases: Record<string, number>; handedOver: number };
     failed?: boolean;
@@ -352,7 +352,7 @@ async function migrateByHandover(
 
 /** Runs one route end to end and measures it. */
 export async function runRoute(ctx: RouteContext, route: DemoRoute): Promise<DemoRouteResult> {
-  ctx.lab.placeVip('a');
+  await ctx.lab.placeVip('a');
   ctx.control.reset();
   const row: DemoRouteResult = {
     route,
@@ -403,7 +403,7 @@ export async function runRoute(ctx: RouteContext, route: DemoRoute): Promise<Dem
     row.steadyPauseMs = ctx.steadyPauseMs ?? 0;
     const clientResets =
       clientReports.reduce((n, c) => n + c.resets, 0) + [...serverReports.values()].reduce((n, s) => n + s.resets, 0);
-    const after = ctx.lab.resetCounters();
+    const after = await ctx.lab.resetCounters();
     row.rstDetail = { clientErrors: clientResets };
     for (const [key, value] of Object.entries(after)) row.rstDetail[key] = value - (ctx.before?.[key] ?? 0);
     row.rsts = Object.values(row.rstDetail).reduce((a, b) => a + b, 0);
@@ -414,8 +414,8 @@ export async function runRoute(ctx: RouteContext, route: DemoRoute): Promise<Dem
     ctx.control.reset();
     ctx.shared = undefined;
     await ctx.lab.killProcesses();
-    row.leftoverTables = ctx.lab.nftTables();
-    ctx.lab.flushTables();
+    row.leftoverTables = await ctx.lab.nftTables();
+    await ctx.lab.flushTables();
   }
   return row;
 }

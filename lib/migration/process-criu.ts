@@ -7,13 +7,17 @@
  * and the pid pass through). The wrapper's text is fixed: the netns and criu paths are symlinks
  * next to it, so no caller string is ever parsed by a shell.
  */
-import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Criu } from '../criu';
-import { InvalidArgumentError, NodeCriuError } from '../errors';
+import { InvalidArgumentError } from '../errors';
+import { findExecutable, run } from '../sys/exec';
+import { assertNamespaceFile, namespaceId, OWN_NETNS, pidNetnsId, sameNamespace } from '../sys/netns';
+import { copyTableCommands, deleteTables as deleteNftTables, listTable, listTables, nftBatch } from '../sys/nft';
+import { OWN_TCP_TABLES, parseTcpTable, socketFds, tcpStateName, tcpTablesOf } from '../sys/proc';
 import { ProcessMigrationError } from './process-errors';
 
 const WRAPPER = `#!/bin/sh
@@ -22,26 +26,9 @@ d=$(dirname "$0")
 exec nsenter "--net=$d/netns" -- "$d/criu" "$@"
 `;
 
-/** An executable named `name` on PATH, else undefined. */
-export function findOnPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
-    if (dir === '') continue;
-    const candidate = path.join(dir, name);
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      if (fs.statSync(candidate).isFile()) return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-/** Same inode as our own netns: no wrapper needed. */
+/** Same namespace as our own: no wrapper needed. */
 function isOwnNetns(netns: string): boolean {
-  const ours = fs.statSync('/proc/self/ns/net');
-  const theirs = fs.statSync(netns);
-  return ours.dev === theirs.dev && ours.ino === theirs.ino;
+  return sameNamespace(namespaceId(OWN_NETNS), namespaceId(netns));
 }
 
 /**
@@ -51,14 +38,8 @@ function isOwnNetns(netns: string): boolean {
 export function checkNetns(netns: string, what: string): void {
   if (typeof netns !== 'string' || netns === '')
     throw new InvalidArgumentError(`${what} must be a non-empty path`, 'ERR_INVALID_ARG_TYPE');
-  let fd: number | undefined;
   try {
-    fd = fs.openSync(netns, 'r');
-    // nsfs files report size 0 and live on the nsfs filesystem; a plain file would be accepted by
-    // open() but refused by setns(), so compare the device with our own namespace's.
-    const ns = fs.fstatSync(fd);
-    const own = fs.statSync('/proc/self/ns/net');
-    if (ns.dev !== own.dev) throw new NodeCriuError('not a namespace file', { code: 'ERR_NOT_A_NAMESPACE' });
+    assertNamespaceFile(netns);
   } catch (error) {
     throw new ProcessMigrationError(
       `${what} ${netns} is not a network namespace (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); create it with 'ip netns add NAME' and pass /run/netns/NAME`,
@@ -69,8 +50,6 @@ export function checkNetns(netns: string, what: string): void {
         cause: error,
       },
     );
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
   }
 }
 
@@ -80,14 +59,9 @@ export function checkNetns(netns: string, what: string): void {
  * creates a new one), which is not a migration into the target. Throws ERR_NETNS_MISMATCH.
  */
 export function checkTaskNetns(pid: number, netns: string | undefined, what: string): void {
-  let task: fs.Stats;
-  try {
-    task = fs.statSync(`/proc/${pid}/ns/net`);
-  } catch {
-    return; // the pid check reports a missing process
-  }
-  const expected = fs.statSync(netns ?? '/proc/self/ns/net');
-  if (task.ino !== expected.ino || task.dev !== expected.dev) {
+  const task = pidNetnsId(pid);
+  if (task === undefined) return; // the pid check reports a missing process
+  if (!sameNamespace(task, namespaceId(netns ?? OWN_NETNS))) {
     throw new ProcessMigrationError(
       `process ${pid} does not run in ${netns ?? 'our network namespace'} (its namespace is net:[${task.ino}]); pass the namespace it runs in as ${what}`,
       { code: 'ERR_NETNS_MISMATCH', phase: 'check', serverOn: 'source', pid },
@@ -108,7 +82,7 @@ export function criuInNetns(criuPath: string, netns: string | undefined): NetnsC
     const criu = new Criu({ criuPath });
     return { criu, criuPath, close: () => criu.close() };
   }
-  if (findOnPath('nsenter') === undefined) {
+  if (findExecutable('nsenter') === undefined) {
     throw new ProcessMigrationError(
       'nsenter (util-linux) is not on PATH; it is needed to run CRIU inside another network namespace',
       {
@@ -151,39 +125,33 @@ export function criuInNetns(criuPath: string, netns: string | undefined): NetnsC
   };
 }
 
-/** Runs `nft` in `netns` (argument array, no shell); undefined when nft is missing or fails. */
-export function nftInNetns(netns: string | undefined, args: string[], input?: string): string | undefined {
-  const nft = findOnPath('nft');
-  if (nft === undefined) return undefined;
-  const [command, argv] = netns === undefined ? [nft, args] : ['nsenter', [`--net=${netns}`, '--', nft, ...args]];
+const NFT_TIMEOUT_MS = 10_000;
+
+function nftOptions(netns: string | undefined): { netns?: string; timeoutMs: number } {
+  return netns === undefined ? { timeoutMs: NFT_TIMEOUT_MS } : { netns, timeoutMs: NFT_TIMEOUT_MS };
+}
+
+/** Names of CRIU's lock tables ('inet CRIU-...') in `netns`; [] when nft is missing or fails. */
+export async function criuLockTables(netns: string | undefined): Promise<string[]> {
   try {
-    return execFileSync(command, argv, {
-      encoding: 'utf8',
-      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'ignore'],
-      timeout: 10000,
-      ...(input !== undefined ? { input } : {}),
-    });
+    return (await listTables(nftOptions(netns)))
+      .filter((t) => t.name.startsWith('CRIU-'))
+      .map((t) => `${t.family} ${t.name}`);
   } catch {
-    return undefined;
+    return [];
   }
 }
 
-/** Names of CRIU's lock tables ('inet CRIU-...') in `netns`. */
-export function criuLockTables(netns: string | undefined): string[] {
-  const out = nftInNetns(netns, ['list', 'tables']) ?? '';
-  return out
-    .split('\n')
-    .map((line) => /^table (\S+) (CRIU-\S+)$/.exec(line.trim()))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => `${m[1]} ${m[2]}`);
-}
-
-/** Deletes the given 'family name' tables in `netns`; returns the ones deleted. */
-export function deleteTables(netns: string | undefined, tables: string[]): string[] {
+/** Deletes the given 'family name' tables in `netns` (best effort); resolves with the ones deleted. */
+export async function deleteTables(netns: string | undefined, tables: string[]): Promise<string[]> {
   const deleted: string[] = [];
   for (const table of tables) {
     const [family, name] = table.split(' ');
-    if (nftInNetns(netns, ['delete', 'table', family, name]) !== undefined) deleted.push(table);
+    try {
+      if ((await deleteNftTables([{ family, name }], nftOptions(netns))).length > 0) deleted.push(table);
+    } catch {
+      // left for the caller's check to report
+    }
   }
   return deleted;
 }
@@ -192,56 +160,52 @@ export function deleteTables(netns: string | undefined, tables: string[]): strin
  * Copies CRIU's lock table `table` ('inet CRIU-...', holding the dumped connections' 4-tuples)
  * from `from` into `to` under the name `name`. Between the address arriving on the target and
  * CRIU's restore creating its own lock there, a peer's retransmission would otherwise meet a
- * namespace that owns the address but no socket, and be answered with RST. Returns the new
+ * namespace that owns the address but no socket, and be answered with RST. Resolves with the new
  * table ('inet NAME') or undefined when it could not be made.
  */
-export function copyLockTable(
+async function copyLockTable(
   from: string | undefined,
   table: string,
   to: string | undefined,
   name: string,
-): string | undefined {
+): Promise<string | undefined> {
   const [family, source] = table.split(' ');
-  const text = nftInNetns(from, ['list', 'table', family, source]);
-  if (text === undefined) return undefined;
-  const renamed = text.replace(`table ${family} ${source} {`, `table ${family} ${name} {`);
-  if (renamed === text) return undefined;
-  return nftInNetns(to, ['-f', '-'], renamed) !== undefined ? `${family} ${name}` : undefined;
-}
-
-const TCP_STATES = [
-  '',
-  'ESTABLISHED',
-  'SYN_SENT',
-  'SYN_RECV',
-  'FIN_WAIT1',
-  'FIN_WAIT2',
-  'TIME_WAIT',
-  'CLOSE',
-  'CLOSE_WAIT',
-  'LAST_ACK',
-  'LISTEN',
-  'CLOSING',
-  'NEW_SYN_RECV',
-];
-
-/** Rows of /proc/net/tcp and tcp6 text: [local, remote, state (hex), inode]. */
-function tcpRows(text: string): Array<[string, string, string, string]> {
-  const rows: Array<[string, string, string, string]> = [];
-  for (const line of text.split('\n')) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 10 || !/^\d+:$/.test(f[0])) continue;
-    rows.push([f[1], f[2], f[3], f[9]]);
-  }
-  return rows;
-}
-
-function readOr(file: string): string {
   try {
-    return fs.readFileSync(file, 'utf8');
+    const objects = await listTable({ family, name: source }, nftOptions(from));
+    if (objects.length === 0) return undefined;
+    await nftBatch(copyTableCommands(objects, name), nftOptions(to));
+    return `${family} ${name}`;
   } catch {
-    return '';
+    return undefined;
   }
+}
+
+/**
+ * After the dump: copies the lock table CRIU made in `source` (one not in `before`) into `target`
+ * as `node-criu-hold-<pid>-<random>` (see copyLockTable). `dumpLock` is CRIU's table, `hold` the
+ * copy (undefined when there was nothing to copy or it could not be made).
+ */
+export async function holdInTarget(
+  source: string | undefined,
+  target: string | undefined,
+  before: readonly string[],
+  pid: number,
+): Promise<{ dumpLock?: string; hold?: string }> {
+  const dumpLock = (await criuLockTables(source)).find((t) => !before.includes(t));
+  if (dumpLock === undefined) return {};
+  const hold = await copyLockTable(source, dumpLock, target, `node-criu-hold-${pid}-${randomBytes(3).toString('hex')}`);
+  return hold === undefined ? { dumpLock } : { dumpLock, hold };
+}
+
+/** Deletes CRIU's lock tables in `netns` that are not in `before` (best effort). */
+export async function deleteNewLockTables(netns: string | undefined, before: readonly string[]): Promise<void> {
+  const made = (await criuLockTables(netns)).filter((t) => !before.includes(t));
+  if (made.length > 0) await deleteTables(netns, made);
+}
+
+/** A TCP row's 4-tuple key: "local-remote" in /proc/net/tcp's hex form. */
+function tupleKey(row: { local: string; remote: string }): string {
+  return `${row.local}-${row.remote}`;
 }
 
 /**
@@ -249,24 +213,11 @@ function readOr(file: string): string {
  * `pid` holds (its own fds only; read before the dump, while they are stable).
  */
 export function processTcpTuples(pid: number): Set<string> {
-  const inodes = new Set<string>();
-  try {
-    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-      try {
-        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
-        if (m) inodes.add(m[1]);
-      } catch {
-        // closed meanwhile
-      }
-    }
-  } catch {
-    return new Set();
-  }
+  const inodes = new Set(socketFds(pid).map((s) => s.inode));
   const tuples = new Set<string>();
-  for (const [local, remote, state, inode] of tcpRows(
-    readOr(`/proc/${pid}/net/tcp`) + readOr(`/proc/${pid}/net/tcp6`),
-  )) {
-    if (state !== '0A' && inodes.has(inode)) tuples.add(`${local}-${remote}`);
+  if (inodes.size === 0) return tuples;
+  for (const row of parseTcpTable(tcpTablesOf(pid))) {
+    if (row.state !== '0A' && inodes.has(row.inode)) tuples.add(tupleKey(row));
   }
   return tuples;
 }
@@ -276,27 +227,25 @@ export function processTcpTuples(pid: number): Set<string> {
  * orphan in FIN_WAIT counts, they have no process). CRIU cannot restore a connection whose
  * 4-tuple exists in the namespace: libsoccr's repair-mode connect fails with EADDRNOTAVAIL
  * ("Can't connect inet socket back: Cannot assign requested address", then "Unable to open
- * fd=N"). Returns "STATE xN" summaries ([] when none or when /proc/net/tcp cannot be read).
+ * fd=N"). Resolves with "STATE xN" summaries ([] when none or when /proc/net/tcp cannot be read).
  */
-export function conflictingSockets(netns: string | undefined, tuples: Set<string>): string[] {
+export async function conflictingSockets(netns: string | undefined, tuples: Set<string>): Promise<string[]> {
   if (tuples.size === 0) return [];
-  let text: string;
-  try {
-    text =
-      netns === undefined
-        ? readOr('/proc/self/net/tcp') + readOr('/proc/self/net/tcp6')
-        : execFileSync('nsenter', [`--net=${netns}`, '--', 'cat', '/proc/self/net/tcp', '/proc/self/net/tcp6'], {
-            encoding: 'utf8',
-            stdio: ['ignore', 'pipe', 'ignore'],
-            timeout: 10000,
-          });
-  } catch (error) {
-    text = String((error as { stdout?: string }).stdout ?? '');
+  let text = '';
+  if (netns === undefined) text = tcpTablesOf('self');
+  else {
+    // /proc/self/net shows the namespace of the reader, so the reader runs inside `netns`.
+    for (const file of OWN_TCP_TABLES) {
+      text += await run('cat', [file], { netns, timeoutMs: NFT_TIMEOUT_MS }).then(
+        (r) => r.stdout,
+        () => '',
+      );
+    }
   }
   const counts = new Map<string, number>();
-  for (const [local, remote, state] of tcpRows(text)) {
-    if (!tuples.has(`${local}-${remote}`)) continue;
-    const name = TCP_STATES[parseInt(state, 16)] ?? state;
+  for (const row of parseTcpTable(text)) {
+    if (!tuples.has(tupleKey(row))) continue;
+    const name = tcpStateName(row.state);
     counts.set(name, (counts.get(name) ?? 0) + 1);
   }
   return [...counts].map(([state, n]) => `${state} x${n}`);

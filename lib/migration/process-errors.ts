@@ -4,10 +4,8 @@
  * a later step (cleanup) failed, 'none' when even the rollback failed (the images are kept so it
  * can be restored by hand: `node-criu restore --images-dir <imagesDir> --netns <source>`).
  */
-import * as fs from 'node:fs';
-
 import { NodeCriuError } from '../errors';
-import { procStatFields } from '../proc';
+import { procStatFields, procStatus, STAT, stateLetter, statField } from '../sys/proc';
 
 export type ProcessMigrationPhase = 'check' | 'preDump' | 'dump' | 'transfer' | 'moveAddress' | 'restore' | 'rollback';
 
@@ -83,8 +81,8 @@ export function pageServerFailed(pid: number): boolean {
     return true;
   }
   if (fields === undefined) return true;
-  if (fields[0] !== 'Z') return false;
-  return Number(fields[52 - 3]) !== 0;
+  if (statField(fields, STAT.state) !== 'Z') return false;
+  return Number(statField(fields, STAT.exitCode)) !== 0;
 }
 
 /** Whether no task (process or thread, zombies included) has the id `pid`. */
@@ -113,10 +111,11 @@ export async function waitForPidFree(pid: number, timeoutMs = 10000): Promise<bo
 /** Who has the task id `tid` now, for error messages: "1234 (nft, thread of 1234)". */
 export function describeTask(tid: number): string {
   try {
-    const status = fs.readFileSync(`/proc/${tid}/status`, 'utf8');
-    const name = /^Name:\s*(.*)$/m.exec(status)?.[1] ?? '?';
-    const tgid = /^Tgid:\s*(\d+)$/m.exec(status)?.[1] ?? '?';
-    const state = /^State:\s*(\S+)/m.exec(status)?.[1] ?? '?';
+    const status = procStatus(tid);
+    if (status === undefined) return `${tid}`;
+    const name = status.get('Name') ?? '?';
+    const tgid = status.get('Tgid') ?? '?';
+    const state = stateLetter(status) ?? '?';
     return `${tid} (${name}, state ${state}${tgid !== String(tid) ? `, a thread of ${tgid}` : ''})`;
   } catch {
     return `${tid}`;

@@ -6,14 +6,13 @@
  * Layout under imagesDir (0700): source/pre-N and source/dump are what the source side writes;
  * target/pre-N and target/dump what the target side has (copied, or received by its page server).
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { NodeCriuError } from '../errors';
-
 import { ensurePrivateDirectory } from '../security';
+import { findExecutable, run } from '../sys/exec';
 
 export interface ImagesLayout {
   root: string;
@@ -205,11 +204,6 @@ export async function copyImages(from: string, to: string): Promise<number> {
   return bytes;
 }
 
-/** Whether `dir` holds a complete dump (CRIU writes inventory.img and pstree.img). */
-export function isCompleteDump(dir: string): boolean {
-  return ['inventory.img', 'pstree.img'].every((name) => fs.existsSync(path.join(dir, name)));
-}
-
 /**
  * A connected TCP pair on our own loopback, both ends idle (never read by Node), for CRIU's
  * ps.fd: the target's page server gets one end, the dumping CRIU the other, wherever their
@@ -241,14 +235,10 @@ function handleFd(socket: net.Socket): number {
  * socket (with libuv's non-blocking one it fails with EAGAIN), and Node has no fcntl: libuv makes
  * a child's stdin blocking before exec, and the flag lives in the description we share with it.
  */
-function makeBlocking(fd: number): void {
-  const result = spawnSync(findTrue(), [], { stdio: [fd, 'ignore', 'ignore'], timeout: 10000 });
-  if (result.error) throw result.error;
-}
-
-function findTrue(): string {
-  for (const candidate of ['/usr/bin/true', '/bin/true']) if (fs.existsSync(candidate)) return candidate;
-  return process.execPath;
+async function makeBlocking(fd: number): Promise<void> {
+  const trueCommand = findExecutable('true', ['/usr/bin', '/bin']);
+  if (trueCommand !== undefined) await run(trueCommand, [], { stdinFd: fd, timeoutMs: 10000 });
+  else await run(process.execPath, ['-e', ''], { stdinFd: fd, timeoutMs: 10000 });
 }
 
 export async function openPageChannel(): Promise<PageChannel> {
@@ -269,8 +259,14 @@ export async function openPageChannel(): Promise<PageChannel> {
   server.close();
   const serverFd = handleFd(peer);
   const clientFd = handleFd(client);
-  makeBlocking(serverFd);
-  makeBlocking(clientFd);
+  try {
+    await makeBlocking(serverFd);
+    await makeBlocking(clientFd);
+  } catch (error) {
+    peer.destroy();
+    client.destroy();
+    throw error;
+  }
   // destroy() closes our fd only (no shutdown), so the copies CRIU holds stay connected.
   return {
     serverFd,

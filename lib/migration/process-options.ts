@@ -1,8 +1,8 @@
 /** The public types of migrateProcess and their validation (before anything is touched). */
-import * as fs from 'node:fs';
 
 import type { CriuOptions } from '../criu';
 import { InvalidArgumentError } from '../errors';
+import { procState } from '../sys/proc';
 import { ProcessMigrationError } from './process-errors';
 import type { CriuDumpStats } from './process-images';
 
@@ -156,12 +156,7 @@ export function validateProcessMigrationOptions(options: unknown): asserts optio
 
 /** The pid exists and is not a zombie; else ERR_PID_NOT_FOUND. */
 export function checkPid(pid: number): void {
-  let state: string | undefined;
-  try {
-    state = /^State:\s+(\S)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-  } catch {
-    state = undefined;
-  }
+  const state = procState(pid);
   if (state === undefined || state === 'Z' || state === 'X') {
     throw new ProcessMigrationError(`process ${pid} not found${state ? ' (it has exited)' : ''}`, {
       code: 'ERR_PID_NOT_FOUND',

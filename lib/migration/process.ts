@@ -1,5 +1,5 @@
 /**
- * Whole-process live migration through CRIU (issue #5): pre-dumps while the server runs (when
+ * Whole-process live migration through CRIU: pre-dumps while the server runs (when
  * CRIU can track memory), a final dump with its TCP connections (tcp_established, nftables lock),
  * the images carried to the target (a copied directory, or CRIU's page server), the service
  * address moved by the caller's hook, and a restore inside the target's network namespace.
@@ -23,33 +23,23 @@
  * In page-server mode a page server that dies mid-dump would block the dump (and the frozen task)
  * forever, so a watchdog ends the target side, the dump fails and CRIU resumes the task.
  */
-import { randomBytes } from 'node:crypto';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
 import { describeValue, NodeCriuError } from '../errors';
-import { procStatFields } from '../proc';
+import { namespaceId, OWN_NETNS, type NamespaceId } from '../sys/netns';
 import {
   checkNetns,
   checkTaskNetns,
-  conflictingSockets,
-  copyLockTable,
   criuInNetns,
   criuLockTables,
+  deleteNewLockTables,
   deleteTables,
+  holdInTarget,
   processTcpTuples,
   type NetnsCriu,
 } from './process-criu';
-import {
-  describeFailure,
-  describeTask,
-  isPidFree,
-  pageServerFailed,
-  ProcessMigrationError,
-  waitForPidFree,
-  type ProcessMigrationPhase,
-} from './process-errors';
+import { describeFailure, pageServerFailed, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import {
   copyImages,
   freshDir,
@@ -57,8 +47,6 @@ import {
   pagesBytes,
   prepareLayout,
   readDumpStats,
-  readTreePids,
-  readTreeTasks,
   type ImagesLayout,
   type PageChannel,
 } from './process-images';
@@ -68,62 +56,17 @@ import {
   type ProcessMigrationOptions,
   type ProcessMigrationResult,
 } from './process-options';
+import { preDumpsAreDone, runPreDumps } from './process-predump';
+import { rollback, type RollbackContext } from './process-rollback';
+import { waitForNoConflicts, waitForTreeFree } from './process-waits';
 
 export type { ProcessMigrationOptions, ProcessMigrationResult, ProcessMigrationProgress } from './process-options';
 export { describeFailure };
-
-const PAGE_SIZE = 4096;
-const DEFAULT_MAX_PRE_DUMPS = 5;
-/** phaul's rule: a pre-dump that copied fewer pages than this is good enough. */
-const DEFAULT_MIN_PAGES = 64;
+export { preDumpsAreDone };
 
 type Phases = ProcessMigrationResult['phases'];
 
-/**
- * phaul's rule for ending the pre-dump loop: stop when the last pre-dump copied little (fewer
- * than `minPages`), or when the copies stop shrinking (the task dirties memory as fast as we copy
- * it, so another round would not shorten the final, frozen one).
- */
-export function preDumpsAreDone(pagesWritten: number, previous: number | undefined, minPages: number): boolean {
-  return pagesWritten < minPages || (previous !== undefined && pagesWritten >= previous);
-}
-
-/** How long a restore waits for the dumped tree's task ids to become free. */
-const TREE_FREE_TIMEOUT_MS = 30000;
-/** Restores of the same images on the source before the server counts as lost. */
-const ROLLBACK_ATTEMPTS = 3;
-/** How long a restore waits for sockets that already hold the moved 4-tuples to go away. */
-const CONFLICTS_TIMEOUT_MS = 10000;
-
-/**
- * CRIU restores every task AND every thread with its original id (clone3 set_tid) and fails if
- * one is taken: the root's pid ("Can't fork") or any thread id ("Unable to create a thread: -17",
- * which also fails the rollback while it lasts). The dump's SIGKILL leaves the tasks as zombies
- * until reaped (the root by its parent, the others by init, here only every ~2 s), and once they
- * are gone their thread ids are free for any new process: pid_max is 32768 here, so on a busy
- * machine (thousands of short `nft`/`ip`/compiler processes a minute) the ids wrap around within
- * minutes and a short-lived process can hold one of them at the moment of the restore. Waits
- * (bounded) until every id of the dumped tree is free; `onWait` hears which ones it waits for
- * (described: who holds them). Returns the ones still taken at the end, described.
- */
-async function waitForTreeFree(
-  dumpDir: string,
-  onWait?: (taken: string[]) => void,
-  timeoutMs = TREE_FREE_TIMEOUT_MS,
-): Promise<string[]> {
-  const tids = readTreeTasks(dumpDir).tids;
-  const busy = tids.filter((tid) => !isPidFree(tid));
-  if (busy.length === 0) return [];
-  onWait?.(busy.map(describeTask));
-  const deadline = performance.now() + timeoutMs;
-  const taken: string[] = [];
-  for (const tid of busy) {
-    if (!(await waitForPidFree(tid, Math.max(0, deadline - performance.now())))) taken.push(describeTask(tid));
-  }
-  return taken;
-}
-
-class Migration {
+class Migration implements RollbackContext {
   readonly phases: Phases = { preDump: 0, dump: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
   readonly iterations: ProcessMigrationResult['iterations'] = [];
   readonly signal: AbortSignal | undefined;
@@ -141,7 +84,7 @@ class Migration {
    * The target namespace's identity, taken while it certainly exists: it may vanish midway
    * (`ip netns del`, the target "host" failing) while a half-restored copy still runs in it.
    */
-  readonly targetNs: { dev: number; ino: number };
+  readonly targetNs: NamespaceId;
 
   constructor(
     readonly options: ProcessMigrationOptions,
@@ -155,8 +98,7 @@ class Migration {
     ].filter((s): s is AbortSignal => s !== undefined);
     this.signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
     this.transfer = options.transfer ?? 'directory';
-    const { dev, ino } = fs.statSync(options.target?.netns ?? '/proc/self/ns/net');
-    this.targetNs = { dev, ino };
+    this.targetNs = namespaceId(options.target?.netns ?? OWN_NETNS);
     this.base = { ...options.criuOptions, tcpEstablished: true, networkLock: 'nftables' };
   }
 
@@ -208,43 +150,7 @@ class Migration {
 
   /** Pre-dumps while the task runs; copies each to the target side as it goes (pages move early). */
   async preDumps(): Promise<void> {
-    const features = await this.source.criu.featureCheck({ memTrack: true });
-    this.memoryTracking = features.memTrack === true;
-    const plan = this.options.preDump === false ? undefined : (this.options.preDump ?? {});
-    if (plan === undefined) return;
-    if (!this.memoryTracking) {
-      this.emit('preDump', {
-        state: 'skipped',
-        reason:
-          'CRIU cannot track memory changes on this kernel (CONFIG_MEM_SOFT_DIRTY off): every pre-dump would be a full copy and CRIU 4.2 aborts it',
-      });
-      return;
-    }
-    const max = plan.maxIterations ?? DEFAULT_MAX_PRE_DUMPS;
-    const minPages = plan.minPages ?? DEFAULT_MIN_PAGES;
-    let previous: number | undefined;
-    await this.timed('preDump', async () => {
-      for (let index = 1; index <= max; index++) {
-        this.checkAbort('preDump');
-        const dir = freshDir(path.join(this.layout.source, `pre-${index}`));
-        const started = performance.now();
-        await this.source.criu.singlePreDump({
-          ...this.base,
-          pid: this.options.pid,
-          imagesDir: dir,
-          trackMem: true,
-          ...(this.parent !== undefined ? { parentImg: this.parent } : {}),
-        });
-        const written = readDumpStats(dir)?.pagesWritten ?? Math.ceil(pagesBytes(dir) / PAGE_SIZE);
-        await copyImages(dir, freshDir(path.join(this.layout.target, `pre-${index}`)));
-        const ms = performance.now() - started;
-        this.iterations.push({ index, pagesWritten: written, ms });
-        this.parent = `../pre-${index}`;
-        this.emit('preDump', { state: 'iteration', index, pagesWritten: written, ms: Math.round(ms) });
-        if (preDumpsAreDone(written, previous, minPages)) break;
-        previous = written;
-      }
-    });
+    Object.assign(this, await runPreDumps(this));
   }
 
   /** Final dump (pages to the target's page server in that mode). Throws only with the task resumed on the source. */
@@ -333,153 +239,13 @@ class Migration {
     });
   }
 
-  /**
-   * Waits (bounded) until `netns` has no socket with one of the moved connections' 4-tuples
-   * (see conflictingSockets: CRIU's restore fails on them with "Unable to open fd=N"); returns
-   * what is still there, summarised.
-   */
-  async waitForNoConflicts(
-    netns: string | undefined,
-    phase: 'restore' | 'rollback',
-    attempt?: number,
-  ): Promise<string[]> {
-    let found = conflictingSockets(netns, this.tuples);
-    if (found.length === 0) return [];
-    this.emit(phase, { state: 'conflicting-sockets', sockets: found, ...(attempt !== undefined ? { attempt } : {}) });
-    const deadline = performance.now() + CONFLICTS_TIMEOUT_MS;
-    while (found.length > 0 && performance.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      found = conflictingSockets(netns, this.tuples);
-    }
-    return found;
-  }
-
-  releaseHold(): void {
-    if (this.hold !== undefined) deleteTables(this.options.target?.netns, [this.hold]);
+  async releaseHold(): Promise<void> {
+    if (this.hold !== undefined) await deleteTables(this.options.target?.netns, [this.hold]);
     this.hold = undefined;
   }
 
-  /**
-   * After a failed target restore: a target CRIU that died late (the target "host" failing
-   * midway) can leave the restored tree behind in the target namespace, stuck or even running,
-   * holding the pid the source restore needs. It cannot have exchanged a byte on the moved
-   * connections (our hold drops them in both directions), so it is killed while the hold is
-   * still in place; whatever it sends while dying is dropped too.
-   */
-  async removeTargetLeftovers(dumpDir: string): Promise<number[]> {
-    const targetNs = this.targetNs;
-    const killed: number[] = [];
-    for (const pid of readTreePids(dumpDir)) {
-      try {
-        const ns = fs.statSync(`/proc/${pid}/ns/net`);
-        if (ns.ino !== targetNs.ino || ns.dev !== targetNs.dev) continue;
-        process.kill(pid, 'SIGKILL');
-        killed.push(pid);
-      } catch {
-        // not there (the normal case: CRIU cleaned up after itself)
-      }
-    }
-    for (const pid of killed) await waitForPidFree(pid);
-    if (killed.length > 0) this.emit('rollback', { state: 'removed-target-leftovers', pids: killed });
-    return killed;
-  }
-
-  /**
-   * After a failed restore on the source: a CRIU that failed normally killed what it had made,
-   * but one that died (or whose task outlived it) leaves a copy holding the tree's ids. Kills the
-   * tasks with the tree's pids in the source namespace that started after `since` (uptime
-   * seconds): the original was killed by the dump, so such a task can only be our restore's.
-   */
-  async removeSourceLeftovers(dumpDir: string, since: number): Promise<number[]> {
-    const sourceNs = fs.statSync(this.options.source?.netns ?? '/proc/self/ns/net');
-    const killed: number[] = [];
-    for (const pid of readTreePids(dumpDir)) {
-      try {
-        const ns = fs.statSync(`/proc/${pid}/ns/net`);
-        if (ns.ino !== sourceNs.ino || ns.dev !== sourceNs.dev) continue;
-        const fields = procStatFields(pid);
-        if (fields === undefined) continue;
-        const startedAt = Number(fields[22 - 3]) / 100; // clock ticks (USER_HZ 100)
-        if (startedAt < since) continue;
-        process.kill(pid, 'SIGKILL');
-        killed.push(pid);
-      } catch {
-        // not there
-      }
-    }
-    for (const pid of killed) await waitForPidFree(pid);
-    if (killed.length > 0) this.emit('rollback', { state: 'removed-source-leftovers', pids: killed });
-    return killed;
-  }
-
-  /** Puts the server back on the source from `dir`; returns its pid or throws ERR_MIGRATION_LOST. */
-  async rollback(phase: ProcessMigrationPhase, cause: unknown, dir: string, dumpDir?: string): Promise<never> {
-    this.emit('rollback', { state: 'start', after: phase, reason: describeFailure(cause) });
-    if (phase === 'restore' && dumpDir !== undefined) await this.removeTargetLeftovers(dumpDir);
-    let rollbackError: unknown;
-    if (this.moved && this.options.moveAddressBack !== undefined) {
-      try {
-        await this.options.moveAddressBack();
-      } catch (error) {
-        rollbackError = error;
-      }
-    }
-    // The address has left the target (or never arrived): its hold is no longer needed.
-    this.releaseHold();
-    // The images are complete and the source's connections stay locked by CRIU's table there, so
-    // a restore that fails for a passing reason (an id of the tree taken by a short-lived
-    // process, a zombie not yet reaped) is tried again, after waiting for the ids and removing
-    // whatever the failed attempt left, before the server counts as lost.
-    const failures: unknown[] = [];
-    let taken: string[] = [];
-    let lastConflicts: string[] = [];
-    for (let attempt = 1; attempt <= ROLLBACK_ATTEMPTS; attempt++) {
-      if (dumpDir !== undefined)
-        taken = await waitForTreeFree(dumpDir, (busy) =>
-          this.emit('rollback', { state: 'waiting-for-ids', attempt, taken: busy }),
-        );
-      else
-        taken = (await waitForPidFree(this.options.pid, TREE_FREE_TIMEOUT_MS)) ? [] : [describeTask(this.options.pid)];
-      const conflicts = await this.waitForNoConflicts(this.options.source?.netns, 'rollback', attempt);
-      const since = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) - 1;
-      let restored: { pid: number };
-      try {
-        restored = await this.source.criu.restore({
-          ...this.base,
-          imagesDir: dir,
-          logFile: attempt === 1 ? 'criu-rollback.log' : `criu-rollback-${attempt}.log`,
-        });
-      } catch (error) {
-        failures.push(error);
-        this.emit('rollback', {
-          state: 'attempt-failed',
-          attempt,
-          reason: describeFailure(error),
-          ...(taken.length > 0 ? { taken } : {}),
-          ...(conflicts.length > 0 ? { conflicts } : {}),
-        });
-        lastConflicts = conflicts;
-        if (dumpDir !== undefined) await this.removeSourceLeftovers(dumpDir, since);
-        continue;
-      }
-      this.emit('rollback', { state: 'end', pid: restored.pid, attempts: attempt });
-      throw new ProcessMigrationError(
-        `migration failed during ${phase} (${describeFailure(cause)}); the server was restored on the source as pid ${restored.pid}${attempt > 1 ? ` (at attempt ${attempt}: ${failures.map(describeFailure).join('; ')})` : ''}`,
-        {
-          code: 'ERR_MIGRATION_ROLLED_BACK',
-          phase,
-          serverOn: 'source',
-          pid: restored.pid,
-          cause,
-          ...(rollbackError ? { rollbackError } : {}),
-        },
-      );
-    }
-    const last = failures[failures.length - 1];
-    throw new ProcessMigrationError(
-      `migration failed during ${phase} (${describeFailure(cause)}) and restoring on the source failed too, ${ROLLBACK_ATTEMPTS} times (${failures.map(describeFailure).join('; ')})${taken.length > 0 ? `; task ids of the tree still taken: ${taken.join(', ')}` : ''}${lastConflicts.length > 0 ? `; sockets with the connections' 4-tuples in the source namespace: ${lastConflicts.join(', ')}` : ''}; the images are kept in ${dir}`,
-      { code: 'ERR_MIGRATION_LOST', phase: 'rollback', serverOn: 'none', imagesDir: dir, cause, rollbackError: last },
-    );
+  rollback(phase: ProcessMigrationPhase, cause: unknown, dir: string, dumpDir?: string): Promise<never> {
+    return rollback(this, phase, cause, dir, dumpDir);
   }
 
   async run(): Promise<ProcessMigrationResult> {
@@ -490,7 +256,7 @@ class Migration {
     // The target may have vanished since the start (its namespace deleted): better to stop here,
     // with the server untouched, than to dump, fail to restore and roll back.
     if (this.options.target?.netns !== undefined) checkNetns(this.options.target.netns, 'target.netns');
-    const locksBefore = criuLockTables(this.options.source?.netns);
+    const locksBefore = await criuLockTables(this.options.source?.netns);
     this.tuples = processTcpTuples(this.options.pid);
     const dirs = await this.dump();
     // Directory mode: the source's own copy is complete. Page-server mode: the pages are only on
@@ -502,16 +268,20 @@ class Migration {
       if (this.transfer === 'page-server') await copyImages(dirs.dumpDir, dirs.targetDir).catch(() => undefined);
       return this.rollback('transfer', error, rollbackDir, dirs.dumpDir);
     }
-    const locksAfter = criuLockTables(this.options.source?.netns).filter((t) => !locksBefore.includes(t));
-    if (this.options.target?.netns !== this.options.source?.netns && locksAfter.length > 0) {
-      const name = `node-criu-hold-${this.options.pid}-${randomBytes(3).toString('hex')}`;
-      this.hold = copyLockTable(this.options.source?.netns, locksAfter[0], this.options.target?.netns, name);
-      if (this.hold === undefined)
+    if (this.options.target?.netns !== this.options.source?.netns) {
+      const made = await holdInTarget(
+        this.options.source?.netns,
+        this.options.target?.netns,
+        locksBefore,
+        this.options.pid,
+      );
+      this.hold = made.hold;
+      if (made.dumpLock !== undefined && this.hold === undefined)
         this.emit('moveAddress', {
           state: 'warning',
           reason: 'could not hold the connections in the target namespace (nft missing?); a peer may see a reset',
         });
-      else this.emit('moveAddress', { state: 'hold', table: this.hold });
+      else if (this.hold !== undefined) this.emit('moveAddress', { state: 'hold', table: this.hold });
     }
     let phase: ProcessMigrationPhase = 'moveAddress';
     let restoredPid: number;
@@ -526,7 +296,9 @@ class Migration {
       // On failure the hold stays until the rollback has moved the address back.
       const restored = await this.timed('restore', async () => {
         await waitForTreeFree(dirs.dumpDir, (taken) => this.emit('restore', { state: 'waiting-for-ids', taken }));
-        const conflicts = await this.waitForNoConflicts(this.options.target?.netns, 'restore');
+        const conflicts = await waitForNoConflicts(this.options.target?.netns, this.tuples, (sockets) =>
+          this.emit('restore', { state: 'conflicting-sockets', sockets }),
+        );
         if (conflicts.length > 0) {
           throw new NodeCriuError(
             `the target namespace already has sockets with the 4-tuples of connections to restore (${conflicts.join(', ')}); CRIU cannot restore those (EADDRNOTAVAIL)`,
@@ -536,15 +308,14 @@ class Migration {
         return this.target.criu.restore({ ...this.base, imagesDir: dirs.targetDir });
       });
       restoredPid = restored.pid;
-      this.releaseHold();
+      await this.releaseHold();
     } catch (error) {
       return this.rollback(phase, error, rollbackDir, dirs.dumpDir);
     }
     const downtimeMs = this.phases.dump + this.phases.transfer + this.phases.moveAddress + this.phases.restore;
     // CRIU leaves its lock table in the source namespace after a successful dump (so the source
     // never answers the moved connections with RST); the process lives on the target now.
-    const stale = criuLockTables(this.options.source?.netns).filter((t) => !locksBefore.includes(t));
-    if (stale.length > 0) deleteTables(this.options.source?.netns, stale);
+    await deleteNewLockTables(this.options.source?.netns, locksBefore);
     this.phases.total = performance.now() - started;
     const dumpStats = readDumpStats(dirs.dumpDir);
     const result: ProcessMigrationResult = {
