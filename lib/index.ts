@@ -4,3 +4,4 @@ export * from './soccr';
 export * from './criu';
 export * from './transport';
 export * from './migration';
+export { CommandError } from './sys/errors';

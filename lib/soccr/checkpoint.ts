@@ -19,7 +19,7 @@ import { checkConnectedTcp } from './handle';
 import { CONNECTION_IMAGE_VERSION } from './image';
 import type { ConnectionImage } from './image';
 import { soccrBinding } from './native';
-import { NftablesLock, processLock } from './nft-lock';
+import { isNftablesLock, NftablesLock, processLock } from './nft-lock';
 import type { ConnectionTuple } from './nft-lock';
 import { flushWrites, pendingReadBytes, restartReading, socketFd, stopReading } from './node-socket';
 import { SK_DATA_WORDS } from './oneshot-pack';
@@ -157,7 +157,7 @@ export async function pauseConnections(sockets: readonly net.Socket[], spec: Pau
   await flushAll(sockets, spec.flushTimeoutMs);
 
   let lock: NftablesLock | undefined;
-  if (spec.lock instanceof NftablesLock) lock = spec.lock;
+  if (isNftablesLock(spec.lock)) lock = spec.lock;
   else if (spec.lock === 'nftables') lock = await processLock(spec.netns);
   if (lock) await lock.add(tuples);
   const unlock = async () => {

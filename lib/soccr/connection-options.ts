@@ -2,7 +2,7 @@
 import { InvalidArgumentError } from '../errors';
 import { checkNetnsPath } from '../security';
 import { describeValue } from './errors';
-import { NftablesLock } from './nft-lock';
+import { isNftablesLock, type NftablesLock } from './nft-lock';
 
 /**
  * 'nftables': the peer's packets for the connection's 4-tuple are dropped by an nftables rule from
@@ -60,11 +60,7 @@ export function checkCheckpointOptions(options: unknown): asserts options is Che
   const o = options as CheckpointOptions;
   if (o.keepRunning !== undefined && typeof o.keepRunning !== 'boolean')
     throw new InvalidArgumentError('keepRunning must be a boolean', 'ERR_INVALID_ARG_TYPE');
-  if (
-    o.lock !== undefined &&
-    !(o.lock instanceof NftablesLock) &&
-    !['nftables', 'filter', 'none'].includes(o.lock as string)
-  ) {
+  if (o.lock !== undefined && !isNftablesLock(o.lock) && !['nftables', 'filter', 'none'].includes(o.lock as string)) {
     throw new InvalidArgumentError(
       `lock must be 'nftables', 'filter', 'none' or an NftablesLock (got ${describeValue(o.lock)})`,
     );
@@ -78,7 +74,7 @@ export function checkRestoreOptions(options: unknown): asserts options is Restor
   const o = options as RestoreOptions;
   if (o.netns !== undefined) checkNetnsPath(o.netns);
   // Spread: every() skips the holes of a sparse array ([,]), which would reach the restore as undefined.
-  if (o.locks !== undefined && (!Array.isArray(o.locks) || ![...o.locks].every((l) => l instanceof NftablesLock)))
+  if (o.locks !== undefined && (!Array.isArray(o.locks) || ![...o.locks].every((l) => isNftablesLock(l))))
     throw new InvalidArgumentError('locks must be an array of NftablesLock', 'ERR_INVALID_ARG_TYPE');
 }
 

@@ -36,7 +36,7 @@ export {
   validateConnectionImage,
 } from './image';
 export type { ConnectionImage, NftablesLockRef } from './image';
-export { NftablesLock } from './nft-lock';
+export { isNftablesLock, NftablesLock } from './nft-lock';
 export type { ConnectionTuple, SweptLock } from './nft-lock';
 export { ConnectionImageError, NftablesLockError, SoccrError } from './errors';
 export { SOCCR_FLAGS_WINDOW, TcpState, tcpStateName } from './sk-data';

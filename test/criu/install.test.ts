@@ -306,7 +306,9 @@ describe('install-criu.sh: which criu it picks', () => {
     expect(out.stderr).toMatch(/debootstrap failed/);
     const calls = fs.readFileSync(trapLog, 'utf8');
     fs.rmSync(trapLog);
-    expect(calls).toMatch(/^debootstrap --force-check-gpg --keyring=\S+debian-archive-keyring\.gpg --variant=minbase /m);
+    expect(calls).toMatch(
+      /^debootstrap --force-check-gpg --keyring=\S+debian-archive-keyring\.gpg --variant=minbase /m,
+    );
     expect(fs.existsSync(path.join(cache, 'state'))).toBe(false);
     expect(fs.readdirSync(cache).filter((name) => name.startsWith('.build-'))).toEqual([]);
   });
