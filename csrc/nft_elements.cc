@@ -1,7 +1,7 @@
-// nftables set elements over netlink, for NftablesLock.add/remove: the 4-tuples of a batch go
-// into (or out of) the lock table's sets as one nf_tables transaction, without spawning nft,
-// whose per-element parsing dominates large batches. Tables, sets and chains are still made and
-// deleted by nft (lib/soccr/nft-lock.ts), once per lock.
+// nftables over netlink for the lock tables: the 4-tuples of a batch go into (or out of) the lock
+// table's sets as one nf_tables transaction, without spawning nft, whose per-element parsing
+// dominates large batches; and a table is deleted at process exit, where no child process can be
+// waited for. Tables, sets and chains are otherwise made and deleted by nft (lib/sys/nft.ts).
 //
 // Wire format (linux/netfilter/nfnetlink.h, nf_tables.h): one sendmsg carries
 //   NFNL_MSG_BATCH_BEGIN, NFT_MSG_{NEW,DEL}SETELEM x n, NFNL_MSG_BATCH_END
@@ -211,10 +211,39 @@ Napi::Value NftSetElements(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// nftDeleteTable(family: number (NFPROTO_*), table: string, netns?: string) -> undefined
+// Deletes one table (with its sets and chains) in one transaction. Throws the kernel's errno:
+// ENOENT when there is no such table, EPERM without CAP_NET_ADMIN.
+Napi::Value NftDeleteTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t family = ArgUint32(info, 0, "family");
+  if (family != NFPROTO_INET && family != NFPROTO_IPV4 && family != NFPROTO_IPV6) ThrowArgType(env, "family", "NFPROTO_INET, NFPROTO_IPV4 or NFPROTO_IPV6");
+  std::string table = ArgString(info, 1, "table");
+  if (table.empty() || table.size() >= NFT_TABLE_MAXNAMELEN || table.find('\0') != std::string::npos)
+    ThrowArgType(env, "table", "a table name");
+  std::string netns;
+  bool in_netns = OptString(info, 2, &netns);
+
+  BatchWriter batch;
+  batch.End(batch.Begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
+  size_t message = batch.Begin((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE, NLM_F_REQUEST | NLM_F_ACK, static_cast<uint8_t>(family), 0);
+  batch.String(NFTA_TABLE_NAME, table);
+  batch.End(message);
+  batch.End(batch.Begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
+
+  int fd = SocketIn(env, in_netns ? &netns : nullptr, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  if (fd < 0) ThrowErrno(env, errno, "socket", "AF_NETLINK NETLINK_NETFILTER");
+  Outcome outcome = SendBatch(fd, batch, 1);
+  close(fd);
+  if (outcome.err != 0) ThrowErrno(env, outcome.err, outcome.call, ("delete table " + table).c_str());
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitNftElements(Napi::Env env, Napi::Object exports) {
   exports.Set("nftSetElements", Napi::Function::New(env, NftSetElements, "nftSetElements"));
+  exports.Set("nftDeleteTable", Napi::Function::New(env, NftDeleteTable, "nftDeleteTable"));
 }
 
 }  // namespace nodecriu

@@ -148,6 +148,8 @@ export interface SoccrBinding {
    * v6) in the inet table's sets, one nf_tables transaction over netlink (in netns if given).
    */
   nftSetElements(op: number, table: string, v4Keys: Uint8Array, v6Keys: Uint8Array, netns?: string): void;
+  /** csrc/nft_elements.cc: deletes one table (family NFPROTO_*) over netlink, in netns if given. */
+  nftDeleteTable(family: number, table: string, netns?: string): void;
   /** Process-global libsoccr level (max over environments), per-environment callback. */
   setSoccrLog(level: 0 | 1 | 2, callback?: (level: number, line: string) => void): void;
 }

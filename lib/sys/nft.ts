@@ -4,7 +4,6 @@
  * through the one runner (lib/sys/exec.ts), in a network namespace when asked. The builders and
  * parsers here are pure; the netlink path for set elements is csrc/nft_elements.cc.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -194,18 +193,4 @@ export async function deleteTables(tables: readonly NftTable[], options: NftRunO
     }
   }
   return deleted;
-}
-
-/**
- * Deletes tables while the process exits. The 'exit' event runs no more turns of the event loop,
- * so an asynchronous child would never be waited for, and a table left behind drops its
- * connections' packets for good: this is the one synchronous child process of lib/.
- */
-export function deleteTablesAtExit(tables: ReadonlyArray<NftTable & { netns?: string }>): void {
-  const nft = findNft();
-  if (nft === undefined) return;
-  for (const table of tables) {
-    const { command, args } = commandLine(nft, ['-j', batchText([deleteTableCommand(table)])], table.netns);
-    spawnSync(command, args, { stdio: 'ignore' });
-  }
 }

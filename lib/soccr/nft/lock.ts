@@ -12,13 +12,16 @@ import { randomBytes } from 'node:crypto';
 import { describeValue, fromNativeError, InvalidArgumentError } from '../../errors';
 import { attachCapabilityProblem, capabilityProblem } from '../../capabilities';
 import { checkNetnsPath } from '../../security';
-import { deleteTables, deleteTablesAtExit, nftBatch, tablesOf, type NftCommand, type NftTable } from '../../sys/nft';
+import { deleteTables, nftBatch, tablesOf, type NftCommand, type NftTable } from '../../sys/nft';
 import { NftablesLockError } from '../errors';
 import type { NftablesLockRef } from '../image';
 import { soccrBinding } from '../native';
 import { setKeys, type ConnectionTuple } from './keys';
 import { asLockError } from './run';
 import { deleteStale, processLockName, staleProcessLocks, sweepStaleLocks, type SweptLock } from './sweep';
+
+/** NFPROTO_INET (linux/netfilter.h): the lock tables are inet tables. */
+const NFPROTO_INET = 1;
 
 const SOCCR_MARK = 0xc114;
 /** What may be written into an nft batch as a table name. */
@@ -234,15 +237,19 @@ let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.once('exit', () =>
-    deleteTablesAtExit(
-      [...registry].map((lock) => ({
-        family: 'inet',
-        name: lock.table,
-        ...(lock.netns !== undefined ? { netns: lock.netns } : {}),
-      })),
-    ),
-  );
+  // 'exit' runs no more turns of the event loop, so no child process could be waited for here: the
+  // tables go in one synchronous netlink transaction each. A table left behind would drop its
+  // connections' packets for good.
+  process.once('exit', () => {
+    const { nftDeleteTable } = soccrBinding();
+    for (const lock of registry) {
+      try {
+        nftDeleteTable(NFPROTO_INET, lock.table, lock.netns);
+      } catch {
+        // already gone, or its namespace is: nothing left to drop packets
+      }
+    }
+  });
 }
 
 /**
