@@ -148,9 +148,10 @@ function runInstallScript(): Promise<void> {
 }
 
 /**
- * Like locateCriu, but when nothing was found (and no explicit path was given), runs
- * scripts/install-criu.sh first, unless `install` is false or we are not root. The first install
- * downloads a Debian root (about 45 s); later calls cost a file lookup.
+ * Like locateCriu, but when nothing was found, no explicit path was given, `install: true` was
+ * passed and we are root, runs scripts/install-criu.sh first (downloads and verifies a Debian root
+ * once; later calls cost a file lookup). Installing is never implied: a library call downloads
+ * nothing unless its caller asked for it, as the CLI's `check --install`, the demo and the tests do.
  */
 export async function ensureCriu(options: { criuPath?: string; install?: boolean } = {}): Promise<CriuCommand> {
   try {
@@ -158,7 +159,7 @@ export async function ensureCriu(options: { criuPath?: string; install?: boolean
   } catch (error) {
     const explicit = options.criuPath !== undefined || (process.env.CRIU_PATH ?? '') !== '';
     const root = typeof process.getuid === 'function' && process.getuid() === 0;
-    if (explicit || options.install === false || !root) throw error;
+    if (explicit || options.install !== true || !root) throw error;
   }
   await runInstallScript();
   return locateCriu(options);

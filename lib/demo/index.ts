@@ -129,7 +129,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
   let criuPath = options.criuPath;
   if (settings.routes.includes('process')) {
     log('looking for CRIU (installs CRIU 4.2 in a private root on first use, about a minute)');
-    criuPath = (await ensureCriu(criuPath === undefined ? {} : { criuPath })).path;
+    criuPath = (await ensureCriu(criuPath === undefined ? { install: true } : { criuPath })).path;
   }
 
   const swept = await sweepStaleDemos();

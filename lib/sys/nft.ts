@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { CommandError } from './errors';
-import { commandLine, findExecutable, run, type RunOptions } from './exec';
+import { findExecutable, run, type RunOptions } from './exec';
 
 /** One object of nft's JSON (`{ table: {...} }`, `{ set: {...} }`, `{ rule: {...} }`, ...). */
 export type NftObject = Record<string, Record<string, unknown>>;

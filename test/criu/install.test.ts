@@ -470,13 +470,19 @@ describe('locateCriu', () => {
     }
   });
 
-  it('ensureCriu rejects with ERR_CRIU_NOT_FOUND when nothing is found and install is false', async () => {
-    setEnv({});
+  it('ensureCriu installs nothing unless asked: ERR_CRIU_NOT_FOUND by default and with install false', async () => {
+    setEnv({ pathDirs: trapBin });
+    await expect(ensureCriu()).rejects.toMatchObject({ code: 'ERR_CRIU_NOT_FOUND' });
     await expect(ensureCriu({ install: false })).rejects.toMatchObject({ code: 'ERR_CRIU_NOT_FOUND' });
+    await expect(ensureCriu({ criuPath: '/nonexistent/criu', install: true })).rejects.toMatchObject({
+      code: 'ERR_CRIU_NOT_FOUND',
+    });
+    expect(fs.existsSync(path.join(scratch, 'no-such-cache'))).toBe(false);
+    expect(fs.existsSync(trapLog)).toBe(false);
     await expect(ensureCriu({ criuPath: '/nonexistent/criu' })).rejects.toMatchObject({ code: 'ERR_CRIU_NOT_FOUND' });
   });
 
-  it('ensureCriu runs install-criu.sh when nothing is found (here it finds a verified root, so it builds nothing)', async () => {
+  it('ensureCriu({ install: true }) runs install-criu.sh when nothing is found (here it finds a verified root, so it builds nothing)', async () => {
     const realRoot = criuRoot();
     expect(realRoot).toBeDefined();
     const cache = path.join(scratch, 'ensure-cache');
@@ -490,7 +496,7 @@ describe('locateCriu', () => {
     setEnv({ cache, pathDirs });
     process.env.NODE_CRIU_USE_SYSTEM = '0';
     try {
-      const found = await ensureCriu();
+      const found = await ensureCriu({ install: true });
       expect(found).toEqual({ path: path.join(cache, 'bin', 'criu'), source: 'cache', version: versionOf(WRAPPER) });
       expect(fs.readFileSync(path.join(cache, 'state'), 'utf8')).toMatch(/^source=root$/m);
       expect(atLeast42(versionOf(found.path))).toBe(true);
