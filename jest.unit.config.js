@@ -12,5 +12,7 @@ module.exports = {
     // take most of the tier's time.
     '^.+\\.ts$': ['ts-jest', { tsconfig: { ...require('./tsconfig.json').compilerOptions, isolatedModules: true } }],
   },
-  testTimeout: 10000,
+  // Every core: the files share nothing (jest's default leaves one core to itself).
+  maxWorkers: '100%',
+  testTimeout: 30000,
 };
