@@ -1,9 +1,13 @@
 'use strict';
-/** Tests run in band: they share the kernel's network namespaces, nftables and CRIU. */
+/**
+ * The system tier: the real kernel, CRIU and nftables, as root, in band (tests share the kernel's
+ * network namespaces, nftables and CRIU). test/unit/ is the unit tier (jest.unit.config.js).
+ */
 module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
+  testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/unit/'],
   transform: {
     '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.json' }],
   },

@@ -112,6 +112,7 @@ it('cleans up everything when interrupted with SIGINT in the middle of a route',
   for (let i = 0; i < 600 && !stderr.includes('route connections'); i++) await new Promise((r) => setTimeout(r, 20));
   expect(stderr).toContain('route connections');
   expect(demoNamespaces(pid)).toHaveLength(4);
+  // Any point inside the route will do; the cleanup asserted below must not depend on which.
   await new Promise((r) => setTimeout(r, 300));
   child.kill('SIGINT');
   expect(await exited).toBe('SIGINT');
@@ -149,6 +150,7 @@ it('stops and removes everything when its AbortSignal fires in the middle of a r
     routes: ['connections', 'fd'],
     signal: controller.signal,
     log: (line) => {
+      // Any point inside the route will do; the cleanup asserted below must not depend on which.
       if (line.startsWith('route connections')) setTimeout(() => controller.abort(new Error('test abort')), 300);
     },
   });

@@ -162,14 +162,15 @@ describe('aborts and timeouts at every stage (CRIU 4.2.1, streaming server)', ()
               event.signal.addEventListener('abort', () => resolve());
             }),
         };
+        // Long enough for CRIU to reach the stage on a loaded machine: the timeout must fire while the
+        // handler hangs there (a timeout while CRIU is busy is the "aborted while busy" case below).
         const error = (await lab.criu
-          .dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, handlers, { timeoutMs: 1500 })
+          .dump({ imagesDir: pair.images, pid: pair.serverPid, ...TCP }, handlers, { timeoutMs: 5000 })
           .catch((e: unknown) => e)) as Failure;
         expect(error).toMatchObject({ name: 'CriuTimeoutError', code: 'ERR_CRIU_TIMEOUT' });
-        // At the stage CRIU is told "failed" and unwinds itself. On a loaded machine the timeout can
-        // come first, while CRIU is busy: then the client stops the task, kills swrk and repairs.
-        if (reached) expect(error.recovery).toBeUndefined();
-        else expect(error.recovery).toMatchObject({ request: 'DUMP', taskAlive: true, problems: [] });
+        expect(reached).toBe(true);
+        // At the stage CRIU is told "failed" and unwinds itself: nothing for the client to repair.
+        expect(error.recovery).toBeUndefined();
         expect(pidAlive(pair.serverPid)).toBe(true);
         await finish(pair);
       },

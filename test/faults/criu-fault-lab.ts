@@ -11,6 +11,7 @@ import * as path from 'node:path';
 
 import { Criu } from '../../lib';
 import { expectExactTwoWay, type TrafficReport } from '../helpers/traffic';
+import { waitUntil } from '../helpers/wait';
 import {
   FIXTURES,
   Netns,
@@ -78,15 +79,17 @@ export class FaultLab {
     this.pids.push(client.pid as number);
     await waitForFile(path.join(statusDir, 'client-started'), 30000, path.join(statusDir, 'client-error'));
     // Mid-stream, both ways, before the fault.
-    for (let i = 0; i < 3000; i++) {
-      try {
-        const progress = JSON.parse(fs.readFileSync(path.join(statusDir, 'client-progress'), 'utf8'));
-        if (progress.received >= 128 * 1024 && progress.sent >= 128 * 1024) break;
-      } catch {
-        // not written yet
-      }
-      await sleep(10);
-    }
+    await waitUntil(
+      () => {
+        try {
+          const progress = JSON.parse(fs.readFileSync(path.join(statusDir, 'client-progress'), 'utf8'));
+          return progress.received >= 128 * 1024 && progress.sent >= 128 * 1024;
+        } catch {
+          return false; // not written yet
+        }
+      },
+      { timeoutMs: 30_000, what: '128 KiB both ways on the client' },
+    );
     const images = path.join(statusDir, 'images');
     fs.mkdirSync(images);
     return {

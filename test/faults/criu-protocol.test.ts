@@ -11,7 +11,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Criu, CriuReqType, encodeResponse } from '../../lib';
-import { FIXTURES, childrenOf, fdCount, killPid, makeTempDir, removeDir, sleep } from '../criu/helpers';
+import { FIXTURES, childrenOf, fdCount, killPid, makeTempDir, pidAlive, removeDir, sleep } from '../criu/helpers';
+import { waitUntil } from '../helpers/wait';
 import { FaultLab, TCP } from './criu-fault-lab';
 
 type Step = { recv: true } | { send: Record<string, unknown> } | { sendRaw: string } | { exit: number };
@@ -120,6 +121,7 @@ describe('broken CRIU conversations (scripted swrk over a real socket)', () => {
   it('swrk gone while a handler runs (closed mid-conversation): ERR_CRIU_EXITED with its exit status', async () => {
     const criu = scripted([{ recv: true }, notify('post-dump'), { exit: 7 }]);
     const error = await criu
+      // A slow handler is the point: swrk exits while it runs.
       .dump({ imagesDir: dir, pid: NO_SUCH_PID }, { 'post-dump': () => sleep(300) })
       .catch((e: unknown) => e);
     expect(error).toMatchObject({ name: 'CriuConnectionError', code: 'ERR_CRIU_EXITED', exitCode: 7 });
@@ -133,6 +135,7 @@ describe('broken CRIU conversations (scripted swrk over a real socket)', () => {
       { send: { type: CriuReqType.RESTORE, success: true, restore: { pid: 77 } } },
       { recv: true },
     ]);
+    // An async handler that takes a while: the reply waits for it.
     const result = await criu.restore({ imagesDir: dir }, { default: () => sleep(50) });
     expect(result.pid).toBe(77);
     expect(result.notifications).toEqual([{ script: 'pre-restore' }]);
@@ -168,7 +171,10 @@ describe('a real criu service whose worker dies mid-dump (CRIU 4.2.1, streaming 
                 process.kill(worker, 'SIGKILL');
                 killed.push(worker);
               }
-              await sleep(100);
+              // Answer only once the worker is dead (its socket closed with it) and the client's
+              // loop has polled the hang-up: two turns of the loop hold a poll phase.
+              await waitUntil(() => killed.every((worker) => !pidAlive(worker)), { what: `worker ${killed} to die` });
+              for (let turn = 0; turn < 2; turn++) await new Promise((resolve) => setImmediate(resolve));
             },
           },
         )

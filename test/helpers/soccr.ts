@@ -49,8 +49,19 @@ export async function tcpPair(kind: PairKind = 4, options: { allowHalfOpen?: boo
 
 /** Bytes in the kernel receive queue of a connected socket (ss's Recv-Q; -1 if not found). */
 export function kernelRecvQueue(socket: net.Socket): number {
-  const local = `[${socket.localAddress}]:${socket.localPort}`;
-  const remote = `[${socket.remoteAddress}]:${socket.remotePort}`;
+  return kernelRecvQueueBetween(
+    { address: socket.localAddress as string, port: socket.localPort as number },
+    { address: socket.remoteAddress as string, port: socket.remotePort as number },
+  );
+}
+
+/** The same for a connection known by its two ends (a raw fd that has no net.Socket). */
+export function kernelRecvQueueBetween(
+  localEnd: { address: string; port: number },
+  remoteEnd: { address: string; port: number },
+): number {
+  const local = `[${localEnd.address}]:${localEnd.port}`;
+  const remote = `[${remoteEnd.address}]:${remoteEnd.port}`;
   const out = execFileSync('ss', ['-Htn', 'state', 'established', 'src', local, 'dst', remote], { encoding: 'utf8' });
   const first = out.trim().split(/\s+/)[0];
   return first === undefined || first === '' ? -1 : Number(first);

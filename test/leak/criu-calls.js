@@ -22,6 +22,7 @@ function fdCount() {
 }
 
 async function memory() {
+  // A settle time before measuring (pending close callbacks run first), not a wait for one event.
   await new Promise((resolve) => setTimeout(resolve, 20));
   if (global.gc) {
     global.gc();

@@ -7,6 +7,7 @@ import { Child } from '../helpers/soccr';
 import type { NetnsLab } from '../helpers/netns';
 import type { TrafficReport } from '../helpers/traffic';
 import { expectExactTwoWay, waitFor } from '../helpers/traffic';
+import { waitUntil } from '../helpers/wait';
 
 export const SERVER_FIXTURE = path.join(__dirname, '..', 'fixtures', 'migration-server.js');
 export const CLIENTS_FIXTURE = path.join(__dirname, '..', 'fixtures', 'migration-clients.js');
@@ -70,6 +71,22 @@ export async function waitForAccepted(server: FixtureProcess, count: number): Pr
     if (i > 300) throw new Error(`the server accepted fewer than ${count} connections`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** Waits until each of the server's `count` connections has moved bytes both ways: the streams are going. */
+export async function waitForTrafficFlowing(server: FixtureProcess, count: number): Promise<void> {
+  let reports: PortReport[] = [];
+  await waitUntil(
+    async () => {
+      reports = await server.reports();
+      return reports.length >= count && reports.every((r) => r.report.sent.bytes > 0 && r.report.received.bytes > 0);
+    },
+    {
+      timeoutMs: 30_000,
+      what: `traffic both ways on ${count} connections`,
+      detail: () => reports.map((r) => `${r.port}: ${r.report.sent.bytes}/${r.report.received.bytes}`).join(', '),
+    },
+  );
 }
 
 /** A connected SEQPACKET pair for two children (close both here once they are spawned). */

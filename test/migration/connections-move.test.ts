@@ -19,6 +19,7 @@ import {
   seqpacketPair,
   waitForAccepted,
   waitForExactTraffic,
+  waitForTrafficFlowing,
 } from './connections-helpers';
 
 const lab = new NetnsLab();
@@ -95,7 +96,7 @@ async function setup(): Promise<{ source: FixtureProcess; target: FixtureProcess
   await clients.request({ cmd: 'connect', host: VIP, port, count: COUNT, total: TOTAL });
   await waitForAccepted(source, COUNT);
   await target.request({ cmd: 'accept', channelFd: 4 });
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await waitForTrafficFlowing(source, COUNT);
   return { source, target, clients };
 }
 

@@ -12,6 +12,7 @@ import { acceptHandover, handOverConnections } from '../../lib/migration/connect
 import { encodeHeader, MessageType, SeqpacketHandoverChannel } from '../../lib/migration/handover-channel';
 import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
 import type { TcpPair } from '../helpers/soccr';
+import { waitUntil } from '../helpers/wait';
 
 let pair: TcpPair;
 
@@ -95,7 +96,10 @@ it('refuses fd passing over a stream channel (ERR_HANDOVER_FDS_UNSUPPORTED), con
   } finally {
     await target.close();
   }
-  await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => fdCount() === fds, {
+    what: 'the fds to be closed',
+    detail: () => `${fdCount()} open, ${fds} before`,
+  });
   expect(fdCount()).toBe(fds);
   await expectStillWorking(pair);
 });
@@ -138,7 +142,10 @@ it.each([
     await target.close();
   }
   expect(serialized).toEqual([]);
-  await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => fdCount() === fds, {
+    what: 'the fds to be closed',
+    detail: () => `${fdCount()} open, ${fds} before`,
+  });
   expect(fdCount()).toBe(fds);
   await expectStillWorking(pair);
 });
@@ -153,7 +160,10 @@ it('times out (ERR_HANDOVER_TIMEOUT) on a target that never answers, connection 
   } finally {
     await target.close();
   }
-  await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => fdCount() === fds, {
+    what: 'the fds to be closed',
+    detail: () => `${fdCount()} open, ${fds} before`,
+  });
   expect(fdCount()).toBe(fds);
   expect(fdsInRepairMode()).toEqual([]);
   await expectStillWorking(pair);
@@ -161,20 +171,24 @@ it('times out (ERR_HANDOVER_TIMEOUT) on a target that never answers, connection 
 
 it('the target rejects a source that sends garbage (ERR_HANDOVER_PROTOCOL) and leaks nothing', async () => {
   const fds = fdCount();
-  let port = 0;
+  let listening!: (port: number) => void;
+  const listeningPort = new Promise<number>((resolve) => (listening = resolve));
   const accepting = acceptHandover({
     from: { listen: { host: '127.0.0.1', port: 0 } },
     onConnection: () => undefined,
-    onListening: (address) => (port = (address as net.AddressInfo).port),
+    onListening: (address) => listening((address as net.AddressInfo).port),
     timeoutMs: 5000,
   });
-  while (port === 0) await new Promise((r) => setTimeout(r, 5));
+  const port = await listeningPort;
   const source = net.connect(port, '127.0.0.1');
   source.on('error', () => undefined);
   source.write(Buffer.alloc(64, 0x41));
   await expect(accepting).rejects.toMatchObject({ code: 'ERR_HANDOVER_PROTOCOL' });
   source.destroy();
-  await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => fdCount() === fds, {
+    what: 'the fds to be closed',
+    detail: () => `${fdCount()} open, ${fds} before`,
+  });
   expect(fdCount()).toBe(fds);
 });
 
@@ -203,21 +217,25 @@ it('SEQPACKET channel: a 1 MiB message with an fd arrives whole (fragments), fd 
     a.close();
     b.close();
   }
-  await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => fdCount() === fds, {
+    what: 'the fds to be closed',
+    detail: () => `${fdCount()} open, ${fds} before`,
+  });
   expect(fdCount()).toBe(fds);
   await expectStillWorking(pair);
 });
 
 it('the target rejects HELLO tuples that are not addresses (they would reach an nft batch)', async () => {
   const fds = fdCount();
-  let port = 0;
+  let listening!: (port: number) => void;
+  const listeningPort = new Promise<number>((resolve) => (listening = resolve));
   const accepting = acceptHandover({
     from: { listen: { host: '127.0.0.1', port: 0 } },
     onConnection: () => undefined,
-    onListening: (address) => (port = (address as net.AddressInfo).port),
+    onListening: (address) => listening((address as net.AddressInfo).port),
     timeoutMs: 5000,
   });
-  while (port === 0) await new Promise((r) => setTimeout(r, 5));
+  const port = await listeningPort;
   const source = net.connect(port, '127.0.0.1');
   source.on('error', () => undefined);
   const hello = Buffer.from(
@@ -238,6 +256,9 @@ it('the target rejects HELLO tuples that are not addresses (they would reach an 
   source.write(Buffer.concat([encodeHeader(MessageType.HELLO, 0, hello.length), hello]));
   await expect(accepting).rejects.toMatchObject({ code: 'ERR_HANDOVER_PROTOCOL' });
   source.destroy();
-  await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => fdCount() === fds, {
+    what: 'the fds to be closed',
+    detail: () => `${fdCount()} open, ${fds} before`,
+  });
   expect(fdCount()).toBe(fds);
 });

@@ -10,6 +10,7 @@
 import { closeSync } from 'node:fs';
 
 import { NetnsLab } from '../helpers/netns';
+import { waitUntil } from '../helpers/wait';
 import {
   CLIENTS_FIXTURE,
   FixtureProcess,
@@ -18,6 +19,7 @@ import {
   seqpacketPair,
   waitForAccepted,
   waitForExactTraffic,
+  waitForTrafficFlowing,
 } from './connections-helpers';
 
 const lab = new NetnsLab();
@@ -73,8 +75,8 @@ async function sourceWithClients(
     total: TOTAL,
   });
   await waitForAccepted(source, COUNT);
-  // Let the traffic get going, so the handover happens mid-stream.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // The handover happens mid-stream.
+  await waitForTrafficFlowing(source, COUNT);
   return { source, clients, port, ports };
 }
 
@@ -219,10 +221,14 @@ it('carries on when a client closes its connection in the middle of the handover
   // before the FINs have crossed: wait (bounded) for both ends to see the other's FIN too.
   const bothEnded = (): boolean =>
     clientReports.find((r) => r.port === ports[0])?.ended === true && serverReports.get(ports[0])?.ended === true;
-  for (let i = 0; i < 100 && !bothEnded(); i++) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    ({ clientReports, serverReports } = await waitForExactTraffic(clients, [source, target], TOTAL));
-  }
+  await waitUntil(
+    async () => {
+      if (bothEnded()) return true;
+      ({ clientReports, serverReports } = await waitForExactTraffic(clients, [source, target], TOTAL));
+      return bothEnded();
+    },
+    { timeoutMs: 10_000, what: `both ends of connection ${ports[0]} to see the other's FIN` },
+  );
   expectAllExact(clientReports, serverReports, TOTAL, COUNT);
   const closed = clientReports.find((r) => r.port === ports[0]);
   expect(closed).toMatchObject({ ended: true });

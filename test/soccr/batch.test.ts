@@ -304,7 +304,11 @@ it('restoreConnection: a small pendingRead comes first, and nothing reads the fd
     restored.on('error', (error: NodeJS.ErrnoException) => errors.push(error.code ?? 'error'));
     let got = '';
     restored.on('data', (d: Buffer) => (got += d.toString()));
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await waitFor(
+      () => got.length >= 21,
+      5000,
+      () => `got ${JSON.stringify(got)}`,
+    );
     pairs.clients[0].write('|after');
     await waitFor(
       () => got.length >= 27,

@@ -10,7 +10,7 @@ import * as net from 'node:net';
 import { NftablesLock, SoccrError, restoreConnection, checkpointConnection, soccr } from '../../lib';
 import type { TrafficReport } from '../helpers/traffic';
 import { PatternStream, TrafficEndpoint, expectExactTwoWay, waitFor } from '../helpers/traffic';
-import { continuingEndpoint, fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
+import { continuingEndpoint, fdCount, fdsInRepairMode, kernelRecvQueueBetween, tcpPair } from '../helpers/soccr';
 import { binding } from '../../lib/native';
 
 it('pauses a raw fd, saves exact queues, and restores it with the staged calls', async () => {
@@ -35,7 +35,12 @@ it('pauses a raw fd, saves exact queues, and restores it with the staged calls',
 
     // The peer streams into the raw fd, which nobody reads: its kernel receive queue fills.
     const peer = new TrafficEndpoint({ seed: 1, total: 300_000 }).attach(peerSocket);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    const fdEnd = { address: '127.0.0.1', port: peerSocket.remotePort as number };
+    await waitFor(
+      () => kernelRecvQueueBetween(fdEnd, { address: '127.0.0.1', port }) > 0,
+      5000,
+      () => 'nothing queued on the fd yet',
+    );
     // Bytes written on the raw fd with the peer's ACKs dropped stay sent-but-unacknowledged.
     soccr.attachDropFilter(fd);
     const moverPattern = new PatternStream(2);

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { NftablesLock, checkpointConnection, restoreConnection } from '../../lib';
 import type { TrafficReport } from '../helpers/traffic';
 import { TrafficEndpoint, expectExactTwoWay, waitFor } from '../helpers/traffic';
+import { waitUntil } from '../helpers/wait';
 import { NetnsLab } from '../helpers/netns';
 import { Child, connectFromNetns } from '../helpers/soccr';
 
@@ -53,7 +54,8 @@ it("'nftables' lock: the peer streams through a 1 s gap, no RST, every byte exac
     ours.detach();
     const image = await checkpointConnection(original, { lock, netns: lab.path(ns) });
     expect(image.lock).toEqual({ table: lock.table, netns: lab.path(ns) });
-    await new Promise((resolve) => setTimeout(resolve, 1000)); // the peer keeps sending meanwhile
+    // Under test: the lock holds a whole second while the peer keeps sending and retransmitting.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
     restored = await restoreConnection(image, { netns: lab.path(ns) });
     ours.attach(restored);
     await ours.waitForReceived(40_000_000);
@@ -84,10 +86,10 @@ it("negative control, 'filter' lock only: the gap produces a RST the peer sees",
     () => 'no RST yet',
   );
   let report = await peerReport(1);
-  for (let i = 0; i < 100 && report.resets === 0; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    report = await peerReport(1);
-  }
+  await waitUntil(async () => report.resets > 0 || (report = await peerReport(1)).resets > 0, {
+    timeoutMs: 5000,
+    what: 'the peer to see the reset',
+  });
   expect(report.resets).toBeGreaterThan(0);
   expect(report.errors).toContain('ECONNRESET');
 });

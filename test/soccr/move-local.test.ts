@@ -175,7 +175,15 @@ describe('cycles and modes', () => {
     try {
       for (let cycle = 0; cycle < 10; cycle++) {
         const endpoint = cycle % 2 === 0 ? b : a;
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        // Each move happens once both directions have moved on since the last one (or finished).
+        const since = { a: a.received.bytes, b: b.received.bytes };
+        await waitFor(
+          () =>
+            (a.received.bytes > since.a || a.received.bytes >= total) &&
+            (b.received.bytes > since.b || b.received.bytes >= total),
+          10000,
+          () => `received a ${a.received.bytes}, b ${b.received.bytes} since ${JSON.stringify(since)}`,
+        );
         const old = endpoint.socket as net.Socket;
         const { socket } = await move(endpoint);
         live.delete(old);

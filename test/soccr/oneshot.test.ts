@@ -15,7 +15,7 @@ import {
 } from '../../lib';
 import type { TrafficReport } from '../helpers/traffic';
 import { PatternStream, TrafficEndpoint, expectExactTwoWay, waitFor } from '../helpers/traffic';
-import { continuingEndpoint, fdCount, fdsInRepairMode } from '../helpers/soccr';
+import { continuingEndpoint, fdCount, fdsInRepairMode, kernelRecvQueueBetween } from '../helpers/soccr';
 import { binding } from '../../lib/native';
 
 function codeOf(fn: () => unknown): string | undefined {
@@ -48,7 +48,12 @@ it('dumpFd + restoreFd move a raw fd with both queues exact', async () => {
       () => 'not connected',
     );
     const peer = new TrafficEndpoint({ seed: 11, total: 200_000 }).attach(peerSocket);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    const fdEnd = { address: '127.0.0.1', port: peerSocket.remotePort as number };
+    await waitFor(
+      () => kernelRecvQueueBetween(fdEnd, { address: '127.0.0.1', port }) > 0,
+      5000,
+      () => 'nothing queued on the fd yet',
+    );
     soccr.attachDropFilter(fd); // the peer's ACKs are dropped: what fd sends stays unacknowledged
     const moverPattern = new PatternStream(12);
     const written = moverPattern.next(20_000);

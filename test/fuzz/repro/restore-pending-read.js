@@ -77,6 +77,7 @@ function image(port, pendingRead) {
         `restore ${i} (pendingRead ${pending.length} bytes): rejected ${error.code}: ${error.message.split('\n')[0]}`,
       );
     }
+    // The bug surfaced as an uncaught socket error shortly after a restore: leave it the time to.
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   console.log(

@@ -40,6 +40,7 @@ process.on('uncaughtException', (error) => {
   image.skData = { ...image.skData, inqLen: 3, inqSeq: (image.skData.inqSeq + 3) >>> 0 };
   const restored = await lib.restoreConnection(image);
   console.log(`restore resolved; returned socket destroyed: ${restored.destroyed}`);
+  // The bug showed as a socket destroyed shortly after the restore: give it the time it took.
   await new Promise((r) => setTimeout(r, 200));
   if (restored.destroyed) {
     console.log('BUG: the restored socket is destroyed');

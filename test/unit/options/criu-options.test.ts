@@ -4,16 +4,16 @@
  */
 import * as protobuf from 'protobufjs';
 
-import { criuRpcRoot, decodeRequest, encodeRequest } from '../../lib/criu/codec';
+import { criuRpcRoot, decodeRequest, encodeRequest } from '../../../lib/criu/codec';
 import {
   CriuCgMode,
   CriuNetworkLockMethod,
   CriuPreDumpMode,
   CriuReqType,
   type CriuOptsMessage,
-} from '../../lib/criu/messages';
-import { CRIU_OPTION_NAMES, toCriuOpts, validateCriuOptions, type CriuOptions } from '../../lib/criu/options';
-import { InvalidArgumentError } from '../../lib/errors';
+} from '../../../lib/criu/messages';
+import { CRIU_OPTION_NAMES, toCriuOpts, validateCriuOptions, type CriuOptions } from '../../../lib/criu/options';
+import { InvalidArgumentError } from '../../../lib/errors';
 
 /** Every CriuOptions field set to a non-default value. */
 const everyOption: Required<CriuOptions> = {

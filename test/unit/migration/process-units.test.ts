@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { describeFailure, preDumpsAreDone } from '../../lib/migration/process';
-import { copyImages, openPageChannel, readDumpStats, readTreePids } from '../../lib/migration/process-images';
+import { describeFailure, preDumpsAreDone } from '../../../lib/migration/process';
+import { copyImages, openPageChannel, readDumpStats, readTreePids } from '../../../lib/migration/process-images';
 
 function varint(n: number): number[] {
   const out: number[] = [];

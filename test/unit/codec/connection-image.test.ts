@@ -4,9 +4,14 @@ import * as path from 'node:path';
 
 import * as protobuf from 'protobufjs';
 
-import { ConnectionImageError, decodeConnectionImage, encodeConnectionImage, validateConnectionImage } from '../../lib';
-import type { ConnectionImage } from '../../lib';
-import { addressBytes, addressString } from '../../lib/soccr/address';
+import {
+  ConnectionImageError,
+  decodeConnectionImage,
+  encodeConnectionImage,
+  validateConnectionImage,
+} from '../../../lib';
+import type { ConnectionImage } from '../../../lib';
+import { addressBytes, addressString } from '../../../lib/soccr/address';
 
 function sampleImage(overrides: Partial<ConnectionImage> = {}): ConnectionImage {
   return {
@@ -43,7 +48,7 @@ function sampleImage(overrides: Partial<ConnectionImage> = {}): ConnectionImage 
   };
 }
 
-const protoFile = path.resolve(__dirname, '..', '..', 'proto', 'connection-image.proto');
+const protoFile = path.resolve(__dirname, '..', '..', '..', 'proto', 'connection-image.proto');
 // The same schema with every field optional, so the tests can put malformed messages on the wire.
 const looseSchema = fs.readFileSync(protoFile, 'utf8').replace(/\brequired\b/g, 'optional');
 const wireType = protobuf.parse(looseSchema).root.lookupType('nodecriu.image.ConnectionImage');

@@ -16,11 +16,11 @@ import {
   encodeRequest,
   encodeResponse,
   toCriuOpts,
-} from '../../lib/criu';
-import type { CriuOptions, CriuRequestMessage } from '../../lib/criu';
-import { ConnectionImageError, decodeConnectionImage, encodeConnectionImage } from '../../lib/soccr';
-import { compact, featuresArb, imageArb, opt, reqType, responseArb } from './arbitraries';
-import { count, fdCount, mutatedBytes, printTally, runs, typedOutcome, withoutOpenBugs } from './fuzz-helpers';
+} from '../../../lib/criu';
+import type { CriuOptions, CriuRequestMessage } from '../../../lib/criu';
+import { ConnectionImageError, decodeConnectionImage, encodeConnectionImage } from '../../../lib/soccr';
+import { compact, featuresArb, imageArb, opt, reqType, responseArb } from '../../fuzz/arbitraries';
+import { count, fdCount, mutatedBytes, printTally, runs, typedOutcome, withoutOpenBugs } from '../../fuzz/fuzz-helpers';
 
 let fdsAtStart = 0;
 beforeAll(() => {

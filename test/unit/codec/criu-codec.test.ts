@@ -3,10 +3,15 @@
  * CRIU 4.2.1 swrk), round trips, presence versus proto2 defaults, and every way decoding must fail
  * with CriuProtocolError (ERR_CRIU_PROTOCOL) rather than return garbage or leak another error type.
  */
-import { decodeRequest, decodeResponse, encodeRequest, encodeResponse } from '../../lib/criu/codec';
-import { CriuProtocolError } from '../../lib/criu/errors';
-import { InvalidArgumentError, NodeCriuError } from '../../lib/errors';
-import { CriuReqType, reqTypeName, type CriuRequestMessage, type CriuResponseMessage } from '../../lib/criu/messages';
+import { decodeRequest, decodeResponse, encodeRequest, encodeResponse } from '../../../lib/criu/codec';
+import { CriuProtocolError } from '../../../lib/criu/errors';
+import { InvalidArgumentError, NodeCriuError } from '../../../lib/errors';
+import {
+  CriuReqType,
+  reqTypeName,
+  type CriuRequestMessage,
+  type CriuResponseMessage,
+} from '../../../lib/criu/messages';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
