@@ -12,14 +12,7 @@ import {
   CriuRequestError,
   CriuTimeoutError,
 } from '../../../lib/criu/errors';
-import {
-  InvalidArgumentError,
-  NodeCriuError,
-  callNative,
-  describeValue,
-  fromNativeError,
-  isNativeErrnoError,
-} from '../../../lib/errors';
+import { InvalidArgumentError, NodeCriuError, callNative, describeValue, fromNativeError } from '../../../lib/errors';
 import { HandoverError } from '../../../lib/migration/handover-errors';
 import { ConnectionImageError, NftablesLockError, SoccrError } from '../../../lib/soccr/errors';
 
@@ -122,12 +115,20 @@ describe('describeValue', () => {
 });
 
 describe('native errors to typed errors', () => {
-  it('recognises only errors with numeric errno and string code and syscall', () => {
-    expect(isNativeErrnoError(nativeError('ENOENT', -2, 'open'))).toBe(true);
-    expect(isNativeErrnoError({ errno: -2, code: 'ENOENT' })).toBe(false);
-    expect(isNativeErrnoError({ errno: '2', code: 'ENOENT', syscall: 'open' })).toBe(false);
-    expect(isNativeErrnoError(null)).toBe(false);
-    expect(isNativeErrnoError('ENOENT')).toBe(false);
+  it('takes errno and syscall only from errors with numeric errno and string code and syscall', () => {
+    expect(fromNativeError(SoccrError, nativeError('ENOENT', -2, 'open'))).toMatchObject({
+      errno: -2,
+      syscall: 'open',
+    });
+    for (const notNative of [
+      { errno: -2, code: 'ENOENT' },
+      { errno: '2', code: 'ENOENT', syscall: 'open' },
+    ]) {
+      const typed = fromNativeError(SoccrError, Object.assign(new Error('x'), notNative));
+      expect(typed.code).toBe('ENOENT');
+      expect(typed.syscall).toBeUndefined();
+    }
+    for (const notAnError of [null, 'ENOENT']) expect(fromNativeError(SoccrError, notAnError).code).toBe('ERR_NATIVE');
   });
 
   it('keeps errno, code and syscall, prefixes the context, and keeps the original as cause', () => {
