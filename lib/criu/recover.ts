@@ -28,7 +28,7 @@ import * as fs from 'node:fs';
 
 import { binding } from '../native';
 import { pidNamespacePath } from '../sys/netns';
-import { deleteTables, listSetElements, listTables, type NftTable } from '../sys/nft';
+import { deleteTables, listTable, listTables, setElementsOf, type NftTable } from '../sys/nft';
 import { processExists, procStat, procState, procStatus, processTree, socketFds, startTimeOf } from '../sys/proc';
 
 export interface DumpRecovery {
@@ -255,7 +255,9 @@ export async function recoverUnfinishedDump(
       for (const table of listed.filter(
         (name) => name.length >= 'CRIU-'.length + 8 && runIds.some((full) => full.startsWith(name)),
       )) {
-        const elements = await listSetElements({ family: 'inet', name: table }, 'conns4', nft);
+        // The whole table, not `list set`: CRIU makes the table before its sets, and a table
+        // without its set yet locked nothing (it is deleted like any other of this run).
+        const elements = setElementsOf(await listTable({ family: 'inet', name: table }, nft), 'conns4');
         tables.push(table);
         for (const tuple of elements.map((element) => element.join(' . '))) {
           locked.add(tuple);

@@ -91,8 +91,8 @@ export function counterOf(objects: readonly NftObject[]): { packets: number; byt
 }
 
 /** The elements of the first set among parsed objects ([] when it has none). */
-export function setElementsOf(objects: readonly NftObject[]): NftElement[] {
-  const set = objects.find((o) => o.set !== undefined)?.set;
+export function setElementsOf(objects: readonly NftObject[], name?: string): NftElement[] {
+  const set = objects.find((o) => o.set !== undefined && (name === undefined || o.set.name === name))?.set;
   const elem = set?.elem;
   if (!Array.isArray(elem)) return [];
   return elem.map(elementOf).filter((e): e is NftElement => e !== undefined);
@@ -156,15 +156,6 @@ export async function nftBatch(commands: readonly NftCommand[], options: NftRunO
 export async function listTables(options: NftRunOptions & { family?: string } = {}): Promise<NftTable[]> {
   const { family, ...rest } = options;
   return tablesOf(await nftJson(['list', 'tables', ...(family !== undefined ? [family] : [])], rest));
-}
-
-/** The elements of set `set` of table `table`. */
-export async function listSetElements(
-  table: NftTable,
-  set: string,
-  options: NftRunOptions = {},
-): Promise<NftElement[]> {
-  return setElementsOf(await nftJson(['list', 'set', table.family, table.name, set], options));
 }
 
 /** The table with everything in it, as objects. */

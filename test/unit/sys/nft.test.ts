@@ -72,6 +72,21 @@ describe('setElementsOf', () => {
     expect(setElementsOf(parseNftJson(doc({ set: { family: 'inet', name: 'v4', table: 't' } })))).toEqual([]);
     expect(setElementsOf([])).toEqual([]);
   });
+
+  it('picks the named set of a whole-table listing; a table without that set has none', () => {
+    const table = { family: 'inet', name: 'CRIU-1', handle: 1 };
+    const conns6 = { family: 'inet', name: 'conns6', table: 'CRIU-1', elem: [{ concat: ['::1', 1, '::1', 2] }] };
+    const conns4 = {
+      family: 'inet',
+      name: 'conns4',
+      table: 'CRIU-1',
+      elem: [{ concat: ['10.0.0.1', 1, '10.0.0.2', 2] }],
+    };
+    const listing = parseNftJson(doc({ table }, { set: conns6 }, { set: conns4 }));
+    expect(setElementsOf(listing, 'conns4')).toEqual([['10.0.0.1', 1, '10.0.0.2', 2]]);
+    expect(setElementsOf(listing, 'conns6')).toEqual([['::1', 1, '::1', 2]]);
+    expect(setElementsOf(parseNftJson(doc({ table })), 'conns4')).toEqual([]);
+  });
 });
 
 describe('counterOf', () => {
