@@ -23,7 +23,7 @@ import { isNftablesLock, NftablesLock, processLock } from './nft-lock';
 import type { ConnectionTuple } from './nft-lock';
 import { flushWrites, pendingReadBytes, restartReading, socketFd, stopReading } from './node-socket';
 import { SK_DATA_WORDS } from './oneshot-pack';
-import { TcpState, skDataFromWords, tcpStateName } from './sk-data';
+import { RESTORABLE_STATES, TcpState, skDataFromWords, tcpStateName } from './sk-data';
 
 /** Zero-length, so one instance serves every empty queue of a batch. */
 const EMPTY = Buffer.alloc(0);
@@ -98,15 +98,10 @@ export function liveFd(socket: net.Socket): number {
   }
 }
 
-/** States a live connection can be checkpointed in. */
-const CHECKPOINTABLE: ReadonlySet<number> = new Set([
-  TcpState.ESTABLISHED,
-  TcpState.FIN_WAIT1,
-  TcpState.FIN_WAIT2,
-  TcpState.CLOSE_WAIT,
-  TcpState.LAST_ACK,
-  TcpState.CLOSING,
-]);
+/** States a live connection can be checkpointed in: restorable, and neither closed nor still connecting. */
+const CHECKPOINTABLE: ReadonlySet<number> = new Set(
+  [...RESTORABLE_STATES].filter((state) => state !== TcpState.CLOSE && state !== TcpState.SYN_SENT),
+);
 
 /**
  * State, SO_REUSEADDR and 4-tuple of every socket, one native call each (the fast path of a
