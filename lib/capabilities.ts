@@ -6,18 +6,8 @@
  * has the capability and still gets EPERM (a user namespace, an LSM, a sysctl) is told what the
  * operation needs without claiming what is absent.
  *
- * What each operation needs (measured on Linux 6.18 by dropping one capability from the bounding
- * set of a root process, test/security/capabilities.test.ts):
- *   TCP_REPAIR (soccr pause/restore), SO_ATTACH_FILTER (the 'filter' lock; with
- *   kernel.unprivileged_bpf_disabled set), SO_SNDBUFFORCE, nftables (the 'nftables' lock):
- *   CAP_NET_ADMIN
- *   a socket in another network namespace (setns), nsenter --net: CAP_SYS_ADMIN
- *   the peer's FIN rebuilt on restore (raw socket with SO_MARK): CAP_NET_RAW
- *   CRIU dump/restore: CAP_SYS_ADMIN, CAP_SYS_PTRACE and CAP_NET_ADMIN. CRIU's non-root mode
- *   accepts CAP_CHECKPOINT_RESTORE instead of CAP_SYS_ADMIN, but CRIU 4.2.1 here still fails
- *   without CAP_SYS_ADMIN ("net: Unable create a network namespace", its nftables probe), so
- *   CAP_SYS_ADMIN is what the hint asks for; without both, CRIU logs "Effective capability 21
- *   missing" and "... 40 missing".
+ * What each operation needs, and how that was established: docs/reliability/security.md,
+ * section 5 (CRIU needs CAP_SYS_ADMIN even with CAP_CHECKPOINT_RESTORE, so the hint asks for it).
  */
 import { procStatus } from './sys/proc';
 

@@ -85,7 +85,7 @@ function euid(): number {
  * - missing: created 0700 (with any missing parents, also 0700);
  * - existing, owned by us and not group/world-writable: used as it is (its mode is never changed);
  *   if others can read or search it, a process warning (NODE_CRIU_IMAGES_DIR_READABLE) says so,
- *   because CRIU 4.2.1 writes most image files 0644 (measured) and only the directory hides them;
+ *   because CRIU writes most image files 0644 and only the directory hides them;
  * - existing but group/world-writable, owned by another user, or not a directory: refused with
  *   code 'ERR_UNSAFE_DIRECTORY', because whoever can write there can replace images between a
  *   dump and a restore, and a restore runs as root what the images say.
@@ -129,7 +129,7 @@ export function ensurePrivateDirectory(dir: unknown, name = 'imagesDir'): string
     );
   }
   if ((stat.mode & 0o055) !== 0 && !warnedReadable.has(absolute)) {
-    // CRIU 4.2.1 writes most image files 0644 (measured): only the directory keeps them private.
+    // CRIU writes most image files 0644: only the directory keeps them private.
     warnedReadable.add(absolute);
     process.emitWarning(
       `${name} ${absolute} is accessible to other users (mode ${(stat.mode & 0o7777).toString(8).padStart(4, '0')}); CRIU's image files (process memory) are world-readable inside it: chmod 700 it`,
