@@ -119,11 +119,17 @@ export class Criu {
       policy.beforeRequest(connection.swrk);
       connection.beforeKill = () => policy.beforeKill();
     }
-    const outcome = await connection.request(request, {
-      signal: scope.signal,
-      ...(extra.handlers ? { handlers: extra.handlers } : {}),
-      ...(extra.notifications ? { notifications: extra.notifications } : {}),
-    });
+    let outcome;
+    try {
+      outcome = await connection.request(request, {
+        signal: scope.signal,
+        ...(extra.handlers ? { handlers: extra.handlers } : {}),
+        ...(extra.notifications ? { notifications: extra.notifications } : {}),
+      });
+    } catch (error) {
+      if (connection.endedByPeer) policy?.connectionEnded();
+      throw error;
+    }
     policy?.answered(outcome.response.success && outcome.handlerError === undefined);
     if (outcome.handlerError) {
       await connection.close();
@@ -178,6 +184,7 @@ export class Criu {
       const policy = recoveryPolicyFor(type, {
         ...(type !== CriuReqType.RESTORE && checked.pid !== undefined ? { pid: checked.pid } : {}),
         ...(prepared.logPath ? { logPath: prepared.logPath } : {}),
+        ...(checked.freezeCgroup !== undefined ? { freezeCgroup: checked.freezeCgroup } : {}),
         notifications,
       });
       // Registered before the connection, so it runs after swrk has been killed/reaped.

@@ -53,6 +53,11 @@ export class CriuConnection {
    * (recovery-policy.ts) acts there, before CRIU's death can resume a half-dumped task.
    */
   beforeKill: (() => void) | undefined;
+  /**
+   * CRIU's side ended the connection (EOF, reset) before replying: for a `criu service` worker,
+   * which holds its connection until it exits, the sign that it is gone.
+   */
+  endedByPeer = false;
 
   private constructor(
     readonly transport: MessageTransport,
@@ -202,6 +207,7 @@ export class CriuConnection {
   private async explainFailure(error: unknown, requestType: number): Promise<Error> {
     const what = reqTypeName(requestType);
     if (this.destroyed) return criuTransportError(error, this.description);
+    if ((error as { code?: unknown } | null)?.code !== 'ERR_TRANSPORT_CLOSED') this.endedByPeer = true;
     if (this.swrk?.outsideOurTree) {
       return new CriuConnectionError(
         `criu swrk (started outside our process tree) ended without replying to ${what}; its exit status is unknown`,

@@ -10,7 +10,10 @@
  * turns repair off on the sockets it locked (through pidfd_getfd); nothing else is touched. The
  * peers retransmit what was dropped; nothing is lost. Unless the task closed a locked connection
  * meanwhile (resumed by CRIU's death with sockets in repair, its writes fail): unlocking would
- * reset that peer, so the lock stays and the images are the way back. DUMP, task gone: CRIU
+ * reset that peer, so the lock stays and the images are the way back. Locked tuples (CRIU's
+ * conns4 and conns6 sets) and sockets are compared as address bytes (tuples.ts): a server on `::`
+ * has IPv4-mapped sockets that CRIU locks as IPv4. A freezeCgroup CRIU froze is thawed; a `criu
+ * service` worker is repaired after like a swrk. DUMP, task gone: CRIU
  * completed the dump and killed it; the lock must stay (it keeps the peers' packets from drawing
  * RSTs until the restore, which removes it). Init, this process and its ancestors are never
  * touched, whatever pid a request named.
@@ -28,8 +31,19 @@ import * as fs from 'node:fs';
 
 import { binding } from '../native';
 import { pidNamespacePath } from '../sys/netns';
-import { deleteTables, listTable, listTables, setElementsOf, type NftTable } from '../sys/nft';
-import { processExists, procStat, procState, procStatus, processTree, socketFds, startTimeOf } from '../sys/proc';
+import { deleteTables, listTable, listTables, setElementsOf, type NftElement, type NftTable } from '../sys/nft';
+import {
+  processExists,
+  procStat,
+  procState,
+  procStatus,
+  processTree,
+  socketFds,
+  startTimeOf,
+  tracerPid,
+} from '../sys/proc';
+import { thawCgroup } from './freezer';
+import { lockedTupleKeys, tupleKey } from './tuples';
 
 export interface DumpRecovery {
   /** The dumped task was still alive when CRIU died. */
@@ -115,16 +129,9 @@ function readCriuRunIds(logPath: string | undefined): string[] {
 interface TreeSocket {
   pid: number;
   fd: number;
-  /** "127.0.0.1 . 40000 . 127.0.0.1 . 5000" (own . port . peer . port), as CRIU's lock sets list them. */
+  /** The 4-tuple (own, peer) as tuples.ts's key: compared as bytes with CRIU's lock sets. */
   tuple?: string;
   repair: boolean;
-}
-
-function ipText(address: Uint8Array): string {
-  if (address.length === 4) return [...address].join('.');
-  const words: string[] = [];
-  for (let i = 0; i < 16; i += 2) words.push(((address[i] << 8) | address[i + 1]).toString(16));
-  return words.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
 }
 
 /** The TCP sockets of `pids`: 4-tuple and whether they are in repair mode (via pidfd_getfd). */
@@ -142,7 +149,7 @@ function treeSockets(pids: number[], problems: string[]): TreeSocket[] {
         try {
           const own = socketOps.sockName(fd);
           const peer = socketOps.peerName(fd);
-          socket.tuple = `${ipText(own.address)} . ${own.port} . ${ipText(peer.address)} . ${peer.port}`;
+          socket.tuple = tupleKey(own.address, own.port, peer.address, peer.port);
         } catch {
           // not connected: no tuple to match
         }
@@ -207,6 +214,25 @@ export function signalTree(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
+export interface DumpRepairOptions {
+  /** The freezer cgroup CRIU froze for the dump (its `freezeCgroup`): thawed first. */
+  thawCgroup?: string;
+  /**
+   * CRIU was a `criu service` worker, not our child: its socket ends before its exit has let go of
+   * the ptraced tasks (the repair waits until nothing traces them), and its run id is not in the
+   * request's log (its lock table is found by the tuples it locks).
+   */
+  service?: boolean;
+}
+
+/** How long a dead tracer's tasks may stay traced before the repair goes on regardless. */
+const UNTRACE_WAIT_MS = 5000;
+
+async function waitUntraced(pid: number): Promise<void> {
+  const traced = (): boolean => processTree(pid).some((member) => (tracerPid(member) ?? 0) !== 0);
+  for (let i = 0; i < UNTRACE_WAIT_MS / 10 && traced(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
 /**
  * After a DUMP of `pid` whose swrk died without replying (and is reaped). If the task lives and
  * every 4-tuple in CRIU's lock table still belongs to one of its sockets: delete the table and
@@ -220,9 +246,25 @@ export async function recoverUnfinishedDump(
   pid: number,
   logPath: string | undefined,
   stopped = false,
+  more: DumpRepairOptions = {},
 ): Promise<DumpRecovery> {
   const problems: string[] = [];
   try {
+    if (more.service === true) await waitUntraced(pid);
+    if (more.thawCgroup !== undefined) {
+      // Stopped before the thaw, so a task let go cannot run (and close a locked connection)
+      // before the repair has looked at it: the pending SIGSTOP is taken on its way out of the
+      // freezer.
+      if (mayTouch(pid)) {
+        signalTree(pid, 'SIGSTOP');
+        stopped = true;
+      }
+      try {
+        thawCgroup(more.thawCgroup);
+      } catch (error) {
+        problems.push(`thawing cgroup ${more.thawCgroup}: ${(error as Error).message}`);
+      }
+    }
     if (!alive(pid)) return { taskAlive: false, socketsResumed: 0, lockTablesRemoved: [], problems };
     const lockTablesRemoved: string[] = [];
     if (!mayTouch(pid)) {
@@ -240,10 +282,14 @@ export async function recoverUnfinishedDump(
     // line of its log; CRIU truncates the name to CRIU- plus 21 characters of the id in 4.2.1), and
     // the sockets whose 4-tuples that table locks (CRIU turns repair on right before adding each).
     // No run id in the log: CRIU died before doing anything (or logs elsewhere: then nothing is
-    // touched, see docs/reliability/criu-faults.md).
+    // touched, see docs/reliability/criu-faults.md). A `criu service` worker does not log its run
+    // id in the request's log: its table is the one whose every locked tuple is a socket of this
+    // tree in repair mode (no other CRIU can be dumping this task: ptrace is exclusive).
     const runIds = readCriuRunIds(logPath).map((id) => `CRIU-${id}`);
-    if (runIds.length === 0) return { taskAlive: true, socketsResumed: 0, lockTablesRemoved, problems };
+    const byTuples = runIds.length === 0 && more.service === true;
+    if (runIds.length === 0 && !byTuples) return { taskAlive: true, socketsResumed: 0, lockTablesRemoved, problems };
     const live = new Set(sockets.map((s) => s.tuple).filter(Boolean));
+    const repairing = new Set(sockets.filter((s) => s.repair).map((s) => s.tuple));
     const tables: string[] = [];
     const locked = new Set<string>();
     const orphans: string[] = [];
@@ -253,17 +299,21 @@ export async function recoverUnfinishedDump(
         .map((t) => t.name)
         .filter((name) => /^CRIU-[0-9a-f-]+$/.test(name));
       for (const table of listed.filter(
-        (name) => name.length >= 'CRIU-'.length + 8 && runIds.some((full) => full.startsWith(name)),
+        (name) => byTuples || (name.length >= 'CRIU-'.length + 8 && runIds.some((full) => full.startsWith(name))),
       )) {
         // The whole table, not `list set`: CRIU makes the table before its sets, and a table
         // without its set yet locked nothing (it is deleted like any other of this run).
-        const elements = setElementsOf(await listTable({ family: 'inet', name: table }, nft), 'conns4');
+        const listing = await listTable({ family: 'inet', name: table }, nft);
+        // IPv4 connections (IPv4-mapped ones of an IPv6 socket included) in conns4, IPv6 in conns6.
+        const elements = [...setElementsOf(listing, 'conns4'), ...setElementsOf(listing, 'conns6')];
+        const ours = (element: NftElement): boolean => lockedTupleKeys(element).some((key) => repairing.has(key));
+        if (byTuples && (elements.length === 0 || !elements.every(ours))) continue;
         tables.push(table);
-        for (const tuple of elements.map((element) => element.join(' . '))) {
-          locked.add(tuple);
+        for (const element of elements) {
+          const keys = lockedTupleKeys(element);
+          keys.forEach((key) => locked.add(key));
           // CRIU locks both directions; one of them is the socket's own view.
-          const [a, ap, b, bp] = tuple.split(' . ');
-          if (!live.has(tuple) && !live.has(`${b} . ${bp} . ${a} . ${ap}`)) orphans.push(tuple);
+          if (!keys.some((key) => live.has(key))) orphans.push(element.join(' . '));
         }
       }
     } catch (error) {

@@ -1,12 +1,16 @@
 /**
- * The client's process surgery around a DUMP, SINGLE_PRE_DUMP or RESTORE, for when swrk dies
- * before answering (killed by our abort or timeout, by someone else, or crashed) and CRIU could
- * not unwind. The client calls it at fixed points: before the request, right before it kills an
- * unanswered swrk, when CRIU answers, and once the call's swrk is gone. The repairs are
- * recover.ts's; only a swrk we started and reaped is acted on (a `criu service` worker may still
- * run, a self-dump's swrk is outside our tree).
+ * The client's process surgery around a DUMP, SINGLE_PRE_DUMP or RESTORE, for when CRIU dies
+ * before answering (killed by our abort or timeout, by someone else, or crashed) and could not
+ * unwind. The client calls it at fixed points: before the request, right before it kills an
+ * unanswered swrk, when CRIU answers, when a service connection is ended by CRIU's side, and once
+ * the call's worker is gone. The repairs are recover.ts's; only a worker known dead is acted on:
+ * a swrk we started and reaped, or a `criu service` worker whose connection ended without an
+ * answer (it holds that connection until it exits). A service connection we closed ourselves
+ * leaves its worker running (it unwinds by itself when it finds the connection gone), and a
+ * self-dump's swrk is outside our tree.
  */
 import type { CriuRecovery } from './errors';
+import { cgroupFrozen } from './freezer';
 import { CriuReqType } from './messages';
 import * as recover from './recover';
 import type { CriuNotifyRecord } from './replies';
@@ -17,8 +21,15 @@ export interface RecoveryOps {
   signalTree(pid: number, signal: NodeJS.Signals): void;
   descendantsOf(root: number): recover.SeenTask[];
   stillThere(tasks: readonly recover.SeenTask[]): number[];
-  recoverUnfinishedDump(pid: number, logPath: string | undefined, stopped: boolean): Promise<recover.DumpRecovery>;
+  recoverUnfinishedDump(
+    pid: number,
+    logPath: string | undefined,
+    stopped: boolean,
+    more: recover.DumpRepairOptions,
+  ): Promise<recover.DumpRecovery>;
   recoverUnfinishedRestore(roots: readonly number[]): Promise<recover.RestoreRecovery>;
+  /** Whether a freezer cgroup is frozen (undefined: not readable as one). */
+  cgroupFrozen(cgroup: string): boolean | undefined;
 }
 
 const processOps: RecoveryOps = {
@@ -28,6 +39,7 @@ const processOps: RecoveryOps = {
   stillThere: recover.stillThere,
   recoverUnfinishedDump: recover.recoverUnfinishedDump,
   recoverUnfinishedRestore: recover.recoverUnfinishedRestore,
+  cgroupFrozen,
 };
 
 /** The swrk a request went to, as far as the policy needs it. */
@@ -40,6 +52,8 @@ export interface RecoveryWorker {
 export interface RecoveryPolicy {
   /** The request is about to go to `worker` (undefined: a `criu service`, not ours). */
   beforeRequest(worker: RecoveryWorker | undefined): void;
+  /** A service connection (no worker of ours) was ended by CRIU's side before it answered. */
+  connectionEnded(): void;
   /** The client is about to SIGKILL the unanswered worker (abort, timeout, client close). */
   beforeKill(): void;
   /** CRIU answered; `succeeded`: success=true and no notify handler failed. */
@@ -55,6 +69,8 @@ export interface RecoveryContext {
   logPath?: string;
   /** The notifications of the request, filled in as they arrive. */
   notifications: readonly CriuNotifyRecord[];
+  /** The request's freezeCgroup: CRIU freezes it for the dump, and a CRIU that dies leaves it frozen. */
+  freezeCgroup?: string;
 }
 
 /** A DUMP or SINGLE_PRE_DUMP: SIGSTOP the tree before the kill, unlock and resume what CRIU left. */
@@ -64,6 +80,11 @@ class DumpRecoveryPolicy implements RecoveryPolicy {
   /** The dumped tree was SIGSTOPped before swrk was killed (continued by the repair). */
   private stopped = false;
   private stopBeforeKill = false;
+  /** The request went to a `criu service` worker (not our child). */
+  private service = false;
+  private serviceEnded = false;
+  /** The cgroup to thaw after CRIU died: unless it was frozen before the request (CRIU keeps that). */
+  private thaw: string | undefined;
 
   constructor(
     private readonly request: 'DUMP' | 'SINGLE_PRE_DUMP',
@@ -73,6 +94,9 @@ class DumpRecoveryPolicy implements RecoveryPolicy {
 
   beforeRequest(worker: RecoveryWorker | undefined): void {
     this.worker = worker;
+    this.service = worker === undefined;
+    const cgroup = this.context.freezeCgroup;
+    if (cgroup !== undefined && this.ops.cgroupFrozen(cgroup) !== true) this.thaw = cgroup;
     // Stopped so that CRIU's death does not resume it with sockets in repair mode before the
     // repair can take them out.
     this.stopBeforeKill = this.context.pid !== undefined && this.ops.mayTouch(this.context.pid);
@@ -88,16 +112,25 @@ class DumpRecoveryPolicy implements RecoveryPolicy {
     this.isAnswered = true;
   }
 
+  connectionEnded(): void {
+    if (this.service) this.serviceEnded = true;
+  }
+
   async afterCall(): Promise<CriuRecovery | undefined> {
     const { pid, logPath } = this.context;
     const worker = this.worker;
-    if (this.isAnswered || worker === undefined || worker.outsideOurTree) {
+    const workerDead = this.service ? this.serviceEnded : worker !== undefined && !worker.outsideOurTree;
+    if (this.isAnswered || !workerDead) {
       if (this.stopped && pid !== undefined) this.ops.signalTree(pid, 'SIGCONT');
       return undefined;
     }
-    await worker.exited;
+    await worker?.exited;
     if (pid === undefined) return undefined;
-    const repaired = await this.ops.recoverUnfinishedDump(pid, logPath, this.stopped);
+    const more: recover.DumpRepairOptions = {
+      ...(this.thaw !== undefined ? { thawCgroup: this.thaw } : {}),
+      ...(this.service ? { service: true } : {}),
+    };
+    const repaired = await this.ops.recoverUnfinishedDump(pid, logPath, this.stopped, more);
     return { request: this.request, ...repaired };
   }
 }
@@ -120,6 +153,10 @@ class RestoreRecoveryPolicy implements RecoveryPolicy {
 
   beforeRequest(worker: RecoveryWorker | undefined): void {
     this.worker = worker;
+  }
+
+  connectionEnded(): void {
+    // A service worker's half-restored tasks are its own children, invisible to us: nothing to do.
   }
 
   beforeKill(): void {

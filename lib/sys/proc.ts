@@ -226,3 +226,13 @@ export function uptimeSeconds(): number {
 
 /** Clock ticks per second of /proc's times (USER_HZ, 100 on every Linux architecture Node runs on). */
 export const USER_HZ = 100;
+
+/** The pid tracing `pid` (0: none); undefined when `pid` is gone. */
+export function tracerPid(pid: number): number | undefined {
+  try {
+    const value = procStatus(pid)?.get('TracerPid');
+    return value === undefined ? undefined : Number(value);
+  } catch {
+    return undefined;
+  }
+}

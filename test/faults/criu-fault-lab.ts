@@ -64,17 +64,36 @@ export class FaultLab {
     this.fdsAtStart = fdCount();
   }
 
-  async startPair(): Promise<Pair> {
+  /**
+   * `listen`: the server's address (default 127.0.0.1; '::' takes IPv4 clients as IPv4-mapped
+   * IPv6); `connect`: where the client connects (default 127.0.0.1).
+   */
+  async startPair(hosts: { listen?: string; connect?: string } = {}): Promise<Pair> {
     const statusDir = path.join(this.dir, `pair-${this.count++}`);
     fs.mkdirSync(statusDir);
     const server = this.netns.spawnNode(path.join(FIXTURES, 'criu-tcp-server.js'), [
-      JSON.stringify({ statusDir, seed: 1000, total: SERVER_TO_CLIENT, expectIn: CLIENT_TO_SERVER, ...PACE }),
+      JSON.stringify({
+        statusDir,
+        seed: 1000,
+        total: SERVER_TO_CLIENT,
+        expectIn: CLIENT_TO_SERVER,
+        ...PACE,
+        ...(hosts.listen !== undefined ? { host: hosts.listen } : {}),
+      }),
     ]);
     this.pids.push(server.pid as number);
     const port = Number(await waitForFile(path.join(statusDir, 'port')));
     const resets = this.netns.watchResets(port);
     const client = this.netns.spawnNode(path.join(FIXTURES, 'criu-traffic-client.js'), [
-      JSON.stringify({ statusDir, port, seed: 2000, total: CLIENT_TO_SERVER, expectIn: SERVER_TO_CLIENT, ...PACE }),
+      JSON.stringify({
+        statusDir,
+        port,
+        seed: 2000,
+        total: CLIENT_TO_SERVER,
+        expectIn: SERVER_TO_CLIENT,
+        ...PACE,
+        ...(hosts.connect !== undefined ? { host: hosts.connect } : {}),
+      }),
     ]);
     this.pids.push(client.pid as number);
     await waitForFile(path.join(statusDir, 'client-started'), 30000, path.join(statusDir, 'client-error'));

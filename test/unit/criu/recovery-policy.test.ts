@@ -11,7 +11,9 @@ interface Recorded extends RecoveryOps {
   calls: string[];
 }
 
-function recordingOps(options: { touchable?: boolean; descendants?: SeenTask[]; alive?: number[] } = {}): Recorded {
+function recordingOps(
+  options: { touchable?: boolean; descendants?: SeenTask[]; alive?: number[]; frozen?: boolean } = {},
+): Recorded {
   const calls: string[] = [];
   return {
     calls,
@@ -22,13 +24,18 @@ function recordingOps(options: { touchable?: boolean; descendants?: SeenTask[]; 
       return options.descendants ?? [];
     },
     stillThere: (tasks) => tasks.map((t) => t.pid).filter((pid) => (options.alive ?? []).includes(pid)),
-    recoverUnfinishedDump: async (pid, logPath, stopped) => {
-      calls.push(`repair dump ${pid} ${logPath} stopped=${stopped}`);
+    recoverUnfinishedDump: async (pid, logPath, stopped, more) => {
+      const extras = Object.entries(more).map(([key, value]) => ` ${key}=${String(value)}`);
+      calls.push(`repair dump ${pid} ${logPath} stopped=${stopped}${extras.join('')}`);
       return { taskAlive: true, socketsResumed: 2, lockTablesRemoved: ['CRIU-x'], problems: [] };
     },
     recoverUnfinishedRestore: async (roots) => {
       calls.push(`kill restore ${roots.join(',')}`);
       return { killed: [...roots], problems: [] };
+    },
+    cgroupFrozen: (cgroup) => {
+      calls.push(`frozen? ${cgroup}`);
+      return options.frozen;
     },
   };
 }
@@ -100,6 +107,45 @@ describe('DUMP policy', () => {
       expect(ops.calls.filter((c) => c.startsWith('repair'))).toEqual([]);
       if (ops.calls.includes('SIGSTOP 77')) expect(ops.calls).toContain('SIGCONT 77');
     }
+  });
+
+  it('a criu service connection ended by the worker unanswered: repaired once nothing traces the tree', async () => {
+    const ops = recordingOps();
+    const policy = recoveryPolicyFor(CriuReqType.DUMP, context, ops)!;
+    policy.beforeRequest(undefined);
+    policy.connectionEnded();
+    expect(await policy.afterCall()).toMatchObject({ request: 'DUMP', lockTablesRemoved: ['CRIU-x'] });
+    expect(ops.calls).toEqual(['repair dump 77 /tmp/criu-dump.log stopped=false service=true']);
+  });
+
+  it('a criu service connection that ended after the answer: nothing repaired', async () => {
+    const ops = recordingOps();
+    const policy = recoveryPolicyFor(CriuReqType.DUMP, context, ops)!;
+    policy.beforeRequest(undefined);
+    policy.answered(false);
+    policy.connectionEnded();
+    expect(await policy.afterCall()).toBeUndefined();
+    expect(ops.calls).toEqual([]);
+  });
+
+  it('freezeCgroup: thawed by the repair unless it was frozen before the request', async () => {
+    const cgroup = '/sys/fs/cgroup/freezer/job';
+    for (const frozen of [false, true]) {
+      const ops = recordingOps({ frozen });
+      const policy = recoveryPolicyFor(CriuReqType.DUMP, { ...context, freezeCgroup: cgroup }, ops)!;
+      policy.beforeRequest(worker);
+      await policy.afterCall();
+      expect(ops.calls).toEqual([
+        `frozen? ${cgroup}`,
+        `repair dump 77 /tmp/criu-dump.log stopped=false${frozen ? '' : ` thawCgroup=${cgroup}`}`,
+      ]);
+    }
+    const answered = recordingOps();
+    const policy = recoveryPolicyFor(CriuReqType.DUMP, { ...context, freezeCgroup: cgroup }, answered)!;
+    policy.beforeRequest(worker);
+    policy.answered(false);
+    expect(await policy.afterCall()).toBeUndefined();
+    expect(answered.calls).toEqual([`frozen? ${cgroup}`]);
   });
 
   it('a self-dump (no pid): nothing to stop or repair', async () => {
