@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Criu, startCriuService, type CriuService } from '../../lib';
+import { readableCopy } from '../helpers/other-uid';
 
 const DIST = path.join(__dirname, '..', '..', 'dist');
 const CLI = path.join(DIST, 'cli', 'main.js');
@@ -42,17 +43,23 @@ function groupMembers(pgid: number): number[] {
 
 /** Tries to connect to `address` as uid/gid 65534 with no groups; returns the error code or 'connected'. */
 function connectAsNobody(address: string): string {
-  const script = `
-    const { SeqpacketTransport } = require(${JSON.stringify(DIST)});
-    try { SeqpacketTransport.connect(${JSON.stringify(address)}).close(); process.stdout.write('connected'); }
-    catch (e) { process.stdout.write(String(e.code)); }`;
-  const run = spawnSync(
-    'setpriv',
-    ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script],
-    { encoding: 'utf8', timeout: 30000 },
-  );
-  expect(run.stderr).toBe('');
-  return run.stdout;
+  // uid 65534 may not be able to read the checkout (a clone under /root): it loads a copy.
+  const copy = readableCopy();
+  try {
+    const script = `
+      const { SeqpacketTransport } = require(${JSON.stringify(copy.at('dist'))});
+      try { SeqpacketTransport.connect(${JSON.stringify(address)}).close(); process.stdout.write('connected'); }
+      catch (e) { process.stdout.write(String(e.code)); }`;
+    const run = spawnSync(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script],
+      { encoding: 'utf8', timeout: 30000, cwd: copy.root },
+    );
+    expect(run.stderr).toBe('');
+    return run.stdout;
+  } finally {
+    copy.dispose();
+  }
 }
 
 describe('startCriuService', () => {
@@ -232,7 +239,7 @@ describe('the handover channel on a unix path (lib/migration/handover-channel.ts
       const nobody = spawnSync(
         'setpriv',
         ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script],
-        { encoding: 'utf8', timeout: 30000 },
+        { encoding: 'utf8', timeout: 30000, cwd: os.tmpdir() },
       );
       expect(nobody.stdout).toBe('EACCES');
       const ours = await openChannel({ path: address });
