@@ -6,7 +6,6 @@ import { NodeCriuError, type NodeCriuErrorOptions } from '../errors';
  *   ERR_TRANSPORT_CLOSED        this end was closed (close()), before or while waiting
  *   ERR_TRANSPORT_DISCONNECTED  the peer ended the conversation (EOF)
  *   ERR_TRANSPORT_UNTRUSTED_PEER  the listener we connected to runs as neither root nor our uid
- *   ERR_TRANSPORT_UNEXPECTED_FDS  a message carried fds where the protocol expects none (closed)
  *   an errno name ('EMSGSIZE', 'ECONNREFUSED', 'ENOENT'...) with `syscall` when the kernel said no
  */
 export class TransportError extends NodeCriuError {
