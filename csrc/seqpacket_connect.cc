@@ -1,5 +1,6 @@
 // The free functions of the SEQPACKET transport: making a socketpair for swrk, connecting to a
-// `criu service` socket, and the module registration of csrc/seqpacket.cc's SeqpacketSocket.
+// `criu service` socket and asking who serves it, and the module registration of
+// csrc/seqpacket.cc's SeqpacketSocket.
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -49,6 +50,21 @@ static Napi::Value SeqpacketConnect(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+// peerCredentials(fd): {pid, uid, gid} of the process that made the other end of a connected
+// AF_UNIX socket (SO_PEERCRED, recorded by the kernel at connect/listen time, not claimed by the peer).
+static Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  struct ucred cred = {};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) ThrowErrno(env, errno, "getsockopt", "SO_PEERCRED");
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("pid", Napi::Number::New(env, cred.pid));
+  result.Set("uid", Napi::Number::New(env, cred.uid));
+  result.Set("gid", Napi::Number::New(env, cred.gid));
+  return result;
+}
+
 // pidfdGetfd(pid, fd): a close-on-exec duplicate of another process's fd (pidfd_open +
 // pidfd_getfd; needs ptrace access to it, i.e. root). After a swrk was killed mid-dump, the client
 // uses it to take the dumped task's TCP sockets out of the repair mode CRIU left them in.
@@ -69,6 +85,7 @@ void InitSeqpacket(Napi::Env env, Napi::Object exports) {
   SeqpacketSocket::Init(env, exports);
   exports.Set("seqpacketPair", Napi::Function::New(env, SeqpacketPair, "seqpacketPair"));
   exports.Set("seqpacketConnect", Napi::Function::New(env, SeqpacketConnect, "seqpacketConnect"));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd, "pidfdGetfd"));
 }
 

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 
 import { NetnsLab } from './helpers/netns';
 import { expectEveryConnectionExact } from './helpers/traffic';
+import { readableCopy } from './helpers/other-uid';
 import { ProcessLab, pidAlive, type ClientsReport, type ServerReport } from './migration/process-lab';
 
 const ROOT = path.join(__dirname, '..');
@@ -21,9 +22,10 @@ interface Run {
   stderr: string;
 }
 
-function cli(args: string[], options: { uid?: number; gid?: number } = {}): Promise<Run> {
+function cli(args: string[], options: { uid?: number; gid?: number; cli?: string; cwd?: string } = {}): Promise<Run> {
+  const { cli: script = CLI, ...spawnOptions } = options;
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...spawnOptions });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -129,12 +131,19 @@ describe('node-criu CLI: help, usage and environment errors', () => {
   });
 
   it('not root: exit 3 and says to use sudo', async () => {
-    const run = await cli(['check', '--json'], { uid: 65534, gid: 65534 });
-    expect(run.code).toBe(3);
-    expect(json(run).error.code).toBe('ERR_NOT_ROOT');
-    expect(run.stderr).toContain('sudo');
-    const dump = await cli(['dump', '--pid', '1', '--images-dir', '/tmp/ncr-never'], { uid: 65534, gid: 65534 });
-    expect(dump.code).toBe(3);
+    // uid 65534 may not be able to read the checkout (a clone under /root): it runs a copy.
+    const copy = readableCopy();
+    try {
+      const asNobody = { uid: 65534, gid: 65534, cli: copy.at('dist/cli/main.js'), cwd: copy.root };
+      const run = await cli(['check', '--json'], asNobody);
+      expect(run.code).toBe(3);
+      expect(json(run).error.code).toBe('ERR_NOT_ROOT');
+      expect(run.stderr).toContain('sudo');
+      const dump = await cli(['dump', '--pid', '1', '--images-dir', '/tmp/ncr-never'], asNobody);
+      expect(dump.code).toBe(3);
+    } finally {
+      copy.dispose();
+    }
   });
 
   it('pid not found, namespace missing, no images: exit 4', async () => {

@@ -25,7 +25,10 @@ const HEADER_BYTES = 16;
 const FLAG_MORE = 1;
 /** Fragment size on SEQPACKET: well below the default socket buffer (net.core.wmem_default 212992). */
 const FRAGMENT_BYTES = 64 * 1024;
-/** A stream frame larger than this is a protocol error (a garbage or hostile peer). */
+/**
+ * A stream frame larger than this is a protocol error (a garbage or hostile peer); so is a
+ * SEQPACKET message whose fragments add up to more.
+ */
 const MAX_FRAME_BYTES = 256 * 1024 * 1024;
 
 export enum MessageType {
@@ -198,7 +201,7 @@ function abortError(signal: AbortSignal): HandoverError {
 /** SOCK_SEQPACKET: one frame per datagram, fragments reassembled, fds passed through. */
 export class SeqpacketHandoverChannel extends HandoverChannel {
   readonly canPassFds = true;
-  private partial: { header: Header; chunks: Buffer[]; fds: number[] } | undefined;
+  private partial: { header: Header; chunks: Buffer[]; bytes: number; fds: number[] } | undefined;
 
   constructor(private readonly transport: SeqpacketTransport) {
     super();
@@ -221,6 +224,7 @@ export class SeqpacketHandoverChannel extends HandoverChannel {
           ),
         );
         this.partial?.fds.forEach(closeFdQuietly);
+        this.partial = undefined;
         return;
       }
       try {
@@ -231,9 +235,17 @@ export class SeqpacketHandoverChannel extends HandoverChannel {
         if (this.partial && (this.partial.header.type !== header.type || this.partial.header.id !== header.id)) {
           throw new HandoverError('interleaved fragments', 'ERR_HANDOVER_PROTOCOL');
         }
-        this.partial ??= { header, chunks: [], fds: [] };
+        const first = this.partial === undefined;
+        this.partial ??= { header, chunks: [], bytes: 0, fds: [] };
+        this.partial.bytes += body.length;
+        if (this.partial.bytes > MAX_FRAME_BYTES)
+          throw new HandoverError(`fragments add up to more than ${MAX_FRAME_BYTES} bytes`, 'ERR_HANDOVER_PROTOCOL');
         this.partial.chunks.push(body);
-        this.partial.fds.push(...message.fds);
+        // Only the first fragment of a CONNECTION_FD carries fds (send() puts them there); fds
+        // anywhere else would be owned by nobody: closed now, the message itself still counts.
+        if (first && header.type === MessageType.CONNECTION_FD) this.partial.fds.push(...message.fds);
+        else message.fds.forEach(closeFdQuietly);
+        message.fds = [];
         if ((header.flags & FLAG_MORE) === 0) {
           const done = this.partial;
           this.partial = undefined;
@@ -242,6 +254,7 @@ export class SeqpacketHandoverChannel extends HandoverChannel {
       } catch (error) {
         message.fds.forEach(closeFdQuietly);
         this.partial?.fds.forEach(closeFdQuietly);
+        this.partial = undefined;
         this.fail(
           error instanceof HandoverError ? error : new HandoverError(String(error), 'ERR_HANDOVER_PROTOCOL', error),
         );

@@ -241,22 +241,69 @@ async function makeBlocking(fd: number): Promise<void> {
   else await run(process.execPath, ['-e', ''], { stdinFd: fd, timeoutMs: 10000 });
 }
 
+/**
+ * Watches `server` from the moment it listens: anyone on the host can connect to a loopback
+ * port, so connections are held (paused, unread) until our own client has connected, then the one
+ * whose far end is that client is kept and every other one is destroyed, unread and unwritten.
+ * A TCP 4-tuple names one connection only, so the accepted socket's remote port equal to our
+ * client's local port identifies our own end (SO_PEERCRED does not exist for TCP). The handler
+ * stays on until the listener closes, so late strangers are destroyed too.
+ */
+function ownPeerAcceptor(server: net.Server): (client: net.Socket) => Promise<net.Socket> {
+  const pending: net.Socket[] = [];
+  let match: ((socket: net.Socket) => boolean) | undefined;
+  let onMatch: ((socket: net.Socket) => void) | undefined;
+  const settle = (): void => {
+    if (match === undefined) return;
+    for (const socket of pending.splice(0)) {
+      if (onMatch !== undefined && match(socket)) {
+        onMatch(socket);
+        onMatch = undefined;
+      } else {
+        socket.destroy();
+      }
+    }
+  };
+  server.on('connection', (socket: net.Socket) => {
+    socket.on('error', () => {}); // a stranger's reset is no error of ours
+    pending.push(socket);
+    settle();
+  });
+  return (client) =>
+    new Promise((resolve, reject) => {
+      onMatch = resolve;
+      client.once('connect', () => {
+        match = (socket) => socket.remoteAddress === '127.0.0.1' && socket.remotePort === client.localPort;
+        settle();
+      });
+      client.once('error', (error) => {
+        match = () => false; // nothing is ours: destroy whatever came and comes until the close
+        settle();
+        reject(error);
+      });
+    });
+}
+
 export async function openPageChannel(): Promise<PageChannel> {
   const server = net.createServer({ pauseOnConnect: true });
+  const acceptOwnPeer = ownPeerAcceptor(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve());
   });
   const { port } = server.address() as net.AddressInfo;
-  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-  const client = net.connect({ port, host: '127.0.0.1' });
-  client.pause();
-  await new Promise<void>((resolve, reject) => {
-    client.once('connect', () => resolve());
-    client.once('error', reject);
-  });
-  const peer = await accepted;
-  server.close();
+  let client: net.Socket | undefined;
+  let peer: net.Socket;
+  try {
+    client = net.connect({ port, host: '127.0.0.1' });
+    client.pause();
+    peer = await acceptOwnPeer(client);
+  } catch (error) {
+    client?.destroy();
+    throw error;
+  } finally {
+    server.close();
+  }
   const serverFd = handleFd(peer);
   const clientFd = handleFd(client);
   try {

@@ -5,6 +5,7 @@ import { NodeCriuError, type NodeCriuErrorOptions } from '../errors';
  * A transport failure. `code`:
  *   ERR_TRANSPORT_CLOSED        this end was closed (close()), before or while waiting
  *   ERR_TRANSPORT_DISCONNECTED  the peer ended the conversation (EOF)
+ *   ERR_TRANSPORT_UNTRUSTED_PEER  the listener we connected to runs as neither root nor our uid
  *   an errno name ('EMSGSIZE', 'ECONNREFUSED', 'ENOENT'...) with `syscall` when the kernel said no
  */
 export class TransportError extends NodeCriuError {

@@ -44,6 +44,22 @@ export function closeFdQuietly(fd: number): void {
   }
 }
 
+/**
+ * Whoever serves the socket we connected to must be root or ourselves: what we send there (CRIU
+ * requests naming pids and directories, handover state) and the fds we pass would otherwise go to
+ * another user who managed to put a socket at that path. The uid is the kernel's record of the
+ * listener (SO_PEERCRED), not something the server claims.
+ */
+function checkServer(fd: number, path: string): void {
+  const { uid, pid } = callNative(TransportError, `${path}: SO_PEERCRED`, () => binding().peerCredentials(fd));
+  const ours = process.geteuid?.() ?? 0;
+  if (uid === 0 || uid === ours) return;
+  throw new TransportError(
+    `connect to ${path}: the socket is served by uid ${uid} (pid ${pid}), neither root nor uid ${ours}: refusing to talk to it`,
+    { code: 'ERR_TRANSPORT_UNTRUSTED_PEER' },
+  );
+}
+
 export class SeqpacketTransport implements MessageTransport {
   private readonly socket: NativeSeqpacketSocket;
   private readonly queue: TransportMessage[] = [];
@@ -87,7 +103,10 @@ export class SeqpacketTransport implements MessageTransport {
     }
   }
 
-  /** Connects to a SOCK_SEQPACKET listener at `path`. */
+  /**
+   * Connects to a SOCK_SEQPACKET listener at `path`, served by root or by our own uid (anything
+   * else: ERR_TRANSPORT_UNTRUSTED_PEER, see checkServer).
+   */
   static connect(path: string, description = `seqpacket ${path}`): SeqpacketTransport {
     // The kernel's answer to a path longer than sun_path, given before any native call.
     if (typeof path === 'string' && Buffer.byteLength(path) > UNIX_SOCKET_PATH_MAX_BYTES) {
@@ -99,6 +118,7 @@ export class SeqpacketTransport implements MessageTransport {
     checkSocketPath(path, 'socket path');
     const fd = callNative(TransportError, `connect to ${path}`, () => binding().seqpacketConnect(path));
     try {
+      checkServer(fd, path);
       return new SeqpacketTransport(fd, description);
     } catch (error) {
       closeFdQuietly(fd);

@@ -11,6 +11,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Criu, startCriuService, type CriuService } from '../../lib';
+import { SeqpacketTransport } from '../../lib/transport';
+import { readableCopy } from '../helpers/other-uid';
 
 const DIST = path.join(__dirname, '..', '..', 'dist');
 const CLI = path.join(DIST, 'cli', 'main.js');
@@ -42,17 +44,23 @@ function groupMembers(pgid: number): number[] {
 
 /** Tries to connect to `address` as uid/gid 65534 with no groups; returns the error code or 'connected'. */
 function connectAsNobody(address: string): string {
-  const script = `
-    const { SeqpacketTransport } = require(${JSON.stringify(DIST)});
-    try { SeqpacketTransport.connect(${JSON.stringify(address)}).close(); process.stdout.write('connected'); }
-    catch (e) { process.stdout.write(String(e.code)); }`;
-  const run = spawnSync(
-    'setpriv',
-    ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script],
-    { encoding: 'utf8', timeout: 30000 },
-  );
-  expect(run.stderr).toBe('');
-  return run.stdout;
+  // uid 65534 may not be able to read the checkout (a clone under /root): it loads a copy.
+  const copy = readableCopy();
+  try {
+    const script = `
+      const { SeqpacketTransport } = require(${JSON.stringify(copy.at('dist'))});
+      try { SeqpacketTransport.connect(${JSON.stringify(address)}).close(); process.stdout.write('connected'); }
+      catch (e) { process.stdout.write(String(e.code)); }`;
+    const run = spawnSync(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script],
+      { encoding: 'utf8', timeout: 30000, cwd: copy.root },
+    );
+    expect(run.stderr).toBe('');
+    return run.stdout;
+  } finally {
+    copy.dispose();
+  }
 }
 
 describe('startCriuService', () => {
@@ -210,6 +218,60 @@ describe('startCriuService', () => {
     expect(fs.existsSync(aborted)).toBe(false);
     expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
   });
+
+  it('a service socket served by uid 65534 is refused (SO_PEERCRED): ERR_CRIU_UNTRUSTED_SERVICE, nothing sent, nothing left', async () => {
+    const home = fs.mkdtempSync(path.join(dir, 'fake-'));
+    fs.chownSync(home, 65534, 65534);
+    const address = path.join(home, 'fake.sock');
+    const received = path.join(home, 'fake.received');
+    // A SEQPACKET listener only python reaches without an addon; it records what it is sent.
+    const script = [
+      'import os, socket, sys',
+      'l = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)',
+      `l.bind(${JSON.stringify(address)})`,
+      `os.chmod(${JSON.stringify(address)}, 0o666)`,
+      'l.listen(8)',
+      'sys.stdout.write("ready\\n"); sys.stdout.flush()',
+      'while True:',
+      '    c, _ = l.accept()',
+      '    data = c.recv(65536)',
+      `    open(${JSON.stringify(received)}, "ab").write(data)`,
+    ].join('\n');
+    const fake = spawn(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', '/usr/bin/python3', '-c', script],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        cwd: dir,
+      },
+    );
+    try {
+      await new Promise<void>((resolve, reject) => {
+        fake.stdout.once('data', () => resolve());
+        fake.once('exit', (code) => reject(new Error(`fake service exited with ${code}`)));
+      });
+      const fds = fs.readdirSync('/proc/self/fd').length;
+      expect(() => SeqpacketTransport.connect(address)).toThrow(
+        expect.objectContaining({ code: 'ERR_TRANSPORT_UNTRUSTED_PEER' }) as unknown as Error,
+      );
+      const criu = new Criu({ mode: 'service', address });
+      try {
+        await expect(criu.check({ timeoutMs: 5000 })).rejects.toMatchObject({ code: 'ERR_CRIU_UNTRUSTED_SERVICE' });
+      } finally {
+        await criu.close();
+      }
+      expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
+      // What the client would have sent (a criu_req) never reached the stranger.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(fs.existsSync(received) ? fs.readFileSync(received).length : 0).toBe(0);
+    } finally {
+      fake.kill('SIGKILL');
+      await new Promise((resolve) =>
+        fake.exitCode !== null || fake.signalCode !== null ? resolve(undefined) : fake.once('exit', resolve),
+      );
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('the handover channel on a unix path (lib/migration/handover-channel.ts)', () => {
@@ -232,7 +294,7 @@ describe('the handover channel on a unix path (lib/migration/handover-channel.ts
       const nobody = spawnSync(
         'setpriv',
         ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script],
-        { encoding: 'utf8', timeout: 30000 },
+        { encoding: 'utf8', timeout: 30000, cwd: os.tmpdir() },
       );
       expect(nobody.stdout).toBe('EACCES');
       const ours = await openChannel({ path: address });

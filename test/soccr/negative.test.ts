@@ -23,6 +23,7 @@ import {
 import type { ConnectionImage } from '../../lib';
 import { TrafficEndpoint, expectExactTwoWay } from '../helpers/traffic';
 import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
+import { readableCopy } from '../helpers/other-uid';
 
 async function expectCode(
   promiseOrFn: Promise<unknown> | (() => unknown),
@@ -250,8 +251,20 @@ describe('lock prerequisites', () => {
 
 describe('privileges', () => {
   it('without CAP_NET_ADMIN (uid 65534): EPERM, nothing changed', () => {
-    const fixture = path.join(__dirname, '..', 'fixtures', 'soccr-unprivileged.js');
-    const out = execFileSync(process.execPath, [fixture], { uid: 65534, gid: 65534, encoding: 'utf8', timeout: 30000 });
+    // uid 65534 may not be able to read the checkout (a clone under /root): it runs a copy.
+    const copy = readableCopy(['soccr-unprivileged.js']);
+    let out: string;
+    try {
+      out = execFileSync(process.execPath, [copy.at('test/fixtures/soccr-unprivileged.js')], {
+        uid: 65534,
+        gid: 65534,
+        cwd: copy.root,
+        encoding: 'utf8',
+        timeout: 30000,
+      });
+    } finally {
+      copy.dispose();
+    }
     const result = JSON.parse(out);
     expect(result).toEqual({
       // TCP_REPAIR needs CAP_NET_ADMIN.

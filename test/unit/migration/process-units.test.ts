@@ -4,6 +4,7 @@
  * failure summary, the image copy, and the page channel's blocking sockets.
  */
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -164,6 +165,51 @@ describe('image copy and page channel', () => {
     expect(buffer.toString()).toBe('pages');
     channel.close();
     channel.close();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
+  });
+
+  it('a stranger that connects to the port first is closed unread and gets nothing; our pair still works', async () => {
+    const before = fs.readdirSync('/proc/self/fd').length;
+    const strangerGot: Buffer[] = [];
+    let stranger: net.Socket | undefined;
+    let strangerClosed: Promise<void> | undefined;
+    // The stranger connects as soon as the listener has its port, before openPageChannel's own end.
+    // The module object itself: the import's namespace object has read-only bindings.
+    const netModule = jest.requireActual<typeof net>('node:net');
+    const createServer = netModule.createServer;
+    const spy = jest.spyOn(netModule, 'createServer').mockImplementation(((
+      ...args: Parameters<typeof createServer>
+    ) => {
+      const server = createServer(...args);
+      server.once('listening', () => {
+        const socket = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1' });
+        socket.on('data', (d: Buffer) => strangerGot.push(d));
+        socket.on('error', () => {});
+        strangerClosed = new Promise((resolve) => socket.once('close', () => resolve()));
+        socket.write('stranger bytes');
+        stranger = socket;
+      });
+      return server;
+    }) as typeof createServer);
+    let channel;
+    try {
+      channel = await openPageChannel();
+    } finally {
+      spy.mockRestore();
+    }
+    try {
+      expect(stranger).toBeDefined();
+      await strangerClosed;
+      expect(strangerGot).toEqual([]);
+      fs.writeSync(channel.clientFd, 'pages');
+      const buffer = Buffer.alloc(5);
+      expect(fs.readSync(channel.serverFd, buffer)).toBe(5);
+      expect(buffer.toString()).toBe('pages');
+    } finally {
+      channel.close();
+      stranger?.destroy();
+    }
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
   });
