@@ -14,7 +14,8 @@ import { SoccrError } from './errors';
 import { validateConnectionImage } from './image';
 import type { ConnectionImage } from './image';
 import { soccrBinding } from './native';
-import type { NftablesLock, ConnectionTuple } from './nft-lock';
+import { NftablesLock } from './nft-lock';
+import type { ConnectionTuple } from './nft-lock';
 import { ownedLock, refKey } from './nft/lock';
 import { adoptOwnTcpFd, startReading } from './node-socket';
 import { PACKED_WORDS, SK_DATA_WORDS } from './oneshot-pack';
@@ -69,15 +70,20 @@ export interface StagedRestore {
 type LockGroups = Map<string, { lock: NftablesLock; tuples: ConnectionTuple[] }>;
 
 /**
- * Which locks hold which restored 4-tuples: options.locks hold all of them, and each image's own
- * `lock` (unless options.unlock is false) only when it names a lock this process made or one of
- * options.locks. An image is data: its `lock` names a namespace path and a table that root would
- * open and change, so a reference from elsewhere is refused (ERR_UNTRUSTED_LOCK) before anything
- * is restored, rather than ignored, which would leave the connection's packets dropped.
+ * Which locks hold which restored 4-tuples: options.locks hold all of them; an image's own `lock`
+ * (unless options.unlock is false) names a namespace path and a table that root would open and
+ * change, so it is only a hint, resolved to one of:
+ * - a lock this process made (any namespace), or one of options.locks;
+ * - a table in the namespace this restore runs in: its `netns` must be options.netns exactly (both
+ *   absent: ours), so the path opened is the caller's, never the image's. This keeps a restore in
+ *   another process of the same namespace working (a handover target, a moved process).
+ * Anything else is refused (ERR_UNTRUSTED_LOCK) before anything is restored, rather than ignored,
+ * which would leave the connection's packets dropped by the other lock.
  */
 function lockGroups(images: readonly ConnectionImage[], options: RestoreOptions): LockGroups {
   const groups: LockGroups = new Map();
   const given = new Map((options.locks ?? []).map((lock) => [refKey(lock.ref), lock]));
+  const inRestoreNetns = new Map<string, NftablesLock>();
   const addTo = (lock: NftablesLock, image: ConnectionImage) => {
     const key = refKey(lock.ref);
     if (!groups.has(key)) groups.set(key, { lock, tuples: [] });
@@ -88,10 +94,15 @@ function lockGroups(images: readonly ConnectionImage[], options: RestoreOptions)
     if (!image.lock || options.unlock === false) continue;
     const key = refKey(image.lock);
     if (given.has(key)) continue;
-    const lock = ownedLock(image.lock);
+    let lock = ownedLock(image.lock);
+    if (lock === undefined && image.lock.netns === options.netns) {
+      // validateConnectionImage checked the table name; the namespace is options.netns.
+      lock = inRestoreNetns.get(key);
+      if (lock === undefined) inRestoreNetns.set(key, (lock = NftablesLock.fromRef(image.lock)));
+    }
     if (lock === undefined) {
       throw new SoccrError(
-        `the image's lock (table ${image.lock.table}${image.lock.netns !== undefined ? ` in ${image.lock.netns}` : ''}) was not made by this process: ` +
+        `the image's lock (table ${image.lock.table} in ${image.lock.netns ?? 'our namespace'}) is neither a lock of this process nor in the namespace of this restore (${options.netns ?? 'ours'}): ` +
           'pass NftablesLock.fromRef(image.lock) in options.locks if you trust where the image came from, or unlock: false',
         { code: 'ERR_UNTRUSTED_LOCK' },
       );

@@ -78,23 +78,33 @@ describe("an image's lock is not a path to open", () => {
     }
   });
 
-  it("another process's lock is used only when the caller passes it in `locks`", async () => {
+  it("another process's lock: in the restore's own namespace it is used; in another, only when passed in `locks`", async () => {
     const table = `node_criu_foreign_${process.pid}`;
-    await nftBatch(lockTableCommands(table)); // made outside this process's NftablesLock
+    const elsewhere = `/run/netns/${namespace}`;
+    // Made outside this process's NftablesLock, as another process's lock would be.
+    await nftBatch(lockTableCommands(table));
+    await nftBatch(lockTableCommands(table), { netns: elsewhere });
     const pair = await tcpPair(4);
+    const next = await tcpPair(4);
     try {
       const image = await checkpointConnection(pair.accepted, { lock: NftablesLock.fromRef({ table }) });
       expect(image.lock).toEqual({ table });
-      expect((await refusedFast(() => restoreConnection(image))).code).toBe('ERR_UNTRUSTED_LOCK');
-      expect(fdsInRepairMode()).toEqual([]);
-      const socket = await restoreConnection(image, { locks: [NftablesLock.fromRef({ table })] });
-      // Released from the foreign table: the peer's data reaches the restored socket.
+      const socket = await restoreConnection(image);
+      // Released from that table: the peer's data reaches the restored socket.
       const got = new Promise<Buffer>((resolve) => socket.once('data', resolve));
       pair.client.write('after');
       expect((await got).toString()).toBe('after');
       socket.destroy();
+
+      const ref = { table, netns: elsewhere };
+      const other = await checkpointConnection(next.accepted, { lock: NftablesLock.fromRef(ref) });
+      expect(other.lock).toEqual(ref);
+      expect((await refusedFast(() => restoreConnection(other))).code).toBe('ERR_UNTRUSTED_LOCK');
+      expect(fdsInRepairMode()).toEqual([]);
+      (await restoreConnection(other, { locks: [NftablesLock.fromRef(ref)] })).destroy();
     } finally {
       await pair.close();
+      await next.close();
       await deleteTables([{ family: 'inet', name: table }]);
     }
   });
