@@ -160,17 +160,17 @@ export class NftablesLock {
       throw new InvalidArgumentError(`table must be an nftables identifier (got ${describeValue(table)})`);
     if (netns !== undefined) checkLockNetns(netns);
     const lock = new NftablesLock(table, netns);
-    madeHere().set(refKey(lock.ref), lock);
     const commands = [...lockTableCommands(table), ...(onList ? [{ list: { tables: null } }] : [])];
     const listed = await asLockError(netns, () => nftBatch(commands, netns !== undefined ? { netns } : {}));
+    madeHere().set(refKey(lock.ref), lock);
     onList?.(tablesOf(listed));
     return lock;
   }
 
   /**
-   * A lock another process created, to remove tuples from it. The caller vouches for `ref`: an
-   * image's `lock` is not trusted by itself (see ownedLock); restoring another process's images,
-   * pass `NftablesLock.fromRef(ref)` in the restore's `locks` once you trust where they came from.
+   * A lock another process created, to remove tuples from it. The caller vouches for `ref`: a
+   * restore does not trust an image's `lock` by itself (see docs/reliability/security.md); for
+   * images whose lock is in another namespace, pass `NftablesLock.fromRef(ref)` in its `locks`.
    */
   static fromRef(ref: NftablesLockRef): NftablesLock {
     // The table name is written into an nft batch: only an identifier may get there.
@@ -257,8 +257,8 @@ export function refKey(ref: NftablesLockRef): string {
 
 /**
  * Every lock table this process created (create, createTable, processLock), destroyed ones too,
- * shared by every copy of this package in the process. An image's `lock` names a path that root
- * would open and a table it would change: it is only ever resolved to one of these.
+ * shared by every copy of this package in the process: a restore trusts an image's `lock` when it
+ * names one of these (it names a path root would open and a table it would change).
  */
 function madeHere(): Map<string, NftablesLock> {
   const key = Symbol.for('node-criu.locksMadeHere');
