@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <string>
@@ -29,13 +30,55 @@ void SetIntOpt(Napi::Env env, int fd, int level, int name, int value, const char
   if (setsockopt(fd, level, name, &value, sizeof(value)) < 0) ThrowErrno(env, errno, syscall);
 }
 
-// Runs `fn` with the calling thread switched into the network namespace at `path`, and always
-// switches back. setns() changes only this thread (Node's main thread while the call lasts);
-// sockets keep the namespace they were created in for their whole life.
+// Linux's nsfs superblock magic (linux/magic.h), spelled out for older headers.
+constexpr long kNsfsMagic = 0x6e736673;
+
+// /proc/<pid|self|thread-self>/ns/net: procfs's magic link, which the kernel resolves only to a
+// namespace; every other path must name the namespace file itself (no symlink).
+bool IsProcNetnsLink(const std::string& path) {
+  static const char kPrefix[] = "/proc/";
+  static const char kSuffix[] = "/ns/net";
+  if (path.compare(0, sizeof(kPrefix) - 1, kPrefix) != 0) return false;
+  if (path.size() < sizeof(kPrefix) - 1 + sizeof(kSuffix) - 1 + 1) return false;
+  std::string middle = path.substr(sizeof(kPrefix) - 1, path.size() - (sizeof(kPrefix) - 1) - (sizeof(kSuffix) - 1));
+  if (path.compare(path.size() - (sizeof(kSuffix) - 1), std::string::npos, kSuffix) != 0) return false;
+  if (middle == "self" || middle == "thread-self") return true;
+  return middle.find_first_not_of("0123456789") == std::string::npos;
+}
+
+// The path is first opened O_PATH (which never blocks and has no side effects, whatever the file
+// is: a FIFO, a device), checked to be on nsfs, and only then reopened for setns through the
+// verified descriptor, so a file swapped in between cannot be the one opened.
+int OpenNetns(Napi::Env env, const std::string& path) {
+  int flags = O_PATH | O_CLOEXEC | (IsProcNetnsLink(path) ? 0 : O_NOFOLLOW);
+  int probe = open(path.c_str(), flags);
+  if (probe < 0) ThrowErrno(env, errno, "open", path.c_str());
+  struct statfs fs;
+  if (fstatfs(probe, &fs) < 0) {
+    int err = errno;
+    close(probe);
+    ThrowErrno(env, err, "fstatfs", path.c_str());
+  }
+  if (static_cast<long>(fs.f_type) != kNsfsMagic) {
+    close(probe);
+    Napi::Error error = ErrnoError(env, EINVAL, "open", (path + " is not a namespace file").c_str());
+    error.Set("code", Napi::String::New(env, "ERR_INVALID_NETNS"));
+    throw error;
+  }
+  std::string self = "/proc/self/fd/" + std::to_string(probe);
+  int fd = open(self.c_str(), O_RDONLY | O_CLOEXEC);
+  int err = errno;
+  close(probe);
+  if (fd < 0) ThrowErrno(env, err, "open", path.c_str());
+  return fd;
+}
+
+// Runs `fn` with the calling thread switched into the network namespace at `path` (OpenNetns),
+// and always switches back. setns() changes only this thread (Node's main thread while the call
+// lasts); sockets keep the namespace they were created in for their whole life.
 template <typename Fn>
 int InNetns(Napi::Env env, const std::string& path, Fn fn) {
-  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (target < 0) ThrowErrno(env, errno, "open", path.c_str());
+  int target = OpenNetns(env, path);
   int original = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
   if (original < 0) {
     int err = errno;

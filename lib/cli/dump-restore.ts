@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import type { CriuNetworkLock, CriuOptions } from '../criu';
 import { checkNetns, checkTaskNetns, criuInNetns } from '../migration/process-criu';
 import { checkPid } from '../migration/process-options';
-import { ensurePrivateDirectory } from '../security';
+import { checkPrivateDirectory, ensurePrivateDirectory } from '../security';
 import {
   CliError,
   COMMON_OPTIONS,
@@ -135,6 +135,8 @@ export async function restoreCommand(args: string[], out: Output): Promise<numbe
   if (!fs.existsSync(path.join(imagesDir, 'inventory.img'))) {
     throw new CliError(`${imagesDir} holds no CRIU dump (no inventory.img)`, EXIT.NOT_FOUND, 'ERR_IMAGES_NOT_FOUND');
   }
+  // A restore runs as root what the images say: the directory gets the dump's checks (never created).
+  checkPrivateDirectory(imagesDir, '--images-dir');
   if (values.netns !== undefined) checkNetns(values.netns, '--netns');
   const { command, version } = await resolveCriu(values['criu-path'], false, out);
   const runner = criuInNetns(command.path, values.netns);

@@ -16,6 +16,7 @@ import type { ConnectionImage } from './image';
 import { soccrBinding } from './native';
 import { NftablesLock } from './nft-lock';
 import type { ConnectionTuple } from './nft-lock';
+import { ownedLock, refKey } from './nft/lock';
 import { adoptOwnTcpFd, startReading } from './node-socket';
 import { PACKED_WORDS, SK_DATA_WORDS } from './oneshot-pack';
 import { TcpState, writeSkDataWords } from './sk-data';
@@ -66,29 +67,54 @@ export interface StagedRestore {
   abort(): void;
 }
 
+type LockGroups = Map<string, { lock: NftablesLock; tuples: ConnectionTuple[] }>;
+
 /**
- * Removes the restored 4-tuples from the images' own locks (unless options.unlock is false) and
- * from options.locks, one transaction per table. A tuple missing from its table is not an error.
+ * Which locks hold which restored 4-tuples: options.locks hold all of them; an image's own `lock`
+ * (unless options.unlock is false) names a namespace path and a table that root would open and
+ * change, so it is only a hint, resolved to one of:
+ * - a lock this process made (any namespace), or one of options.locks;
+ * - a table in the namespace this restore runs in: its `netns` must be options.netns exactly (both
+ *   absent: ours), so the path opened is the caller's, never the image's. This keeps a restore in
+ *   another process of the same namespace working (a handover target, a moved process).
+ * Anything else is refused (ERR_UNTRUSTED_LOCK) before anything is restored, rather than ignored,
+ * which would leave the connection's packets dropped by the other lock.
  */
-async function releaseLocks(images: readonly ConnectionImage[], options: RestoreOptions): Promise<void> {
-  const byLock = new Map<string, { lock: NftablesLock; tuples: ConnectionTuple[] }>();
+function lockGroups(images: readonly ConnectionImage[], options: RestoreOptions): LockGroups {
+  const groups: LockGroups = new Map();
+  const given = new Map((options.locks ?? []).map((lock) => [refKey(lock.ref), lock]));
+  const inRestoreNetns = new Map<string, NftablesLock>();
   const addTo = (lock: NftablesLock, image: ConnectionImage) => {
-    const key = `${lock.netns ?? ''}\0${lock.table}`;
-    if (!byLock.has(key)) byLock.set(key, { lock, tuples: [] });
-    byLock.get(key)?.tuples.push({ local: image.local, remote: image.remote });
+    const key = refKey(lock.ref);
+    if (!groups.has(key)) groups.set(key, { lock, tuples: [] });
+    groups.get(key)?.tuples.push({ local: image.local, remote: image.remote });
   };
-  // Images of one checkpoint share a table: fromRef (which validates the name) once per table.
-  const byRef = new Map<string, NftablesLock>();
   for (const image of images) {
-    if (image.lock && (options.unlock ?? true)) {
-      const refKey = `${image.lock.netns ?? ''}\0${image.lock.table}`;
-      let lock = byRef.get(refKey);
-      if (!lock) byRef.set(refKey, (lock = NftablesLock.fromRef(image.lock)));
-      addTo(lock, image);
+    for (const lock of given.values()) addTo(lock, image);
+    if (!image.lock || options.unlock === false) continue;
+    const key = refKey(image.lock);
+    if (given.has(key)) continue;
+    let lock = ownedLock(image.lock);
+    if (lock === undefined && image.lock.netns === options.netns) {
+      // validateConnectionImage checked the table name; the namespace is options.netns.
+      lock = inRestoreNetns.get(key);
+      if (lock === undefined) inRestoreNetns.set(key, (lock = NftablesLock.fromRef(image.lock)));
     }
-    for (const lock of options.locks ?? []) addTo(lock, image);
+    if (lock === undefined) {
+      throw new SoccrError(
+        `the image's lock (table ${image.lock.table} in ${image.lock.netns ?? 'our namespace'}) is neither a lock of this process nor in the namespace of this restore (${options.netns ?? 'ours'}): ` +
+          'pass NftablesLock.fromRef(image.lock) in options.locks if you trust where the image came from, or unlock: false',
+        { code: 'ERR_UNTRUSTED_LOCK' },
+      );
+    }
+    addTo(lock, image);
   }
-  for (const { lock, tuples } of byLock.values()) {
+  return groups;
+}
+
+/** Removes the restored 4-tuples from their locks, one transaction per table. A tuple or table missing is not an error. */
+async function releaseLocks(groups: LockGroups): Promise<void> {
+  for (const { lock, tuples } of groups.values()) {
     await lock.remove(tuples).catch((error: { code?: string }) => {
       // Not in this table (or the table is not in this namespace or host): nothing to release.
       if (error.code !== 'ENOENT') throw error;
@@ -111,6 +137,7 @@ export async function stageRestoreConnections(
   if (!Array.isArray(images)) throw new InvalidArgumentError('images must be an array', 'ERR_INVALID_ARG_TYPE');
   checkRestoreOptions(options);
   for (let i = 0; i < images.length; i++) validateConnectionImage(images[i]); // holes too (forEach skips them)
+  const locks = lockGroups(images, options);
   const binding = soccrBinding();
   const ops = binding.socketOps;
 
@@ -224,7 +251,7 @@ export async function stageRestoreConnections(
       throw new SoccrError('this staged restore was already committed or aborted', { code: 'ERR_RESTORE_SETTLED' });
     settled = true;
     try {
-      await releaseLocks(images, options);
+      await releaseLocks(locks);
     } catch (error) {
       closeAll();
       throw error;

@@ -53,16 +53,34 @@ export function pidNetnsId(pid: number): NamespaceId | undefined {
   }
 }
 
+/** statfs f_type of nsfs, the filesystem of every namespace file (linux/magic.h NSFS_MAGIC). */
+export const NSFS_MAGIC = 0x6e736673;
+/** open(2)'s O_PATH (not in fs.constants): a handle to the file that reads nothing, never blocks. */
+const O_PATH = 0o10000000;
+
 /**
- * Whether `nsPath` is a namespace file: opens it and compares its device with our own namespace's
- * (nsfs files share one device; a plain file opens too, but setns would refuse it). Throws the
- * open's error for a missing path, and an Error with code 'ERR_NOT_A_NAMESPACE' for another file.
+ * /proc/<pid|self|thread-self>/ns/net: a procfs magic link, which the kernel resolves only to a
+ * namespace. Every other namespace path must name the nsfs file itself, never a symlink.
+ */
+export function isProcNamespaceLink(nsPath: string): boolean {
+  return /^\/proc\/(?:[0-9]+|self|thread-self)\/ns\/net$/.test(nsPath);
+}
+
+/**
+ * Throws unless `nsPath` is a namespace file. Opened O_PATH and O_NOFOLLOW (except a /proc/PID/ns
+ * link), so a FIFO, a device or a symlink there is neither followed nor opened for reading (which
+ * could block or have effects), then its filesystem must be nsfs. Throws the open's error for a
+ * missing path (ENOENT), and an Error with code 'ERR_INVALID_NETNS' for anything that is not a
+ * namespace file (a symlink included). Leaves no fd open.
  */
 export function assertNamespaceFile(nsPath: string): void {
-  const fd = fs.openSync(nsPath, 'r');
+  const follow = isProcNamespaceLink(nsPath) ? 0 : fs.constants.O_NOFOLLOW;
+  // libuv adds O_CLOEXEC itself.
+  const fd = fs.openSync(nsPath, O_PATH | follow);
   try {
-    if (fs.fstatSync(fd).dev !== fs.statSync(OWN_NETNS).dev)
-      throw Object.assign(new Error(`${nsPath} is not a namespace file`), { code: 'ERR_NOT_A_NAMESPACE' });
+    // fstatfs on the O_PATH handle itself, through its /proc/self/fd link: the file just opened.
+    if (fs.statfsSync(`/proc/self/fd/${fd}`).type !== NSFS_MAGIC)
+      throw Object.assign(new Error(`${nsPath} is not a namespace file`), { code: 'ERR_INVALID_NETNS' });
   } finally {
     fs.closeSync(fd);
   }

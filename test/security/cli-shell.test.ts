@@ -155,14 +155,22 @@ describe('CLI arguments with shell metacharacters are literal', () => {
     fs.mkdirSync(odd, { mode: 0o700 });
     const server = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' });
     const serverExited = new Promise((resolve) => server.once('exit', resolve));
+    const mounted: string[] = [];
     try {
       const source = lab.add('src');
       const target = lab.add('dst');
-      // Namespace and CRIU paths with metacharacters: symlinks to the real ones.
+      // Namespace paths with metacharacters: bind mounts of the real ones, as `ip netns` makes
+      // them (a symlink is refused as a namespace path); the CRIU path: a symlink.
       const sourceLink = path.join(odd, 'ns; touch PWNED');
       const targetLink = path.join(odd, 'ns $(touch PWNED)');
-      fs.symlinkSync(lab.path(source), sourceLink);
-      fs.symlinkSync(lab.path(target), targetLink);
+      for (const [ns, at] of [
+        [source, sourceLink],
+        [target, targetLink],
+      ]) {
+        fs.writeFileSync(at, '');
+        expect(spawnSync('mount', ['--bind', lab.path(ns), at]).status).toBe(0);
+        mounted.push(at);
+      }
       const criuLink = path.join(odd, 'criu `touch PWNED`');
       fs.symlinkSync(criuPath(), criuLink);
       const hookLog = path.join(odd, 'hook.log');
@@ -237,6 +245,7 @@ describe('CLI arguments with shell metacharacters are literal', () => {
       } catch {
         // restored and migrated under the same pid, or already gone
       }
+      for (const at of mounted) spawnSync('umount', [at]);
       lab.destroy();
     }
   }, 240000);

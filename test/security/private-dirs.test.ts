@@ -1,8 +1,9 @@
 /**
  * Images directories are created 0700 (also the missing parents, whatever the umask), an existing
  * one keeps its mode, and one another user could write to (group/world-writable, or owned by
- * another uid) is refused with ERR_UNSAFE_DIRECTORY before anything runs: by the library
- * (ensurePrivateDirectory, migrateProcess) and by the CLI (dump, migrate: exit 2).
+ * another uid, or a symlink, or below a parent others could change) is refused with
+ * ERR_UNSAFE_DIRECTORY before anything runs: by the library (ensurePrivateDirectory,
+ * checkPrivateDirectory, migrateProcess) and by the CLI (dump, migrate and restore: exit 2).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -10,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { migrateProcess } from '../../lib';
-import { ensurePrivateDirectory } from '../../lib/security';
+import { checkPrivateDirectory, ensurePrivateDirectory } from '../../lib/security';
 
 const DIST = path.join(__dirname, '..', '..', 'dist');
 const CLI = path.join(DIST, 'cli', 'main.js');
@@ -78,6 +79,87 @@ describe('ensurePrivateDirectory', () => {
       );
       const after = fs.statSync(target);
       expect([after.mode, after.uid]).toEqual([before.mode, before.uid]);
+    }
+  });
+});
+
+describe('symlinks and parents', () => {
+  let dir: string;
+
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-sec-chain-'));
+  });
+
+  afterAll(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const refused = (fn: () => unknown, message: RegExp) =>
+    expect(fn).toThrow(
+      expect.objectContaining({ code: 'ERR_UNSAFE_DIRECTORY', message: expect.stringMatching(message) }),
+    );
+
+  it('a symlink to a private directory of ours is refused, for dump and restore alike', () => {
+    const real = path.join(dir, 'real');
+    fs.mkdirSync(real, { mode: 0o700 });
+    const link = path.join(dir, 'link');
+    fs.symlinkSync(real, link);
+    refused(() => ensurePrivateDirectory(link), /is a symbolic link/);
+    refused(() => checkPrivateDirectory(link), /is a symbolic link/);
+    expect(checkPrivateDirectory(real)).toBe(real);
+    expect(fs.readdirSync(real)).toEqual([]);
+  });
+
+  it('a parent another user could change (group/world-writable, not sticky; foreign owner) is refused, existing or to be created', () => {
+    for (const [name, make, message] of [
+      ['group-writable', (p: string) => fs.chmodSync(p, 0o770), /is writable by its group/],
+      ['world-writable', (p: string) => fs.chmodSync(p, 0o777), /is writable by every user/],
+      ['foreign', (p: string) => fs.chownSync(p, 65534, 65534), /is owned by uid 65534/],
+    ] as const) {
+      const parent = path.join(dir, `parent-${name}`);
+      fs.mkdirSync(parent, { mode: 0o700 });
+      fs.mkdirSync(path.join(parent, 'images'), { mode: 0o700 });
+      make(parent);
+      refused(() => ensurePrivateDirectory(path.join(parent, 'images')), message);
+      refused(() => checkPrivateDirectory(path.join(parent, 'images')), message);
+      refused(() => ensurePrivateDirectory(path.join(parent, 'new', 'images')), message);
+      expect(fs.existsSync(path.join(parent, 'new'))).toBe(false);
+    }
+  });
+
+  it('a sticky world-writable parent (like /tmp) is accepted below it; a symlinked parent is checked where it leads', () => {
+    const sticky = path.join(dir, 'sticky');
+    fs.mkdirSync(sticky);
+    fs.chmodSync(sticky, 0o1777);
+    expect(ensurePrivateDirectory(path.join(sticky, 'images'))).toBe(path.join(sticky, 'images'));
+
+    // A symlink (in a safe place) leading below an unsafe directory: the target's chain counts.
+    const unsafe = path.join(dir, 'unsafe');
+    fs.mkdirSync(path.join(unsafe, 'inner'), { recursive: true, mode: 0o700 });
+    fs.chmodSync(unsafe, 0o777);
+    fs.symlinkSync(path.join(unsafe, 'inner'), path.join(dir, 'via'));
+    refused(() => ensurePrivateDirectory(path.join(dir, 'via', 'images')), /unsafe, which is writable by every user/);
+  });
+
+  it('node-criu restore: an unsafe images directory is refused (exit 2) before CRIU runs', () => {
+    const images = path.join(dir, 'restore-shared');
+    fs.mkdirSync(images);
+    fs.writeFileSync(path.join(images, 'inventory.img'), '');
+    fs.chmodSync(images, 0o777);
+    const link = path.join(dir, 'restore-link');
+    fs.mkdirSync(path.join(dir, 'restore-real'), { mode: 0o700 });
+    fs.writeFileSync(path.join(dir, 'restore-real', 'inventory.img'), '');
+    fs.symlinkSync(path.join(dir, 'restore-real'), link);
+    for (const target of [images, link]) {
+      const run = spawnSync(process.execPath, [CLI, 'restore', '--images-dir', target, '--json'], {
+        encoding: 'utf8',
+        timeout: 60000,
+      });
+      expect([target, run.status]).toEqual([target, 2]);
+      expect(JSON.parse(run.stdout.trim())).toMatchObject({
+        ok: false,
+        error: { code: 'ERR_UNSAFE_DIRECTORY', exitCode: 2 },
+      });
     }
   });
 });

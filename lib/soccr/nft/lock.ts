@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { describeValue, fromNativeError, InvalidArgumentError } from '../../errors';
 import { attachCapabilityProblem, capabilityProblem } from '../../capabilities';
 import { checkNetnsPath } from '../../security';
+import { assertNamespaceFile } from '../../sys/netns';
 import { deleteTables, nftBatch, tablesOf, type NftCommand, type NftTable } from '../../sys/nft';
 import { NftablesLockError } from '../errors';
 import type { NftablesLockRef } from '../image';
@@ -106,6 +107,20 @@ function changeElements(op: ElementOp, lock: NftablesLock, tuples: readonly Conn
   }
 }
 
+/**
+ * `netns` must be a namespace file before nsenter opens it for nft (a FIFO there would block it
+ * for good): ENOENT when missing, ERR_INVALID_NETNS for anything else (see assertNamespaceFile).
+ */
+function checkLockNetns(netns: string): void {
+  checkNetnsPath(netns);
+  try {
+    assertNamespaceFile(netns);
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException;
+    throw new NftablesLockError(`netns ${netns}: ${e.message}`, { code: e.code ?? 'ERR_INVALID_NETNS', cause: e });
+  }
+}
+
 export class NftablesLock {
   /**
    * `node_criu_<pid>_<random>` (NftablesLock.create: the caller owns its lifetime, never swept),
@@ -143,15 +158,20 @@ export class NftablesLock {
     // Reachable from outside (a static of an exported class): the name goes into an nft batch.
     if (typeof table !== 'string' || !TABLE_IDENTIFIER.test(table))
       throw new InvalidArgumentError(`table must be an nftables identifier (got ${describeValue(table)})`);
-    if (netns !== undefined) checkNetnsPath(netns);
+    if (netns !== undefined) checkLockNetns(netns);
     const lock = new NftablesLock(table, netns);
     const commands = [...lockTableCommands(table), ...(onList ? [{ list: { tables: null } }] : [])];
     const listed = await asLockError(netns, () => nftBatch(commands, netns !== undefined ? { netns } : {}));
+    madeHere().set(refKey(lock.ref), lock);
     onList?.(tablesOf(listed));
     return lock;
   }
 
-  /** A lock another process created (from an image's `lock`), to remove tuples from it. */
+  /**
+   * A lock another process created, to remove tuples from it. The caller vouches for `ref`: a
+   * restore does not trust an image's `lock` by itself (see docs/reliability/security.md); for
+   * images whose lock is in another namespace, pass `NftablesLock.fromRef(ref)` in its `locks`.
+   */
   static fromRef(ref: NftablesLockRef): NftablesLock {
     // The table name is written into an nft batch: only an identifier may get there.
     if (typeof ref !== 'object' || ref === null)
@@ -216,7 +236,9 @@ export class NftablesLock {
   }
 
   /** Deletes, in `netns`, the process locks of processes that are gone (see sweepStaleLocks). */
-  static sweepStale(options: { netns?: string } = {}): Promise<SweptLock[]> {
+  static async sweepStale(options: { netns?: string } = {}): Promise<SweptLock[]> {
+    const netns = (options as { netns?: unknown } | null)?.netns;
+    if (typeof netns === 'string') checkLockNetns(netns);
     return sweepStaleLocks(options);
   }
 
@@ -226,6 +248,28 @@ export class NftablesLock {
     installExitHook();
     return this;
   }
+}
+
+/** The identity of a lock reference: its namespace path and table name. */
+export function refKey(ref: NftablesLockRef): string {
+  return `${ref.netns ?? ''}\0${ref.table}`;
+}
+
+/**
+ * Every lock table this process created (create, createTable, processLock), destroyed ones too,
+ * shared by every copy of this package in the process: a restore trusts an image's `lock` when it
+ * names one of these (it names a path root would open and a table it would change).
+ */
+function madeHere(): Map<string, NftablesLock> {
+  const key = Symbol.for('node-criu.locksMadeHere');
+  const holder = globalThis as unknown as Record<symbol, Map<string, NftablesLock> | undefined>;
+  return (holder[key] ??= new Map<string, NftablesLock>());
+}
+
+/** The lock this process made that `ref` names, or undefined (a ref from elsewhere). */
+export function ownedLock(ref: NftablesLockRef): NftablesLock | undefined {
+  if (typeof ref !== 'object' || ref === null) return undefined;
+  return madeHere().get(refKey(ref));
 }
 
 // Locks made by checkpointConnection's default ('nftables' without a lock object) are per process
