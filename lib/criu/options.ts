@@ -108,6 +108,30 @@ function enumCheck(names: Record<string, number>): Check {
   return (value, where) => checkEnum(value, where, names);
 }
 
+/** Options that are arrays of records of text fields (`required` must be there, the rest of `allowed` may be). */
+type TextRecordsField = 'veths' | 'extMnt' | 'cgRoot' | 'joinNs';
+
+/** Each record checked field by field and copied with only its known fields, so no stray key reaches the wire. */
+function textRecords<K extends TextRecordsField>(
+  field: K,
+  allowed: readonly string[],
+  required: readonly string[],
+): { check: Check; toWire: ToWire<K> } {
+  return {
+    check: (value, where) =>
+      checkArray(value, where, (item, itemWhere) => {
+        const record = checkRecord(item, itemWhere, allowed, required);
+        for (const key of allowed) if (record[key] !== undefined) checkText(record[key], `${itemWhere}.${key}`);
+      }),
+    toWire: (value, message) => {
+      const records = (value as readonly Record<string, unknown>[]).map((item) =>
+        Object.fromEntries(allowed.filter((key) => item[key] !== undefined).map((key) => [key, item[key]])),
+      );
+      (message as Record<string, unknown>)[field] = records;
+    },
+  };
+}
+
 const OPTIONS: { [K in keyof CriuOptions]-?: OptionSpec<K> } = {
   imagesDir: {
     check: checkText,
@@ -179,31 +203,11 @@ const OPTIONS: { [K in keyof CriuOptions]-?: OptionSpec<K> } = {
   trackMem: bool,
   autoDedup: bool,
   linkRemap: bool,
-  veths: {
-    check: (v, w) =>
-      checkArray(v, w, (item, iw) => {
-        const pair = checkRecord(item, iw, ['ifIn', 'ifOut'], ['ifIn', 'ifOut']);
-        checkText(pair.ifIn, `${iw}.ifIn`);
-        checkText(pair.ifOut, `${iw}.ifOut`);
-      }),
-    toWire: (value, message) => {
-      message.veths = value.map(({ ifIn, ifOut }) => ({ ifIn, ifOut }));
-    },
-  },
+  veths: textRecords('veths', ['ifIn', 'ifOut'], ['ifIn', 'ifOut']),
   cpuCap: uint32,
   forceIrmap: bool,
   execCmd: texts,
-  extMnt: {
-    check: (v, w) =>
-      checkArray(v, w, (item, iw) => {
-        const map = checkRecord(item, iw, ['key', 'val'], ['key', 'val']);
-        checkText(map.key, `${iw}.key`);
-        checkText(map.val, `${iw}.val`);
-      }),
-    toWire: (value, message) => {
-      message.extMnt = value.map(({ key, val }) => ({ key, val }));
-    },
-  },
+  extMnt: textRecords('extMnt', ['key', 'val'], ['key', 'val']),
   manageCgroups: bool,
   manageCgroupsMode: {
     check: enumCheck(CGROUPS_MODE),
@@ -211,17 +215,7 @@ const OPTIONS: { [K in keyof CriuOptions]-?: OptionSpec<K> } = {
       message.manageCgroupsMode = CGROUPS_MODE[value];
     },
   },
-  cgRoot: {
-    check: (v, w) =>
-      checkArray(v, w, (item, iw) => {
-        const root = checkRecord(item, iw, ['ctrl', 'path'], ['path']);
-        if (root.ctrl !== undefined) checkText(root.ctrl, `${iw}.ctrl`);
-        checkText(root.path, `${iw}.path`);
-      }),
-    toWire: (value, message) => {
-      message.cgRoot = value.map(({ ctrl, path }) => (ctrl === undefined ? { path } : { ctrl, path }));
-    },
-  },
+  cgRoot: textRecords('cgRoot', ['ctrl', 'path'], ['path']),
   rstSibling: bool,
   inheritFds: {
     check: (v, w) => {
@@ -270,20 +264,7 @@ const OPTIONS: { [K in keyof CriuOptions]-?: OptionSpec<K> } = {
         fail(w, 'accepts only CLONE_NEWNET (0x40000000)', 'ERR_INVALID_ARG_VALUE');
     },
   },
-  joinNs: {
-    check: (v, w) =>
-      checkArray(v, w, (item, iw) => {
-        const join = checkRecord(item, iw, ['ns', 'nsFile', 'extraOpt'], ['ns', 'nsFile']);
-        checkText(join.ns, `${iw}.ns`);
-        checkText(join.nsFile, `${iw}.nsFile`);
-        if (join.extraOpt !== undefined) checkText(join.extraOpt, `${iw}.extraOpt`);
-      }),
-    toWire: (value, message) => {
-      message.joinNs = value.map(({ ns, nsFile, extraOpt }) =>
-        extraOpt === undefined ? { ns, nsFile } : { ns, nsFile, extraOpt },
-      );
-    },
-  },
+  joinNs: textRecords('joinNs', ['ns', 'nsFile', 'extraOpt'], ['ns', 'nsFile']),
   cgroupProps: text,
   cgroupPropsFile: text,
   cgroupDumpController: texts,
