@@ -2,3 +2,5 @@
 export { SeqpacketTransport } from './seqpacket';
 export type { MessageTransport, TransportMessage } from './seqpacket';
 export { TransportError } from './errors';
+export { checkTlsCredentials, connectTls, createTlsServer, peerName, tlsError, TLS_HANDSHAKE_TIMEOUT_MS } from './tls';
+export type { TlsCredentials, TlsConnectOptions, TlsServerOptions } from './tls';
