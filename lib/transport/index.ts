@@ -4,3 +4,5 @@ export type { MessageTransport, TransportMessage } from './seqpacket';
 export { TransportError } from './errors';
 export { checkTlsCredentials, connectTls, createTlsServer, peerName, tlsError, TLS_HANDSHAKE_TIMEOUT_MS } from './tls';
 export type { TlsCredentials, TlsConnectOptions, TlsServerOptions } from './tls';
+export { FrameDecoder, FramedConnection, encodeFrameHeader, FRAME_HEADER_BYTES } from './framed';
+export type { Frame, FrameFormat, FramedConnectionOptions } from './framed';
