@@ -4,4 +4,5 @@ export * from './soccr';
 export * from './criu';
 export * from './transport';
 export * from './migration';
+export * from './agent';
 export { CommandError } from './sys/errors';

@@ -1,0 +1,380 @@
+/**
+ * migrateProcess to another host ({ to: agent }): dump here into a private directory, send the
+ * images to the agent over mutual TLS (lib/agent/protocol.ts), give up the service address, send
+ * RESTORE, and after RESTORED delete CRIU's lock and the local images.
+ *
+ * One owner at every moment:
+ * - before RESTORE is sent (transfer, address removal, an abort) or on RESTORE_FAILED (the agent
+ *   has undone its side): the address comes back and the local images are restored here
+ *   (process-rollback.ts);
+ * - the channel lost after RESTORE was sent: the agent may have restored, so nothing is rolled
+ *   back (two owners would answer the same connections). ERR_MIGRATION_UNCERTAIN, serverOn
+ *   'unknown'; the local images and CRIU's lock table stay (the peers see drops, not RSTs).
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { locateCriu, type CriuOptions } from '../criu';
+import { ensurePrivateDirectory } from '../security';
+import { run } from '../sys/exec';
+import { FramedConnection, type Frame } from '../transport/framed';
+import { connectTls, peerName } from '../transport/tls';
+import {
+  AGENT_FRAME_FORMAT,
+  AGENT_PROTOCOL_VERSION,
+  decodeFailureBody,
+  decodeRefuse,
+  decodeRestored,
+  decodeWelcome,
+  encodeBody,
+  messageName,
+  MSG,
+  type Welcome,
+} from '../agent/protocol';
+import { wireTuplesFromProc } from '../agent/tuples';
+import {
+  checkNetns,
+  checkTaskNetns,
+  criuInNetns,
+  criuLockTables,
+  deleteNewLockTables,
+  processTcpTuples,
+  type NetnsCriu,
+} from './process-criu';
+import { describeFailure, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
+import { pagesBytes, readDumpStats } from './process-images';
+import { checkPid, type ProcessMigrationOptions } from './process-options';
+import {
+  validateRemoteOptions,
+  type RemoteProcessMigrationOptions,
+  type RemoteProcessMigrationResult,
+} from './process-remote-options';
+import { rollback, type RollbackContext } from './process-rollback';
+import { sendImages } from './process-remote-send';
+
+export type { RemoteProcessMigrationOptions, RemoteProcessMigrationResult } from './process-remote-options';
+
+const CONNECT_TIMEOUT_MS = 10_000;
+const REPLY_TIMEOUT_MS = 60_000;
+/** RESTORE's answer: the agent waits up to 30 s for ids, 10 s for sockets, 120 s for CRIU. */
+const RESTORE_REPLY_TIMEOUT_MS = 180_000;
+const IP_TIMEOUT_MS = 10_000;
+
+type Phases = RemoteProcessMigrationResult['phases'];
+
+class RemoteMigration implements RollbackContext {
+  readonly phases: Phases = { dump: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
+  readonly base: CriuOptions;
+  readonly signal: AbortSignal | undefined;
+  /** The agent's host cannot be told apart from ours here: no local target namespace to clean. */
+  readonly targetNs = { dev: -1, ino: -1 };
+  readonly options: ProcessMigrationOptions;
+  readonly migrationId = randomBytes(16).toString('hex');
+  tuples = new Set<string>();
+  moved = false;
+  channel: FramedConnection | undefined;
+  welcome: Welcome | undefined;
+  agentName: string | undefined;
+
+  constructor(
+    readonly remote: RemoteProcessMigrationOptions,
+    readonly source: NetnsCriu,
+  ) {
+    const signals = [remote.signal, remote.timeoutMs !== undefined ? AbortSignal.timeout(remote.timeoutMs) : undefined];
+    const present = signals.filter((s): s is AbortSignal => s !== undefined);
+    this.signal = present.length === 0 ? undefined : AbortSignal.any(present);
+    this.base = { ...remote.criuOptions, tcpEstablished: true, networkLock: 'nftables' };
+    this.options = {
+      pid: remote.pid,
+      imagesDir: remote.imagesDir ?? os.tmpdir(),
+      ...(remote.source !== undefined ? { source: remote.source } : {}),
+      moveAddressBack: () => this.addressBack(),
+    };
+  }
+
+  emit(phase: string, detail?: Record<string, unknown>): void {
+    try {
+      this.remote.onProgress?.(detail === undefined ? { phase } : { phase, detail });
+    } catch {
+      // a throwing listener must not break a migration halfway
+    }
+  }
+
+  async timed<T>(phase: keyof Phases, body: () => Promise<T>): Promise<T> {
+    this.emit(phase, { state: 'start' });
+    const started = performance.now();
+    try {
+      return await body();
+    } finally {
+      const ms = performance.now() - started;
+      this.phases[phase] += ms;
+      this.emit(phase, { state: 'end', ms: Math.round(ms * 10) / 10 });
+    }
+  }
+
+  async releaseHold(): Promise<void> {
+    // The agent removes its own hold; nothing to release here.
+  }
+
+  private ip(args: string[]): Promise<unknown> {
+    const netns = this.remote.source?.netns;
+    return run('ip', args, { timeoutMs: IP_TIMEOUT_MS, ...(netns !== undefined ? { netns } : {}) });
+  }
+
+  async addressBack(): Promise<void> {
+    const move = this.remote.moveAddress;
+    if (move === undefined) return;
+    await this.ip(['addr', 'add', move.cidr, 'dev', move.device]);
+    // Our next packets ask for the peers with the address as sender: that re-teaches them our MAC.
+    await this.ip(['neigh', 'flush', 'dev', move.device]).catch(() => undefined);
+  }
+
+  fail(code: string, phase: ProcessMigrationPhase, message: string, cause?: unknown): ProcessMigrationError {
+    return new ProcessMigrationError(message, { code, phase, serverOn: 'source', pid: this.remote.pid, cause });
+  }
+
+  receive(timeoutMs: number): Promise<Frame> {
+    const signals = [AbortSignal.timeout(timeoutMs), ...(this.signal ? [this.signal] : [])];
+    return (this.channel as FramedConnection).receive(AbortSignal.any(signals));
+  }
+
+  /** TLS, HELLO → WELCOME. Throws with the server untouched. */
+  async connect(criuVersion: string): Promise<void> {
+    const { to } = this.remote;
+    try {
+      const socket = await connectTls({
+        ...to,
+        timeoutMs: CONNECT_TIMEOUT_MS,
+        ...(this.signal ? { signal: this.signal } : {}),
+      });
+      this.agentName = peerName(socket);
+      this.channel = new FramedConnection(socket, AGENT_FRAME_FORMAT);
+      const hello = {
+        version: AGENT_PROTOCOL_VERSION,
+        route: 'process',
+        migrationId: this.migrationId,
+        criuVersion,
+        kernel: os.release(),
+        tuples: wireTuplesFromProc(this.tuples),
+        ...(this.remote.moveAddress !== undefined ? { moveAddress: this.remote.moveAddress } : {}),
+        lazyPages: this.remote.lazyPages === true,
+      };
+      await this.channel.send(MSG.HELLO, 0, encodeBody(hello), this.signal);
+      const reply = await this.receive(REPLY_TIMEOUT_MS);
+      if (reply.type === MSG.REFUSE) {
+        const refuse = decodeRefuse(reply.payload);
+        throw this.fail(
+          refuse.code,
+          'check',
+          `the agent at ${to.host}:${to.port} refused: ${refuse.reason}; the server keeps running on the source`,
+        );
+      }
+      if (reply.type !== MSG.WELCOME) throw new Error(`expected WELCOME, got ${messageName(reply.type)}`);
+      this.welcome = decodeWelcome(reply.payload);
+      this.emit('check', { state: 'welcome', agent: this.agentName, criuVersion: this.welcome.criuVersion });
+    } catch (error) {
+      this.channel?.close();
+      if (error instanceof ProcessMigrationError) throw error;
+      const code = (error as { code?: string }).code ?? 'ERR_AGENT_PROTOCOL';
+      throw this.fail(
+        code,
+        'check',
+        `cannot start a migration with the agent at ${to.host}:${to.port}: ${(error as Error).message}; the server keeps running on the source`,
+        error,
+      );
+    }
+  }
+
+  async run(): Promise<RemoteProcessMigrationResult> {
+    const started = performance.now();
+    const { pid } = this.remote;
+    if (this.signal?.aborted)
+      throw this.fail(
+        'ERR_MIGRATION_ABORTED',
+        'check',
+        'migration aborted before it started; the server keeps running on the source',
+        this.signal.reason,
+      );
+    const version = await this.source.criu.version({
+      timeoutMs: 30_000,
+      ...(this.signal ? { signal: this.signal } : {}),
+    });
+    this.tuples = processTcpTuples(pid);
+    await this.connect(version.text);
+    const channel = this.channel as FramedConnection;
+    let root: string;
+    let madeRoot = false;
+    try {
+      if (this.remote.imagesDir !== undefined) root = ensurePrivateDirectory(this.remote.imagesDir, 'imagesDir');
+      else {
+        root = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'node-criu-migrate-'));
+        madeRoot = true;
+      }
+    } catch (error) {
+      channel.close();
+      const e = error as NodeJS.ErrnoException;
+      throw this.fail(
+        e.code ?? 'ERR_MIGRATION_IMAGES_DIR',
+        'check',
+        `cannot prepare the images directory: ${e.message}`,
+        error,
+      );
+    }
+    const dumpDir = path.join(root, `dump-${this.migrationId.slice(0, 12)}`);
+    await fs.promises.mkdir(dumpDir, { mode: 0o700 });
+    const cleanup = async (): Promise<void> => {
+      await fs.promises.rm(madeRoot ? root : dumpDir, { recursive: true, force: true });
+    };
+    const locksBefore = await criuLockTables(this.remote.source?.netns);
+    if (this.signal?.aborted) {
+      channel.close();
+      await cleanup();
+      throw this.fail(
+        'ERR_MIGRATION_ABORTED',
+        'dump',
+        'migration aborted before the dump; the server keeps running on the source',
+        this.signal.reason,
+      );
+    }
+    try {
+      await this.timed('dump', () => this.source.criu.dump({ ...this.base, pid, imagesDir: dumpDir }));
+    } catch (error) {
+      channel.close();
+      await cleanup();
+      let alive = true;
+      try {
+        checkPid(pid);
+      } catch {
+        alive = false;
+      }
+      throw new ProcessMigrationError(
+        `CRIU could not dump process ${pid}: ${describeFailure(error)}; ${alive ? 'it keeps running on the source' : 'it is no longer running'}`,
+        { code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: alive ? 'source' : 'none', pid, cause: error },
+      );
+    }
+    let phase: ProcessMigrationPhase = 'transfer';
+    let sent: { files: number; bytes: number };
+    try {
+      sent = await this.timed('transfer', () =>
+        sendImages(channel, dumpDir, this.signal, () => this.receive(REPLY_TIMEOUT_MS)),
+      );
+      phase = 'moveAddress';
+      if (this.signal?.aborted) throw this.signal.reason;
+      const move = this.remote.moveAddress;
+      if (move !== undefined) {
+        this.moved = true;
+        await this.timed('moveAddress', () => this.ip(['addr', 'del', move.cidr, 'dev', move.device]));
+      }
+      if (this.signal?.aborted) throw this.signal.reason;
+      phase = 'restore';
+      await channel.send(MSG.RESTORE, 0, encodeBody({}));
+    } catch (error) {
+      channel.close();
+      return this.rollBack(phase, error, dumpDir, cleanup);
+    }
+    // RESTORE is out: from here on only the agent's answer decides.
+    let reply: Frame;
+    try {
+      reply = await this.timed('restore', () => this.receive(RESTORE_REPLY_TIMEOUT_MS));
+      if (reply.type === MSG.RESTORE_FAILED) {
+        const failure = decodeFailureBody(reply.payload, 'RESTORE_FAILED');
+        channel.close();
+        const cause = this.fail(failure.code, 'restore', `the agent could not restore: ${failure.message}`);
+        return this.rollBack('restore', cause, dumpDir, cleanup);
+      }
+      if (reply.type !== MSG.RESTORED) throw new Error(`expected RESTORED, got ${messageName(reply.type)}`);
+    } catch (error) {
+      channel.close();
+      if (error instanceof ProcessMigrationError) throw error;
+      throw this.uncertain(error, dumpDir);
+    }
+    const restored = decodeRestored(reply.payload);
+    channel.close();
+    await deleteNewLockTables(this.remote.source?.netns, locksBefore);
+    const stats = readDumpStats(dumpDir);
+    const pages = pagesBytes(dumpDir);
+    await cleanup();
+    this.phases.total = performance.now() - started;
+    const welcome = this.welcome as Welcome;
+    this.emit('done', { restoredPid: restored.pid });
+    return {
+      restoredPid: restored.pid,
+      phases: this.phases,
+      downtimeMs: this.phases.dump + this.phases.transfer + this.phases.moveAddress + this.phases.restore,
+      transfer: 'agent',
+      files: sent.files,
+      bytes: sent.bytes,
+      pagesBytes: pages,
+      agent: {
+        host: this.remote.to.host,
+        port: this.remote.to.port,
+        ...(this.agentName !== undefined ? { name: this.agentName } : {}),
+        criuVersion: welcome.criuVersion,
+        kernel: welcome.kernel,
+      },
+      ...(stats !== undefined ? { dumpStats: stats } : {}),
+    };
+  }
+
+  /** Restores here from the local images; deletes them when that worked; always throws. */
+  private async rollBack(
+    phase: ProcessMigrationPhase,
+    cause: unknown,
+    dumpDir: string,
+    cleanup: () => Promise<void>,
+  ): Promise<never> {
+    try {
+      return await rollback(this, phase, cause, dumpDir, dumpDir);
+    } catch (error) {
+      if ((error as { code?: string }).code === 'ERR_MIGRATION_ROLLED_BACK') await cleanup().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private uncertain(cause: unknown, dumpDir: string): ProcessMigrationError {
+    const { to, moveAddress, source } = this.remote;
+    const netns = source?.netns;
+    const readd =
+      moveAddress !== undefined
+        ? `'ip addr add ${moveAddress.cidr} dev ${moveAddress.device}'${netns ? ` in ${netns}` : ''}, then `
+        : '';
+    return new ProcessMigrationError(
+      `the channel to the agent at ${to.host}:${to.port} was lost after RESTORE was sent (${describeFailure(cause)}): the agent may have restored the server, so it was not restored here. Check on ${to.host} whether pid ${this.remote.pid} runs (the agent's log says RESTORED or RESTORE_FAILED). If it does not, restore it here by hand: ${readd}'node-criu restore --images-dir ${dumpDir}${netns ? ` --netns ${netns}` : ''}'. Until then CRIU's lock table here drops the peers' packets (no resets)`,
+      {
+        code: 'ERR_MIGRATION_UNCERTAIN',
+        phase: 'restore',
+        serverOn: 'unknown',
+        pid: this.remote.pid,
+        imagesDir: dumpDir,
+        cause,
+      },
+    );
+  }
+}
+
+/** The two-host form of migrateProcess (see the file comment). */
+export async function migrateProcessRemote(
+  options: RemoteProcessMigrationOptions,
+): Promise<RemoteProcessMigrationResult> {
+  validateRemoteOptions(options);
+  if (options.lazyPages === true)
+    throw new ProcessMigrationError('lazy pages are not supported yet; migrate without lazyPages', {
+      code: 'ERR_MIGRATION_LAZY_UNSUPPORTED',
+      phase: 'check',
+      serverOn: 'source',
+      pid: options.pid,
+    });
+  checkPid(options.pid);
+  if (options.source?.netns !== undefined) checkNetns(options.source.netns, 'source.netns');
+  checkTaskNetns(options.pid, options.source?.netns, 'source.netns');
+  const command = locateCriu(options.criuPath !== undefined ? { criuPath: options.criuPath } : {});
+  // TODO: criuForTask (mount namespaces) once it is on main.
+  const source = criuInNetns(command.path, options.source?.netns);
+  try {
+    return await new RemoteMigration(options, source).run();
+  } finally {
+    await source.close();
+  }
+}
