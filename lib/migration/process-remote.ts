@@ -242,7 +242,7 @@ class RemoteMigration implements RollbackContext {
       await this.timed('dump', () => this.source.criu.dump({ ...this.base, pid, imagesDir: dumpDir }));
     } catch (error) {
       channel.close();
-      await cleanup();
+      await keepOnlyLogs(dumpDir);
       let alive = true;
       try {
         checkPid(pid);
@@ -352,6 +352,13 @@ class RemoteMigration implements RollbackContext {
       },
     );
   }
+}
+
+/** After a failed dump: CRIU's log stays for the error message's path, partial images go. */
+async function keepOnlyLogs(dir: string): Promise<void> {
+  const names = await fs.promises.readdir(dir).catch(() => [] as string[]);
+  for (const name of names)
+    if (!name.endsWith('.log')) await fs.promises.rm(path.join(dir, name), { recursive: true, force: true });
 }
 
 /** The two-host form of migrateProcess (see the file comment). */
