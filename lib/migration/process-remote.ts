@@ -178,10 +178,15 @@ class RemoteMigration implements RollbackContext {
       this.channel?.close();
       if (error instanceof ProcessMigrationError) throw error;
       const code = (error as { code?: string }).code ?? 'ERR_AGENT_PROTOCOL';
+      // TLS 1.3: an agent that refuses our certificate may just close after the handshake.
+      const why =
+        code === 'ERR_TRANSPORT_DISCONNECTED' && this.welcome === undefined
+          ? ' (the agent closed the connection before answering: it may not accept our certificate; see its log)'
+          : '';
       throw this.fail(
         code,
         'check',
-        `cannot start a migration with the agent at ${to.host}:${to.port}: ${(error as Error).message}; the server keeps running on the source`,
+        `cannot start a migration with the agent at ${to.host}:${to.port}: ${(error as Error).message}${why}; the server keeps running on the source`,
         error,
       );
     }
