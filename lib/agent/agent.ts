@@ -28,6 +28,7 @@ import {
   decodeHello,
   encodeBody,
   messageName,
+  MIGRATION_ID,
   MSG,
   parseCidr,
   type Hello,
@@ -227,6 +228,10 @@ export async function startMigrationAgent(options: MigrationAgentOptions): Promi
   if (stat === undefined || !stat.isDirectory())
     throw new InvalidArgumentError(`options.workDir ${agent.workDir} is not a directory`, 'ERR_INVALID_ARG_VALUE');
   await fs.promises.chmod(agent.workDir, 0o700);
+  // Directories of migrations an earlier agent did not finish (SIGKILL, power loss).
+  const stale = (await fs.promises.readdir(agent.workDir)).filter((name) => MIGRATION_ID.test(name));
+  for (const name of stale) await fs.promises.rm(path.join(agent.workDir, name), { recursive: true, force: true });
+  if (stale.length > 0) agent.emit({ event: 'swept', directories: stale.length });
   const criuPath = locateCriu(options.criuPath !== undefined ? { criuPath: options.criuPath } : {}).path;
   agent.criu = new Criu({ criuPath });
   try {

@@ -273,7 +273,7 @@ class RemoteMigration implements RollbackContext {
         await this.timed('moveAddress', () => this.ip(['addr', 'del', move.cidr, 'dev', move.device]));
       }
       if (this.signal?.aborted) throw this.signal.reason;
-      phase = 'restore';
+      // A RESTORE that cannot be written was never sent: still this side's to roll back.
       await channel.send(MSG.RESTORE, 0, encodeBody({}));
     } catch (error) {
       channel.close();

@@ -178,7 +178,12 @@ export class AgentLab {
   /** `node-criu migrate --to` on A, inside the server's mount namespace; resolves when it exits. */
   async migrate(
     serverPid: number,
-    options: { credentials?: string; extra?: string[]; onStart?: (child: ChildProcess) => void } = {},
+    options: {
+      credentials?: string;
+      extra?: string[];
+      env?: NodeJS.ProcessEnv;
+      onStart?: (child: ChildProcess) => void;
+    } = {},
   ): Promise<CliRun> {
     const who = options.credentials ?? 'client';
     const child = this.hosts.spawnOnHost(
@@ -205,13 +210,13 @@ export class AgentLab {
         '--device',
         'eth0',
         '--images-dir',
-        process.env.DEBUG_IMAGES ?? path.join(this.A.workDir, 'images'),
+        path.join(this.A.workDir, 'images'),
         '--criu-path',
         this.criuPath,
         '--json',
         ...(options.extra ?? []),
       ],
-      { privateMount: false },
+      { privateMount: false, ...(options.env !== undefined ? { env: options.env } : {}) },
     );
     options.onStart?.(child);
     let stdout = '';
