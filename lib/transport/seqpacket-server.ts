@@ -59,7 +59,8 @@ export class SeqpacketServer {
     if (typeof options !== 'object' || options === null)
       throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
     checkSocketPath(options.path, 'path');
-    if (!path.isAbsolute(options.path)) throw new InvalidArgumentError('path must be absolute', 'ERR_INVALID_ARG_VALUE');
+    if (!path.isAbsolute(options.path))
+      throw new InvalidArgumentError('path must be absolute', 'ERR_INVALID_ARG_VALUE');
     if (typeof options.onConnection !== 'function')
       throw new InvalidArgumentError('onConnection must be a function', 'ERR_INVALID_ARG_TYPE');
     const mode = options.mode ?? 0o600;
