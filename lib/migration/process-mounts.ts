@@ -12,9 +12,12 @@
  *   dumped as external files (`file[MNT:INO]`, hex) and handed back on restore with inherit_fd
  *   (an exact copy of the open file, taken with pidfd_getfd);
  * - the whole tree shares one mount namespace: ERR_MIGRATION_MOUNT_NAMESPACES otherwise.
+ * inspectTaskMounts checks (criuForTask calls it); externalFilesFor, just before the final dump,
+ * makes the dump's `external` and the restores' `inheritFds` (keep the copies until the last restore).
  */
 import * as fs from 'node:fs';
 
+import type { CriuOptions } from '../criu';
 import { binding } from '../native';
 import { processTree } from '../sys/proc';
 import { ProcessMigrationError } from './process-errors';
@@ -78,7 +81,7 @@ function fdMountId(pid: number, fd: string): number | undefined {
 /** One task's files: private ones go to `privateFiles`, ones on our mounts to `external`. */
 function scanTask(pid: number, ours: Set<number>, privateFiles: string[], external: ExternalFile[]): void {
   const own = mountIds(pid);
-  let fds: string[] = [];
+  let fds: string[];
   try {
     fds = fs.readdirSync(`/proc/${pid}/fd`);
   } catch {
@@ -95,7 +98,8 @@ function scanTask(pid: number, ours: Set<number>, privateFiles: string[], extern
     } catch {
       continue;
     }
-    if (mnt !== undefined && !own.has(mnt) && ours.has(mnt)) {
+    // Not on a mount of its own namespace (opened before its unshare): external when we can reach it.
+    if (mnt !== undefined && !own.has(mnt) && (ours.has(mnt) || reachable(target, stats))) {
       external.push({ key: `file[${mnt.toString(16)}:${stats.ino.toString(16)}]`, pid, fd: Number(fd), path: target });
     } else if (!reachable(target, stats)) privateFiles.push(`${target} (pid ${pid} fd ${fd})`);
   }
@@ -106,7 +110,7 @@ function scanTask(pid: number, ours: Set<number>, privateFiles: string[], extern
   } catch {
     // gone
   }
-  let maps = '';
+  let maps: string;
   try {
     maps = fs.readFileSync(`/proc/${pid}/maps`, 'latin1');
   } catch {
@@ -198,4 +202,24 @@ export function holdExternalFiles(files: readonly ExternalFile[]): HeldFiles {
     );
   }
   return { inheritFds, close };
+}
+
+/**
+ * For the final dump of a task in its own mount namespace (its files are current now): the dump's
+ * options (`external` plus base's), the restores' (`inheritFds` plus base's), the held copies
+ * (close them when no restore can follow) and the files as text for progress.
+ */
+export function externalFilesFor(
+  pid: number,
+  base: CriuOptions,
+): { dump: CriuOptions; restore: CriuOptions; held?: HeldFiles; files: string[] } {
+  const { external } = inspectTaskMounts(pid);
+  if (external.length === 0) return { dump: {}, restore: base, files: [] };
+  const held = holdExternalFiles(external);
+  return {
+    dump: { external: [...(base.external ?? []), ...new Set(external.map((f) => f.key))] },
+    restore: { ...base, inheritFds: [...(base.inheritFds ?? []), ...held.inheritFds] },
+    held,
+    files: external.map((f) => `${f.path} (pid ${f.pid} fd ${f.fd})`),
+  };
 }

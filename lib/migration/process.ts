@@ -58,7 +58,7 @@ import {
   type ProcessMigrationOptions,
   type ProcessMigrationResult,
 } from './process-options';
-import { holdExternalFiles, inspectTaskMounts, type HeldFiles } from './process-mounts';
+import { externalFilesFor, type HeldFiles } from './process-mounts';
 import { preDumpsAreDone, runPreDumps } from './process-predump';
 import { rollback, type RollbackContext } from './process-rollback';
 import { waitForNoConflicts, waitForTreeFree } from './process-waits';
@@ -75,9 +75,8 @@ class Migration implements RollbackContext {
   readonly signal: AbortSignal | undefined;
   readonly transfer: 'directory' | 'page-server';
   readonly base: CriuOptions;
-  /** Options of every restore of the final dump (base plus the external files given back). */
+  /** Every restore's options: base plus the external files given back (process-mounts.ts). */
   restoreBase: CriuOptions;
-  /** Copies of the files the task holds on our mounts (tasks with their own mount namespace). */
   held: HeldFiles | undefined;
   /** parent_img for the final dump (set when pre-dumps ran). */
   parent: string | undefined;
@@ -112,18 +111,14 @@ class Migration implements RollbackContext {
     this.restoreBase = this.base;
   }
 
-  /**
-   * Just before the final dump (the task's files are current): the files it holds on our mounts
-   * become external for the dump and, held here, inherit_fd for every restore.
-   */
+  /** Just before the final dump: the dump's `external` and the restores' inherit_fd (process-mounts.ts). */
   externalFiles(): CriuOptions {
     if (this.dumper.mounts.mntns === undefined) return {};
-    const { external } = inspectTaskMounts(this.options.pid);
-    if (external.length === 0) return {};
-    this.held = holdExternalFiles(external);
-    this.restoreBase = { ...this.base, inheritFds: [...(this.base.inheritFds ?? []), ...this.held.inheritFds] };
-    this.emit('dump', { state: 'external-files', files: external.map((f) => `${f.path} (pid ${f.pid} fd ${f.fd})`) });
-    return { external: [...(this.base.external ?? []), ...new Set(external.map((f) => f.key))] };
+    const made = externalFilesFor(this.options.pid, this.base);
+    this.held = made.held;
+    this.restoreBase = made.restore;
+    if (made.files.length > 0) this.emit('dump', { state: 'external-files', files: made.files });
+    return made.dump;
   }
 
   emit(phase: string, detail?: Record<string, unknown>): void {
@@ -182,7 +177,7 @@ class Migration implements RollbackContext {
     const dumpDir = freshDir(path.join(this.layout.source, 'dump'));
     const targetDir = freshDir(path.join(this.layout.target, 'dump'));
     const chain = this.parent !== undefined ? { parentImg: this.parent, trackMem: true } : {};
-    const externals = this.externalFiles();
+    const ext = this.externalFiles();
     let channel: PageChannel | undefined;
     let pageServer: PageServerChild | undefined;
     try {
@@ -216,14 +211,7 @@ class Migration implements RollbackContext {
             }, 50);
       try {
         await this.timed('dump', () =>
-          this.dumper.criu.dump({
-            ...this.base,
-            ...externals,
-            pid: this.options.pid,
-            imagesDir: dumpDir,
-            ...chain,
-            ...ps,
-          }),
+          this.dumper.criu.dump({ ...this.base, ...ext, ...chain, ...ps, pid: this.options.pid, imagesDir: dumpDir }),
         );
       } finally {
         if (watchdog !== undefined) clearInterval(watchdog);
@@ -374,8 +362,7 @@ export async function migrateProcess(options: ProcessMigrationOptions): Promise<
   if (options.target?.netns !== undefined) checkNetns(options.target.netns, 'target.netns');
   checkTaskNetns(options.pid, options.source?.netns, 'source.netns');
   const command = locateCriu(options.criuPath !== undefined ? { criuPath: options.criuPath } : {});
-  // A task in a mount namespace of its own is dumped from inside it (process-mounts.ts); restores
-  // (target and rollback) run in ours, where its files are reached by the same paths.
+  // A task with its own mount namespace is dumped from inside it; restores run in ours (process-mounts.ts).
   const dumper = criuForTask(command.path, { pid: options.pid, ...options.source });
   let layout: ImagesLayout;
   try {

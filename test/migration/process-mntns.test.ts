@@ -9,6 +9,7 @@
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { locateCriu, migrateProcess } from '../../lib';
@@ -16,6 +17,9 @@ import { expectEveryConnectionExact } from '../helpers/traffic';
 import { ProcessLab, pidAlive, type Launch } from './process-lab';
 
 const STREAM = { connections: 3, total: 2 * 1024 * 1024, paceBytes: 16384, paceMs: 5 };
+/** CRIU's fault-injection codes (criu/include/fault-injection.h): dump pages fail, restore root fails. */
+const FI_DUMP_PAGES = 3;
+const FI_RESTORE_ROOT_ONLY = 2;
 const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
 
 let lab: ProcessLab;
@@ -83,6 +87,66 @@ describe.each(['ip-netns-exec', 'private-tmp'] as const)(
     });
   },
 );
+
+describe('migrateProcess failures, a server with a private /tmp', () => {
+  it('a criu it cannot see is refused; CRIU failing during the dump: the server keeps running in its own namespaces, nothing lost', async () => {
+    const pair = await lab.startPair('dump-fails', STREAM, 0, { launch: 'private-tmp' });
+    const ns = mntns(pair.serverPid);
+    await pair.waitFlowing(256 * 1024);
+    // A criu the server's namespace cannot see (ours in /tmp, its /tmp is private): refused too.
+    const hidden = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-criu-'));
+    try {
+      fs.copyFileSync(criuPath, path.join(hidden, 'criu'));
+      fs.chmodSync(path.join(hidden, 'criu'), 0o755);
+      await expect(
+        migrateProcess({
+          ...lab.migrationOptions(pair, criuPath),
+          criuPath: path.join(hidden, 'criu'),
+          imagesDir: path.join(hidden, 'images'),
+        }),
+      ).rejects.toMatchObject({ code: 'ERR_MIGRATION_CRIU_UNREACHABLE', phase: 'check', serverOn: 'source' });
+    } finally {
+      fs.rmSync(hidden, { recursive: true, force: true });
+    }
+    const before = lab.clientResets();
+    const error = await migrateProcess(
+      lab.migrationOptions(pair, criuPath, { criuPath: lab.faultyCriu(criuPath, FI_DUMP_PAGES, lab.S) }),
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ code: 'ERR_MIGRATION_DUMP_FAILED', serverOn: 'source', pid: pair.serverPid });
+    expect(pidAlive(pair.serverPid)).toBe(true);
+    expect(mntns(pair.serverPid)).toBe(ns);
+    expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
+    const { clients, server } = await pair.reports();
+    expectEveryConnectionExact(clients, server, STREAM);
+    expect(lab.clientResets()).toEqual(before);
+    expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
+  });
+
+  it('the target restore fails: restored on the source (in our mount namespace), external files given back', async () => {
+    const pair = await lab.startPair('restore-fails', STREAM, 0, { launch: 'private-tmp' });
+    await pair.waitFlowing(256 * 1024);
+    const before = lab.clientResets();
+    const error = await migrateProcess(
+      lab.migrationOptions(pair, criuPath, { criuPath: lab.faultyCriu(criuPath, FI_RESTORE_ROOT_ONLY, lab.T) }),
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ code: 'ERR_MIGRATION_ROLLED_BACK', phase: 'restore', serverOn: 'source' });
+    lab.track(pair.serverPid);
+    expect(lab.pidNetnsInode(pair.serverPid)).toBe(lab.netnsInode(lab.S));
+    expect(mntns(pair.serverPid)).toBe(mntns('self'));
+    expect(fs.readlinkSync(`/proc/${pair.serverPid}/fd/0`)).toBe('/dev/null');
+    const { clients, server } = await pair.reports();
+    expectEveryConnectionExact(clients, server, STREAM);
+    expect(lab.clientResets()).toEqual(before);
+    expect(lab.nftTables(lab.S)).not.toMatch(/CRIU/);
+    expect(lab.nftTables(lab.T)).not.toMatch(/CRIU|node-criu-hold/);
+  });
+});
 
 describe('migrateProcess, a server with a file open on its private /tmp', () => {
   it('is refused before anything is touched (library and CLI); the server streams on untouched', async () => {
