@@ -25,6 +25,9 @@ another network namespace (standing in for another host) through CRIU: pre-dumps
 runs (when the kernel tracks memory changes), a final dump, the images carried to the target
 (a directory, or CRIU's page server), the service address moved, and a restore in the target.
 If anything after the dump fails, the process is restored on the source (exit code 5).
+A tree with a mount namespace of its own (started by 'ip netns exec', or a service with
+PrivateTmp=) is dumped from inside that namespace and restored in ours; it must not hold files
+open on mounts private to it (its own /tmp): then nothing is touched and the error lists them.
 
 Options:
   --pid PID              root of the tree to move (required)
