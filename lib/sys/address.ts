@@ -273,7 +273,8 @@ async function ip(args: string[], o: { netns?: string; signal?: AbortSignal; tim
  * `ip addr add CIDR dev DEVICE` (with `nodad` for IPv6: usable at once, and announceable), in
  * `netns` when given, then announceAddress unless `announce` is false. Rejects with
  * InvalidArgumentError, CommandError (the ip command: ERR_COMMAND_FAILED when the address is
- * already there or the device missing, ERR_COMMAND_TIMEOUT, ABORT_ERR) or AddressError.
+ * already there or the device missing, ERR_COMMAND_TIMEOUT, ABORT_ERR) or AddressError (the
+ * announcement failed: the address stays added, so a caller rolling back removes it).
  */
 export async function addAddress(options: AddAddressOptions): Promise<void> {
   const o = checkAddressChangeOptions(options, 'addAddress');

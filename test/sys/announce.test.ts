@@ -5,6 +5,7 @@
  * (gratuitous ARP) and IPv6 (unsolicited Neighbour Advertisement). Then the typed errors, with
  * no fd left open.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -206,6 +207,53 @@ describe('typed errors, nothing left open', () => {
     const error = await rejection(removeAddress({ cidr: '10.77.0.199/24', device: 'eth0', netns: a.netnsPath }));
     expect(error).toBeInstanceOf(CommandError);
     expect(error.code).toBe('ERR_COMMAND_FAILED');
+  });
+
+  it('without CAP_NET_RAW: EPERM naming it, nothing left open; the same with it succeeds', () => {
+    // A child as root whose bounding set lacks CAP_NET_RAW (setns still works: CAP_SYS_ADMIN).
+    const script = `
+      const fs = require('node:fs');
+      const { announceAddress } = require(process.argv[1]);
+      const before = fs.readdirSync('/proc/self/fd').length;
+      announceAddress({ address: process.argv[2], device: 'eth0', netns: process.argv[3], count: 1 })
+        .then(() => null, (e) => ({ name: e.name, code: e.code, capability: e.capability, message: e.message }))
+        .then((error) => {
+          const leaked = fs.readdirSync('/proc/self/fd').length - before;
+          process.stdout.write(JSON.stringify({ error, leaked }));
+        });`;
+    const dist = path.join(__dirname, '..', '..', 'dist', 'index.js');
+    const announceAs = (drop: string[], address: string) =>
+      JSON.parse(
+        execFileSync(
+          'setpriv',
+          [
+            '--inh-caps=-all',
+            '--ambient-caps=-all',
+            ...drop,
+            process.execPath,
+            '-e',
+            script,
+            dist,
+            address,
+            a.netnsPath,
+          ],
+          { encoding: 'utf8', timeout: 30_000 },
+        ),
+      ) as { error: { name: string; code: string; capability?: string; message: string } | null; leaked: number };
+    for (const address of [a.address, `${V6_PREFIX}1`]) {
+      const refused = announceAs(['--bounding-set=-net_raw'], address);
+      expect(refused.error).toMatchObject({ name: 'AddressError', code: 'EPERM', capability: 'CAP_NET_RAW' });
+      expect(refused.error?.message).toContain('lacks CAP_NET_RAW');
+      expect(refused.leaked).toBe(0);
+    }
+    // The IPv6 source must be on A; the IPv4 one needs no address.
+    lab.ip(a, ['addr', 'add', `${V6_PREFIX}1/64`, 'dev', 'eth0', 'nodad']);
+    try {
+      for (const address of [a.address, `${V6_PREFIX}1`])
+        expect(announceAs([], address)).toEqual({ error: null, leaked: 0 });
+    } finally {
+      lab.ip(a, ['addr', 'del', `${V6_PREFIX}1/64`, 'dev', 'eth0']);
+    }
   });
 
   it('timeoutMs and signal stop the repeats', async () => {
