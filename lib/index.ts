@@ -5,3 +5,6 @@ export * from './criu';
 export * from './transport';
 export * from './migration';
 export { CommandError } from './sys/errors';
+export { AddressError } from './sys/errors';
+export { addAddress, announceAddress, removeAddress } from './sys/address';
+export type { AddAddressOptions, AddressChangeOptions, AnnounceAddressOptions } from './sys/address';
