@@ -271,7 +271,8 @@ async function ip(args: string[], o: { netns?: string; signal?: AbortSignal; tim
 
 /**
  * `ip addr add CIDR dev DEVICE` (with `nodad` for IPv6: usable at once, and announceable), in
- * `netns` when given, then announceAddress unless `announce` is false. Rejects with
+ * `netns` when given, then announceAddress unless `announce` is false: resolves once the first
+ * announcement is out, the rest of `count` follow `intervalMs` apart in the background. Rejects with
  * InvalidArgumentError, CommandError (the ip command: ERR_COMMAND_FAILED when the address is
  * already there or the device missing, ERR_COMMAND_TIMEOUT, ABORT_ERR) or AddressError (the
  * announcement failed: the address stays added, so a caller rolling back removes it).
@@ -283,7 +284,15 @@ export async function addAddress(options: AddAddressOptions): Promise<void> {
   await ip(['addr', 'add', o.cidr, 'dev', o.device, ...(o.family === 6 ? ['nodad'] : [])], o);
   if (o.announce === undefined) return;
   const { family, bytes } = checkAnnouncedAddress(o.address);
-  await announceChecked({ ...o, ...o.announce, family, bytes }, deadline);
+  const announcement = { ...o, ...o.announce, family, bytes };
+  // The first round is sent before we return (its errors are the caller's); the repeats, there in
+  // case a frame is lost, follow in the background so a migration's downtime does not wait for them.
+  await announceChecked({ ...announcement, count: 1 }, deadline);
+  if (announcement.count > 1) {
+    void pause(announcement.intervalMs, 'announce', announcement.signal)
+      .then(() => announceChecked({ ...announcement, count: announcement.count - 1 }))
+      .catch(() => undefined);
+  }
 }
 
 /** `ip addr del CIDR dev DEVICE` in `netns` when given. Rejects like addAddress. */
