@@ -5,6 +5,9 @@
  *
  *   process route: the server process is migrated S -> T with its connections (directory and
  *                  page-server transfer); the clients keep their connections.
+ *   two hosts:     the same across hosts that share nothing but the network: a migration agent
+ *                  (node-criu agent, mutual TLS) runs on T in a private mount namespace, the
+ *                  images (or, with lazy pages, the memory on demand) travel over its TLS channel.
  *   restart:       the baseline: the server is killed on S, the address moved to T, a new server
  *                  started there, and the clients reconnect (every 10 ms until it answers).
  *
@@ -12,7 +15,7 @@
  * (p50 = the median client's largest gap); the natural gap is the pacing interval. Runs in its own
  * network namespaces (ncr-bench-<pid>-...), removed at the end. Needs root and `npm run build`.
  * Usage: node bench/migration-process-bench.js [counts, default 10,100,1000] [routes, default
- * directory,page-server,restart]. NODE_CRIU_BENCH_KEEP=1 keeps the work directory (CRIU logs).
+ * directory,page-server,agent,agent-lazy,restart]. NODE_CRIU_BENCH_KEEP=1 keeps the work directory (CRIU logs).
  */
 const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -32,6 +35,100 @@ const ns = (h) => `${PREFIX}-${h}`;
 const nsPath = (h) => `/run/netns/${ns(h)}`;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const ip = (h, args) => execFileSync('ip', ['-n', ns(h), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+
+const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
+const AGENT_PORT = 7400;
+const hostIp = (n) => `${SUBNET}.${n}`;
+
+/** A CA, a server certificate for T's address and a client certificate (openssl, in `dir`). */
+function makeCertificates(dir) {
+  const openssl = (args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const key = (name) => openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${name}-key.pem`]);
+  key('ca');
+  openssl(['req', '-x509', '-new', '-key', 'ca-key.pem', '-subj', '/CN=bench CA', '-days', '1', '-out', 'ca.pem']);
+  for (const [name, ext] of [
+    ['agent', `extendedKeyUsage=serverAuth\nsubjectAltName=IP:${hostIp(3)}`],
+    ['source', 'extendedKeyUsage=clientAuth'],
+  ]) {
+    key(name);
+    openssl(['req', '-new', '-key', `${name}-key.pem`, '-subj', `/CN=${name}`, '-out', `${name}.csr`]);
+    fs.writeFileSync(path.join(dir, `${name}.ext`), ext.replace('\\n', '\n') + '\n');
+    openssl([
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca-key.pem',
+      '-CAcreateserial',
+      '-days',
+      '1',
+      '-extfile',
+      `${name}.ext`,
+      '-out',
+      `${name}.pem`,
+    ]);
+  }
+  const read = (name) => fs.readFileSync(path.join(dir, name), 'utf8');
+  return { ca: read('ca.pem'), cert: read('source.pem'), key: read('source-key.pem'), dir };
+}
+
+/** `node-criu agent` on T, in a private mount namespace whose work directory is a tmpfs only it sees. */
+async function startAgent(pki, workDir) {
+  fs.mkdirSync(workDir, { mode: 0o700 });
+  const child = spawn(
+    'nsenter',
+    [
+      `--net=${nsPath('t')}`,
+      '--',
+      'unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      'sh',
+      '-c',
+      'mount -t tmpfs -o mode=0700 tmpfs "$0" && exec "$@"',
+      workDir,
+      process.execPath,
+      CLI,
+      'agent',
+      '--listen',
+      `${hostIp(3)}:${AGENT_PORT}`,
+      '--cert',
+      path.join(pki.dir, 'agent.pem'),
+      '--key',
+      path.join(pki.dir, 'agent-key.pem'),
+      '--ca',
+      path.join(pki.dir, 'ca.pem'),
+      '--work-dir',
+      workDir,
+      '--allow-address',
+      `${VIP}/24`,
+      '--allow-device',
+      'eth0',
+      '--json',
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, UV_USE_IO_URING: '0' } },
+  );
+  pids.add(child.pid);
+  await new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => reject(new Error('the agent did not start listening')), 30000);
+    child.stdout.on('data', (chunk) => {
+      seen += chunk;
+      if (/"event":"listening"/.test(seen)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`the agent exited (${code}) before listening`)));
+  });
+  child.stdout.resume();
+  return child;
+}
 
 function setup() {
   for (const h of ['b', 's', 't', 'c']) {
@@ -111,7 +208,7 @@ function gaps(values) {
   return { max: sorted[sorted.length - 1], p50: sorted[Math.floor(sorted.length / 2)] };
 }
 
-async function processRoute(dir, connections, transfer, criuPath) {
+async function processRoute(dir, connections, transfer, criuPath, pki) {
   vipOn('s');
   const total = PACE.paceBytes * Math.ceil((WARMUP_MS + AFTER_MS + 3000 + connections * 5) / PACE.paceMs);
   const common = { statusDir: dir, host: VIP, port: 7000, total, expectIn: total, ...PACE };
@@ -122,16 +219,25 @@ async function processRoute(dir, connections, transfer, criuPath) {
   await waitFile(path.join(dir, 'all-accepted'));
   await sleep(WARMUP_MS);
   const serverPid = Number(fs.readFileSync(path.join(dir, 'listening'), 'utf8'));
-  const result = await migrateProcess({
-    pid: serverPid,
-    source: { netns: nsPath('s') },
-    target: { netns: nsPath('t') },
-    imagesDir: path.join(dir, 'images'),
-    transfer,
-    criuPath,
-    moveAddress: async () => vipOn('t'),
-    moveAddressBack: async () => vipOn('s'),
-  });
+  const result = transfer.startsWith('agent')
+    ? await migrateProcess({
+        pid: serverPid,
+        source: { netns: nsPath('s') },
+        to: { host: hostIp(3), port: AGENT_PORT, tls: pki },
+        moveAddress: { cidr: `${VIP}/24`, device: 'eth0' },
+        lazyPages: transfer === 'agent-lazy',
+        criuPath,
+      })
+    : await migrateProcess({
+        pid: serverPid,
+        source: { netns: nsPath('s') },
+        target: { netns: nsPath('t') },
+        imagesDir: path.join(dir, 'images'),
+        transfer,
+        criuPath,
+        moveAddress: async () => vipOn('t'),
+        moveAddressBack: async () => vipOn('s'),
+      });
   pids.add(result.restoredPid);
   const clients = JSON.parse(await waitFile(path.join(dir, 'clients.json')));
   const server = JSON.parse(await waitFile(path.join(dir, 'server.json')));
@@ -182,29 +288,48 @@ const f = (v) => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
 async function main() {
   if (process.getuid() !== 0) throw new Error('needs root');
   const counts = (process.argv[2] ?? '10,100,1000').split(',').map(Number);
-  const routes = (process.argv[3] ?? 'directory,page-server,restart').split(',');
+  const routes = (process.argv[3] ?? 'directory,page-server,agent,agent-lazy,restart').split(',');
   const criuPath = locateCriu().path;
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `${PREFIX}-`));
+  fs.chmodSync(work, 0o711);
+  const pkiDir = path.join(work, 'pki');
+  fs.mkdirSync(pkiDir, { mode: 0o700 });
+  const pki = routes.some((r) => r.startsWith('agent')) ? makeCertificates(pkiDir) : undefined;
   const rows = [];
-  process.on('SIGINT', () => {
-    killAll();
-    teardown();
-    process.exit(130);
-  });
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'])
+    process.on(signal, () => {
+      killAll();
+      teardown();
+      fs.rmSync(work, { recursive: true, force: true });
+      process.exit(130);
+    });
   try {
     for (const n of counts) {
-      for (const transfer of ['directory', 'page-server'].filter((t) => routes.includes(t))) {
+      for (const transfer of ['directory', 'page-server', 'agent', 'agent-lazy'].filter((t) => routes.includes(t))) {
         const dir = path.join(work, `process-${transfer}-${n}`);
         fs.mkdirSync(dir);
         process.stderr.write(`bench: process route (${transfer}), ${n} connections\n`);
         // Fresh namespaces per run: sockets a killed run leaves in FIN_WAIT/TIME_WAIT on the
         // target would collide with a new connection that reuses their 4-tuple.
         setup();
-        const { gap, result, exact } = await processRoute(dir, n, transfer, criuPath).finally(teardown);
-        const p = result.phases;
-        rows.push(
-          `| ${n} | process (CRIU, ${transfer}) | ${f(gap.max)} | ${f(gap.p50)} | ${f(result.downtimeMs)} | dump ${f(p.dump)}, transfer ${f(p.transfer)}, move ${f(p.moveAddress)}, restore ${f(p.restore)} | ${(result.pagesBytes / 1e6).toFixed(1)} MB | ${exact}/${n} kept, exact |`,
-        );
+        const title = transfer.startsWith('agent')
+          ? `process (CRIU), two hosts via agent + TLS${transfer === 'agent-lazy' ? ', lazy pages' : ', images'}`
+          : `process (CRIU, ${transfer}), one machine`;
+        try {
+          if (transfer.startsWith('agent')) await startAgent(pki, path.join(dir, 'agent-work'));
+          const { gap, result, exact } = await processRoute(dir, n, transfer, criuPath, pki);
+          const p = result.phases;
+          rows.push(
+            `| ${n} | ${title} | ${f(gap.max)} | ${f(gap.p50)} | ${f(result.downtimeMs)} | dump ${f(p.dump)}, transfer ${f(p.transfer)}, move ${f(p.moveAddress)}, restore ${f(p.restore)} | ${(result.pagesBytes / 1e6).toFixed(1)} MB | ${exact}/${n} kept, exact |`,
+          );
+        } catch (error) {
+          rows.push(
+            `| ${n} | ${title} | failed: ${String(error.code ?? '')} ${String(error.message).split('\n')[0].slice(0, 160)} | | | | | |`,
+          );
+        } finally {
+          killAll();
+          teardown();
+        }
       }
       if (!routes.includes('restart')) continue;
       const dir = path.join(work, `restart-${n}`);

@@ -14,6 +14,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSocketOps(env, exports);
   InitSoccrOneshot(env, exports);
   InitNftElements(env, exports);
+  InitAnnounce(env, exports);
   // Each wrapped class or function group adds its Init call here (declared in addon.h).
   return exports;
 }

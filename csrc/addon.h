@@ -24,5 +24,6 @@ void InitSoccrLog(Napi::Env env, Napi::Object exports);
 void InitSocketOps(Napi::Env env, Napi::Object exports);
 void InitSoccrOneshot(Napi::Env env, Napi::Object exports);
 void InitNftElements(Napi::Env env, Napi::Object exports);
+void InitAnnounce(Napi::Env env, Napi::Object exports);
 
 }  // namespace nodecriu

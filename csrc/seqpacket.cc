@@ -86,6 +86,10 @@ SeqpacketSocket::SeqpacketSocket(const Napi::CallbackInfo& info)
   socklen_t type_len = sizeof(type);
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0) ThrowErrno(env, errno, "getsockopt");
   if (type != SOCK_SEQPACKET) ThrowErrno(env, EPROTOTYPE, "getsockopt", "not a SOCK_SEQPACKET socket");
+  int accepting = 0;
+  socklen_t accepting_len = sizeof(accepting);
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &accepting_len) < 0) ThrowErrno(env, errno, "getsockopt");
+  listening_ = accepting != 0;
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) ThrowErrno(env, errno, "fcntl");
 
@@ -207,7 +211,28 @@ void SeqpacketSocket::OnPoll(int status, int events) {
   napi_close_handle_scope(env_, raw_scope);
 }
 
+// A listening socket: each pending connection is accepted and delivered as an empty message
+// carrying its fd (non-blocking, close-on-exec), which the receiver owns.
+void SeqpacketSocket::AcceptAvailable() {
+  for (int i = 0; i < kMaxReadsPerWakeup && !closed_ && !ended_; ++i) {
+    int fd = accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      // Out of fds or memory: the connection stays queued; report, keep listening.
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) return;
+      ReportEnd(errno, "accept4", nullptr);
+      return;
+    }
+    Deliver(Napi::Buffer<uint8_t>::New(env_, 0), std::vector<int>{fd});
+  }
+}
+
 void SeqpacketSocket::ReadAvailable(bool) {
+  if (listening_) {
+    AcceptAvailable();
+    return;
+  }
   for (int i = 0; i < kMaxReadsPerWakeup && !closed_ && !ended_; ++i) {
     // The next message's full length, whatever its size (MSG_TRUNC makes recv report it).
     ssize_t size = recv(fd_, nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);

@@ -41,6 +41,7 @@ class SeqpacketSocket : public Napi::ObjectWrap<SeqpacketSocket> {
 
   void UpdatePoll();
   void ReadAvailable(bool peer_gone);
+  void AcceptAvailable();
   void FlushSends();
   void ReportEnd(int err, const char* syscall, const char* detail);
   void Deliver(Napi::Buffer<uint8_t> data, const std::vector<int>& fds);
@@ -50,6 +51,7 @@ class SeqpacketSocket : public Napi::ObjectWrap<SeqpacketSocket> {
   Napi::Env env_;
   int fd_ = -1;
   bool closed_ = false;
+  bool listening_ = false;  // a listening socket: readable means connections to accept
   bool ended_ = false;    // onEnd was called (EOF or error); no more reads
   bool strong_ = false;   // the JS object is pinned while the socket keeps the loop alive
   bool loop_ref_ = true;  // whether the poll handle keeps the loop alive

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -50,6 +51,37 @@ static Napi::Value SeqpacketConnect(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+// seqpacketListen(path, mode): a bound, listening, non-blocking, close-on-exec fd at path, whose
+// file gets `mode` (fchmod before bind would not reach the socket file; umask could widen it, so
+// the caller's mode is applied right after bind, before listen lets anyone connect).
+static Napi::Value SeqpacketListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "path");
+  int32_t mode = ArgInt32(info, 1, "mode");
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) ThrowErrno(env, ENAMETOOLONG, "bind", path.c_str());
+  if (mode < 0 || mode > 0777) ThrowErrno(env, EINVAL, "chmod", "mode");
+  memcpy(addr.sun_path, path.data(), path.size());
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) ThrowErrno(env, errno, "socket");
+  const char* failed = nullptr;
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof(addr)) < 0) {
+    failed = "bind";
+  } else if (chmod(path.c_str(), static_cast<mode_t>(mode)) < 0) {
+    failed = "chmod";
+  } else if (listen(fd, 16) < 0) {
+    failed = "listen";
+  }
+  if (failed != nullptr) {
+    int err = errno;
+    if (strcmp(failed, "bind") != 0) unlink(path.c_str());
+    close(fd);
+    ThrowErrno(env, err, failed, path.c_str());
+  }
+  return Napi::Number::New(env, fd);
+}
+
 // peerCredentials(fd): {pid, uid, gid} of the process that made the other end of a connected
 // AF_UNIX socket (SO_PEERCRED, recorded by the kernel at connect/listen time, not claimed by the peer).
 static Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
@@ -85,6 +117,7 @@ void InitSeqpacket(Napi::Env env, Napi::Object exports) {
   SeqpacketSocket::Init(env, exports);
   exports.Set("seqpacketPair", Napi::Function::New(env, SeqpacketPair, "seqpacketPair"));
   exports.Set("seqpacketConnect", Napi::Function::New(env, SeqpacketConnect, "seqpacketConnect"));
+  exports.Set("seqpacketListen", Napi::Function::New(env, SeqpacketListen, "seqpacketListen"));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd, "pidfdGetfd"));
 }

@@ -50,7 +50,7 @@ export function missingCapabilities(
 
 /** Operations that need a capability, as the hints name them. */
 export type PrivilegedOperation =
-  'tcp-repair' | 'socket-filter' | 'send-buffer' | 'nftables' | 'netns' | 'fin-rebuild' | 'criu';
+  'tcp-repair' | 'socket-filter' | 'send-buffer' | 'nftables' | 'netns' | 'fin-rebuild' | 'announce' | 'criu';
 
 interface Requirement {
   /** What the hint calls the operation. */
@@ -66,6 +66,10 @@ const REQUIREMENTS: Record<PrivilegedOperation, Requirement> = {
   nftables: { what: "nftables (the 'nftables' lock)", all: ['CAP_NET_ADMIN'] },
   netns: { what: 'entering another network namespace (setns)', all: ['CAP_SYS_ADMIN'] },
   'fin-rebuild': { what: "rebuilding the peer's FIN on restore (a raw socket)", all: ['CAP_NET_RAW'] },
+  announce: {
+    what: 'announcing an address (gratuitous ARP or Neighbour Advertisement: a raw socket)',
+    all: ['CAP_NET_RAW'],
+  },
   criu: {
     what: 'CRIU (dump/restore with network state; CAP_CHECKPOINT_RESTORE does not replace CAP_SYS_ADMIN for it)',
     all: ['CAP_SYS_ADMIN', 'CAP_SYS_PTRACE', 'CAP_NET_ADMIN'],
@@ -104,6 +108,8 @@ export function operationOfNativeFailure(
   if (syscall === 'setsockopt' && /SO_ATTACH_FILTER/.test(message)) return 'socket-filter';
   if (syscall === 'setsockopt' && /BUFFORCE/.test(message)) return 'send-buffer';
   if (code !== 'EPERM') return undefined;
+  // csrc/announce.cc names its raw sockets in the message.
+  if (syscall === 'socket' && /gratuitous ARP|Neighbour Advertisement/.test(message)) return 'announce';
   if (
     syscall !== undefined &&
     (syscall.startsWith('libsoccr_') || /TCP_REPAIR/.test(message) || syscall === 'setsockopt')

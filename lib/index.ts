@@ -6,3 +6,6 @@ export * from './transport';
 export * from './migration';
 export * from './agent';
 export { CommandError } from './sys/errors';
+export { AddressError } from './sys/errors';
+export { addAddress, announceAddress, removeAddress } from './sys/address';
+export type { AddAddressOptions, AddressChangeOptions, AnnounceAddressOptions } from './sys/address';

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 
 import type { SeqpacketBinding } from './criu/binding-types';
 import type { SoccrBinding } from './soccr/binding-types';
+import type { SysBinding } from './sys/binding-types';
 import type { NativeErrnoError } from './errors';
 
 export interface CommonBinding {
@@ -13,7 +14,7 @@ export interface CommonBinding {
   makeErrnoError(errno: number, syscall?: string): NativeErrnoError;
 }
 
-export type NativeBinding = CommonBinding & SoccrBinding & SeqpacketBinding;
+export type NativeBinding = CommonBinding & SoccrBinding & SeqpacketBinding & SysBinding;
 
 // node-gyp-build has no type declarations: it returns the addon's exports.
 const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;

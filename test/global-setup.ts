@@ -6,7 +6,31 @@
  * in (checkpointConnection's nftables lock table, sockets) must never reach the host's firewall.
  * `npm test` and `bash scripts/jest-isolated.sh [jest args]` run jest in a private one.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+
+/**
+ * Namespaces a killed earlier run left behind (test/helpers/netns.ts names them
+ * ncr-<pid>-<rand>-<label>, the benches ncr-bench-<pid>-<label>): deleted when that pid is gone,
+ * so interrupted runs do not pile up. Only our own naming scheme is touched.
+ */
+function sweepStaleNamespaces(): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync('/run/netns');
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const match = /^ncr-(?:bench-)?(\d+)-/.exec(name);
+    if (match === null || fs.existsSync(`/proc/${match[1]}`)) continue;
+    try {
+      execFileSync('ip', ['netns', 'delete', name], { stdio: 'ignore' });
+    } catch {
+      // someone else removed it meanwhile
+    }
+  }
+}
 
 export default function globalSetup(): void {
   if (process.platform !== 'linux') throw new Error('node-criu is Linux only');
@@ -27,4 +51,5 @@ export default function globalSetup(): void {
         'use `npm test` or `bash scripts/jest-isolated.sh [jest args]`, which run jest in a private one',
     );
   }
+  sweepStaleNamespaces();
 }

@@ -4,7 +4,8 @@ import { spawn } from 'node:child_process';
 import { migrateProcess, type ProcessMigrationOptions } from '../migration';
 import { checkNetns, checkTaskNetns } from '../migration/process-criu';
 import { checkPid } from '../migration/process-options';
-import { findExecutable, run } from '../sys/exec';
+import { addAddress, checkCidr, checkDevice, removeAddress } from '../sys/address';
+import { findExecutable } from '../sys/exec';
 import {
   CliError,
   COMMON_OPTIONS,
@@ -27,6 +28,9 @@ another network namespace (standing in for another host) through CRIU: pre-dumps
 runs (when the kernel tracks memory changes), a final dump, the images carried to the target
 (a directory, or CRIU's page server), the service address moved, and a restore in the target.
 If anything after the dump fails, the process is restored on the source (exit code 5).
+A tree with a mount namespace of its own (started by 'ip netns exec', or a service with
+PrivateTmp=) is dumped from inside that namespace and restored in ours; it must not hold files
+open on mounts private to it (its own /tmp): then nothing is touched and the error lists them.
 With --to, the target is another host running 'node-criu agent': the images travel only over
 mutual TLS 1.3 to it (nothing shared but the network), it adds the moved address and restores.
 
@@ -67,12 +71,20 @@ namespace, 5 not migrated but still running on the source, 6 not running anywher
 7 uncertain (--to): the channel to the agent was lost after the restore was requested; nothing
 was rolled back, see the message for how to check the target and restore by hand.`;
 
-/** `ip ARGS` inside `netns` (ours when undefined); argument arrays only. */
-async function ipIn(netns: string | undefined, args: string[]): Promise<void> {
+/** One step of moving the address; a failure becomes a CliError keeping the typed error's code. */
+async function addressStep(step: Promise<void>): Promise<void> {
   try {
-    await run('ip', args, { timeoutMs: 30000, ...(netns !== undefined ? { netns } : {}) });
+    await step;
   } catch (error) {
-    throw new CliError((error as Error).message, EXIT.FAILED, 'ERR_COMMAND_FAILED', undefined, undefined, error);
+    const code = (error as { code?: unknown }).code;
+    throw new CliError(
+      (error as Error).message,
+      EXIT.FAILED,
+      typeof code === 'string' ? code : 'ERR_COMMAND_FAILED',
+      undefined,
+      undefined,
+      error,
+    );
   }
 }
 
@@ -82,12 +94,15 @@ function addressMover(
   from: string | undefined,
   to: string | undefined,
 ): () => Promise<void> {
+  // Checked now, so a bad --device fails before the dump rather than after it.
+  checkCidr(cidr);
+  checkDevice(device);
   return async () => {
-    await ipIn(from, ['addr', 'del', cidr, 'dev', device]);
-    await ipIn(to, ['addr', 'add', cidr, 'dev', device]);
-    // Forget the neighbours the new owner knew: its next packets then ARP for them, and an ARP
-    // request teaches the peer the address's new MAC (there is no arping here to announce it).
-    await ipIn(to, ['neigh', 'flush', 'dev', device]).catch(() => undefined);
+    const where = (netns: string | undefined) => ({ cidr, device, timeoutMs: 30000, ...(netns ? { netns } : {}) });
+    await addressStep(removeAddress(where(from)));
+    // addAddress announces it (gratuitous ARP / unsolicited NA): peers that cached the old
+    // owner's MAC switch at once, no neighbour flush needed.
+    await addressStep(addAddress(where(to)));
   };
 }
 

@@ -19,11 +19,21 @@ import { assertNamespaceFile, namespaceId, OWN_NETNS, pidNetnsId, sameNamespace 
 import { copyTableCommands, deleteTables as deleteNftTables, listTable, listTables, nftBatch } from '../sys/nft';
 import { OWN_TCP_TABLES, parseTcpTable, socketFds, tcpStateName, tcpTablesOf } from '../sys/proc';
 import { ProcessMigrationError } from './process-errors';
+import { inspectTaskMounts, type TaskMounts } from './process-mounts';
 
 const WRAPPER = `#!/bin/sh
 # node-criu: run criu inside the network namespace that the 'netns' link next to this file names.
 d=$(dirname "$0")
 exec nsenter "--net=$d/netns" -- "$d/criu" "$@"
+`;
+
+// Inside the task's mount namespace "$d/criu" may not exist (its /tmp is private): nsenter opens
+// the namespace files first, then execs criu by its real path, which must exist in both.
+const MNT_WRAPPER = `#!/bin/sh
+# node-criu: run criu inside the network and mount namespaces that the 'netns' and 'mntns' links next to this file name.
+d=$(dirname "$0")
+c=$(readlink "$d/criu")
+exec nsenter "--net=$d/netns" "--mount=$d/mntns" -- "$c" "$@"
 `;
 
 /** Same namespace as our own: no wrapper needed. */
@@ -77,8 +87,13 @@ export interface NetnsCriu {
   close(): Promise<void>;
 }
 
-export function criuInNetns(criuPath: string, netns: string | undefined): NetnsCriu {
-  if (netns === undefined || isOwnNetns(netns)) {
+/**
+ * A Criu client whose swrk runs in `netns` (ours when undefined) and, with `mntns` (a
+ * /proc/PID/ns/mnt path), also in that mount namespace; `criuPath` must then resolve to the same
+ * file there (see criuForTask, which checks it).
+ */
+export function criuInNetns(criuPath: string, netns: string | undefined, mntns?: string): NetnsCriu {
+  if (mntns === undefined && (netns === undefined || isOwnNetns(netns))) {
     const criu = new Criu({ criuPath });
     return { criu, criuPath, close: () => criu.close() };
   }
@@ -96,21 +111,25 @@ export function criuInNetns(criuPath: string, netns: string | undefined): NetnsC
   const wrapper = (() => {
     try {
       dir = fs.mkdtempSync(path.join(os.tmpdir(), 'node-criu-netns-'));
-      fs.symlinkSync(path.resolve(netns), path.join(dir, 'netns'));
-      fs.symlinkSync(path.resolve(criuPath), path.join(dir, 'criu'));
+      fs.symlinkSync(path.resolve(netns ?? '/proc/self/ns/net'), path.join(dir, 'netns'));
+      fs.symlinkSync(mntns === undefined ? path.resolve(criuPath) : fs.realpathSync(criuPath), path.join(dir, 'criu'));
+      if (mntns !== undefined) fs.symlinkSync(mntns, path.join(dir, 'mntns'));
       const file = path.join(dir, 'criu-in-netns');
-      fs.writeFileSync(file, WRAPPER, { mode: 0o700 });
+      fs.writeFileSync(file, mntns === undefined ? WRAPPER : MNT_WRAPPER, { mode: 0o700 });
       return file;
     } catch (error) {
       // A full or read-only temporary directory: nothing half-made stays behind.
       if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true });
       const e = error as NodeJS.ErrnoException;
-      throw new ProcessMigrationError(`cannot write the CRIU wrapper for ${netns} in ${os.tmpdir()}: ${e.message}`, {
-        code: e.code ?? 'ERR_MIGRATION_TMPDIR',
-        phase: 'check',
-        serverOn: 'source',
-        cause: error,
-      });
+      throw new ProcessMigrationError(
+        `cannot write the CRIU wrapper for ${netns ?? mntns} in ${os.tmpdir()}: ${e.message}`,
+        {
+          code: e.code ?? 'ERR_MIGRATION_TMPDIR',
+          phase: 'check',
+          serverOn: 'source',
+          cause: error,
+        },
+      );
     }
   })();
   const wrapperDir = dir as string;
@@ -123,6 +142,49 @@ export function criuInNetns(criuPath: string, netns: string | undefined): NetnsC
       fs.rmSync(wrapperDir, { recursive: true, force: true });
     },
   };
+}
+
+/** A Criu client for dumping one task tree on this host, and what that dump needs (criuForTask). */
+export interface TaskCriu extends NetnsCriu {
+  /**
+   * The tree's mount namespace when it is not ours (CRIU runs inside it), and the files it holds
+   * on our mounts: pass `external.map((f) => f.key)` as the dump's `external`, and give each key
+   * back at every restore of these images as `inheritFds` (holdExternalFiles on one host; across
+   * hosts the target opens `path` itself).
+   */
+  mounts: TaskMounts;
+}
+
+/**
+ * The dump side of a migration: a Criu client in `netns` (the task's network namespace; ours when
+ * undefined) and, when the tree rooted at `pid` has a mount namespace of its own, inside that one
+ * (see process-mounts.ts). Throws before starting anything: ERR_MIGRATION_PRIVATE_MOUNTS,
+ * ERR_MIGRATION_MOUNT_NAMESPACES, ERR_MIGRATION_CRIU_UNREACHABLE (criu's real path is not the
+ * same file inside the task's mount namespace), ERR_NSENTER_NOT_FOUND. `close()` when done.
+ */
+export function criuForTask(criuPath: string, task: { netns?: string; pid: number }): TaskCriu {
+  const mounts = inspectTaskMounts(task.pid);
+  if (mounts.mntns !== undefined) {
+    let real: string | undefined;
+    let same = false;
+    try {
+      real = fs.realpathSync(criuPath);
+      same = !/[\n\r]/.test(real) && sameFile(fs.statSync(real), fs.statSync(`/proc/${task.pid}/root${real}`));
+    } catch {
+      // not there
+    }
+    if (!same) {
+      throw new ProcessMigrationError(
+        `CRIU runs inside the mount namespace of process ${task.pid} to dump it, but ${real ?? criuPath} is not the same file there; install CRIU on a filesystem the process sees (not in its private mounts)`,
+        { code: 'ERR_MIGRATION_CRIU_UNREACHABLE', phase: 'check', serverOn: 'source', pid: task.pid },
+      );
+    }
+  }
+  return { ...criuInNetns(criuPath, task.netns, mounts.mntns), mounts };
+}
+
+function sameFile(a: fs.Stats, b: fs.Stats): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
 }
 
 const NFT_TIMEOUT_MS = 10_000;

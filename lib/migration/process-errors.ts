@@ -29,7 +29,10 @@ export interface ProcessMigrationErrorDetails {
  * the agent was lost after RESTORE was sent; serverOn 'unknown', nothing rolled back), ERR_MIGRATION_ABORTED (signal/timeout before the
  * dump: nothing was touched), ERR_PID_NOT_FOUND, ERR_NETNS_NOT_FOUND (also when the target
  * namespace vanished before the dump), ERR_NETNS_MISMATCH (the process runs in another namespace
- * than source.netns), ERR_NSENTER_NOT_FOUND, or an errno name ('ENOSPC', 'EACCES', 'EROFS') when
+ * than source.netns), ERR_NSENTER_NOT_FOUND, ERR_MIGRATION_PRIVATE_MOUNTS (the tree has files open
+ * or mapped on mounts private to its mount namespace), ERR_MIGRATION_MOUNT_NAMESPACES (its tasks
+ * are in several mount namespaces), ERR_MIGRATION_CRIU_UNREACHABLE (criu is not the same file
+ * inside its mount namespace), or an errno name ('ENOSPC', 'EACCES', 'EROFS') when
  * the images directory or CRIU's wrapper in the temporary directory cannot be written (phase
  * 'check', nothing touched). A missing CRIU is the Criu client's CriuConnectionError
  * ERR_CRIU_NOT_FOUND (nothing touched either).

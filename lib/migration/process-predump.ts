@@ -29,7 +29,8 @@ export interface PreDumpContext {
   readonly options: ProcessMigrationOptions;
   readonly layout: ImagesLayout;
   readonly base: CriuOptions;
-  readonly source: { criu: Criu };
+  /** CRIU for the pre-dumps (inside the task's namespaces). */
+  readonly dumper: { criu: Criu };
   readonly iterations: ProcessMigrationResult['iterations'];
   emit(phase: string, detail?: Record<string, unknown>): void;
   timed<T>(phase: 'preDump', body: () => Promise<T>): Promise<T>;
@@ -42,7 +43,7 @@ export interface PreDumpContext {
  * whether CRIU tracks memory and the last pre-dump (the final dump's parent_img), if any ran.
  */
 export async function runPreDumps(ctx: PreDumpContext): Promise<{ memoryTracking: boolean; parent?: string }> {
-  const features = await ctx.source.criu.featureCheck({ memTrack: true });
+  const features = await ctx.dumper.criu.featureCheck({ memTrack: true });
   const memoryTracking = features.memTrack === true;
   const plan = ctx.options.preDump === false ? undefined : (ctx.options.preDump ?? {});
   if (plan === undefined) return { memoryTracking };
@@ -63,7 +64,7 @@ export async function runPreDumps(ctx: PreDumpContext): Promise<{ memoryTracking
       ctx.checkAbort('preDump');
       const dir = freshDir(path.join(ctx.layout.source, `pre-${index}`));
       const started = performance.now();
-      await ctx.source.criu.singlePreDump({
+      await ctx.dumper.criu.singlePreDump({
         ...ctx.base,
         pid: ctx.options.pid,
         imagesDir: dir,

@@ -25,6 +25,8 @@ const ROLLBACK_ATTEMPTS = 3;
 export interface RollbackContext {
   readonly options: ProcessMigrationOptions;
   readonly base: CriuOptions;
+  /** base plus the external files the dump declared (inherit_fd). */
+  readonly restoreBase: CriuOptions;
   readonly source: { criu: Criu };
   /** The target namespace's identity, taken while it certainly existed. */
   readonly targetNs: NamespaceId;
@@ -127,7 +129,7 @@ export async function rollback(
     let restored: { pid: number };
     try {
       restored = await ctx.source.criu.restore({
-        ...ctx.base,
+        ...ctx.restoreBase,
         imagesDir: dir,
         logFile: attempt === 1 ? 'criu-rollback.log' : `criu-rollback-${attempt}.log`,
       });

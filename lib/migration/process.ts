@@ -31,6 +31,7 @@ import { namespaceId, OWN_NETNS, type NamespaceId } from '../sys/netns';
 import {
   checkNetns,
   checkTaskNetns,
+  criuForTask,
   criuInNetns,
   criuLockTables,
   deleteNewLockTables,
@@ -38,6 +39,7 @@ import {
   holdInTarget,
   processTcpTuples,
   type NetnsCriu,
+  type TaskCriu,
 } from './process-criu';
 import { describeFailure, pageServerFailed, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import {
@@ -56,6 +58,7 @@ import {
   type ProcessMigrationOptions,
   type ProcessMigrationResult,
 } from './process-options';
+import { externalFilesFor, type HeldFiles } from './process-mounts';
 import { preDumpsAreDone, runPreDumps } from './process-predump';
 import {
   migrateProcessRemote,
@@ -78,6 +81,9 @@ class Migration implements RollbackContext {
   readonly signal: AbortSignal | undefined;
   readonly transfer: 'directory' | 'page-server';
   readonly base: CriuOptions;
+  /** Every restore's options: base plus the external files given back (process-mounts.ts). */
+  restoreBase: CriuOptions;
+  held: HeldFiles | undefined;
   /** parent_img for the final dump (set when pre-dumps ran). */
   parent: string | undefined;
   moved = false;
@@ -97,6 +103,8 @@ class Migration implements RollbackContext {
     readonly layout: ImagesLayout,
     readonly source: NetnsCriu,
     readonly target: NetnsCriu,
+    /** CRIU for the pre-dumps and the dump: `source`, or one inside the task's mount namespace. */
+    readonly dumper: TaskCriu,
   ) {
     const signals = [
       options.signal,
@@ -106,6 +114,17 @@ class Migration implements RollbackContext {
     this.transfer = options.transfer ?? 'directory';
     this.targetNs = namespaceId(options.target?.netns ?? OWN_NETNS);
     this.base = { ...options.criuOptions, tcpEstablished: true, networkLock: 'nftables' };
+    this.restoreBase = this.base;
+  }
+
+  /** Just before the final dump: the dump's `external` and the restores' inherit_fd (process-mounts.ts). */
+  externalFiles(): CriuOptions {
+    if (this.dumper.mounts.mntns === undefined) return {};
+    const made = externalFilesFor(this.options.pid, this.base);
+    this.held = made.held;
+    this.restoreBase = made.restore;
+    if (made.files.length > 0) this.emit('dump', { state: 'external-files', files: made.files });
+    return made.dump;
   }
 
   emit(phase: string, detail?: Record<string, unknown>): void {
@@ -164,6 +183,7 @@ class Migration implements RollbackContext {
     const dumpDir = freshDir(path.join(this.layout.source, 'dump'));
     const targetDir = freshDir(path.join(this.layout.target, 'dump'));
     const chain = this.parent !== undefined ? { parentImg: this.parent, trackMem: true } : {};
+    const ext = this.externalFiles();
     let channel: PageChannel | undefined;
     let pageServer: PageServerChild | undefined;
     try {
@@ -197,7 +217,7 @@ class Migration implements RollbackContext {
             }, 50);
       try {
         await this.timed('dump', () =>
-          this.source.criu.dump({ ...this.base, pid: this.options.pid, imagesDir: dumpDir, ...chain, ...ps }),
+          this.dumper.criu.dump({ ...this.base, ...ext, ...chain, ...ps, pid: this.options.pid, imagesDir: dumpDir }),
         );
       } finally {
         if (watchdog !== undefined) clearInterval(watchdog);
@@ -311,7 +331,7 @@ class Migration implements RollbackContext {
             { code: 'ERR_MIGRATION_TUPLE_IN_USE' },
           );
         }
-        return this.target.criu.restore({ ...this.base, imagesDir: dirs.targetDir });
+        return this.target.criu.restore({ ...this.restoreBase, imagesDir: dirs.targetDir });
       });
       restoredPid = restored.pid;
       await this.releaseHold();
@@ -361,10 +381,13 @@ async function migrateLocally(options: ProcessMigrationOptions): Promise<Process
   if (options.target?.netns !== undefined) checkNetns(options.target.netns, 'target.netns');
   checkTaskNetns(options.pid, options.source?.netns, 'source.netns');
   const command = locateCriu(options.criuPath !== undefined ? { criuPath: options.criuPath } : {});
+  // A task with its own mount namespace is dumped from inside it; restores run in ours (process-mounts.ts).
+  const dumper = criuForTask(command.path, { pid: options.pid, ...options.source });
   let layout: ImagesLayout;
   try {
     layout = prepareLayout(options.imagesDir);
   } catch (error) {
+    await dumper.close();
     // Nothing was touched yet: a full, read-only or missing filesystem says so with its errno
     // (kept as the code, whoever reported it), an unsafe directory with its own code.
     const e = error as NodeJS.ErrnoException;
@@ -376,13 +399,18 @@ async function migrateLocally(options: ProcessMigrationOptions): Promise<Process
       cause: error,
     });
   }
-  const source = criuInNetns(command.path, options.source?.netns);
+  let source: NetnsCriu | undefined;
   let target: NetnsCriu | undefined;
+  let migration: Migration | undefined;
   try {
+    source = dumper.mounts.mntns === undefined ? dumper : criuInNetns(command.path, options.source?.netns);
     target = criuInNetns(command.path, options.target?.netns);
-    return await new Migration(options, layout, source, target).run();
+    migration = new Migration(options, layout, source, target, dumper);
+    return await migration.run();
   } finally {
-    await source.close();
+    migration?.held?.close();
+    if (source !== dumper) await source?.close();
+    await dumper.close();
     await target?.close();
   }
 }

@@ -38,3 +38,12 @@ export class CommandError extends NodeCriuError {
     this.stderr = details.stderr ?? '';
   }
 }
+
+/**
+ * An address could not be announced (or its namespace not entered). code: the kernel's errno name
+ * ('ENODEV' no such interface, 'ENETDOWN' interface down, 'EADDRNOTAVAIL' an IPv6 address that is
+ * not on the interface or still tentative, 'ENOTSUP' not an Ethernet interface, 'EPERM'
+ * without CAP_NET_RAW, 'ENOENT' no such namespace file), 'ERR_INVALID_NETNS' (a path that is not
+ * a network namespace), 'ERR_ANNOUNCE_TIMEOUT' (`timeoutMs` passed) or 'ABORT_ERR'.
+ */
+export class AddressError extends NodeCriuError {}

@@ -37,6 +37,8 @@ export interface TransportBinding {
   seqpacketPair(): [number, number];
   /** connect(2) to a SOCK_SEQPACKET listener at `path`; a non-blocking close-on-exec fd. */
   seqpacketConnect(path: string): number;
+  /** A bound, listening, non-blocking SOCK_SEQPACKET socket at `path`, its file chmod'ed to `mode` before listen. */
+  seqpacketListen(path: string, mode: number): number;
   /** SO_PEERCRED of a connected AF_UNIX socket: who made the other end (the kernel's record). */
   peerCredentials(fd: number): { pid: number; uid: number; gid: number };
 }

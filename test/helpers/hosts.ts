@@ -144,7 +144,7 @@ export class HostLab {
           child.kill('SIGKILL');
         }),
     );
-    await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 5000))]);
+    await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 5000).unref())]);
     this.lab.destroy();
     fs.rmSync(this.root, { recursive: true, force: true });
   }

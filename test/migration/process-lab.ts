@@ -86,11 +86,13 @@ export class ProcessLab {
   readonly S: string;
   readonly T: string;
   readonly C: string;
-  readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-process-'));
+  readonly dir: string;
   private readonly pids = new Set<number>();
   private addressOn: 'S' | 'T' = 'S';
 
-  constructor() {
+  /** `base`: where status files and images go (not /tmp when servers get a private /tmp). */
+  constructor(base = os.tmpdir()) {
+    this.dir = fs.mkdtempSync(path.join(base, 'ncr-process-'));
     this.subnet = 100 + (process.pid % 100);
     this.serviceIp = `10.${this.subnet}.0.100`;
     this.B = this.netns.add('b');
@@ -188,18 +190,33 @@ export class ProcessLab {
     this.flushClientNeighbours();
   };
 
-  /** Starts node `script` detached inside `ns`. */
-  spawnNode(ns: string, script: string, config: object): ChildProcess {
-    const child = spawn(
-      'nsenter',
-      [`--net=${this.path(ns)}`, '--', process.execPath, path.join(FIXTURES, script), JSON.stringify(config)],
-      {
-        detached: true,
-        stdio: 'ignore',
-        // libuv's io_uring rings are not something CRIU 4.2 can dump.
-        env: { ...process.env, UV_USE_IO_URING: '0' },
-      },
-    );
+  /**
+   * Starts node `script` detached inside `ns`; `launch` as services run: 'ip-netns-exec' (own mount
+   * namespace, / slave, /sys remounted), 'private-tmp' (what systemd's PrivateTmp= does: own mount
+   * namespace with a tmpfs on /tmp). Each launcher execs, so the pid is node's.
+   */
+  spawnNode(ns: string, script: string, config: object, launch: Launch = 'nsenter'): ChildProcess {
+    const node = [process.execPath, path.join(FIXTURES, script), JSON.stringify(config)];
+    const privateTmp = [
+      'unshare',
+      '--mount',
+      '--propagation',
+      'slave',
+      'sh',
+      '-c',
+      'mount -t tmpfs tmpfs /tmp && exec "$@"',
+      'sh',
+    ];
+    const argv =
+      launch === 'ip-netns-exec'
+        ? ['ip', 'netns', 'exec', ns, ...node]
+        : ['nsenter', `--net=${this.path(ns)}`, '--', ...(launch === 'private-tmp' ? privateTmp : []), ...node];
+    const child = spawn(argv[0], argv.slice(1), {
+      detached: true,
+      stdio: 'ignore',
+      // libuv's io_uring rings are not something CRIU 4.2 can dump.
+      env: { ...process.env, UV_USE_IO_URING: '0' },
+    });
     child.on('error', () => undefined);
     if (child.pid !== undefined) this.pids.add(child.pid);
     return child;
@@ -210,8 +227,9 @@ export class ProcessLab {
     label: string,
     stream: StreamConfig,
     extraClients = 0,
-    serverExtra: { child?: boolean } = {},
+    serverExtra: { child?: boolean; keepOpen?: string; launch?: Launch } = {},
   ): Promise<Pair> {
+    const { launch, ...serverConfig } = serverExtra;
     const statusDir = path.join(this.dir, label);
     fs.mkdirSync(statusDir);
     const common = {
@@ -222,12 +240,12 @@ export class ProcessLab {
       paceBytes: stream.paceBytes,
       paceMs: stream.paceMs,
     };
-    const server = this.spawnNode(this.S, 'process-server.js', {
-      ...common,
-      ...serverExtra,
-      statusDir,
-      connections: stream.connections + extraClients,
-    });
+    const server = this.spawnNode(
+      this.S,
+      'process-server.js',
+      { ...common, ...serverConfig, statusDir, connections: stream.connections + extraClients },
+      launch,
+    );
     await waitForFile(path.join(statusDir, 'listening'));
     const clients = this.spawnNode(this.C, 'process-clients.js', {
       ...common,
@@ -295,6 +313,8 @@ export class ProcessLab {
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+export type Launch = 'nsenter' | 'ip-netns-exec' | 'private-tmp';
 
 export class Pair {
   constructor(
