@@ -34,7 +34,7 @@ import {
   type Hello,
 } from './protocol';
 import { receiveImages, type AgentLimits } from './receive';
-import { restoreHere, sweepAgentHolds } from './restore';
+import { EXTERNAL_DEVICES, restoreHere, sweepAgentHolds } from './restore';
 import { resolveLimits, validateAgentOptions, type AgentEvent, type MigrationAgentOptions } from './options';
 
 export type { AgentEvent, MigrationAgentOptions } from './options';
@@ -101,6 +101,7 @@ const processRoute: Route = async (session, hello) => {
       criu: agent.criu,
       dir: session.dir,
       tuples: hello.tuples,
+      external: hello.external ?? [],
       ...(hello.moveAddress !== undefined ? { moveAddress: hello.moveAddress } : {}),
       emit: (event, detail) => session.emit('restore', { state: event, ...detail }),
       timeoutMs: RESTORE_TIMEOUT_MS,
@@ -156,6 +157,12 @@ class Agent {
       return {
         code: 'ERR_AGENT_CRIU_VERSION',
         reason: `CRIU ${hello.criuVersion} on the source, ${this.criuVersion} here: both hosts need the same CRIU`,
+      };
+    const strange = (hello.external ?? []).find((e) => !EXTERNAL_DEVICES.has(e.path));
+    if (strange !== undefined)
+      return {
+        code: 'ERR_AGENT_EXTERNAL_FILE',
+        reason: `the process holds ${strange.path} from outside its mount namespace; the agent gives back only ${[...EXTERNAL_DEVICES].join(', ')} (start it with its stdio on those)`,
       };
     const move = hello.moveAddress;
     if (move !== undefined) {

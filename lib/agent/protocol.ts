@@ -77,6 +77,13 @@ export interface MoveAddress {
   cidr: string;
   device: string;
 }
+/** A file the tree holds from outside its mount namespace (its stdio): the agent opens `path` for `key`. */
+export interface ExternalRef {
+  key: string;
+  path: string;
+}
+export const MAX_EXTERNAL = 64;
+const EXTERNAL_KEY = /^file\[[0-9a-f]{1,16}:[0-9a-f]{1,16}\]$/;
 export interface Hello {
   version: number;
   route: string;
@@ -86,6 +93,8 @@ export interface Hello {
   tuples: WireTuple[];
   moveAddress?: MoveAddress;
   lazyPages: boolean;
+  /** Omitted when empty. */
+  external?: ExternalRef[];
 }
 export interface Welcome {
   criuVersion: string;
@@ -187,7 +196,7 @@ export function decodeHello(payload: Uint8Array): Hello {
     payload,
     'HELLO',
     ['version', 'route', 'migrationId', 'criuVersion', 'kernel', 'tuples', 'lazyPages'],
-    ['moveAddress'],
+    ['moveAddress', 'external'],
   );
   if (!Array.isArray(o.tuples) || o.tuples.length > MAX_TUPLES) fail(`HELLO.tuples: at most ${MAX_TUPLES}`);
   const tuples: WireTuple[] = [];
@@ -209,7 +218,23 @@ export function decodeHello(payload: Uint8Array): Hello {
     tuples,
     ...(o.moveAddress !== undefined ? { moveAddress: moveAddressOf(o.moveAddress, 'HELLO.moveAddress') } : {}),
     lazyPages: o.lazyPages,
+    ...(o.external !== undefined ? { external: externalRefs(o.external) } : {}),
   };
+}
+
+function externalRefs(value: unknown): ExternalRef[] {
+  if (!Array.isArray(value) || value.length > MAX_EXTERNAL) fail(`HELLO.external: at most ${MAX_EXTERNAL}`);
+  const refs: ExternalRef[] = [];
+  for (let i = 0; i < value.length; i++) {
+    const e = value[i] as unknown;
+    if (typeof e !== 'object' || e === null || Array.isArray(e) || Object.keys(e).length !== 2)
+      fail(`HELLO.external[${i}] must be { key, path }`);
+    const key = text((e as Obj).key, `HELLO.external[${i}].key`, EXTERNAL_KEY, 40);
+    const path = text((e as Obj).path, `HELLO.external[${i}].path`, /^\/[^\0]*$/, 4096);
+    if (refs.some((r) => r.key === key)) fail(`HELLO.external[${i}].key repeated`);
+    refs.push({ key, path });
+  }
+  return refs;
 }
 
 export function decodeWelcome(payload: Uint8Array): Welcome {

@@ -7,6 +7,7 @@
  * node_criu_agent_<agent pid>_<random>; sweepAgentHolds deletes those of agents that are gone.
  */
 import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 
 import type { Criu } from '../criu';
 import { NodeCriuError } from '../errors';
@@ -14,14 +15,26 @@ import { describeFailure, waitForPidFree } from '../migration/process-errors';
 import { readTreePids } from '../migration/process-images';
 import { waitForNoConflicts, waitForTreeFree } from '../migration/process-waits';
 import { NftablesLock } from '../soccr/nft-lock';
-import { run } from '../sys/exec';
+import { addAddress, removeAddress } from '../sys/address';
 import { namespaceId, OWN_NETNS, pidNetnsId, sameNamespace } from '../sys/netns';
 import { deleteTables, listTables } from '../sys/nft';
 import { startTimeOf, uptimeSeconds, USER_HZ } from '../sys/proc';
-import type { MoveAddress, WireTuple } from './protocol';
+import type { ExternalRef, MoveAddress, WireTuple } from './protocol';
 import { lockTuples, procKeys } from './tuples';
 
 const HOLD_PREFIX = 'node_criu_agent_';
+
+/**
+ * Files a tree may hold from outside its mount namespace (a service's stdio, `ip netns exec`):
+ * the agent opens these itself for CRIU's inherit_fd, and nothing else a source names.
+ */
+export const EXTERNAL_DEVICES: ReadonlySet<string> = new Set([
+  '/dev/null',
+  '/dev/zero',
+  '/dev/full',
+  '/dev/random',
+  '/dev/urandom',
+]);
 const COMMAND_TIMEOUT_MS = 10_000;
 
 export interface RestoreEvents {
@@ -53,11 +66,15 @@ export async function sweepAgentHolds(signal?: AbortSignal): Promise<string[]> {
   return stale.map((t) => t.name);
 }
 
-/** `ip addr add`; TODO(lead): use lib/sys/address.ts addAddress (with its gratuitous ARP / NA) once it is on main. */
-async function addAddress(move: MoveAddress, signal?: AbortSignal): Promise<void> {
-  const opts = { timeoutMs: COMMAND_TIMEOUT_MS, ...(signal ? { signal } : {}) };
+/** Adds and announces (gratuitous ARP / unsolicited NA) the service address (lib/sys/address.ts). */
+async function takeAddress(move: MoveAddress, signal?: AbortSignal): Promise<void> {
   try {
-    await run('ip', ['addr', 'add', move.cidr, 'dev', move.device], opts);
+    await addAddress({
+      cidr: move.cidr,
+      device: move.device,
+      timeoutMs: COMMAND_TIMEOUT_MS,
+      ...(signal ? { signal } : {}),
+    });
   } catch (error) {
     const exists = /File exists/.test((error as { stderr?: string }).stderr ?? '');
     throw new AgentRestoreError(
@@ -67,15 +84,10 @@ async function addAddress(move: MoveAddress, signal?: AbortSignal): Promise<void
       { code: exists ? 'ERR_AGENT_ADDRESS_IN_USE' : 'ERR_AGENT_ADDRESS', cause: error },
     );
   }
-  // Forget our neighbours: our next packets ask for them with the new address as sender, which
-  // teaches the peers its new MAC (until addAddress announces it).
-  await run('ip', ['neigh', 'flush', 'dev', move.device], opts).catch(() => undefined);
 }
 
-async function removeAddress(move: MoveAddress): Promise<void> {
-  await run('ip', ['addr', 'del', move.cidr, 'dev', move.device], { timeoutMs: COMMAND_TIMEOUT_MS }).catch(
-    () => undefined,
-  );
+async function giveUpAddress(move: MoveAddress): Promise<void> {
+  await removeAddress({ cidr: move.cidr, device: move.device, timeoutMs: COMMAND_TIMEOUT_MS }).catch(() => undefined);
 }
 
 /** Kills tasks with the tree's pids in our namespace started since `since` (uptime s): a half-restored copy. */
@@ -101,6 +113,7 @@ export interface AgentRestoreRequest {
   criu: Criu;
   dir: string;
   tuples: readonly WireTuple[];
+  external: readonly ExternalRef[];
   moveAddress?: MoveAddress;
   emit: RestoreEvents;
   signal?: AbortSignal;
@@ -112,7 +125,20 @@ export async function restoreHere(req: AgentRestoreRequest): Promise<number> {
   let hold: NftablesLock | undefined;
   let addressAdded = false;
   const since = uptimeSeconds() - 1;
+  const opened: fs.promises.FileHandle[] = [];
   try {
+    const inheritFds: Array<{ key: string; fd: number }> = [];
+    for (const file of req.external) {
+      if (!EXTERNAL_DEVICES.has(file.path))
+        throw new AgentRestoreError(`${file.path} is not a file the agent gives back`, {
+          code: 'ERR_AGENT_EXTERNAL_FILE',
+        });
+      const handle = await fs.promises.open(file.path, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
+      opened.push(handle);
+      if (!(await handle.stat()).isCharacterDevice())
+        throw new AgentRestoreError(`${file.path} is not a character device here`, { code: 'ERR_AGENT_EXTERNAL_FILE' });
+      inheritFds.push({ key: file.key, fd: handle.fd });
+    }
     if (req.tuples.length > 0) {
       hold = (
         await NftablesLock.createTable(`${HOLD_PREFIX}${process.pid}_${randomBytes(4).toString('hex')}`)
@@ -121,7 +147,7 @@ export async function restoreHere(req: AgentRestoreRequest): Promise<number> {
       req.emit('hold', { table: hold.table, tuples: req.tuples.length });
     }
     if (req.moveAddress !== undefined) {
-      await addAddress(req.moveAddress, req.signal);
+      await takeAddress(req.moveAddress, req.signal);
       addressAdded = true;
       req.emit('address-added', { cidr: req.moveAddress.cidr, device: req.moveAddress.device });
     }
@@ -138,7 +164,13 @@ export async function restoreHere(req: AgentRestoreRequest): Promise<number> {
         code: 'ERR_MIGRATION_TUPLE_IN_USE',
       });
     const restored = await req.criu.restore(
-      { imagesDir: req.dir, tcpEstablished: true, networkLock: 'nftables', logFile: 'restore.log' },
+      {
+        imagesDir: req.dir,
+        tcpEstablished: true,
+        networkLock: 'nftables',
+        logFile: 'restore.log',
+        ...(inheritFds.length > 0 ? { inheritFds } : {}),
+      },
       undefined,
       { timeoutMs: req.timeoutMs, ...(req.signal ? { signal: req.signal } : {}) },
     );
@@ -149,7 +181,7 @@ export async function restoreHere(req: AgentRestoreRequest): Promise<number> {
     // The hold still drops the tuples while a half-restored copy is killed.
     const killed = await killLeftovers(req.dir, since).catch(() => []);
     if (killed.length > 0) req.emit('removed-leftovers', { pids: killed });
-    if (addressAdded && req.moveAddress !== undefined) await removeAddress(req.moveAddress);
+    if (addressAdded && req.moveAddress !== undefined) await giveUpAddress(req.moveAddress);
     await hold?.destroy().catch(() => undefined);
     if (error instanceof AgentRestoreError) throw error;
     const code = (error as { code?: unknown }).code;
@@ -157,5 +189,7 @@ export async function restoreHere(req: AgentRestoreRequest): Promise<number> {
       code: typeof code === 'string' && /^[A-Z][A-Z0-9_]{0,63}$/.test(code) ? code : 'ERR_AGENT_RESTORE_FAILED',
       cause: error,
     });
+  } finally {
+    for (const handle of opened) await handle.close().catch(() => undefined);
   }
 }

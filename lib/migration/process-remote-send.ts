@@ -2,6 +2,7 @@
  * The source's side of the image transfer to an agent: every regular file of the dump, one at a
  * time, as FILE, FILE_DATA chunks of at most the frame maximum (each send waits for the stream's
  * drain: backpressure), FILE_END with its SHA-256; then IMAGES_END and the agent's IMAGES_OK.
+ * Also the two failure helpers of process-remote.ts (a failed dump's leftovers, the uncertain end).
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -18,6 +19,8 @@ import {
   MSG,
 } from '../agent/protocol';
 import type { Frame, FramedConnection } from '../transport/framed';
+import { describeFailure, ProcessMigrationError } from './process-errors';
+import type { RemoteProcessMigrationOptions } from './process-remote-options';
 
 export async function sendImages(
   channel: FramedConnection,
@@ -64,4 +67,36 @@ export async function sendImages(
     throw new AgentProtocolError(`expected IMAGES_OK, got ${messageName(answer.type)}`);
   decodeEmpty(answer.payload, 'IMAGES_OK');
   return { files: names.length, bytes };
+}
+
+/** After a failed dump: CRIU's log stays for the error message's path, partial images go. */
+export async function keepOnlyLogs(dir: string): Promise<void> {
+  const names = await fs.promises.readdir(dir).catch(() => [] as string[]);
+  for (const name of names)
+    if (!name.endsWith('.log')) await fs.promises.rm(path.join(dir, name), { recursive: true, force: true });
+}
+
+/** The channel was lost after RESTORE was sent: nothing is rolled back; the message says what to do. */
+export function uncertain(
+  remote: RemoteProcessMigrationOptions,
+  cause: unknown,
+  dumpDir: string,
+): ProcessMigrationError {
+  const { to, moveAddress, source } = remote;
+  const netns = source?.netns;
+  const readd =
+    moveAddress !== undefined
+      ? `'ip addr add ${moveAddress.cidr} dev ${moveAddress.device}'${netns ? ` in ${netns}` : ''}, then `
+      : '';
+  return new ProcessMigrationError(
+    `the channel to the agent at ${to.host}:${to.port} was lost after RESTORE was sent (${describeFailure(cause)}): the agent may have restored the server, so it was not restored here. Check on ${to.host} whether pid ${remote.pid} runs (the agent's log says RESTORED or RESTORE_FAILED). If it does not, restore it here by hand: ${readd}'node-criu restore --images-dir ${dumpDir}${netns ? ` --netns ${netns}` : ''}'. Until then CRIU's lock table here drops the peers' packets (no resets)`,
+    {
+      code: 'ERR_MIGRATION_UNCERTAIN',
+      phase: 'restore',
+      serverOn: 'unknown',
+      pid: remote.pid,
+      imagesDir: dumpDir,
+      cause,
+    },
+  );
 }

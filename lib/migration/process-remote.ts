@@ -18,7 +18,7 @@ import * as path from 'node:path';
 
 import { locateCriu, type CriuOptions } from '../criu';
 import { ensurePrivateDirectory } from '../security';
-import { run } from '../sys/exec';
+import { addAddress, removeAddress } from '../sys/address';
 import { FramedConnection, type Frame } from '../transport/framed';
 import { connectTls, peerName } from '../transport/tls';
 import {
@@ -37,14 +37,17 @@ import { wireTuplesFromProc } from '../agent/tuples';
 import {
   checkNetns,
   checkTaskNetns,
+  criuForTask,
   criuInNetns,
   criuLockTables,
   deleteNewLockTables,
   processTcpTuples,
   type NetnsCriu,
+  type TaskCriu,
 } from './process-criu';
 import { describeFailure, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import { pagesBytes, readDumpStats } from './process-images';
+import { holdExternalFiles, type HeldFiles } from './process-mounts';
 import { checkPid, type ProcessMigrationOptions } from './process-options';
 import {
   validateRemoteOptions,
@@ -52,7 +55,7 @@ import {
   type RemoteProcessMigrationResult,
 } from './process-remote-options';
 import { rollback, type RollbackContext } from './process-rollback';
-import { sendImages } from './process-remote-send';
+import { keepOnlyLogs, sendImages, uncertain } from './process-remote-send';
 
 export type { RemoteProcessMigrationOptions, RemoteProcessMigrationResult } from './process-remote-options';
 
@@ -67,6 +70,9 @@ type Phases = RemoteProcessMigrationResult['phases'];
 class RemoteMigration implements RollbackContext {
   readonly phases: Phases = { dump: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
   readonly base: CriuOptions;
+  /** base plus the external files given back (inherit_fd) to a rollback restore. */
+  restoreBase: CriuOptions;
+  held: HeldFiles | undefined;
   readonly signal: AbortSignal | undefined;
   /** The agent's host cannot be told apart from ours here: no local target namespace to clean. */
   readonly targetNs = { dev: -1, ino: -1 };
@@ -80,12 +86,14 @@ class RemoteMigration implements RollbackContext {
 
   constructor(
     readonly remote: RemoteProcessMigrationOptions,
+    readonly dumper: TaskCriu,
     readonly source: NetnsCriu,
   ) {
     const signals = [remote.signal, remote.timeoutMs !== undefined ? AbortSignal.timeout(remote.timeoutMs) : undefined];
     const present = signals.filter((s): s is AbortSignal => s !== undefined);
     this.signal = present.length === 0 ? undefined : AbortSignal.any(present);
     this.base = { ...remote.criuOptions, tcpEstablished: true, networkLock: 'nftables' };
+    this.restoreBase = this.base;
     this.options = {
       pid: remote.pid,
       imagesDir: remote.imagesDir ?? os.tmpdir(),
@@ -118,17 +126,25 @@ class RemoteMigration implements RollbackContext {
     // The agent removes its own hold; nothing to release here.
   }
 
-  private ip(args: string[]): Promise<unknown> {
+  private where(move: { cidr: string; device: string }): {
+    cidr: string;
+    device: string;
+    netns?: string;
+    timeoutMs: number;
+  } {
     const netns = this.remote.source?.netns;
-    return run('ip', args, { timeoutMs: IP_TIMEOUT_MS, ...(netns !== undefined ? { netns } : {}) });
+    return {
+      cidr: move.cidr,
+      device: move.device,
+      timeoutMs: IP_TIMEOUT_MS,
+      ...(netns !== undefined ? { netns } : {}),
+    };
   }
 
+  /** Puts the address back here and announces it (peers may have learnt the agent's MAC). */
   async addressBack(): Promise<void> {
     const move = this.remote.moveAddress;
-    if (move === undefined) return;
-    await this.ip(['addr', 'add', move.cidr, 'dev', move.device]);
-    // Our next packets ask for the peers with the address as sender: that re-teaches them our MAC.
-    await this.ip(['neigh', 'flush', 'dev', move.device]).catch(() => undefined);
+    if (move !== undefined) await addAddress(this.where(move));
   }
 
   fail(code: string, phase: ProcessMigrationPhase, message: string, cause?: unknown): ProcessMigrationError {
@@ -138,6 +154,22 @@ class RemoteMigration implements RollbackContext {
   receive(timeoutMs: number): Promise<Frame> {
     const signals = [AbortSignal.timeout(timeoutMs), ...(this.signal ? [this.signal] : [])];
     return (this.channel as FramedConnection).receive(AbortSignal.any(signals));
+  }
+
+  /** The files the tree holds from outside its mount namespace, one per CRIU key (process-mounts.ts). */
+  externalRefs(): Array<{ key: string; path: string }> {
+    const refs = new Map<string, string>();
+    for (const file of this.dumper.mounts.external) if (!refs.has(file.key)) refs.set(file.key, file.path);
+    return [...refs].map(([key, p]) => ({ key, path: p }));
+  }
+
+  /** Just before the dump: `external` for it, and copies of those files for a rollback's inherit_fd. */
+  externalFiles(): CriuOptions {
+    const refs = this.externalRefs();
+    if (refs.length === 0) return {};
+    this.held = holdExternalFiles(this.dumper.mounts.external);
+    this.restoreBase = { ...this.base, inheritFds: [...(this.base.inheritFds ?? []), ...this.held.inheritFds] };
+    return { external: [...(this.base.external ?? []), ...refs.map((r) => r.key)] };
   }
 
   /** TLS, HELLO → WELCOME. Throws with the server untouched. */
@@ -160,6 +192,7 @@ class RemoteMigration implements RollbackContext {
         tuples: wireTuplesFromProc(this.tuples),
         ...(this.remote.moveAddress !== undefined ? { moveAddress: this.remote.moveAddress } : {}),
         lazyPages: this.remote.lazyPages === true,
+        ...(this.externalRefs().length > 0 ? { external: this.externalRefs() } : {}),
       };
       await this.channel.send(MSG.HELLO, 0, encodeBody(hello), this.signal);
       const reply = await this.receive(REPLY_TIMEOUT_MS);
@@ -244,7 +277,8 @@ class RemoteMigration implements RollbackContext {
       );
     }
     try {
-      await this.timed('dump', () => this.source.criu.dump({ ...this.base, pid, imagesDir: dumpDir }));
+      const external = this.externalFiles();
+      await this.timed('dump', () => this.dumper.criu.dump({ ...this.base, ...external, pid, imagesDir: dumpDir }));
     } catch (error) {
       channel.close();
       await keepOnlyLogs(dumpDir);
@@ -270,7 +304,7 @@ class RemoteMigration implements RollbackContext {
       const move = this.remote.moveAddress;
       if (move !== undefined) {
         this.moved = true;
-        await this.timed('moveAddress', () => this.ip(['addr', 'del', move.cidr, 'dev', move.device]));
+        await this.timed('moveAddress', () => removeAddress(this.where(move)));
       }
       if (this.signal?.aborted) throw this.signal.reason;
       // A RESTORE that cannot be written was never sent: still this side's to roll back.
@@ -293,7 +327,7 @@ class RemoteMigration implements RollbackContext {
     } catch (error) {
       channel.close();
       if (error instanceof ProcessMigrationError) throw error;
-      throw this.uncertain(error, dumpDir);
+      throw uncertain(this.remote, error, dumpDir);
     }
     const restored = decodeRestored(reply.payload);
     channel.close();
@@ -337,33 +371,6 @@ class RemoteMigration implements RollbackContext {
       throw error;
     }
   }
-
-  private uncertain(cause: unknown, dumpDir: string): ProcessMigrationError {
-    const { to, moveAddress, source } = this.remote;
-    const netns = source?.netns;
-    const readd =
-      moveAddress !== undefined
-        ? `'ip addr add ${moveAddress.cidr} dev ${moveAddress.device}'${netns ? ` in ${netns}` : ''}, then `
-        : '';
-    return new ProcessMigrationError(
-      `the channel to the agent at ${to.host}:${to.port} was lost after RESTORE was sent (${describeFailure(cause)}): the agent may have restored the server, so it was not restored here. Check on ${to.host} whether pid ${this.remote.pid} runs (the agent's log says RESTORED or RESTORE_FAILED). If it does not, restore it here by hand: ${readd}'node-criu restore --images-dir ${dumpDir}${netns ? ` --netns ${netns}` : ''}'. Until then CRIU's lock table here drops the peers' packets (no resets)`,
-      {
-        code: 'ERR_MIGRATION_UNCERTAIN',
-        phase: 'restore',
-        serverOn: 'unknown',
-        pid: this.remote.pid,
-        imagesDir: dumpDir,
-        cause,
-      },
-    );
-  }
-}
-
-/** After a failed dump: CRIU's log stays for the error message's path, partial images go. */
-async function keepOnlyLogs(dir: string): Promise<void> {
-  const names = await fs.promises.readdir(dir).catch(() => [] as string[]);
-  for (const name of names)
-    if (!name.endsWith('.log')) await fs.promises.rm(path.join(dir, name), { recursive: true, force: true });
 }
 
 /** The two-host form of migrateProcess (see the file comment). */
@@ -382,11 +389,17 @@ export async function migrateProcessRemote(
   if (options.source?.netns !== undefined) checkNetns(options.source.netns, 'source.netns');
   checkTaskNetns(options.pid, options.source?.netns, 'source.netns');
   const command = locateCriu(options.criuPath !== undefined ? { criuPath: options.criuPath } : {});
-  // TODO: criuForTask (mount namespaces) once it is on main.
-  const source = criuInNetns(command.path, options.source?.netns);
+  // A tree with its own mount namespace is dumped from inside it; a rollback restores in ours.
+  const dumper = criuForTask(command.path, { pid: options.pid, ...options.source });
+  let source: NetnsCriu | undefined;
+  let migration: RemoteMigration | undefined;
   try {
-    return await new RemoteMigration(options, source).run();
+    source = dumper.mounts.mntns === undefined ? dumper : criuInNetns(command.path, options.source?.netns);
+    migration = new RemoteMigration(options, dumper, source as NetnsCriu);
+    return await migration.run();
   } finally {
-    await source.close();
+    migration?.held?.close();
+    if (source !== dumper) await source?.close();
+    await dumper.close();
   }
 }

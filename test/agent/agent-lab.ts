@@ -1,9 +1,9 @@
 /**
  * Two hosts and a client network for the agent tests (test/helpers/hosts.ts): A (10.77.0.1, the
  * service address 10.77.0.100 starts here), B (10.77.0.2, the agent), C (10.77.0.10, clients).
- * The agent runs as `node-criu agent` on B in B's private mount namespace; the server runs on A
- * in A's private mount namespace and `node-criu migrate --to` is started inside that same mount
- * namespace (so A's work dir, where it dumps, is private to A). Clients in C stream both ways
+ * The agent runs as `node-criu agent` on B in a private mount namespace; the server runs on A in
+ * one of its own with its stdio inherited (as `ip netns exec` starts a service), and `node-criu
+ * migrate --to` runs on A in a third, dumping into its private work dir. Clients in C stream both ways
  * (test/fixtures/process-clients.js). RSTs into C are counted by an nftables counter.
  */
 import { type ChildProcess } from 'node:child_process';
@@ -143,14 +143,11 @@ export class AgentLab {
       paceMs: stream.paceMs,
     };
     const spawnOptions = { detached: true, stdio: 'ignore' as const, env: { ...process.env, UV_USE_IO_URING: '0' } };
-    // stdio reopened inside A's mount namespace: CRIU cannot dump an fd on a mount of another one.
+    // Like `ip netns exec`: its own mount namespace, stdio (/dev/null) inherited from ours.
     const server = this.hosts.spawnOnHost(
       this.A,
-      'sh',
+      process.execPath,
       [
-        '-c',
-        'exec "$0" "$@" </dev/null >/dev/null 2>&1',
-        process.execPath,
         path.join(FIXTURES, 'process-server.js'),
         JSON.stringify({ ...common, statusDir, connections: stream.connections }),
       ],
@@ -175,7 +172,7 @@ export class AgentLab {
     return new Pair(statusDir, serverPid);
   }
 
-  /** `node-criu migrate --to` on A, inside the server's mount namespace; resolves when it exits. */
+  /** `node-criu migrate --to` on A (a private mount namespace of its own); resolves when it exits. */
   async migrate(
     serverPid: number,
     options: {
@@ -188,11 +185,8 @@ export class AgentLab {
     const who = options.credentials ?? 'client';
     const child = this.hosts.spawnOnHost(
       this.A,
-      'nsenter',
+      process.execPath,
       [
-        `--mount=/proc/${serverPid}/ns/mnt`,
-        '--',
-        process.execPath,
         CLI,
         'migrate',
         '--pid',
@@ -216,7 +210,7 @@ export class AgentLab {
         '--json',
         ...(options.extra ?? []),
       ],
-      { privateMount: false, ...(options.env !== undefined ? { env: options.env } : {}) },
+      options.env !== undefined ? { env: options.env } : {},
     );
     options.onStart?.(child);
     let stdout = '';
