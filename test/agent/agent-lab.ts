@@ -77,7 +77,7 @@ export class AgentLab {
   }
 
   /** `node-criu agent` on B (private mount), --json; resolves once it listens. */
-  async startAgent(extra: string[] = []): Promise<AgentProcess> {
+  async startAgent(extra: string[] = [], criuPath = this.criuPath): Promise<AgentProcess> {
     const child = this.hosts.spawnOnHost(this.B, process.execPath, [
       CLI,
       'agent',
@@ -96,7 +96,7 @@ export class AgentLab {
       '--allow-device',
       'eth0',
       '--criu-path',
-      this.criuPath,
+      criuPath,
       '--json',
       ...extra,
     ]);

@@ -4,6 +4,8 @@
  * on A from its local images, the address comes back, and the clients go on byte-exact, no RST.
  * The RESTORE case holds the source inside its `ip addr del` (a wrapper first on its PATH) until
  * the agent is dead and the source has seen the channel close, so RESTORE is never sent.
+ * And the agent's CRIU failing the restore (CRIU's fault injection): RESTORE_FAILED after the
+ * agent undid its side (hold, address, half-restored tree), then the same rollback.
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -121,4 +123,25 @@ it('agent killed right before RESTORE (address already removed on A): the server
   const { clients, server } = await pair.reports();
   expectEveryConnectionExact(clients, server, STREAM);
   await expectRolledBack(l, run, pair.serverPid, 'moveAddress', before);
+}, 180_000);
+
+it("the agent's restore fails: it undoes its side, the server is restored on A, clients exact", async () => {
+  lab = new AgentLab(locateCriu().path);
+  const l = lab;
+  // CRIU's fault injection 2 (FI_RESTORE_ROOT_ONLY) fails the restore midway, on B only.
+  const faulty = path.join(l.statusRoot, 'criu-restore-fails');
+  fs.writeFileSync(faulty, `#!/bin/sh\nexport CRIU_FAULT=2\nexec "${l.criuPath}" "$@"\n`, { mode: 0o755 });
+  const agent = await l.startAgent([], faulty);
+  const pair = await l.startPair('restore', STREAM);
+  await pair.waitFlowing(256 * 1024);
+  const before = l.clientResets();
+  const run = await l.migrate(pair.serverPid);
+  const { clients, server } = await pair.reports();
+  expectEveryConnectionExact(clients, server, STREAM);
+  await expectRolledBack(l, run, pair.serverPid, 'restore', before);
+  expect(agent.events).toEqual(
+    expect.arrayContaining([expect.objectContaining({ event: 'restore', state: 'failed' })]),
+  );
+  await agent.waitEvent((e) => e.event === 'session-end', 'the session to end');
+  expect(l.agentWorkDir(agent.pid)).toEqual([]);
 }, 180_000);
