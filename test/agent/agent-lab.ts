@@ -77,29 +77,34 @@ export class AgentLab {
   }
 
   /** `node-criu agent` on B (private mount), --json; resolves once it listens. */
-  async startAgent(extra: string[] = [], criuPath = this.criuPath): Promise<AgentProcess> {
-    const child = this.hosts.spawnOnHost(this.B, process.execPath, [
-      CLI,
-      'agent',
-      '--listen',
-      `${this.B.address}:${AGENT_PORT}`,
-      '--cert',
-      this.pki.file('server'),
-      '--key',
-      this.pki.file('server-key'),
-      '--ca',
-      this.pki.file('ca'),
-      '--work-dir',
-      this.B.workDir,
-      '--allow-address',
-      `${SERVICE_ADDRESS}/32`,
-      '--allow-device',
-      'eth0',
-      '--criu-path',
-      criuPath,
-      '--json',
-      ...extra,
-    ]);
+  async startAgent(extra: string[] = [], criuPath = this.criuPath, env?: NodeJS.ProcessEnv): Promise<AgentProcess> {
+    const child = this.hosts.spawnOnHost(
+      this.B,
+      process.execPath,
+      [
+        CLI,
+        'agent',
+        '--listen',
+        `${this.B.address}:${AGENT_PORT}`,
+        '--cert',
+        this.pki.file('server'),
+        '--key',
+        this.pki.file('server-key'),
+        '--ca',
+        this.pki.file('ca'),
+        '--work-dir',
+        this.B.workDir,
+        '--allow-address',
+        `${SERVICE_ADDRESS}/32`,
+        '--allow-device',
+        'eth0',
+        '--criu-path',
+        criuPath,
+        '--json',
+        ...extra,
+      ],
+      env !== undefined ? { env } : {},
+    );
     const events: Array<Record<string, unknown>> = [];
     let stderr = '';
     let buffered = '';
@@ -131,7 +136,7 @@ export class AgentLab {
   }
 
   /** A server on A (its private mount ns) on the service address, clients in C, streaming. */
-  async startPair(label: string, stream: StreamConfig): Promise<Pair> {
+  async startPair(label: string, stream: StreamConfig, ownMount = true): Promise<Pair> {
     const statusDir = path.join(this.statusRoot, label);
     fs.mkdirSync(statusDir);
     const common = {
@@ -143,7 +148,7 @@ export class AgentLab {
       paceMs: stream.paceMs,
     };
     const spawnOptions = { detached: true, stdio: 'ignore' as const, env: { ...process.env, UV_USE_IO_URING: '0' } };
-    // Like `ip netns exec`: its own mount namespace, stdio (/dev/null) inherited from ours.
+    // Like `ip netns exec` (ownMount): its own mount namespace, stdio (/dev/null) inherited from ours.
     const server = this.hosts.spawnOnHost(
       this.A,
       process.execPath,
@@ -151,7 +156,7 @@ export class AgentLab {
         path.join(FIXTURES, 'process-server.js'),
         JSON.stringify({ ...common, statusDir, connections: stream.connections }),
       ],
-      spawnOptions,
+      { ...spawnOptions, privateMount: ownMount },
     );
     server.on('error', () => undefined);
     const serverPid = server.pid as number;
@@ -179,6 +184,7 @@ export class AgentLab {
       credentials?: string;
       extra?: string[];
       env?: NodeJS.ProcessEnv;
+      imagesDir?: string;
       onStart?: (child: ChildProcess) => void;
     } = {},
   ): Promise<CliRun> {
@@ -204,7 +210,7 @@ export class AgentLab {
         '--device',
         'eth0',
         '--images-dir',
-        path.join(this.A.workDir, 'images'),
+        options.imagesDir ?? path.join(this.A.workDir, 'images'),
         '--criu-path',
         this.criuPath,
         '--json',
