@@ -48,8 +48,8 @@ export interface MigrationAgent {
   closed: Promise<void>;
 }
 
-/** Between frames of a session; a peer that stalls longer is dropped. */
-const IDLE_TIMEOUT_MS = 60_000;
+/** Between frames of a session (the source dumps between HELLO and its first FILE); a peer that stalls longer is dropped. */
+const IDLE_TIMEOUT_MS = 300_000;
 const RESTORE_TIMEOUT_MS = 120_000;
 
 type Route = (session: Session, hello: Hello) => Promise<void>;

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 import {
@@ -18,6 +19,7 @@ import {
   messageName,
   MSG,
 } from '../agent/protocol';
+import { ensurePrivateDirectory } from '../security';
 import type { Frame, FramedConnection } from '../transport/framed';
 import { describeFailure, ProcessMigrationError } from './process-errors';
 import type { RemoteProcessMigrationOptions } from './process-remote-options';
@@ -67,6 +69,29 @@ export async function sendImages(
     throw new AgentProtocolError(`expected IMAGES_OK, got ${messageName(answer.type)}`);
   decodeEmpty(answer.payload, 'IMAGES_OK');
   return { files: names.length, bytes };
+}
+
+/**
+ * The dump's directory: `<imagesDir>/dump-<id>` (imagesDir made 0700 if missing, refused if
+ * unsafe), or one in a fresh private temporary directory. `cleanup` removes what was made here.
+ */
+export async function prepareImagesDir(
+  imagesDir: string | undefined,
+  migrationId: string,
+): Promise<{ dumpDir: string; cleanup: () => Promise<void> }> {
+  const made = imagesDir === undefined;
+  const root = made
+    ? await fs.promises.mkdtemp(path.join(os.tmpdir(), 'node-criu-migrate-'))
+    : ensurePrivateDirectory(imagesDir, 'imagesDir');
+  const dumpDir = path.join(root, `dump-${migrationId.slice(0, 12)}`);
+  const cleanup = (): Promise<void> => fs.promises.rm(made ? root : dumpDir, { recursive: true, force: true });
+  try {
+    await fs.promises.mkdir(dumpDir, { mode: 0o700 });
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+  return { dumpDir, cleanup };
 }
 
 /** After a failed dump: CRIU's log stays for the error message's path, partial images go. */

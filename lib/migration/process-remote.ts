@@ -12,12 +12,9 @@
  *   'unknown'; the local images and CRIU's lock table stay (the peers see drops, not RSTs).
  */
 import { randomBytes } from 'node:crypto';
-import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
 
 import { locateCriu, type CriuOptions } from '../criu';
-import { ensurePrivateDirectory } from '../security';
 import { addAddress, removeAddress } from '../sys/address';
 import { FramedConnection, type Frame } from '../transport/framed';
 import { connectTls, peerName } from '../transport/tls';
@@ -55,7 +52,7 @@ import {
   type RemoteProcessMigrationResult,
 } from './process-remote-options';
 import { rollback, type RollbackContext } from './process-rollback';
-import { keepOnlyLogs, sendImages, uncertain } from './process-remote-send';
+import { keepOnlyLogs, prepareImagesDir, sendImages, uncertain } from './process-remote-send';
 
 export type { RemoteProcessMigrationOptions, RemoteProcessMigrationResult } from './process-remote-options';
 
@@ -242,14 +239,10 @@ class RemoteMigration implements RollbackContext {
     this.tuples = processTcpTuples(pid);
     await this.connect(version.text);
     const channel = this.channel as FramedConnection;
-    let root: string;
-    let madeRoot = false;
+    let dumpDir: string;
+    let cleanup: () => Promise<void>;
     try {
-      if (this.remote.imagesDir !== undefined) root = ensurePrivateDirectory(this.remote.imagesDir, 'imagesDir');
-      else {
-        root = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'node-criu-migrate-'));
-        madeRoot = true;
-      }
+      ({ dumpDir, cleanup } = await prepareImagesDir(this.remote.imagesDir, this.migrationId));
     } catch (error) {
       channel.close();
       const e = error as NodeJS.ErrnoException;
@@ -260,11 +253,6 @@ class RemoteMigration implements RollbackContext {
         error,
       );
     }
-    const dumpDir = path.join(root, `dump-${this.migrationId.slice(0, 12)}`);
-    await fs.promises.mkdir(dumpDir, { mode: 0o700 });
-    const cleanup = async (): Promise<void> => {
-      await fs.promises.rm(madeRoot ? root : dumpDir, { recursive: true, force: true });
-    };
     const locksBefore = await criuLockTables(this.remote.source?.netns);
     if (this.signal?.aborted) {
       channel.close();
