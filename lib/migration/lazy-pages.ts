@@ -134,7 +134,12 @@ export async function startLazyDump(options: LazyDumpOptions): Promise<LazyDump>
   const conf = path.join(options.imagesDir, 'lazy-dump.conf');
   let committed = false;
   let stopped = false;
+  // The DUMP call follows the caller's signal only until post-dump: killing CRIU later would let
+  // the client's recovery resume the source tree, which must not run once the target may.
   const calls = new AbortController();
+  const abortCall = (): void => calls.abort(signal?.reason);
+  if (signal?.aborted) abortCall();
+  else signal?.addEventListener('abort', abortCall, { once: true });
   let imagesReady!: () => void;
   const ready = new Promise<void>((resolve) => (imagesReady = resolve));
   let dump: Promise<unknown>;
@@ -167,6 +172,7 @@ export async function startLazyDump(options: LazyDumpOptions): Promise<LazyDump>
   const first = await Promise.race([ready.then(() => 'ready' as const), dump.then(() => 'answered' as const)]).catch(
     (error: unknown) => error,
   );
+  signal?.removeEventListener('abort', abortCall);
   if (first !== 'ready') {
     relay.reset();
     throw new LazyPagesError(
@@ -188,7 +194,10 @@ export async function startLazyDump(options: LazyDumpOptions): Promise<LazyDump>
       stopped = true;
     }
     relay.reset(cause);
+    // A reset CRIU answers at once (it fails the page server and unwinds); bounded all the same.
+    const bound = setTimeout(() => calls.abort(new Error('CRIU did not answer after the reset')), 30000);
     await answered;
+    clearTimeout(bound);
     let serverOn: 'source' | 'none' = 'none';
     if (!committed) {
       const repaired = await recoverUnfinishedDump(options.pid, path.join(options.imagesDir, 'criu-dump.log'), stopped);
@@ -254,7 +263,10 @@ function daemonExit(child: ChildProcess): Promise<{ code: number | null; signal:
   return new Promise((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null)
       resolve({ code: child.exitCode, signal: child.signalCode });
-    else child.once('exit', (code, signal) => resolve({ code, signal }));
+    else {
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+      child.once('error', () => resolve({ code: null, signal: null })); // could not be spawned
+    }
   });
 }
 
@@ -273,7 +285,7 @@ export async function startLazyRestore(options: LazyRestoreOptions): Promise<Laz
   let daemon: ChildProcess | undefined;
   let exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | undefined;
   const stopDaemon = async (): Promise<void> => {
-    if (daemon === undefined || exited === undefined) return;
+    if (daemon?.pid === undefined || exited === undefined) return;
     for (const member of processTree(daemon.pid as number).reverse()) killTasks([member]);
     await exited;
   };

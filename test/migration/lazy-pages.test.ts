@@ -170,6 +170,37 @@ describe('lazy pages over a TLS socket pair', () => {
     expect(lab.clientResets()).toEqual(before);
   }, 180000);
 
+  it('a stream cut before the target started: the server resumes on the source, bytes exact, no RST', async () => {
+    const pair = await lab.startPair('lazy-back', STREAM);
+    await pair.waitFlowing(256 * 1024);
+    const before = lab.clientResets();
+    const [sourceStream] = await tlsPair();
+    const source = criuInNetns(criuPath, lab.path(lab.S));
+    cleanups.push(() => source.close());
+    const srcDir = path.join(pair.statusDir, 'src');
+    fs.mkdirSync(srcDir, { mode: 0o700 });
+    const dump = await startLazyDump({
+      criu: source.criu,
+      pid: pair.serverPid,
+      imagesDir: srcDir,
+      stream: sourceStream,
+      criuOptions: CRIU_OPTIONS,
+      timeoutMs: 120000,
+    });
+    sourceStream.destroy(); // the target host is lost before it restored anything
+    const error = await dump.finished.then(
+      () => undefined,
+      (e: unknown) => e as { code: string; serverOn: string },
+    );
+    expect(error?.code).toMatch(/^ERR_LAZY_PAGES_/);
+    expect(error?.serverOn).toBe('source');
+    expect(await criuLockTables(lab.path(lab.S))).toEqual([]); // CRIU's lock lifted by the repair
+    const { clients, server } = await pair.reports();
+    expectEveryConnectionExact(clients, server, STREAM);
+    expect(server.pid).toBe(pair.serverPid);
+    expect(lab.clientResets()).toEqual(before);
+  }, 180000);
+
   it('a stream cut mid-transfer: typed errors, neither copy runs with missing pages', async () => {
     const pair = await lab.startPair('lazy-cut', STREAM);
     await pair.waitFlowing(256 * 1024);
