@@ -36,7 +36,7 @@ import { recoverUnfinishedDump, signalTree } from '../criu/recover';
 import { InvalidArgumentError } from '../errors';
 import { processTree } from '../sys/proc';
 import { checkCallOptions, checkDuplex, LazyPagesError, openPageRelay } from './page-relay';
-import { findInPidNamespace, killTasks, pidNamespaceOf } from './lazy-tasks';
+import { daemonExit, findInPidNamespace, killTasks, pidNamespaceOf } from './lazy-tasks';
 
 export { LazyPagesError };
 
@@ -94,6 +94,13 @@ function deadline(o: Common): AbortSignal | undefined {
     (s): s is AbortSignal => s !== undefined,
   );
   return signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+}
+
+/** Where the Criu client has CRIU log the DUMP (the repair reads CRIU's run id there). */
+function dumpLogPath(options: Common): string | undefined {
+  const o = options.criuOptions ?? {};
+  if (o.logToStderr === true) return undefined;
+  return path.join(o.workDir ?? options.imagesDir, o.logFile ?? 'criu-dump.log');
 }
 
 export interface LazyDumpOptions extends Common {
@@ -200,7 +207,7 @@ export async function startLazyDump(options: LazyDumpOptions): Promise<LazyDump>
     clearTimeout(bound);
     let serverOn: 'source' | 'none' = 'none';
     if (!committed) {
-      const repaired = await recoverUnfinishedDump(options.pid, path.join(options.imagesDir, 'criu-dump.log'), stopped);
+      const repaired = await recoverUnfinishedDump(options.pid, dumpLogPath(options), stopped);
       serverOn = repaired.taskAlive ? 'source' : 'none';
     }
     const error = new LazyPagesError(
@@ -259,17 +266,6 @@ export interface LazyRestore {
   abort(reason?: Error): Promise<void>;
 }
 
-function daemonExit(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null)
-      resolve({ code: child.exitCode, signal: child.signalCode });
-    else {
-      child.once('exit', (code, signal) => resolve({ code, signal }));
-      child.once('error', () => resolve({ code: null, signal: null })); // could not be spawned
-    }
-  });
-}
-
 /** Target side: starts the daemon, restores with lazy pages, resolves once the tree runs. */
 export async function startLazyRestore(options: LazyRestoreOptions): Promise<LazyRestore> {
   check(options, 'startLazyRestore');
@@ -290,8 +286,14 @@ export async function startLazyRestore(options: LazyRestoreOptions): Promise<Laz
     await exited;
   };
   let restoredTasks: number[] = [];
+  let restoredNsPid: number | undefined;
+  let daemonNs: string | undefined = undefined;
   const fail = async (cause: Error, what: string): Promise<never> => {
-    killTasks(restoredTasks); // first: while the daemon lives their missing pages never read as zeros
+    // First, while the daemon lives (their missing pages never read as zeros). A restore that
+    // failed late (aborted past pre-resume) still left a running tree: found by post-restore's pid.
+    if (restoredTasks.length === 0 && restoredNsPid !== undefined)
+      restoredTasks = findInPidNamespace(restoredNsPid, daemonNs);
+    killTasks(restoredTasks);
     await stopDaemon();
     relay.reset(cause);
     const error = new LazyPagesError(`${what}: ${cause.message}`, {
@@ -340,7 +342,7 @@ export async function startLazyRestore(options: LazyRestoreOptions): Promise<Laz
   } catch (error) {
     return fail(error as Error, 'the lazy-pages daemon did not start');
   }
-  const daemonNs = pidNamespaceOf(processTree(daemon.pid as number).pop() as number);
+  daemonNs = pidNamespaceOf(processTree(daemon.pid as number).pop() as number);
   let pid: number;
   try {
     // By path as well: CRIU reads images_dir_fd as /proc/<client pid>/fd/N, which a CRIU in
@@ -349,7 +351,7 @@ export async function startLazyRestore(options: LazyRestoreOptions): Promise<Laz
     fs.writeFileSync(conf, `images-dir ${path.resolve(options.imagesDir)}\n`, { mode: 0o600 });
     const restored = await options.criu.restore(
       { ...options.criuOptions, imagesDir: options.imagesDir, lazyPages: true, configFile: conf },
-      undefined,
+      { 'post-restore': (event) => void (restoredNsPid = event.pid) },
       signal !== undefined ? { signal } : undefined,
     );
     pid = restored.pid;

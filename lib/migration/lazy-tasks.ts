@@ -2,6 +2,7 @@
  * The lazy-pages route's process handling: finding the restored tree in the pid namespace CRIU
  * restored into (CRIU reports the pid as seen there) and killing trees.
  */
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 
 import { mayTouch } from '../criu/recover';
@@ -43,4 +44,16 @@ export function killTasks(pids: readonly number[]): void {
       // gone
     }
   }
+}
+
+/** A child's exit (code/signal; both null when it could not be spawned). */
+export function daemonExit(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null)
+      resolve({ code: child.exitCode, signal: child.signalCode });
+    else {
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+      child.once('error', () => resolve({ code: null, signal: null })); // could not be spawned
+    }
+  });
 }
