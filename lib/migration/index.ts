@@ -13,3 +13,7 @@ export type { CriuDumpStats } from './process-images';
 
 /** Connections only (the demo engineer's route): hand live sockets to another process. */
 export * from './connections';
+export { checkPipeSize, LazyPagesError, startLazyDump, startLazyRestore } from './lazy-pages';
+export type { LazyDump, LazyDumpOptions, LazyRestore, LazyRestoreOptions, LazyTransferResult } from './lazy-pages';
+export { openPageRelay } from './page-relay';
+export type { PageRelay, PageRelayOptions, PageRelayStats } from './page-relay';

@@ -284,7 +284,11 @@ function ownPeerAcceptor(server: net.Server): (client: net.Socket) => Promise<ne
     });
 }
 
-export async function openPageChannel(): Promise<PageChannel> {
+/**
+ * A connected TCP pair on our own loopback (see ownPeerAcceptor), both ends paused and unread:
+ * `peer` is the accepted end, `client` the connecting one. The caller owns both.
+ */
+export async function connectLoopbackPair(): Promise<{ peer: net.Socket; client: net.Socket }> {
   const server = net.createServer({ pauseOnConnect: true });
   const acceptOwnPeer = ownPeerAcceptor(server);
   await new Promise<void>((resolve, reject) => {
@@ -293,22 +297,32 @@ export async function openPageChannel(): Promise<PageChannel> {
   });
   const { port } = server.address() as net.AddressInfo;
   let client: net.Socket | undefined;
-  let peer: net.Socket;
   try {
     client = net.connect({ port, host: '127.0.0.1' });
     client.pause();
-    peer = await acceptOwnPeer(client);
+    return { peer: await acceptOwnPeer(client), client };
   } catch (error) {
     client?.destroy();
     throw error;
   } finally {
     server.close();
   }
-  const serverFd = handleFd(peer);
-  const clientFd = handleFd(client);
+}
+
+/** The fd of a connected socket's handle, made blocking for CRIU (it shares the description). */
+export async function blockingFdOf(socket: net.Socket): Promise<number> {
+  const fd = handleFd(socket);
+  await makeBlocking(fd);
+  return fd;
+}
+
+export async function openPageChannel(): Promise<PageChannel> {
+  const { peer, client } = await connectLoopbackPair();
+  let serverFd: number;
+  let clientFd: number;
   try {
-    await makeBlocking(serverFd);
-    await makeBlocking(clientFd);
+    serverFd = await blockingFdOf(peer);
+    clientFd = await blockingFdOf(client);
   } catch (error) {
     peer.destroy();
     client.destroy();

@@ -137,6 +137,8 @@ export class FramedConnection {
   private readonly maxQueued: number;
   private failure: TransportError | undefined;
   private paused = false;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- stream listeners of several signatures
+  private readonly listeners: Record<string, (...args: any[]) => void>;
 
   constructor(
     readonly stream: Duplex,
@@ -145,21 +147,37 @@ export class FramedConnection {
   ) {
     this.decoder = new FrameDecoder(format);
     this.maxQueued = options.maxQueuedFrames ?? 64;
-    stream.on('data', (chunk: Buffer) => this.onData(chunk));
-    stream.on('end', () =>
-      this.fail(new TransportError('the peer closed the connection', { code: 'ERR_TRANSPORT_DISCONNECTED' })),
-    );
-    stream.on('close', () =>
-      this.fail(new TransportError('the connection closed', { code: 'ERR_TRANSPORT_DISCONNECTED' })),
-    );
-    stream.on('error', (error: NodeJS.ErrnoException) =>
-      this.fail(
-        new TransportError(`connection failed: ${error.message}`, {
-          code: error.code?.startsWith('ERR_SSL') ? 'ERR_TLS_HANDSHAKE' : (error.code ?? 'ERR_TRANSPORT_DISCONNECTED'),
-          cause: error,
-        }),
-      ),
-    );
+    this.listeners = {
+      data: (chunk: Buffer) => this.onData(chunk),
+      end: () =>
+        this.fail(new TransportError('the peer closed the connection', { code: 'ERR_TRANSPORT_DISCONNECTED' })),
+      close: () => this.fail(new TransportError('the connection closed', { code: 'ERR_TRANSPORT_DISCONNECTED' })),
+      error: (error: NodeJS.ErrnoException) =>
+        this.fail(
+          new TransportError(`connection failed: ${error.message}`, {
+            code: error.code?.startsWith('ERR_SSL')
+              ? 'ERR_TLS_HANDSHAKE'
+              : (error.code ?? 'ERR_TRANSPORT_DISCONNECTED'),
+            cause: error,
+          }),
+        ),
+    };
+    for (const [event, listener] of Object.entries(this.listeners)) stream.on(event, listener);
+  }
+
+  /**
+   * Hands the stream back, unframed, for the rest of the conversation (e.g. a raw byte stream that
+   * follows a handshake). Only between frames, with nothing queued: the peer must not send past
+   * the frame that announced the switch before it is told to go on.
+   */
+  release(): Duplex {
+    if (this.failure) throw this.failure;
+    if (this.inbox.length > 0 || this.decoder.pending > 0)
+      throw new TransportError('cannot release a framed stream with data still queued', { code: 'ERR_FRAME_INVALID' });
+    for (const [event, listener] of Object.entries(this.listeners)) this.stream.removeListener(event, listener);
+    this.stream.pause();
+    this.failure = new TransportError('the stream was released', { code: 'ERR_TRANSPORT_CLOSED' });
+    return this.stream;
   }
 
   get failed(): TransportError | undefined {

@@ -147,3 +147,27 @@ describe('FramedConnection over a real socket pair', () => {
     server.close();
   });
 });
+
+describe('FramedConnection.release', () => {
+  test('hands the raw stream back between frames, and later frames are no longer read', async () => {
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    await new Promise((r) => client.once('connect', r));
+    const left = new FramedConnection(client, FORMAT);
+    const right = new FramedConnection(await accepted, FORMAT);
+    await left.send(1, 0, Buffer.from('switch'));
+    expect((await right.receive()).payload.toString()).toBe('switch');
+    const raw = right.release();
+    await expect(right.receive()).rejects.toMatchObject({ code: 'ERR_TRANSPORT_CLOSED' });
+    const got = new Promise<string>((resolve) => raw.once('data', (d: Buffer) => resolve(d.toString())));
+    raw.resume();
+    client.write('raw bytes');
+    expect(await got).toBe('raw bytes');
+    await left.send(2, 0, Buffer.from('x'));
+    client.destroy();
+    raw.destroy();
+    server.close();
+  });
+});
