@@ -223,7 +223,7 @@ async function processRoute(dir, connections, transfer, criuPath, pki) {
     ? await migrateProcess({
         pid: serverPid,
         source: { netns: nsPath('s') },
-        to: { host: hostIp(3), port: AGENT_PORT, tls: pki },
+        to: { host: hostIp(3), port: AGENT_PORT, tls: { ca: pki.ca, cert: pki.cert, key: pki.key } },
         moveAddress: { cidr: `${VIP}/24`, device: 'eth0' },
         lazyPages: transfer === 'agent-lazy',
         criuPath,
