@@ -45,7 +45,24 @@ function makeCertificates(dir) {
   const openssl = (args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
   const key = (name) => openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${name}-key.pem`]);
   key('ca');
-  openssl(['req', '-x509', '-new', '-key', 'ca-key.pem', '-subj', '/CN=bench CA', '-days', '1', '-out', 'ca.pem']);
+  // A CA certificate must say so (basicConstraints, keyUsage): OpenSSL refuses it as an issuer otherwise.
+  openssl([
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    'ca-key.pem',
+    '-subj',
+    '/CN=bench CA',
+    '-days',
+    '1',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+    '-out',
+    'ca.pem',
+  ]);
   for (const [name, ext] of [
     ['agent', `extendedKeyUsage=serverAuth\nsubjectAltName=IP:${hostIp(3)}`],
     ['source', 'extendedKeyUsage=clientAuth'],
@@ -223,7 +240,7 @@ async function processRoute(dir, connections, transfer, criuPath, pki) {
     ? await migrateProcess({
         pid: serverPid,
         source: { netns: nsPath('s') },
-        to: { host: hostIp(3), port: AGENT_PORT, tls: pki },
+        to: { host: hostIp(3), port: AGENT_PORT, tls: { ca: pki.ca, cert: pki.cert, key: pki.key } },
         moveAddress: { cidr: `${VIP}/24`, device: 'eth0' },
         lazyPages: transfer === 'agent-lazy',
         criuPath,

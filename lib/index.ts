@@ -4,6 +4,7 @@ export * from './soccr';
 export * from './criu';
 export * from './transport';
 export * from './migration';
+export * from './agent';
 export { CommandError } from './sys/errors';
 export { AddressError } from './sys/errors';
 export { addAddress, announceAddress, removeAddress } from './sys/address';

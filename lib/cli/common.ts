@@ -25,6 +25,8 @@ export const EXIT = {
   NOT_MIGRATED: 5,
   /** The migration failed and so did the rollback: the server is not running; the images are kept. */
   LOST: 6,
+  /** Two hosts: the channel to the agent was lost after RESTORE was sent; where the server runs is unknown. */
+  UNCERTAIN: 7,
 } as const;
 
 /** CRIU 4.2 is the first that dumps inet sockets on Linux >= 6.16 (SO_PASSCRED change). */
@@ -181,6 +183,8 @@ const EXIT_BY_CODE: Record<string, number> = {
   ERR_MIGRATION_ROLLED_BACK: EXIT.NOT_MIGRATED,
   ERR_MIGRATION_ABORTED: EXIT.NOT_MIGRATED,
   ERR_MIGRATION_LOST: EXIT.LOST,
+  ERR_MIGRATION_UNCERTAIN: EXIT.UNCERTAIN,
+  ERR_MIGRATION_LAZY_UNSUPPORTED: EXIT.NOT_MIGRATED,
   ERR_MIGRATION_PRIVATE_MOUNTS: EXIT.NOT_MIGRATED,
   ERR_MIGRATION_MOUNT_NAMESPACES: EXIT.NOT_MIGRATED,
   ERR_MIGRATION_CRIU_UNREACHABLE: EXIT.ENVIRONMENT,
@@ -222,7 +226,19 @@ export function toCliError(error: unknown): CliError {
     (error as { logTail?: string }).logTail !== undefined
       ? `CRIU failed: ${describeFailure(error)}`
       : (e.message ?? String(error));
-  return new CliError(message, EXIT_BY_CODE[code] ?? EXIT.FAILED, code, hint, details);
+  // Two hosts: the agent refused or could not be reached, and the server was never touched.
+  const agentSide =
+    e.serverOn === 'source' &&
+    /^(ERR_AGENT_|ERR_TLS_|ERR_TRANSPORT_|ECONN|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT)/.test(code);
+  if (code === 'ERR_MIGRATION_UNCERTAIN')
+    hint = `check the target host first; only if the server does not run there: node-criu restore --images-dir ${String(e.imagesDir)}`;
+  return new CliError(
+    message,
+    EXIT_BY_CODE[code] ?? (agentSide ? EXIT.NOT_MIGRATED : EXIT.FAILED),
+    code,
+    hint,
+    details,
+  );
 }
 
 /** Prints the result: JSON on stdout, or the human lines. */

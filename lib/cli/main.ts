@@ -4,6 +4,7 @@
  * Results go to stdout (one JSON document with --json), progress and errors to stderr; the exit
  * code says what kind of failure it was (common.ts EXIT). No argument ever passes through a shell.
  */
+import { agentCommand, AGENT_HELP } from './agent';
 import { checkCommand, CHECK_HELP } from './check';
 import { CliError, EXIT, makeOutput, toCliError, printError, UsageError, type Output } from './common';
 import { DEMO_HELP, demoCommand } from './demo';
@@ -19,7 +20,8 @@ Commands:
   check     can this machine do it? (root, CRIU 4.2+, kernel checks, features, tools)
   dump      checkpoint a process tree into a directory
   restore   restore a process tree from a directory
-  migrate   live-migrate a process tree into another network namespace
+  migrate   live-migrate a process tree into another network namespace, or to another host
+  agent     receive migrations on this host (mutual TLS), until SIGTERM
   demo      a live demonstration with clients streaming through a migration
   service   run 'criu service' on a unix socket you name (mode 0600), until Ctrl-C
 
@@ -28,7 +30,8 @@ document on stdout), --quiet (no progress on stderr), --criu-path PATH.
 
 Exit codes: 0 ok, 1 failed, 2 usage, 3 environment (not root, CRIU missing or too old),
 4 not found (pid, namespace, images), 5 migration not done but the process still runs on the
-source, 6 the process is not running anywhere (images kept).`;
+source, 6 the process is not running anywhere (images kept), 7 uncertain: the channel to the
+agent was lost after the restore was requested (check the target host; nothing rolled back).`;
 
 type Command = (args: string[], out: Output, signal: AbortSignal) => Promise<number>;
 
@@ -39,6 +42,7 @@ const COMMANDS: Record<string, { run: Command; help: string }> = {
   migrate: { run: migrateCommand, help: MIGRATE_HELP },
   demo: { run: demoCommand, help: DEMO_HELP },
   service: { run: serviceCommand, help: SERVICE_HELP },
+  agent: { run: agentCommand, help: AGENT_HELP },
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -18,8 +18,10 @@ import {
   UsageError,
   type Output,
 } from './common';
+import { migrateToAgent } from './migrate-remote';
 
 export const MIGRATE_HELP = `Usage: node-criu migrate --pid PID --images-dir DIR --target-netns PATH [options]
+       node-criu migrate --pid PID --to HOST:PORT --cert F --key F --ca F [options]
 
 Live-migrates the process tree rooted at PID, with its established TCP connections, into
 another network namespace (standing in for another host) through CRIU: pre-dumps while it
@@ -29,6 +31,17 @@ If anything after the dump fails, the process is restored on the source (exit co
 A tree with a mount namespace of its own (started by 'ip netns exec', or a service with
 PrivateTmp=) is dumped from inside that namespace and restored in ours; it must not hold files
 open on mounts private to it (its own /tmp): then nothing is touched and the error lists them.
+With --to, the target is another host running 'node-criu agent': the images travel only over
+mutual TLS 1.3 to it (nothing shared but the network), it adds the moved address and restores.
+
+Two hosts (--to):
+  --to HOST:PORT         the agent (IPv6 as [ADDR]:PORT); excludes --target-netns, --transfer,
+                         --hook; --images-dir is optional (default a private temporary directory)
+  --cert FILE            this source's certificate chain, PEM (chains to the agent's --ca)
+  --key FILE             its private key, PEM
+  --ca FILE              the CA the agent's certificate must chain to, PEM
+  --move-address CIDR    removed here from --device, added by the agent (it must allow it)
+  --lazy-pages           not supported yet (exit code 5, nothing touched)
 
 Options:
   --pid PID              root of the tree to move (required)
@@ -54,7 +67,9 @@ Options:
   -h, --help             this help
 
 Exit codes: 0 migrated, 1 failed, 2 usage, 3 not root / no CRIU / no nsenter, 4 no such pid or
-namespace, 5 not migrated but still running on the source, 6 not running anywhere (images kept).`;
+namespace, 5 not migrated but still running on the source, 6 not running anywhere (images kept),
+7 uncertain (--to): the channel to the agent was lost after the restore was requested; nothing
+was rolled back, see the message for how to check the target and restore by hand.`;
 
 /** One step of moving the address; a failure becomes a CliError keeping the typed error's code. */
 async function addressStep(step: Promise<void>): Promise<void> {
@@ -144,7 +159,15 @@ export async function migrateCommand(args: string[], out: Output, signal: AbortS
     route: { type: 'string' },
     timeout: { type: 'string' },
     'shell-job': { type: 'boolean' },
+    to: { type: 'string' },
+    cert: { type: 'string' },
+    key: { type: 'string' },
+    ca: { type: 'string' },
+    'lazy-pages': { type: 'boolean' },
   });
+  if (values.to !== undefined) return migrateToAgent(values, out, signal);
+  for (const flag of ['cert', 'key', 'ca', 'lazy-pages'] as const)
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --to`);
   const route = values.route ?? 'process';
   if (route === 'connections') {
     throw new UsageError(

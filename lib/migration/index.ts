@@ -1,6 +1,12 @@
 /** Live migration routes. Whole process through CRIU: migrateProcess. */
 export { migrateProcess } from './process';
-export type { ProcessMigrationOptions, ProcessMigrationProgress, ProcessMigrationResult } from './process';
+export type {
+  ProcessMigrationOptions,
+  ProcessMigrationProgress,
+  ProcessMigrationResult,
+  RemoteProcessMigrationOptions,
+  RemoteProcessMigrationResult,
+} from './process';
 export { ProcessMigrationError } from './process-errors';
 export type { ProcessMigrationPhase } from './process-errors';
 export type { CriuDumpStats } from './process-images';

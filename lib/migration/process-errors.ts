@@ -12,7 +12,7 @@ export type ProcessMigrationPhase = 'check' | 'preDump' | 'dump' | 'transfer' | 
 export interface ProcessMigrationErrorDetails {
   code: string;
   phase: ProcessMigrationPhase;
-  serverOn: 'source' | 'target' | 'none';
+  serverOn: 'source' | 'target' | 'none' | 'unknown';
   /** pid of the server where it runs now (the original pid after a dump failure or rollback). */
   pid?: number;
   /** The images a manual restore would use, when the process is not running anywhere. */
@@ -25,7 +25,8 @@ export interface ProcessMigrationErrorDetails {
 /**
  * code: ERR_MIGRATION_DUMP_FAILED (CRIU failed to dump; the server kept running on the source),
  * ERR_MIGRATION_ROLLED_BACK (a later step failed; the server was restored on the source),
- * ERR_MIGRATION_LOST (the rollback failed too), ERR_MIGRATION_ABORTED (signal/timeout before the
+ * ERR_MIGRATION_LOST (the rollback failed too), ERR_MIGRATION_UNCERTAIN (two hosts: the channel to
+ * the agent was lost after RESTORE was sent; serverOn 'unknown', nothing rolled back), ERR_MIGRATION_ABORTED (signal/timeout before the
  * dump: nothing was touched), ERR_PID_NOT_FOUND, ERR_NETNS_NOT_FOUND (also when the target
  * namespace vanished before the dump), ERR_NETNS_MISMATCH (the process runs in another namespace
  * than source.netns), ERR_NSENTER_NOT_FOUND, ERR_MIGRATION_PRIVATE_MOUNTS (the tree has files open
@@ -38,7 +39,7 @@ export interface ProcessMigrationErrorDetails {
  */
 export class ProcessMigrationError extends NodeCriuError {
   readonly phase: ProcessMigrationPhase;
-  readonly serverOn: 'source' | 'target' | 'none';
+  readonly serverOn: 'source' | 'target' | 'none' | 'unknown';
   readonly pid?: number;
   readonly imagesDir?: string;
   readonly rollbackError?: unknown;

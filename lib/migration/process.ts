@@ -60,10 +60,16 @@ import {
 } from './process-options';
 import { externalFilesFor, type HeldFiles } from './process-mounts';
 import { preDumpsAreDone, runPreDumps } from './process-predump';
+import {
+  migrateProcessRemote,
+  type RemoteProcessMigrationOptions,
+  type RemoteProcessMigrationResult,
+} from './process-remote';
 import { rollback, type RollbackContext } from './process-rollback';
 import { waitForNoConflicts, waitForTreeFree } from './process-waits';
 
 export type { ProcessMigrationOptions, ProcessMigrationResult, ProcessMigrationProgress } from './process-options';
+export type { RemoteProcessMigrationOptions, RemoteProcessMigrationResult } from './process-remote';
 export { describeFailure };
 export { preDumpsAreDone };
 
@@ -354,8 +360,21 @@ class Migration implements RollbackContext {
   }
 }
 
-/** Moves the process tree rooted at options.pid to the target network namespace (see the file comment). */
-export async function migrateProcess(options: ProcessMigrationOptions): Promise<ProcessMigrationResult> {
+/**
+ * Moves the process tree rooted at options.pid to the target network namespace (see the file
+ * comment), or with `to` to another host's migration agent (process-remote.ts).
+ */
+export function migrateProcess(options: RemoteProcessMigrationOptions): Promise<RemoteProcessMigrationResult>;
+export function migrateProcess(options: ProcessMigrationOptions): Promise<ProcessMigrationResult>;
+export async function migrateProcess(
+  options: ProcessMigrationOptions | RemoteProcessMigrationOptions,
+): Promise<ProcessMigrationResult | RemoteProcessMigrationResult> {
+  if (typeof options === 'object' && options !== null && 'to' in options && options.to !== undefined)
+    return migrateProcessRemote(options);
+  return migrateLocally(options as ProcessMigrationOptions);
+}
+
+async function migrateLocally(options: ProcessMigrationOptions): Promise<ProcessMigrationResult> {
   validateProcessMigrationOptions(options);
   checkPid(options.pid);
   if (options.source?.netns !== undefined) checkNetns(options.source.netns, 'source.netns');

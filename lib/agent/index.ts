@@ -1,0 +1,5 @@
+/** The migration agent (target host) and its protocol. */
+export { startMigrationAgent } from './agent';
+export type { AgentEvent, MigrationAgent, MigrationAgentOptions } from './agent';
+export type { AgentLimits } from './receive';
+export { AgentProtocolError, AGENT_MAX_PAYLOAD, AGENT_PROTOCOL_VERSION } from './protocol';
