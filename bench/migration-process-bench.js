@@ -92,6 +92,53 @@ function makeCertificates(dir) {
   return { ca: read('ca.pem'), cert: read('source.pem'), key: read('source-key.pem'), dir };
 }
 
+/**
+ * `node-criu migrate --to` run on S, as a user runs it on the source host (its TLS connection to
+ * the agent leaves from S's network); resolves with the CLI's --json result.
+ */
+function migrateFromHost(pid, lazy, pki) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      'nsenter',
+      [
+        `--net=${nsPath('s')}`,
+        '--',
+        process.execPath,
+        CLI,
+        'migrate',
+        '--pid',
+        String(pid),
+        '--to',
+        `${hostIp(3)}:${AGENT_PORT}`,
+        '--cert',
+        path.join(pki.dir, 'source.pem'),
+        '--key',
+        path.join(pki.dir, 'source-key.pem'),
+        '--ca',
+        path.join(pki.dir, 'ca.pem'),
+        '--move-address',
+        `${VIP}/24`,
+        '--device',
+        'eth0',
+        ...(lazy ? ['--lazy-pages'] : []),
+        '--json',
+        '--quiet',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UV_USE_IO_URING: '0' } },
+    );
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk) => (out += chunk));
+    child.stderr.on('data', (chunk) => (err += chunk));
+    child.once('exit', (code) => {
+      if (code === 0) return resolve(JSON.parse(out));
+      const error = new Error(`migrate --to exited ${code}: ${err.trim().split('\n').pop()}`);
+      error.code = `exit ${code}`;
+      reject(error);
+    });
+  });
+}
+
 /** `node-criu agent` on T, in a private mount namespace whose work directory is a tmpfs only it sees. */
 async function startAgent(pki, workDir) {
   fs.mkdirSync(workDir, { mode: 0o700 });
@@ -237,14 +284,7 @@ async function processRoute(dir, connections, transfer, criuPath, pki) {
   await sleep(WARMUP_MS);
   const serverPid = Number(fs.readFileSync(path.join(dir, 'listening'), 'utf8'));
   const result = transfer.startsWith('agent')
-    ? await migrateProcess({
-        pid: serverPid,
-        source: { netns: nsPath('s') },
-        to: { host: hostIp(3), port: AGENT_PORT, tls: { ca: pki.ca, cert: pki.cert, key: pki.key } },
-        moveAddress: { cidr: `${VIP}/24`, device: 'eth0' },
-        lazyPages: transfer === 'agent-lazy',
-        criuPath,
-      })
+    ? await migrateFromHost(serverPid, transfer === 'agent-lazy', pki)
     : await migrateProcess({
         pid: serverPid,
         source: { netns: nsPath('s') },
