@@ -35,6 +35,7 @@ export async function startDemoAgent(options: {
   allowAddress: string;
   device: string;
   appSocket?: string;
+  criuPath?: string;
   log: (line: string) => void;
 }): Promise<DemoAgent> {
   const workDir = path.join(options.stateDir, 'agent-work');
@@ -97,8 +98,8 @@ export async function startDemoAgent(options: {
         if (newline < 0) break;
         const line = seen.slice(0, newline);
         seen = seen.slice(newline + 1);
-        options.log(`  agent: ${line}`);
         if (line.includes('"event":"listening"')) {
+          options.log(`  agent listening: ${line}`);
           clearTimeout(timer);
           resolve();
         }

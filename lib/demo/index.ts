@@ -13,7 +13,9 @@ import { ensureCriu } from '../criu/locate';
 import { findExecutable, run } from '../sys/exec';
 import { findNft } from '../sys/nft';
 import { DemoError } from './errors';
-import { DEMO_PREFIX, DemoLab, sweepStaleDemos } from './lab';
+import { startDemoAgent, type DemoAgent } from './agent-host';
+import { DEMO_PREFIX, DEVICE, DemoLab, HOST_IP, SERVICE_CIDR, sweepStaleDemos } from './lab';
+import { makeDemoPki } from './pki';
 import { ControlHub, ROUTE_TITLES, runRoute } from './routes';
 import type { DemoRoute, DemoRouteResult, RouteContext } from './routes';
 
@@ -127,7 +129,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
   }
   await ensureNft(log);
   let criuPath = options.criuPath;
-  if (settings.routes.includes('process')) {
+  // The process route is CRIU's, and the migration agent on B (both routes) runs CRIU too.
+  if (settings.routes.includes('process') || settings.routes.includes('connections')) {
     log('looking for CRIU (installs CRIU 4.2 in a private root on first use, about a minute)');
     criuPath = (await ensureCriu(criuPath === undefined ? { install: true } : { criuPath })).path;
   }
@@ -171,6 +174,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
 
+  let agent: DemoAgent | undefined;
   const report: DemoReport = {
     date: new Date().toISOString(),
     kernel: os.release(),
@@ -199,6 +203,22 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
       ...(criuPath !== undefined ? { criuPath } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     };
+    if (settings.routes.includes('process') || settings.routes.includes('connections')) {
+      log(`host B: making TLS certificates (openssl) and starting 'node-criu agent' on ${HOST_IP.b}`);
+      ctx.pki = await makeDemoPki(path.join(stateDir, 'pki'), HOST_IP.b);
+      agent = await startDemoAgent({
+        netnsPath: lab.path('b'),
+        address: HOST_IP.b,
+        pki: ctx.pki,
+        stateDir,
+        allowAddress: SERVICE_CIDR,
+        device: DEVICE,
+        ...(criuPath !== undefined ? { criuPath } : {}),
+        log,
+      });
+      ctx.agent = agent;
+      pids.add(agent.pid);
+    }
     for (const route of settings.routes) {
       if (options.signal?.aborted) break;
       log(`route ${ROUTE_TITLES[route]}: ${settings.clients} clients`);
@@ -221,6 +241,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
     return report;
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
+    await agent?.stop().catch(() => undefined);
     await cleanup();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

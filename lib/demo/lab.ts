@@ -2,7 +2,7 @@
  * The demo's network: two "hosts" (A, B) and a client namespace (C), all on a bridge that lives
  * in a namespace of its own (BR), so nothing of the machine's own network is touched:
  *
- *   A 10.213.0.2 ─┐
+ *   A 10.213.0.2 ─┐   (each host's eth0)
  *   B 10.213.0.3 ─┼─ br0 (in BR)            service address 10.213.0.100/32: on A, then on B
  *   C 10.213.0.9 ─┘
  *
@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { addAddress, removeAddress } from '../sys/address';
 import { run as runCommand } from '../sys/exec';
 import { namedNetnsPath, nsenterArgs } from '../sys/netns';
 import { counterOf, deleteTables, listTables, nftBatch, nftJson, type NftCommand } from '../sys/nft';
@@ -24,6 +25,9 @@ export const DEMO_PREFIX = 'ncrdemo';
 export const SUBNET = '10.213.0';
 export const HOST_IP = { a: `${SUBNET}.2`, b: `${SUBNET}.3`, c: `${SUBNET}.9` } as const;
 export const SERVICE_IP = `${SUBNET}.100`;
+export const SERVICE_CIDR = `${SERVICE_IP}/32`;
+/** Each host's interface on the demo network, named as on a real host. */
+export const DEVICE = 'eth0';
 
 export type Host = 'a' | 'b' | 'c' | 'br';
 
@@ -123,11 +127,11 @@ export class DemoLab {
     await this.ip('br', ['link', 'add', 'br0', 'type', 'bridge']);
     await this.ip('br', ['link', 'set', 'br0', 'up']);
     for (const host of ['a', 'b', 'c'] as const) {
-      const veth = ['link', 'add', `p${host}`, 'type', 'veth', 'peer', 'name', `v${host}`, 'netns', this.name(host)];
+      const veth = ['link', 'add', `p${host}`, 'type', 'veth', 'peer', 'name', DEVICE, 'netns', this.name(host)];
       await this.ip('br', veth);
       await this.ip('br', ['link', 'set', `p${host}`, 'master', 'br0', 'up']);
-      await this.ip(host, ['addr', 'add', `${HOST_IP[host]}/24`, 'dev', `v${host}`]);
-      await this.ip(host, ['link', 'set', `v${host}`, 'up']);
+      await this.ip(host, ['addr', 'add', `${HOST_IP[host]}/24`, 'dev', DEVICE]);
+      await this.ip(host, ['link', 'set', DEVICE, 'up']);
     }
     await this.installRstCounters();
     await this.placeVip('a');
@@ -138,22 +142,20 @@ export class DemoLab {
     if (this.vipOn === host) return;
     if (this.vipOn !== undefined) await this.moveVip(host);
     else {
-      await this.ip(host, ['addr', 'add', `${SERVICE_IP}/32`, 'dev', `v${host}`]);
+      await this.ip(host, ['addr', 'add', SERVICE_CIDR, 'dev', DEVICE]);
       this.vipOn = host;
     }
   }
 
   /**
-   * Moves the service address to `to`. The client's neighbour cache still maps it to the old
-   * host's MAC: a real network learns the move from the new owner's gratuitous ARP (IPv4) or
-   * unsolicited neighbour advertisement (IPv6), which also updates the switches' MAC tables; here
-   * (no arping installed) we flush the client namespace's entry, so its next packet asks again.
+   * Moves the service address to `to` as a real network learns it: the new owner announces it
+   * (gratuitous ARP, lib/sys/address.ts), so the client's cached MAC is replaced without anyone
+   * flushing its neighbour cache.
    */
   async moveVip(to: 'a' | 'b'): Promise<void> {
     const from = to === 'a' ? 'b' : 'a';
-    await tryRun('ip', ['-n', this.name(from), 'addr', 'del', `${SERVICE_IP}/32`, 'dev', `v${from}`]);
-    await this.ip(to, ['addr', 'add', `${SERVICE_IP}/32`, 'dev', `v${to}`]);
-    await this.ip('c', ['neigh', 'flush', 'to', `${SERVICE_IP}/32`]);
+    await removeAddress({ cidr: SERVICE_CIDR, device: DEVICE, netns: this.path(from) }).catch(() => undefined);
+    await addAddress({ cidr: SERVICE_CIDR, device: DEVICE, netns: this.path(to) });
     this.vipOn = to;
   }
 
@@ -175,7 +177,7 @@ export class DemoLab {
               ...table,
               chain: 'out',
               expr: [
-                { match: { op: '==', left: { meta: { key: 'oifname' } }, right: `v${host}` } },
+                { match: { op: '==', left: { meta: { key: 'oifname' } }, right: DEVICE } },
                 {
                   match: {
                     op: '==',

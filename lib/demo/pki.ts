@@ -14,7 +14,7 @@ import { DemoError } from './errors';
 export interface DemoPki {
   dir: string;
   /** PEM files for the agent's command line. */
-  files: { ca: string; agentCert: string; agentKey: string };
+  files: { ca: string; agentCert: string; agentKey: string; sourceCert: string; sourceKey: string };
   /** The source's credentials (handOverConnections / migrateProcess `to.tls`). */
   source: TlsCredentials;
   /** The agent's, for an in-process TLS server (acceptHandover). */
@@ -100,6 +100,8 @@ export async function makeDemoPki(dir: string, agentAddress: string): Promise<De
       ca: path.join(dir, 'ca.pem'),
       agentCert: path.join(dir, 'agent.pem'),
       agentKey: path.join(dir, 'agent-key.pem'),
+      sourceCert: path.join(dir, 'source.pem'),
+      sourceKey: path.join(dir, 'source-key.pem'),
     },
     source: { cert: read('source.pem'), key: read('source-key.pem'), ca },
     agent: { cert: read('agent.pem'), key: read('agent-key.pem'), ca },

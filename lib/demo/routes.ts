@@ -8,10 +8,12 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
-import { migrateProcess } from '../migration/process';
+import { run as runCommand } from '../sys/exec';
+import type { DemoAgent } from './agent-host';
 import { ControlLink } from './control';
 import { DemoError } from './errors';
-import { DemoLab, HOST_IP, SERVICE_IP } from './lab';
+import { DEVICE, DemoLab, HOST_IP, SERVICE_CIDR, SERVICE_IP } from './lab';
+import type { DemoPki } from './pki';
 import { verdict } from './traffic';
 import type { ClientConnectionReport, ServerConnectionReport } from './traffic';
 
@@ -68,6 +70,9 @@ export interface RouteContext {
   steadyPauseMs?: number;
   /** Reset counters just before the migration. */
   before?: Record<string, number>;
+  /** The demo's certificates and the migration agent on B (process and connections routes). */
+  pki?: DemoPki;
+  agent?: DemoAgent;
 }
 
 const SERVICE_PORT = 8080;
@@ -225,7 +230,61 @@ function serverConfig(ctx: RouteContext, role: string, statusDir: string, extra:
   };
 }
 
-/** The whole process moves with CRIU (migrateProcess); it is driven by signals and a file. */
+/**
+ * `node-criu migrate --to` run on host A, as a user runs it there (the TLS connection to B's agent
+ * leaves from A's network); resolves with the command's --json result.
+ */
+async function migrateToAgent(
+  ctx: RouteContext,
+  pid: number,
+): Promise<{ restoredPid: number; phases: Record<string, number> }> {
+  const { pki, agent } = ctx;
+  if (pki === undefined || agent === undefined)
+    throw new DemoError('the agent is not running', 'ERR_DEMO_START_FAILED');
+  const args = [
+    scriptPath('../cli/main'),
+    'migrate',
+    '--pid',
+    String(pid),
+    '--to',
+    `${HOST_IP.b}:${agent.port}`,
+    '--cert',
+    pki.files.sourceCert,
+    '--key',
+    pki.files.sourceKey,
+    '--ca',
+    pki.files.ca,
+    '--move-address',
+    SERVICE_CIDR,
+    '--device',
+    DEVICE,
+    '--timeout',
+    '120',
+    '--json',
+    '--quiet',
+    ...(ctx.criuPath !== undefined ? ['--criu-path', ctx.criuPath] : []),
+  ];
+  let out: string;
+  try {
+    out = (
+      await runCommand(process.execPath, args, {
+        netns: ctx.lab.path('a'),
+        timeoutMs: 180_000,
+        ...(ctx.signal !== undefined ? { signal: ctx.signal } : {}),
+      })
+    ).stdout;
+  } catch (error) {
+    const e = error as { stderr?: string; message: string };
+    throw new DemoError(
+      `migrate --to failed: ${(e.stderr ?? e.message).trim().split('\n').pop() ?? ''}`,
+      'ERR_DEMO_MIGRATION_FAILED',
+      error,
+    );
+  }
+  return JSON.parse(out) as { restoredPid: number; phases: Record<string, number> };
+}
+
+/** The whole process moves with CRIU to the agent on B; the server is driven by signals and a file. */
 async function migrateByProcess(ctx: RouteContext): Promise<{ server: ServerSide; phases: Record<string, number> }> {
   const statusDir = path.join(ctx.stateDir, 'process');
   fs.mkdirSync(statusDir, { recursive: true, mode: 0o700 });
@@ -249,19 +308,8 @@ async function migrateByProcess(ctx: RouteContext): Promise<{ server: ServerSide
   await sleep(ctx.warmupMs);
   ctx.before = await ctx.lab.resetCounters();
   ctx.steadyPauseMs = (await clients.request<{ steadyMaxGapMs: number }>({ cmd: 'resetGaps' })).steadyMaxGapMs;
-  ctx.log(`process route: migrating pid ${pid} with CRIU`);
-  const result = await migrateProcess({
-    pid,
-    source: { netns: ctx.lab.path('a') },
-    target: { netns: ctx.lab.path('b') },
-    imagesDir: path.join(ctx.stateDir, 'images'),
-    moveAddress: async () => ctx.lab.moveVip('b'),
-    moveAddressBack: async () => ctx.lab.moveVip('a'),
-    ...(ctx.criuPath !== undefined ? { criuPath: ctx.criuPath } : {}),
-    ...(ctx.signal !== undefined ? { signal: ctx.signal } : {}),
-    onProgress: (e) => ctx.log(`  ${e.phase}${e.detail ? ` ${JSON.stringify(e.detail)}` : ''}`),
-    timeoutMs: 120000,
-  });
+  ctx.log(`process route: 'node-criu migrate --to ${HOST_IP.b}' on A moves pid ${pid} to the agent on B`);
+  const result = await migrateToAgent(ctx, pid);
   pid = result.restoredPid;
   ctx.pids.add(pid);
   return {
