@@ -33,7 +33,9 @@ import {
   parseCidr,
   type Hello,
 } from './protocol';
+import { AppRegistry } from './app-registry';
 import { receiveImages, type AgentLimits } from './receive';
+import { relayConnectionsHandover } from './relay';
 import { EXTERNAL_DEVICES, restoreHere, sweepAgentHolds } from './restore';
 import { resolveLimits, validateAgentOptions, type AgentEvent, type MigrationAgentOptions } from './options';
 
@@ -51,6 +53,32 @@ export interface MigrationAgent {
 /** Between frames of a session (the source dumps between HELLO and its first FILE); a peer that stalls longer is dropped. */
 const IDLE_TIMEOUT_MS = 300_000;
 const RESTORE_TIMEOUT_MS = 120_000;
+/** 'NCHO': the first bytes of a connections handover (lib/migration/handover-channel.ts). */
+const HANDOVER_MAGIC = 0x4e43484f;
+
+/** The first 4 bytes of the stream, put back for whoever reads it next. */
+function peekMagic(socket: tls.TLSSocket, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error('no data')), timeoutMs);
+    const done = (error?: Error, magic?: number): void => {
+      clearTimeout(timer);
+      socket.removeListener('readable', onReadable);
+      socket.removeListener('close', onClose);
+      if (error) reject(error);
+      else resolve(magic as number);
+    };
+    const onClose = (): void => done(new Error('closed'));
+    const onReadable = (): void => {
+      const head = socket.read(4) as Buffer | null;
+      if (head === null) return;
+      socket.unshift(head);
+      done(undefined, head.readUInt32BE(0));
+    };
+    socket.on('readable', onReadable);
+    socket.once('close', onClose);
+    onReadable();
+  });
+}
 
 type Route = (session: Session, hello: Hello) => Promise<void>;
 
@@ -116,7 +144,7 @@ const processRoute: Route = async (session, hello) => {
   await session.send(MSG.RESTORED, { pid }).catch(() => undefined);
 };
 
-/** Routes by HELLO.route; 'connections' comes later. */
+/** Routes by HELLO.route (a connections handover arrives with the handover protocol's own magic: Agent.relay). */
 const ROUTES: Record<string, Route | undefined> = { process: processRoute };
 
 class Agent {
@@ -127,6 +155,7 @@ class Agent {
   criuVersion = '';
   readonly kernel = os.release();
   busy = false;
+  registry: AppRegistry | undefined;
   private readonly sessions = new Set<Promise<void>>();
 
   constructor(readonly options: MigrationAgentOptions) {
@@ -176,9 +205,16 @@ class Agent {
     return undefined;
   }
 
-  /** One authenticated connection. Never throws. */
+  /** One authenticated connection: the agent's protocol, or a connections handover (its own magic). Never throws. */
   async serve(socket: tls.TLSSocket): Promise<void> {
     const peer = `${peerName(socket) ?? '?'}@${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    socket.on('error', () => undefined);
+    const magic = await peekMagic(socket, IDLE_TIMEOUT_MS).catch(() => undefined);
+    if (magic === undefined) {
+      socket.destroy();
+      return;
+    }
+    if (magic === HANDOVER_MAGIC) return this.relay(socket, peer);
     const channel = new FramedConnection(socket, AGENT_FRAME_FORMAT);
     const session = new Session(this, channel, peer);
     socket.on('error', () => undefined);
@@ -213,6 +249,43 @@ class Agent {
       channel.close();
       this.busy = false;
       session.emit('session-end');
+    }
+  }
+
+  /** The connections route: the handover is accepted here and its connections passed to the registered application. */
+  async relay(socket: tls.TLSSocket, peer: string): Promise<void> {
+    const registry = this.registry;
+    const emit = (event: string, detail: Record<string, unknown> = {}): void =>
+      this.emit({ event, peer, route: 'connections', ...detail });
+    const refusal =
+      registry === undefined
+        ? 'this agent serves no connections route (no --app-socket)'
+        : this.busy
+          ? 'a migration is in progress'
+          : registry.ports().length === 0
+            ? 'no application is registered with the agent'
+            : undefined;
+    if (refusal !== undefined || registry === undefined) {
+      emit('refused', { reason: refusal });
+      // The source reads a closed channel before WELCOME as a refusal and resumes its connections.
+      socket.destroy();
+      return;
+    }
+    this.busy = true;
+    try {
+      emit('hello');
+      const result = await relayConnectionsHandover(socket, registry, {
+        signal: this.stopping.signal,
+        onEvent: (event) => this.emit({ peer, ...event }),
+      });
+      emit('relayed', { ...result });
+    } catch (error) {
+      const e = error as { code?: string; message?: string };
+      emit('error', { code: e.code ?? 'ERR_AGENT_FAILED', message: e.message ?? String(error) });
+    } finally {
+      socket.destroy();
+      this.busy = false;
+      emit('session-end');
     }
   }
 
@@ -251,6 +324,18 @@ export async function startMigrationAgent(options: MigrationAgentOptions): Promi
     await agent.criu.close();
     throw error;
   }
+  if (options.appSocket !== undefined) {
+    try {
+      agent.registry = new AppRegistry({
+        path: options.appSocket,
+        ...(options.appUids !== undefined ? { allowUids: options.appUids } : {}),
+        onEvent: (event) => agent.emit(event),
+      });
+    } catch (error) {
+      await agent.criu.close();
+      throw error;
+    }
+  }
   const server = createTlsServer({
     tls: options.tls as TlsCredentials,
     onSecureConnection: (socket) => agent.track(agent.serve(socket)),
@@ -268,6 +353,7 @@ export async function startMigrationAgent(options: MigrationAgentOptions): Promi
       resolve();
     });
   }).catch(async (error: unknown) => {
+    agent.registry?.close();
     await agent.criu.close();
     throw error;
   });
@@ -281,6 +367,7 @@ export async function startMigrationAgent(options: MigrationAgentOptions): Promi
       options.signal?.removeEventListener('abort', onAbort);
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await agent.drain();
+      agent.registry?.close();
       await agent.criu.close();
       agent.emit({ event: 'closed' });
       resolveClosed();

@@ -20,12 +20,31 @@ export interface MigrationAgentOptions {
   allow?: { addresses?: string[]; devices?: string[] };
   /** Bounds of one migration's images (defaults: 16 GiB total, 100,000 files, 8 GiB per file). */
   limits?: Partial<AgentLimits>;
+  /**
+   * The connections route: local applications register here (acceptHandoverViaAgent) for the
+   * ports they serve, and connections a source hands over are restored by the agent and passed
+   * to them live. An absolute socket path; without it the agent serves the process route only.
+   */
+  appSocket?: string;
+  /** uids besides root and the agent's that may register on appSocket (default none). */
+  appUids?: number[];
   onEvent?: (event: AgentEvent) => void;
   /** Aborting it closes the agent. */
   signal?: AbortSignal;
 }
 
-const KEYS = new Set(['listen', 'tls', 'workDir', 'criuPath', 'allow', 'limits', 'onEvent', 'signal']);
+const KEYS = new Set([
+  'listen',
+  'tls',
+  'workDir',
+  'criuPath',
+  'allow',
+  'limits',
+  'appSocket',
+  'appUids',
+  'onEvent',
+  'signal',
+]);
 const DEVICE = /^[A-Za-z0-9_.:@-]{1,15}$/;
 
 function stringList(value: unknown, name: string, check: (s: string, i: number) => void): void {
@@ -76,6 +95,18 @@ export function validateAgentOptions(options: unknown): asserts options is Migra
     });
   }
   resolveLimits(o.limits);
+  if (o.appSocket !== undefined) {
+    checkPath(o.appSocket, 'options.appSocket');
+    if (!(o.appSocket as string).startsWith('/'))
+      throw new InvalidArgumentError('options.appSocket must be an absolute path', 'ERR_INVALID_ARG_VALUE');
+  }
+  if (o.appUids !== undefined) {
+    if (!Array.isArray(o.appUids) || o.appUids.length > 256)
+      throw new InvalidArgumentError('options.appUids must be an array of uids', 'ERR_INVALID_ARG_TYPE');
+    for (let i = 0; i < o.appUids.length; i++)
+      if (!Number.isInteger(o.appUids[i]) || (o.appUids[i] as number) < 0 || (o.appUids[i] as number) > 0xfffffffe)
+        throw new InvalidArgumentError(`options.appUids[${i}] is not a uid`, 'ERR_OUT_OF_RANGE');
+  }
   if (o.onEvent !== undefined && typeof o.onEvent !== 'function')
     throw new InvalidArgumentError('options.onEvent must be a function', 'ERR_INVALID_ARG_TYPE');
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal))

@@ -26,6 +26,11 @@ Options:
                          when --allow-address is given)
   --max-image-bytes N    largest total of one migration's images (default 16 GiB)
   --max-files N          most image files in one migration (default 100000)
+  --app-socket PATH      serve the connections route too: applications on this host register
+                         here (acceptHandoverViaAgent) for their ports, and connections a source
+                         hands over (handOverConnections to this agent) are restored by the agent
+                         and passed to them live (fd passing); the socket is 0600 (root and us)
+  --app-uid UID          also let this uid register on --app-socket (repeatable; socket 0666)
   --criu-path PATH       the criu executable to use
   --json                 one JSON line per event on stdout
   -q, --quiet            no progress on stderr
@@ -82,6 +87,8 @@ export async function agentCommand(args: string[], out: Output, signal: AbortSig
     'allow-device': { type: 'string', multiple: true },
     'max-image-bytes': { type: 'string' },
     'max-files': { type: 'string' },
+    'app-socket': { type: 'string' },
+    'app-uid': { type: 'string', multiple: true },
   });
   const listen = hostPort(values.listen, '--listen');
   if (net.isIP(listen.host) === 0) throw new UsageError(`--listen needs an IP address, got '${listen.host}'`);
@@ -91,6 +98,11 @@ export async function agentCommand(args: string[], out: Output, signal: AbortSig
   const devices = values['allow-device'] ?? (addresses.length > 0 ? ['eth0'] : []);
   const maxImageBytes = count(values['max-image-bytes'], '--max-image-bytes');
   const maxFiles = count(values['max-files'], '--max-files');
+  const appUids = (values['app-uid'] ?? []).map((uid) => {
+    if (!/^\d{1,10}$/.test(uid)) throw new UsageError(`--app-uid must be a numeric uid, got '${uid}'`);
+    return Number(uid);
+  });
+  if (appUids.length > 0 && values['app-socket'] === undefined) throw new UsageError('--app-uid needs --app-socket');
   requireRoot();
   const { command } = await resolveCriu(values['criu-path'], false, out);
   const agent = await startMigrationAgent({
@@ -99,6 +111,8 @@ export async function agentCommand(args: string[], out: Output, signal: AbortSig
     workDir: values['work-dir'],
     criuPath: command.path,
     allow: { addresses, devices },
+    ...(values['app-socket'] !== undefined ? { appSocket: values['app-socket'] } : {}),
+    ...(appUids.length > 0 ? { appUids } : {}),
     limits: {
       ...(maxImageBytes !== undefined ? { maxImageBytes } : {}),
       ...(maxFiles !== undefined ? { maxFiles } : {}),
