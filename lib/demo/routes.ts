@@ -310,6 +310,7 @@ async function migrateByProcess(ctx: RouteContext): Promise<{ server: ServerSide
   ctx.steadyPauseMs = (await clients.request<{ steadyMaxGapMs: number }>({ cmd: 'resetGaps' })).steadyMaxGapMs;
   ctx.log(`process route: 'node-criu migrate --to ${HOST_IP.b}' on A moves pid ${pid} to the agent on B`);
   const result = await migrateToAgent(ctx, pid);
+  ctx.lab.vipOn = 'b'; // moved by the migrate command and the agent, not by the lab
   pid = result.restoredPid;
   ctx.pids.add(pid);
   return {
