@@ -6,7 +6,7 @@
  * migrate --to` runs on A in a third, dumping into its private work dir. Clients in C stream both ways
  * (test/fixtures/process-clients.js). RSTs into C are counted by an nftables counter.
  */
-import { type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -148,16 +148,15 @@ export class AgentLab {
       paceMs: stream.paceMs,
     };
     const spawnOptions = { detached: true, stdio: 'ignore' as const, env: { ...process.env, UV_USE_IO_URING: '0' } };
-    // Like `ip netns exec` (ownMount): its own mount namespace, stdio (/dev/null) inherited from ours.
-    const server = this.hosts.spawnOnHost(
-      this.A,
-      process.execPath,
-      [
-        path.join(FIXTURES, 'process-server.js'),
-        JSON.stringify({ ...common, statusDir, connections: stream.connections }),
-      ],
-      { ...spawnOptions, privateMount: ownMount },
-    );
+    // ownMount: started as services are, with `ip netns exec` (its own mount namespace, /sys
+    // remounted, stdio /dev/null inherited from ours); else in A's namespace and our mounts.
+    const serverArgs = [
+      path.join(FIXTURES, 'process-server.js'),
+      JSON.stringify({ ...common, statusDir, connections: stream.connections }),
+    ];
+    const server = ownMount
+      ? spawn('ip', ['netns', 'exec', this.A.netns, process.execPath, ...serverArgs], spawnOptions)
+      : this.hosts.spawnOnHost(this.A, process.execPath, serverArgs, { ...spawnOptions, privateMount: false });
     server.on('error', () => undefined);
     const serverPid = server.pid as number;
     this.track(serverPid);
