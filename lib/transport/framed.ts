@@ -197,9 +197,15 @@ export class FramedConnection {
   }
 
   /** Sends one frame (payload ≤ format.maxPayload); resolves when the stream can take more. */
-  async send(type: number, id: number, payload: Uint8Array = Buffer.alloc(0), signal?: AbortSignal): Promise<void> {
+  async send(
+    type: number,
+    id: number,
+    payload: Uint8Array = Buffer.alloc(0),
+    signal?: AbortSignal,
+    flags = 0,
+  ): Promise<void> {
     if (this.failure) throw this.failure;
-    const header = encodeFrameHeader(this.format, type, id, payload.byteLength);
+    const header = encodeFrameHeader(this.format, type, id, payload.byteLength, flags);
     const more = this.stream.write(payload.byteLength === 0 ? header : Buffer.concat([header, payload]));
     if (!more) await this.drained(signal);
   }
