@@ -275,7 +275,9 @@ export class FramedConnection {
   private fail(error: TransportError): void {
     if (this.failure) return;
     this.failure = error;
-    this.inbox.splice(0);
+    // Frames that arrived before the peer's end (or a later bad frame) are still received, in
+    // order, before the error: a last message followed by EOF is the normal end of a protocol.
+    if (error.code === 'ERR_TRANSPORT_CLOSED') this.inbox.splice(0);
     for (const waiter of this.waiters.splice(0)) waiter.reject(error);
     // What was written before a close() still goes out: end() flushes, destroy() follows it.
     if (error.code === 'ERR_TRANSPORT_CLOSED') {
