@@ -76,7 +76,6 @@ export interface RouteContext {
 }
 
 const SERVICE_PORT = 8080;
-const HANDOVER_PORT = 7100;
 const scriptPath = (name: string) =>
   __filename.endsWith('.ts')
     ? path.resolve(__dirname, '..', '..', 'dist', 'demo', `${name}.js`)
@@ -342,7 +341,7 @@ async function migrateByHandover(
     const target = ctx.lab.spawnNode(
       'b',
       scriptPath('server-main'),
-      serverConfig(ctx, 'target', statusDir, { handoverListen: { host: HOST_IP.b, port: HANDOVER_PORT } }),
+      serverConfig(ctx, 'target', statusDir, { handoverListen: { path: path.join(statusDir, 'handover.sock') } }),
       { log: path.join(ctx.stateDir, 'target-repair.log') },
     );
     if (target.pid) ctx.pids.add(target.pid);
@@ -368,7 +367,9 @@ async function migrateByHandover(
   }>({
     cmd: 'handover',
     method,
-    to: { host: HOST_IP.b, port: HANDOVER_PORT },
+    // One machine: a unix socket (not network-namespaced) reaches B; between real hosts this
+    // would be { host, port, tls } (a plain TCP channel is refused).
+    to: { path: path.join(statusDir, 'handover.sock') },
   });
   if (!reply.result)
     throw new DemoError(

@@ -27,7 +27,7 @@ export interface ServerConfig {
   statusDir: string;
   control?: string;
   /** target: where to listen for the source's TCP control channel. */
-  handoverListen?: { host: string; port: number };
+  handoverListen?: { path: string };
   /** target: an inherited SEQPACKET fd to take the handover from. */
   channelFd?: number;
 }
@@ -170,7 +170,7 @@ async function handOver(link: ControlLink, body: Record<string, unknown>): Promi
     successor.unref();
     to = transport;
   } else {
-    to = body.to as { host: string; port: number };
+    to = body.to as { path: string };
   }
   const sockets = [...connections.values()]
     .map((c) => c.socket)
@@ -236,7 +236,7 @@ async function main(): Promise<void> {
   const from =
     config.channelFd !== undefined
       ? new SeqpacketTransport(config.channelFd, 'handover')
-      : { listen: config.handoverListen as { host: string; port: number } };
+      : { listen: config.handoverListen as { path: string } };
   let announced: Promise<unknown> | undefined;
   const announce = () =>
     (announced ??= (link as ControlLink).request({ cmd: 'hello', role: 'target', pid: process.pid }));

@@ -30,9 +30,19 @@
  * carries the listener too.
  */
 export { handOverConnections } from './handover-source';
-export type { HandOverOptions, HandOverResult, HandoverMethod, HandoverPhases } from './handover-source';
+export type {
+  HandOverOptions,
+  HandOverResult,
+  HandoverMethod,
+  HandoverPhases,
+  HandoverProgress,
+} from './handover-source';
 export { acceptHandover } from './handover-target';
 export type { AcceptHandoverOptions, AcceptHandoverResult, HandoverHello } from './handover-target';
-export { HANDOVER_PROTOCOL_VERSION } from './handover-channel';
-export type { HandoverChannelSpec } from './handover-channel';
+export { serveHandover, readHello } from './handover-session';
+export type { AllowList, SessionOptions, TargetLimits } from './handover-session';
+export { channelOver } from './handover-connect';
+export type { HandoverChannelSpec } from './handover-connect';
+export type { HandoverChannel } from './handover-channel';
+export { HANDOVER_PROTOCOL_VERSION } from './handover-messages';
 export { HandoverError } from './handover-errors';

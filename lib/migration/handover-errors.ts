@@ -13,14 +13,20 @@ import { NodeCriuError } from '../errors';
  *   ERR_HANDOVER_FDS_UNSUPPORTED fd passing asked of a stream channel
  *   ERR_HANDOVER_TIMEOUT / ERR_HANDOVER_ABORTED  timeoutMs elapsed / the signal aborted
  *   ERR_HANDOVER_ADDRESS       the moveAddress hook failed
+ *   ERR_HANDOVER_TLS_REQUIRED  a TCP channel without mutual TLS (refused before connecting/listening)
+ *   ERR_HANDOVER_TLS           the TLS handshake failed (certificate refused by either side)
+ *   ERR_HANDOVER_UNTRUSTED_PEER a unix-socket peer running as neither root nor our uid
+ *   ERR_HANDOVER_NOT_ALLOWED   (target) a connection outside `allow` or not announced in HELLO
  * On the source, `resumed` tells how many connections are back with the application (every one
  * that was not confirmed by the target, unless `lost` says otherwise), `closed` how many had
- * closed meanwhile (given back too).
+ * closed meanwhile (given back too), `uncertain` how many were released after DONE without the
+ * target's COMMITTED (timeout: the target may own them, or nobody does; never both sides).
  */
 export class HandoverError extends NodeCriuError {
   resumed = 0;
   lost = 0;
   closed = 0;
+  uncertain = 0;
   constructor(message: string, code: string, cause?: unknown) {
     super(message, cause === undefined ? { code } : { code, cause });
   }

@@ -1,32 +1,50 @@
 /**
- * handOverConnections: the source side of a connections-only migration. Every connection the
- * target has not confirmed comes back to the application through onResumed: with 'repair' +
- * 'filter' the originals themselves (holdConnections), with 'nftables' a local restore of the
- * images, with 'fd' the original sockets. Protocol: HELLO -> WELCOME|REFUSE; CONNECTION(_FD) x n;
- * STAGE_END -> STAGED; [moveAddress]; COMMIT -> RESULT; DONE (docs/ARCHITECTURE.md).
+ * handOverConnections: the source side of a connections-only migration. Protocol (version 2):
+ * HELLO -> WELCOME|REFUSE; CONNECTION(_FD) x n; STAGE_END -> STAGED; [moveAddress]; COMMIT ->
+ * RESULT; DONE -> COMMITTED. One owner at every moment (docs/ARCHITECTURE.md, "Who owns a
+ * connection"): until DONE is sent the source can always resume (the target never commits without
+ * DONE); after DONE it keeps the originals held until COMMITTED, resumes them if the channel
+ * closes (the target's copies died with it), and if it only times out releases them as uncertain.
  */
 import type * as net from 'node:net';
 import * as path from 'node:path';
 
 import { InvalidArgumentError } from '../errors';
-import {
-  NftablesLock,
-  checkpointConnections,
-  decodeConnectionImage,
-  encodeConnectionImage,
-  holdConnections,
-  restoreConnections,
-  soccr,
-} from '../soccr';
-import type { ConnectionImage, ConnectionTuple, HeldConnection } from '../soccr';
-import { MessageType, jsonOf, openChannel } from './handover-channel';
-import type { HandoverChannel, HandoverChannelSpec } from './handover-channel';
+import { NftablesLock, checkpointConnections, encodeConnectionImage, holdConnections, soccr } from '../soccr';
+import type { ConnectionImage } from '../soccr';
+import { openChannel, checkChannelSpec } from './handover-connect';
+import type { HandoverChannelSpec } from './handover-connect';
+import type { HandoverChannel } from './handover-channel';
 import { HandoverError } from './handover-errors';
+import {
+  MessageType,
+  decodeCommitted,
+  decodeCount,
+  decodeReason,
+  decodeResult,
+  decodeWelcome,
+  encodeConnection,
+  encodeCount,
+  encodeDone,
+  encodeHello,
+} from './handover-messages';
+import type { HandoverMethod } from './handover-messages';
+import { liveTuples, releaseHeld, resumeHeld, warmUpImageCodec } from './handover-source-held';
+import type { Held } from './handover-source-held';
 
-export type HandoverMethod = 'repair' | 'fd';
+export type { HandoverMethod };
+
+export interface HandoverProgress {
+  phase: string;
+  detail?: Record<string, unknown>;
+}
 
 export interface HandOverOptions {
-  /** The target's control channel: a SeqpacketTransport (same host; required for 'fd'), a connected net.Socket, {host, port} (TCP) or {path} (unix stream). */
+  /**
+   * The target's control channel: a SeqpacketTransport (same host; required for 'fd'), a connected
+   * unix stream net.Socket or authorized tls.TLSSocket, { path } (unix stream), or { host, port,
+   * tls } (mutual TLS 1.3; TCP without tls is refused with ERR_HANDOVER_TLS_REQUIRED).
+   */
   to: HandoverChannelSpec;
   /**
    * 'repair' (default): TCP_REPAIR checkpoint, the target restores a new socket (any host that owns
@@ -59,9 +77,13 @@ export interface HandOverOptions {
   /** Moves it back if the target fails after moveAddress, so the originals can resume. */
   moveAddressBack?: () => Promise<void>;
   signal?: AbortSignal;
-  /** Whole-handover time limit (default 60000 ms); on expiry the source resumes everything. */
+  /** Whole-handover time limit (default 60000 ms). */
   timeoutMs?: number;
-  onProgress?: (event: { phase: string; detail?: Record<string, unknown> }) => void;
+  /**
+   * Called at each step (hello, checkpoint, transfer, staged, moveAddress, commit, result, done,
+   * committed); a returned promise is awaited (inside the handover's time limit).
+   */
+  onProgress?: (event: HandoverProgress) => void | Promise<void>;
 }
 
 export interface HandoverPhases {
@@ -75,7 +97,7 @@ export interface HandoverPhases {
 
 export interface HandOverResult {
   method: HandoverMethod;
-  /** Connections the target confirmed (now its own). */
+  /** Connections the target confirmed (COMMITTED: now its own). */
   handedOver: number;
   /** Connections back with the application (onResumed was called for each). */
   resumed: number;
@@ -85,18 +107,6 @@ export interface HandOverResult {
   closed: number;
   failures: Array<{ index: number; code: string; message: string }>;
   phases: HandoverPhases;
-}
-
-/** One connection while the source holds it. */
-interface Held {
-  index: number;
-  socket: net.Socket;
-  state: Buffer;
-  /** method 'repair' + lock 'filter': the original, paused behind its drop filter. */
-  held?: HeldConnection;
-  image?: ConnectionImage;
-  wasReading?: boolean;
-  done?: boolean;
 }
 
 function validate(sockets: unknown, options: HandOverOptions): void {
@@ -113,107 +123,18 @@ function validate(sockets: unknown, options: HandOverOptions): void {
     throw new InvalidArgumentError('netns must be an absolute path');
   if (options.timeoutMs !== undefined && (!Number.isFinite(options.timeoutMs) || options.timeoutMs <= 0))
     throw new InvalidArgumentError('timeoutMs must be > 0', 'ERR_OUT_OF_RANGE');
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal))
+    throw new InvalidArgumentError('signal must be an AbortSignal', 'ERR_INVALID_ARG_TYPE');
   for (const name of ['serializeState', 'onResumed', 'moveAddress', 'moveAddressBack', 'onProgress'] as const) {
     if (options[name] !== undefined && typeof options[name] !== 'function')
       throw new InvalidArgumentError(`${name} must be a function`, 'ERR_INVALID_ARG_TYPE');
   }
+  checkChannelSpec(options.to, 'options.to');
 }
 
-function u32Prefixed(first: Uint8Array, rest: Uint8Array): Buffer {
-  const length = Buffer.alloc(4);
-  length.writeUInt32BE(first.byteLength, 0);
-  return Buffer.concat([length, first, rest]);
-}
-
-/**
- * The image codec loads its protobuf schema on first use: do that before anything is paused. Decoding nothing loads it and then fails validation, which is all we want here.
- */
-export function warmUpImageCodec(): void {
-  try {
-    decodeConnectionImage(new Uint8Array(0));
-  } catch {
-    // expected: an empty image is not valid
-  }
-}
-
-/** The 4-tuples of the sockets that are still open. */
-function liveTuples(sockets: readonly net.Socket[]): ConnectionTuple[] {
-  const tuples: ConnectionTuple[] = [];
-  for (const socket of sockets) {
-    try {
-      tuples.push(soccr.connectionTuple(socket));
-    } catch {
-      // closed meanwhile: it will not be handed over either
-    }
-  }
-  return tuples;
-}
-
-/** Gives a held connection back to the application, live again. */
-async function resumeHeld(
-  entries: Held[],
-  lockKind: 'filter' | 'nftables',
-  method: HandoverMethod,
-  netns: string | undefined,
-  onResumed: HandOverOptions['onResumed'],
-): Promise<{ resumed: number; lost: number }> {
-  let resumed = 0;
-  let lost = 0;
-  const back: Array<{ socket: net.Socket; state: Buffer }> = [];
-  const toRestore: Held[] = [];
-  for (const entry of entries) {
-    if (entry.done) continue;
-    entry.done = true;
-    if (method === 'repair' && lockKind === 'nftables' && entry.image) {
-      toRestore.push(entry); // the original is closed
-      continue;
-    }
-    try {
-      if (entry.held?.state === 'held') entry.held.resume(); // repair and filter off
-    } catch {
-      // destroyed by the application while held: it closed silently, and comes back as it is
-    }
-    soccr.restartReading(entry.socket, entry.wasReading ?? false);
-    back.push(entry);
-  }
-  if (toRestore.length > 0) {
-    // The originals are closed: restore the images here (their nftables lock is removed by it).
-    try {
-      const sockets = await restoreConnections(
-        toRestore.map((e) => e.image as ConnectionImage),
-        netns === undefined ? {} : { netns },
-      );
-      sockets.forEach((socket, i) => back.push({ socket, state: toRestore[i].state } as Held));
-    } catch {
-      for (const entry of toRestore) {
-        try {
-          const [socket] = await restoreConnections(
-            [entry.image as ConnectionImage],
-            netns === undefined ? {} : { netns },
-          );
-          back.push({ socket, state: entry.state } as Held);
-        } catch {
-          lost++;
-        }
-      }
-    }
-  }
-  for (const { socket, state } of back) {
-    resumed++;
-    onResumed?.(socket, state);
-  }
-  return { resumed, lost };
-}
-
-/** Closes a confirmed original silently (repair on: no FIN, no RST) or drops our fd copy. */
-function releaseHeld(entry: Held): void {
-  entry.done = true;
-  if (entry.held) {
-    entry.held.release();
-  } else if (!entry.socket.destroyed) {
-    soccr.unreadBytes(entry.socket, { take: true });
-    entry.socket.destroy();
-  }
+function asHandoverError(error: unknown): HandoverError {
+  if (error instanceof HandoverError) return error;
+  return new HandoverError((error as Error).message, (error as { code?: string }).code ?? 'ERR_HANDOVER_FAILED', error);
 }
 
 export async function handOverConnections(
@@ -227,12 +148,13 @@ export async function handOverConnections(
     AbortSignal.timeout(options.timeoutMs ?? 60000),
     ...(options.signal ? [options.signal] : []),
   ]);
-  const progress = (phase: string, detail?: Record<string, unknown>) =>
-    options.onProgress?.({ phase, ...(detail ? { detail } : {}) });
+  const progress = async (phase: string, detail?: Record<string, unknown>): Promise<void> => {
+    await options.onProgress?.({ phase, ...(detail ? { detail } : {}) });
+  };
   const phases: HandoverPhases = { handshake: 0, checkpoint: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
   const started = performance.now();
   let mark = started;
-  const lap = (phase: keyof HandoverPhases) => {
+  const lap = (phase: keyof HandoverPhases): void => {
     const now = performance.now();
     phases[phase] = now - mark;
     mark = now;
@@ -244,35 +166,49 @@ export async function handOverConnections(
     channel.close();
     throw new HandoverError(`method 'fd' needs a SeqpacketTransport channel`, 'ERR_HANDOVER_FDS_UNSUPPORTED');
   }
+  // The source accepts no CONNECTION and replies that name at most the connections it has.
+  channel.limits = { maxConnections: sockets.length, maxImageBytes: 0, maxStateBytes: 0 };
   const held: Held[] = [];
   let lock: NftablesLock | undefined;
   let addressMoved = false;
   let moveFailed = false;
+  let doneSent = false;
   let closed = 0;
+  const send = (type: MessageType, id: number, body?: Uint8Array, fds?: number[]): Promise<void> =>
+    channel.send(type, id, body, { signal, ...(fds ? { fds } : {}) });
   try {
     // With the address moving, the 4-tuples go in HELLO: the target drops them before anything
     // is paused (harmless: no packet of theirs reaches it until the address arrives).
     const tuples = method === 'repair' && options.moveAddress !== undefined ? liveTuples(sockets) : undefined;
-    channel.sendJson(MessageType.HELLO, {
-      method,
-      count: sockets.length,
-      addressMoves: options.moveAddress !== undefined,
-      lock: lockKind,
-      pid: process.pid,
-      ...(tuples ? { tuples } : {}),
-    });
+    await send(
+      MessageType.HELLO,
+      0,
+      encodeHello({
+        method,
+        count: sockets.length,
+        addressMoves: options.moveAddress !== undefined,
+        lock: lockKind,
+        pid: process.pid,
+        ...(tuples ? { tuples } : {}),
+      }),
+    );
     const welcome = await channel.expect([MessageType.WELCOME, MessageType.REFUSE], signal);
     if (welcome.type === MessageType.REFUSE) {
       throw new HandoverError(
-        `target refused the handover: ${jsonOf<{ reason?: string }>(welcome).reason ?? 'no reason'}`,
+        `target refused the handover: ${decodeReason(MessageType.REFUSE, welcome.payload)}`,
         'ERR_HANDOVER_REFUSED',
       );
     }
+    decodeWelcome(welcome.payload);
+    await progress('hello');
     // The nftables table is made before the application lets go of anything (outside the pause).
     if (method === 'repair' && lockKind === 'nftables' && sockets.length > 0)
-      lock = await NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns });
+      lock = await NftablesLock.create({
+        sweepable: true,
+        ...(options.netns === undefined ? {} : { netns: options.netns }),
+      });
     lap('handshake');
-    progress('checkpoint', { connections: sockets.length });
+    await progress('checkpoint', { connections: sockets.length });
 
     for (const [index, socket] of sockets.entries()) {
       const state = options.serializeState ? await options.serializeState(socket) : new Uint8Array(0);
@@ -301,14 +237,7 @@ export async function handOverConnections(
       }
     });
 
-    if (method === 'fd') {
-      for (const entry of live) {
-        const pending = soccr.unreadBytes(entry.socket);
-        channel.send(MessageType.CONNECTION_FD, entry.index, u32Prefixed(pending, entry.state), [
-          soccr.fdOfSocket(entry.socket),
-        ]);
-      }
-    } else if (lockKind === 'filter') {
+    if (method === 'repair' && lockKind === 'filter' && live.length > 0) {
       // One batch from the first pause to the last: nothing else runs on these sockets meanwhile.
       const hold = await holdConnections(
         live.map((entry) => entry.socket),
@@ -318,7 +247,7 @@ export async function handOverConnections(
         live[i].held = connection;
         live[i].image = connection.image;
       });
-    } else if (live.length > 0 && lock) {
+    } else if (method === 'repair' && live.length > 0 && lock) {
       const images = await checkpointConnections(
         live.map((entry) => entry.socket),
         { lock, ...(options.netns === undefined ? {} : { netns: options.netns }) },
@@ -327,20 +256,25 @@ export async function handOverConnections(
     }
     lap('checkpoint');
 
-    if (method === 'repair') {
-      for (const entry of live)
-        channel.send(
-          MessageType.CONNECTION,
-          entry.index,
-          u32Prefixed(encodeConnectionImage(entry.image as ConnectionImage), entry.state),
-        );
+    for (const [n, entry] of live.entries()) {
+      if (method === 'fd') {
+        const body = encodeConnection(soccr.unreadBytes(entry.socket), entry.state);
+        await send(MessageType.CONNECTION_FD, entry.index, body, [soccr.fdOfSocket(entry.socket)]);
+      } else {
+        const image = encodeConnectionImage(entry.image as ConnectionImage);
+        await send(MessageType.CONNECTION, entry.index, encodeConnection(image, entry.state));
+      }
+      if (n === 0) await progress('transfer', { connections: live.length });
     }
-    channel.sendJson(MessageType.STAGE_END, { count: live.length });
-    await channel.expect([MessageType.STAGED], signal);
+    await send(MessageType.STAGE_END, 0, encodeCount(live.length));
+    const staged = await channel.expect([MessageType.STAGED], signal);
+    if (decodeCount(MessageType.STAGED, staged.payload, live.length) !== live.length)
+      throw new HandoverError('the target staged another number of connections', 'ERR_HANDOVER_PROTOCOL');
     lap('transfer');
+    await progress('staged');
 
     if (options.moveAddress) {
-      progress('moveAddress');
+      await progress('moveAddress');
       try {
         await options.moveAddress();
       } catch (error) {
@@ -352,74 +286,82 @@ export async function handOverConnections(
     }
     lap('moveAddress');
 
-    progress('restore');
-    channel.send(MessageType.COMMIT, 0);
-    const result = jsonOf<{ restored: number[]; failed: Array<{ id: number; code: string; message: string }> }>(
-      await channel.expect([MessageType.RESULT], signal),
+    // From COMMIT on, the outcome is awaited (up to the time limit), never guessed.
+    await send(MessageType.COMMIT, 0);
+    await progress('commit');
+    const result = decodeResult(
+      (await channel.expect([MessageType.RESULT], signal)).payload,
+      new Set(live.map((e) => e.index)),
     );
-    const restored = new Set(result.restored);
+    await progress('result', { restored: result.restored.length, failed: result.failed.length });
     const failures = result.failed.map((f) => ({ index: f.id, code: f.code, message: f.message }));
-    let handedOver = 0;
-    for (const entry of held) {
-      if (!restored.has(entry.index)) continue;
-      releaseHeld(entry);
-      handedOver++;
-    }
-    lap('restore');
+    const restored = new Set(result.restored);
     let resumed = 0;
     let lost = 0;
-    const unconfirmed = held.filter((e) => !e.done);
-    if (unconfirmed.length > 0) {
+    // What the target could not restore is ours alone: back to the application (or lost when
+    // the address is already at the target and the original cannot run here).
+    const refusedByTarget = live.filter((e) => !restored.has(e.index));
+    if (refusedByTarget.length > 0) {
       if (addressMoved && method === 'repair' && lockKind === 'filter') {
-        // The address is at the target now: these originals cannot run here any more.
-        unconfirmed.forEach((entry) => releaseHeld(entry));
-        lost = unconfirmed.length;
+        refusedByTarget.forEach(releaseHeld);
+        lost += refusedByTarget.length;
       } else {
-        ({ resumed, lost } = await resumeHeld(unconfirmed, lockKind, method, options.netns, options.onResumed));
+        const back = await resumeHeld(refusedByTarget, lockKind, method, options.netns, options.onResumed);
+        resumed += back.resumed;
+        lost += back.lost;
       }
     }
-    try {
-      channel.send(MessageType.DONE, 0);
-    } catch {
-      // the target may have closed already: it has its connections
+
+    doneSent = true;
+    await send(MessageType.DONE, 0, encodeDone({ commit: result.restored }));
+    await progress('done');
+    const committed = decodeCommitted((await channel.expect([MessageType.COMMITTED], signal)).payload, restored);
+    const byIndex = new Map(live.map((e) => [e.index, e]));
+    for (const id of committed.committed) releaseHeld(byIndex.get(id) as Held);
+    lap('restore');
+    // A commit that failed on the target closed its copy silently: ours is the only one left.
+    const notCommitted = committed.failed.map((f) => byIndex.get(f.id) as Held);
+    failures.push(...committed.failed.map((f) => ({ index: f.id, code: f.code, message: f.message })));
+    if (notCommitted.length > 0) {
+      if (addressMoved && method === 'repair' && lockKind === 'filter') {
+        notCommitted.forEach(releaseHeld);
+        lost += notCommitted.length;
+      } else {
+        const back = await resumeHeld(notCommitted, lockKind, method, options.netns, options.onResumed);
+        resumed += back.resumed;
+        lost += back.lost;
+      }
     }
     phases.total = performance.now() - started;
-    progress('done', { handedOver, resumed, lost });
-    return { method, handedOver, resumed, lost, closed, failures, phases };
+    await progress('committed', { handedOver: committed.committed.length, resumed, lost });
+    return { method, handedOver: committed.committed.length, resumed, lost, closed, failures, phases };
   } catch (error) {
-    const failure =
-      error instanceof HandoverError
-        ? error
-        : new HandoverError(
-            (error as Error).message,
-            (error as { code?: string }).code ?? 'ERR_HANDOVER_FAILED',
-            error,
-          );
-    if (
-      failure.code !== 'ERR_HANDOVER_REFUSED' &&
-      failure.code !== 'ERR_HANDOVER_PEER_ABORTED' &&
-      failure.code !== 'ERR_HANDOVER_CHANNEL_CLOSED'
-    ) {
-      try {
-        channel.sendJson(MessageType.ABORT, { reason: failure.message });
-      } catch {
-        // channel already broken
-      }
+    const failure = asHandoverError(error);
+    failure.closed = closed;
+    const targetGone = failure.code === 'ERR_HANDOVER_CHANNEL_CLOSED' || failure.code === 'ERR_HANDOVER_PEER_ABORTED';
+    if (doneSent && !targetGone) {
+      // DONE went out but COMMITTED did not come: the target may have committed. Resuming could
+      // make two live owners; releasing loses at most what the target did not take.
+      const uncertain = held.filter((e) => !e.done);
+      uncertain.forEach(releaseHeld);
+      failure.uncertain = uncertain.length;
+      throw failure;
     }
+    if (!targetGone && failure.code !== 'ERR_HANDOVER_REFUSED') await channel.abort(failure.message);
+    // Before DONE (or the target died after it, taking its uncommitted copies along): ours again.
     if ((addressMoved || moveFailed) && options.moveAddressBack) {
       await options.moveAddressBack().catch(() => undefined);
       addressMoved = false;
     }
     if (addressMoved && method === 'repair' && lockKind === 'filter') {
       const stranded = held.filter((e) => !e.done);
-      stranded.forEach((entry) => releaseHeld(entry));
+      stranded.forEach(releaseHeld);
       failure.lost = stranded.length;
     } else {
       const { resumed, lost } = await resumeHeld(held, lockKind, method, options.netns, options.onResumed);
       failure.resumed = resumed;
       failure.lost = lost;
     }
-    failure.closed = closed;
     throw failure;
   } finally {
     channel.close();

@@ -1,39 +1,50 @@
 /**
- * acceptHandover: the target side of handOverConnections (see handover-source.ts for the protocol).
- * It stages every connection, locks its own gap when the service address is about to arrive (an
- * nftables table in `netns` dropping the staged 4-tuples, so packets that reach this host before
- * their socket exists are not answered with RST), restores or adopts them on COMMIT, confirms
- * with RESULT, and only then hands each to onConnection with the application's state.
+ * acceptHandover: the target side of handOverConnections (protocol in handover-source.ts). This
+ * file checks the options and finds the source (listening, or over a channel given); the handover
+ * itself is serveHandover (handover-session.ts), which takes any authenticated channel, so the
+ * migration agent can relay a handover it accepted to a local application.
  */
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import * as path from 'node:path';
 
 import { InvalidArgumentError } from '../errors';
-import { NftablesLock, decodeConnectionImage, stageRestoreConnections } from '../soccr';
-import type { ConnectionImage, ConnectionTuple, StagedRestore } from '../soccr';
-import { acceptChannel, jsonOf, MessageType, openChannel } from './handover-channel';
-import type { HandoverChannel, HandoverChannelSpec, HandoverMessage } from './handover-channel';
-import { closeFdQuietly, HandoverError } from './handover-errors';
-import { warmUpImageCodec } from './handover-source';
-import type { HandoverMethod } from './handover-source';
+import type { TlsCredentials } from '../transport/tls';
+import { checkChannelSpec, openChannel } from './handover-connect';
+import type { HandoverChannelSpec } from './handover-connect';
+import type { HandoverChannel } from './handover-channel';
+import { HandoverError } from './handover-errors';
+import { checkListenSpec, listenForSource } from './handover-listen';
+import type { ListenSpec } from './handover-listen';
+import { DEFAULT_LIMITS } from './handover-messages';
+import type { HandoverMethod, HelloBody } from './handover-messages';
+import { allowChecker, readHello, serveHandover } from './handover-session';
+import type { AllowList, TargetLimits } from './handover-session';
 
-export interface HandoverHello {
-  method: HandoverMethod;
-  count: number;
-  addressMoves: boolean;
-  lock: 'filter' | 'nftables';
-  pid: number;
-  /** With addressMoves: the connections' 4-tuples, for the target's gap lock. */
-  tuples?: ConnectionTuple[];
-}
-
-const tupleKey = (t: ConnectionTuple) => `${t.local.address} ${t.local.port} ${t.remote.address} ${t.remote.port}`;
+export type HandoverHello = HelloBody;
 
 export interface AcceptHandoverOptions {
-  /** The channel from the source: a SeqpacketTransport or net.Socket, or where to listen for it. */
-  from: HandoverChannelSpec | { listen: { host?: string; port: number } | { path: string } };
-  /** Called once per connection taken over, after the source was told: the application owns it now. */
+  /**
+   * Where the source is: `{ listen: { host?, port }, tls }` (mutual TLS 1.3; without tls:
+   * ERR_HANDOVER_TLS_REQUIRED), `{ listen: { path } }` (unix stream, peers of root or our uid), or
+   * an open channel (SeqpacketTransport, unix net.Socket, authorized tls.TLSSocket, FramedConnection,
+   * or { path } / { host, port, tls } to connect to).
+   */
+  from: HandoverChannelSpec | { listen: ListenSpec; tls?: TlsCredentials };
+  /** Called once per connection taken over, after it was committed: the application owns it now. */
   onConnection: (socket: net.Socket, state: Buffer) => void | Promise<void>;
+  /**
+   * The local addresses (IP or CIDR) and ports a restored connection may have. Required when the
+   * channel crosses hosts (TLS); on a unix channel the default is anything. Omitting `ports` or
+   * `addresses` allows any of that kind.
+   */
+  allow?: AllowList;
+  /** At most this many connections per handover (default 16384). */
+  maxConnections?: number;
+  /** Largest connection image (default 64 MiB) and application state (default 16 MiB) per connection. */
+  maxImageBytes?: number;
+  maxStateBytes?: number;
+  /** All connections' images and states together (default 1 GiB). */
+  maxTotalBytes?: number;
   /** Restore the connections into this network namespace (path; default: ours). 'repair' only. */
   netns?: string;
   /** Drop the staged connections' packets here until each is restored, when the source says the address moves (default 'nftables'). */
@@ -42,8 +53,12 @@ export interface AcceptHandoverOptions {
   accept?: (hello: HandoverHello) => boolean | string;
   /** Called with the listening address when `from.listen` is used. */
   onListening?: (address: net.AddressInfo | string) => void;
+  /** A peer dropped while listening (TLS refused, wrong uid, no valid HELLO): for logs. */
+  onRejectedPeer?: (error: Error) => void;
+  /** Called at each step (hello, connection, staged, commit, result, done, committed); a promise is awaited. */
+  onProgress?: (event: { phase: string }) => void | Promise<void>;
   signal?: AbortSignal;
-  /** Whole-handover time limit (default 60000 ms). */
+  /** Whole-handover time limit, listening included (default 60000 ms). */
   timeoutMs?: number;
 }
 
@@ -54,73 +69,32 @@ export interface AcceptHandoverResult {
   phases: { stage: number; restore: number; total: number };
 }
 
-interface Staged {
-  id: number;
-  state: Buffer;
-  image?: ConnectionImage;
-  fd?: number;
-  pendingRead?: Buffer;
+function positiveInteger(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || (value as number) <= 0)
+    throw new InvalidArgumentError(`${name} must be a positive integer`, 'ERR_OUT_OF_RANGE');
+  return value as number;
 }
 
-function splitPrefixed(payload: Buffer): [Buffer, Buffer] {
-  if (payload.length < 4) throw new HandoverError('short connection message', 'ERR_HANDOVER_PROTOCOL');
-  const length = payload.readUInt32BE(0);
-  if (payload.length < 4 + length) throw new HandoverError('truncated connection message', 'ERR_HANDOVER_PROTOCOL');
-  return [payload.subarray(4, 4 + length), payload.subarray(4 + length)];
-}
-
-function validEndpoint(e: unknown): boolean {
-  if (typeof e !== 'object' || e === null) return false;
-  const { family, address, port } = e as { family?: unknown; address?: unknown; port?: unknown };
-  return (
-    (family === 4 || family === 6) &&
-    typeof address === 'string' &&
-    net.isIP(address) !== 0 &&
-    Number.isInteger(port) &&
-    (port as number) > 0 &&
-    (port as number) < 65536
-  );
-}
-
-function validateHello(hello: HandoverHello): void {
-  if ((hello.method !== 'repair' && hello.method !== 'fd') || !Number.isInteger(hello.count) || hello.count < 0) {
-    throw new HandoverError('malformed HELLO', 'ERR_HANDOVER_PROTOCOL');
-  }
-  // The tuples end up in an nft batch: only well-formed addresses and ports get that far.
+function checkAllow(allow: unknown): AllowList | undefined {
+  if (allow === undefined) return undefined;
+  if (typeof allow !== 'object' || allow === null)
+    throw new InvalidArgumentError('allow must be { ports?, addresses? }', 'ERR_INVALID_ARG_TYPE');
+  const { ports, addresses, ...rest } = allow as Record<string, unknown>;
+  if (Object.keys(rest).length > 0) throw new InvalidArgumentError(`allow: unknown option '${Object.keys(rest)[0]}'`);
   if (
-    hello.tuples !== undefined &&
-    (!Array.isArray(hello.tuples) || !hello.tuples.every((t) => validEndpoint(t?.local) && validEndpoint(t?.remote)))
-  ) {
-    throw new HandoverError('malformed HELLO tuples', 'ERR_HANDOVER_PROTOCOL');
-  }
-}
-
-/** Staged restores (not live yet, see stageRestoreConnections) and, per image, where it is or why it failed. */
-interface StagedImages {
-  groups: StagedRestore[];
-  outcomes: Array<{ group: number; position: number } | Error>;
-}
-
-async function stageEach(images: ConnectionImage[], netns: string | undefined): Promise<StagedImages> {
-  const options = netns === undefined ? {} : { netns };
-  try {
-    return {
-      groups: [await stageRestoreConnections(images, options)],
-      outcomes: images.map((_, position) => ({ group: 0, position })),
-    };
-  } catch {
-    // One bad image fails the batch (it is rolled back): find which, stage the rest one by one.
-    const result: StagedImages = { groups: [], outcomes: [] };
-    for (const image of images) {
-      try {
-        result.groups.push(await stageRestoreConnections([image], options));
-        result.outcomes.push({ group: result.groups.length - 1, position: 0 });
-      } catch (error) {
-        result.outcomes.push(error as Error);
-      }
-    }
-    return result;
-  }
+    ports !== undefined &&
+    (!Array.isArray(ports) || !ports.every((p) => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536))
+  )
+    throw new InvalidArgumentError('allow.ports must be ports (1..65535)', 'ERR_INVALID_ARG_VALUE');
+  if (addresses !== undefined && (!Array.isArray(addresses) || !addresses.every((a) => typeof a === 'string')))
+    throw new InvalidArgumentError('allow.addresses must be IP addresses or CIDRs', 'ERR_INVALID_ARG_TYPE');
+  const list = {
+    ...(ports ? { ports: ports as number[] } : {}),
+    ...(addresses ? { addresses: addresses as string[] } : {}),
+  };
+  allowChecker(list); // throws for an entry that is no IP or CIDR
+  return list;
 }
 
 export async function acceptHandover(options: AcceptHandoverOptions): Promise<AcceptHandoverResult> {
@@ -132,163 +106,59 @@ export async function acceptHandover(options: AcceptHandoverOptions): Promise<Ac
     throw new InvalidArgumentError('netns must be an absolute path');
   if (options.lock !== undefined && options.lock !== 'nftables' && options.lock !== 'none')
     throw new InvalidArgumentError(`lock must be 'nftables' or 'none'`);
+  if (options.timeoutMs !== undefined && (!Number.isFinite(options.timeoutMs) || options.timeoutMs <= 0))
+    throw new InvalidArgumentError('timeoutMs must be > 0', 'ERR_OUT_OF_RANGE');
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal))
+    throw new InvalidArgumentError('signal must be an AbortSignal', 'ERR_INVALID_ARG_TYPE');
+  for (const name of ['accept', 'onListening', 'onRejectedPeer', 'onProgress'] as const)
+    if (options[name] !== undefined && typeof options[name] !== 'function')
+      throw new InvalidArgumentError(`${name} must be a function`, 'ERR_INVALID_ARG_TYPE');
+  const limits: TargetLimits = {
+    maxConnections: positiveInteger(options.maxConnections, 'maxConnections', DEFAULT_LIMITS.maxConnections),
+    maxImageBytes: positiveInteger(options.maxImageBytes, 'maxImageBytes', DEFAULT_LIMITS.maxImageBytes),
+    maxStateBytes: positiveInteger(options.maxStateBytes, 'maxStateBytes', DEFAULT_LIMITS.maxStateBytes),
+    maxTotalBytes: positiveInteger(options.maxTotalBytes, 'maxTotalBytes', 1024 * 1024 * 1024),
+  };
+  const from = options.from as Record<string, unknown>;
+  const listening = typeof from === 'object' && from !== null && 'listen' in from;
+  let network: boolean;
+  if (listening) {
+    checkListenSpec(from.listen, from.tls);
+    network = !('path' in (from.listen as object));
+    if (network) checkChannelSpec({ host: '', port: 0, tls: from.tls }, 'from');
+  } else {
+    network = checkChannelSpec(options.from, 'options.from').network;
+  }
+  const allow = checkAllow(options.allow);
+  // Between hosts the target decides what it restores: without a list, nothing is assumed.
+  if (network && allow === undefined)
+    throw new InvalidArgumentError(
+      'allow ({ ports?, addresses? }) is required when the channel crosses hosts',
+      'ERR_INVALID_ARG_TYPE',
+    );
+  const session = { ...options, limits, allow: allow ?? {} };
   const signal = AbortSignal.any([
     AbortSignal.timeout(options.timeoutMs ?? 60000),
     ...(options.signal ? [options.signal] : []),
   ]);
-  const from = options.from;
-  const channel: HandoverChannel =
-    typeof from === 'object' && from !== null && 'listen' in from
-      ? await acceptChannel(from.listen, signal, options.onListening)
-      : await openChannel(from as HandoverChannelSpec, signal);
-
-  warmUpImageCodec();
   const started = performance.now();
-  const staged: Staged[] = [];
-  let lock: NftablesLock | undefined;
-  let committed = false;
-  let restores: StagedRestore[] = [];
-  try {
-    const hello = jsonOf<HandoverHello>(await channel.expect([MessageType.HELLO], signal));
-    validateHello(hello);
-    let refusal: string | undefined;
-    if (hello.method === 'fd' && !channel.canPassFds) refusal = `method 'fd' needs a SEQPACKET channel`;
-    else if (options.accept) {
-      const verdict = options.accept(hello);
-      if (verdict !== true) refusal = typeof verdict === 'string' ? verdict : 'refused by the application';
+  let channel: HandoverChannel;
+  let hello: HelloBody;
+  if (listening) {
+    ({ channel, hello } = await listenForSource(from.listen as ListenSpec, from.tls as TlsCredentials | undefined, {
+      signal,
+      ...(options.onListening ? { onListening: options.onListening } : {}),
+      ...(options.onRejectedPeer ? { onRejectedPeer: options.onRejectedPeer } : {}),
+      readHello: (c, s) => readHello(c, session, s),
+    }));
+  } else {
+    channel = await openChannel(options.from as HandoverChannelSpec, signal);
+    try {
+      hello = await readHello(channel, session, signal);
+    } catch (error) {
+      channel.close();
+      throw error instanceof HandoverError ? error : new HandoverError(String(error), 'ERR_HANDOVER_FAILED', error);
     }
-    if (refusal !== undefined) {
-      channel.sendJson(MessageType.REFUSE, { reason: refusal });
-      throw new HandoverError(`handover refused: ${refusal}`, 'ERR_HANDOVER_REFUSED');
-    }
-    // The gap lock (when the address moves here) is made before WELCOME, with the tuples HELLO
-    // announced: nothing is paused yet, so none of this lengthens the connections' pause.
-    const wantLock =
-      hello.method === 'repair' && hello.addressMoves && (options.lock ?? 'nftables') === 'nftables' && hello.count > 0;
-    const announced = new Set<string>();
-    if (wantLock) {
-      lock = await NftablesLock.create(options.netns === undefined ? {} : { netns: options.netns });
-      const tuples = Array.isArray(hello.tuples) ? hello.tuples : [];
-      await lock.add(tuples);
-      tuples.forEach((t) => announced.add(tupleKey(t)));
-    }
-    channel.sendJson(MessageType.WELCOME, { pid: process.pid });
-
-    for (;;) {
-      const message: HandoverMessage = await channel.expect(
-        [MessageType.CONNECTION, MessageType.CONNECTION_FD, MessageType.STAGE_END],
-        signal,
-      );
-      if (message.type === MessageType.STAGE_END) break;
-      if (message.type === MessageType.CONNECTION_FD) {
-        if (hello.method !== 'fd' || message.fds.length !== 1) {
-          message.fds.forEach(closeFdQuietly);
-          throw new HandoverError('CONNECTION_FD without exactly one fd', 'ERR_HANDOVER_PROTOCOL');
-        }
-        const [pendingRead, state] = splitPrefixed(message.payload);
-        staged.push({
-          id: message.id,
-          state: Buffer.from(state),
-          fd: message.fds[0],
-          pendingRead: Buffer.from(pendingRead),
-        });
-      } else {
-        if (hello.method !== 'repair') throw new HandoverError('CONNECTION in an fd handover', 'ERR_HANDOVER_PROTOCOL');
-        const [image, state] = splitPrefixed(message.payload);
-        staged.push({ id: message.id, state: Buffer.from(state), image: decodeConnectionImage(image) });
-      }
-    }
-
-    if (lock && staged.length > 0) {
-      const late = staged
-        .map((s) => ({ local: (s.image as ConnectionImage).local, remote: (s.image as ConnectionImage).remote }))
-        .filter((t) => !announced.has(tupleKey(t)));
-      await lock.add(late);
-      // restoreConnections removes each tuple from this table right before it resumes the socket.
-      for (const s of staged) (s.image as ConnectionImage).lock = lock.ref;
-    }
-    channel.send(MessageType.STAGED, 0);
-    const stagedAt = performance.now();
-
-    await channel.expect([MessageType.COMMIT], signal);
-    committed = true;
-    const sockets: Array<{ id: number; socket: net.Socket; state: Buffer }> = [];
-    const failed: Array<{ id: number; code: string; message: string }> = [];
-    if (hello.method === 'fd') {
-      for (const s of staged) {
-        const socket = new net.Socket({ fd: s.fd as number, readable: true, writable: true });
-        s.fd = undefined;
-        if (s.pendingRead && s.pendingRead.length > 0) socket.unshift(s.pendingRead);
-        sockets.push({ id: s.id, socket, state: s.state });
-      }
-      // Confirm before the application touches anything: from here the source lets go.
-      channel.sendJson(MessageType.RESULT, { restored: sockets.map((s) => s.id), failed });
-    } else {
-      const { groups, outcomes } = await stageEach(
-        staged.map((s) => s.image as ConnectionImage),
-        options.netns,
-      );
-      restores = groups;
-      const restoredIds: number[] = [];
-      outcomes.forEach((outcome, i) => {
-        if (outcome instanceof Error)
-          failed.push({
-            id: staged[i].id,
-            code: (outcome as { code?: string }).code ?? 'ERR_RESTORE',
-            message: outcome.message,
-          });
-        else restoredIds.push(staged[i].id);
-      });
-      channel.sendJson(MessageType.RESULT, { restored: restoredIds, failed });
-      // The restored copies stay in repair mode and locked until the source has let go of its own
-      // (DONE), or is gone: should this process die before that, they vanish without a FIN or RST
-      // and the source, which never got RESULT, resumes its originals; nothing is lost.
-      await channel.expect([MessageType.DONE], signal).catch(() => undefined);
-      const live = await Promise.all(groups.map((group) => group.commit().catch((error: Error) => error)));
-      outcomes.forEach((outcome, i) => {
-        if (outcome instanceof Error) return;
-        const group = live[outcome.group];
-        if (group instanceof Error)
-          failed.push({
-            id: staged[i].id,
-            code: (group as { code?: string }).code ?? 'ERR_RESTORE',
-            message: group.message,
-          });
-        else sockets.push({ id: staged[i].id, socket: group[outcome.position], state: staged[i].state });
-      });
-    }
-    const restoredAt = performance.now();
-    await Promise.all(sockets.map((s) => options.onConnection(s.socket, s.state)));
-    // DONE (or the source closing) ends the handover; the connections are ours either way.
-    if (hello.method === 'fd') await channel.expect([MessageType.DONE], signal).catch(() => undefined);
-    return {
-      method: hello.method,
-      accepted: sockets.length,
-      failed: failed.length,
-      phases: { stage: stagedAt - started, restore: restoredAt - stagedAt, total: performance.now() - started },
-    };
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    // Tell the source, unless it already knows (it was refused, it aborted, or it is gone).
-    if (
-      !committed &&
-      code !== 'ERR_HANDOVER_REFUSED' &&
-      code !== 'ERR_HANDOVER_PEER_ABORTED' &&
-      code !== 'ERR_HANDOVER_CHANNEL_CLOSED'
-    ) {
-      try {
-        channel.sendJson(MessageType.ABORT, { reason: (error as Error).message });
-      } catch {
-        // channel already broken
-      }
-    }
-    throw error instanceof HandoverError
-      ? error
-      : new HandoverError((error as Error).message, (error as { code?: string }).code ?? 'ERR_HANDOVER_FAILED', error);
-  } finally {
-    restores.forEach((restore) => restore.abort()); // those not committed: closed silently
-    for (const s of staged) if (s.fd !== undefined) closeFdQuietly(s.fd);
-    channel.close();
-    if (lock) await lock.destroy().catch(() => undefined);
   }
+  return serveHandover(channel, hello, session, signal, started);
 }

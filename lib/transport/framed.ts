@@ -215,9 +215,15 @@ export class FramedConnection {
   }
 
   /** Sends one frame (payload ≤ format.maxPayload); resolves when the stream can take more. */
-  async send(type: number, id: number, payload: Uint8Array = Buffer.alloc(0), signal?: AbortSignal): Promise<void> {
+  async send(
+    type: number,
+    id: number,
+    payload: Uint8Array = Buffer.alloc(0),
+    signal?: AbortSignal,
+    flags = 0,
+  ): Promise<void> {
     if (this.failure) throw this.failure;
-    const header = encodeFrameHeader(this.format, type, id, payload.byteLength);
+    const header = encodeFrameHeader(this.format, type, id, payload.byteLength, flags);
     const more = this.stream.write(payload.byteLength === 0 ? header : Buffer.concat([header, payload]));
     if (!more) await this.drained(signal);
   }
@@ -287,7 +293,9 @@ export class FramedConnection {
   private fail(error: TransportError): void {
     if (this.failure) return;
     this.failure = error;
-    this.inbox.splice(0);
+    // Frames that arrived before the peer's end (or a later bad frame) are still received, in
+    // order, before the error: a last message followed by EOF is the normal end of a protocol.
+    if (error.code === 'ERR_TRANSPORT_CLOSED') this.inbox.splice(0);
     for (const waiter of this.waiters.splice(0)) waiter.reject(error);
     // What was written before a close() still goes out: end() flushes, destroy() follows it.
     if (error.code === 'ERR_TRANSPORT_CLOSED') {

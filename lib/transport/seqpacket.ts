@@ -126,6 +126,13 @@ export class SeqpacketTransport implements MessageTransport {
     }
   }
 
+  /** SO_PEERCRED of the other end (for a socketpair: whoever made the pair). */
+  peerCredentials(): { pid: number; uid: number; gid: number } {
+    if (this.socket.closed) throw this.closedError();
+    const fd = this.socket.fd;
+    return callNative(TransportError, `${this.description}: SO_PEERCRED`, () => binding().peerCredentials(fd));
+  }
+
   get isClosed(): boolean {
     return this.socket.closed;
   }

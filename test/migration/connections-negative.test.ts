@@ -1,20 +1,39 @@
 /**
- * The handover's failure edges, in one process on loopback: bad arguments, a channel that cannot
- * pass fds, a target that is not there, speaks garbage or another protocol version, or never
- * answers. Each fails with a typed code, leaves the connections untouched and working, and leaks
- * no fd. Also the SEQPACKET channel's fragmentation (a message far above the socket buffer, with
- * an fd).
+ * The handover's failure edges on the source side, in one process: bad arguments, a TCP channel
+ * without TLS, a channel that cannot pass fds, a target that is not there, speaks garbage or
+ * another protocol version, presents a certificate of another CA, or never answers. Each fails
+ * with a typed code, leaves the connection untouched and working, and leaks no fd. Also the
+ * SEQPACKET channel's fragmentation (a message far above the socket buffer, with an fd).
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 import { SeqpacketTransport } from '../../lib/transport/seqpacket';
+import { createTlsServer } from '../../lib/transport/tls';
 import { acceptHandover, handOverConnections } from '../../lib/migration/connections';
-import { encodeHeader, MessageType, SeqpacketHandoverChannel } from '../../lib/migration/handover-channel';
+import { SeqpacketHandoverChannel } from '../../lib/migration/handover-channel';
+import { MessageType, encodeConnection, encodeHeader } from '../../lib/migration/handover-messages';
+import { makeTestPki } from '../helpers/pki';
+import type { TestPki } from '../helpers/pki';
 import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
 import type { TcpPair } from '../helpers/soccr';
 import { waitUntil } from '../helpers/wait';
 
 let pair: TcpPair;
+let pki: TestPki;
+let dir: string;
+
+beforeAll(() => {
+  pki = makeTestPki();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-neg-'));
+});
+
+afterAll(() => {
+  pki.remove();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
 
 beforeEach(async () => {
   pair = await tcpPair(4);
@@ -34,19 +53,28 @@ async function expectStillWorking(p: TcpPair): Promise<void> {
   expect((await back).toString()).toBe('pong');
 }
 
-/** A TCP server that runs `onSocket` for its one connection. */
+async function expectFdsBack(fds: number): Promise<void> {
+  await waitUntil(() => fdCount() === fds, {
+    what: 'the fds to be closed',
+    detail: () => `${fdCount()} open, ${fds} before`,
+  });
+}
+
+let serial = 0;
+/** A unix stream server at a fresh path that runs `onSocket` for each connection. */
 async function rawServer(
   onSocket: (socket: net.Socket) => void,
-): Promise<{ port: number; close: () => Promise<void> }> {
+): Promise<{ path: string; close: () => Promise<void> }> {
   const sockets: net.Socket[] = [];
   const server = net.createServer((socket) => {
     sockets.push(socket);
     socket.on('error', () => undefined);
     onSocket(socket);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const at = path.join(dir, `raw-${serial++}.sock`);
+  await new Promise<void>((resolve) => server.listen(at, resolve));
   return {
-    port: (server.address() as net.AddressInfo).port,
+    path: at,
     close: async () => {
       sockets.forEach((s) => s.destroy());
       await new Promise((resolve) => server.close(resolve));
@@ -57,7 +85,7 @@ async function rawServer(
 it('rejects bad arguments with typed errors before touching anything', async () => {
   const fds = fdCount();
   const s = pair.accepted;
-  const to = { host: '127.0.0.1', port: 1 };
+  const to = { path: path.join(dir, 'nothing.sock') };
   await expect(handOverConnections('x' as never, { to })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
   await expect(handOverConnections([s, s], { to })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
   await expect(handOverConnections([s], {} as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
@@ -74,13 +102,83 @@ it('rejects bad arguments with typed errors before touching anything', async () 
   await expect(handOverConnections([s], { to, serializeState: 'no' as never })).rejects.toMatchObject({
     code: 'ERR_INVALID_ARG_TYPE',
   });
+  await expect(
+    handOverConnections([s], { to: { host: '127.0.0.1', port: 1, tls: { cert: 'x', key: 'y', ca: 'z' } } }),
+  ).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
   await expect(acceptHandover({ from: { listen: { port: 0 } } } as never)).rejects.toMatchObject({
     code: 'ERR_INVALID_ARG_TYPE',
   });
+  const onConnection = (): void => undefined;
   await expect(
-    acceptHandover({ from: { listen: { port: 0 } }, onConnection: () => undefined, lock: 'x' as never }),
+    acceptHandover({ from: { listen: { path: to.path } }, onConnection, lock: 'x' as never }),
   ).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+  // Between hosts the target must say what it restores.
+  await expect(acceptHandover({ from: { listen: { port: 0 }, tls: pki.server }, onConnection })).rejects.toMatchObject({
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: expect.stringMatching(/allow/),
+  });
+  await expect(
+    acceptHandover({ from: { listen: { port: 0 }, tls: pki.server }, onConnection, allow: { addresses: ['x'] } }),
+  ).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+  await expect(
+    acceptHandover({ from: { listen: { path: to.path } }, onConnection, maxConnections: -1 }),
+  ).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
   expect(fdCount()).toBe(fds);
+  await expectStillWorking(pair);
+});
+
+it('refuses a TCP channel without TLS on both sides (ERR_HANDOVER_TLS_REQUIRED) before connecting or listening', async () => {
+  const fds = fdCount();
+  let connected = false;
+  const server = net.createServer(() => (connected = true));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  try {
+    await expect(
+      handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port } as never }),
+    ).rejects.toMatchObject({ code: 'ERR_HANDOVER_TLS_REQUIRED' });
+    // A connected plain TCP socket given as the channel is refused too.
+    const plain = net.connect(port, '127.0.0.1');
+    await new Promise((resolve) => plain.once('connect', resolve));
+    await expect(handOverConnections([pair.accepted], { to: plain })).rejects.toMatchObject({
+      code: 'ERR_HANDOVER_TLS_REQUIRED',
+    });
+    plain.destroy();
+    let listened = false;
+    await expect(
+      acceptHandover({
+        from: { listen: { host: '127.0.0.1', port: 0 } },
+        onConnection: () => undefined,
+        onListening: () => (listened = true),
+      }),
+    ).rejects.toMatchObject({ code: 'ERR_HANDOVER_TLS_REQUIRED' });
+    expect(listened).toBe(false);
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+  expect(connected).toBe(true); // only the socket we connected ourselves
+  await expectFdsBack(fds);
+  await expectStillWorking(pair);
+});
+
+it('refuses a target whose certificate chains to another CA (ERR_HANDOVER_TLS), connection untouched', async () => {
+  const fds = fdCount();
+  const server = createTlsServer({ tls: pki.strangerServer, onSecureConnection: (s) => s.destroy() });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const serialized: net.Socket[] = [];
+  try {
+    await expect(
+      handOverConnections([pair.accepted], {
+        to: { host: '127.0.0.1', port, tls: pki.client },
+        serializeState: (s) => (serialized.push(s), Buffer.alloc(0)),
+      }),
+    ).rejects.toMatchObject({ code: 'ERR_HANDOVER_TLS' });
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+  expect(serialized).toEqual([]);
+  await expectFdsBack(fds);
   await expectStillWorking(pair);
 });
 
@@ -89,43 +187,46 @@ it('refuses fd passing over a stream channel (ERR_HANDOVER_FDS_UNSUPPORTED), con
   const target = await rawServer(() => undefined);
   try {
     await expect(
-      handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port: target.port }, method: 'fd' }),
-    ).rejects.toMatchObject({
-      code: 'ERR_HANDOVER_FDS_UNSUPPORTED',
-    });
+      handOverConnections([pair.accepted], { to: { path: target.path }, method: 'fd' }),
+    ).rejects.toMatchObject({ code: 'ERR_HANDOVER_FDS_UNSUPPORTED' });
   } finally {
     await target.close();
   }
-  await waitUntil(() => fdCount() === fds, {
-    what: 'the fds to be closed',
-    detail: () => `${fdCount()} open, ${fds} before`,
-  });
-  expect(fdCount()).toBe(fds);
+  await expectFdsBack(fds);
   await expectStillWorking(pair);
 });
 
-it('fails with ERR_HANDOVER_CONNECT when no target listens', async () => {
-  const closed = await rawServer(() => undefined);
-  const port = closed.port;
-  await closed.close();
+it('fails with ERR_HANDOVER_CONNECT when no target listens (unix path, TLS port)', async () => {
+  const closed = net.createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const port = (closed.address() as net.AddressInfo).port;
+  await new Promise((resolve) => closed.close(resolve));
   const fds = fdCount();
-  await expect(handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port } })).rejects.toMatchObject({
-    code: 'ERR_HANDOVER_CONNECT',
-  });
-  expect(fdCount()).toBe(fds);
+  await expect(
+    handOverConnections([pair.accepted], { to: { path: path.join(dir, 'absent.sock') } }),
+  ).rejects.toMatchObject({ code: 'ERR_HANDOVER_CONNECT' });
+  await expect(
+    handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port, tls: pki.client } }),
+  ).rejects.toMatchObject({ code: 'ERR_HANDOVER_CONNECT' });
+  await expectFdsBack(fds);
   await expectStillWorking(pair);
 });
 
 it.each([
   ['garbage bytes', () => Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'), 'ERR_HANDOVER_PROTOCOL'],
   [
-    'another protocol version',
+    'protocol version 1',
     () => {
       const frame = Buffer.concat([encodeHeader(MessageType.WELCOME, 0, 2), Buffer.from('{}')]);
-      frame.writeUInt8(2, 4);
+      frame.writeUInt8(1, 4);
       return frame;
     },
     'ERR_HANDOVER_VERSION',
+  ],
+  [
+    'a WELCOME whose body is not the schema',
+    () => Buffer.concat([encodeHeader(MessageType.WELCOME, 0, 13), Buffer.from('{"pid":"one"}')]),
+    'ERR_HANDOVER_PROTOCOL',
   ],
 ])('fails on %s from the target, connection untouched', async (_name, reply, code) => {
   const fds = fdCount();
@@ -134,7 +235,7 @@ it.each([
   try {
     await expect(
       handOverConnections([pair.accepted], {
-        to: { host: '127.0.0.1', port: target.port },
+        to: { path: target.path },
         serializeState: (s) => (serialized.push(s), Buffer.alloc(0)),
       }),
     ).rejects.toMatchObject({ code, resumed: 0 });
@@ -142,11 +243,7 @@ it.each([
     await target.close();
   }
   expect(serialized).toEqual([]);
-  await waitUntil(() => fdCount() === fds, {
-    what: 'the fds to be closed',
-    detail: () => `${fdCount()} open, ${fds} before`,
-  });
-  expect(fdCount()).toBe(fds);
+  await expectFdsBack(fds);
   await expectStillWorking(pair);
 });
 
@@ -155,41 +252,14 @@ it('times out (ERR_HANDOVER_TIMEOUT) on a target that never answers, connection 
   const target = await rawServer(() => undefined);
   try {
     await expect(
-      handOverConnections([pair.accepted], { to: { host: '127.0.0.1', port: target.port }, timeoutMs: 300 }),
+      handOverConnections([pair.accepted], { to: { path: target.path }, timeoutMs: 300 }),
     ).rejects.toMatchObject({ code: 'ERR_HANDOVER_TIMEOUT' });
   } finally {
     await target.close();
   }
-  await waitUntil(() => fdCount() === fds, {
-    what: 'the fds to be closed',
-    detail: () => `${fdCount()} open, ${fds} before`,
-  });
-  expect(fdCount()).toBe(fds);
+  await expectFdsBack(fds);
   expect(fdsInRepairMode()).toEqual([]);
   await expectStillWorking(pair);
-});
-
-it('the target rejects a source that sends garbage (ERR_HANDOVER_PROTOCOL) and leaks nothing', async () => {
-  const fds = fdCount();
-  let listening!: (port: number) => void;
-  const listeningPort = new Promise<number>((resolve) => (listening = resolve));
-  const accepting = acceptHandover({
-    from: { listen: { host: '127.0.0.1', port: 0 } },
-    onConnection: () => undefined,
-    onListening: (address) => listening((address as net.AddressInfo).port),
-    timeoutMs: 5000,
-  });
-  const port = await listeningPort;
-  const source = net.connect(port, '127.0.0.1');
-  source.on('error', () => undefined);
-  source.write(Buffer.alloc(64, 0x41));
-  await expect(accepting).rejects.toMatchObject({ code: 'ERR_HANDOVER_PROTOCOL' });
-  source.destroy();
-  await waitUntil(() => fdCount() === fds, {
-    what: 'the fds to be closed',
-    detail: () => `${fdCount()} open, ${fds} before`,
-  });
-  expect(fdCount()).toBe(fds);
 });
 
 it('SEQPACKET channel: a 1 MiB message with an fd arrives whole (fragments), fd included', async () => {
@@ -198,14 +268,14 @@ it('SEQPACKET channel: a 1 MiB message with an fd arrives whole (fragments), fd 
   const a = new SeqpacketHandoverChannel(transport);
   const b = new SeqpacketHandoverChannel(new SeqpacketTransport(peerFd, 'test peer'));
   try {
-    const payload = Buffer.alloc(1 << 20);
-    for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 0xff;
+    const pending = Buffer.alloc(1 << 20);
+    for (let i = 0; i < pending.length; i++) pending[i] = (i * 7) & 0xff;
+    const body = encodeConnection(pending, Buffer.from('state'));
     const fd = (pair.client as unknown as { _handle: { fd: number } })._handle.fd;
-    a.send(MessageType.CONNECTION_FD, 42, payload, [fd]);
-    const message = await b.receive();
-    expect(message.type).toBe(MessageType.CONNECTION_FD);
+    await a.send(MessageType.CONNECTION_FD, 42, body, { fds: [fd] });
+    const message = await b.expect([MessageType.CONNECTION_FD]);
     expect(message.id).toBe(42);
-    expect(message.payload.equals(payload)).toBe(true);
+    expect(message.payload.equals(body)).toBe(true);
     expect(message.fds).toHaveLength(1);
     // The received fd is the same connection: bytes written through it reach the other end.
     const copy = new net.Socket({ fd: message.fds[0], readable: false, writable: true });
@@ -217,48 +287,6 @@ it('SEQPACKET channel: a 1 MiB message with an fd arrives whole (fragments), fd 
     a.close();
     b.close();
   }
-  await waitUntil(() => fdCount() === fds, {
-    what: 'the fds to be closed',
-    detail: () => `${fdCount()} open, ${fds} before`,
-  });
-  expect(fdCount()).toBe(fds);
+  await expectFdsBack(fds);
   await expectStillWorking(pair);
-});
-
-it('the target rejects HELLO tuples that are not addresses (they would reach an nft batch)', async () => {
-  const fds = fdCount();
-  let listening!: (port: number) => void;
-  const listeningPort = new Promise<number>((resolve) => (listening = resolve));
-  const accepting = acceptHandover({
-    from: { listen: { host: '127.0.0.1', port: 0 } },
-    onConnection: () => undefined,
-    onListening: (address) => listening((address as net.AddressInfo).port),
-    timeoutMs: 5000,
-  });
-  const port = await listeningPort;
-  const source = net.connect(port, '127.0.0.1');
-  source.on('error', () => undefined);
-  const hello = Buffer.from(
-    JSON.stringify({
-      method: 'repair',
-      count: 1,
-      addressMoves: true,
-      lock: 'filter',
-      pid: 1,
-      tuples: [
-        {
-          local: { family: 4, address: '10.0.0.1 }; flush ruleset; add element x { 1', port: 80 },
-          remote: { family: 4, address: '10.0.0.2', port: 5000 },
-        },
-      ],
-    }),
-  );
-  source.write(Buffer.concat([encodeHeader(MessageType.HELLO, 0, hello.length), hello]));
-  await expect(accepting).rejects.toMatchObject({ code: 'ERR_HANDOVER_PROTOCOL' });
-  source.destroy();
-  await waitUntil(() => fdCount() === fds, {
-    what: 'the fds to be closed',
-    detail: () => `${fdCount()} open, ${fds} before`,
-  });
-  expect(fdCount()).toBe(fds);
 });

@@ -4,12 +4,15 @@
  *
  *   C: clients 10.78.0.2 ── veth ── H: servers 10.78.0.1 (source and target processes)
  *
- * Every test proves each connection byte-exact in both directions (counts and SHA-256), no reset
- * seen by any client, and no RST sent from either namespace.
+ * Every test proves each connection byte-exact in both directions (counts and SHA-256) and that no
+ * RST reached a client. The control channel is mutual TLS on H's loopback.
  */
 import { closeSync } from 'node:fs';
 
+import { RstCounter } from '../fixtures/fault-helpers';
 import { NetnsLab } from '../helpers/netns';
+import { makeTestPki } from '../helpers/pki';
+import type { TestPki } from '../helpers/pki';
 import { waitUntil } from '../helpers/wait';
 import {
   CLIENTS_FIXTURE,
@@ -29,8 +32,11 @@ const SERVER_IP = '10.78.0.1';
 const COUNT = 12;
 const TOTAL = 3_000_000;
 const started: FixtureProcess[] = [];
+let pki: TestPki;
+let clientRsts: RstCounter;
 
 beforeAll(() => {
+  pki = makeTestPki();
   H = lab.add('h');
   C = lab.add('c');
   lab.ip(H, ['link', 'add', 'vh', 'type', 'veth', 'peer', 'name', 'vc', 'netns', C]);
@@ -38,6 +44,7 @@ beforeAll(() => {
   lab.ip(H, ['link', 'set', 'vh', 'up']);
   lab.ip(C, ['addr', 'add', '10.78.0.2/24', 'dev', 'vc']);
   lab.ip(C, ['link', 'set', 'vc', 'up']);
+  clientRsts = RstCounter.incoming(lab.path(C));
 });
 
 afterEach(async () => {
@@ -46,7 +53,16 @@ afterEach(async () => {
 
 afterAll(() => {
   lab.destroy();
+  pki.remove();
 });
+
+/** The target's listener: mutual TLS on loopback, restoring only connections to the server's address. */
+const tlsListen = () => ({
+  listen: { host: '127.0.0.1', port: 0 },
+  tls: pki.server,
+  allow: { addresses: [SERVER_IP] },
+});
+const tlsTo = (port: number) => ({ host: '127.0.0.1', port, tls: pki.client });
 
 function start(ns: string, script: string, channelFd?: number): FixtureProcess {
   const child = FixtureProcess.start(lab, ns, script, channelFd);
@@ -54,10 +70,13 @@ function start(ns: string, script: string, channelFd?: number): FixtureProcess {
   return child;
 }
 
-function resets(): { H: number; C: number } {
-  const h = lab.tcpCounters(H);
+/**
+ * Resets the clients saw or sent: every RST arriving in C (counted by nftables) and C's own TCP
+ * counters. (H's OutRsts would also count the TLS control channel's teardown on loopback.)
+ */
+function resets(): { inC: number; C: number } {
   const c = lab.tcpCounters(C);
-  return { H: h.OutRsts, C: c.OutRsts + c.EstabResets };
+  return { inC: clientRsts.counts().in, C: c.OutRsts + c.EstabResets };
 }
 
 /** A source server in H with COUNT streaming clients from C. */
@@ -88,17 +107,17 @@ interface HandoverReply {
   lost?: number;
 }
 
-it('hands every connection to a new process over TCP (repair, nftables lock): exact both ways, no reset', async () => {
+it('hands every connection to a new process over mutual TLS (repair, nftables lock): exact both ways, no reset', async () => {
   const before = resets();
   const { source, clients } = await sourceWithClients();
   const target = start(H, SERVER_FIXTURE);
   const { listening } = await target.request<{ listening: { port: number } }>({
     cmd: 'accept',
-    listen: { host: '127.0.0.1', port: 0 },
+    ...tlsListen(),
   });
   const reply = await source.request<HandoverReply>({
     cmd: 'handover',
-    to: { host: '127.0.0.1', port: listening.port },
+    to: tlsTo(listening.port),
     method: 'repair',
   });
   expect(reply.result).toMatchObject({ method: 'repair', handedOver: COUNT, resumed: 0, lost: 0 });
@@ -141,12 +160,12 @@ it('keeps serving every connection on the source when the target refuses', async
   const target = start(H, SERVER_FIXTURE);
   const { listening } = await target.request<{ listening: { port: number } }>({
     cmd: 'accept',
-    listen: { host: '127.0.0.1', port: 0 },
+    ...tlsListen(),
     refuse: 'draining',
   });
   const reply = await source.request<HandoverReply>({
     cmd: 'handover',
-    to: { host: '127.0.0.1', port: listening.port },
+    to: tlsTo(listening.port),
   });
   expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_REFUSED', resumed: 0, lost: 0 });
   expect(await target.nextEvent('acceptFailed')).toMatchObject({ code: 'ERR_HANDOVER_REFUSED' });
@@ -166,7 +185,7 @@ describe.each([
     const target = start(H, SERVER_FIXTURE);
     const { listening } = await target.request<{ listening: { port: number } }>({
       cmd: 'accept',
-      listen: { host: '127.0.0.1', port: 0 },
+      ...tlsListen(),
     });
     // The source's moveAddress hook asks us: kill the target (SIGKILL) right then, so it dies
     // holding every staged connection and before COMMIT; moveAddressBack is answered the same way.
@@ -181,7 +200,7 @@ describe.each([
     });
     const reply = await source.request<HandoverReply>({
       cmd: 'handover',
-      to: { host: '127.0.0.1', port: listening.port },
+      to: tlsTo(listening.port),
       lock,
       moveAddress: true,
     });
@@ -206,9 +225,9 @@ it('carries on when a client closes its connection in the middle of the handover
   const target = start(H, SERVER_FIXTURE);
   const { listening } = await target.request<{ listening: { port: number } }>({
     cmd: 'accept',
-    listen: { host: '127.0.0.1', port: 0 },
+    ...tlsListen(),
   });
-  const handover = source.request<HandoverReply>({ cmd: 'handover', to: { host: '127.0.0.1', port: listening.port } });
+  const handover = source.request<HandoverReply>({ cmd: 'handover', to: tlsTo(listening.port) });
   await source.nextEvent('progress');
   await clients.request({ cmd: 'end', port: ports[0] });
   const reply = await handover;
@@ -242,7 +261,7 @@ it('moveAddress failing: moveAddressBack runs, every original resumes, nothing l
   const target = start(H, SERVER_FIXTURE);
   const { listening } = await target.request<{ listening: { port: number } }>({
     cmd: 'accept',
-    listen: { host: '127.0.0.1', port: 0 },
+    ...tlsListen(),
   });
   const hooks: string[] = [];
   source.onEvent((e) => {
@@ -255,7 +274,7 @@ it('moveAddress failing: moveAddressBack runs, every original resumes, nothing l
   });
   const reply = await source.request<HandoverReply>({
     cmd: 'handover',
-    to: { host: '127.0.0.1', port: listening.port },
+    to: tlsTo(listening.port),
     moveAddress: true,
   });
   expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_ADDRESS', resumed: COUNT, lost: 0 });

@@ -274,20 +274,42 @@ describe('startCriuService', () => {
   });
 });
 
-describe('the handover channel on a unix path (lib/migration/handover-channel.ts)', () => {
+describe('the handover channel on a unix path (lib/migration/handover-listen.ts, handover-connect.ts)', () => {
   it('listens 0600 (another uid gets EACCES), refuses abstract (NUL) and over-long paths', async () => {
-    const { acceptChannel, openChannel } =
-      require('../../lib/migration/handover-channel') as typeof import('../../lib/migration/handover-channel');
+    const { checkListenSpec, listenForSource } =
+      require('../../lib/migration/handover-listen') as typeof import('../../lib/migration/handover-listen');
+    const { checkChannelSpec, openChannel } =
+      require('../../lib/migration/handover-connect') as typeof import('../../lib/migration/handover-connect');
+    const { MessageType } =
+      require('../../lib/migration/handover-messages') as typeof import('../../lib/migration/handover-messages');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-sec-hc-'));
     fs.chmodSync(dir, 0o755);
+    const signal = AbortSignal.timeout(20000);
     try {
-      await expect(acceptChannel({ path: '\0ncr-abstract' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-      await expect(openChannel({ path: '\0ncr-abstract' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-      await expect(openChannel({ path: `/${'p'.repeat(120)}` })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
+      const readHello = async () => ({
+        method: 'repair' as const,
+        count: 0,
+        addressMoves: false,
+        lock: 'filter' as const,
+        pid: 0,
+      });
+      expect(() => checkListenSpec({ path: '\0ncr-abstract' }, undefined)).toThrow(
+        expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }),
+      );
+      expect(() => checkChannelSpec({ path: '\0ncr-abstract' }, 'to')).toThrow(
+        expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }),
+      );
+      expect(() => checkChannelSpec({ path: `/${'p'.repeat(120)}` }, 'to')).toThrow(
+        expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }),
+      );
       const address = path.join(dir, 'handover.sock');
       let listening!: () => void;
       const ready = new Promise<void>((resolve) => (listening = resolve));
-      const accepting = acceptChannel({ path: address }, undefined, () => listening());
+      const accepting = listenForSource({ path: address }, undefined, {
+        signal,
+        onListening: () => listening(),
+        readHello: async (channel, s) => (await channel.expect([MessageType.HELLO], s), readHello()),
+      });
       await ready;
       expect(fs.statSync(address).mode & 0o777).toBe(0o600);
       const script = `require('net').connect(${JSON.stringify(address)}).on('error', (e) => process.stdout.write(e.code)).on('connect', () => process.stdout.write('connected'))`;
@@ -297,10 +319,11 @@ describe('the handover channel on a unix path (lib/migration/handover-channel.ts
         { encoding: 'utf8', timeout: 30000, cwd: os.tmpdir() },
       );
       expect(nobody.stdout).toBe('EACCES');
-      const ours = await openChannel({ path: address });
+      const ours = await openChannel({ path: address }, signal);
+      await ours.send(MessageType.HELLO, 0, Buffer.from('{}'));
       const accepted = await accepting;
       ours.close();
-      accepted.close();
+      accepted.channel.close();
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -138,11 +138,24 @@ export class NftablesLock {
     Object.defineProperty(this, LOCK_BRAND, { value: true });
   }
 
-  /** Creates the table, its two sets and the input-hook drop chain. */
-  static async create(options: { netns?: string } = {}): Promise<NftablesLock> {
+  /**
+   * Creates the table, its two sets and the input-hook drop chain. `sweepable`: the table gets a
+   * process lock's name (so sweepStaleLocks deletes it once this process is gone, e.g. SIGKILLed),
+   * is deleted at exit, and its creation deletes the namespace's stale process locks in passing.
+   */
+  static async create(options: { netns?: string; sweepable?: boolean } = {}): Promise<NftablesLock> {
     if (typeof options !== 'object' || options === null)
       throw new InvalidArgumentError('options must be an object', 'ERR_INVALID_ARG_TYPE');
     if (options.netns !== undefined) checkNetnsPath(options.netns);
+    if (options.sweepable !== undefined && typeof options.sweepable !== 'boolean')
+      throw new InvalidArgumentError('sweepable must be a boolean', 'ERR_INVALID_ARG_TYPE');
+    if (options.sweepable === true) {
+      let listed: NftTable[] = [];
+      const lock = await NftablesLock.createTable(processLockName(), options.netns, (tables) => (listed = tables));
+      lock.deleteOnExit();
+      await deleteStale(staleProcessLocks(listed), options.netns).catch(() => []);
+      return lock;
+    }
     return NftablesLock.createTable(`node_criu_${process.pid}_${randomBytes(4).toString('hex')}`, options.netns);
   }
 

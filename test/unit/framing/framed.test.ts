@@ -138,6 +138,18 @@ describe('FramedConnection over a real socket pair', () => {
     server.close();
   });
 
+  test('frames that arrived before the peer closed are still received, then the end', async () => {
+    const [a, b, server] = await pair();
+    const left = new FramedConnection(a, FORMAT);
+    const right = new FramedConnection(b, FORMAT);
+    await left.send(1, 1, Buffer.from('last words'));
+    left.close();
+    await new Promise((r) => b.once('close', r));
+    expect((await right.receive()).payload.toString()).toBe('last words');
+    await expect(right.receive()).rejects.toMatchObject({ code: 'ERR_TRANSPORT_DISCONNECTED' });
+    server.close();
+  });
+
   test('a peer that sends garbage is cut off with the decoder error', async () => {
     const [a, b, server] = await pair();
     const right = new FramedConnection(b, FORMAT);
