@@ -475,7 +475,7 @@ export async function runRoute(ctx: RouteContext, route: DemoRoute): Promise<Dem
   } finally {
     ctx.control.reset();
     ctx.shared = undefined;
-    await ctx.lab.killProcesses();
+    await ctx.lab.killProcesses(ctx.agent !== undefined ? [ctx.agent.pid] : []);
     row.leftoverTables = await ctx.lab.nftTables();
     await ctx.lab.flushTables();
   }

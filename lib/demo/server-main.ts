@@ -272,6 +272,7 @@ async function main(): Promise<void> {
     await listen().catch(() => undefined);
     await link.request({ cmd: 'handoverDone', result });
   } catch (error) {
+    process.stderr.write(`target: ${(error as Error).stack ?? String(error)}\n`);
     await link
       .request({
         cmd: 'handoverDone',
