@@ -283,7 +283,9 @@ class Agent {
       const e = error as { code?: string; message?: string };
       emit('error', { code: e.code ?? 'ERR_AGENT_FAILED', message: e.message ?? String(error) });
     } finally {
-      socket.destroy();
+      // The handover closed its channel gracefully (its FIN after the last frame); only a peer that
+      // never ends is cut off.
+      setTimeout(() => socket.destroy(), 5000).unref();
       this.busy = false;
       emit('session-end');
     }

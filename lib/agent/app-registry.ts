@@ -101,6 +101,7 @@ export class AppRegistry {
       const taken = ports.filter((port) => this.appFor(port) !== undefined);
       if (taken.length > 0) throw new InvalidArgumentError(`ports already registered: ${taken.join(', ')}`);
     } catch (error) {
+      this.options.onEvent?.({ event: 'app-refused', pid: peer.pid, reason: (error as Error).message });
       try {
         transport.send(Buffer.from(JSON.stringify({ refused: (error as Error).message })));
       } catch {

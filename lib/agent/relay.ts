@@ -38,6 +38,8 @@ export async function relayConnectionsHandover(
       restored.push({ socket, state });
     },
     accept: () => (registry.ports().length > 0 ? true : 'no application is registered with the agent'),
+    // Only connections to ports an application serves here; the source names nothing else.
+    allow: { ports: registry.ports() },
     ...(options.netns !== undefined ? { netns: options.netns } : {}),
     ...(options.signal !== undefined ? { signal: options.signal } : {}),
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),

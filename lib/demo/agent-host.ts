@@ -98,6 +98,7 @@ export async function startDemoAgent(options: {
         if (newline < 0) break;
         const line = seen.slice(0, newline);
         seen = seen.slice(newline + 1);
+        fs.appendFileSync(path.join(options.stateDir, 'agent-events.log'), `${line}\n`);
         if (line.includes('"event":"listening"')) {
           options.log(`  agent listening: ${line}`);
           clearTimeout(timer);

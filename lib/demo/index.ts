@@ -213,6 +213,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoReport> {
         stateDir,
         allowAddress: SERVICE_CIDR,
         device: DEVICE,
+        appSocket: path.join(stateDir, 'agent-app.sock'),
         ...(criuPath !== undefined ? { criuPath } : {}),
         log,
       });

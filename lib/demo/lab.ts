@@ -231,10 +231,12 @@ export class DemoLab {
     return out;
   }
 
-  /** Kills every process inside A, B and C (between routes) and waits until they are gone. */
-  async killProcesses(): Promise<void> {
+  /** Kills every process inside A, B and C but `keep` (the agent: between routes) and waits until they are gone. */
+  async killProcesses(keep: readonly number[] = []): Promise<void> {
     for (let round = 0; round < 100; round++) {
-      const pids = (await Promise.all((['a', 'b', 'c'] as const).map((host) => pidsIn(this.name(host))))).flat();
+      const pids = (await Promise.all((['a', 'b', 'c'] as const).map((host) => pidsIn(this.name(host)))))
+        .flat()
+        .filter((pid) => !keep.includes(pid));
       if (pids.length === 0) return;
       for (const pid of pids) {
         try {

@@ -229,6 +229,13 @@ function serverConfig(ctx: RouteContext, role: string, statusDir: string, extra:
   };
 }
 
+function agentOf(ctx: RouteContext): DemoAgent & { appSocket: string } {
+  const agent = ctx.agent;
+  if (agent?.appSocket === undefined || ctx.pki === undefined)
+    throw new DemoError('the migration agent is not running', 'ERR_DEMO_START_FAILED');
+  return agent as DemoAgent & { appSocket: string };
+}
+
 /**
  * `node-criu migrate --to` run on host A, as a user runs it there (the TLS connection to B's agent
  * leaves from A's network); resolves with the command's --json result.
@@ -341,7 +348,9 @@ async function migrateByHandover(
     const target = ctx.lab.spawnNode(
       'b',
       scriptPath('server-main'),
-      serverConfig(ctx, 'target', statusDir, { handoverListen: { path: path.join(statusDir, 'handover.sock') } }),
+      // B's server takes the connections through B's migration agent (it restores them; the
+      // server gets them live), registering there for the service port.
+      serverConfig(ctx, 'target', statusDir, { agentSocket: agentOf(ctx).appSocket }),
       { log: path.join(ctx.stateDir, 'target-repair.log') },
     );
     if (target.pid) ctx.pids.add(target.pid);
@@ -367,9 +376,12 @@ async function migrateByHandover(
   }>({
     cmd: 'handover',
     method,
-    // One machine: a unix socket (not network-namespaced) reaches B; between real hosts this
-    // would be { host, port, tls } (a plain TCP channel is refused).
-    to: { path: path.join(statusDir, 'handover.sock') },
+    // To B's agent over mutual TLS, from A's network, as between two real hosts.
+    to: {
+      host: HOST_IP.b,
+      port: agentOf(ctx).port,
+      tlsFiles: { cert: ctx.pki?.files.sourceCert, key: ctx.pki?.files.sourceKey, ca: ctx.pki?.files.ca },
+    },
   });
   if (!reply.result)
     throw new DemoError(
@@ -463,7 +475,7 @@ export async function runRoute(ctx: RouteContext, route: DemoRoute): Promise<Dem
   } finally {
     ctx.control.reset();
     ctx.shared = undefined;
-    await ctx.lab.killProcesses();
+    await ctx.lab.killProcesses(ctx.agent !== undefined ? [ctx.agent.pid] : []);
     row.leftoverTables = await ctx.lab.nftTables();
     await ctx.lab.flushTables();
   }

@@ -26,8 +26,10 @@ export interface ServerConfig {
   paceMs: number;
   statusDir: string;
   control?: string;
-  /** target: where to listen for the source's TCP control channel. */
+  /** target: where to listen for the source's control channel (one host, unix socket). */
   handoverListen?: { path: string };
+  /** target: register with the migration agent at this socket instead (two hosts, through the agent). */
+  agentSocket?: string;
   /** target: an inherited SEQPACKET fd to take the handover from. */
   channelFd?: number;
 }
@@ -170,7 +172,19 @@ async function handOver(link: ControlLink, body: Record<string, unknown>): Promi
     successor.unref();
     to = transport;
   } else {
-    to = body.to as { path: string };
+    const spec = body.to as { path: string } | { host: string; port: number; tlsFiles: Record<string, string> };
+    to =
+      'tlsFiles' in spec
+        ? {
+            host: spec.host,
+            port: spec.port,
+            tls: {
+              cert: fs.readFileSync(spec.tlsFiles.cert, 'utf8'),
+              key: fs.readFileSync(spec.tlsFiles.key, 'utf8'),
+              ca: fs.readFileSync(spec.tlsFiles.ca, 'utf8'),
+            },
+          }
+        : spec;
   }
   const sockets = [...connections.values()]
     .map((c) => c.socket)
@@ -230,6 +244,8 @@ async function main(): Promise<void> {
 
   const { acceptHandover } = require('../migration/connections') as typeof import('../migration/connections');
 
+  const { acceptHandoverViaAgent } = require('../agent/app-link') as typeof import('../agent/app-link');
+
   const { SeqpacketTransport } = require('../transport/seqpacket') as typeof import('../transport/seqpacket');
   link = await ControlLink.connect(config.control as string, handler);
   link.socket.on('close', () => process.exit(0));
@@ -242,12 +258,21 @@ async function main(): Promise<void> {
     (announced ??= (link as ControlLink).request({ cmd: 'hello', role: 'target', pid: process.pid }));
   if (config.channelFd !== undefined) await announce();
   try {
-    const result = await acceptHandover({ from, onConnection: adopt, onListening: () => void announce() });
+    const result =
+      config.agentSocket !== undefined
+        ? await acceptHandoverViaAgent({
+            agent: config.agentSocket,
+            ports: [config.port],
+            onConnection: adopt,
+            onRegistered: () => void announce(),
+          })
+        : await acceptHandover({ from, onConnection: adopt, onListening: () => void announce() });
     await announced;
     // The service address is here now: accept new clients too.
     await listen().catch(() => undefined);
     await link.request({ cmd: 'handoverDone', result });
   } catch (error) {
+    process.stderr.write(`target: ${(error as Error).stack ?? String(error)}\n`);
     await link
       .request({
         cmd: 'handoverDone',

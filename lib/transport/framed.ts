@@ -297,10 +297,15 @@ export class FramedConnection {
     // order, before the error: a last message followed by EOF is the normal end of a protocol.
     if (error.code === 'ERR_TRANSPORT_CLOSED') this.inbox.splice(0);
     for (const waiter of this.waiters.splice(0)) waiter.reject(error);
-    // What was written before a close() still goes out: end() flushes, destroy() follows it.
+    // What was written before a close() still goes out (end() flushes); whatever the peer still
+    // sends is read and dropped until its own end, since closing with unread data would answer
+    // it with a RST. A peer that never ends is cut off after 5 s.
     if (error.code === 'ERR_TRANSPORT_CLOSED') {
-      this.stream.end(() => this.stream.destroy());
-      setTimeout(() => this.stream.destroy(), 5000).unref();
+      const destroy = (): void => void this.stream.destroy();
+      this.stream.once('end', destroy);
+      this.stream.resume();
+      this.stream.end();
+      setTimeout(destroy, 5000).unref();
     } else {
       this.stream.destroy();
     }
