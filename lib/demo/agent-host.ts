@@ -42,6 +42,8 @@ export async function startDemoAgent(options: {
   fs.mkdirSync(workDir, { recursive: true, mode: 0o700 });
   const logFile = fs.openSync(path.join(options.stateDir, 'agent.log'), 'a');
   let child: ChildProcess;
+  // The one shell line mounts the private work directory and execs the agent; values reach it
+  // only as positional parameters ($0, "$@").
   try {
     child = spawn(
       'nsenter',
@@ -55,7 +57,6 @@ export async function startDemoAgent(options: {
         '--',
         'sh',
         '-c',
-        // Values reach the shell only as positional parameters.
         'mount -t tmpfs -o mode=0700 tmpfs "$0" && exec "$@"',
         workDir,
         process.execPath,
