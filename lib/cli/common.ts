@@ -218,7 +218,7 @@ export function toCliError(error: unknown): CliError {
   if (code === 'EEXIST')
     hint = 'a process already has the pid the dump recorded (the original, or its zombie): CRIU restores the same pid';
   if (code === 'ESRCH') hint = 'the process is gone';
-  if (code === 'ERR_MIGRATION_LOST')
+  if (code === 'ERR_MIGRATION_LOST' && e.imagesDir !== undefined)
     hint = `restore it by hand: node-criu restore --images-dir ${String(e.imagesDir)} --netns <source netns>`;
   if (e.logFile !== undefined) hint = `${hint !== undefined ? `${hint}; ` : ''}CRIU's log: ${e.logFile}`;
   // A CRIU failure reads best as the last errors of its log (its own message quotes the first).

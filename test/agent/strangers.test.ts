@@ -105,7 +105,6 @@ describe('authenticated peers asking for what the agent does not allow', () => {
       'ERR_AGENT_ADDRESS_NOT_ALLOWED',
     ],
     ['another CRIU version', [hello('3.17')], 3, 'ERR_AGENT_CRIU_VERSION'],
-    ['lazy pages', [hello('x', { lazyPages: true })], 3, 'ERR_MIGRATION_LAZY_UNSUPPORTED'],
     ['a malformed HELLO', [{ type: 1, body: { version: 1, route: 'process', extra: true } }], 9, 'ERR_AGENT_PROTOCOL'],
   ] as const)('%s is refused', async (_name, frames, type, code) => {
     const first = frames[0] as PeerFrame;
@@ -116,6 +115,17 @@ describe('authenticated peers asking for what the agent does not allow', () => {
     const seen = (await refusal(fixed)) as Array<{ type: number; body: { code: string } }>;
     expect(seen).toHaveLength(1);
     expect(seen[0]).toMatchObject({ type, body: { code } });
+    expectNothingOnB();
+  });
+
+  it('a page frame before the attach point (RESTORE) ends a lazy session, nothing written', async () => {
+    const seen = (await refusal([
+      hello(criuVersion, { lazyPages: true }),
+      { type: 13, id: 0, data: Buffer.from('page').toString('base64') },
+    ])) as Array<{ type: number; body: { code: string; message: string } }>;
+    expect(seen.map((f) => f.type)).toEqual([2, 9]);
+    expect(seen[1].body).toMatchObject({ code: 'ERR_AGENT_PROTOCOL', message: expect.stringContaining('PAGE_DATA') });
+    await agent.waitEvent((e) => e.event === 'session-end', 'the session to end');
     expectNothingOnB();
   });
 
