@@ -94,6 +94,8 @@ export class PageChannel {
     this.peerEnd.catch(() => undefined);
     this.maxControl = options.maxControlFrames ?? 8;
     this.pages = new PageDuplex(this);
+    // Its failure is the relay's to read (or nobody's, when no relay was opened): never uncaught.
+    this.pages.on('error', () => undefined);
     // Page requests are small and each waits for its answer: no Nagle delay on the channel.
     (channel.stream as Partial<net.Socket>).setNoDelay?.(true);
     this.stopped = this.pump();
