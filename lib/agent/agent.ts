@@ -7,7 +7,9 @@
  * its own. Session: HELLO → WELCOME | REFUSE; files; IMAGES_END → IMAGES_OK; RESTORE → RESTORED
  * | RESTORE_FAILED (see protocol.ts). RESTORE is the source's commit: once it arrives the agent
  * finishes the restore even if the channel drops. The per-migration directory is deleted when the
- * session ends, whatever the outcome (the source keeps its own copy for a rollback).
+ * session ends, whatever the outcome (the source keeps its own copy for a rollback). A lazy
+ * session (HELLO.lazyPages) carries CRIU's page stream on the channel after RESTORE and lasts
+ * until every page arrived (page-stream.ts, lazy-session.ts).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
