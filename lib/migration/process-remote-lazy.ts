@@ -18,7 +18,8 @@
  *   arrive: ERR_MIGRATION_LOST, serverOn 'none' (post-copy has no rollback; the images here lack
  *   the memory, so nothing can be restored by hand). If every page had been served before the
  *   channel failed, the agent's copy runs: ERR_MIGRATION_UNCERTAIN when RESTORED was not seen.
- * The caller's signal counts until RESTORE is sent; the page transfer is bounded by its own timeout.
+ * The caller's signal counts until RESTORE is sent (before it: a rollback); the page transfer is
+ * bounded by its own timeout.
  */
 import { removeAddress } from '../sys/address';
 import type { Frame, FramedConnection } from '../transport/framed';
@@ -70,6 +71,12 @@ export async function migrateLazily(m: RemoteMigration, ctx: LazyContext): Promi
       error,
     );
   }
+  // The caller's signal reaches the lazy dump (its DUMP call, then the page relay) only until the
+  // commit: aborting the page stream after it would lose the process.
+  const preCommit = new AbortController();
+  const onAbort = (): void => preCommit.abort(m.signal?.reason);
+  if (m.signal?.aborted) onAbort();
+  else m.signal?.addEventListener('abort', onAbort, { once: true });
   let dump: LazyDump;
   try {
     const external = m.externalFiles();
@@ -80,10 +87,12 @@ export async function migrateLazily(m: RemoteMigration, ctx: LazyContext): Promi
         imagesDir: dumpDir,
         stream: link.pages,
         criuOptions: { ...m.base, ...external },
+        signal: preCommit.signal,
         timeoutMs: LAZY_TIMEOUT_MS,
       }),
     );
   } catch (error) {
+    m.signal?.removeEventListener('abort', onAbort);
     link.close();
     await keepOnlyLogs(dumpDir);
     let alive = true;
@@ -114,9 +123,11 @@ export async function migrateLazily(m: RemoteMigration, ctx: LazyContext): Promi
     // A RESTORE that cannot be written was never sent: still this side's to roll back.
     if (link.failed !== undefined) throw link.failed;
   } catch (error) {
+    m.signal?.removeEventListener('abort', onAbort);
     return rollBackLazy(m, link, dump, phase, error, ctx);
   }
   // The commit: from here on the source copy must never run again.
+  m.signal?.removeEventListener('abort', onAbort);
   dump.targetStarted();
   const restoreSent = channel.send(MSG.RESTORE, 0, encodeBody({}));
   link.attach();
