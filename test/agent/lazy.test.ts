@@ -5,7 +5,8 @@
  * on A, a server streaming both ways with clients in C. The pages travel as PAGE_DATA frames on
  * the agent's TLS channel. Every byte once both ways, no RST; the longest client gap is printed.
  * And the agent killed right before RESTORE: the lazy dump is undone on A (the server resumes
- * there), clients exact.
+ * there), clients exact; killed during the page transfer: no rollback (post-copy), the process is
+ * lost on both hosts (exit 6, ERR_MIGRATION_LOST) and A is left clean.
  *
  * CRIU serves lazy pages through a 4 MiB pipe: fs.pipe-max-size is raised for this file and
  * restored afterwards (as in test/migration/lazy-pages.test.ts).
@@ -140,4 +141,36 @@ it('lazy: agent killed right before RESTORE (address already removed on A): the 
   expect(l.hasAddress(l.B)).toBe(false);
   expect(l.clientResets()).toEqual(before);
   expect(l.nftTables(l.A)).not.toMatch(/CRIU/);
+}, 180_000);
+
+it('lazy: agent killed during the page transfer (after RESTORED): no rollback, the process is lost on both hosts, A clean', async () => {
+  lab = new AgentLab(locateCriu().path);
+  const l = lab;
+  const agent = await l.startAgent([], l.criuPath, undefined, true);
+  const pair = await l.startPair('lazy-lost', STREAM);
+  await pair.waitFlowing(256 * 1024);
+  const migrating = l.migrate(pair.serverPid, { extra: ['--lazy-pages'] });
+  await agent.waitEvent((e) => e.event === 'restore' && e.state === 'done', 'the agent to restore', 60000);
+  // Still transferring: the test would prove nothing if every page had already arrived.
+  expect(agent.events.some((e) => e.event === 'pages')).toBe(false);
+  await killAgent(agent); // B fails: its namespace (the restored tree, the daemon) dies with it
+  const run = await migrating;
+  expect(run).toMatchObject({
+    code: 6,
+    json: { ok: false, error: { code: 'ERR_MIGRATION_LOST', serverOn: 'none', phase: 'restore' } },
+  });
+  // The frozen source copy was killed, not resumed (its connections belong to the target's past).
+  await waitUntil(
+    () => {
+      try {
+        return fs.readFileSync(`/proc/${pair.serverPid}/stat`, 'utf8').includes(') Z ');
+      } catch {
+        return true;
+      }
+    },
+    { what: 'the source copy to be gone' },
+  );
+  expect(fs.existsSync(path.join(pair.statusDir, 'server.json'))).toBe(false);
+  expect(l.nftTables(l.A)).not.toMatch(/CRIU/);
+  expect(l.hasAddress(l.A)).toBe(false);
 }, 180_000);
