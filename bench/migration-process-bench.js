@@ -8,6 +8,9 @@
  *   two hosts:     the same across hosts that share nothing but the network: a migration agent
  *                  (node-criu agent, mutual TLS) runs on T in a private mount namespace, the
  *                  images (or, with lazy pages, the memory on demand) travel over its TLS channel.
+ *                  With lazy pages the agent also gets a pid namespace of its own (as another
+ *                  host has: the frozen source keeps its pids until every page is served), and
+ *                  fs.pipe-max-size is raised to CRIU's 4 MiB for the run, then put back.
  *   restart:       the baseline: the server is killed on S, the address moved to T, a new server
  *                  started there, and the clients reconnect (every 10 ms until it answers).
  *
@@ -38,6 +41,7 @@ const ip = (h, args) => execFileSync('ip', ['-n', ns(h), ...args], { stdio: ['ig
 
 const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
 const AGENT_PORT = 7400;
+const PIPE_MAX = '/proc/sys/fs/pipe-max-size';
 const hostIp = (n) => `${SUBNET}.${n}`;
 
 /** A CA, a server certificate for T's address and a client certificate (openssl, in `dir`). */
@@ -139,8 +143,12 @@ function migrateFromHost(pid, lazy, pki) {
   });
 }
 
-/** `node-criu agent` on T, in a private mount namespace whose work directory is a tmpfs only it sees. */
-async function startAgent(pki, workDir) {
+/**
+ * `node-criu agent` on T, in a private mount namespace whose work directory is a tmpfs only it
+ * sees; with `privatePid` also in a pid namespace of its own, whose pid 1 it is (killing the
+ * unshare we spawn kills it and everything restored there: --kill-child).
+ */
+async function startAgent(pki, workDir, privatePid) {
   fs.mkdirSync(workDir, { mode: 0o700 });
   const child = spawn(
     'nsenter',
@@ -149,6 +157,7 @@ async function startAgent(pki, workDir) {
       '--',
       'unshare',
       '--mount',
+      ...(privatePid ? ['--pid', '--fork', '--mount-proc', '--kill-child'] : []),
       '--propagation',
       'private',
       '--',
@@ -295,7 +304,9 @@ async function processRoute(dir, connections, transfer, criuPath, pki) {
         moveAddress: async () => vipOn('t'),
         moveAddressBack: async () => vipOn('s'),
       });
-  pids.add(result.restoredPid);
+  // With its own pid namespace (lazy) the agent reports the pid there: not ours to kill by number
+  // (the agent's namespace dies with it).
+  if (transfer !== 'agent-lazy') pids.add(result.restoredPid);
   const clients = JSON.parse(await waitFile(path.join(dir, 'clients.json')));
   const server = JSON.parse(await waitFile(path.join(dir, 'server.json')));
   let exact = 0;
@@ -353,10 +364,16 @@ async function main() {
   fs.mkdirSync(pkiDir, { mode: 0o700 });
   const pki = routes.some((r) => r.startsWith('agent')) ? makeCertificates(pkiDir) : undefined;
   const rows = [];
+  // CRIU serves lazy pages through a 4 MiB pipe (without CAP_SYS_RESOURCE the sysctl must allow it).
+  const pipeMaxBefore = fs.readFileSync(PIPE_MAX, 'utf8').trim();
+  const restorePipeMax = () => fs.writeFileSync(PIPE_MAX, pipeMaxBefore);
+  if (routes.includes('agent-lazy') && Number(pipeMaxBefore) < 4 * 1024 * 1024)
+    fs.writeFileSync(PIPE_MAX, String(4 * 1024 * 1024));
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'])
     process.on(signal, () => {
       killAll();
       teardown();
+      restorePipeMax();
       fs.rmSync(work, { recursive: true, force: true });
       process.exit(130);
     });
@@ -373,7 +390,8 @@ async function main() {
           ? `process (CRIU), two hosts via agent + TLS${transfer === 'agent-lazy' ? ', lazy pages' : ', images'}`
           : `process (CRIU, ${transfer}), one machine`;
         try {
-          if (transfer.startsWith('agent')) await startAgent(pki, path.join(dir, 'agent-work'));
+          if (transfer.startsWith('agent'))
+            await startAgent(pki, path.join(dir, 'agent-work'), transfer === 'agent-lazy');
           const { gap, result, exact } = await processRoute(dir, n, transfer, criuPath, pki);
           const p = result.phases;
           rows.push(
@@ -401,6 +419,7 @@ async function main() {
   } finally {
     killAll();
     teardown();
+    restorePipeMax();
     if (process.env.NODE_CRIU_BENCH_KEEP) process.stderr.write(`bench: kept ${work}\n`);
     else fs.rmSync(work, { recursive: true, force: true });
   }

@@ -7,7 +7,9 @@
  * its own. Session: HELLO → WELCOME | REFUSE; files; IMAGES_END → IMAGES_OK; RESTORE → RESTORED
  * | RESTORE_FAILED (see protocol.ts). RESTORE is the source's commit: once it arrives the agent
  * finishes the restore even if the channel drops. The per-migration directory is deleted when the
- * session ends, whatever the outcome (the source keeps its own copy for a rollback).
+ * session ends, whatever the outcome (the source keeps its own copy for a rollback). A lazy
+ * session (HELLO.lazyPages) carries CRIU's page stream on the channel after RESTORE and lasts
+ * until every page arrived (page-stream.ts, lazy-session.ts).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -15,6 +17,7 @@ import * as path from 'node:path';
 import type * as tls from 'node:tls';
 
 import { Criu, locateCriu } from '../criu';
+import { checkPipeSize } from '../migration/lazy-pages';
 import { InvalidArgumentError } from '../errors';
 import { checkTlsCredentials, createTlsServer, peerName, type TlsCredentials } from '../transport/tls';
 import { FramedConnection } from '../transport/framed';
@@ -34,9 +37,11 @@ import {
   type Hello,
 } from './protocol';
 import { AppRegistry } from './app-registry';
+import { finishLazySession } from './lazy-session';
+import { PageChannel } from './page-stream';
 import { receiveImages, type AgentLimits } from './receive';
-import { relayConnectionsHandover } from './relay';
-import { EXTERNAL_DEVICES, restoreHere, sweepAgentHolds } from './restore';
+import { HANDOVER_MAGIC, peekMagic, relayConnectionsHandover } from './relay';
+import { EXTERNAL_DEVICES, restoreHere, sweepAgentHolds, type AgentRestored } from './restore';
 import { resolveLimits, validateAgentOptions, type AgentEvent, type MigrationAgentOptions } from './options';
 
 export type { AgentEvent, MigrationAgentOptions } from './options';
@@ -53,32 +58,8 @@ export interface MigrationAgent {
 /** Between frames of a session (the source dumps between HELLO and its first FILE); a peer that stalls longer is dropped. */
 const IDLE_TIMEOUT_MS = 300_000;
 const RESTORE_TIMEOUT_MS = 120_000;
-/** 'NCHO': the first bytes of a connections handover (lib/migration/handover-channel.ts). */
-const HANDOVER_MAGIC = 0x4e43484f;
-
-/** The first 4 bytes of the stream, put back for whoever reads it next. */
-function peekMagic(socket: tls.TLSSocket, timeoutMs: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => done(new Error('no data')), timeoutMs);
-    const done = (error?: Error, magic?: number): void => {
-      clearTimeout(timer);
-      socket.removeListener('readable', onReadable);
-      socket.removeListener('close', onClose);
-      if (error) reject(error);
-      else resolve(magic as number);
-    };
-    const onClose = (): void => done(new Error('closed'));
-    const onReadable = (): void => {
-      const head = socket.read(4) as Buffer | null;
-      if (head === null) return;
-      socket.unshift(head);
-      done(undefined, head.readUInt32BE(0));
-    };
-    socket.on('readable', onReadable);
-    socket.once('close', onClose);
-    onReadable();
-  });
-}
+/** A lazy restore: CRIU's restore and then every page fetched over the channel. */
+const LAZY_TIMEOUT_MS = 600_000;
 
 type Route = (session: Session, hello: Hello) => Promise<void>;
 
@@ -110,7 +91,11 @@ class Session {
   }
 }
 
-/** The process route: images, then RESTORE. */
+/**
+ * The process route: images, then RESTORE. Lazy (HELLO.lazyPages): from RESTORE on, the channel
+ * also carries the page stream (page-stream.ts), the restore is startLazyRestore's, and the
+ * session lasts until every page arrived (lazy-session.ts).
+ */
 const processRoute: Route = async (session, hello) => {
   const { agent } = session;
   session.dir = path.join(agent.workDir, hello.migrationId);
@@ -121,11 +106,15 @@ const processRoute: Route = async (session, hello) => {
   const restore = await session.next();
   if (restore.type !== MSG.RESTORE) throw new AgentProtocolError(`expected RESTORE, got ${messageName(restore.type)}`);
   decodeEmpty(restore.payload, 'RESTORE');
-  session.emit('restore', { state: 'start' });
+  session.emit('restore', { state: 'start', lazyPages: hello.lazyPages });
+  // The attach point: nothing but page frames may follow RESTORE.
+  const pages = hello.lazyPages ? new PageChannel(session.channel, { maxControlFrames: 0 }) : undefined;
+  pages?.attach();
+  const criuPath = locateCriu(agent.options.criuPath !== undefined ? { criuPath: agent.options.criuPath } : {}).path;
   // The source has committed: finish even if the channel drops (no signal from the session).
-  let pid: number;
+  let restored: AgentRestored;
   try {
-    pid = await restoreHere({
+    restored = await restoreHere({
       criu: agent.criu,
       dir: session.dir,
       tuples: hello.tuples,
@@ -133,6 +122,7 @@ const processRoute: Route = async (session, hello) => {
       ...(hello.moveAddress !== undefined ? { moveAddress: hello.moveAddress } : {}),
       emit: (event, detail) => session.emit('restore', { state: event, ...detail }),
       timeoutMs: RESTORE_TIMEOUT_MS,
+      ...(pages !== undefined ? { lazy: { stream: pages.pages, criuPath, timeoutMs: LAZY_TIMEOUT_MS } } : {}),
     });
   } catch (error) {
     const e = error as { code: string; message: string };
@@ -140,8 +130,14 @@ const processRoute: Route = async (session, hello) => {
     await session.send(MSG.RESTORE_FAILED, { code: e.code, message: e.message.slice(0, 4000) }).catch(() => undefined);
     return;
   }
+  // The pid in the agent's pid namespace (where CRIU restored it).
+  const { pid } = restored;
   session.emit('restore', { state: 'done', pid });
   await session.send(MSG.RESTORED, { pid }).catch(() => undefined);
+  if (restored.lazy !== undefined && pages !== undefined)
+    await finishLazySession(restored.lazy, pages, hello.moveAddress, (state, detail) =>
+      session.emit('pages', { state, ...detail }),
+    );
 };
 
 /** Routes by HELLO.route (a connections handover arrives with the handover protocol's own magic: Agent.relay). */
@@ -181,7 +177,11 @@ class Agent {
     if (handler === undefined)
       return { code: 'ERR_AGENT_ROUTE_UNSUPPORTED', reason: `route '${hello.route}' is not served by this agent` };
     if (hello.lazyPages)
-      return { code: 'ERR_MIGRATION_LAZY_UNSUPPORTED', reason: 'lazy pages are not supported by this agent yet' };
+      try {
+        checkPipeSize();
+      } catch (error) {
+        return { code: (error as { code: string }).code, reason: (error as Error).message };
+      }
     if (hello.criuVersion !== this.criuVersion)
       return {
         code: 'ERR_AGENT_CRIU_VERSION',

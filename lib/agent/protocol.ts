@@ -2,13 +2,18 @@
  * The migration agent's protocol ('NCAG' frames over mutual TLS, lib/transport/framed.ts). Every
  * JSON body is decoded by an explicit schema function here, used by both the agent and the
  * source: unknown keys, wrong types and out-of-range values are refused (ERR_AGENT_PROTOCOL)
- * before anything acts on them. FILE_DATA is the only binary frame.
+ * before anything acts on them. FILE_DATA and PAGE_DATA are the binary frames.
  *
  *   source                         agent
  *   HELLO ───────────────────────▶ WELCOME | REFUSE
  *   (FILE, FILE_DATA*, FILE_END)* ▶
  *   IMAGES_END ──────────────────▶ IMAGES_OK | ERROR
  *   RESTORE ─────────────────────▶ RESTORED | RESTORE_FAILED
+ *
+ * A lazy session (HELLO.lazyPages) carries CRIU's page stream on the same channel from the
+ * attach point on (RESTORE sent / received) until each side's PAGE_END: PAGE_DATA (binary,
+ * id 0, 1..AGENT_MAX_PAYLOAD bytes) both ways, PAGE_END (empty) ending one direction
+ * (lib/agent/page-stream.ts). Anywhere else they break the protocol.
  */
 import * as net from 'node:net';
 
@@ -40,6 +45,8 @@ export const MSG = {
   RESTORE: 10,
   RESTORED: 11,
   RESTORE_FAILED: 12,
+  PAGE_DATA: 13,
+  PAGE_END: 14,
 } as const;
 
 const NAMES = Object.fromEntries(Object.entries(MSG).map(([k, v]) => [v, k])) as Record<number, string>;
@@ -291,6 +298,17 @@ export function decodeEmpty(payload: Uint8Array, what: string): void {
 export function decodeRestored(payload: Uint8Array): Restored {
   const o = parseBody(payload, 'RESTORED', ['pid']);
   return { pid: integer(o.pid, 'RESTORED.pid', 1, 2 ** 22) };
+}
+
+/** PAGE_DATA (id 0, 1..AGENT_MAX_PAYLOAD bytes) and PAGE_END (id 0, empty): refused otherwise. */
+export function checkPageFrame(frame: { type: number; id: number; payload: Uint8Array }): void {
+  if (frame.type !== MSG.PAGE_DATA && frame.type !== MSG.PAGE_END)
+    fail(`${messageName(frame.type)} is not a page frame`);
+  const what = messageName(frame.type);
+  if (frame.id !== 0) fail(`${what}: id must be 0`);
+  if (frame.type === MSG.PAGE_END && frame.payload.byteLength !== 0) fail('PAGE_END: must be empty');
+  if (frame.type === MSG.PAGE_DATA && (frame.payload.byteLength === 0 || frame.payload.byteLength > AGENT_MAX_PAYLOAD))
+    fail(`PAGE_DATA: 1 to ${AGENT_MAX_PAYLOAD} bytes`);
 }
 
 export function encodeBody(body: object): Buffer {

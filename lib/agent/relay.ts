@@ -8,9 +8,37 @@
  * the ports, so this only happens when an application dies mid-handover).
  */
 import type * as net from 'node:net';
+import type * as tls from 'node:tls';
 
 import { acceptHandover, handOverConnections } from '../migration/connections';
 import type { AppRegistry, RegisteredApp } from './app-registry';
+
+/** 'NCHO': the first bytes of a connections handover (lib/migration/handover-channel.ts). */
+export const HANDOVER_MAGIC = 0x4e43484f;
+
+/** The first 4 bytes of the stream, put back for whoever reads it next. */
+export function peekMagic(socket: tls.TLSSocket, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error('no data')), timeoutMs);
+    const done = (error?: Error, magic?: number): void => {
+      clearTimeout(timer);
+      socket.removeListener('readable', onReadable);
+      socket.removeListener('close', onClose);
+      if (error) reject(error);
+      else resolve(magic as number);
+    };
+    const onClose = (): void => done(new Error('closed'));
+    const onReadable = (): void => {
+      const head = socket.read(4) as Buffer | null;
+      if (head === null) return;
+      socket.unshift(head);
+      done(undefined, head.readUInt32BE(0));
+    };
+    socket.on('readable', onReadable);
+    socket.once('close', onClose);
+    onReadable();
+  });
+}
 
 export interface RelayResult {
   accepted: number;

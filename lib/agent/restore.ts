@@ -8,9 +8,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import type { Duplex } from 'node:stream';
 
 import type { Criu } from '../criu';
 import { NodeCriuError } from '../errors';
+import { startLazyRestore, type LazyRestore } from '../migration/lazy-pages';
 import { describeFailure, waitForPidFree } from '../migration/process-errors';
 import { readTreePids } from '../migration/process-images';
 import { waitForNoConflicts, waitForTreeFree } from '../migration/process-waits';
@@ -118,10 +120,27 @@ export interface AgentRestoreRequest {
   emit: RestoreEvents;
   signal?: AbortSignal;
   timeoutMs: number;
+  /**
+   * Post-copy: startLazyRestore with this page stream and criu command (the lazy-pages daemon)
+   * instead of a plain restore; its page transfer is bounded by `timeoutMs`.
+   */
+  lazy?: { stream: Duplex; criuPath: string; timeoutMs: number };
+}
+
+export interface AgentRestored {
+  /** The restored root's pid in the agent's pid namespace. */
+  pid: number;
+  /** Lazy: the page transfer under way (kill the tree with abort()); see undoAddress for its failure. */
+  lazy?: LazyRestore;
+}
+
+/** Takes the service address away again (a lazy restore whose pages did not all arrive: the process is gone). */
+export async function undoAddress(move: MoveAddress | undefined): Promise<void> {
+  if (move !== undefined) await giveUpAddress(move);
 }
 
 /** Hold, address, waits, CRIU restore, release; resolves with the restored root's pid. Undoes all on failure. */
-export async function restoreHere(req: AgentRestoreRequest): Promise<number> {
+export async function restoreHere(req: AgentRestoreRequest): Promise<AgentRestored> {
   let hold: NftablesLock | undefined;
   let addressAdded = false;
   const since = uptimeSeconds() - 1;
@@ -163,20 +182,35 @@ export async function restoreHere(req: AgentRestoreRequest): Promise<number> {
       throw new AgentRestoreError(`sockets here already have the connections' 4-tuples (${conflicts.join(', ')})`, {
         code: 'ERR_MIGRATION_TUPLE_IN_USE',
       });
-    const restored = await req.criu.restore(
-      {
+    const criuOptions = {
+      tcpEstablished: true,
+      networkLock: 'nftables' as const,
+      logFile: 'restore.log',
+      ...(inheritFds.length > 0 ? { inheritFds } : {}),
+    };
+    let result: AgentRestored;
+    if (req.lazy !== undefined) {
+      // startLazyRestore kills what it restored and stops its daemon itself when it fails.
+      const lazy = await startLazyRestore({
+        criu: req.criu,
+        criuPath: req.lazy.criuPath,
         imagesDir: req.dir,
-        tcpEstablished: true,
-        networkLock: 'nftables',
-        logFile: 'restore.log',
-        ...(inheritFds.length > 0 ? { inheritFds } : {}),
-      },
-      undefined,
-      { timeoutMs: req.timeoutMs, ...(req.signal ? { signal: req.signal } : {}) },
-    );
+        stream: req.lazy.stream,
+        criuOptions,
+        timeoutMs: req.lazy.timeoutMs,
+        ...(req.signal ? { signal: req.signal } : {}),
+      });
+      result = { pid: lazy.pid, lazy };
+    } else {
+      const restored = await req.criu.restore({ imagesDir: req.dir, ...criuOptions }, undefined, {
+        timeoutMs: req.timeoutMs,
+        ...(req.signal ? { signal: req.signal } : {}),
+      });
+      result = { pid: restored.pid };
+    }
     await hold?.destroy();
     hold = undefined;
-    return restored.pid;
+    return result;
   } catch (error) {
     // The hold still drops the tuples while a half-restored copy is killed.
     const killed = await killLeftovers(req.dir, since).catch(() => []);

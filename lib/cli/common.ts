@@ -185,6 +185,7 @@ const EXIT_BY_CODE: Record<string, number> = {
   ERR_MIGRATION_LOST: EXIT.LOST,
   ERR_MIGRATION_UNCERTAIN: EXIT.UNCERTAIN,
   ERR_MIGRATION_LAZY_UNSUPPORTED: EXIT.NOT_MIGRATED,
+  ERR_LAZY_PAGES_PIPE_SIZE: EXIT.NOT_MIGRATED,
   ERR_MIGRATION_PRIVATE_MOUNTS: EXIT.NOT_MIGRATED,
   ERR_MIGRATION_MOUNT_NAMESPACES: EXIT.NOT_MIGRATED,
   ERR_MIGRATION_CRIU_UNREACHABLE: EXIT.ENVIRONMENT,
@@ -218,7 +219,7 @@ export function toCliError(error: unknown): CliError {
   if (code === 'EEXIST')
     hint = 'a process already has the pid the dump recorded (the original, or its zombie): CRIU restores the same pid';
   if (code === 'ESRCH') hint = 'the process is gone';
-  if (code === 'ERR_MIGRATION_LOST')
+  if (code === 'ERR_MIGRATION_LOST' && e.imagesDir !== undefined)
     hint = `restore it by hand: node-criu restore --images-dir ${String(e.imagesDir)} --netns <source netns>`;
   if (e.logFile !== undefined) hint = `${hint !== undefined ? `${hint}; ` : ''}CRIU's log: ${e.logFile}`;
   // A CRIU failure reads best as the last errors of its log (its own message quotes the first).

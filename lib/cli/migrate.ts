@@ -41,7 +41,9 @@ Two hosts (--to):
   --key FILE             its private key, PEM
   --ca FILE              the CA the agent's certificate must chain to, PEM
   --move-address CIDR    removed here from --device, added by the agent (it must allow it)
-  --lazy-pages           not supported yet (exit code 5, nothing touched)
+  --lazy-pages           post-copy: B runs the server before its memory arrives; pages follow
+                         on demand over the channel (fs.pipe-max-size >= 4 MiB on both hosts);
+                         no rollback once B restores (a failure then: exit 6, process lost)
 
 Options:
   --pid PID              root of the tree to move (required)

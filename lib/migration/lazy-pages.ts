@@ -65,7 +65,8 @@ function check(o: Common, kind: string): void {
   if (o.criuOptions !== undefined) {
     if (typeof o.criuOptions !== 'object' || o.criuOptions === null)
       throw new InvalidArgumentError('options.criuOptions must be an object', 'ERR_INVALID_ARG_TYPE');
-    for (const key of RESERVED)
+    // The restore passes no fd of its own to swrk: the files a tree holds from outside may come back.
+    for (const key of kind === 'startLazyRestore' ? RESERVED.filter((k) => k !== 'inheritFds') : RESERVED)
       if ((o.criuOptions as Record<string, unknown>)[key] !== undefined)
         throw new InvalidArgumentError(`options.criuOptions.${key} is set by the lazy-pages route itself`);
   }
@@ -150,10 +151,17 @@ export async function startLazyDump(options: LazyDumpOptions): Promise<LazyDump>
   let imagesReady!: () => void;
   const ready = new Promise<void>((resolve) => (imagesReady = resolve));
   let dump: Promise<unknown>;
+  let confFd: number | undefined;
+  const closeConf = (): void => {
+    if (confFd !== undefined) fs.closeSync(confFd);
+    confFd = undefined;
+  };
   try {
     // ps.fd puts the socket at swrk's first extra fd (no inheritFds here); CRIU reads the number
-    // from the config file (RPC settings are overridden by it).
+    // from the config file (RPC settings are overridden by it), named through /proc by an fd of
+    // ours: a CRIU inside the tree's mount namespace (criuForTask) cannot see imagesDir's path.
     fs.writeFileSync(conf, `ps-socket ${SWRK_FIRST_EXTRA_FD}\n`, { mode: 0o600 });
+    confFd = fs.openSync(conf, 'r');
     dump = options.criu.dump(
       {
         ...options.criuOptions,
@@ -161,16 +169,18 @@ export async function startLazyDump(options: LazyDumpOptions): Promise<LazyDump>
         imagesDir: options.imagesDir,
         lazyPages: true,
         ps: { fd: relay.criuFd },
-        configFile: conf,
+        configFile: `/proc/${process.pid}/fd/${confFd}`,
       },
       { 'post-dump': () => imagesReady() },
       { signal: calls.signal },
     );
   } catch (error) {
+    closeConf();
     relay.reset();
     throw error;
   }
   dump.catch(() => {});
+  void dump.then(closeConf, closeConf);
   const answered = dump.then(
     () => true,
     () => false,
@@ -180,6 +190,7 @@ export async function startLazyDump(options: LazyDumpOptions): Promise<LazyDump>
     (error: unknown) => error,
   );
   signal?.removeEventListener('abort', abortCall);
+  closeConf(); // read when the request started
   if (first !== 'ready') {
     relay.reset();
     throw new LazyPagesError(

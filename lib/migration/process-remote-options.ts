@@ -16,7 +16,12 @@ export interface RemoteProcessMigrationOptions {
   source?: { netns?: string };
   /** Removed here (in the source namespace) after the transfer, added by the agent before its restore. */
   moveAddress?: MoveAddress;
-  /** Not supported yet: ERR_MIGRATION_LAZY_UNSUPPORTED. */
+  /**
+   * Post-copy: the server restarts on the agent's host before its memory arrives; the pages follow
+   * on demand over the same channel (process-remote-lazy.ts). Needs fs.pipe-max-size ≥ 4 MiB (or
+   * CAP_SYS_RESOURCE) on both hosts. Once the agent is asked to restore there is no rollback: a
+   * failure then loses the process (ERR_MIGRATION_LOST, serverOn 'none').
+   */
   lazyPages?: boolean;
   /** Local images (created 0700); default a private temporary directory, deleted after success. */
   imagesDir?: string;
@@ -27,13 +32,14 @@ export interface RemoteProcessMigrationOptions {
   /**
    * Before the dump: stop untouched. After it, before RESTORE is sent: roll back onto the source.
    * After RESTORE is sent: ERR_MIGRATION_UNCERTAIN (the agent may have restored; never rolled back).
+   * lazyPages: ignored once RESTORE is sent (aborting the page stream would lose the process).
    */
   signal?: AbortSignal;
   timeoutMs?: number;
 }
 
 export interface RemoteProcessMigrationResult {
-  /** pid of the restored root on the agent's host. */
+  /** pid of the restored root on the agent's host, in the agent's pid namespace. */
   restoredPid: number;
   phases: Record<'dump' | 'transfer' | 'moveAddress' | 'restore' | 'total', number>;
   /** From the dump's freeze until the agent's RESTORED. */
@@ -45,6 +51,8 @@ export interface RemoteProcessMigrationResult {
   pagesBytes: number;
   agent: { host: string; port: number; name?: string; criuVersion: string; kernel: string };
   dumpStats?: CriuDumpStats;
+  /** lazyPages: the page stream after the restore (bytes CRIU served here, ms from the dump until all were served). */
+  lazyPages?: { bytes: number; ms: number };
 }
 
 const KEYS = new Set([

@@ -29,9 +29,10 @@ export async function sendImages(
   dir: string,
   signal: AbortSignal | undefined,
   reply: () => Promise<Frame>,
+  include: (name: string) => boolean = () => true,
 ): Promise<{ files: number; bytes: number }> {
   const names = (await fs.promises.readdir(dir, { withFileTypes: true }))
-    .filter((entry) => entry.isFile())
+    .filter((entry) => entry.isFile() && include(entry.name))
     .map((entry) => entry.name)
     .sort();
   const buffer = Buffer.allocUnsafe(AGENT_MAX_PAYLOAD);

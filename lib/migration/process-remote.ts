@@ -1,7 +1,8 @@
 /**
  * migrateProcess to another host ({ to: agent }): dump here into a private directory, send the
  * images to the agent over mutual TLS (lib/agent/protocol.ts), give up the service address, send
- * RESTORE, and after RESTORED delete CRIU's lock and the local images.
+ * RESTORE, and after RESTORED delete CRIU's lock and the local images. With lazyPages the memory
+ * pages follow the restore over the same channel (process-remote-lazy.ts).
  *
  * One owner at every moment:
  * - before RESTORE is sent (transfer, address removal, an abort) or on RESTORE_FAILED (the agent
@@ -51,6 +52,7 @@ import {
   type RemoteProcessMigrationOptions,
   type RemoteProcessMigrationResult,
 } from './process-remote-options';
+import { migrateLazily } from './process-remote-lazy';
 import { rollback, type RollbackContext } from './process-rollback';
 import { keepOnlyLogs, prepareImagesDir, sendImages, uncertain } from './process-remote-send';
 
@@ -64,7 +66,7 @@ const IP_TIMEOUT_MS = 10_000;
 
 type Phases = RemoteProcessMigrationResult['phases'];
 
-class RemoteMigration implements RollbackContext {
+export class RemoteMigration implements RollbackContext {
   readonly phases: Phases = { dump: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
   readonly base: CriuOptions;
   /** base plus the external files given back (inherit_fd) to a rollback restore. */
@@ -123,7 +125,7 @@ class RemoteMigration implements RollbackContext {
     // The agent removes its own hold; nothing to release here.
   }
 
-  private where(move: { cidr: string; device: string }): {
+  where(move: { cidr: string; device: string }): {
     cidr: string;
     device: string;
     netns?: string;
@@ -264,6 +266,7 @@ class RemoteMigration implements RollbackContext {
         this.signal.reason,
       );
     }
+    if (this.remote.lazyPages === true) return migrateLazily(this, { dumpDir, cleanup, locksBefore, started });
     try {
       const external = this.externalFiles();
       await this.timed('dump', () => this.dumper.criu.dump({ ...this.base, ...external, pid, imagesDir: dumpDir }));
@@ -366,13 +369,6 @@ export async function migrateProcessRemote(
   options: RemoteProcessMigrationOptions,
 ): Promise<RemoteProcessMigrationResult> {
   validateRemoteOptions(options);
-  if (options.lazyPages === true)
-    throw new ProcessMigrationError('lazy pages are not supported yet; migrate without lazyPages', {
-      code: 'ERR_MIGRATION_LAZY_UNSUPPORTED',
-      phase: 'check',
-      serverOn: 'source',
-      pid: options.pid,
-    });
   checkPid(options.pid);
   if (options.source?.netns !== undefined) checkNetns(options.source.netns, 'source.netns');
   checkTaskNetns(options.pid, options.source?.netns, 'source.netns');

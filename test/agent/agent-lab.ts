@@ -22,7 +22,10 @@ export const AGENT_PORT = 7100;
 
 export interface AgentProcess {
   child: ChildProcess;
+  /** The spawned child's pid (unshare's, with privatePid): its mount namespace is the agent's. */
   pid: number;
+  /** The agent's own pid (pid 1 of its pid namespace with privatePid): signal this one. */
+  mainPid: number;
   events: Array<Record<string, unknown>>;
   stderr: () => string;
   /** Resolves with the first event matching `pred` (bounded). */
@@ -76,8 +79,16 @@ export class AgentLab {
     this.pids.add(pid);
   }
 
-  /** `node-criu agent` on B (private mount), --json; resolves once it listens. */
-  async startAgent(extra: string[] = [], criuPath = this.criuPath, env?: NodeJS.ProcessEnv): Promise<AgentProcess> {
+  /**
+   * `node-criu agent` on B (private mount; with privatePid also its own pid namespace, as post-copy
+   * needs), --json; resolves once it listens.
+   */
+  async startAgent(
+    extra: string[] = [],
+    criuPath = this.criuPath,
+    env?: NodeJS.ProcessEnv,
+    privatePid = false,
+  ): Promise<AgentProcess> {
     const child = this.hosts.spawnOnHost(
       this.B,
       process.execPath,
@@ -103,7 +114,7 @@ export class AgentLab {
         '--json',
         ...extra,
       ],
-      env !== undefined ? { env } : {},
+      { privatePid, ...(env !== undefined ? { env } : {}) },
     );
     const events: Array<Record<string, unknown>> = [];
     let stderr = '';
@@ -118,6 +129,7 @@ export class AgentLab {
     const agent: AgentProcess = {
       child,
       pid: child.pid as number,
+      mainPid: child.pid as number,
       events,
       stderr: () => stderr,
       waitEvent: async (pred, what, timeoutMs = 30000) => {
@@ -132,6 +144,7 @@ export class AgentLab {
       },
     };
     await agent.waitEvent((e) => e.event === 'listening', 'the agent to listen');
+    agent.mainPid = await this.hosts.mainPidOf(child, privatePid);
     return agent;
   }
 

@@ -13,6 +13,7 @@ import { expectEveryConnectionExact } from '../helpers/traffic';
 import { AGENT_PORT, AgentLab, type AgentProcess } from './agent-lab';
 import { hello, runPeer, wholeSession, type PeerFrame } from './agent-peer';
 
+const PIPE_MAX = '/proc/sys/fs/pipe-max-size';
 const STREAM = { connections: 2, total: 12 * 1024 * 1024, paceBytes: 8192, paceMs: 5 };
 
 let lab: AgentLab;
@@ -105,7 +106,6 @@ describe('authenticated peers asking for what the agent does not allow', () => {
       'ERR_AGENT_ADDRESS_NOT_ALLOWED',
     ],
     ['another CRIU version', [hello('3.17')], 3, 'ERR_AGENT_CRIU_VERSION'],
-    ['lazy pages', [hello('x', { lazyPages: true })], 3, 'ERR_MIGRATION_LAZY_UNSUPPORTED'],
     ['a malformed HELLO', [{ type: 1, body: { version: 1, route: 'process', extra: true } }], 9, 'ERR_AGENT_PROTOCOL'],
   ] as const)('%s is refused', async (_name, frames, type, code) => {
     const first = frames[0] as PeerFrame;
@@ -116,6 +116,40 @@ describe('authenticated peers asking for what the agent does not allow', () => {
     const seen = (await refusal(fixed)) as Array<{ type: number; body: { code: string } }>;
     expect(seen).toHaveLength(1);
     expect(seen[0]).toMatchObject({ type, body: { code } });
+    expectNothingOnB();
+  });
+
+  /** Runs `body` with fs.pipe-max-size set to `bytes` (CRIU's lazy page pipe), then puts it back. */
+  const withPipeMax = async (bytes: number, body: () => Promise<void>): Promise<void> => {
+    const before = fs.readFileSync(PIPE_MAX, 'utf8').trim();
+    fs.writeFileSync(PIPE_MAX, String(bytes));
+    try {
+      await body();
+    } finally {
+      fs.writeFileSync(PIPE_MAX, before);
+    }
+  };
+
+  it('lazy pages where CRIU cannot get its 4 MiB pipe are refused', async () => {
+    // Only where it applies (the sysctl is machine-wide: not lowered here, other runs may need it).
+    const status = fs.readFileSync('/proc/self/status', 'utf8');
+    const caps = BigInt(`0x${/CapEff:\s*([0-9a-f]+)/.exec(status)?.[1] ?? '0'}`);
+    if ((caps >> 24n) & 1n || Number(fs.readFileSync(PIPE_MAX, 'utf8')) >= 4 * 1024 * 1024) return;
+    const seen = (await refusal([hello(criuVersion, { lazyPages: true })])) as Array<{ type: number; body: unknown }>;
+    expect(seen).toEqual([{ type: 3, body: expect.objectContaining({ code: 'ERR_LAZY_PAGES_PIPE_SIZE' }) }]);
+    expectNothingOnB();
+  });
+
+  it('a page frame before the attach point (RESTORE) ends a lazy session, nothing written', async () => {
+    await withPipeMax(4 * 1024 * 1024, async () => {
+      const seen = (await refusal([
+        hello(criuVersion, { lazyPages: true }),
+        { type: 13, id: 0, data: Buffer.from('page').toString('base64') },
+      ])) as Array<{ type: number; body: { code: string; message: string } }>;
+      expect(seen.map((f) => f.type)).toEqual([2, 9]);
+      expect(seen[1].body).toMatchObject({ code: 'ERR_AGENT_PROTOCOL', message: expect.stringContaining('PAGE_DATA') });
+    });
+    await agent.waitEvent((e) => e.event === 'session-end', 'the session to end');
     expectNothingOnB();
   });
 

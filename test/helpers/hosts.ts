@@ -16,7 +16,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { childrenOf } from '../../lib/sys/proc';
 import { NetnsLab, run } from './netns';
+import { waitUntil } from './wait';
 
 export interface LabHost {
   label: string;
@@ -96,18 +98,28 @@ export class HostLab {
   /**
    * Spawns `command args` on the host: its network namespace and, with `privateMount` (default),
    * a new mount namespace where host.workDir is a fresh tmpfs. Killed (SIGKILL) by destroy().
+   *
+   * `privatePid` (with privateMount) also gives it a pid namespace of its own, as another host has
+   * (post-copy needs it: the source tree keeps its pids until every page is served, and the target
+   * restores the same pids): `unshare --pid --fork --mount-proc --kill-child`, so the returned
+   * child is unshare, `command` is pid 1 of the new namespace (its real pid: mainPidOf), sees only
+   * that namespace in /proc, and reports pids as seen there (a restored tree's pid is the one it
+   * had on the source). When `command` exits, or the child is killed, everything in that
+   * namespace dies with it (a host going down). unshare ignores SIGTERM: signal mainPidOf's pid.
    */
   spawnOnHost(
     host: LabHost,
     command: string,
     args: string[],
-    options: SpawnOptions & { privateMount?: boolean } = {},
+    options: SpawnOptions & { privateMount?: boolean; privatePid?: boolean } = {},
   ): ChildProcess {
-    const { privateMount = true, ...spawnOptions } = options;
+    const { privateMount = true, privatePid = false, ...spawnOptions } = options;
+    if (privatePid && !privateMount) throw new Error('privatePid needs privateMount');
     const inner = privateMount
       ? [
           'unshare',
           '--mount',
+          ...(privatePid ? ['--pid', '--fork', '--mount-proc', '--kill-child'] : []),
           '--propagation',
           'private',
           '--',
@@ -126,6 +138,20 @@ export class HostLab {
     this.children.add(child);
     child.once('exit', () => this.children.delete(child));
     return child;
+  }
+
+  /** The real pid of `command` from spawnOnHost (pid 1 of its namespace with privatePid), once it runs. */
+  async mainPidOf(child: ChildProcess, privatePid: boolean): Promise<number> {
+    if (!privatePid) return child.pid as number;
+    let pid: number | undefined;
+    await waitUntil(
+      () => {
+        pid = childrenOf(child.pid as number)[0];
+        return pid !== undefined;
+      },
+      { what: 'the process in its own pid namespace' },
+    );
+    return pid as number;
   }
 
   /** The MAC the host's neighbour cache holds for `address` (undefined if none). */
