@@ -17,6 +17,7 @@ import { closeFdQuietly } from '../transport/seqpacket';
 /** Largest registration message read (anything longer is refused and the transport closed). */
 const MAX_REGISTRATION_BYTES = 4096;
 const MAX_PORTS_PER_APP = 64;
+const REGISTRATION_TIMEOUT_MS = 10_000;
 
 export interface RegisteredApp {
   transport: SeqpacketTransport;
@@ -68,7 +69,8 @@ export class AppRegistry {
       path: options.path,
       mode: (options.allowUids ?? []).length > 0 ? 0o666 : 0o600,
       ...(options.allowUids ? { allowUids: options.allowUids } : {}),
-      onConnection: (transport, peer) => void this.register(transport, peer),
+      // register() answers on the transport; a peer gone by then is only closed.
+      onConnection: (transport, peer) => void this.register(transport, peer).catch(() => transport.close()),
       onRefused: (peer) => options.onEvent?.({ event: 'app-refused', uid: peer.uid, pid: peer.pid }),
     });
   }
@@ -90,12 +92,9 @@ export class AppRegistry {
   private async register(transport: SeqpacketTransport, peer: PeerCredentials): Promise<void> {
     let ports: number[];
     try {
-      const message = await Promise.race([
-        transport.receive(),
-        new Promise<never>((_, reject) =>
-          setTimeout(() => reject(new Error('no registration within 10 s')), 10000).unref(),
-        ),
-      ]);
+      // A connection that sends nothing is closed after 10 s (its receive then rejects).
+      const timer = setTimeout(() => transport.close(), REGISTRATION_TIMEOUT_MS);
+      const message = await transport.receive().finally(() => clearTimeout(timer));
       message.fds.forEach(closeFdQuietly);
       ports = decodeRegistration(message.data);
       const taken = ports.filter((port) => this.appFor(port) !== undefined);
