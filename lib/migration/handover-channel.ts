@@ -15,6 +15,7 @@ import type { Duplex } from 'node:stream';
 import { FramedConnection } from '../transport/framed';
 import type { Frame } from '../transport/framed';
 import type { SeqpacketTransport } from '../transport/seqpacket';
+import { WaitQueue } from '../transport/wait-queue';
 import { closeFdQuietly, HandoverError } from './handover-errors';
 import {
   DEFAULT_LIMITS,
@@ -237,9 +238,7 @@ export abstract class HandoverChannel {
 export class SeqpacketHandoverChannel extends HandoverChannel {
   readonly canPassFds = true;
   readonly maxFramePayload = SEQPACKET_FRAME_BYTES;
-  private readonly frames: RawFrame[] = [];
-  private readonly waiters: Array<{ resolve: (f: RawFrame) => void; reject: (e: Error) => void }> = [];
-  private ended: HandoverError | undefined;
+  private readonly frames = new WaitQueue<RawFrame>();
 
   constructor(private readonly transport: SeqpacketTransport) {
     super();
@@ -259,9 +258,7 @@ export class SeqpacketHandoverChannel extends HandoverChannel {
         const header = decodeHeader(message.data, SEQPACKET_FRAME_BYTES);
         if (header.length !== message.data.length - HEADER_BYTES) throw protocolError('frame length mismatch');
         const frame = { ...header, payload: message.data.subarray(HEADER_BYTES), fds: message.fds };
-        const waiter = this.waiters.shift();
-        if (waiter) waiter.resolve(frame);
-        else this.frames.push(frame);
+        if (!this.frames.push(frame)) frame.fds.forEach(closeFdQuietly);
       } catch (error) {
         message.fds.forEach(closeFdQuietly);
         this.end(channelError(error));
@@ -272,29 +269,11 @@ export class SeqpacketHandoverChannel extends HandoverChannel {
   }
 
   private end(error: HandoverError): void {
-    if (this.ended) return;
-    this.ended = error;
-    for (const waiter of this.waiters.splice(0)) waiter.reject(error);
+    this.frames.fail(error);
   }
 
   protected nextFrame(signal?: AbortSignal): Promise<RawFrame> {
-    const next = this.frames.shift();
-    if (next) return Promise.resolve(next);
-    if (this.ended) return Promise.reject(this.ended);
-    if (signal?.aborted) return Promise.reject(abortError(signal));
-    return new Promise((resolve, reject) => {
-      const onAbort = (): void => {
-        const i = this.waiters.indexOf(waiter);
-        if (i >= 0) this.waiters.splice(i, 1);
-        reject(abortError(signal as AbortSignal));
-      };
-      const waiter = {
-        resolve: (f: RawFrame) => (signal?.removeEventListener('abort', onAbort), resolve(f)),
-        reject: (e: Error) => (signal?.removeEventListener('abort', onAbort), reject(e)),
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(waiter);
-    });
+    return this.frames.take(signal, abortError);
   }
 
   protected async sendFrame(
@@ -310,7 +289,7 @@ export class SeqpacketHandoverChannel extends HandoverChannel {
 
   protected closeTransport(): void {
     this.end(new HandoverError('handover channel closed', 'ERR_HANDOVER_CHANNEL_CLOSED'));
-    for (const frame of this.frames.splice(0)) frame.fds.forEach(closeFdQuietly);
+    for (const frame of this.frames.drain()) frame.fds.forEach(closeFdQuietly);
     this.transport.close();
   }
 }

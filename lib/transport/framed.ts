@@ -11,6 +11,7 @@
 import type { Duplex } from 'node:stream';
 
 import { TransportError } from './errors';
+import { WaitQueue } from './wait-queue';
 
 export const FRAME_HEADER_BYTES = 16;
 
@@ -132,8 +133,7 @@ export interface FramedConnectionOptions {
  */
 export class FramedConnection {
   private readonly decoder: FrameDecoder;
-  private readonly inbox: Frame[] = [];
-  private readonly waiters: Array<{ resolve: (f: Frame) => void; reject: (e: Error) => void }> = [];
+  private readonly inbox = new WaitQueue<Frame>();
   private readonly maxQueued: number;
   private failure: TransportError | undefined;
   private paused = false;
@@ -177,6 +177,7 @@ export class FramedConnection {
     for (const [event, listener] of Object.entries(this.listeners)) this.stream.removeListener(event, listener);
     this.stream.pause();
     this.failure = new TransportError('the stream was released', { code: 'ERR_TRANSPORT_CLOSED' });
+    this.inbox.fail(this.failure);
     return this.stream;
   }
 
@@ -186,32 +187,9 @@ export class FramedConnection {
 
   /** The next frame; rejects when the conversation failed or ended, or `signal` aborts. */
   receive(signal?: AbortSignal): Promise<Frame> {
-    const next = this.inbox.shift();
-    if (next !== undefined) {
-      this.resumeIfRoom();
-      return Promise.resolve(next);
-    }
-    if (this.failure) return Promise.reject(this.failure);
-    if (signal?.aborted) return Promise.reject(abortError(signal));
-    return new Promise((resolve, reject) => {
-      const onAbort = (): void => {
-        const i = this.waiters.indexOf(waiter);
-        if (i >= 0) this.waiters.splice(i, 1);
-        reject(abortError(signal as AbortSignal));
-      };
-      const waiter = {
-        resolve: (frame: Frame) => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve(frame);
-        },
-        reject: (error: Error) => {
-          signal?.removeEventListener('abort', onAbort);
-          reject(error);
-        },
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(waiter);
-    });
+    const next = this.inbox.take(signal, abortError);
+    this.resumeIfRoom();
+    return next;
   }
 
   /** Sends one frame (payload ≤ format.maxPayload); resolves when the stream can take more. */
@@ -272,11 +250,7 @@ export class FramedConnection {
       this.fail(error as TransportError);
       return;
     }
-    for (const frame of frames) {
-      const waiter = this.waiters.shift();
-      if (waiter) waiter.resolve(frame);
-      else this.inbox.push(frame);
-    }
+    for (const frame of frames) this.inbox.push(frame);
     if (this.inbox.length >= this.maxQueued && !this.paused) {
       this.paused = true;
       this.stream.pause();
@@ -295,8 +269,8 @@ export class FramedConnection {
     this.failure = error;
     // Frames that arrived before the peer's end (or a later bad frame) are still received, in
     // order, before the error: a last message followed by EOF is the normal end of a protocol.
-    if (error.code === 'ERR_TRANSPORT_CLOSED') this.inbox.splice(0);
-    for (const waiter of this.waiters.splice(0)) waiter.reject(error);
+    if (error.code === 'ERR_TRANSPORT_CLOSED') this.inbox.drain();
+    this.inbox.fail(error);
     // What was written before a close() still goes out (end() flushes); whatever the peer still
     // sends is read and dropped until its own end, since closing with unread data would answer
     // it with a RST. A peer that never ends is cut off after 5 s.
