@@ -219,8 +219,8 @@ void SeqpacketSocket::AcceptAvailable() {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      // Out of fds or memory: the connection stays queued; report, keep listening.
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) return;
+      // Anything else ends the listener (onEnd), out of fds included: the poll is level-triggered,
+      // so waiting here would spin on the connection we cannot take.
       ReportEnd(errno, "accept4", nullptr);
       return;
     }

@@ -72,6 +72,7 @@ export class AppRegistry {
       // register() answers on the transport; a peer gone by then is only closed.
       onConnection: (transport, peer) => void this.register(transport, peer).catch(() => transport.close()),
       onRefused: (peer) => options.onEvent?.({ event: 'app-refused', uid: peer.uid, pid: peer.pid }),
+      onError: (error) => options.onEvent?.({ event: 'app-socket-failed', code: error.code, message: error.message }),
     });
   }
 

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { callNative, InvalidArgumentError } from '../errors';
+import { callNative, fromNativeError, InvalidArgumentError } from '../errors';
 import { binding } from '../native';
 import { checkSocketPath } from '../security';
 import type { NativeSeqpacketSocket } from './binding-types';
@@ -30,6 +30,8 @@ export interface SeqpacketServerOptions {
   onConnection: (transport: SeqpacketTransport, peer: PeerCredentials) => void;
   /** A connection refused by uid (for logs). */
   onRefused?: (peer: PeerCredentials) => void;
+  /** The listener failed and closed (e.g. accept4 EMFILE); the transports it made stay open. */
+  onError?: (error: TransportError) => void;
 }
 
 export class SeqpacketServer {
@@ -49,7 +51,12 @@ export class SeqpacketServer {
         new SeqpacketSocket(
           fd,
           (_data, fds) => fds.forEach((accepted) => this.onAccepted(accepted)),
-          () => this.close(),
+          (error) => {
+            // The listener failed (accept4: out of fds, ...): stop listening, then report it.
+            const report = error !== null && !this.closed;
+            this.close();
+            if (report) this.options.onError?.(fromNativeError(TransportError, error, `accept on ${path}`));
+          },
         ),
     );
   }

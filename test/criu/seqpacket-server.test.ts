@@ -3,7 +3,7 @@
  * or our uid (or allowed uids) get a transport, the socket file's mode is set before listen,
  * close() is idempotent and removes the file, and no fd is left behind.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -99,6 +99,30 @@ describe('SeqpacketServer', () => {
     } finally {
       copy.dispose();
     }
+  });
+
+  test('out of fds, the listener reports EMFILE and closes instead of spinning', async () => {
+    const socketPath = path.join(dir, 'full.sock');
+    const dist = path.join(__dirname, '..', '..', 'dist');
+    // A child with few fds: it fills its table, then a connection arrives that accept4 cannot take.
+    const script = `
+      const fs = require('fs');
+      const { SeqpacketServer } = require(${JSON.stringify(dist)});
+      const server = SeqpacketServer.listen({ path: ${JSON.stringify(socketPath)}, onConnection: () => {},
+        onError: (e) => { console.log(e.code + ' ' + fs.existsSync(${JSON.stringify(socketPath)})); process.exit(0); } });
+      const held = [];
+      try { for (;;) held.push(fs.openSync('/dev/null', 'r')); } catch {}
+      console.log('full');`;
+    const child = spawn('prlimit', ['--nofile=64:64', process.execPath, '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    await waitUntil(() => out.includes('full'), { what: 'the child out of fds' });
+    const client = SeqpacketTransport.connect(socketPath);
+    await new Promise((resolve) => child.once('exit', resolve));
+    client.close();
+    expect(out.trim().split('\n').pop()).toBe('EMFILE false');
   });
 
   test('bad arguments are typed errors and leave nothing behind', () => {
