@@ -23,6 +23,7 @@ import { Duplex } from 'node:stream';
 
 import type { Frame, FramedConnection } from '../transport/framed';
 import { TransportError } from '../transport/errors';
+import { WaitQueue } from '../transport/wait-queue';
 import { AGENT_MAX_PAYLOAD, AgentProtocolError, checkPageFrame, messageName, MSG } from './protocol';
 
 export interface PageChannelOptions {
@@ -62,8 +63,7 @@ export class PageChannel {
   /** The page stream, for startLazyDump / startLazyRestore. */
   readonly pages: Duplex;
   private readonly maxControl: number;
-  private readonly control: Frame[] = [];
-  private readonly waiters: Array<{ resolve: (f: Frame) => void; reject: (e: Error) => void }> = [];
+  private readonly control = new WaitQueue<Frame>();
   private failure: Error | undefined;
   private attached = false;
   private peerEnded = false;
@@ -110,29 +110,7 @@ export class PageChannel {
 
   /** The next frame that is not a page frame; rejects when the channel failed, or `signal` aborts. */
   next(signal?: AbortSignal): Promise<Frame> {
-    const frame = this.control.shift();
-    if (frame !== undefined) return Promise.resolve(frame);
-    if (this.failure !== undefined) return Promise.reject(this.failure);
-    if (signal?.aborted) return Promise.reject(abortError(signal));
-    return new Promise((resolve, reject) => {
-      const onAbort = (): void => {
-        const i = this.waiters.indexOf(waiter);
-        if (i >= 0) this.waiters.splice(i, 1);
-        reject(abortError(signal as AbortSignal));
-      };
-      const waiter = {
-        resolve: (f: Frame) => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve(f);
-        },
-        reject: (e: Error) => {
-          signal?.removeEventListener('abort', onAbort);
-          reject(e);
-        },
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(waiter);
-    });
+    return this.control.take(signal, abortError);
   }
 
   /** The channel's failure, if any (a protocol error of the peer, the connection lost). */
@@ -203,9 +181,7 @@ export class PageChannel {
       if (!this.pages.destroyed && !this.pages.push(frame.payload)) this.paused = true;
       return;
     }
-    const waiter = this.waiters.shift();
-    if (waiter !== undefined) return waiter.resolve(frame);
-    if (this.control.length >= this.maxControl)
+    if (this.control.waiting === 0 && this.control.length >= this.maxControl)
       throw new AgentProtocolError(`unexpected ${messageName(frame.type)} (${this.control.length} messages unread)`);
     this.control.push(frame);
   }
@@ -215,7 +191,7 @@ export class PageChannel {
     this.failure = error;
     this.rejectOpened(error);
     this.rejectPeerEnd(error);
-    for (const waiter of this.waiters.splice(0)) waiter.reject(error);
+    this.control.fail(error);
     const pages = this.pages;
     if (!pages.destroyed && !(pages.readableEnded && pages.writableFinished)) pages.destroy(error);
   }

@@ -12,6 +12,11 @@ export class WaitQueue<T> {
     return this.items.length;
   }
 
+  /** Takers waiting for an item. */
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
   get failed(): Error | undefined {
     return this.failure;
   }
