@@ -3,7 +3,7 @@
 import type { CriuOptions } from '../criu';
 import { InvalidArgumentError } from '../errors';
 import { procState } from '../sys/proc';
-import { ProcessMigrationError } from './process-errors';
+import { describeFailure, ProcessMigrationError } from './process-errors';
 import type { CriuDumpStats } from './process-images';
 
 export interface ProcessMigrationProgress {
@@ -164,4 +164,18 @@ export function checkPid(pid: number): void {
       serverOn: 'none',
     });
   }
+}
+
+/** A dump that failed: ERR_MIGRATION_DUMP_FAILED, saying whether the process still runs on the source. */
+export function dumpFailed(pid: number, error: unknown, what = ''): ProcessMigrationError {
+  let alive = true;
+  try {
+    checkPid(pid);
+  } catch {
+    alive = false;
+  }
+  return new ProcessMigrationError(
+    `CRIU could not dump process ${pid}${what}: ${describeFailure(error)}; ${alive ? 'it keeps running on the source' : 'it is no longer running'}`,
+    { code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: alive ? 'source' : 'none', pid, cause: error },
+  );
 }

@@ -29,7 +29,7 @@ import { checkPipeSize, startLazyDump, type LazyDump, type LazyTransferResult } 
 import { deleteNewLockTables } from './process-criu';
 import { describeFailure, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import { readDumpStats } from './process-images';
-import { checkPid } from './process-options';
+import { dumpFailed } from './process-options';
 import type { RemoteMigration } from './process-remote';
 import type { RemoteProcessMigrationResult } from './process-remote-options';
 import { keepOnlyLogs, sendImages } from './process-remote-send';
@@ -95,16 +95,7 @@ export async function migrateLazily(m: RemoteMigration, ctx: LazyContext): Promi
     m.signal?.removeEventListener('abort', onAbort);
     link.close();
     await keepOnlyLogs(dumpDir);
-    let alive = true;
-    try {
-      checkPid(pid);
-    } catch {
-      alive = false;
-    }
-    throw new ProcessMigrationError(
-      `CRIU could not dump process ${pid} (lazy pages): ${describeFailure(error)}; ${alive ? 'it keeps running on the source' : 'it is no longer running'}`,
-      { code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: alive ? 'source' : 'none', pid, cause: error },
-    );
+    throw dumpFailed(pid, error, ' (lazy pages)');
   }
   let phase: ProcessMigrationPhase = 'transfer';
   let sent: { files: number; bytes: number };

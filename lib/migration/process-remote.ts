@@ -43,10 +43,10 @@ import {
   type NetnsCriu,
   type TaskCriu,
 } from './process-criu';
-import { describeFailure, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
+import { ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import { pagesBytes, readDumpStats } from './process-images';
 import { holdExternalFiles, type HeldFiles } from './process-mounts';
-import { checkPid, type ProcessMigrationOptions } from './process-options';
+import { checkPid, dumpFailed, type ProcessMigrationOptions } from './process-options';
 import {
   validateRemoteOptions,
   type RemoteProcessMigrationOptions,
@@ -273,16 +273,7 @@ export class RemoteMigration implements RollbackContext {
     } catch (error) {
       channel.close();
       await keepOnlyLogs(dumpDir);
-      let alive = true;
-      try {
-        checkPid(pid);
-      } catch {
-        alive = false;
-      }
-      throw new ProcessMigrationError(
-        `CRIU could not dump process ${pid}: ${describeFailure(error)}; ${alive ? 'it keeps running on the source' : 'it is no longer running'}`,
-        { code: 'ERR_MIGRATION_DUMP_FAILED', phase: 'dump', serverOn: alive ? 'source' : 'none', pid, cause: error },
-      );
+      throw dumpFailed(pid, error);
     }
     let phase: ProcessMigrationPhase = 'transfer';
     let sent: { files: number; bytes: number };
