@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh machine and does nothing when it is already there:
 # nftables (connection locks), iproute2 (namespaces), clang with its libFuzzer runtime (the
-# libsoccr fuzz smoke in scripts/test-c.sh), CRIU 4.2+ (scripts/install-criu.sh).
+# libsoccr fuzz smoke in scripts/test-c.sh), strace (a fault test slows CRIU down with it), CRIU 4.2+
+# (scripts/install-criu.sh).
 # When everything is present it runs no apt command at all (a few `command -v` checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ need=()
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v clang >/dev/null 2>&1 || need+=(clang)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   apt_install "${need[@]}"
 fi

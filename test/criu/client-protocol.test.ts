@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Criu, CriuReqType, type CriuRequestMessage } from '../../lib';
-import { FIXTURES, childrenOf, fdCount, makeTempDir, removeDir } from './helpers';
+import { FIXTURES, childrenOf, makeTempDir, removeDir } from './helpers';
+import { newFds, openFds } from '../helpers/fds';
 
 type Step =
   { recv: true } | { send: Record<string, unknown>; passFd?: string } | { sendRaw: string } | { exit: number };
@@ -55,7 +56,7 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
       { recv: true },
       { send: { type: CriuReqType.DUMP, success: true, dump: { restored: false } } },
     ]);
-    const fds = fdCount();
+    const fds = openFds();
     const seen: number[] = [];
     const result = await criu.preDump({
       imagesDir: dir,
@@ -79,7 +80,7 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
     expect(
       requests.every((r) => r.opts?.pid === 4242 && r.opts.tcpEstablished === true && r.opts.imagesDirFd >= 0),
     ).toBe(true);
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
     expect(childrenOf(process.pid)).toEqual([]);
   });
 
@@ -96,7 +97,7 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
       { recv: true },
       { send: { type: CriuReqType.RESTORE, success: true, restore: { pid: 777 } } },
     ]);
-    const fds = fdCount();
+    const fds = openFds();
     let content = '';
     const result = await criu.restore(
       { imagesDir: dir },
@@ -123,7 +124,7 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
       { type: CriuReqType.NOTIFY, notifySuccess: true },
     ]);
     // The passed fd was closed after its handler settled.
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 
   it('a rejecting handler acks failure; the call rejects with ERR_CRIU_NOTIFY_HANDLER', async () => {
@@ -181,7 +182,7 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
   });
 
   it('malformed, unexpected and EMPTY replies are typed errors and leave nothing behind', async () => {
-    const fds = fdCount();
+    const fds = openFds();
     const garbage = scripted([{ recv: true }, { sendRaw: 'ffffffffff' }]);
     await expect(garbage.criu.version()).rejects.toMatchObject({
       name: 'CriuProtocolError',
@@ -204,7 +205,7 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
       code: 'ERR_CRIU_EXITED',
       exitCode: 255,
     });
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
     expect(childrenOf(process.pid)).toEqual([]);
   });
 
@@ -225,7 +226,7 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
       { send: { type: CriuReqType.NOTIFY, success: true, notify: { script: 'post-dump' } } },
       { recv: true },
     ]);
-    const fds = fdCount();
+    const fds = openFds();
     let handlerSignal: AbortSignal | undefined;
     const error = await criu
       .dump(
@@ -244,6 +245,6 @@ describe('Criu client protocol handling (scripted swrk over a real socket)', () 
     expect(handlerSignal).toBeDefined(); // the timeout ended the handler, not the start-up
     expect(handlerSignal?.aborted).toBe(true);
     expect(childrenOf(process.pid)).toEqual([]);
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 });

@@ -8,18 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Criu, CriuConnectionError } from '../../lib';
-import {
-  FIXTURES,
-  Netns,
-  childrenOf,
-  fdCount,
-  killPid,
-  makeTempDir,
-  pidAlive,
-  removeDir,
-  sleep,
-  waitForFile,
-} from './helpers';
+import { FIXTURES, Netns, childrenOf, killPid, makeTempDir, pidAlive, removeDir, sleep, waitForFile } from './helpers';
+import { newFds, openFds } from '../helpers/fds';
 
 describe('Criu service mode and page servers (CRIU 4.2.1, private netns)', () => {
   let netns: Netns;
@@ -106,7 +96,7 @@ describe('Criu service mode and page servers (CRIU 4.2.1, private netns)', () =>
   });
 
   it('service down: ENOENT without a socket, ECONNREFUSED with a stale one, as CriuConnectionError', async () => {
-    const fds = fdCount();
+    const fds = openFds();
     const missing = new Criu({ mode: 'service', address: path.join(dir, 'nobody.sock') });
     const noSocket = await missing.version().catch((e: unknown) => e);
     expect(noSocket).toBeInstanceOf(CriuConnectionError);
@@ -119,7 +109,7 @@ describe('Criu service mode and page servers (CRIU 4.2.1, private netns)', () =>
     const refused = await new Criu({ mode: 'service', address }).check().catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(CriuConnectionError);
     expect(refused).toMatchObject({ code: 'ECONNREFUSED', syscall: 'connect' });
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 
   it('pageServerChld + a dump sending its pages there + waitPid, then restore from the pages', async () => {

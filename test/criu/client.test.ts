@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Criu, CriuConnectionError, CriuRequestError, InvalidArgumentError, NodeCriuError } from '../../lib';
-import { FIXTURES, childrenOf, fdCount, killPid, makeTempDir, removeDir, waitForFile } from './helpers';
+import { FIXTURES, childrenOf, killPid, makeTempDir, removeDir, waitForFile } from './helpers';
+import { newFds, openFds } from '../helpers/fds';
 
 describe('Criu (swrk) basics against CRIU 4.2.1', () => {
   let dir: string;
@@ -18,10 +19,10 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
 
   it('version() reports 4.2.1 and leaves no fd or child behind', async () => {
     const criu = new Criu();
-    const fds = fdCount();
+    const fds = openFds();
     const version = await criu.version();
     expect(version).toMatchObject({ major: 4, minor: 2, sublevel: 1, text: '4.2.1', number: 40201 });
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
     expect(childrenOf(process.pid)).toEqual([]);
     await criu.close();
   });
@@ -55,7 +56,7 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
 
   it('dump of a pid that does not exist rejects with ESRCH and the log tail', async () => {
     const criu = new Criu();
-    const fds = fdCount();
+    const fds = openFds();
     // pid_max is at most 2^22: this pid cannot exist.
     const error = await criu.dump({ imagesDir: dir, pid: 4194304 + 7 }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(CriuRequestError);
@@ -65,7 +66,7 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
     expect(e.requestType).toBe('DUMP');
     expect(e.logFile).toBe(path.join(dir, 'criu-dump.log'));
     expect(e.logTail).toMatch(/4194311/);
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
     expect(childrenOf(process.pid)).toEqual([]);
   });
 
@@ -75,11 +76,11 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
     // Executable bit set, but the interpreter does not exist: spawn itself fails (ENOENT).
     const broken = path.join(dir, 'broken-criu');
     fs.writeFileSync(broken, '#!/nonexistent/interpreter\n', { mode: 0o755 });
-    const fds = fdCount();
+    const fds = openFds();
     const error = await new Criu({ criuPath: broken }).version().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(CriuConnectionError);
     expect((error as CriuConnectionError).code).toBe('ENOENT');
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 
   it('swrk dying without a reply reports its exit status and stderr', async () => {
@@ -93,17 +94,17 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
 
   it('a missing images directory is ENOENT before anything starts', async () => {
     const criu = new Criu();
-    const fds = fdCount();
+    const fds = openFds();
     const error = await criu.dump({ imagesDir: path.join(dir, 'missing'), pid: process.pid }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(NodeCriuError);
     expect(error).toMatchObject({ code: 'ENOENT', syscall: 'open' });
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
     expect(childrenOf(process.pid)).toEqual([]);
   });
 
   it('bad options are InvalidArgumentError before any I/O', async () => {
     const criu = new Criu();
-    const fds = fdCount();
+    const fds = openFds();
     const bad: unknown[] = [
       () => criu.dump({ imagesDir: dir, pid: -1 }),
       () => criu.dump({ imagesDir: dir, pid: 1, logFile: 'a/b' }),
@@ -136,7 +137,7 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
       expect(error).toBeInstanceOf(InvalidArgumentError);
       expect((error as InvalidArgumentError).code).toMatch(/^ERR_(INVALID_ARG_VALUE|INVALID_ARG_TYPE|OUT_OF_RANGE)$/);
     }
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
     expect(childrenOf(process.pid)).toEqual([]);
   });
 
@@ -144,12 +145,12 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
     const slow = path.join(dir, 'slow-criu');
     fs.writeFileSync(slow, '#!/bin/sh\nexec sleep 30\n', { mode: 0o755 });
     const criu = new Criu({ criuPath: slow });
-    const fds = fdCount();
+    const fds = openFds();
     const error = await criu.version({ timeoutMs: 300 }).catch((e: unknown) => e);
     expect(error).toMatchObject({ name: 'CriuTimeoutError', code: 'ERR_CRIU_TIMEOUT', timeoutMs: 300 });
     expect((error as Error).cause).toMatchObject({ name: 'TimeoutError' });
     expect(childrenOf(process.pid)).toEqual([]);
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 
   it('abort kills and reaps swrk and rejects with ABORT_ERR carrying the reason', async () => {
@@ -157,7 +158,7 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
     fs.writeFileSync(slow, '#!/bin/sh\nexec sleep 30\n', { mode: 0o755 });
     const criu = new Criu({ criuPath: slow });
     const controller = new AbortController();
-    const fds = fdCount();
+    const fds = openFds();
     const pending = criu.check({ signal: controller.signal });
     // Abort once swrk is really running.
     for (let i = 0; i < 500 && childrenOf(process.pid).length === 0; i++) await new Promise((r) => setTimeout(r, 5));
@@ -167,7 +168,7 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
     const error = await pending.catch((e: unknown) => e);
     expect(error).toMatchObject({ name: 'CriuAbortError', code: 'ABORT_ERR', cause: reason });
     expect(childrenOf(process.pid)).toEqual([]);
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
     // An already aborted signal fails before anything starts.
     await expect(criu.check({ signal: controller.signal })).rejects.toMatchObject({ code: 'ABORT_ERR' });
     expect(childrenOf(process.pid)).toEqual([]);

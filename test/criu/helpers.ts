@@ -25,27 +25,7 @@ export function removeDir(dir: string | undefined): void {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 }
 
-export function fdCount(): number {
-  return fs.readdirSync('/proc/self/fd').length;
-}
-
-/** Our open fds and what each refers to (readlink), to tell a leak from an earlier fd that closed meanwhile. */
-export function openFds(): Map<number, string> {
-  const fds = new Map<number, string>();
-  for (const entry of fs.readdirSync('/proc/self/fd')) {
-    try {
-      fds.set(Number(entry), fs.readlinkSync(`/proc/self/fd/${entry}`));
-    } catch {
-      // the directory fd readdir used, or closed meanwhile
-    }
-  }
-  return fds;
-}
-
-/** fds open now that were not (with the same target) in `before`: what a test left open. */
-export function newFds(before: Map<number, string>): string[] {
-  return [...openFds()].filter(([fd, target]) => before.get(fd) !== target).map(([fd, target]) => `${fd} -> ${target}`);
-}
+export { newFds, openFds } from '../helpers/fds';
 
 export function criuPath(): string {
   return locateCriu().path;

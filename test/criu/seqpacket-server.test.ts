@@ -11,8 +11,7 @@ import * as path from 'node:path';
 import { SeqpacketServer, SeqpacketTransport } from '../../lib/transport';
 import { readableCopy } from '../helpers/other-uid';
 import { waitUntil } from '../helpers/wait';
-
-const fdCount = (): number => fs.readdirSync('/proc/self/fd').length;
+import { newFds, openFds } from '../helpers/fds';
 
 describe('SeqpacketServer', () => {
   let dir: string;
@@ -23,7 +22,7 @@ describe('SeqpacketServer', () => {
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   test('accepts our own connections; messages and fds pass both ways; close removes the file', async () => {
-    const before = fdCount();
+    const before = openFds();
     const socketPath = path.join(dir, 'agent.sock');
     const accepted: Array<{ transport: SeqpacketTransport; uid: number }> = [];
     const server = SeqpacketServer.listen({
@@ -53,7 +52,7 @@ describe('SeqpacketServer', () => {
     expect((await accepted[0].transport.receive()).data.toString()).toBe('still');
     client.close();
     accepted[0].transport.close();
-    expect(fdCount()).toBe(before);
+    expect(newFds(before)).toEqual([]);
   });
 
   test('another uid is closed unread unless allowed', async () => {
@@ -126,7 +125,7 @@ describe('SeqpacketServer', () => {
   });
 
   test('bad arguments are typed errors and leave nothing behind', () => {
-    const before = fdCount();
+    const before = openFds();
     expect(() => SeqpacketServer.listen({ path: 'relative.sock', onConnection: () => undefined })).toThrow(
       expect.objectContaining({ code: expect.stringMatching(/^ERR_/) }),
     );
@@ -138,6 +137,6 @@ describe('SeqpacketServer', () => {
       expect.objectContaining({ code: 'EADDRINUSE' }),
     );
     expect(fs.existsSync(path.join(dir, 'taken'))).toBe(true);
-    expect(fdCount()).toBe(before);
+    expect(newFds(before)).toEqual([]);
   });
 });

@@ -11,7 +11,8 @@ import { Worker } from 'node:worker_threads';
 
 import { SeqpacketTransport, TransportError, type TransportMessage } from '../../lib';
 import { binding } from '../../lib/native';
-import { fdCount, makeTempDir, removeDir, sleep } from './helpers';
+import { makeTempDir, removeDir, sleep } from './helpers';
+import { newFds, openFds } from '../helpers/fds';
 
 function fdFlags(fd: number): number {
   const info = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
@@ -32,7 +33,7 @@ describe('SeqpacketTransport', () => {
   }
 
   it('keeps message boundaries and sizes, in order, both ways', async () => {
-    const fds = fdCount();
+    const fds = openFds();
     const [a, b] = pair();
     const sizes = [1, 2, 100, 4096, 65536, 200 * 1024];
     const sent = sizes.map((size, i) => Buffer.alloc(size, i + 1));
@@ -42,7 +43,7 @@ describe('SeqpacketTransport', () => {
     expect((await a.receive()).data.toString()).toBe('reply');
     a.close();
     b.close();
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 
   it('refuses an empty message (indistinguishable from EOF) and an oversized one with EMSGSIZE', async () => {
@@ -64,7 +65,7 @@ describe('SeqpacketTransport', () => {
   });
 
   it('passes fds with SCM_RIGHTS both ways; received fds are close-on-exec and owned by the receiver', async () => {
-    const fds = fdCount();
+    const fds = openFds();
     const [a, b] = pair();
     const file = path.join(dir, 'payload');
     fs.writeFileSync(file, 'through the socket');
@@ -84,7 +85,7 @@ describe('SeqpacketTransport', () => {
     }
     a.close();
     b.close();
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 
   it('reports EOF once: receive rejects ERR_TRANSPORT_DISCONNECTED, closed() resolves, the iterator ends', async () => {
@@ -101,7 +102,7 @@ describe('SeqpacketTransport', () => {
   });
 
   it('close() is idempotent, fails pending receives and closes fds nobody received', async () => {
-    const fds = fdCount();
+    const fds = openFds();
     const [a, b] = pair();
     const pending = a.receive();
     a.close();
@@ -115,11 +116,11 @@ describe('SeqpacketTransport', () => {
     c.send(Buffer.from('fd nobody takes'), [fd]);
     fs.closeSync(fd);
     // Let d read it into its queue, then close without receiving: the fd must not leak.
-    for (let i = 0; i < 100 && fdCount() < fds + 4; i++) await sleep(5);
+    for (let i = 0; i < 100 && newFds(fds).length < 4; i++) await sleep(5);
     c.close();
     d.close();
     b.close();
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 
   it('queues sends that would block and flushes them in order once the peer reads', async () => {
@@ -168,7 +169,7 @@ describe('SeqpacketTransport', () => {
   it('a dropped, unref()d socket is freed by the GC and its fd closed', async () => {
     v8.setFlagsFromString('--expose-gc');
     const gc = vm.runInNewContext('gc') as () => void;
-    const fds = fdCount();
+    const fds = openFds();
     (() => {
       for (let i = 0; i < 5; i++) {
         const { transport, peerFd } = SeqpacketTransport.pair('gc');
@@ -176,15 +177,15 @@ describe('SeqpacketTransport', () => {
         transport.unref();
       }
     })();
-    for (let i = 0; i < 50 && fdCount() > fds; i++) {
+    for (let i = 0; i < 50 && newFds(fds).length > 0; i++) {
       gc();
       await sleep(10);
     }
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 
   it('a worker that exits with sockets still open closes them (env cleanup hook)', async () => {
-    const fds = fdCount();
+    const fds = openFds();
     const addon = require('node-gyp-build').path(path.join(__dirname, '..', '..')) as string;
     const worker = new Worker(
       `const { parentPort } = require('node:worker_threads');
@@ -200,9 +201,9 @@ describe('SeqpacketTransport', () => {
     );
     const opened = await new Promise<number>((resolve) => worker.once('message', resolve));
     expect(opened).toBe(8);
-    expect(fdCount()).toBeGreaterThanOrEqual(fds + 8);
+    expect(newFds(fds).length).toBeGreaterThanOrEqual(8);
     await worker.terminate();
-    for (let i = 0; i < 100 && fdCount() > fds; i++) await sleep(10);
-    expect(fdCount()).toBe(fds);
+    for (let i = 0; i < 100 && newFds(fds).length > 0; i++) await sleep(10);
+    expect(newFds(fds)).toEqual([]);
   });
 });

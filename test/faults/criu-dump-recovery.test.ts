@@ -92,21 +92,30 @@ describe('dump recovery after CRIU was killed with the lock in place (CRIU 4.2.1
   test('freezeCgroup: swrk killed while CRIU holds the cgroup frozen; thawed, the server runs again', async () => {
     const pair = await lab.startPair({ listen: '::', connect: '127.0.0.1' });
     const cgroup = freezerCgroupWith(pair.serverPid, 'dump');
+    // CRIU freezes the cgroup, seizes its tasks and thaws it again within milliseconds. strace
+    // delays each of CRIU's writes to freezer.state, so the frozen state lasts long enough for
+    // the kill to land in it on any machine.
+    const wrapper = path.join(lab.dir, 'criu-slow-freezer');
+    fs.writeFileSync(
+      wrapper,
+      `#!/bin/sh\nexec strace -qq -o /dev/null -e trace=write -e inject=write:delay_enter=1500000 ` +
+        `-P ${cgroup.path}/freezer.state ${lab.netns.criuWrapper(lab.dir)} "$@"\n`,
+      { mode: 0o755 },
+    );
+    const criu = new Criu({ criuPath: wrapper });
     try {
-      const dump = lab.criu
+      const dump = criu
         .dump({ imagesDir: pair.images, pid: pair.serverPid, freezeCgroup: cgroup.path, ...TCP })
         .catch((e: unknown) => e);
-      // CRIU freezes the cgroup, seizes its tasks and thaws it again before its first
-      // notification: the kill has to land in between, so the state is polled as fast as the loop
-      // turns (the call needs the loop to start swrk and send the request).
       let state = cgroup.state();
-      for (const until = Date.now() + 20_000; state === 'THAWED' && Date.now() < until;) {
-        await new Promise((resolve) => setImmediate(resolve));
+      for (const until = Date.now() + 30_000; state !== 'FROZEN' && Date.now() < until; ) {
+        await sleep(5);
         state = cgroup.state();
       }
-      const victims = lab.swrkPids();
+      // strace is our child; CRIU (behind nsenter's exec) is strace's.
+      const victims = lab.swrkPids().flatMap((tracer) => childrenOf(tracer));
       for (const pid of victims) process.kill(pid, 'SIGKILL');
-      expect(state).not.toBe('THAWED');
+      expect(state).toBe('FROZEN');
       expect(victims).toHaveLength(1);
       const error = (await dump) as Failure;
       expect(error).toMatchObject({ name: 'CriuConnectionError', code: 'ERR_CRIU_EXITED' });
@@ -115,6 +124,7 @@ describe('dump recovery after CRIU was killed with the lock in place (CRIU 4.2.1
       await expectRepaired(pair, error.recovery, 0);
       lab.expectNothingLeft();
     } finally {
+      await criu.close();
       await lab.killAll();
       cgroup.remove();
     }

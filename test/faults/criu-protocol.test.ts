@@ -11,9 +11,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Criu, CriuReqType, encodeResponse } from '../../lib';
-import { FIXTURES, childrenOf, fdCount, killPid, makeTempDir, pidAlive, removeDir, sleep } from '../criu/helpers';
+import { FIXTURES, childrenOf, killPid, makeTempDir, pidAlive, removeDir, sleep } from '../criu/helpers';
 import { waitUntil } from '../helpers/wait';
 import { FaultLab, TCP } from './criu-fault-lab';
+import { type FdSnapshot, newFds, openFds } from '../helpers/fds';
 
 type Step = { recv: true } | { send: Record<string, unknown> } | { sendRaw: string } | { exit: number };
 
@@ -27,18 +28,18 @@ function hex(message: Parameters<typeof encodeResponse>[0]): string {
 describe('broken CRIU conversations (scripted swrk over a real socket)', () => {
   let dir: string;
   let counter = 0;
-  let fds: number;
+  let fds: FdSnapshot;
   beforeAll(() => {
     dir = makeTempDir('proto-faults');
   });
   afterAll(() => removeDir(dir));
   beforeEach(() => {
-    fds = fdCount();
+    fds = openFds();
   });
   afterEach(() => {
     // No swrk stand-in left running or unreaped, no fd left open.
     expect(childrenOf(process.pid)).toEqual([]);
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 
   function wrapper(command: string): Criu {
@@ -159,7 +160,7 @@ describe('a real criu service whose worker dies mid-dump (CRIU 4.2.1, streaming 
       for (let i = 0; i < 500 && !fs.existsSync(address); i++) await sleep(10);
       const criu = new Criu({ mode: 'service', address });
       const pair = await lab.startPair();
-      const fds = fdCount();
+      const fds = openFds();
       const killed: number[] = [];
       const error = await criu
         .dump(
@@ -183,7 +184,7 @@ describe('a real criu service whose worker dies mid-dump (CRIU 4.2.1, streaming 
       expect(error).toMatchObject({ name: 'CriuConnectionError', code: 'ERR_CRIU_DISCONNECTED' });
       await pair.expectExact();
       expect(lab.netns.nftTables()).not.toMatch(/CRIU/);
-      expect(fdCount()).toBe(fds);
+      expect(newFds(fds)).toEqual([]);
       await criu.close();
     } finally {
       await killPid(service.pid);

@@ -30,10 +30,11 @@ import type { ConnectionImage } from '../../lib';
 import { binding } from '../../lib/native';
 import { processLock } from '../../lib/soccr/nft-lock';
 import { RstCounter, lockElements } from '../fixtures/fault-helpers';
-import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
+import { fdsInRepairMode, tcpPair } from '../helpers/soccr';
 import type { TcpPair } from '../helpers/soccr';
 import { TrafficEndpoint, waitFor } from '../helpers/traffic';
 import type { TrafficReport } from '../helpers/traffic';
+import { type FdSnapshot, newFds, openFds } from '../helpers/fds';
 
 const BEFORE = { peerToUs: 200_000, usToPeer: 300_000 };
 /** What we still send after a FIN (the peer's direction is closed, ours is not). */
@@ -55,11 +56,11 @@ interface Setup {
   /** Our side, checkpointed (pair.accepted, then its restored socket). */
   ours: TrafficEndpoint;
   rsts: RstCounter;
-  fds: number;
+  fds: FdSnapshot;
 }
 
 async function connected(): Promise<Setup> {
-  const fds = fdCount();
+  const fds = openFds();
   const pair = await tcpPair(4, { allowHalfOpen: true });
   const peer = new TrafficEndpoint({ seed: 0x5a1, total: 0 }).attach(pair.client);
   const ours = new TrafficEndpoint({ seed: 0x5a2, total: 0 }).attach(pair.accepted);
@@ -151,7 +152,7 @@ async function cleanup(s: Setup, restored?: net.Socket, checkFds = true, process
   expect(lockElements(lock)).toEqual([]);
   if (processLocked) expect(lockElements(await processLock())).toEqual([]);
   expect(fdsInRepairMode()).toEqual([]);
-  if (checkFds) expect(fdCount()).toBe(s.fds);
+  if (checkFds) expect(newFds(s.fds)).toEqual([]);
 }
 
 const tupleOf = (socket: net.Socket) => ({
@@ -405,6 +406,6 @@ describe('checkpointConnections: one peer of a batch resets while the lock table
     } finally {
       for (const s of setups) await cleanup(s, undefined, false);
     }
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 });

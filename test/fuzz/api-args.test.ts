@@ -26,15 +26,16 @@ import {
 } from '../../lib/soccr';
 import type { ConnectionImage } from '../../lib/soccr';
 import { imageArb } from './arbitraries';
-import { EXOTIC, anyValue, count, fdCount, objectWith, printTally, runs, typedOutcome } from './fuzz-helpers';
+import { EXOTIC, anyValue, count, objectWith, printTally, runs, typedOutcome } from './fuzz-helpers';
+import { type FdSnapshot, newFds, openFds } from '../helpers/fds';
 
-let fdsAtStart = 0;
+let fdsAtStart: FdSnapshot = new Map();
 beforeAll(() => {
-  fdsAtStart = fdCount();
+  fdsAtStart = openFds();
 });
 afterAll(() => {
   printTally('api-args');
-  expect(fdCount()).toBe(fdsAtStart);
+  expect(newFds(fdsAtStart)).toEqual([]);
 });
 
 /** Values that look almost right for an option (so validation gets past the type check). */

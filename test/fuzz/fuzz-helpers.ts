@@ -342,7 +342,3 @@ export function objectWith(
     ),
   );
 }
-
-export function fdCount(): number {
-  return fs.readdirSync('/proc/self/fd').length;
-}

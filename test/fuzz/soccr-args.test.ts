@@ -28,20 +28,12 @@ import {
 import type { ConnectionImage, SkData, SocketAddress } from '../../lib/soccr';
 import { fdsInRepairMode, tcpPair } from '../helpers/soccr';
 import { TrafficEndpoint, expectExactTwoWay } from '../helpers/traffic';
-import {
-  anyValue,
-  count,
-  fdCount,
-  objectWith,
-  printTally,
-  runs,
-  typedOutcome,
-  typedOutcomeAsync,
-} from './fuzz-helpers';
+import { anyValue, count, objectWith, printTally, runs, typedOutcome, typedOutcomeAsync } from './fuzz-helpers';
+import { type FdSnapshot, newFds, openFds } from '../helpers/fds';
 
-let fdsAtStart = 0;
+let fdsAtStart: FdSnapshot = new Map();
 beforeAll(() => {
-  fdsAtStart = fdCount();
+  fdsAtStart = openFds();
 });
 
 afterAll(async () => {
@@ -49,7 +41,7 @@ afterAll(async () => {
   printTally('soccr-args');
   await settle();
   expect(fdsInRepairMode()).toEqual([]);
-  expect(fdCount()).toBe(fdsAtStart);
+  expect(newFds(fdsAtStart)).toEqual([]);
 });
 
 /** Lets destroyed net.Sockets close their fds. */
@@ -57,10 +49,10 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
 }
 
-async function expectNothingLeft(before: number): Promise<void> {
+async function expectNothingLeft(before: FdSnapshot): Promise<void> {
   await settle();
   expect(fdsInRepairMode()).toEqual([]);
-  expect(fdCount()).toBe(before);
+  expect(newFds(before)).toEqual([]);
 }
 
 /** The pair carries `bytes` each way, exactly, with no reset. */
@@ -193,7 +185,7 @@ describe('soccr.pause with random arguments', () => {
     const pair = await tcpPair(4);
     const udp = dgram.createSocket('udp4');
     await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-    const before = fdCount();
+    const before = openFds();
     try {
       const pairFds = [soccr.fdOfSocket(pair.client), soccr.fdOfSocket(pair.accepted)];
       const targets = fc.oneof(
@@ -230,7 +222,7 @@ describe('soccr.pause with random arguments', () => {
 
 describe('SoccrHandle calls on a paused fresh socket, random order and data', () => {
   it('typed errors only, rollback leaves nothing behind', async () => {
-    const before = fdCount();
+    const before = openFds();
     await fc.assert(
       fc.asyncProperty(restoreInput, opsArb, async (input, ops) => {
         count('SoccrHandle: random call sequences');
@@ -328,7 +320,7 @@ describe('checkpointConnection / restoreConnection with random arguments', () =>
   );
 
   it('checkpointConnection: moves a live connection (exact both ways) or a typed error, the original untouched', async () => {
-    const before = fdCount();
+    const before = openFds();
     let moved = 0;
     await fc.assert(
       fc.asyncProperty(
@@ -433,7 +425,7 @@ describe('checkpointConnection / restoreConnection with random arguments', () =>
   );
 
   it('restoreConnection: a socket or a typed error, nothing left behind', async () => {
-    const before = fdCount();
+    const before = openFds();
     await fc.assert(
       fc.asyncProperty(restoreImage, restoreOptions, async (image, options) => {
         count('restoreConnection: random image/options');

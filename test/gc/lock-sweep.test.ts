@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { NftablesLock, soccr } from '../../lib';
 import type { SweptLock } from '../../lib';
 import { NetnsLab } from '../helpers/netns';
-import { fdCount } from '../helpers/soccr';
+import { newFds, openFds } from '../helpers/fds';
 
 const FIRST_CHECKPOINT = path.join(__dirname, '..', 'fixtures', 'exit-paused', 'first-checkpoint.js');
 
@@ -192,7 +192,7 @@ describe('sweepStaleLocks', () => {
   });
 
   it('rejects bad arguments with typed errors, leaving nothing behind', async () => {
-    const fds = fdCount();
+    const fds = openFds();
     const before = tables();
     await expect(soccr.sweepStaleLocks(null as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
     await expect(soccr.sweepStaleLocks([] as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
@@ -214,6 +214,6 @@ describe('sweepStaleLocks', () => {
       name: 'NftablesLockError',
     });
     expect(tables()).toEqual(before);
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 });

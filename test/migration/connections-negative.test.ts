@@ -17,9 +17,10 @@ import { SeqpacketHandoverChannel } from '../../lib/migration/handover-channel';
 import { MessageType, encodeConnection, encodeHeader } from '../../lib/migration/handover-messages';
 import { makeTestPki } from '../helpers/pki';
 import type { TestPki } from '../helpers/pki';
-import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
+import { fdsInRepairMode, tcpPair } from '../helpers/soccr';
 import type { TcpPair } from '../helpers/soccr';
 import { waitUntil } from '../helpers/wait';
+import { type FdSnapshot, newFds, openFds } from '../helpers/fds';
 
 let pair: TcpPair;
 let pki: TestPki;
@@ -53,10 +54,10 @@ async function expectStillWorking(p: TcpPair): Promise<void> {
   expect((await back).toString()).toBe('pong');
 }
 
-async function expectFdsBack(fds: number): Promise<void> {
-  await waitUntil(() => fdCount() === fds, {
+async function expectFdsBack(fds: FdSnapshot): Promise<void> {
+  await waitUntil(() => newFds(fds).length === 0, {
     what: 'the fds to be closed',
-    detail: () => `${fdCount()} open, ${fds} before`,
+    detail: () => `new fds: ${newFds(fds).join(', ')}`,
   });
 }
 
@@ -83,7 +84,7 @@ async function rawServer(
 }
 
 it('rejects bad arguments with typed errors before touching anything', async () => {
-  const fds = fdCount();
+  const fds = openFds();
   const s = pair.accepted;
   const to = { path: path.join(dir, 'nothing.sock') };
   await expect(handOverConnections('x' as never, { to })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
@@ -123,12 +124,12 @@ it('rejects bad arguments with typed errors before touching anything', async () 
   await expect(
     acceptHandover({ from: { listen: { path: to.path } }, onConnection, maxConnections: -1 }),
   ).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
-  expect(fdCount()).toBe(fds);
+  expect(newFds(fds)).toEqual([]);
   await expectStillWorking(pair);
 });
 
 it('refuses a TCP channel without TLS on both sides (ERR_HANDOVER_TLS_REQUIRED) before connecting or listening', async () => {
-  const fds = fdCount();
+  const fds = openFds();
   let connected = false;
   const server = net.createServer(() => (connected = true));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -162,7 +163,7 @@ it('refuses a TCP channel without TLS on both sides (ERR_HANDOVER_TLS_REQUIRED) 
 });
 
 it('refuses a target whose certificate chains to another CA (ERR_HANDOVER_TLS), connection untouched', async () => {
-  const fds = fdCount();
+  const fds = openFds();
   const server = createTlsServer({ tls: pki.strangerServer, onSecureConnection: (s) => s.destroy() });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
@@ -183,7 +184,7 @@ it('refuses a target whose certificate chains to another CA (ERR_HANDOVER_TLS), 
 });
 
 it('refuses fd passing over a stream channel (ERR_HANDOVER_FDS_UNSUPPORTED), connection untouched', async () => {
-  const fds = fdCount();
+  const fds = openFds();
   const target = await rawServer(() => undefined);
   try {
     await expect(
@@ -201,7 +202,7 @@ it('fails with ERR_HANDOVER_CONNECT when no target listens (unix path, TLS port)
   await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
   const port = (closed.address() as net.AddressInfo).port;
   await new Promise((resolve) => closed.close(resolve));
-  const fds = fdCount();
+  const fds = openFds();
   await expect(
     handOverConnections([pair.accepted], { to: { path: path.join(dir, 'absent.sock') } }),
   ).rejects.toMatchObject({ code: 'ERR_HANDOVER_CONNECT' });
@@ -229,7 +230,7 @@ it.each([
     'ERR_HANDOVER_PROTOCOL',
   ],
 ])('fails on %s from the target, connection untouched', async (_name, reply, code) => {
-  const fds = fdCount();
+  const fds = openFds();
   const target = await rawServer((socket) => socket.once('data', () => socket.write(reply())));
   const serialized: net.Socket[] = [];
   try {
@@ -248,7 +249,7 @@ it.each([
 });
 
 it('times out (ERR_HANDOVER_TIMEOUT) on a target that never answers, connection untouched', async () => {
-  const fds = fdCount();
+  const fds = openFds();
   const target = await rawServer(() => undefined);
   try {
     await expect(
@@ -263,7 +264,7 @@ it('times out (ERR_HANDOVER_TIMEOUT) on a target that never answers, connection 
 });
 
 it('SEQPACKET channel: a 1 MiB message with an fd arrives whole (fragments), fd included', async () => {
-  const fds = fdCount();
+  const fds = openFds();
   const { transport, peerFd } = SeqpacketTransport.pair('test');
   const a = new SeqpacketHandoverChannel(transport);
   const b = new SeqpacketHandoverChannel(new SeqpacketTransport(peerFd, 'test peer'));

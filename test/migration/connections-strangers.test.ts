@@ -23,10 +23,11 @@ import {
   encodeConnection,
   encodeHeader,
 } from '../../lib/migration/handover-messages';
-import { Child, fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
+import { Child, fdsInRepairMode, tcpPair } from '../helpers/soccr';
 import { makeTestPki } from '../helpers/pki';
 import type { TestPki } from '../helpers/pki';
 import { waitUntil } from '../helpers/wait';
+import { type FdSnapshot, newFds, openFds } from '../helpers/fds';
 
 let pki: TestPki;
 let dir: string;
@@ -54,10 +55,10 @@ const tuple = (localPort: number) => ({
   remote: { family: 4, address: '127.0.0.1', port: 40000 },
 });
 
-async function fdsBack(fds: number): Promise<void> {
-  await waitUntil(() => fdCount() === fds && fdsInRepairMode().length === 0, {
+async function fdsBack(fds: FdSnapshot): Promise<void> {
+  await waitUntil(() => newFds(fds).length === 0 && fdsInRepairMode().length === 0, {
     what: 'the fds to be closed',
-    detail: () => `${fdCount()} open, ${fds} before; repair: ${fdsInRepairMode().join(',')}`,
+    detail: () => `new fds: ${newFds(fds).join(', ')}; repair: ${fdsInRepairMode().join(',')}`,
   });
 }
 
@@ -89,7 +90,7 @@ function plainStranger(port: number, bytes: Buffer): Promise<void> {
 }
 
 it('strangers get nothing and do not end the handover; the real source then hands its connection over', async () => {
-  const fds = fdCount();
+  const fds = openFds();
   const pair = await tcpPair(4);
   const restored: net.Socket[] = [];
   const rejected: string[] = [];
@@ -145,7 +146,7 @@ it('strangers get nothing and do not end the handover; the real source then hand
 }, 60000);
 
 it('an authenticated source may not hand over a connection outside allow: refused or aborted, the connection stays', async () => {
-  const fds = fdCount();
+  const fds = openFds();
   const pair = await tcpPair(4);
   // Without a moving address the source's lock is nftables: what comes back is a local restore.
   let current = pair.accepted;
@@ -228,7 +229,7 @@ it("a SIGKILLed target's gap-lock table is swept by the next target's lock", asy
 });
 
 it('fuzz: mutated protocol runs over an open channel restore, lock and keep nothing', async () => {
-  const fds = fdCount();
+  const fds = openFds();
   const body = fc.oneof(
     fc.uint8Array({ maxLength: 80 }).map((b) => Buffer.from(b)),
     fc.uint8Array({ maxLength: 80 }).map((b) => encodeConnection(b, Buffer.from('s'))),

@@ -6,12 +6,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import * as fs from 'node:fs';
 import type * as net from 'node:net';
 
 import { openPageRelay } from '../../lib';
 import { connectLoopbackPair } from '../../lib/migration/process-images';
 import { waitUntil } from '../helpers/wait';
+import { newFds, openFds } from '../helpers/fds';
 
 const FAKE_CRIU = `
 const net = require('node:net');
@@ -28,7 +28,6 @@ s.on('error', (e) => console.log(e.code));
 s.on('close', () => process.exit(0));
 `;
 
-const fdCount = (): number => fs.readdirSync('/proc/self/fd').length;
 const children: ChildProcess[] = [];
 const sockets: net.Socket[] = [];
 
@@ -61,7 +60,7 @@ async function remotePair(): Promise<{ relayed: net.Socket; remote: net.Socket }
 
 describe('openPageRelay', () => {
   it('copies both ways exactly and ends cleanly when CRIU ends; no fd left', async () => {
-    const baseline = fdCount();
+    const baseline = openFds();
     const { relayed, remote } = await remotePair();
     const relay = await openPageRelay(relayed);
     const total = 16 * 1024 * 1024;
@@ -83,14 +82,14 @@ describe('openPageRelay', () => {
     expect(received.digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
     expect(await fake.output).toBe('eof'); // our close, only after CRIU's own end
     remote.destroy();
-    await waitUntil(() => fdCount() <= baseline, {
+    await waitUntil(() => newFds(baseline).length === 0, {
       what: 'the fds to be closed',
-      detail: () => `${fdCount()} vs ${baseline}`,
+      detail: () => newFds(baseline).join(', '),
     });
   });
 
   it('an early end of the stream is a failure, never passed on: CRIU sees a RST after reset()', async () => {
-    const baseline = fdCount();
+    const baseline = openFds();
     const { relayed, remote } = await remotePair();
     const relay = await openPageRelay(relayed);
     const fake = fakeCriu(relay.criuFd, 1024 * 1024);
@@ -104,9 +103,9 @@ describe('openPageRelay', () => {
     relay.reset();
     expect(await fake.output).toBe('ECONNRESET');
     relay.reset(); // idempotent
-    await waitUntil(() => fdCount() <= baseline, {
+    await waitUntil(() => newFds(baseline).length === 0, {
       what: 'the fds to be closed',
-      detail: () => `${fdCount()} vs ${baseline}`,
+      detail: () => newFds(baseline).join(', '),
     });
   });
 

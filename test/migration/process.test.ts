@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { Criu, locateCriu, migrateProcess, type ProcessMigrationOptions, type ProcessMigrationResult } from '../../lib';
 import { expectEveryConnectionExact } from '../helpers/traffic';
 import { ProcessLab, pidAlive, type ClientsReport, type Pair, type ServerReport } from './process-lab';
+import { newFds, openFds } from '../helpers/fds';
 
 const STREAM = { connections: 3, total: 3 * 1024 * 1024, paceBytes: 16384, paceMs: 5 };
 /** CRIU's fault-injection codes (criu/include/fault-injection.h): dump pages fail, restore root fails. */
@@ -294,12 +295,8 @@ describe('migrateProcess failure paths', () => {
 });
 
 describe('migrateProcess argument and environment errors (nothing touched)', () => {
-  function fdCount(): number {
-    return fs.readdirSync('/proc/self/fd').length;
-  }
-
   it('rejects a missing pid, a missing namespace, a bogus criu and bad options with codes', async () => {
-    const fds = fdCount();
+    const fds = openFds();
     const base = { imagesDir: path.join(lab.dir, 'neg'), criuPath };
     await expect(migrateProcess({ ...base, pid: 0x3ffffff0 })).rejects.toMatchObject({ code: 'ERR_PID_NOT_FOUND' });
     await expect(
@@ -328,7 +325,7 @@ describe('migrateProcess argument and environment errors (nothing touched)', () 
       migrateProcess({ ...base, pid: process.pid, bogus: 1 } as unknown as ProcessMigrationOptions),
     ).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     expect(fs.existsSync(base.imagesDir)).toBe(false);
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 
   it('an aborted signal stops it before the dump: the server never paused', async () => {

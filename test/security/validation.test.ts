@@ -23,10 +23,7 @@ import {
   startCriuService,
 } from '../../lib';
 import type { ConnectionImage } from '../../lib';
-
-function fdCount(): number {
-  return fs.readdirSync('/proc/self/fd').length;
-}
+import { newFds, openFds } from '../helpers/fds';
 
 function childPids(): string[] {
   return fs
@@ -36,7 +33,7 @@ function childPids(): string[] {
 
 /** fn must throw (or reject with) a typed error with `code`, leaving fds and children as they were. */
 async function expectRefused(fn: () => unknown, code: string | RegExp): Promise<void> {
-  const fds = fdCount();
+  const fds = openFds();
   const children = childPids();
   let error: unknown;
   try {
@@ -49,7 +46,7 @@ async function expectRefused(fn: () => unknown, code: string | RegExp): Promise<
   expect(typeof typed.code).toBe('string');
   if (typeof code === 'string') expect(typed.code).toBe(code);
   else expect(typed.code).toMatch(code);
-  expect(fdCount()).toBe(fds);
+  expect(newFds(fds)).toEqual([]);
   expect(childPids()).toEqual(children);
 }
 

@@ -17,8 +17,10 @@ import {
   soccr,
 } from '../../lib';
 import { soccrBinding } from '../../lib/soccr/native';
-import { fdCount, fdsInRepairMode } from '../helpers/soccr';
+import { fdsInRepairMode } from '../helpers/soccr';
+import { socketFd } from '../../lib/soccr/node-socket';
 import { waitFor } from '../helpers/traffic';
+import { newFds, openFds, stillOpen } from '../helpers/fds';
 
 const COUNT = 600; // > 2 x 256: the batch runs on two threads on this 2-core machine
 
@@ -87,7 +89,7 @@ it('restoreConnections: a threaded batch whose 4-tuples are still in use fails t
     // keepRunning: the originals stay, so every restore's connect() finds its 4-tuple taken.
     const images = await checkpointConnections(pairs.accepted, { keepRunning: true });
     expect(images).toHaveLength(COUNT);
-    const fdsBefore = fdCount();
+    const fdsBefore = openFds();
     let thrown: unknown;
     try {
       await restoreConnections(images);
@@ -96,7 +98,7 @@ it('restoreConnections: a threaded batch whose 4-tuples are still in use fails t
     }
     expect(thrown).toBeInstanceOf(SoccrError);
     expect((thrown as SoccrError).code).toBe('EADDRNOTAVAIL');
-    expect(fdCount()).toBe(fdsBefore);
+    expect(newFds(fdsBefore)).toEqual([]);
     expect(fdsInRepairMode()).toEqual([]);
     await expectTraffic(pairs.clients, pairs.accepted, 'after-failed-restore');
   } finally {
@@ -123,18 +125,24 @@ it('checkpointConnections closes every original on the batch threads: fds exact,
   try {
     const lock = await NftablesLock.create();
     try {
-      const fdsBefore = fdCount();
+      const fdsBefore = openFds();
       const nullsBefore = devNullFds();
       const closes = pairs.accepted.map((s) => new Promise<boolean>((resolve) => s.once('close', resolve)));
       const clientErrors: string[] = [];
       pairs.clients.forEach((c) => c.on('error', (e: NodeJS.ErrnoException) => clientErrors.push(e.code ?? 'error')));
+      const acceptedFds = pairs.accepted.map(socketFd);
       const images = await checkpointConnections(pairs.accepted, { lock });
       expect(pairs.accepted.every((s) => s.destroyed)).toBe(true);
       expect(await Promise.all(closes)).toEqual(new Array(COUNT).fill(false)); // 'close' once each, no error
-      expect(fdCount()).toBe(fdsBefore - COUNT);
+      expect(stillOpen(fdsBefore, acceptedFds)).toEqual([]);
+      expect(newFds(fdsBefore)).toEqual([]);
       expect(devNullFds()).toBe(nullsBefore);
       restored.push(...(await restoreConnections(images)));
-      expect(fdCount()).toBe(fdsBefore);
+      // The only new sockets are the restored ones (Node itself may open an fd of another kind meanwhile).
+      const restoredFds = new Set(restored.map(socketFd));
+      const newSockets = newFds(fdsBefore).filter((entry) => entry.includes('socket:'));
+      expect(newSockets.filter((entry) => !restoredFds.has(Number(entry.split(' ')[0])))).toEqual([]);
+      expect(newSockets).toHaveLength(COUNT);
       await expectTraffic(pairs.clients, restored, 'after-batch-move');
       expect(clientErrors).toEqual([]); // a RST would have surfaced as ECONNRESET on a client
     } finally {
@@ -192,7 +200,7 @@ it('checkpointConnections without an fd for the placeholder (EMFILE): destroy() 
   try {
     const lock = await NftablesLock.create();
     try {
-      const fdsBefore = fdCount();
+      const fdsBefore = openFds();
       const clientErrors: string[] = [];
       pairs.clients.forEach((c) => c.on('error', (e: NodeJS.ErrnoException) => clientErrors.push(e.code ?? 'error')));
       let calls = 0;
@@ -200,10 +208,12 @@ it('checkpointConnections without an fd for the placeholder (EMFILE): destroy() 
         calls++;
         throw Object.assign(new Error('open EMFILE: /dev/null'), { code: 'EMFILE', syscall: 'open' });
       };
+      const acceptedFds = pairs.accepted.map(socketFd);
       const images = await checkpointConnections(pairs.accepted, { lock });
       binding.soccrDropBatch = drop;
       expect(calls).toBe(1);
-      expect(fdCount()).toBe(fdsBefore - COUNT);
+      expect(stillOpen(fdsBefore, acceptedFds)).toEqual([]);
+      expect(newFds(fdsBefore)).toEqual([]);
       restored.push(...(await restoreConnections(images)));
       await expectTraffic(pairs.clients, restored, 'after-emfile-move');
       expect(clientErrors).toEqual([]);

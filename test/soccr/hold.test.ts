@@ -16,7 +16,8 @@ import {
   stageRestoreConnections,
 } from '../../lib';
 import { TrafficEndpoint, expectExactTwoWay } from '../helpers/traffic';
-import { fdCount, fdsInRepairMode, kernelRecvQueue, tcpPair } from '../helpers/soccr';
+import { fdsInRepairMode, kernelRecvQueue, tcpPair } from '../helpers/soccr';
+import { type FdSnapshot, newFds, openFds } from '../helpers/fds';
 
 let lock: NftablesLock;
 
@@ -28,10 +29,10 @@ afterAll(async () => {
   await lock.destroy();
 });
 
-async function expectNoLeaks(fdsBefore: number): Promise<void> {
+async function expectNoLeaks(fdsBefore: FdSnapshot): Promise<void> {
   expect(fdsInRepairMode()).toEqual([]);
   await new Promise((resolve) => setImmediate(resolve));
-  expect(fdCount()).toBe(fdsBefore);
+  expect(newFds(fdsBefore)).toEqual([]);
 }
 
 function codeOf(fn: () => unknown): string | undefined {
@@ -45,7 +46,7 @@ function codeOf(fn: () => unknown): string | undefined {
 
 describe('holdConnections', () => {
   it('keeps the original paused and filtered; resume() gives it back live, both ways exact', async () => {
-    const before = fdCount();
+    const before = openFds();
     const pair = await tcpPair(4);
     const a = new TrafficEndpoint({ seed: 71, total: 2_000_000 }).attach(pair.client);
     const b = new TrafficEndpoint({ seed: 72, total: 2_000_000 }).attach(pair.accepted);
@@ -87,7 +88,7 @@ describe('holdConnections', () => {
   });
 
   it('release() closes the originals silently; the staged restore commits them live', async () => {
-    const before = fdCount();
+    const before = openFds();
     const pairs = await Promise.all([tcpPair(4), tcpPair(6), tcpPair('mapped')]);
     const clients = pairs.map((p, i) => new TrafficEndpoint({ seed: 80 + i, total: 1_000_000 }).attach(p.client));
     const servers = pairs.map((p, i) => new TrafficEndpoint({ seed: 90 + i, total: 1_000_000 }).attach(p.accepted));
@@ -146,7 +147,7 @@ describe('holdConnections', () => {
   });
 
   it('fails as a whole and leaves every socket running when one cannot be held', async () => {
-    const before = fdCount();
+    const before = openFds();
     const pair = await tcpPair(4);
     const other = await tcpPair(4);
     const unixPath = path.join(os.tmpdir(), `node-criu-hold-${process.pid}.sock`);
@@ -179,7 +180,7 @@ describe('holdConnections', () => {
   });
 
   it('a socket destroyed while held: release() is quiet, resume() says ERR_SOCKET_DESTROYED', async () => {
-    const before = fdCount();
+    const before = openFds();
     const pairs = await Promise.all([tcpPair(4), tcpPair(4)]);
     try {
       const hold = await holdConnections(pairs.map((p) => p.accepted));
@@ -199,7 +200,7 @@ describe('holdConnections', () => {
 
 describe('stageRestoreConnections', () => {
   it('abort() closes the staged copies silently: the image still restores, both ways exact', async () => {
-    const before = fdCount();
+    const before = openFds();
     const pair = await tcpPair(4);
     const a = new TrafficEndpoint({ seed: 111, total: 1_000_000 }).attach(pair.client);
     const b = new TrafficEndpoint({ seed: 112, total: 1_000_000 }).attach(pair.accepted);
@@ -225,7 +226,7 @@ describe('stageRestoreConnections', () => {
   });
 
   it('a failing staged restore leaves nothing open or in repair mode', async () => {
-    const before = fdCount();
+    const before = openFds();
     const pair = await tcpPair(4);
     try {
       const hold = await holdConnections([pair.accepted]);

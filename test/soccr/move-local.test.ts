@@ -14,8 +14,9 @@ import {
 } from '../../lib';
 import type { ConnectionImage } from '../../lib';
 import { TrafficEndpoint, expectExactTwoWay, waitFor } from '../helpers/traffic';
-import { fdCount, fdsInRepairMode, kernelRecvQueue, tcpPair } from '../helpers/soccr';
+import { fdsInRepairMode, kernelRecvQueue, tcpPair } from '../helpers/soccr';
 import type { PairKind } from '../helpers/soccr';
+import { newFds, openFds } from '../helpers/fds';
 
 let lock: NftablesLock;
 
@@ -50,7 +51,7 @@ describe.each<[string, PairKind, string]>([
   ['IPv4-mapped IPv6', 'mapped', '::ffff:127.0.0.1'],
 ])('%s', (_name, kind, localAddress) => {
   it('moves the accepted side mid-stream, both ways exact', async () => {
-    const before = fdCount();
+    const before = openFds();
     const pair = await tcpPair(kind);
     const a = new TrafficEndpoint({ seed: 11, total: 3_000_000 }).attach(pair.client);
     const b = new TrafficEndpoint({ seed: 12, total: 3_000_000 }).attach(pair.accepted);
@@ -71,7 +72,7 @@ describe.each<[string, PairKind, string]>([
     }
     expect(fdsInRepairMode()).toEqual([]);
     await new Promise((resolve) => setImmediate(resolve));
-    expect(fdCount()).toBe(before);
+    expect(newFds(before)).toEqual([]);
   });
 });
 

@@ -23,7 +23,8 @@ import {
 import type { TrafficReport } from '../helpers/traffic';
 import { TrafficEndpoint, expectExactTwoWay } from '../helpers/traffic';
 import { NetnsLab } from '../helpers/netns';
-import { Child, connectFromNetns, fdCount, fdsInRepairMode } from '../helpers/soccr';
+import { Child, connectFromNetns, fdsInRepairMode } from '../helpers/soccr';
+import { newFds, openFds } from '../helpers/fds';
 
 const lab = new NetnsLab();
 const ns: Record<'P' | 'S' | 'T' | 'B', string> = { P: '', S: '', T: '', B: '' };
@@ -64,7 +65,7 @@ it.each([
     lab.ip(ns.S, ['link', 'set', 'vS', 'up']);
     await peer?.stop();
     peer = new Child(lab.spawnNode(ns.P, path.join(__dirname, '..', 'fixtures', 'soccr-peer.js')));
-    const fdsBefore = fdCount();
+    const fdsBefore = openFds();
     const { port } = await peer.request<{ port: number }>({
       cmd: 'listen',
       host: peerAddress,
@@ -129,6 +130,6 @@ it.each([
       lab.ip(ns.S, ['addr', 'flush', 'dev', 'vS']);
     }
     expect(fdsInRepairMode()).toEqual([]);
-    expect(fdCount()).toBe(fdsBefore);
+    expect(newFds(fdsBefore)).toEqual([]);
   },
 );

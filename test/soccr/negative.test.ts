@@ -22,8 +22,9 @@ import {
 } from '../../lib';
 import type { ConnectionImage } from '../../lib';
 import { TrafficEndpoint, expectExactTwoWay } from '../helpers/traffic';
-import { fdCount, fdsInRepairMode, tcpPair } from '../helpers/soccr';
+import { fdsInRepairMode, tcpPair } from '../helpers/soccr';
 import { readableCopy } from '../helpers/other-uid';
+import { type FdSnapshot, newFds, openFds } from '../helpers/fds';
 
 async function expectCode(
   promiseOrFn: Promise<unknown> | (() => unknown),
@@ -41,16 +42,16 @@ async function expectCode(
   return thrown as NodeCriuError;
 }
 
-let fdsAtStart = 0;
+let fdsAtStart: FdSnapshot = new Map();
 
 beforeEach(() => {
-  fdsAtStart = fdCount();
+  fdsAtStart = openFds();
 });
 
 afterEach(async () => {
   await new Promise((resolve) => setImmediate(resolve));
   expect(fdsInRepairMode()).toEqual([]);
-  expect(fdCount()).toBe(fdsAtStart);
+  expect(newFds(fdsAtStart)).toEqual([]);
 });
 
 /** The pair still carries data both ways after a refused checkpoint. */

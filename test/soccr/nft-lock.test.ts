@@ -4,11 +4,11 @@
  * is all or nothing, a batch larger than one netlink message is one transaction, bad tuples and a
  * missing table are typed errors, and no fd is left behind.
  */
-import * as fs from 'node:fs';
 
 import { NftablesLock } from '../../lib';
 import type { ConnectionTuple } from '../../lib';
 import { NetnsLab } from '../helpers/netns';
+import { newFds, openFds } from '../helpers/fds';
 
 function tuple(remotePort: number, localPort = 80, v6 = false): ConnectionTuple {
   return v6
@@ -20,8 +20,6 @@ function tuple(remotePort: number, localPort = 80, v6 = false): ConnectionTuple 
 }
 
 type Element = [string, number, string, number];
-
-const fdCount = (): number => fs.readdirSync('/proc/self/fd').length;
 
 describe('NftablesLock elements', () => {
   const lab = new NetnsLab();
@@ -48,7 +46,7 @@ describe('NftablesLock elements', () => {
   });
 
   it('writes every key field as nft reads it: IPv4, IPv6, IPv4-mapped (into the IPv4 set)', async () => {
-    const fds = fdCount();
+    const fds = openFds();
     await lock.add([
       {
         local: { family: 4, address: '10.1.2.3', port: 80 },
@@ -91,7 +89,7 @@ describe('NftablesLock elements', () => {
     ]);
     expect(elements('v4')).toEqual([]);
     expect(elements('v6')).toEqual([]);
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 
   it('removes exactly the named tuples; a missing one fails the whole change (ENOENT), nothing removed', async () => {
@@ -100,14 +98,14 @@ describe('NftablesLock elements', () => {
     expect(elements('v4').map((e) => e[1])).toEqual([1001, 1003]);
     expect(elements('v6').map((e) => e[1])).toEqual([2001]);
 
-    const fds = fdCount();
+    const fds = openFds();
     await expect(lock.remove([tuple(1001), tuple(1002)])).rejects.toMatchObject({
       name: 'NftablesLockError',
       code: 'ENOENT',
       syscall: 'nftables',
     });
     expect(elements('v4').map((e) => e[1])).toEqual([1001, 1003]);
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
 
     await lock.remove([tuple(1001), tuple(1003), tuple(2001, 80, true)]);
     expect(elements('v4')).toEqual([]);
@@ -163,7 +161,7 @@ describe('NftablesLock elements', () => {
     }
     expect(elements('v4')).toEqual([]);
 
-    const fds = fdCount();
+    const fds = openFds();
     const gone = NftablesLock.fromRef({ table: 'node_criu_no_such_table', netns: lab.path(name) });
     await expect(gone.add([tuple(1)])).rejects.toMatchObject({ name: 'NftablesLockError', code: 'ENOENT' });
     await expect(gone.remove([tuple(1)])).rejects.toMatchObject({ name: 'NftablesLockError', code: 'ENOENT' });
@@ -173,6 +171,6 @@ describe('NftablesLock elements', () => {
       code: 'ENOENT',
       syscall: 'open',
     });
-    expect(fdCount()).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
   });
 });

@@ -10,7 +10,8 @@ import { InvalidArgumentError, NftablesLock, soccr } from '../../lib';
 import { binding } from '../../lib/native';
 import type { SocketDump } from '../../lib/soccr/oneshot';
 import { PatternStream, waitFor } from '../helpers/traffic';
-import { fdCount, fdsInRepairMode } from '../helpers/soccr';
+import { fdsInRepairMode } from '../helpers/soccr';
+import { newFds, openFds } from '../helpers/fds';
 
 const QUEUE_BYTES = 30_000;
 
@@ -85,7 +86,7 @@ async function expectQueueThenTraffic(restored: net.Socket, peer: net.Socket, pa
 }
 
 it('restoreFd transfer: detaches only after a success and only whole buffers; the queue arrives exact', async () => {
-  const fdsBefore = fdCount();
+  const fdsBefore = openFds();
   const lock = await NftablesLock.create();
   const { server, peer, fd, payload } = await rawPairWithQueue(21);
   let restored: net.Socket | undefined;
@@ -97,11 +98,11 @@ it('restoreFd transfer: detaches only after a success and only whole buffers; th
     expect(() => soccr.restoreFd(dump, { transfer: 'yes' as unknown as boolean })).toThrow(InvalidArgumentError);
 
     // The original (paused, still open) holds the 4-tuple: the restore fails and keeps the buffers.
-    const before = fdCount();
+    const before = openFds();
     expect(codeOf(() => soccr.restoreFd(dump, { transfer: true }))).toBe('EADDRNOTAVAIL');
     expect(dump.recvQueue.length).toBe(QUEUE_BYTES);
     expect(dump.recvQueue.equals(payload)).toBe(true);
-    expect(fdCount()).toBe(before);
+    expect(newFds(before)).toEqual([]);
 
     await lock.add([{ local: dump.local, remote: dump.remote }]);
     soccr.closeFd(fd); // repair on: silent
@@ -133,11 +134,11 @@ it('restoreFd transfer: detaches only after a success and only whole buffers; th
     await new Promise((resolve) => server.close(resolve));
   }
   expect(fdsInRepairMode()).toEqual([]);
-  expect(fdCount()).toBe(fdsBefore);
+  expect(newFds(fdsBefore)).toEqual([]);
 });
 
 it('SoccrHandle: getQueueBytes gives every call its own copy; restore transfer hands the buffers over', async () => {
-  const fdsBefore = fdCount();
+  const fdsBefore = openFds();
   const lock = await NftablesLock.create();
   const { server, peer, fd, payload } = await rawPairWithQueue(22);
   let restored: net.Socket | undefined;
@@ -189,11 +190,11 @@ it('SoccrHandle: getQueueBytes gives every call its own copy; restore transfer h
     await new Promise((resolve) => server.close(resolve));
   }
   expect(fdsInRepairMode()).toEqual([]);
-  expect(fdCount()).toBe(fdsBefore);
+  expect(newFds(fdsBefore)).toEqual([]);
 });
 
 it('dumpFd: small queues are slices of a shared pool, never overlapping, never handed over', async () => {
-  const fdsBefore = fdCount();
+  const fdsBefore = openFds();
   const lock = await NftablesLock.create();
   const small = 1000;
   const { server, peer, fd, payload } = await rawPairWithQueue(23, small);
@@ -230,5 +231,5 @@ it('dumpFd: small queues are slices of a shared pool, never overlapping, never h
     await new Promise((resolve) => server.close(resolve));
   }
   expect(fdsInRepairMode()).toEqual([]);
-  expect(fdCount()).toBe(fdsBefore);
+  expect(newFds(fdsBefore)).toEqual([]);
 });

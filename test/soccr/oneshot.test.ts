@@ -15,8 +15,9 @@ import {
 } from '../../lib';
 import type { TrafficReport } from '../helpers/traffic';
 import { PatternStream, TrafficEndpoint, expectExactTwoWay, waitFor } from '../helpers/traffic';
-import { continuingEndpoint, fdCount, fdsInRepairMode, kernelRecvQueueBetween } from '../helpers/soccr';
+import { continuingEndpoint, fdsInRepairMode, kernelRecvQueueBetween } from '../helpers/soccr';
 import { binding } from '../../lib/native';
+import { newFds, openFds } from '../helpers/fds';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -29,7 +30,7 @@ function codeOf(fn: () => unknown): string | undefined {
 }
 
 it('dumpFd + restoreFd move a raw fd with both queues exact', async () => {
-  const fdsBefore = fdCount();
+  const fdsBefore = openFds();
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
@@ -96,11 +97,11 @@ it('dumpFd + restoreFd move a raw fd with both queues exact', async () => {
     await new Promise((resolve) => server.close(resolve));
   }
   expect(fdsInRepairMode()).toEqual([]);
-  expect(fdCount()).toBe(fdsBefore);
+  expect(newFds(fdsBefore)).toEqual([]);
 });
 
 it('dumpFd / restoreFd: typed errors, nothing left behind', async () => {
-  const fdsBefore = fdCount();
+  const fdsBefore = openFds();
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
@@ -122,7 +123,7 @@ it('dumpFd / restoreFd: typed errors, nothing left behind', async () => {
     peer.pause();
     const dump = soccr.dumpFd(fd);
     binding().socketOps.setRepair(fd, false); // let the original run on
-    const before = fdCount();
+    const before = openFds();
     let thrown: unknown;
     try {
       soccr.restoreFd(dump);
@@ -131,7 +132,7 @@ it('dumpFd / restoreFd: typed errors, nothing left behind', async () => {
     }
     expect(thrown).toBeInstanceOf(SoccrError);
     expect((thrown as SoccrError).code).toBe('EADDRNOTAVAIL');
-    expect(fdCount()).toBe(before);
+    expect(newFds(before)).toEqual([]);
     expect(() => soccr.restoreFd({ ...dump, skData: { ...dump.skData, state: 10 } })).toThrow(InvalidArgumentError);
     expect(() => soccr.restoreFd({ ...dump, recvQueue: Buffer.alloc(dump.skData.inqLen + 1) })).toThrow(
       InvalidArgumentError,
@@ -140,7 +141,7 @@ it('dumpFd / restoreFd: typed errors, nothing left behind', async () => {
       InvalidArgumentError,
     );
     expect(() => soccr.restoreFd({ ...dump, remote: { ...dump.remote, family: 6 } })).toThrow(InvalidArgumentError);
-    expect(fdCount()).toBe(before);
+    expect(newFds(before)).toEqual([]);
 
     // The original still carries traffic both ways.
     peer.resume();
@@ -157,7 +158,7 @@ it('dumpFd / restoreFd: typed errors, nothing left behind', async () => {
     await new Promise((resolve) => server.close(resolve));
   }
   expect(fdsInRepairMode()).toEqual([]);
-  expect(fdCount()).toBe(fdsBefore);
+  expect(newFds(fdsBefore)).toEqual([]);
 });
 
 it('values String() cannot convert (no prototype) still get typed errors', () => {

@@ -18,8 +18,8 @@ import {
   removeAddress,
 } from '../../lib';
 import { HostLab, type LabHost } from '../helpers/hosts';
-import { fdCount } from '../helpers/soccr';
 import { waitUntil } from '../helpers/wait';
+import { type FdSnapshot, newFds, openFds } from '../helpers/fds';
 
 const V6_PREFIX = 'fd00:77::';
 
@@ -127,17 +127,17 @@ describe.each([
 });
 
 describe('typed errors, nothing left open', () => {
-  let fdsAtStart = 0;
+  let fdsAtStart: FdSnapshot = new Map();
   let scratch: string;
 
   beforeEach(() => {
     scratch = fs.mkdtempSync(path.join(lab.root, 'scratch-'));
-    fdsAtStart = fdCount();
+    fdsAtStart = openFds();
   });
 
   afterEach(() => {
     fs.rmSync(scratch, { recursive: true, force: true });
-    expect(fdCount()).toBe(fdsAtStart);
+    expect(newFds(fdsAtStart)).toEqual([]);
   });
 
   async function rejection(promise: Promise<unknown>): Promise<Error & { code?: string; syscall?: string }> {

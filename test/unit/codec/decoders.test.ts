@@ -20,15 +20,16 @@ import {
 import type { CriuOptions, CriuRequestMessage } from '../../../lib/criu';
 import { ConnectionImageError, decodeConnectionImage, encodeConnectionImage } from '../../../lib/soccr';
 import { compact, featuresArb, imageArb, opt, reqType, responseArb } from '../../fuzz/arbitraries';
-import { count, fdCount, mutatedBytes, printTally, runs, typedOutcome, withoutOpenBugs } from '../../fuzz/fuzz-helpers';
+import { count, mutatedBytes, printTally, runs, typedOutcome, withoutOpenBugs } from '../../fuzz/fuzz-helpers';
+import { type FdSnapshot, newFds, openFds } from '../../helpers/fds';
 
-let fdsAtStart = 0;
+let fdsAtStart: FdSnapshot = new Map();
 beforeAll(() => {
-  fdsAtStart = fdCount();
+  fdsAtStart = openFds();
 });
 afterAll(() => {
   printTally('decoders');
-  expect(fdCount()).toBe(fdsAtStart);
+  expect(newFds(fdsAtStart)).toEqual([]);
 });
 
 // ---------------------------------------------------------------------------------------------
