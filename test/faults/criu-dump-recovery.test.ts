@@ -108,7 +108,7 @@ describe('dump recovery after CRIU was killed with the lock in place (CRIU 4.2.1
         .dump({ imagesDir: pair.images, pid: pair.serverPid, freezeCgroup: cgroup.path, ...TCP })
         .catch((e: unknown) => e);
       let state = cgroup.state();
-      for (const until = Date.now() + 30_000; state !== 'FROZEN' && Date.now() < until; ) {
+      for (const until = Date.now() + 30_000; state !== 'FROZEN' && Date.now() < until;) {
         await sleep(5);
         state = cgroup.state();
       }
