@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { waitForPidFree } from '../migration/process-errors';
 import { procStat } from '../sys/proc';
 import { CliError, EXIT } from './common';
 
@@ -52,15 +53,25 @@ export function originalRunning(record: DumpRecord): boolean {
   return stat !== undefined && stat.startTime === record.startTime && stat.state !== 'Z';
 }
 
+/** How long restore waits for the parent of a process the dump killed to reap it (CRIU needs its pid). */
+const REAP_WAIT_MS = 10_000;
+
 /**
- * Throws ERR_ORIGINAL_RUNNING (exit 8) when `imagesDir` holds a --leave-running dump with TCP
- * connections whose process still runs: restoring now would reset every connection. Otherwise
- * returns a warning for a --leave-running dump's connections (stale: the original went on using
- * them after the dump), or undefined.
+ * Before a restore from `imagesDir`. Throws ERR_ORIGINAL_RUNNING (exit 8) when it holds a
+ * --leave-running dump with TCP connections whose process still runs: restoring now would reset
+ * every connection. Returns a warning for such a dump once its process has stopped (the original
+ * went on using the connections after the dump, so they are stale), else undefined. When the dump
+ * killed the process and its parent has not reaped it yet, waits for that (CRIU restores the same
+ * pid and would fail with EEXIST meanwhile).
  */
-export function refuseWhileOriginalRuns(imagesDir: string): string | undefined {
+export async function checkOriginal(imagesDir: string): Promise<string | undefined> {
   const record = readDumpRecord(imagesDir);
-  if (record === undefined || !record.leftRunning || !record.tcpEstablished) return undefined;
+  if (record === undefined) return undefined;
+  if (!record.leftRunning) {
+    if (procStat(record.pid)?.startTime === record.startTime) await waitForPidFree(record.pid, REAP_WAIT_MS);
+    return undefined;
+  }
+  if (!record.tcpEstablished) return undefined;
   if (!originalRunning(record))
     return `these images come from a --leave-running dump of process ${record.pid}: it went on using its TCP connections after the dump, so their peers will reset the restored ones`;
   throw new CliError(

@@ -19,7 +19,7 @@ import {
   UsageError,
   type Output,
 } from './common';
-import { refuseWhileOriginalRuns, writeDumpRecord } from './dump-record';
+import { checkOriginal, writeDumpRecord } from './dump-record';
 
 export const DUMP_HELP = `Usage: node-criu dump --pid PID --images-dir DIR [options]
 
@@ -154,7 +154,7 @@ export async function restoreCommand(args: string[], out: Output): Promise<numbe
   }
   // A restore runs as root what the images say: the directory gets the dump's checks (never created).
   checkPrivateDirectory(imagesDir, '--images-dir');
-  const staleConnections = refuseWhileOriginalRuns(imagesDir);
+  const staleConnections = await checkOriginal(imagesDir);
   if (staleConnections !== undefined) out.progress(`warning: ${staleConnections}`);
   if (values.netns !== undefined) checkNetns(values.netns, '--netns');
   const { command, version } = await resolveCriu(values['criu-path'], false, out);

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { readDumpRecord, refuseWhileOriginalRuns } from '../../lib/cli/dump-record';
+import { readDumpRecord, checkOriginal } from '../../lib/cli/dump-record';
 import { expectEveryConnectionExact } from '../helpers/traffic';
 import { ProcessLab, killPid, pidAlive } from '../migration/process-lab';
 
@@ -72,9 +72,9 @@ describe('node-criu dump --leave-running, then restore', () => {
     expect(lab.rstsIntoClients()).toBe(rsts);
 
     await killPid(pair.serverPid);
-    expect(refuseWhileOriginalRuns(images)).toMatch(/stale|reset the restored ones/);
+    expect(await checkOriginal(images)).toMatch(/stale|reset the restored ones/);
     // A dump without the note (not made by node-criu dump) is not second-guessed.
     fs.rmSync(path.join(images, 'node-criu-dump.json'));
-    expect(refuseWhileOriginalRuns(images)).toBeUndefined();
+    expect(await checkOriginal(images)).toBeUndefined();
   });
 });
