@@ -20,8 +20,6 @@ const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 
-const { addAddress, migrateProcess, removeAddress } = require('node-criu');
-
 const PUBLISHERS = Number(process.argv[2] ?? 20);
 const INTERVAL_MS = Number(process.argv[3] ?? 20);
 const SERVICE = '10.77.0.100';
@@ -102,21 +100,29 @@ async function main() {
   if ((await next()) !== 'flowing') throw new Error('unexpected output from the clients');
   console.log(`${PUBLISHERS} mqtt.js publishers and a subscriber, QoS 1 every ${INTERVAL_MS} ms: flowing`);
 
-  const cidr = `${SERVICE}/24`;
+  const [source, target] = [nsPath(ns.s), nsPath(ns.t)];
+  const imagesDir = path.join(work, 'images');
+  const pid = broker.pid;
+  // README:begin
+  const { addAddress, migrateProcess, removeAddress } = require('node-criu');
+
+  const cidr = '10.77.0.100/24'; // the broker's address: on eth0 of the source, then of the target
   const result = await migrateProcess({
-    pid: broker.pid,
-    source: { netns: nsPath(ns.s) },
-    target: { netns: nsPath(ns.t) },
-    imagesDir: path.join(work, 'images'),
+    pid, // the broker: plain aedes, nothing in it knows about node-criu
+    source: { netns: source }, // network namespaces (/run/netns/NAME); left out: ours
+    target: { netns: target },
+    imagesDir,
     moveAddress: async () => {
-      await removeAddress({ cidr, device: 'eth0', netns: nsPath(ns.s) });
-      await addAddress({ cidr, device: 'eth0', netns: nsPath(ns.t) }); // and a gratuitous ARP
+      await removeAddress({ cidr, device: 'eth0', netns: source });
+      await addAddress({ cidr, device: 'eth0', netns: target }); // and a gratuitous ARP
     },
     moveAddressBack: async () => {
-      await removeAddress({ cidr, device: 'eth0', netns: nsPath(ns.t) }).catch(() => undefined);
-      await addAddress({ cidr, device: 'eth0', netns: nsPath(ns.s) });
+      // only if a step after the dump fails: the broker is restored on the source
+      await removeAddress({ cidr, device: 'eth0', netns: target }).catch(() => undefined);
+      await addAddress({ cidr, device: 'eth0', netns: source });
     },
   });
+  // README:end
   console.log(
     `broker moved to host T as pid ${result.restoredPid}: clients waited ${Math.round(result.downtimeMs)} ms`,
   );
