@@ -8,8 +8,7 @@
  *
  *   sudo node examples/readme-checkpoint.js
  */
-const net = require('node:net');
-
+const { loopbackPair, until } = require('./lib/loopback');
 const { inPrivateNetns } = require('./lib/private-netns');
 
 async function readmeExample(socket, onData) {
@@ -35,26 +34,12 @@ async function readmeExample(socket, onData) {
 }
 
 async function main() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const accepted = new Promise((resolve) => server.once('connection', resolve));
-  const client = net.connect(server.address().port, '127.0.0.1');
-  const socket = await accepted;
-  server.close();
-  let fromClient = '';
-  let fromServer = '';
-  client.on('data', (d) => (fromServer += d));
-  client.write('before ');
-  await new Promise((resolve) => socket.once('data', (d) => resolve((fromClient += d))));
-
-  const restored = await readmeExample(socket, (d) => (fromClient += d));
+  const { client, socket, text } = await loopbackPair();
+  const restored = await readmeExample(socket, (d) => (text.byServer += d));
   client.write('after');
-  const until = async (check) => {
-    for (let i = 0; i < 1000 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
-  };
-  await until(() => fromServer === 'still here' && fromClient === 'before after');
-  const ok = fromServer === 'still here' && fromClient === 'before after' && socket.destroyed;
-  console.log(`server got '${fromClient}', client got '${fromServer}' through the restored socket`);
+  await until(() => text.byClient === 'still here' && text.byServer === 'before after');
+  const ok = text.byClient === 'still here' && text.byServer === 'before after' && socket.destroyed;
+  console.log(`server got '${text.byServer}', client got '${text.byClient}' through the restored socket`);
   console.log(ok ? 'ok' : 'FAILED');
   client.destroy();
   restored.destroy();

@@ -15,7 +15,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const { startEchoClient, startEchoServer } = require('./lib/echo');
+const { killQuietly, startEchoClient, startEchoServer } = require('./lib/echo');
 const { inPrivateNetns } = require('./lib/private-netns');
 
 const README_BLOCK = String.raw`
@@ -51,20 +51,9 @@ async function main() {
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     if (run.status !== 0) throw new Error(`the README's commands failed (exit ${run.status})`);
-    await client.echoes(20); // answered by the restored server
-    const state = await client.stop();
-    const ok = state.echoed === state.sent && state.wrong === 0 && state.errors.length === 0;
-    console.log(`the client got ${state.echoed}/${state.sent} lines back across the dump and restore`);
-    console.log(ok ? 'ok' : `FAILED ${JSON.stringify(state)}`);
-    return ok ? 0 : 1;
+    return await client.finish('the dump and restore');
   } finally {
-    if (pid !== undefined) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // not running
-      }
-    }
+    killQuietly(pid);
     fs.rmSync(work, { recursive: true, force: true });
   }
 }

@@ -9,8 +9,8 @@
  *   sudo node examples/readme-soccr.js
  */
 const fs = require('node:fs');
-const net = require('node:net');
 
+const { loopbackPair, until } = require('./lib/loopback');
 const { inPrivateNetns } = require('./lib/private-netns');
 
 async function readmeExample(socket) {
@@ -61,30 +61,17 @@ function safeReadlink(file) {
 }
 
 async function main() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const accepted = new Promise((resolve) => server.once('connection', resolve));
-  const client = net.connect(server.address().port, '127.0.0.1');
-  const socket = await accepted;
-  server.close();
-  let fromClient = '';
-  let fromServer = '';
-  client.on('data', (d) => (fromServer += d));
-  client.write('before ');
-  await new Promise((resolve) => socket.once('data', (d) => resolve((fromClient += d))));
+  const { client, socket, text } = await loopbackPair();
   socket.pause();
   client.write('while paused '); // sits in the kernel's receive queue, or Node's buffer
 
   const before = openFds();
   const restored = await readmeExample(socket);
-  restored.on('data', (d) => (fromClient += d));
+  restored.on('data', (d) => (text.byServer += d));
   restored.write('still here');
   client.write('after');
-  const until = async (check) => {
-    for (let i = 0; i < 1000 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
-  };
   const expected = 'before while paused after';
-  await until(() => fromServer === 'still here' && fromClient === expected);
+  await until(() => text.byClient === 'still here' && text.byServer === expected);
   restored.destroy();
   client.destroy();
   await new Promise((resolve) => setImmediate(resolve));
@@ -92,8 +79,8 @@ async function main() {
   const leaked = [...openFds()].filter(
     ([fd, target]) => before.get(fd) !== target && fs.existsSync(`/proc/self/fd/${fd}`),
   );
-  const ok = fromServer === 'still here' && fromClient === expected && leaked.length === 0;
-  console.log(`server got '${fromClient}', client got '${fromServer}'; fds left open: ${leaked.length}`);
+  const ok = text.byClient === 'still here' && text.byServer === expected && leaked.length === 0;
+  console.log(`server got '${text.byServer}', client got '${text.byClient}'; fds left open: ${leaked.length}`);
   console.log(ok ? 'ok' : 'FAILED');
   return ok ? 0 : 1;
 }

@@ -5,7 +5,6 @@
  */
 const fs = require('node:fs');
 const net = require('node:net');
-const path = require('node:path');
 const readline = require('node:readline');
 const { spawn } = require('node:child_process');
 
@@ -61,7 +60,28 @@ async function startEchoClient(port, intervalMs = 10) {
       socket.end();
       return state;
     },
+    /**
+     * After the server was moved: 20 more echoes (from the moved server), then stop(); prints the
+     * tally and 'ok' or 'FAILED', and returns the exit code.
+     */
+    async finish(what) {
+      await this.echoes(20);
+      await this.stop();
+      const ok = state.echoed === state.sent && state.wrong === 0 && state.errors.length === 0;
+      console.log(`the client got ${state.echoed}/${state.sent} lines back across ${what}`);
+      console.log(ok ? 'ok' : `FAILED ${JSON.stringify(state)}`);
+      return ok ? 0 : 1;
+    },
   };
+}
+
+/** SIGKILL, if it still runs. */
+function killQuietly(pid) {
+  try {
+    if (pid !== undefined) process.kill(pid, 'SIGKILL');
+  } catch {
+    // not running
+  }
 }
 
 if (require.main === module && process.argv[2] === 'serve') {
@@ -70,4 +90,4 @@ if (require.main === module && process.argv[2] === 'serve') {
   server.listen(Number(port), '127.0.0.1', () => fs.writeFileSync(readyFile, String(process.pid)));
 }
 
-module.exports = { startEchoServer, startEchoClient, dir: path.dirname(__filename) };
+module.exports = { killQuietly, startEchoServer, startEchoClient };
