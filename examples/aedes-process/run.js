@@ -83,6 +83,13 @@ function cleanup() {
 }
 
 async function main() {
+  for (const name of ['aedes', 'mqtt']) {
+    try {
+      require.resolve(name);
+    } catch {
+      throw new Error(`${name} is not installed: it is a devDependency of node-criu (npm install in the checkout)`);
+    }
+  }
   makeHosts();
   const ready = path.join(work, 'broker-ready');
   broker = nodeIn(ns.s, 'broker.js', [SERVICE, String(PORT), ready], 'ignore');
