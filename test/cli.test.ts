@@ -233,6 +233,10 @@ describe('node-criu CLI against a streaming server', () => {
   const expectAllExact = (clients: ClientsReport, server: ServerReport): void =>
     expectEveryConnectionExact(clients, server, STREAM);
 
+  /** `node-criu dump` of the server in S. */
+  const dumpInS = (pid: number, images: string, ...extra: string[]): Promise<Run> =>
+    cli(['dump', '--pid', String(pid), '--images-dir', images, '--netns', lab.path(lab.S), ...extra]);
+
   it('migrate --move-address --json: moved to the target namespace, every byte exact, no RST', async () => {
     const pair = await lab.startPair('cli-migrate', STREAM);
     await pair.waitFlowing(256 * 1024);
@@ -315,16 +319,7 @@ describe('node-criu CLI against a streaming server', () => {
     const pair = await lab.startPair('cli-dump', STREAM);
     await pair.waitFlowing(256 * 1024);
     const images = path.join(pair.statusDir, 'images');
-    const dump = await cli([
-      'dump',
-      '--pid',
-      String(pair.serverPid),
-      '--images-dir',
-      images,
-      '--netns',
-      lab.path(lab.S),
-      '--json',
-    ]);
+    const dump = await dumpInS(pair.serverPid, images, '--json');
     expect(dump.code).toBe(0);
     expect(json(dump)).toMatchObject({ ok: true, command: 'dump', pid: pair.serverPid, leftRunning: false });
     expect(fs.statSync(images).mode & 0o777).toBe(0o700);
@@ -343,16 +338,7 @@ describe('node-criu CLI against a streaming server', () => {
     const rsts = lab.rstsIntoClients();
     const images = path.join(pair.statusDir, 'images');
     const netns = lab.path(lab.S);
-    const dump = await cli([
-      'dump',
-      '--pid',
-      String(pair.serverPid),
-      '--images-dir',
-      images,
-      '--netns',
-      netns,
-      '--leave-running',
-    ]);
+    const dump = await dumpInS(pair.serverPid, images, '--leave-running');
     expect(dump.code).toBe(0);
     expect(dump.stderr).toMatch(
       /keeps running and owns its TCP connections: 'node-criu restore' of these images is refused/,
