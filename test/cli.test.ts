@@ -10,8 +10,9 @@ import * as path from 'node:path';
 
 import { NetnsLab } from './helpers/netns';
 import { expectEveryConnectionExact } from './helpers/traffic';
+import { checkOriginal, readDumpRecord } from '../lib/cli/dump-record';
 import { readableCopy } from './helpers/other-uid';
-import { ProcessLab, pidAlive, type ClientsReport, type ServerReport } from './migration/process-lab';
+import { ProcessLab, killPid, pidAlive, type ClientsReport, type ServerReport } from './migration/process-lab';
 
 const ROOT = path.join(__dirname, '..');
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
@@ -232,6 +233,10 @@ describe('node-criu CLI against a streaming server', () => {
   const expectAllExact = (clients: ClientsReport, server: ServerReport): void =>
     expectEveryConnectionExact(clients, server, STREAM);
 
+  /** `node-criu dump` of the server in S. */
+  const dumpInS = (pid: number, images: string, ...extra: string[]): Promise<Run> =>
+    cli(['dump', '--pid', String(pid), '--images-dir', images, '--netns', lab.path(lab.S), ...extra]);
+
   it('migrate --move-address --json: moved to the target namespace, every byte exact, no RST', async () => {
     const pair = await lab.startPair('cli-migrate', STREAM);
     await pair.waitFlowing(256 * 1024);
@@ -314,16 +319,7 @@ describe('node-criu CLI against a streaming server', () => {
     const pair = await lab.startPair('cli-dump', STREAM);
     await pair.waitFlowing(256 * 1024);
     const images = path.join(pair.statusDir, 'images');
-    const dump = await cli([
-      'dump',
-      '--pid',
-      String(pair.serverPid),
-      '--images-dir',
-      images,
-      '--netns',
-      lab.path(lab.S),
-      '--json',
-    ]);
+    const dump = await dumpInS(pair.serverPid, images, '--json');
     expect(dump.code).toBe(0);
     expect(json(dump)).toMatchObject({ ok: true, command: 'dump', pid: pair.serverPid, leftRunning: false });
     expect(fs.statSync(images).mode & 0o777).toBe(0o700);
@@ -334,5 +330,39 @@ describe('node-criu CLI against a streaming server', () => {
     lab.track(pair.serverPid);
     const { clients, server } = await pair.reports();
     expectAllExact(clients, server);
+  });
+
+  it('refuses the restore while the original runs (exit 8); its clients lose nothing; lifted once it has stopped', async () => {
+    const pair = await lab.startPair('cli-leave', STREAM);
+    await pair.waitFlowing(256 * 1024);
+    const rsts = lab.rstsIntoClients();
+    const images = path.join(pair.statusDir, 'images');
+    const netns = lab.path(lab.S);
+    const dump = await dumpInS(pair.serverPid, images, '--leave-running');
+    expect(dump.code).toBe(0);
+    expect(dump.stderr).toMatch(
+      /keeps running and owns its TCP connections: 'node-criu restore' of these images is refused/,
+    );
+    expect(readDumpRecord(images)).toMatchObject({ pid: pair.serverPid, leftRunning: true, tcpEstablished: true });
+
+    const refused = await cli(['restore', '--images-dir', images, '--netns', netns, '--json']);
+    expect(refused.code).toBe(8);
+    expect(JSON.parse(refused.stdout)).toMatchObject({
+      ok: false,
+      error: { code: 'ERR_ORIGINAL_RUNNING', exitCode: 8, pid: pair.serverPid },
+    });
+    expect(refused.stderr).toMatch(/still runs and owns its TCP connections/);
+    expect(refused.stderr).toMatch(/hint: .*without --leave-running or use 'node-criu migrate'/);
+    expect(pidAlive(pair.serverPid)).toBe(true);
+
+    const { clients, server } = await pair.reports();
+    expectAllExact(clients, server);
+    expect(lab.rstsIntoClients()).toBe(rsts);
+
+    await killPid(pair.serverPid);
+    expect(await checkOriginal(images)).toMatch(/stale|reset the restored ones/);
+    // A dump without the note (not made by node-criu dump) is not second-guessed.
+    fs.rmSync(path.join(images, 'node-criu-dump.json'));
+    expect(await checkOriginal(images)).toBeUndefined();
   });
 });

@@ -27,6 +27,8 @@ export const EXIT = {
   LOST: 6,
   /** Two hosts: the channel to the agent was lost after RESTORE was sent; where the server runs is unknown. */
   UNCERTAIN: 7,
+  /** Refused because of what runs now: restore while the process dumped with --leave-running still owns its connections. */
+  CONFLICT: 8,
 } as const;
 
 /** CRIU 4.2 is the first that dumps inet sockets on Linux >= 6.16 (SO_PASSCRED change). */

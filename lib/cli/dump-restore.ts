@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import type { CriuNetworkLock, CriuOptions } from '../criu';
 import { checkNetns, checkTaskNetns, criuInNetns } from '../migration/process-criu';
 import { checkPid } from '../migration/process-options';
+import { startTimeOf } from '../sys/proc';
 import { checkPrivateDirectory, ensurePrivateDirectory } from '../security';
 import {
   CliError,
@@ -18,12 +19,15 @@ import {
   UsageError,
   type Output,
 } from './common';
+import { checkOriginal, writeDumpRecord } from './dump-record';
 
 export const DUMP_HELP = `Usage: node-criu dump --pid PID --images-dir DIR [options]
 
 Checkpoints the process tree rooted at PID into DIR with CRIU, TCP connections included
 (--tcp-established, locked with nftables). By default the tree is killed after the dump (restore
-it with 'node-criu restore'); --leave-running keeps it running.
+it with 'node-criu restore'); --leave-running keeps it running. A process left running still owns
+its connections: 'node-criu restore' refuses these images until it has stopped (a restored copy
+beside it would reset every connection). To move a running process, use 'node-criu migrate'.
 
 Options:
   --pid PID              root of the tree to dump (required)
@@ -56,7 +60,12 @@ Options:
   -q, --quiet            no progress on stderr
   -h, --help             this help
 
-Exit codes: 0 restored, 1 CRIU failed (see its log), 2 usage, 3 not root / no CRIU, 4 no such directory or namespace.`;
+Refused (exit 8, ERR_ORIGINAL_RUNNING) while the process dumped into DIR with --leave-running
+still runs: it owns the connections, and a restored copy beside it would reset them all. Once it
+has stopped, the restore runs with a warning: such a dump's connections are stale.
+
+Exit codes: 0 restored, 1 CRIU failed (see its log), 2 usage, 3 not root / no CRIU, 4 no such
+directory or namespace, 8 the dumped process still runs (stop it first).`;
 
 const LOCKS: readonly CriuNetworkLock[] = ['nftables', 'iptables', 'skip'];
 
@@ -96,6 +105,7 @@ export async function dumpCommand(args: string[], out: Output): Promise<number> 
   const { command, version } = await resolveCriu(values['criu-path'], false, out);
   // 0700 if created; an existing group/world-writable or foreign directory is refused.
   const imagesDir = ensurePrivateDirectory(values['images-dir'], '--images-dir');
+  const startTime = startTimeOf(pid);
   const runner = criuInNetns(command.path, values.netns);
   try {
     out.progress(`dumping process ${pid} into ${imagesDir} with CRIU ${version.text}`);
@@ -107,7 +117,14 @@ export async function dumpCommand(args: string[], out: Output): Promise<number> 
       ...(values['leave-running'] ? { leaveRunning: true } : {}),
     });
     const ms = Math.round(performance.now() - started);
+    const leftRunning = values['leave-running'] === true;
+    if (startTime !== undefined)
+      writeDumpRecord(imagesDir, { pid, startTime, leftRunning, tcpEstablished: options.tcpEstablished === true });
     out.progress(`dumped in ${ms} ms`);
+    if (leftRunning)
+      out.progress(
+        `process ${pid} keeps running and owns its TCP connections: 'node-criu restore' of these images is refused until it has stopped`,
+      );
     printResult(
       out,
       {
@@ -115,10 +132,10 @@ export async function dumpCommand(args: string[], out: Output): Promise<number> 
         pid,
         imagesDir,
         ms,
-        leftRunning: values['leave-running'] === true,
+        leftRunning,
         ...(result.logFile ? { logFile: result.logFile } : {}),
       },
-      [`dumped process ${pid} into ${imagesDir} (${ms} ms)${values['leave-running'] ? '; it keeps running' : ''}`],
+      [`dumped process ${pid} into ${imagesDir} (${ms} ms)${leftRunning ? '; it keeps running' : ''}`],
     );
     return EXIT.OK;
   } finally {
@@ -137,6 +154,8 @@ export async function restoreCommand(args: string[], out: Output): Promise<numbe
   }
   // A restore runs as root what the images say: the directory gets the dump's checks (never created).
   checkPrivateDirectory(imagesDir, '--images-dir');
+  const staleConnections = await checkOriginal(imagesDir);
+  if (staleConnections !== undefined) out.progress(`warning: ${staleConnections}`);
   if (values.netns !== undefined) checkNetns(values.netns, '--netns');
   const { command, version } = await resolveCriu(values['criu-path'], false, out);
   const runner = criuInNetns(command.path, values.netns);
@@ -147,7 +166,14 @@ export async function restoreCommand(args: string[], out: Output): Promise<numbe
     const ms = Math.round(performance.now() - started);
     printResult(
       out,
-      { command: 'restore', pid: result.pid, imagesDir, ms, ...(result.logFile ? { logFile: result.logFile } : {}) },
+      {
+        command: 'restore',
+        pid: result.pid,
+        imagesDir,
+        ms,
+        ...(staleConnections !== undefined ? { warning: staleConnections } : {}),
+        ...(result.logFile ? { logFile: result.logFile } : {}),
+      },
       [`restored process ${result.pid} from ${imagesDir} (${ms} ms)`],
     );
     return EXIT.OK;

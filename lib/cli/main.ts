@@ -31,7 +31,8 @@ document on stdout), --quiet (no progress on stderr), --criu-path PATH.
 Exit codes: 0 ok, 1 failed, 2 usage, 3 environment (not root, CRIU missing or too old),
 4 not found (pid, namespace, images), 5 migration not done but the process still runs on the
 source, 6 the process is not running anywhere (images kept), 7 uncertain: the channel to the
-agent was lost after the restore was requested (check the target host; nothing rolled back).`;
+agent was lost after the restore was requested (check the target host; nothing rolled back),
+8 refused: the process dumped with --leave-running still runs and owns its connections.`;
 
 type Command = (args: string[], out: Output, signal: AbortSignal) => Promise<number>;
 

@@ -6,7 +6,8 @@
  * (answering notifications) → on success=false a CriuRequestError with cr_errno, cr_errmsg and the
  * tail of CRIU's log → close everything and reap swrk before settling. Unless the caller picks
  * logFile/logLevel (or logToStderr), CRIU logs at level 4 to `criu-<op>.log` in workDir (else
- * imagesDir).
+ * imagesDir). Requests that write images (dump, pre-dumps, page servers, cpuinfo dump) create a
+ * missing imagesDir 0700; restore and cpuinfo check need it to exist.
  */
 import { InvalidArgumentError } from '../errors';
 import { runCall, type CallScope, type CriuCallOptions } from './call';
@@ -179,7 +180,12 @@ export class Criu {
     const checked = checkOptions(options, this.mode, { requireImagesDir: true });
     validateNotifyHandlers(handlers);
     return this.run(`criu ${reqTypeName(type)}`, call, async (scope) => {
-      const prepared = prepareOptions(checked, scope, { logName: `criu-${op}.log`, notify: handlers !== undefined });
+      const prepared = prepareOptions(checked, scope, {
+        logName: `criu-${op}.log`,
+        notify: handlers !== undefined,
+        // Requests that write images create a missing imagesDir; a restore or check needs it there.
+        createImagesDir: type !== CriuReqType.RESTORE && type !== CriuReqType.CPUINFO_CHECK,
+      });
       const notifications: CriuNotifyRecord[] = [];
       const policy = recoveryPolicyFor(type, {
         ...(type !== CriuReqType.RESTORE && checked.pid !== undefined ? { pid: checked.pid } : {}),
@@ -280,7 +286,7 @@ export class Criu {
   async pageServerChld(options: CriuOptions, call?: CriuCallOptions): Promise<PageServerChild> {
     const checked = checkOptions(options, this.mode, { requireImagesDir: true });
     return this.run('criu PAGE_SERVER_CHLD', call, async (scope) => {
-      const prepared = prepareOptions(checked, scope, { logName: 'criu-page-server.log' });
+      const prepared = prepareOptions(checked, scope, { logName: 'criu-page-server.log', createImagesDir: true });
       const { connection, release } = await this.connect(scope, prepared.extraFds);
       const request: CriuRequestMessage = { type: CriuReqType.PAGE_SERVER_CHLD, keepOpen: true, opts: prepared.opts };
       const { response } = await connection.request(request, { signal: scope.signal });

@@ -16,7 +16,10 @@ export type CriuPreDumpModeName = 'splice' | 'read';
 export type CriuImageIoModeName = 'writeback' | 'direct';
 
 export interface CriuOptions {
-  /** Directory for the images (opened by the client; sent as images_dir when it cannot be). */
+  /**
+   * Directory for the images (opened by the client; sent as images_dir when it cannot be). Dumps,
+   * pre-dumps, page servers and cpuinfo dumps create it 0700 if missing; restore needs it to exist.
+   */
   imagesDir?: string;
   /** Directory for logs, pid files and stats (opened by the client; defaults to imagesDir). */
   workDir?: string;

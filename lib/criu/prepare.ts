@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { InvalidArgumentError, NodeCriuError } from '../errors';
+import { ensurePrivateDirectory } from '../security';
 import type { CallScope } from './call';
 import type { CriuOptsMessage } from './messages';
 import { toCriuOpts, validateCriuOptions, type CriuOptions, type ResolvedCriuFds } from './options';
@@ -67,12 +68,14 @@ function openDirectory(dir: string, what: string, scope: CallScope): number {
 
 /**
  * Opens what `options` names and builds criu_opts. `logName` is the default log file name
- * (criu-<op>.log) used when the caller set neither logFile nor logToStderr.
+ * (criu-<op>.log) used when the caller set neither logFile nor logToStderr. `createImagesDir`
+ * (requests that write images): a missing imagesDir is created 0700, with missing parents
+ * (ensurePrivateDirectory's rules); an existing one is used as it is.
  */
 export function prepareOptions(
   options: CriuOptions,
   scope: CallScope,
-  extra: { logName?: string; notify?: boolean; overrides?: Partial<CriuOptions> } = {},
+  extra: { logName?: string; notify?: boolean; overrides?: Partial<CriuOptions>; createImagesDir?: boolean } = {},
 ): PreparedOptions {
   const effective: CriuOptions = { ...options, ...extra.overrides };
   const logDir = effective.workDir ?? effective.imagesDir;
@@ -95,6 +98,8 @@ export function prepareOptions(
     extraFds.push(effective.ps.fd);
     resolved.psFd = SWRK_FIRST_EXTRA_FD + extraFds.length - 1;
   }
+  if (extra.createImagesDir && effective.imagesDir !== undefined && !fs.existsSync(effective.imagesDir))
+    ensurePrivateDirectory(effective.imagesDir, 'imagesDir');
   if (effective.imagesDir !== undefined) resolved.imagesDirFd = openDirectory(effective.imagesDir, 'imagesDir', scope);
   if (effective.workDir !== undefined) resolved.workDirFd = openDirectory(effective.workDir, 'workDir', scope);
 

@@ -1,5 +1,8 @@
 /** CRIU's replies turned into what the client returns: results, or CriuRequestErrors. No I/O but the log tail. */
+import { getSystemErrorMap } from 'node:util';
+
 import { CriuRequestError } from './errors';
+import { mostRelevantCriuError } from './log-errors';
 import { CriuReqType, reqTypeName, type CriuRequestMessage, type CriuResponseMessage } from './messages';
 import { readLogTail } from './prepare';
 
@@ -44,7 +47,19 @@ export interface CriuPageServerResult {
   port: number;
 }
 
-/** The error for a reply with success=false (or without what the request needs), quoting CRIU's log. */
+/** How much of CRIU's log is searched for the line that explains a failure (see log-errors.ts). */
+const LOG_SCAN_BYTES = 1 << 20;
+
+function errnoLabel(errno: number): string {
+  const name = getSystemErrorMap().get(-errno)?.[0];
+  return name !== undefined ? `errno ${errno}, ${name}` : `errno ${errno}`;
+}
+
+/**
+ * The error for a reply with success=false (or without what the request needs). The message
+ * leads with the log line that explains the failure (mostRelevantCriuError), not cr_errmsg, which
+ * is CRIU's first error line and often a harmless one; `crErrmsg` and `logTail` keep both.
+ */
 export function requestFailure(
   request: CriuRequestMessage,
   response: CriuResponseMessage,
@@ -53,10 +68,17 @@ export function requestFailure(
   const what = reqTypeName(request.type);
   const subject = request.type === CriuReqType.WAIT_PID && request.pid !== undefined ? `${what} ${request.pid}` : what;
   const logTail = readLogTail(logPath);
+  const log = readLogTail(logPath, Number.MAX_SAFE_INTEGER, LOG_SCAN_BYTES);
+  const reason = mostRelevantCriuError({
+    ...(log !== undefined ? { log } : {}),
+    ...(response.crErrno ? { crErrno: response.crErrno } : {}),
+    ...(response.crErrmsg ? { crErrmsg: response.crErrmsg } : {}),
+  });
+  const head =
+    response.type === CriuReqType.EMPTY ? `CRIU rejected ${subject} (EMPTY reply)` : `CRIU ${subject} failed`;
   const parts = [
-    response.type === CriuReqType.EMPTY ? `CRIU rejected ${subject} (EMPTY reply)` : `CRIU ${subject} failed`,
-    response.crErrno ? `errno ${response.crErrno}` : undefined,
-    response.crErrmsg ? response.crErrmsg.trim() : undefined,
+    reason !== undefined ? `${head}: ${reason}` : head,
+    response.crErrno ? errnoLabel(response.crErrno) : undefined,
     logPath ? `log: ${logPath}` : undefined,
   ].filter(Boolean);
   return new CriuRequestError(parts.join('; '), {

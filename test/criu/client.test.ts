@@ -92,10 +92,10 @@ describe('Criu (swrk) basics against CRIU 4.2.1', () => {
     expect((error as Error).message).toMatch(/exit code 7.*fake criu: giving up/s);
   });
 
-  it('a missing images directory is ENOENT before anything starts', async () => {
+  it('a restore from a missing images directory is ENOENT before anything starts (a dump creates it)', async () => {
     const criu = new Criu();
     const fds = openFds();
-    const error = await criu.dump({ imagesDir: path.join(dir, 'missing'), pid: process.pid }).catch((e: unknown) => e);
+    const error = await criu.restore({ imagesDir: path.join(dir, 'missing') }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(NodeCriuError);
     expect(error).toMatchObject({ code: 'ENOENT', syscall: 'open' });
     expect(newFds(fds)).toEqual([]);

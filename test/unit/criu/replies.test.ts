@@ -35,7 +35,7 @@ describe('requestFailure', () => {
       crErrno: 3,
       crErrmsg: 'no such task\n',
     });
-    expect(failed.message).toMatch(/^CRIU DUMP failed; errno 3; no such task/);
+    expect(failed.message).toMatch(/^CRIU DUMP failed: no such task; errno 3, ESRCH/);
     const empty = requestFailure({ type: CriuReqType.WAIT_PID, pid: 9 }, { type: CriuReqType.EMPTY, success: false });
     expect(empty).toMatchObject({ requestType: 'WAIT_PID', responseType: 'EMPTY' });
     expect(empty.message).toMatch(/^CRIU rejected WAIT_PID 9 \(EMPTY reply\)/);
