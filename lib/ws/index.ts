@@ -5,5 +5,10 @@
 export { handOverWebSockets } from './source';
 export type { HandOverWebSocketsOptions, HandOverWebSocketsResult } from './source';
 export { acceptWebSocketHandover, webSocketAdopter } from './target';
-export type { AcceptWebSocketHandoverOptions, AcceptWebSocketHandoverResult, HandoverConnectionInfo, HandedOverRequest } from './target';
+export type {
+  AcceptWebSocketHandoverOptions,
+  AcceptWebSocketHandoverResult,
+  HandoverConnectionInfo,
+  HandedOverRequest,
+} from './target';
 export { WebSocketHandoverError } from './errors';

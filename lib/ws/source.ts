@@ -112,7 +112,8 @@ export async function handOverWebSockets(
     if (options[name] !== undefined && typeof options[name] !== 'function')
       throw new InvalidArgumentError(`${name} must be a function`, 'ERR_INVALID_ARG_TYPE');
   const limitMs = options.settleTimeoutMs ?? 5000;
-  if (!Number.isFinite(limitMs) || limitMs <= 0) throw new InvalidArgumentError('settleTimeoutMs must be > 0', 'ERR_OUT_OF_RANGE');
+  if (!Number.isFinite(limitMs) || limitMs <= 0)
+    throw new InvalidArgumentError('settleTimeoutMs must be > 0', 'ERR_OUT_OF_RANGE');
   // index: the position in `list` (errors name it).
   const open = list.map((ws, index) => ({ ws, index })).filter(({ ws }) => ws.readyState === OPEN);
   open.forEach(({ ws, index }) => checkMovable(ws, index));
