@@ -45,18 +45,26 @@ function header(first: number, masked: boolean, length: number | { marker: 126 |
  */
 export function unparsedInput(r: ReceiverInternals, index: number): Buffer {
   const parts: Buffer[] = [];
-  // Fragments of a message already parsed (uncompressed): one non-final frame of the same opcode,
-  // masked with a zero key where the peer must mask (a client's frames to a server).
-  const inProgress = r._fragmented !== 0 && r._numFragments > 0;
-  if (inProgress) {
-    if (r._compressed)
+  // A data frame whose header is parsed: with _fragmented set it is the first frame of a
+  // fragmented message or a continuation. Fragments before it make it a continuation; without
+  // any, sending it as the first frame gives the same message.
+  const dataHeader = r._state !== GET_INFO && r._opcode < 0x08;
+  const prior = Buffer.concat(r._fragments);
+  const inProgress = r._fragmented !== 0 && (!dataHeader || prior.length > 0);
+  if (r._compressed && r._fragmented !== 0) {
+    // The first compressed frame is still unparsed only when no earlier fragment carried a byte.
+    const firstFrame = dataHeader && r._state >= GET_MASK && r._totalPayloadLength === r._payloadLength;
+    if (inProgress || !firstFrame)
       throw new WebSocketHandoverError(
         'a compressed message arrived in part: its inflate state cannot move',
         'ERR_WS_FRAGMENTED_COMPRESSED',
         index,
       );
-    const payload = Buffer.concat(r._fragments);
-    parts.push(header(r._fragmented, r._isServer, payload.length, r._isServer ? ZERO_MASK : undefined), payload);
+  }
+  if (inProgress) {
+    // The fragments so far as one non-final frame, masked with a zero key where the peer must
+    // mask (a client's frames to a server).
+    parts.push(header(r._fragmented, r._isServer, prior.length, r._isServer ? ZERO_MASK : undefined), prior);
   }
   if (r._state !== GET_INFO) {
     // The frame in progress: its first two bytes (and, past them, its length and mask) are parsed.

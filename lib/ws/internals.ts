@@ -25,7 +25,7 @@ export interface ReceiverInternals {
   _compressed: boolean;
   _fragmented: number;
   _fragments: Buffer[];
-  _numFragments: number;
+  _totalPayloadLength: number;
   _isServer: boolean;
   _errored: boolean;
   _allowSynchronousEvents: boolean;
@@ -110,7 +110,7 @@ export function checkInternals(ws: WebSocket, index: number): void {
   const r = w._receiver as unknown as Record<string, unknown> | null;
   if (!r || !Array.isArray(r._buffers) || !Array.isArray(r._fragments) || typeof r._state !== 'number')
     throw internalsError('the Receiver has no _state/_buffers/_fragments', index);
-  for (const field of ['_bufferedBytes', '_opcode', '_payloadLength', '_fragmented', '_numFragments'])
+  for (const field of ['_bufferedBytes', '_opcode', '_payloadLength', '_fragmented', '_totalPayloadLength'])
     if (typeof r[field] !== 'number') throw internalsError(`Receiver.${field} is not a number`, index);
   const s = w._sender;
   if (!s || !Array.isArray(s._queue)) throw internalsError('the Sender has no _queue', index);
