@@ -33,7 +33,11 @@ function start(script, args) {
   lines.on('line', (line) => {
     console.log(`  ${script}: ${line}`);
     seen.push(line);
-    for (const w of [...waiters]) if (w.test(line)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(line);
+    for (const w of [...waiters]) {
+      if (!w.test(line)) continue;
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(line);
+    }
   });
   const waitFor = (pattern, timeoutMs = 30000) => {
     const found = seen.find((l) => pattern.test(l));

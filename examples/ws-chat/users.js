@@ -53,7 +53,10 @@ async function main() {
   const heardAll = () =>
     users.every((u) => users.every((other) => (u.state.heard[other.state.name] ?? 0) === other.state.said));
   for (let i = 0; i < 500 && !heardAll(); i++) await new Promise((r) => setTimeout(r, 20));
-  const report = users.map(({ state: { timer, ...s } }) => ({ ...s, closedBeforeEnd: s.closed }));
+  const report = users.map(({ state }) => {
+    const { timer: _timer, ...s } = state;
+    return { ...s, closedBeforeEnd: s.closed };
+  });
   users.forEach((u) => u.ws.close());
   console.log(JSON.stringify({ heardAll: heardAll(), users: report }));
   process.exit(0);
