@@ -11,19 +11,17 @@
  * Proved: every WebSocket message once, in order and exact both ways, the application's
  * per-connection state continuous, the negotiated subprotocol kept, no close, error or RST.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { startAppSocketAgent, type AppSocketAgent } from '../agent/app-socket-agent';
 import { RstCounter } from '../fixtures/fault-helpers';
 import { HostLab, SERVICE_ADDRESS, SERVICE_CIDR, addServiceAddress, type LabHost } from '../helpers/hosts';
 import { makeTestPki, type TestPki } from '../helpers/pki';
-import { waitUntil } from '../helpers/wait';
 import { FixtureProcess } from '../migration/connections-helpers';
 import { WS_CLIENTS, WS_SERVER, expectStreamsComplete, serverReports, waitForMessages } from './ws-lab';
 
-const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
 const AGENT_PORT = 7150;
 const COUNT = 6;
 const TOTAL = 600;
@@ -35,8 +33,7 @@ let C: LabHost;
 let pki: TestPki;
 let dir: string;
 let rsts: RstCounter;
-let agent: ChildProcess | undefined;
-const agentEvents: Array<Record<string, unknown>> = [];
+let agent: AppSocketAgent | undefined;
 const started: FixtureProcess[] = [];
 
 beforeAll(async () => {
@@ -47,44 +44,8 @@ beforeAll(async () => {
   addServiceAddress(hosts, A);
   pki = makeTestPki([`IP:${B.address}`]);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ncr-ws-agent-'));
-  fs.mkdirSync(path.join(dir, 'work'), { mode: 0o700 });
   rsts = RstCounter.incoming(C.netnsPath);
-  agent = spawn(
-    'nsenter',
-    [
-      `--net=${B.netnsPath}`,
-      '--',
-      process.execPath,
-      CLI,
-      'agent',
-      '--listen',
-      `${B.address}:${AGENT_PORT}`,
-      '--cert',
-      pki.file('server'),
-      '--key',
-      pki.file('server-key'),
-      '--ca',
-      pki.file('ca'),
-      '--work-dir',
-      path.join(dir, 'work'),
-      '--app-socket',
-      path.join(dir, 'app.sock'),
-      '--json',
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let buffered = '';
-  agent.stdout?.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    for (let i = buffered.indexOf('\n'); i >= 0; i = buffered.indexOf('\n')) {
-      agentEvents.push(JSON.parse(buffered.slice(0, i)) as Record<string, unknown>);
-      buffered = buffered.slice(i + 1);
-    }
-  });
-  await waitUntil(() => agentEvents.some((e) => e.event === 'listening'), {
-    what: 'the agent listening',
-    timeoutMs: 30000,
-  });
+  agent = await startAppSocketAgent(B.netnsPath, `${B.address}:${AGENT_PORT}`, pki, dir);
 });
 
 afterEach(async () => {
@@ -92,11 +53,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  if (agent && agent.exitCode === null) {
-    const exited = new Promise((resolve) => agent?.once('exit', resolve));
-    agent.kill('SIGTERM');
-    await exited;
-  }
+  await agent?.stop();
   await hosts.destroy();
   pki.remove();
   fs.rmSync(dir, { recursive: true, force: true });
@@ -139,7 +96,7 @@ it('hands every WebSocket to the ws server on another host through the agent (TL
   const target = start(B, WS_SERVER);
   await target.request({
     cmd: 'acceptViaAgent',
-    agent: path.join(dir, 'app.sock'),
+    agent: agent?.appSocket,
     ports: [port],
     total: TOTAL,
     intervalMs: INTERVAL_MS,
@@ -161,5 +118,5 @@ it('hands every WebSocket to the ws server on another host through the agent (TL
 
   await expectStreamsComplete(clients, target, COUNT, TOTAL, { handedOver: true, protocol: 'chat.v2', extensions: '' });
   expect(rsts.counts().in - rstsBefore).toBe(0);
-  expect(agentEvents.some((e) => e.event === 'relayed' && e.passed === COUNT && e.lost === 0)).toBe(true);
+  expect(agent?.events.some((e) => e.event === 'relayed' && e.passed === COUNT && e.lost === 0)).toBe(true);
 });
