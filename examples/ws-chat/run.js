@@ -6,7 +6,7 @@
  * go on talking, a late user joins the successor, and the users' tallies are checked: every line
  * heard by everyone once and in order, no connection closed.
  *
- *   sudo node examples/ws-chat/run.js [users] [intervalMs]        (defaults: 5, 20; about 5 s)
+ *   sudo node examples/ws-chat/run.js [users] [intervalMs]        (defaults: 5, 20; about 10 s)
  *
  * Runs on 127.0.0.1, port 18080 or the PORT environment variable. Exit code 0 when every check
  * passed. Stops whatever it started on exit, also on Ctrl-C.
