@@ -151,13 +151,18 @@ export async function handOverWebSockets(
   }
 
   const bySocket = new Map(moving.map((e) => [e.socket, e]));
-  const settleOutcome = (): void => moving.forEach((e) => e.letGo(server));
+  /** Connections handOverConnections took (asked for their state): from then on it decides. */
+  const taken = new Set<MovingWebSocket>();
   try {
     const result = await handOverConnections(
       moving.map((e) => e.socket),
       {
         ...options,
-        serializeState: (socket) => bySocket.get(socket)!.state!,
+        serializeState: (socket) => {
+          const entry = bySocket.get(socket) as MovingWebSocket;
+          taken.add(entry);
+          return entry.state as Buffer;
+        },
         onResumed: (socket, state) => {
           const same = bySocket.get(socket);
           if (same) return resume(same);
@@ -169,11 +174,13 @@ export async function handOverWebSockets(
       },
     );
     const handedOverClients = moving.filter((e) => !e.done).map((e) => e.ws);
-    settleOutcome();
+    moving.forEach((e) => e.letGo(server));
     return { ...result, handedOverClients, resumedClients: resumed, skippedClients: skipped };
   } catch (error) {
-    // Every connection the source could keep was resumed through onResumed; the others are gone.
-    settleOutcome();
+    // Not taken (refused, bad options, channel down before the checkpoint): still ours, as they
+    // were. Taken ones it could keep came back through onResumed; the others are gone.
+    moving.filter((e) => !taken.has(e)).forEach((e) => resume(e));
+    moving.forEach((e) => e.letGo(server));
     throw error;
   }
 }

@@ -9,6 +9,7 @@
  */
 import { closeSync } from 'node:fs';
 
+import { waitUntil } from '../helpers/wait';
 import { seqpacketPair } from '../migration/connections-helpers';
 import { WS_CLIENTS, WS_SERVER, WsLab, expectStreamsComplete, serverReports, waitForMessages } from './ws-lab';
 
@@ -115,3 +116,44 @@ it.each(cases)(
     expect(lab.resets()).toEqual(before);
   },
 );
+
+it('keeps every WebSocket on the source, live, when the successor refuses', async () => {
+  const before = lab.resets();
+  const [a, b] = seqpacketPair();
+  let source;
+  let target;
+  try {
+    source = lab.start(lab.H, WS_SERVER, a);
+    target = lab.start(lab.H, WS_SERVER, b);
+  } finally {
+    closeSync(a);
+    closeSync(b);
+  }
+  const { port } = await source.request<{ port: number }>({
+    cmd: 'listen',
+    host: SERVER_IP,
+    port: 0,
+    total: TOTAL,
+    intervalMs: INTERVAL_MS,
+  });
+  const clients = lab.start(lab.C, WS_CLIENTS);
+  await clients.request({
+    cmd: 'start',
+    url: `ws://${SERVER_IP}:${port}`,
+    count: COUNT,
+    total: TOTAL,
+    intervalMs: INTERVAL_MS,
+    protocols: PROTOCOLS,
+  });
+  await waitForMessages(clients, 40, COUNT);
+  await target.request({ cmd: 'accept', channelFd: 4, refuse: 'draining' });
+  const reply = await source.request<HandoverReply>({ cmd: 'handover', channelFd: 4, method: 'fd' });
+  expect(reply).toMatchObject({ failed: true, code: 'ERR_HANDOVER_REFUSED' });
+  expect(await target.nextEvent('acceptFailed')).toMatchObject({ code: 'ERR_HANDOVER_REFUSED' });
+  // Each came back through onResumed, with the state it had given.
+  await waitUntil(() => source.events.filter((e) => e.event === 'resumed').length === COUNT, {
+    what: `${COUNT} WebSockets resumed`,
+  });
+  await expectStreamsComplete(clients, source, COUNT, TOTAL, { handedOver: false, protocol: 'chat.v2' });
+  expect(lab.resets()).toEqual(before);
+});
