@@ -11,6 +11,7 @@ import { closeSync } from 'node:fs';
 
 import { waitUntil } from '../helpers/wait';
 import { seqpacketPair } from '../migration/connections-helpers';
+import type { FixtureProcess } from '../migration/connections-helpers';
 import { WS_CLIENTS, WS_SERVER, WsLab, expectStreamsComplete, serverReports, waitForMessages } from './ws-lab';
 
 const SERVER_IP = '10.79.0.1';
@@ -39,6 +40,43 @@ interface HandoverReply {
 }
 
 /**
+ * A source and a successor in H joined by a SEQPACKET pair (fd 4 in each), and COUNT ws clients in
+ * C streaming to the source, mid-stream both ways.
+ */
+async function streaming(deflate?: Record<string, unknown>) {
+  const [a, b] = seqpacketPair();
+  let source: FixtureProcess;
+  let target: FixtureProcess;
+  try {
+    source = lab.start(lab.H, WS_SERVER, a);
+    target = lab.start(lab.H, WS_SERVER, b);
+  } finally {
+    closeSync(a);
+    closeSync(b);
+  }
+  const { port } = await source.request<{ port: number }>({
+    cmd: 'listen',
+    host: SERVER_IP,
+    port: 0,
+    total: TOTAL,
+    intervalMs: INTERVAL_MS,
+    ...(deflate ? { deflate } : {}),
+  });
+  const clients = lab.start(lab.C, WS_CLIENTS);
+  await clients.request({
+    cmd: 'start',
+    url: `ws://${SERVER_IP}:${port}`,
+    count: COUNT,
+    total: TOTAL,
+    intervalMs: INTERVAL_MS,
+    protocols: PROTOCOLS,
+    ...(deflate ? { deflate } : {}),
+  });
+  await waitForMessages(clients, 40, COUNT);
+  return { source, target, clients, port };
+}
+
+/**
  * `listen`: the successor listens on the service port once it has the connections. Not after
  * 'repair': a restored connection has no SO_REUSEADDR (the accepted original had the listener's),
  * so listen() on its address and port fails with EADDRINUSE (a connections-route matter).
@@ -58,36 +96,7 @@ it.each(cases)(
   'hands every WebSocket to a successor by $name: each message once and in order both ways',
   async ({ method, listen, deflate }) => {
     const before = lab.resets();
-    const [a, b] = seqpacketPair();
-    let source;
-    let target;
-    try {
-      source = lab.start(lab.H, WS_SERVER, a);
-      target = lab.start(lab.H, WS_SERVER, b);
-    } finally {
-      closeSync(a);
-      closeSync(b);
-    }
-    const { port } = await source.request<{ port: number }>({
-      cmd: 'listen',
-      host: SERVER_IP,
-      port: 0,
-      total: TOTAL,
-      intervalMs: INTERVAL_MS,
-      ...(deflate ? { deflate } : {}),
-    });
-    const clients = lab.start(lab.C, WS_CLIENTS);
-    await clients.request({
-      cmd: 'start',
-      url: `ws://${SERVER_IP}:${port}`,
-      count: COUNT,
-      total: TOTAL,
-      intervalMs: INTERVAL_MS,
-      protocols: PROTOCOLS,
-      ...(deflate ? { deflate: { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 512 } } : {}),
-    });
-    // Mid-stream: both directions are going when the handover starts.
-    await waitForMessages(clients, 40, COUNT);
+    const { source, target, clients, port } = await streaming(deflate);
 
     await target.request({
       cmd: 'accept',
@@ -130,33 +139,7 @@ const keptCases: Array<{ name: string; method: 'fd' | 'repair'; accept: Record<s
 
 it.each(keptCases)('keeps every WebSocket on the source, live, when $name', async ({ method, accept, code }) => {
   const before = lab.resets();
-  const [a, b] = seqpacketPair();
-  let source;
-  let target;
-  try {
-    source = lab.start(lab.H, WS_SERVER, a);
-    target = lab.start(lab.H, WS_SERVER, b);
-  } finally {
-    closeSync(a);
-    closeSync(b);
-  }
-  const { port } = await source.request<{ port: number }>({
-    cmd: 'listen',
-    host: SERVER_IP,
-    port: 0,
-    total: TOTAL,
-    intervalMs: INTERVAL_MS,
-  });
-  const clients = lab.start(lab.C, WS_CLIENTS);
-  await clients.request({
-    cmd: 'start',
-    url: `ws://${SERVER_IP}:${port}`,
-    count: COUNT,
-    total: TOTAL,
-    intervalMs: INTERVAL_MS,
-    protocols: PROTOCOLS,
-  });
-  await waitForMessages(clients, 40, COUNT);
+  const { source, target, clients } = await streaming();
   await target.request({ cmd: 'accept', channelFd: 4, ...accept });
   const reply = await source.request<HandoverReply>({ cmd: 'handover', channelFd: 4, method });
   expect(reply).toMatchObject({ failed: true, code });
