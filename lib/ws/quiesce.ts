@@ -23,6 +23,7 @@ export class MovingWebSocket {
   readonly socket: net.Socket;
   private readonly appPaused: boolean;
   private wasReading = false;
+  private stopped = false;
   private guarded = false;
   private socketError: Error | undefined;
   private readonly onSocketError = (error: Error): void => {
@@ -46,12 +47,13 @@ export class MovingWebSocket {
 
   /** No more input: libuv stops reading, Node stops emitting, ws's socket listeners come off. */
   stopInput(): void {
+    this.wasReading = soccr.stopReading(this.socket); // first: it throws for a socket that is no TCP net.Socket
     this.w._paused = true; // receiverOnDrain resumes the socket unless the WebSocket is paused
     this.socket.pause();
-    this.wasReading = soccr.stopReading(this.socket);
     for (const event of SOCKET_EVENTS) this.socket.off(event, this.listeners[event]);
     this.socket.on('error', this.onSocketError);
     this.guard(['pause', 'resume']);
+    this.stopped = true;
   }
 
   get open(): boolean {
@@ -89,6 +91,7 @@ export class MovingWebSocket {
   resumeOnSameSocket(): void {
     if (this.done) return;
     this.done = true;
+    if (!this.stopped) return; // never touched
     this.unguard();
     this.socket.off('error', this.onSocketError);
     for (const event of SOCKET_EVENTS) this.socket.on(event, this.listeners[event]);

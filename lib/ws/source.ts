@@ -154,10 +154,11 @@ export async function handOverWebSockets(
   /** Connections handOverConnections took (asked for their state): from then on it decides. */
   const taken = new Set<MovingWebSocket>();
   try {
+    const { serializeState: _serialize, onResumed: _onResumed, settleTimeoutMs: _settle, ...rest } = options;
     const result = await handOverConnections(
       moving.map((e) => e.socket),
       {
-        ...options,
+        ...rest,
         serializeState: (socket) => {
           const entry = bySocket.get(socket) as MovingWebSocket;
           taken.add(entry);
