@@ -8,15 +8,14 @@
  * Proved: every byte once both ways and no RST through the relay; with no application registered
  * for the port the agent takes nothing and the source keeps (resumes) every connection.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { RstCounter } from '../fixtures/fault-helpers';
+import { startAppSocketAgent, type AppSocketAgent } from './app-socket-agent';
 import { NetnsLab } from '../helpers/netns';
 import { makeTestPki, type TestPki } from '../helpers/pki';
-import { waitUntil } from '../helpers/wait';
 import {
   CLIENTS_FIXTURE,
   FixtureProcess,
@@ -27,7 +26,6 @@ import {
   waitForTrafficFlowing,
 } from '../migration/connections-helpers';
 
-const CLI = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
 const lab = new NetnsLab();
 let H = '';
 let C = '';
@@ -38,8 +36,7 @@ const TOTAL = 2_000_000;
 let pki: TestPki;
 let dir: string;
 let clientRsts: RstCounter;
-let agent: ChildProcess | undefined;
-const events: Array<Record<string, unknown>> = [];
+let agent: AppSocketAgent | undefined;
 const started: FixtureProcess[] = [];
 
 beforeAll(async () => {
@@ -53,40 +50,7 @@ beforeAll(async () => {
   lab.ip(C, ['addr', 'add', '10.79.0.2/24', 'dev', 'vc']);
   lab.ip(C, ['link', 'set', 'vc', 'up']);
   clientRsts = RstCounter.incoming(lab.path(C));
-  fs.mkdirSync(path.join(dir, 'work'), { mode: 0o700 });
-  agent = spawn(
-    'nsenter',
-    [
-      `--net=${lab.path(H)}`,
-      '--',
-      process.execPath,
-      CLI,
-      'agent',
-      '--listen',
-      `${SERVER_IP}:${AGENT_PORT}`,
-      '--cert',
-      pki.file('server'),
-      '--key',
-      pki.file('server-key'),
-      '--ca',
-      pki.file('ca'),
-      '--work-dir',
-      path.join(dir, 'work'),
-      '--app-socket',
-      path.join(dir, 'app.sock'),
-      '--json',
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let buffered = '';
-  agent.stdout?.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    for (let i = buffered.indexOf('\n'); i >= 0; i = buffered.indexOf('\n')) {
-      events.push(JSON.parse(buffered.slice(0, i)) as Record<string, unknown>);
-      buffered = buffered.slice(i + 1);
-    }
-  });
-  await waitUntil(() => events.some((e) => e.event === 'listening'), { what: 'the agent listening', timeoutMs: 30000 });
+  agent = await startAppSocketAgent(lab.path(H), `${SERVER_IP}:${AGENT_PORT}`, pki, dir);
 });
 
 afterEach(async () => {
@@ -94,11 +58,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  if (agent && agent.exitCode === null) {
-    const exited = new Promise((resolve) => agent?.once('exit', resolve));
-    agent.kill('SIGTERM');
-    await exited;
-  }
+  await agent?.stop();
   lab.destroy();
   pki.remove();
   fs.rmSync(dir, { recursive: true, force: true });
@@ -126,7 +86,7 @@ it('relays every connection to the registered application: exact both ways, no r
   const rstsBefore = clientRsts.counts().in;
   const { source, clients, port } = await sourceWithClients();
   const target = start(H, SERVER_FIXTURE);
-  await target.request({ cmd: 'acceptViaAgent', agent: path.join(dir, 'app.sock'), ports: [port] });
+  await target.request({ cmd: 'acceptViaAgent', agent: agent?.appSocket, ports: [port] });
   const reply = await source.request<{ result?: { handedOver: number }; code?: string; message?: string }>({
     cmd: 'handover',
     to: toAgent(),
@@ -137,7 +97,7 @@ it('relays every connection to the registered application: exact both ways, no r
   const { clientReports, serverReports } = await waitForExactTraffic(clients, [target], TOTAL);
   expectAllExact(clientReports, serverReports, TOTAL, COUNT);
   expect(clientRsts.counts().in - rstsBefore).toBe(0);
-  expect(events.some((e) => e.event === 'relayed' && e.passed === COUNT && e.lost === 0)).toBe(true);
+  expect(agent?.events.some((e) => e.event === 'relayed' && e.passed === COUNT && e.lost === 0)).toBe(true);
 });
 
 it('with no application registered for the port, the agent takes nothing and the source keeps every connection', async () => {
@@ -145,7 +105,7 @@ it('with no application registered for the port, the agent takes nothing and the
   const { source, clients } = await sourceWithClients();
   // Registered, but for another port: the connections are not allowed here.
   const other = start(H, SERVER_FIXTURE);
-  await other.request({ cmd: 'acceptViaAgent', agent: path.join(dir, 'app.sock'), ports: [1] });
+  await other.request({ cmd: 'acceptViaAgent', agent: agent?.appSocket, ports: [1] });
   const reply = await source.request<{ result?: unknown; failed?: boolean; code?: string; resumed?: number }>({
     cmd: 'handover',
     to: toAgent(),
