@@ -67,7 +67,10 @@ function checkOptions(options: PacketHoldOptions): { maxPackets: number; maxByte
   const bounded = (value: unknown, name: string, fallback: number, max: number): number => {
     if (value === undefined) return fallback;
     if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > max)
-      throw new InvalidArgumentError(`${name} must be an integer 1..${max} (got ${describeValue(value)})`, 'ERR_OUT_OF_RANGE');
+      throw new InvalidArgumentError(
+        `${name} must be an integer 1..${max} (got ${describeValue(value)})`,
+        'ERR_OUT_OF_RANGE',
+      );
     return value as number;
   };
   return {
@@ -108,10 +111,17 @@ export async function holdPackets(options: PacketHoldOptions): Promise<PacketHol
   const { netns } = options;
   const { fd, num } = openQueue(maxPackets, netns);
   const hold = new PacketHold(holdTableName(), netns, fd, num, families);
-  let listed: NftTable[] = [];
+  let listed: NftTable[];
   try {
-    const commands = [...families.flatMap((f) => holdTableCommands(f, hold.table, matches[f], maxBytes)), { list: { tables: null } }];
-    const run = { ...(netns !== undefined ? { netns } : {}), signal: options.signal, timeoutMs: options.timeoutMs ?? 10_000 };
+    const commands = [
+      ...families.flatMap((f) => holdTableCommands(f, hold.table, matches[f], maxBytes)),
+      { list: { tables: null } },
+    ];
+    const run = {
+      ...(netns !== undefined ? { netns } : {}),
+      signal: options.signal,
+      timeoutMs: options.timeoutMs ?? 10_000,
+    };
     listed = tablesOf(await asLockError(netns, () => nftBatch(commands, run)));
     for (const family of families) {
       try {
@@ -251,7 +261,8 @@ export class PacketHold {
         try {
           binding.nftDeleteTable(FAMILIES[family], this.table, this.netns);
         } catch (error) {
-          if ((error as { code?: string }).code !== 'ENOENT') failure ??= asHoldError(error, 'packet hold: delete table');
+          if ((error as { code?: string }).code !== 'ENOENT')
+            failure ??= asHoldError(error, 'packet hold: delete table');
         }
       }
     }

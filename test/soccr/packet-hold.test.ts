@@ -35,7 +35,9 @@ async function holdTables(netns?: string): Promise<string[]> {
 }
 
 /** A listening socket on 127.0.0.1 in `netns` (ours when undefined) and a connection to it. */
-async function pairIn(netns?: string): Promise<{ server: net.Server; client: net.Socket; accepted: net.Socket; port: number }> {
+async function pairIn(
+  netns?: string,
+): Promise<{ server: net.Server; client: net.Socket; accepted: net.Socket; port: number }> {
   const server = net.createServer();
   if (netns === undefined) {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -194,9 +196,12 @@ it('with its reader gone (process SIGKILLed), the hold drops (no RST); the next 
       ops.connect(fd, { family: 4, address: new Uint8Array([127, 0, 0, 1]), port: 9 });
       // Nothing listens on port 9: a SYN that got through would be refused at once. Once the SYN
       // was sent again (its timer: the first went unanswered), it is still pending, unrefused.
-      await waitUntil(async () => ((await readNetCounters({ netns })).TcpRetransSegs ?? 0) > (before.TcpRetransSegs ?? 0), {
-        what: 'the SYN retransmitted',
-      });
+      await waitUntil(
+        async () => ((await readNetCounters({ netns })).TcpRetransSegs ?? 0) > (before.TcpRetransSegs ?? 0),
+        {
+          what: 'the SYN retransmitted',
+        },
+      );
       const info = ops.socketInfo(fd);
       expect({ state: info.tcpState, error: info.pendingError }).toEqual({ state: 2, error: 0 }); // SYN_SENT
       const after = await readNetCounters({ netns });

@@ -65,8 +65,14 @@ export function holdMatches(
     const remote = (t.remote ?? {}) as Partial<SocketAddress>;
     const [lf, la] = wireAddress(local.family, local.address, `tuples[${i}].local`);
     const [rf, ra] = wireAddress(remote.family, remote.address, `tuples[${i}].remote`);
-    if (lf !== rf) throw new InvalidArgumentError(`tuples[${i}] mixes IPv4 and IPv6 addresses`, 'ERR_INVALID_ARG_VALUE');
-    out[lf].tuples.push([ra, checkPort(remote.port, `tuples[${i}].remote.port`), la, checkPort(local.port, `tuples[${i}].local.port`)]);
+    if (lf !== rf)
+      throw new InvalidArgumentError(`tuples[${i}] mixes IPv4 and IPv6 addresses`, 'ERR_INVALID_ARG_VALUE');
+    out[lf].tuples.push([
+      ra,
+      checkPort(remote.port, `tuples[${i}].remote.port`),
+      la,
+      checkPort(local.port, `tuples[${i}].local.port`),
+    ]);
   }
   for (let i = 0; i < endpoints.length; i++) {
     const e = endpoints[i] as HoldEndpoint | undefined;
@@ -86,7 +92,12 @@ function payload(protocol: string, field: string): unknown {
  * The nft batch that makes one family's hold table (without the queue rule, which the addon adds
  * to chain `hold`): sets `tuples` and `endpoints`, the input chain, and the byte bound.
  */
-export function holdTableCommands(family: Family, name: string, matches: FamilyMatches, maxBytes: number): NftCommand[] {
+export function holdTableCommands(
+  family: Family,
+  name: string,
+  matches: FamilyMatches,
+  maxBytes: number,
+): NftCommand[] {
   const table = { family, table: name };
   const addr = family === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
   const jump = (left: unknown[], set: string): NftCommand => ({
@@ -113,7 +124,9 @@ export function holdTableCommands(family: Family, name: string, matches: FamilyM
       [addr, 'inet_service'],
       matches.endpoints.map((e) => ({ concat: e })),
     ),
-    { add: { chain: { ...table, name: 'input', type: 'filter', hook: 'input', prio: HOLD_PRIORITY, policy: 'accept' } } },
+    {
+      add: { chain: { ...table, name: 'input', type: 'filter', hook: 'input', prio: HOLD_PRIORITY, policy: 'accept' } },
+    },
     { add: { chain: { ...table, name: 'hold' } } },
     {
       add: {
@@ -124,7 +137,10 @@ export function holdTableCommands(family: Family, name: string, matches: FamilyM
         },
       },
     },
-    jump([payload(family, 'saddr'), payload('tcp', 'sport'), payload(family, 'daddr'), payload('tcp', 'dport')], 'tuples'),
+    jump(
+      [payload(family, 'saddr'), payload('tcp', 'sport'), payload(family, 'daddr'), payload('tcp', 'dport')],
+      'tuples',
+    ),
     jump([payload(family, 'daddr'), payload('tcp', 'dport')], 'endpoints'),
     {
       add: {
