@@ -21,7 +21,6 @@
  * build` and the autocannon package (resolvable from here or NODE_PATH).
  * Usage: node bench/http-migration-bench.js [routes, default drop,hold,early,restart] [runs, default 1]
  */
-const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -37,85 +36,10 @@ const FREEZE_MS = Number(process.env.NODE_CRIU_BENCH_FREEZE_MS ?? 300);
 const PORT = 8080;
 const PREFIX = `ncr-http-${process.pid}`;
 const SUBNET = `10.${150 + (process.pid % 50)}.0`;
-const VIP = `${SUBNET}.100`;
-const ns = (h) => `${PREFIX}-${h}`;
-const nsPath = (h) => `/run/netns/${ns(h)}`;
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const ip = (h, args) => execFileSync('ip', ['-n', ns(h), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-
-const pids = new Set();
-
-function setup() {
-  for (const h of ['b', 's', 't', 'c']) {
-    execFileSync('ip', ['netns', 'add', ns(h)]);
-    ip(h, ['link', 'set', 'lo', 'up']);
-  }
-  ip('b', ['link', 'add', 'br0', 'type', 'bridge']);
-  ip('b', ['link', 'set', 'br0', 'up']);
-  for (const [h, n] of [
-    ['s', 2],
-    ['t', 3],
-    ['c', 9],
-  ]) {
-    ip('b', ['link', 'add', `p${n}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns(h)]);
-    ip('b', ['link', 'set', `p${n}`, 'master', 'br0', 'up']);
-    ip(h, ['addr', 'add', `${SUBNET}.${n}/24`, 'dev', 'eth0']);
-    ip(h, ['link', 'set', 'eth0', 'up']);
-  }
-}
-
-function teardown() {
-  for (const h of ['c', 't', 's', 'b']) {
-    try {
-      execFileSync('ip', ['netns', 'delete', ns(h)], { stdio: 'ignore' });
-    } catch {
-      // gone
-    }
-  }
-}
-
-function vipOn(h) {
-  for (const other of ['s', 't']) {
-    try {
-      ip(other, ['addr', 'del', `${VIP}/24`, 'dev', 'eth0']);
-    } catch {
-      // not there
-    }
-  }
-  ip(h, ['addr', 'add', `${VIP}/24`, 'dev', 'eth0']);
-  ip('c', ['neigh', 'flush', 'dev', 'eth0']);
-}
-
-function spawnNode(h, script, config) {
-  const child = spawn('nsenter', [`--net=${nsPath(h)}`, '--', process.execPath, script, JSON.stringify(config)], {
-    detached: true,
-    stdio: 'ignore',
-    env: { ...process.env, UV_USE_IO_URING: '0' },
-  });
-  child.on('error', () => undefined);
-  pids.add(child.pid);
-  return child.pid;
-}
-
-function killAll() {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-  pids.clear();
-}
-
-async function waitFile(file, timeoutMs = 120000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!fs.existsSync(file)) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${file}`);
-    await sleep(20);
-  }
-  return fs.readFileSync(file, 'utf8');
-}
+const { VIP, nsPath, pids, setup, teardown, vipOn, spawnNode, killAll, waitFile, sleep } = require('./migration-lab')({
+  prefix: PREFIX,
+  subnet: SUBNET,
+});
 
 /** Starts the server on s and autocannon on c; resolves once every connection is accepted. */
 async function start(dir) {

@@ -58,6 +58,20 @@ async function pairIn(
   return { server, client, accepted: await accepted, port };
 }
 
+async function closePair(pair: { server: net.Server; client: net.Socket; accepted: net.Socket }): Promise<void> {
+  pair.client.destroy();
+  pair.accepted.destroy();
+  await new Promise((resolve) => pair.server.close(resolve));
+}
+
+/** Resolves once the namespace has retransmitted a segment (or SYN) since `before` was read. */
+async function retransmitted(before: Record<string, number>, netns?: string): Promise<void> {
+  const options = netns === undefined ? {} : { netns };
+  await waitUntil(async () => ((await readNetCounters(options)).TcpRetransSegs ?? 0) > (before.TcpRetransSegs ?? 0), {
+    what: 'a retransmission',
+  });
+}
+
 describe.each([
   { where: 'our namespace', netns: (): string | undefined => undefined },
   { where: 'another namespace', netns: (): string | undefined => other },
@@ -94,9 +108,7 @@ describe.each([
       expect(await holdTables(netns())).toEqual([]);
     } finally {
       await hold?.drop();
-      client.destroy();
-      accepted.destroy();
-      await new Promise((resolve) => server.close(resolve));
+      await closePair({ server, client, accepted });
     }
     await waitUntil(() => newFds(fds).length === 0, { what: `no new fds (${newFds(fds).join(', ')})` });
   });
@@ -113,17 +125,13 @@ it('holds at most maxPackets; later packets are dropped and the peer retransmits
     await waitUntil(() => hold.held() >= 2, { what: 'two packets held' });
     const before = await readNetCounters();
     // The queue is full: what the peer sends or resends now is dropped, so it retransmits again.
-    await waitUntil(async () => ((await readNetCounters()).TcpRetransSegs ?? 0) > (before.TcpRetransSegs ?? 0), {
-      what: 'a retransmission of a dropped packet',
-    });
+    await retransmitted(before);
     expect((await hold.release()).accepted).toBe(2);
     await ours.waitForReceived(16 * 1000);
     expectExactTwoWay(peer.report(), ours.report(), { aToB: 16 * 1000, bToA: 0 });
   } finally {
     await hold.drop();
-    client.destroy();
-    accepted.destroy();
-    await new Promise((resolve) => server.close(resolve));
+    await closePair({ server, client, accepted });
   }
 });
 
@@ -135,18 +143,14 @@ it('drops everything past maxBytes: nothing held, the peer retransmits after the
   try {
     const before = await readNetCounters();
     peer.sendMore(4000);
-    await waitUntil(async () => ((await readNetCounters()).TcpRetransSegs ?? 0) > (before.TcpRetransSegs ?? 0), {
-      what: 'a retransmission of a dropped packet',
-    });
+    await retransmitted(before);
     expect(hold.held()).toBe(0);
     expect(await hold.release()).toEqual({ accepted: 0, dropped: 0 });
     await ours.waitForReceived(4000);
     expectExactTwoWay(peer.report(), ours.report(), { aToB: 4000, bToA: 0 });
   } finally {
     await hold.drop();
-    client.destroy();
-    accepted.destroy();
-    await new Promise((resolve) => server.close(resolve));
+    await closePair({ server, client, accepted });
   }
 });
 
@@ -196,12 +200,7 @@ it('with its reader gone (process SIGKILLed), the hold drops (no RST); the next 
       ops.connect(fd, { family: 4, address: new Uint8Array([127, 0, 0, 1]), port: 9 });
       // Nothing listens on port 9: a SYN that got through would be refused at once. Once the SYN
       // was sent again (its timer: the first went unanswered), it is still pending, unrefused.
-      await waitUntil(
-        async () => ((await readNetCounters({ netns })).TcpRetransSegs ?? 0) > (before.TcpRetransSegs ?? 0),
-        {
-          what: 'the SYN retransmitted',
-        },
-      );
+      await retransmitted(before, netns);
       const info = ops.socketInfo(fd);
       expect({ state: info.tcpState, error: info.pendingError }).toEqual({ state: 2, error: 0 }); // SYN_SENT
       const after = await readNetCounters({ netns });
