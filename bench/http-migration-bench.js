@@ -10,6 +10,10 @@
  *            clients' packets from the address move until the restore, then re-injects them.
  *   early:   the address and the hold move to the target before the dump: the clients' packets
  *            from then on are held (none meets CRIU's drop in the source) and re-injected.
+ *   hold and early help only when nothing deletes a base chain in the target while packets are
+ *   held: the kernel then drops every held packet of the namespace (lib/soccr/packet-hold.ts).
+ *   migrateProcess deletes its copy of CRIU's lock there after the restore, so with it as it is
+ *   they measure that loss.
  *   stop-drop / stop-hold: no migration, the mechanism alone: the server is stopped (SIGSTOP) for
  *            NODE_CRIU_BENCH_FREEZE_MS (300) while its clients' packets are dropped or held.
  *   restart: the server is killed, the address moved, a new server started on the target;

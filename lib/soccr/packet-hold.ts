@@ -13,6 +13,12 @@
  * queued, so the hold must live in the namespace of the restored sockets, and `release()` only
  * once they exist (a packet re-injected with no socket would be answered with RST); anything
  * else is `drop()`.
+ *
+ * While a hold holds packets, no base chain may be deleted in its namespace: the kernel drops
+ * every queued packet of the namespace whenever a netfilter hook is unregistered (measured:
+ * nfnetlink_queue's queue_total falls to 0 when another table's chain is deleted). Empty a drop
+ * lock there (remove its elements or rules) instead of deleting it, release the hold, then
+ * delete the lock; a hold's own release empties its chains first and deletes its tables last.
  */
 import { randomBytes } from 'node:crypto';
 
@@ -50,7 +56,10 @@ export interface PacketHoldOptions {
   timeoutMs?: number;
 }
 
-/** What a release or drop did: the packets it re-injected (or dropped) from the queue. */
+/**
+ * What a release or drop did: the packets it re-injected, and those dropped (by drop(), or found
+ * gone: the kernel drops held packets when a hook of the namespace is unregistered).
+ */
 export interface PacketHoldResult {
   accepted: number;
   dropped: number;
@@ -226,6 +235,7 @@ export class PacketHold {
   private async finish(accept: boolean): Promise<PacketHoldResult> {
     const binding = soccrBinding();
     let done = 0;
+    let lost = 0;
     let failure: unknown;
     try {
       // Nothing new is queued once the hold chains are empty; what they queued stays held (deleting
@@ -240,16 +250,17 @@ export class PacketHold {
       this.held();
       let verdictUpTo = 0;
       while (this.count > verdictUpTo) {
+        const from = verdictUpTo;
         verdictUpTo = this.count;
         try {
           this.take(binding.nfqueueVerdict(this.fd, this.queue, this.lastId, accept));
+          done += verdictUpTo - from;
         } catch (error) {
-          // ENOENT: the kernel no longer holds them (dropped when their hook went away).
+          // ENOENT: the kernel no longer holds them (dropped when a hook was unregistered).
           if ((error as { code?: string }).code !== 'ENOENT') throw error;
-          break;
+          lost += verdictUpTo - from;
         }
       }
-      done = this.count;
     } catch (error) {
       failure = asHoldError(error, accept ? 'packet hold: release' : 'packet hold: drop');
     } finally {
@@ -267,6 +278,6 @@ export class PacketHold {
       }
     }
     if (failure !== undefined) throw failure;
-    return accept ? { accepted: done, dropped: 0 } : { accepted: 0, dropped: done };
+    return accept ? { accepted: done, dropped: lost } : { accepted: 0, dropped: done + lost };
   }
 }
