@@ -1,0 +1,123 @@
+'use strict';
+/**
+ * The peer's recovery after a freeze, with its packets dropped (an nftables drop rule, as a lock)
+ * or held (holdPackets), on one loopback connection in a private network namespace: the peer
+ * writes while the lock is up; the lock is lifted (dropped: rule deleted; held: released) after
+ * FREEZE ms; "after unlock" is how long the bytes then take to reach the socket. Dropped bytes
+ * wait for the peer's next retransmission (its RTO backs off 200, 400, 800 ms); held ones are
+ * re-injected at once. Kernel timers, not scheduling, set these numbers, so they hold on a busy
+ * machine. Needs root and `npm run build`.
+ * Usage: node bench/packet-hold-bench.js [freeze ms list, default 100,300,700] [rounds, default 5]
+ */
+const { execFileSync, spawnSync } = require('node:child_process');
+const net = require('node:net');
+const os = require('node:os');
+
+if (process.env.NODE_CRIU_BENCH_NETNS !== '1') {
+  // Everything below runs in a throwaway network namespace (its loopback, its nft tables).
+  const args = [
+    '--net',
+    '--',
+    'sh',
+    '-c',
+    'ip link set lo up && exec "$0" "$@"',
+    process.execPath,
+    __filename,
+    ...process.argv.slice(2),
+  ];
+  const child = spawnSync('unshare', args, { stdio: 'inherit', env: { ...process.env, NODE_CRIU_BENCH_NETNS: '1' } });
+  process.exit(child.status ?? 1);
+}
+
+const { holdPackets } = require('../dist');
+const { deleteTables, nftBatch } = require('../dist/sys/nft');
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function dropTable(port) {
+  const table = { family: 'ip', table: 'bench_drop' };
+  return [
+    { add: { table: { family: 'ip', name: 'bench_drop' } } },
+    { add: { chain: { ...table, name: 'input', type: 'filter', hook: 'input', prio: -310, policy: 'accept' } } },
+    {
+      add: {
+        rule: {
+          ...table,
+          chain: 'input',
+          expr: [
+            { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: port } },
+            { drop: null },
+          ],
+        },
+      },
+    },
+  ];
+}
+
+async function round(mode, freezeMs) {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = server.address().port;
+  const accepted = new Promise((resolve) => server.once('connection', resolve));
+  const client = net.connect(port, '127.0.0.1');
+  await new Promise((resolve) => client.once('connect', resolve));
+  const socket = await accepted;
+  client.setNoDelay(true);
+  // An RTT sample first, as a live connection has.
+  client.write('x');
+  await new Promise((resolve) => socket.once('data', resolve));
+  const arrived = new Promise((resolve) => socket.once('data', () => resolve(performance.now())));
+  const hold = mode === 'hold' ? await holdPackets({ endpoints: [{ address: '127.0.0.1', port }] }) : undefined;
+  if (!hold) await nftBatch(dropTable(port));
+  const wrote = performance.now();
+  client.write('y');
+  await sleep(freezeMs);
+  const unlocked = performance.now();
+  if (hold) await hold.release();
+  else await deleteTables([{ family: 'ip', name: 'bench_drop' }]);
+  const at = await arrived;
+  client.destroy();
+  socket.destroy();
+  await new Promise((resolve) => server.close(resolve));
+  return { afterUnlock: at - unlocked, stall: at - wrote };
+}
+
+const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+const f = (v) => v.toFixed(v >= 100 ? 0 : 1);
+
+async function main() {
+  const freezes = (process.argv[2] ?? '100,300,700').split(',').map(Number);
+  const rounds = Number(process.argv[3] ?? 5);
+  const rows = [];
+  for (const freeze of freezes) {
+    const results = { drop: [], hold: [] };
+    for (let i = 0; i < rounds; i++)
+      for (const mode of i % 2 ? ['hold', 'drop'] : ['drop', 'hold']) results[mode].push(await round(mode, freeze));
+    for (const mode of ['drop', 'hold']) {
+      const r = results[mode];
+      rows.push(
+        `| ${freeze} | ${mode === 'drop' ? 'dropped (lock)' : 'held (holdPackets)'} | ${f(median(r.map((x) => x.afterUnlock)))} | ${f(Math.max(...r.map((x) => x.afterUnlock)))} | ${f(median(r.map((x) => x.stall)))} |`,
+      );
+    }
+  }
+  console.log('## A peer after a freeze: packets dropped vs held');
+  console.log('');
+  console.log(
+    `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, kernel ${os.release()}, node ${process.version}; date ${new Date().toISOString()}; load ${os.loadavg()[0].toFixed(1)}`,
+  );
+  console.log(`one loopback connection, ${rounds} rounds per row (drop and hold alternating); times in ms`);
+  console.log('');
+  console.log('| freeze | peer packets | after unlock (median) | after unlock (max) | peer stall (median) |');
+  console.log('| --- | --- | --- | --- | --- |');
+  for (const row of rows) console.log(row);
+}
+
+main().catch((error) => {
+  try {
+    execFileSync('nft', ['delete', 'table', 'ip', 'bench_drop'], { stdio: 'ignore' });
+  } catch {
+    // not there
+  }
+  console.error(`bench failed: ${error.stack ?? error}`);
+  process.exitCode = 1;
+});
