@@ -34,13 +34,14 @@ async function holdTables(netns?: string): Promise<string[]> {
   return tables.filter((t) => t.name.startsWith('node_criu_hold_')).map((t) => `${t.family} ${t.name}`);
 }
 
-/** A listening socket on 127.0.0.1 in `netns` (ours when undefined) and a connection to it. */
+/** A listening socket on `host` in `netns` (ours when undefined; another: IPv4 only) and a connection to it. */
 async function pairIn(
   netns?: string,
+  host = '127.0.0.1',
 ): Promise<{ server: net.Server; client: net.Socket; accepted: net.Socket; port: number }> {
   const server = net.createServer();
   if (netns === undefined) {
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => server.listen(0, host, resolve));
   } else {
     const fd = soccr.createTcpSocket(4, { netns });
     const { binding } = await import('../../lib/native');
@@ -52,7 +53,7 @@ async function pairIn(
   const client =
     netns === undefined
       ? await new Promise<net.Socket>((resolve, reject) => {
-          const c = net.connect(port, '127.0.0.1', () => resolve(c)).once('error', reject);
+          const c = net.connect(port, host, () => resolve(c)).once('error', reject);
         })
       : await connectFromNetns(netns, 4, '127.0.0.1', port);
   return { server, client, accepted: await accepted, port };
@@ -73,12 +74,13 @@ async function retransmitted(before: Record<string, number>, netns?: string): Pr
 }
 
 describe.each([
-  { where: 'our namespace', netns: (): string | undefined => undefined },
-  { where: 'another namespace', netns: (): string | undefined => other },
-])('holdPackets in $where', ({ netns }) => {
+  { where: 'our namespace, by endpoint', netns: (): string | undefined => undefined, host: '127.0.0.1' },
+  { where: 'another namespace, by endpoint', netns: (): string | undefined => other, host: '127.0.0.1' },
+  { where: 'our namespace, IPv6, by 4-tuple', netns: (): string | undefined => undefined, host: '::1' },
+])('holdPackets in $where', ({ netns, host }) => {
   it('holds a streaming peer, delivers every held packet on release: exact both ways, no reset, nothing left', async () => {
     const fds = openFds();
-    const { server, client, accepted, port } = await pairIn(netns());
+    const { server, client, accepted, port } = await pairIn(netns(), host);
     const total = 64 * 1024;
     const peer = new TrafficEndpoint({ seed: 11, total: 0, chunk: 1024 }).attach(client);
     const ours = new TrafficEndpoint({ seed: 12, total: 0, chunk: 1024 }).attach(accepted);
@@ -88,8 +90,12 @@ describe.each([
       peer.sendMore(1024);
       ours.sendMore(1024);
       await ours.waitForReceived(1024);
-      hold = await holdPackets({ netns: netns(), endpoints: [{ address: '127.0.0.1', port }] });
-      expect(await holdTables(netns())).toEqual([`ip ${hold.table}`]);
+      hold = await holdPackets(
+        host === '::1'
+          ? { tuples: [soccr.connectionTuple(accepted)] }
+          : { netns: netns(), endpoints: [{ address: host, port }] },
+      );
+      expect(await holdTables(netns())).toEqual([`${host === '::1' ? 'ip6' : 'ip'} ${hold.table}`]);
       const before = ours.received.bytes;
       peer.sendMore(total - 1024);
       ours.sendMore(total - 1024);
