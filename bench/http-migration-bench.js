@@ -32,6 +32,7 @@ const path = require('node:path');
 const { holdPackets, migrateProcess, locateCriu } = require('../dist');
 const { readNetCounters, counterDelta } = require('../dist/sys/netstat');
 const { deleteTables, nftBatch } = require('../dist/sys/nft');
+const dropTableCommands = require('./drop-rule');
 
 const CONNECTIONS = 100;
 const DURATION_S = 8;
@@ -127,34 +128,13 @@ async function freezeRoute(dir, mode) {
   const t0 = performance.now();
   if (mode === 'steady') return finish(dir, before, { downtimeMs: 0 });
   if (mode === 'stop-hold') held = await holdPackets({ ...netns, endpoints: [{ address: VIP, port: PORT }] });
-  else await nftBatch(dropTableCommands(table), netns);
+  else await nftBatch(dropTableCommands(table.name, { address: VIP, port: PORT }), netns);
   process.kill(serverPid, 'SIGSTOP');
   await sleep(Math.max(0, FREEZE_MS - (performance.now() - t0)));
   process.kill(serverPid, 'SIGCONT');
   const released = held === undefined ? undefined : await held.release();
   if (held === undefined) await deleteTables([table], netns);
   return finish(dir, before, { downtimeMs: performance.now() - t0, released });
-}
-
-function dropTableCommands({ family, name }) {
-  const table = { family, table: name };
-  return [
-    { add: { table: { family, name } } },
-    { add: { chain: { ...table, name: 'input', type: 'filter', hook: 'input', prio: -310, policy: 'accept' } } },
-    {
-      add: {
-        rule: {
-          ...table,
-          chain: 'input',
-          expr: [
-            { match: { op: '==', left: { payload: { protocol: 'ip', field: 'daddr' } }, right: VIP } },
-            { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: PORT } },
-            { drop: null },
-          ],
-        },
-      },
-    },
-  ];
 }
 
 async function restartRoute(dir) {

@@ -31,28 +31,9 @@ if (process.env.NODE_CRIU_BENCH_NETNS !== '1') {
 
 const { holdPackets } = require('../dist');
 const { deleteTables, nftBatch } = require('../dist/sys/nft');
+const dropTableCommands = require('./drop-rule');
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function dropTable(port) {
-  const table = { family: 'ip', table: 'bench_drop' };
-  return [
-    { add: { table: { family: 'ip', name: 'bench_drop' } } },
-    { add: { chain: { ...table, name: 'input', type: 'filter', hook: 'input', prio: -310, policy: 'accept' } } },
-    {
-      add: {
-        rule: {
-          ...table,
-          chain: 'input',
-          expr: [
-            { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: port } },
-            { drop: null },
-          ],
-        },
-      },
-    },
-  ];
-}
 
 async function round(mode, freezeMs) {
   const server = net.createServer();
@@ -68,7 +49,7 @@ async function round(mode, freezeMs) {
   await new Promise((resolve) => socket.once('data', resolve));
   const arrived = new Promise((resolve) => socket.once('data', () => resolve(performance.now())));
   const hold = mode === 'hold' ? await holdPackets({ endpoints: [{ address: '127.0.0.1', port }] }) : undefined;
-  if (!hold) await nftBatch(dropTable(port));
+  if (!hold) await nftBatch(dropTableCommands('bench_drop', { port }));
   const wrote = performance.now();
   client.write('y');
   await sleep(freezeMs);
