@@ -15,6 +15,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSoccrOneshot(env, exports);
   InitNftElements(env, exports);
   InitAnnounce(env, exports);
+  InitNfqueue(env, exports);
+  InitNfqueueRule(env, exports);
   // Each wrapped class or function group adds its Init call here (declared in addon.h).
   return exports;
 }

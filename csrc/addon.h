@@ -18,6 +18,8 @@ AddonData& GetAddonData(Napi::Env env);
 
 // One per source file that exports something; each is called once from addon.cc.
 void InitErrors(Napi::Env env, Napi::Object exports);
+void InitNfqueue(Napi::Env env, Napi::Object exports);
+void InitNfqueueRule(Napi::Env env, Napi::Object exports);
 void InitSeqpacket(Napi::Env env, Napi::Object exports);
 void InitSoccrHandle(Napi::Env env, Napi::Object exports);
 void InitSoccrLog(Napi::Env env, Napi::Object exports);

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "boundary.h"
+#include "nfnl_batch.h"
 #include "socket_ops.h"
 
 namespace nodecriu {
@@ -38,54 +39,6 @@ constexpr size_t kV4KeyBytes = 4 + 4 + 4 + 4;
 constexpr size_t kV6KeyBytes = 16 + 4 + 16 + 4;
 // Room for the element list of one message: nla_len is 16 bits.
 constexpr size_t kMaxElementListBytes = 60000;
-
-class BatchWriter {
- public:
-  // Starts a message; returns its offset (to patch nlmsg_len at End).
-  size_t Begin(uint16_t type, uint16_t flags, uint8_t family, uint16_t res_id) {
-    size_t at = Reserve(NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(nfgenmsg)));
-    auto* header = reinterpret_cast<nlmsghdr*>(&buffer_[at]);
-    header->nlmsg_type = type;
-    header->nlmsg_flags = flags;
-    header->nlmsg_seq = ++seq_;
-    header->nlmsg_pid = 0;
-    auto* gen = reinterpret_cast<nfgenmsg*>(&buffer_[at + NLMSG_HDRLEN]);
-    gen->nfgen_family = family;
-    gen->version = NFNETLINK_V0;
-    gen->res_id = htons(res_id);
-    return at;
-  }
-  void End(size_t at) { reinterpret_cast<nlmsghdr*>(&buffer_[at])->nlmsg_len = static_cast<uint32_t>(buffer_.size() - at); }
-
-  void Attr(uint16_t type, const void* data, size_t length) {
-    size_t at = Reserve(NLA_HDRLEN + NLA_ALIGN(length));
-    auto* attr = reinterpret_cast<nlattr*>(&buffer_[at]);
-    attr->nla_type = type;
-    attr->nla_len = static_cast<uint16_t>(NLA_HDRLEN + length);
-    memcpy(&buffer_[at + NLA_HDRLEN], data, length);
-  }
-  void String(uint16_t type, const std::string& value) { Attr(type, value.c_str(), value.size() + 1); }
-
-  size_t Nest(uint16_t type) {
-    size_t at = Reserve(NLA_HDRLEN);
-    reinterpret_cast<nlattr*>(&buffer_[at])->nla_type = type | NLA_F_NESTED;
-    return at;
-  }
-  void EndNest(size_t at) { reinterpret_cast<nlattr*>(&buffer_[at])->nla_len = static_cast<uint16_t>(buffer_.size() - at); }
-
-  uint32_t seq() const { return seq_; }
-  const std::vector<char>& bytes() const { return buffer_; }
-
- private:
-  // Appends zeroed, aligned room.
-  size_t Reserve(size_t length) {
-    size_t at = buffer_.size();
-    buffer_.resize(at + NLMSG_ALIGN(length), 0);
-    return at;
-  }
-  std::vector<char> buffer_;
-  uint32_t seq_ = 0;
-};
 
 // Appends the SETELEM messages of one set: `count` (> 0) keys of `key_bytes` each.
 // Returns the number of messages, each with NLM_F_ACK.
@@ -115,55 +68,6 @@ size_t AppendSetMessages(BatchWriter* batch, ElementOp op, const std::string& ta
     messages++;
   }
   return messages;
-}
-
-struct Outcome {
-  int err = 0;               // 0: committed
-  const char* call = nullptr;  // the failing step
-};
-
-// Sends the batch on a NETLINK_NETFILTER socket and reads the kernel's answers: committed only
-// when every message was acknowledged and none failed.
-Outcome SendBatch(int fd, const BatchWriter& batch, size_t acks_expected) {
-  const std::vector<char>& bytes = batch.bytes();
-  int one = 1;
-  // Errors then echo only the failing message's header, not its (up to 60 KB of) elements.
-  setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
-  // The whole transaction is one datagram: the send buffer must hold it (nft does the same).
-  int size = static_cast<int>(std::min<size_t>(bytes.size() + 65536, 1u << 30));
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
-  sockaddr_nl kernel = {};
-  kernel.nl_family = AF_NETLINK;
-  ssize_t sent;
-  do {
-    sent = sendto(fd, bytes.data(), bytes.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel));
-  } while (sent < 0 && errno == EINTR);
-  if (sent < 0) return {errno, "sendmsg"};
-  if (static_cast<size_t>(sent) != bytes.size()) return {EMSGSIZE, "sendmsg"};
-  size_t acks = 0;
-  int first_error = 0;
-  alignas(nlmsghdr) char reply[8192];
-  for (;;) {
-    ssize_t got = recv(fd, reply, sizeof(reply), MSG_DONTWAIT);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      return {errno, "recvmsg"};
-    }
-    int remaining = static_cast<int>(got);
-    for (auto* header = reinterpret_cast<nlmsghdr*>(reply); NLMSG_OK(header, remaining); header = NLMSG_NEXT(header, remaining)) {
-      if (header->nlmsg_type != NLMSG_ERROR) continue;
-      const auto* answer = static_cast<const nlmsgerr*>(NLMSG_DATA(header));
-      if (answer->error == 0) {
-        acks++;
-      } else if (first_error == 0) {
-        first_error = -answer->error;
-      }
-    }
-  }
-  if (first_error != 0) return {first_error, "nftables"};
-  if (acks != acks_expected) return {EIO, "nftables"};  // not expected: the kernel answers in sendmsg
-  return {};
 }
 
 // nftSetElements(op: 0 add | 1 delete, table: string, v4Keys: Uint8Array,

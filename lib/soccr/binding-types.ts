@@ -150,6 +150,17 @@ export interface SoccrBinding {
   nftSetElements(op: number, table: string, v4Keys: Uint8Array, v6Keys: Uint8Array, netns?: string): void;
   /** csrc/nft_elements.cc: deletes one table (family NFPROTO_*) over netlink, in netns if given. */
   nftDeleteTable(family: number, table: string, netns?: string): void;
+  /**
+   * csrc/nfqueue.cc: a netlink socket bound to netfilter queue `num` (in netns if given), copy mode
+   * META, at most `maxlen` packets held; EBUSY when another socket has the queue.
+   */
+  nfqueueOpen(num: number, maxlen: number, netns?: string): number;
+  /** csrc/nfqueue.cc: the packet messages waiting now: [count, last id, 1 if any]. */
+  nfqueueRead(fd: number): [number, number, number];
+  /** csrc/nfqueue.cc: accept or drop every held packet up to `lastId`; returns what was read meanwhile. */
+  nfqueueVerdict(fd: number, num: number, lastId: number, accept: boolean): [number, number, number];
+  /** csrc/nfqueue_rule.cc: appends the NFQUEUE rule (num >= 0) to a chain of an ip/ip6 table, or empties it (-1). */
+  nfqueueRule(family: number, table: string, chain: string, num: number, netns?: string): void;
   /** Process-global libsoccr level (max over environments), per-environment callback. */
   setSoccrLog(level: 0 | 1 | 2, callback?: (level: number, line: string) => void): void;
 }

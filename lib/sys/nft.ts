@@ -100,12 +100,27 @@ export function setElementsOf(objects: readonly NftObject[], name?: string): Nft
 
 /**
  * Commands that make a copy of a listed table (`nft -j list table`) under the name `name`: the
- * table, its sets (with their elements), chains and rules, without the kernel's handles.
+ * table, its sets (with their elements), chains and rules, without the kernel's handles. With
+ * `hooks`, only the base chains on those hooks (and their rules) are copied: a lock's copy on the
+ * side where the connections are restored must not drop their output (`{ hooks: ['input'] }`).
  */
-export function copyTableCommands(objects: readonly NftObject[], name: string): NftCommand[] {
+export function copyTableCommands(
+  objects: readonly NftObject[],
+  name: string,
+  options: { hooks?: readonly string[] } = {},
+): NftCommand[] {
+  const { hooks } = options;
+  const skipped = new Set<unknown>();
+  if (hooks !== undefined) {
+    for (const object of objects) {
+      const chain = object.chain;
+      if (chain !== undefined && !hooks.includes(String(chain.hook))) skipped.add(chain.name);
+    }
+  }
   const commands: NftCommand[] = [];
   for (const object of objects) {
     for (const [kind, body] of Object.entries(object)) {
+      if ((kind === 'chain' && skipped.has(body.name)) || (kind === 'rule' && skipped.has(body.chain))) continue;
       const copy: Record<string, unknown> = { ...body };
       delete copy.handle;
       if (kind === 'table') copy.name = name;

@@ -138,3 +138,18 @@ export async function sweepStaleLocks(options: { netns?: string } = {}): Promise
   );
   return deleteStale(staleProcessLocks(tables), netns);
 }
+
+const HOLD_PREFIX = 'node_criu_hold_';
+
+/** A packet hold's table name: a process lock's, prefixed (swept the same way, see staleHoldTables). */
+export function holdTableName(): string {
+  return HOLD_PREFIX + processLockName().slice('node_criu_'.length);
+}
+
+/** The packet holds' tables (ip, ip6) among `tables` whose creator is verifiably gone. */
+export function staleHoldTables(tables: readonly NftTable[]): NftTable[] {
+  const holds = tables.filter((t) => (t.family === 'ip' || t.family === 'ip6') && t.name.startsWith(HOLD_PREFIX));
+  const asLocks = holds.map((t) => ({ family: 'inet', name: `node_criu_${t.name.slice(HOLD_PREFIX.length)}` }));
+  const stale = new Set(staleProcessLocks(asLocks).map((s) => s.table));
+  return holds.filter((_, i) => stale.has(asLocks[i].name));
+}

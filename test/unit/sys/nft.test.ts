@@ -121,6 +121,25 @@ describe('batches', () => {
     ]);
   });
 
+  it("copyTableCommands with hooks copies only those hooks' chains and their rules (a lock's input side)", () => {
+    const listed = parseNftJson(
+      doc(
+        { table: { family: 'inet', name: 'CRIU-1', handle: 9 } },
+        { set: { family: 'inet', name: 'conns4', table: 'CRIU-1', handle: 1 } },
+        { chain: { family: 'inet', table: 'CRIU-1', name: 'output', handle: 2, hook: 'output', prio: 0 } },
+        { chain: { family: 'inet', table: 'CRIU-1', name: 'input', handle: 3, hook: 'input', prio: 0 } },
+        { rule: { family: 'inet', table: 'CRIU-1', chain: 'output', handle: 4, expr: [{ drop: null }] } },
+        { rule: { family: 'inet', table: 'CRIU-1', chain: 'input', handle: 5, expr: [{ drop: null }] } },
+      ),
+    );
+    expect(copyTableCommands(listed, 'hold', { hooks: ['input'] })).toEqual([
+      { add: { table: { family: 'inet', name: 'hold' } } },
+      { add: { set: { family: 'inet', name: 'conns4', table: 'hold' } } },
+      { add: { chain: { family: 'inet', table: 'hold', name: 'input', hook: 'input', prio: 0 } } },
+      { add: { rule: { family: 'inet', table: 'hold', chain: 'input', expr: [{ drop: null }] } } },
+    ]);
+  });
+
   it("the lock table's batch: two 4-tuple sets, a drop chain that lets SOCCR_MARK through", () => {
     const commands = lockTableCommands('node_criu_1_ab') as Array<{ add: Record<string, Record<string, unknown>> }>;
     const kinds = commands.map((c) => Object.keys(c.add)[0]);
