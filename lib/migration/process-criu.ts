@@ -235,7 +235,9 @@ async function copyLockTable(
   try {
     const objects = await listTable({ family, name: source }, nftOptions(from));
     if (objects.length === 0) return undefined;
-    await nftBatch(copyTableCommands(objects, name), nftOptions(to));
+    // Input only: the restored server answers at once, and a copied output chain would drop its
+    // replies until the copy goes, leaving them to a retransmission timer with no RTT sample (1 s).
+    await nftBatch(copyTableCommands(objects, name, { hooks: ['input'] }), nftOptions(to));
     return `${family} ${name}`;
   } catch {
     return undefined;
