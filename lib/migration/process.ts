@@ -28,16 +28,13 @@ import * as path from 'node:path';
 import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
 import { describeValue, NodeCriuError } from '../errors';
 import { namespaceId, OWN_NETNS, type NamespaceId } from '../sys/netns';
+import type { TreeSockets } from './process-criu';
 import {
   checkNetns,
   checkTaskNetns,
   criuForTask,
   criuInNetns,
-  criuLockTables,
-  deleteNewLockTables,
-  deleteTables,
-  holdInTarget,
-  processTcpTuples,
+  processTcpSockets,
   type NetnsCriu,
   type TaskCriu,
 } from './process-criu';
@@ -49,15 +46,18 @@ import {
   pagesBytes,
   prepareLayout,
   readDumpStats,
+  readRestoreStats,
   type ImagesLayout,
   type PageChannel,
 } from './process-images';
 import {
   checkPid,
+  dumpFailed,
   validateProcessMigrationOptions,
   type ProcessMigrationOptions,
   type ProcessMigrationResult,
 } from './process-options';
+import { CriuMigrationLock, lockingHandlers, prepareLock, type ConnectionLock } from './process-lock';
 import { externalFilesFor, type HeldFiles } from './process-mounts';
 import { preDumpsAreDone, runPreDumps } from './process-predump';
 import {
@@ -78,9 +78,18 @@ type Phases = ProcessMigrationResult['phases'];
 class Migration implements RollbackContext {
   readonly phases: Phases = { preDump: 0, dump: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
   readonly iterations: ProcessMigrationResult['iterations'] = [];
+  readonly steps: ProcessMigrationResult['steps'] = {
+    lockPrepare: 0,
+    hold: 0,
+    restoreWaits: 0,
+    criuRestore: 0,
+    release: 0,
+  };
   readonly signal: AbortSignal | undefined;
   readonly transfer: 'directory' | 'page-server';
-  readonly base: CriuOptions;
+  base: CriuOptions;
+  /** The connections' lock from the freeze until they run again (process-lock.ts). */
+  lock: ConnectionLock | undefined;
   /** Every restore's options: base plus the external files given back (process-mounts.ts). */
   restoreBase: CriuOptions;
   held: HeldFiles | undefined;
@@ -88,10 +97,10 @@ class Migration implements RollbackContext {
   parent: string | undefined;
   moved = false;
   memoryTracking = false;
-  /** Our copy of CRIU's lock in the target namespace, held from moveAddress until the restore. */
-  hold: string | undefined;
-  /** The 4-tuples of the process's connections (read before the dump), to find sockets that would block their restore. */
+  /** The 4-tuples of the tree's connections (read before the dump, again at the freeze), to lock them and to find sockets that would block their restore. */
   tuples = new Set<string>();
+  /** The tree's sockets as read before the dump (the lock's engage compares with them). */
+  sockets: TreeSockets = { inodes: new Set(), tuples: new Map() };
   /**
    * The target namespace's identity, taken while it certainly exists: it may vanish midway
    * (`ip netns del`, the target "host" failing) while a half-restored copy still runs in it.
@@ -133,6 +142,39 @@ class Migration implements RollbackContext {
     } catch {
       // a throwing listener must not break a migration halfway
     }
+  }
+
+  /** Times a part of a phase into `steps`. */
+  async step<T>(name: keyof ProcessMigrationResult['steps'], body: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    try {
+      return await body();
+    } finally {
+      this.steps[name] += performance.now() - started;
+    }
+  }
+
+  /**
+   * The target namespace must have no socket with the connections' 4-tuples (a restore fails on
+   * them): checked, and waited for, before the dump while the server still runs. Only leftovers
+   * of earlier connections can hold them (the address is not there yet), so none appears later.
+   * Throws ERR_MIGRATION_TUPLE_IN_USE with the server untouched.
+   */
+  async targetTuplesFree(): Promise<void> {
+    const conflicts = await waitForNoConflicts(this.options.target?.netns, this.tuples, (sockets) =>
+      this.emit('restore', { state: 'conflicting-sockets', sockets }),
+    );
+    if (conflicts.length > 0) {
+      throw new ProcessMigrationError(
+        `the target namespace already has sockets with the 4-tuples of connections to restore (${conflicts.join(', ')}); CRIU cannot restore those (EADDRNOTAVAIL); the server keeps running on the source`,
+        { code: 'ERR_MIGRATION_TUPLE_IN_USE', phase: 'check', serverOn: 'source', pid: this.options.pid },
+      );
+    }
+  }
+
+  /** The dumped tree's task ids free again (a restore recreates them), overlapping the transfer. */
+  async restoreWaits(dumpDir: string): Promise<void> {
+    await waitForTreeFree(dumpDir, (taken) => this.emit('restore', { state: 'waiting-for-ids', taken }));
   }
 
   async timed<T>(phase: keyof Phases, body: () => Promise<T>, detail?: Record<string, unknown>): Promise<T> {
@@ -215,9 +257,16 @@ class Migration implements RollbackContext {
           : setInterval(() => {
               if (pageServerFailed(server.pid)) void server.close();
             }, 50);
+      const handlers = lockingHandlers(this.lock as ConnectionLock, this.options.pid, this.sockets, (tuples) => {
+        this.tuples = tuples;
+        this.emit('dump', { state: 'locked', connections: tuples.size });
+      });
       try {
         await this.timed('dump', () =>
-          this.dumper.criu.dump({ ...this.base, ...ext, ...chain, ...ps, pid: this.options.pid, imagesDir: dumpDir }),
+          this.dumper.criu.dump(
+            { ...this.base, ...ext, ...chain, ...ps, pid: this.options.pid, imagesDir: dumpDir },
+            handlers,
+          ),
         );
       } finally {
         if (watchdog !== undefined) clearInterval(watchdog);
@@ -226,23 +275,11 @@ class Migration implements RollbackContext {
     } catch (error) {
       channel?.close();
       await pageServer?.close();
+      // CRIU resumed the tree with its sockets out of repair: their packets may pass again.
+      await this.lock?.releaseTarget();
+      await this.lock?.releaseSource();
       await new Promise((resolve) => setTimeout(resolve, 50));
-      let alive = true;
-      try {
-        checkPid(this.options.pid);
-      } catch {
-        alive = false;
-      }
-      throw new ProcessMigrationError(
-        `CRIU could not dump process ${this.options.pid}: ${describeFailure(error)}; ${alive ? 'it keeps running on the source' : 'it is no longer running'}`,
-        {
-          code: 'ERR_MIGRATION_DUMP_FAILED',
-          phase: 'dump',
-          serverOn: alive ? 'source' : 'none',
-          pid: this.options.pid,
-          cause: error,
-        },
-      );
+      throw dumpFailed(this.options.pid, error);
     }
     channel?.close();
     return { dumpDir, targetDir, ...(pageServer !== undefined ? { pageServer } : {}) };
@@ -266,8 +303,26 @@ class Migration implements RollbackContext {
   }
 
   async releaseHold(): Promise<void> {
-    if (this.hold !== undefined) await deleteTables(this.options.target?.netns, [this.hold]);
-    this.hold = undefined;
+    await this.lock?.releaseTarget();
+  }
+
+  async releaseSourceLock(): Promise<void> {
+    await this.lock?.releaseSource();
+  }
+
+  /** Our lock, or CRIU's when ours cannot be made (then the dump uses CRIU's network lock). */
+  async prepareLock(): Promise<void> {
+    const { source, target } = this.options;
+    const otherTarget = target?.netns !== source?.netns ? target?.netns : null;
+    const made = await prepareLock(this.options.pid, source?.netns, otherTarget);
+    this.lock = made.lock;
+    this.base = { ...this.base, networkLock: made.networkLock };
+    this.restoreBase = this.base;
+    if (made.fallback !== undefined)
+      this.emit('dump', {
+        state: 'warning',
+        reason: `CRIU's own network lock (ours: ${describeFailure(made.fallback)})`,
+      });
   }
 
   rollback(phase: ProcessMigrationPhase, cause: unknown, dir: string, dumpDir?: string): Promise<never> {
@@ -282,9 +337,18 @@ class Migration implements RollbackContext {
     // The target may have vanished since the start (its namespace deleted): better to stop here,
     // with the server untouched, than to dump, fail to restore and roll back.
     if (this.options.target?.netns !== undefined) checkNetns(this.options.target.netns, 'target.netns');
-    const locksBefore = await criuLockTables(this.options.source?.netns);
-    this.tuples = processTcpTuples(this.options.pid);
+    this.sockets = processTcpSockets(this.options.pid);
+    this.tuples = new Set(this.sockets.tuples.values());
+    await Promise.all([this.targetTuplesFree(), this.step('lockPrepare', () => this.prepareLock())]).catch(
+      async (error: unknown) => {
+        await this.lock?.releaseTarget();
+        await this.lock?.releaseSource();
+        throw error;
+      },
+    );
     const dirs = await this.dump();
+    const waited = this.step('restoreWaits', () => this.restoreWaits(dirs.dumpDir));
+    waited.catch(() => undefined);
     // Directory mode: the source's own copy is complete. Page-server mode: the pages are only on
     // the target side (on one machine we can read them; across hosts they would be sent back).
     const rollbackDir = this.transfer === 'page-server' ? dirs.targetDir : dirs.dumpDir;
@@ -294,21 +358,17 @@ class Migration implements RollbackContext {
       if (this.transfer === 'page-server') await copyImages(dirs.dumpDir, dirs.targetDir).catch(() => undefined);
       return this.rollback('transfer', error, rollbackDir, dirs.dumpDir);
     }
-    if (this.options.target?.netns !== this.options.source?.netns) {
-      const made = await holdInTarget(
-        this.options.source?.netns,
-        this.options.target?.netns,
-        locksBefore,
-        this.options.pid,
-      );
-      this.hold = made.hold;
-      if (made.dumpLock !== undefined && this.hold === undefined)
-        this.emit('moveAddress', {
-          state: 'warning',
-          reason: 'could not hold the connections in the target namespace (nft missing?); a peer may see a reset',
-        });
-      else if (this.hold !== undefined) this.emit('moveAddress', { state: 'hold', table: this.hold });
+    const lock = this.lock as ConnectionLock;
+    try {
+      await this.step('hold', () => lock.holdOnTarget());
+    } catch (error) {
+      return this.rollback('transfer', error, rollbackDir, dirs.dumpDir);
     }
+    if (lock instanceof CriuMigrationLock && lock.holdMissing)
+      this.emit('moveAddress', {
+        state: 'warning',
+        reason: 'could not hold the connections in the target namespace (nft missing?); a peer may see a reset',
+      });
     let phase: ProcessMigrationPhase = 'moveAddress';
     let restoredPid: number;
     try {
@@ -320,30 +380,25 @@ class Migration implements RollbackContext {
       if (this.aborted()) throw this.abortReason();
       phase = 'restore';
       // On failure the hold stays until the rollback has moved the address back.
+      // Until the hold is lifted the peers' packets are dropped: part of the pause.
       const restored = await this.timed('restore', async () => {
-        await waitForTreeFree(dirs.dumpDir, (taken) => this.emit('restore', { state: 'waiting-for-ids', taken }));
-        const conflicts = await waitForNoConflicts(this.options.target?.netns, this.tuples, (sockets) =>
-          this.emit('restore', { state: 'conflicting-sockets', sockets }),
+        await waited;
+        const made = await this.step('criuRestore', () =>
+          this.target.criu.restore({ ...this.restoreBase, imagesDir: dirs.targetDir }),
         );
-        if (conflicts.length > 0) {
-          throw new NodeCriuError(
-            `the target namespace already has sockets with the 4-tuples of connections to restore (${conflicts.join(', ')}); CRIU cannot restore those (EADDRNOTAVAIL)`,
-            { code: 'ERR_MIGRATION_TUPLE_IN_USE' },
-          );
-        }
-        return this.target.criu.restore({ ...this.restoreBase, imagesDir: dirs.targetDir });
+        await this.step('release', () => this.releaseHold());
+        return made;
       });
       restoredPid = restored.pid;
-      await this.releaseHold();
     } catch (error) {
       return this.rollback(phase, error, rollbackDir, dirs.dumpDir);
     }
     const downtimeMs = this.phases.dump + this.phases.transfer + this.phases.moveAddress + this.phases.restore;
-    // CRIU leaves its lock table in the source namespace after a successful dump (so the source
-    // never answers the moved connections with RST); the process lives on the target now.
-    await deleteNewLockTables(this.options.source?.netns, locksBefore);
+    // The source's lock kept the moved connections from being answered with RST; they live on the target now.
+    await this.releaseSourceLock();
     this.phases.total = performance.now() - started;
     const dumpStats = readDumpStats(dirs.dumpDir);
+    const restoreStats = readRestoreStats(dirs.targetDir);
     const result: ProcessMigrationResult = {
       restoredPid,
       iterations: this.iterations,
@@ -354,6 +409,8 @@ class Migration implements RollbackContext {
       pagesBytes: pagesBytes(dirs.targetDir),
       imagesDir: dirs.targetDir,
       ...(dumpStats !== undefined ? { dumpStats } : {}),
+      ...(restoreStats !== undefined ? { restoreStats } : {}),
+      steps: this.steps,
     };
     this.emit('done', { restoredPid, downtimeMs: Math.round(downtimeMs) });
     return result;
