@@ -60,8 +60,8 @@ export interface ProcessMigrationResult {
   restoreStats?: CriuRestoreStats;
   /**
    * Parts of the phases, ms: lockPrepare (before the dump, the server running), hold (the target
-   * takes the connections' tuples), restoreWaits (the dumped ids and 4-tuples free on the target;
-   * they overlap the transfer), criuRestore (CRIU's restore call), release (the target's hold lifted).
+   * takes the connections' tuples), restoreWaits (the dumped ids and 4-tuples free on the target),
+   * criuRestore (CRIU's restore call), release (the target's hold lifted).
    */
   steps: Record<'lockPrepare' | 'hold' | 'restoreWaits' | 'criuRestore' | 'release', number>;
   transfer: 'directory' | 'page-server';

@@ -172,9 +172,24 @@ class Migration implements RollbackContext {
     }
   }
 
-  /** The dumped tree's task ids free again (a restore recreates them), overlapping the transfer. */
+  /**
+   * Just before the restore, both at once: the dumped tree's task ids free again (a restore
+   * recreates them), and no socket in the target with a moved 4-tuple (a leftover may have come
+   * up since the check before the dump).
+   */
   async restoreWaits(dumpDir: string): Promise<void> {
-    await waitForTreeFree(dumpDir, (taken) => this.emit('restore', { state: 'waiting-for-ids', taken }));
+    const [, conflicts] = await Promise.all([
+      waitForTreeFree(dumpDir, (taken) => this.emit('restore', { state: 'waiting-for-ids', taken })),
+      waitForNoConflicts(this.options.target?.netns, this.tuples, (sockets) =>
+        this.emit('restore', { state: 'conflicting-sockets', sockets }),
+      ),
+    ]);
+    if (conflicts.length > 0) {
+      throw new NodeCriuError(
+        `the target namespace already has sockets with the 4-tuples of connections to restore (${conflicts.join(', ')}); CRIU cannot restore those (EADDRNOTAVAIL)`,
+        { code: 'ERR_MIGRATION_TUPLE_IN_USE' },
+      );
+    }
   }
 
   async timed<T>(phase: keyof Phases, body: () => Promise<T>, detail?: Record<string, unknown>): Promise<T> {
@@ -347,8 +362,6 @@ class Migration implements RollbackContext {
       },
     );
     const dirs = await this.dump();
-    const waited = this.step('restoreWaits', () => this.restoreWaits(dirs.dumpDir));
-    waited.catch(() => undefined);
     // Directory mode: the source's own copy is complete. Page-server mode: the pages are only on
     // the target side (on one machine we can read them; across hosts they would be sent back).
     const rollbackDir = this.transfer === 'page-server' ? dirs.targetDir : dirs.dumpDir;
@@ -364,6 +377,8 @@ class Migration implements RollbackContext {
     } catch (error) {
       return this.rollback('transfer', error, rollbackDir, dirs.dumpDir);
     }
+    if (this.options.target?.netns !== this.options.source?.netns)
+      this.emit('moveAddress', { state: 'hold', lock: lock.describe() });
     if (lock instanceof CriuMigrationLock && lock.holdMissing)
       this.emit('moveAddress', {
         state: 'warning',
@@ -382,7 +397,7 @@ class Migration implements RollbackContext {
       // On failure the hold stays until the rollback has moved the address back.
       // Until the hold is lifted the peers' packets are dropped: part of the pause.
       const restored = await this.timed('restore', async () => {
-        await waited;
+        await this.step('restoreWaits', () => this.restoreWaits(dirs.dumpDir));
         const made = await this.step('criuRestore', () =>
           this.target.criu.restore({ ...this.restoreBase, imagesDir: dirs.targetDir }),
         );
