@@ -112,7 +112,8 @@ function moveDetails(m: ProcessMigrationResult): string {
   const p = m.phases;
   const r = (v: number | undefined): string => (v === undefined ? '?' : (v / 1000).toFixed(0));
   const s = m.dumpStats;
-  return `dump ${p.dump.toFixed(0)}, transfer ${p.transfer.toFixed(0)}, move ${p.moveAddress.toFixed(0)}, restore ${p.restore.toFixed(0)} ms; CRIU frozen ${r(s?.frozenTimeUs)}, memdump ${r(s?.memdumpTimeUs)}, memwrite ${r(s?.memwriteTimeUs)} ms, ${s?.pagesWritten ?? '?'} pages written`;
+  const t = m.steps;
+  return `dump ${p.dump.toFixed(0)}, transfer ${p.transfer.toFixed(0)}, move ${p.moveAddress.toFixed(0)}, restore ${p.restore.toFixed(0)} (waits ${t.restoreWaits.toFixed(0)}, CRIU ${t.criuRestore.toFixed(0)}) ms; CRIU frozen ${r(s?.frozenTimeUs)}, memdump ${r(s?.memdumpTimeUs)}, memwrite ${r(s?.memwriteTimeUs)}, restore ${r(m.restoreStats?.restoreTimeUs)} ms, ${s?.pagesWritten ?? '?'} pages written`;
 }
 
 /** SOAK_KEEP_LOGS=<dir>: CRIU's logs and statistics of each move, copied there. */
