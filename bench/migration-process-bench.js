@@ -210,6 +210,11 @@ function criuStats(result) {
   const r = result.restoreStats;
   const parts = [`frozen ${us(d.frozenTimeUs)} (memdump ${us(d.memdumpTimeUs)}, memwrite ${us(d.memwriteTimeUs)})`];
   if (r !== undefined) parts.push(`restore ${us(r.restoreTimeUs)} (forking ${us(r.forkingTimeUs)})`);
+  const l = result.lazyPages;
+  if (l !== undefined)
+    parts.push(
+      `lazy pages after the restore: ${(l.bytes / 1e6).toFixed(1)} MB in ${f(l.ms)} (${(l.bytes / 1e3 / l.ms).toFixed(1)} MB/s)`,
+    );
   const s = result.steps;
   if (s !== undefined)
     parts.push(

@@ -309,12 +309,12 @@ export function processTcpTuples(pid: number): Set<string> {
  */
 export async function conflictingSockets(netns: string | undefined, tuples: Set<string>): Promise<string[]> {
   if (tuples.size === 0) return [];
-  let text = '';
+  let text: string;
   if (netns === undefined) text = tcpTablesOf('self');
   else {
-    // /proc/self/net shows the namespace of the reader, so the reader runs inside `netns` (one
-    // reader for both tables: a process start is most of the cost).
-    // A kernel without IPv6 has no tcp6: what cat read of the rest still counts (fixed text, no input).
+    // /proc/self/net shows the namespace of the reader, so the reader runs inside `netns`: one
+    // reader for both tables (a process start is most of the cost); without IPv6 there is no
+    // tcp6 and what cat read of the rest still counts. Fixed text, no input.
     text = await run('sh', ['-c', `cat ${OWN_TCP_TABLES.join(' ')} 2>/dev/null; exit 0`], {
       netns,
       timeoutMs: NFT_TIMEOUT_MS,

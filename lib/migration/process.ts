@@ -66,7 +66,7 @@ import {
   type RemoteProcessMigrationResult,
 } from './process-remote';
 import { rollback, type RollbackContext } from './process-rollback';
-import { waitForNoConflicts, waitForTreeFree } from './process-waits';
+import { checkTargetTuples, waitBeforeRestore } from './process-waits';
 
 export type { ProcessMigrationOptions, ProcessMigrationResult, ProcessMigrationProgress } from './process-options';
 export type { RemoteProcessMigrationOptions, RemoteProcessMigrationResult } from './process-remote';
@@ -151,44 +151,6 @@ class Migration implements RollbackContext {
       return await body();
     } finally {
       this.steps[name] += performance.now() - started;
-    }
-  }
-
-  /**
-   * The target namespace must have no socket with the connections' 4-tuples (a restore fails on
-   * them): checked, and waited for, before the dump while the server still runs. Only leftovers
-   * of earlier connections can hold them (the address is not there yet), so none appears later.
-   * Throws ERR_MIGRATION_TUPLE_IN_USE with the server untouched.
-   */
-  async targetTuplesFree(): Promise<void> {
-    const conflicts = await waitForNoConflicts(this.options.target?.netns, this.tuples, (sockets) =>
-      this.emit('restore', { state: 'conflicting-sockets', sockets }),
-    );
-    if (conflicts.length > 0) {
-      throw new ProcessMigrationError(
-        `the target namespace already has sockets with the 4-tuples of connections to restore (${conflicts.join(', ')}); CRIU cannot restore those (EADDRNOTAVAIL); the server keeps running on the source`,
-        { code: 'ERR_MIGRATION_TUPLE_IN_USE', phase: 'check', serverOn: 'source', pid: this.options.pid },
-      );
-    }
-  }
-
-  /**
-   * Just before the restore, both at once: the dumped tree's task ids free again (a restore
-   * recreates them), and no socket in the target with a moved 4-tuple (a leftover may have come
-   * up since the check before the dump).
-   */
-  async restoreWaits(dumpDir: string): Promise<void> {
-    const [, conflicts] = await Promise.all([
-      waitForTreeFree(dumpDir, (taken) => this.emit('restore', { state: 'waiting-for-ids', taken })),
-      waitForNoConflicts(this.options.target?.netns, this.tuples, (sockets) =>
-        this.emit('restore', { state: 'conflicting-sockets', sockets }),
-      ),
-    ]);
-    if (conflicts.length > 0) {
-      throw new NodeCriuError(
-        `the target namespace already has sockets with the 4-tuples of connections to restore (${conflicts.join(', ')}); CRIU cannot restore those (EADDRNOTAVAIL)`,
-        { code: 'ERR_MIGRATION_TUPLE_IN_USE' },
-      );
     }
   }
 
@@ -354,13 +316,15 @@ class Migration implements RollbackContext {
     if (this.options.target?.netns !== undefined) checkNetns(this.options.target.netns, 'target.netns');
     this.sockets = processTcpSockets(this.options.pid);
     this.tuples = new Set(this.sockets.tuples.values());
-    await Promise.all([this.targetTuplesFree(), this.step('lockPrepare', () => this.prepareLock())]).catch(
-      async (error: unknown) => {
-        await this.lock?.releaseTarget();
-        await this.lock?.releaseSource();
-        throw error;
-      },
-    );
+    const emit = (detail: Record<string, unknown>): void => this.emit('restore', detail);
+    await Promise.all([
+      checkTargetTuples(this.options.target?.netns, this.tuples, emit, this.options.pid),
+      this.step('lockPrepare', () => this.prepareLock()),
+    ]).catch(async (error: unknown) => {
+      await this.lock?.releaseTarget();
+      await this.lock?.releaseSource();
+      throw error;
+    });
     const dirs = await this.dump();
     // Directory mode: the source's own copy is complete. Page-server mode: the pages are only on
     // the target side (on one machine we can read them; across hosts they would be sent back).
@@ -397,7 +361,9 @@ class Migration implements RollbackContext {
       // On failure the hold stays until the rollback has moved the address back.
       // Until the hold is lifted the peers' packets are dropped: part of the pause.
       const restored = await this.timed('restore', async () => {
-        await this.step('restoreWaits', () => this.restoreWaits(dirs.dumpDir));
+        await this.step('restoreWaits', () =>
+          waitBeforeRestore(dirs.dumpDir, this.options.target?.netns, this.tuples, emit),
+        );
         const made = await this.step('criuRestore', () =>
           this.target.criu.restore({ ...this.restoreBase, imagesDir: dirs.targetDir }),
         );
