@@ -22,8 +22,9 @@
  */
 import { randomBytes } from 'node:crypto';
 
-import type { CriuNotifyHandlers } from '../criu';
+import type { CriuNotifyHandlers, CriuOptions } from '../criu';
 import { NftablesLock, type ConnectionTuple } from '../soccr/nft-lock';
+import { describeFailure } from './process-errors';
 import { lockTuples, wireTuplesFromProc } from '../agent/tuples';
 import {
   criuLockTables,
@@ -221,4 +222,23 @@ export function lockingHandlers(
       onEngaged(tuples);
     },
   };
+}
+
+/**
+ * prepareLock for a migration: its lock, and its CRIU options with the network_lock that goes
+ * with it; a fallback to CRIU's lock is announced as a 'dump' warning.
+ */
+export async function lockForMigration(
+  m: {
+    readonly options: { pid: number };
+    readonly base: CriuOptions;
+    emit(phase: string, detail?: Record<string, unknown>): void;
+  },
+  sourceNetns: string | undefined,
+  targetNetns: string | undefined | null,
+): Promise<{ lock: ConnectionLock; base: CriuOptions }> {
+  const made = await prepareLock(m.options.pid, sourceNetns, targetNetns);
+  if (made.fallback !== undefined)
+    m.emit('dump', { state: 'warning', reason: `CRIU's own network lock (ours: ${describeFailure(made.fallback)})` });
+  return { lock: made.lock, base: { ...m.base, networkLock: made.networkLock } };
 }

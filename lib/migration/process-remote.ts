@@ -44,7 +44,7 @@ import {
 } from './process-criu';
 import { describeFailure, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import { pagesBytes, readDumpStats } from './process-images';
-import { lockingHandlers, prepareLock, type ConnectionLock } from './process-lock';
+import { lockForMigration, lockingHandlers, type ConnectionLock } from './process-lock';
 import { holdExternalFiles, type HeldFiles } from './process-mounts';
 import { checkPid, dumpFailed, type ProcessMigrationOptions } from './process-options';
 import {
@@ -135,15 +135,8 @@ export class RemoteMigration implements RollbackContext {
 
   /** Our lock (CRIU's when ours cannot be made); the dump's network_lock goes with it. */
   async prepareLock(): Promise<void> {
-    const made = await prepareLock(this.remote.pid, this.remote.source?.netns, null);
-    this.lock = made.lock;
-    this.base = { ...this.base, networkLock: made.networkLock };
+    ({ lock: this.lock, base: this.base } = await lockForMigration(this, this.remote.source?.netns, null));
     this.restoreBase = this.base;
-    if (made.fallback !== undefined)
-      this.emit('dump', {
-        state: 'warning',
-        reason: `CRIU's own network lock (ours: ${describeFailure(made.fallback)})`,
-      });
   }
 
   /** The dump's notification handlers: the lock engaged once CRIU froze the tree. */

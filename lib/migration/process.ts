@@ -38,11 +38,10 @@ import {
   type NetnsCriu,
   type TaskCriu,
 } from './process-criu';
-import { describeFailure, pageServerFailed, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
+import { describeFailure, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import {
   copyImages,
   freshDir,
-  openPageChannel,
   pagesBytes,
   prepareLayout,
   readDumpStats,
@@ -57,7 +56,8 @@ import {
   type ProcessMigrationOptions,
   type ProcessMigrationResult,
 } from './process-options';
-import { CriuMigrationLock, lockingHandlers, prepareLock, type ConnectionLock } from './process-lock';
+import { CriuMigrationLock, lockForMigration, lockingHandlers, type ConnectionLock } from './process-lock';
+import { guardPageServer, pageServerDone, startPageServer } from './process-page-server';
 import { externalFilesFor, type HeldFiles } from './process-mounts';
 import { preDumpsAreDone, runPreDumps } from './process-predump';
 import {
@@ -207,33 +207,11 @@ class Migration implements RollbackContext {
     let pageServer: PageServerChild | undefined;
     try {
       if (this.transfer === 'page-server') {
-        channel = await openPageChannel();
-        pageServer = await this.target.criu.pageServerChld({
-          imagesDir: targetDir,
-          ps: { fd: channel.serverFd },
-          ...chain,
-        });
-        channel.closeServerEnd();
-        this.emit('transfer', { state: 'page-server', pid: pageServer.pid });
+        ({ channel, server: pageServer } = await startPageServer(this.target.criu, targetDir, chain));
+        this.emit('transfer', { state: 'page-server', pid: pageServer?.pid });
       }
       const ps = channel !== undefined ? { ps: { fd: channel.clientFd } } : {};
-      // Page-server mode can be aborted mid-dump safely: killing the page server breaks CRIU's
-      // page stream, so the dump fails and CRIU resumes the task on the source. (Killing CRIU
-      // itself could leave the task stopped with its parasite inside, so we never do that.)
-      const server = pageServer;
-      const onAbort = (): void => {
-        if (server !== undefined) void server.close();
-      };
-      this.signal?.addEventListener('abort', onAbort, { once: true });
-      // The target's swrk keeps its own copy of the page server's socket, so a page server that
-      // dies alone would leave the dumping CRIU (and the frozen task) waiting forever: end the
-      // whole target side as soon as the page server exits abnormally.
-      const watchdog =
-        server === undefined
-          ? undefined
-          : setInterval(() => {
-              if (pageServerFailed(server.pid)) void server.close();
-            }, 50);
+      const unguard = pageServer !== undefined ? guardPageServer(pageServer, this.signal) : undefined;
       const handlers = lockingHandlers(this.lock as ConnectionLock, this.options.pid, this.sockets, (tuples) => {
         this.tuples = tuples;
         this.emit('dump', { state: 'locked', connections: tuples.size });
@@ -246,8 +224,7 @@ class Migration implements RollbackContext {
           ),
         );
       } finally {
-        if (watchdog !== undefined) clearInterval(watchdog);
-        this.signal?.removeEventListener('abort', onAbort);
+        unguard?.();
       }
     } catch (error) {
       channel?.close();
@@ -265,16 +242,7 @@ class Migration implements RollbackContext {
   /** After the dump: the page server's exit, then the non-page images copied to the target. */
   async carry(dirs: { dumpDir: string; targetDir: string; pageServer?: PageServerChild }): Promise<void> {
     await this.timed('transfer', async () => {
-      if (dirs.pageServer !== undefined) {
-        // After a successful dump the page server has written everything and exits; bounded
-        // so a hung target ends in a rollback instead of an outage.
-        const status = await dirs.pageServer.waitPid({ timeoutMs: 30000 });
-        if (status.exitCode !== 0) {
-          throw new NodeCriuError(`the page server exited with ${status.signal ?? `code ${String(status.exitCode)}`}`, {
-            code: 'ERR_PAGE_SERVER_FAILED',
-          });
-        }
-      }
+      if (dirs.pageServer !== undefined) await pageServerDone(dirs.pageServer);
       await copyImages(dirs.dumpDir, dirs.targetDir);
     });
   }
@@ -291,15 +259,8 @@ class Migration implements RollbackContext {
   async prepareLock(): Promise<void> {
     const { source, target } = this.options;
     const otherTarget = target?.netns !== source?.netns ? target?.netns : null;
-    const made = await prepareLock(this.options.pid, source?.netns, otherTarget);
-    this.lock = made.lock;
-    this.base = { ...this.base, networkLock: made.networkLock };
+    ({ lock: this.lock, base: this.base } = await lockForMigration(this, source?.netns, otherTarget));
     this.restoreBase = this.base;
-    if (made.fallback !== undefined)
-      this.emit('dump', {
-        state: 'warning',
-        reason: `CRIU's own network lock (ours: ${describeFailure(made.fallback)})`,
-      });
   }
 
   rollback(phase: ProcessMigrationPhase, cause: unknown, dir: string, dumpDir?: string): Promise<never> {
