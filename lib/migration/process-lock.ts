@@ -49,6 +49,8 @@ export interface ConnectionLock {
   releaseSource(): Promise<void>;
   /** What to name in a message about a lock left in place ('table inet NAME in NETNS'). */
   describe(): string;
+  /** The command that lifts the source's lock by hand (after a restore by hand), if one is needed. */
+  unlockCommand(): string | undefined;
 }
 
 const NAME_PREFIX = 'node_criu_migrate_';
@@ -105,6 +107,11 @@ export class NftablesMigrationLock implements ConnectionLock {
   describe(): string {
     return `nftables table inet ${this.name}${this.sourceNetns !== undefined ? ` in ${this.sourceNetns}` : ''}`;
   }
+
+  unlockCommand(): string {
+    const nft = `nft delete table inet ${this.name}`;
+    return this.sourceNetns !== undefined ? `nsenter --net=${this.sourceNetns} ${nft}` : nft;
+  }
 }
 
 /**
@@ -151,6 +158,11 @@ export class CriuMigrationLock implements ConnectionLock {
   describe(): string {
     return `CRIU's nftables lock table (inet CRIU-...)${this.sourceNetns !== undefined ? ` in ${this.sourceNetns}` : ''}`;
   }
+
+  unlockCommand(): undefined {
+    // CRIU's restore of the images deletes the dump's table itself.
+    return undefined;
+  }
 }
 
 /**
@@ -162,7 +174,13 @@ export async function prepareLock(
   pid: number,
   sourceNetns: string | undefined,
   targetNetns: string | undefined | null,
+  criuLock = false,
 ): Promise<{ lock: ConnectionLock; networkLock: 'skip' | 'nftables'; fallback?: unknown }> {
+  if (criuLock) {
+    const criu = new CriuMigrationLock(pid, sourceNetns, targetNetns);
+    await criu.prepare();
+    return { lock: criu, networkLock: 'nftables' };
+  }
   const ours = new NftablesMigrationLock(pid, sourceNetns, targetNetns);
   try {
     await ours.prepare();
@@ -226,7 +244,9 @@ export function lockingHandlers(
 
 /**
  * prepareLock for a migration: its lock, and its CRIU options with the network_lock that goes
- * with it; a fallback to CRIU's lock is announced as a 'dump' warning.
+ * with it; a fallback to CRIU's lock is announced as a 'dump' warning. `criuLock`: CRIU's own
+ * (the lazy route: when it fails before the commit, lib/criu/recover.ts finds the sockets to take
+ * out of repair through CRIU's lock table).
  */
 export async function lockForMigration(
   m: {
@@ -236,8 +256,9 @@ export async function lockForMigration(
   },
   sourceNetns: string | undefined,
   targetNetns: string | undefined | null,
+  criuLock = false,
 ): Promise<{ lock: ConnectionLock; base: CriuOptions }> {
-  const made = await prepareLock(m.options.pid, sourceNetns, targetNetns);
+  const made = await prepareLock(m.options.pid, sourceNetns, targetNetns, criuLock);
   if (made.fallback !== undefined)
     m.emit('dump', { state: 'warning', reason: `CRIU's own network lock (ours: ${describeFailure(made.fallback)})` });
   return { lock: made.lock, base: { ...m.base, networkLock: made.networkLock } };

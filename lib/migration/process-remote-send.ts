@@ -24,6 +24,7 @@ import {
 import { ensurePrivateDirectory } from '../security';
 import type { Frame, FramedConnection } from '../transport/framed';
 import { describeFailure, ProcessMigrationError } from './process-errors';
+import type { ConnectionLock } from './process-lock';
 import type { RemoteProcessMigrationOptions } from './process-remote-options';
 
 /** Files up to this size are read whole, ahead of sending (READ_AHEAD of them at most). */
@@ -166,16 +167,17 @@ export function uncertain(
   remote: RemoteProcessMigrationOptions,
   cause: unknown,
   dumpDir: string,
-  lock: string,
+  lock: ConnectionLock,
 ): ProcessMigrationError {
   const { to, moveAddress, source } = remote;
+  const unlock = lock.unlockCommand();
   const netns = source?.netns;
   const readd =
     moveAddress !== undefined
       ? `'ip addr add ${moveAddress.cidr} dev ${moveAddress.device}'${netns ? ` in ${netns}` : ''}, then `
       : '';
   return new ProcessMigrationError(
-    `the channel to the agent at ${to.host}:${to.port} was lost after RESTORE was sent (${describeFailure(cause)}): the agent may have restored the server, so it was not restored here. Check on ${to.host} whether pid ${remote.pid} runs (the agent's log says RESTORED or RESTORE_FAILED). If it does not, restore it here by hand: ${readd}'node-criu restore --images-dir ${dumpDir}${netns ? ` --netns ${netns}` : ''}'. Until then the ${lock} drops the peers' packets (no resets)`,
+    `the channel to the agent at ${to.host}:${to.port} was lost after RESTORE was sent (${describeFailure(cause)}): the agent may have restored the server, so it was not restored here. Check on ${to.host} whether pid ${remote.pid} runs (the agent's log says RESTORED or RESTORE_FAILED). If it does not, restore it here by hand: ${readd}'node-criu restore --images-dir ${dumpDir}${netns ? ` --netns ${netns}` : ''}'${unlock !== undefined ? `, then '${unlock}'` : ''}. Until then the ${lock.describe()} drops the peers' packets (no resets)`,
     {
       code: 'ERR_MIGRATION_UNCERTAIN',
       phase: 'restore',

@@ -135,7 +135,8 @@ export class RemoteMigration implements RollbackContext {
 
   /** Our lock (CRIU's when ours cannot be made); the dump's network_lock goes with it. */
   async prepareLock(): Promise<void> {
-    ({ lock: this.lock, base: this.base } = await lockForMigration(this, this.remote.source?.netns, null));
+    const criuLock = this.remote.lazyPages === true;
+    ({ lock: this.lock, base: this.base } = await lockForMigration(this, this.remote.source?.netns, null, criuLock));
     this.restoreBase = this.base;
   }
 
@@ -346,7 +347,7 @@ export class RemoteMigration implements RollbackContext {
     } catch (error) {
       channel.close();
       if (error instanceof ProcessMigrationError) throw error;
-      throw uncertain(this.remote, error, dumpDir, (this.lock as ConnectionLock).describe());
+      throw uncertain(this.remote, error, dumpDir, this.lock as ConnectionLock);
     }
     const restored = decodeRestored(reply.payload);
     channel.close();
