@@ -298,9 +298,10 @@ class Migration implements RollbackContext {
     }
     const lock = this.lock as ConnectionLock;
     try {
+      // The hold is what makes the address move safe: its failure (the target gone) is the move's.
       await this.step('hold', () => lock.holdOnTarget());
     } catch (error) {
-      return this.rollback('transfer', error, rollbackDir, dirs.dumpDir);
+      return this.rollback('moveAddress', error, rollbackDir, dirs.dumpDir);
     }
     if (this.options.target?.netns !== this.options.source?.netns)
       this.emit('moveAddress', { state: 'hold', lock: lock.describe() });
