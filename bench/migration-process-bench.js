@@ -202,6 +202,26 @@ async function restartRoute(dir, connections) {
 }
 
 const f = (v) => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
+const us = (v) => (v === undefined ? '?' : f(v / 1000));
+
+/** CRIU's own statistics (stats-dump, stats-restore) and our steps inside the phases, in ms. */
+function criuStats(result) {
+  const d = result.dumpStats ?? {};
+  const r = result.restoreStats;
+  const parts = [`frozen ${us(d.frozenTimeUs)} (memdump ${us(d.memdumpTimeUs)}, memwrite ${us(d.memwriteTimeUs)})`];
+  if (r !== undefined) parts.push(`restore ${us(r.restoreTimeUs)} (forking ${us(r.forkingTimeUs)})`);
+  const l = result.lazyPages;
+  if (l !== undefined)
+    parts.push(
+      `lazy pages after the restore: ${(l.bytes / 1e6).toFixed(1)} MB in ${f(l.ms)} (${(l.bytes / 1e3 / l.ms).toFixed(1)} MB/s)`,
+    );
+  const s = result.steps;
+  if (s !== undefined)
+    parts.push(
+      `ours: lock ${f(s.lockPrepare)} before, hold ${f(s.hold)}, waits ${f(s.restoreWaits)}, criu restore ${f(s.criuRestore)}, release ${f(s.release)}`,
+    );
+  return parts.join('; ');
+}
 
 async function main() {
   if (process.getuid() !== 0) throw new Error('needs root');
@@ -245,11 +265,11 @@ async function main() {
           const { gap, result, exact } = await processRoute(dir, n, transfer, criuPath, pki);
           const p = result.phases;
           rows.push(
-            `| ${n} | ${title} | ${f(gap.max)} | ${f(gap.p50)} | ${f(result.downtimeMs)} | dump ${f(p.dump)}, transfer ${f(p.transfer)}, move ${f(p.moveAddress)}, restore ${f(p.restore)} | ${(result.pagesBytes / 1e6).toFixed(1)} MB | ${exact}/${n} kept, exact |`,
+            `| ${n} | ${title} | ${f(gap.max)} | ${f(gap.p50)} | ${f(result.downtimeMs)} | dump ${f(p.dump)}, transfer ${f(p.transfer)}, move ${f(p.moveAddress)}, restore ${f(p.restore)} | ${criuStats(result)} | ${(result.pagesBytes / 1e6).toFixed(1)} MB | ${exact}/${n} kept, exact |`,
           );
         } catch (error) {
           rows.push(
-            `| ${n} | ${title} | failed: ${String(error.code ?? '')} ${String(error.message).split('\n')[0].slice(0, 160)} | | | | | |`,
+            `| ${n} | ${title} | failed: ${String(error.code ?? '')} ${String(error.message).split('\n')[0].slice(0, 160)} | | | | | | |`,
           );
         } finally {
           killAll();
@@ -263,7 +283,7 @@ async function main() {
       setup();
       const { gap, allBackMs, reconnects } = await restartRoute(dir, n).finally(teardown);
       rows.push(
-        `| ${n} | restart + reconnect | ${f(gap.max)} | ${f(gap.p50)} | ${f(allBackMs)} (until all reconnected) | - | - | 0/${n} kept (${reconnects} reconnects; state lost) |`,
+        `| ${n} | restart + reconnect | ${f(gap.max)} | ${f(gap.p50)} | ${f(allBackMs)} (until all reconnected) | - | - | - | 0/${n} kept (${reconnects} reconnects; state lost) |`,
       );
     }
   } finally {
@@ -283,9 +303,9 @@ async function main() {
   );
   console.log('');
   console.log(
-    '| connections | route | longest pause (max client) | longest pause (median client) | downtime | phases | images | connections |',
+    '| connections | route | longest pause (max client) | longest pause (median client) | downtime | phases | CRIU statistics, our steps | images | connections |',
   );
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const row of rows) console.log(row);
 }
 

@@ -23,8 +23,18 @@ const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const ts = require('typescript');
 
-// Compile .ts on require (transpile only; `npm run typecheck` checks the types).
+// The library itself is loaded from dist/ (soak.sh builds it first): its generated protobuf types
+// declare enums that a transpile-only compile leaves without values.
+const path = require('node:path');
+const LIB = path.join(__dirname, '..', 'lib') + path.sep;
+const DIST = path.join(__dirname, '..', 'dist') + path.sep;
+
+// Compile the soak's own .ts on require (transpile only; `npm run typecheck` checks the types).
 require.extensions['.ts'] = (module, filename) => {
+  if (filename.startsWith(LIB)) {
+    module.exports = require(DIST + filename.slice(LIB.length).replace(/\.ts$/, '.js'));
+    return;
+  }
   const { outputText } = ts.transpileModule(fs.readFileSync(filename, 'utf8'), {
     fileName: filename,
     compilerOptions: {

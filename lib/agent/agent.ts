@@ -36,12 +36,13 @@ import {
   parseCidr,
   type Hello,
 } from './protocol';
+import type { NftablesLock } from '../soccr/nft-lock';
 import { AppRegistry } from './app-registry';
 import { finishLazySession } from './lazy-session';
 import { PageChannel } from './page-stream';
 import { receiveImages, type AgentLimits } from './receive';
 import { HANDOVER_MAGIC, peekMagic, relayConnectionsHandover } from './relay';
-import { EXTERNAL_DEVICES, restoreHere, sweepAgentHolds, type AgentRestored } from './restore';
+import { EXTERNAL_DEVICES, prepareHold, restoreHere, sweepAgentHolds, type AgentRestored } from './restore';
 import { resolveLimits, validateAgentOptions, type AgentEvent, type MigrationAgentOptions } from './options';
 
 export type { AgentEvent, MigrationAgentOptions } from './options';
@@ -100,7 +101,26 @@ const processRoute: Route = async (session, hello) => {
   const { agent } = session;
   session.dir = path.join(agent.workDir, hello.migrationId);
   await fs.promises.mkdir(session.dir, { mode: 0o700 });
-  const end = await receiveImages(session.dir, agent.limits, () => session.next());
+  // Made while the images arrive; deleted when the session ends without a restore that used it.
+  const hold = prepareHold(hello.tuples);
+  hold.catch(() => undefined);
+  let holdUsed = false;
+  try {
+    await processImagesAndRestore(session, hello, hold, () => (holdUsed = true));
+  } finally {
+    if (!holdUsed) await hold.then((h) => h?.destroy()).catch(() => undefined);
+  }
+};
+
+async function processImagesAndRestore(
+  session: Session,
+  hello: Hello,
+  hold: Promise<NftablesLock | undefined>,
+  used: () => void,
+): Promise<void> {
+  const { agent } = session;
+  const dir = session.dir as string;
+  const end = await receiveImages(dir, agent.limits, () => session.next());
   session.emit('images', { files: end.files, bytes: end.bytes });
   await session.send(MSG.IMAGES_OK, {});
   const restore = await session.next();
@@ -113,10 +133,12 @@ const processRoute: Route = async (session, hello) => {
   const criuPath = locateCriu(agent.options.criuPath !== undefined ? { criuPath: agent.options.criuPath } : {}).path;
   // The source has committed: finish even if the channel drops (no signal from the session).
   let restored: AgentRestored;
+  used();
   try {
     restored = await restoreHere({
       criu: agent.criu,
-      dir: session.dir,
+      dir,
+      hold,
       tuples: hello.tuples,
       external: hello.external ?? [],
       ...(hello.moveAddress !== undefined ? { moveAddress: hello.moveAddress } : {}),
@@ -138,7 +160,7 @@ const processRoute: Route = async (session, hello) => {
     await finishLazySession(restored.lazy, pages, hello.moveAddress, (state, detail) =>
       session.emit('pages', { state, ...detail }),
     );
-};
+}
 
 /** Routes by HELLO.route (a connections handover arrives with the handover protocol's own magic: Agent.relay). */
 const ROUTES: Record<string, Route | undefined> = { process: processRoute };

@@ -111,6 +111,32 @@ async function killLeftovers(dir: string, since: number): Promise<number[]> {
   return killed;
 }
 
+/**
+ * The hold on the dumped 4-tuples here, made as soon as HELLO names them (before the images, so
+ * outside the source's freeze): no packet of theirs reaches this host before the address moves,
+ * and sockets with the same tuples would block the restore anyway. Undefined when there are none.
+ */
+export async function prepareHold(tuples: readonly WireTuple[]): Promise<NftablesLock | undefined> {
+  if (tuples.length === 0) return undefined;
+  const hold = (
+    await NftablesLock.createTable(`${HOLD_PREFIX}${process.pid}_${randomBytes(4).toString('hex')}`)
+  ).deleteOnExit();
+  try {
+    await hold.add(lockTuples(tuples));
+  } catch (error) {
+    await hold.destroy().catch(() => undefined);
+    throw error;
+  }
+  return hold;
+}
+
+/** Lets the tuples' packets pass at once (one transaction); the table's deletion (an nft run) follows unawaited. */
+export async function releaseHold(hold: NftablesLock | undefined, tuples: readonly WireTuple[]): Promise<void> {
+  if (hold === undefined) return;
+  await hold.remove(lockTuples(tuples)).catch(() => undefined);
+  void hold.destroy().catch(() => undefined);
+}
+
 export interface AgentRestoreRequest {
   criu: Criu;
   dir: string;
@@ -120,6 +146,8 @@ export interface AgentRestoreRequest {
   emit: RestoreEvents;
   signal?: AbortSignal;
   timeoutMs: number;
+  /** The hold prepareHold made (restoreHere releases it); made here when absent. */
+  hold?: Promise<NftablesLock | undefined>;
   /**
    * Post-copy: startLazyRestore with this page stream and criu command (the lazy-pages daemon)
    * instead of a plain restore; its page transfer is bounded by `timeoutMs`.
@@ -158,13 +186,8 @@ export async function restoreHere(req: AgentRestoreRequest): Promise<AgentRestor
         throw new AgentRestoreError(`${file.path} is not a character device here`, { code: 'ERR_AGENT_EXTERNAL_FILE' });
       inheritFds.push({ key: file.key, fd: handle.fd });
     }
-    if (req.tuples.length > 0) {
-      hold = (
-        await NftablesLock.createTable(`${HOLD_PREFIX}${process.pid}_${randomBytes(4).toString('hex')}`)
-      ).deleteOnExit();
-      await hold.add(lockTuples(req.tuples));
-      req.emit('hold', { table: hold.table, tuples: req.tuples.length });
-    }
+    hold = await (req.hold ?? prepareHold(req.tuples));
+    if (hold !== undefined) req.emit('hold', { table: hold.table, tuples: req.tuples.length });
     if (req.moveAddress !== undefined) {
       await takeAddress(req.moveAddress, req.signal);
       addressAdded = true;
@@ -208,7 +231,7 @@ export async function restoreHere(req: AgentRestoreRequest): Promise<AgentRestor
       });
       result = { pid: restored.pid };
     }
-    await hold?.destroy();
+    await releaseHold(hold, req.tuples);
     hold = undefined;
     return result;
   } catch (error) {
@@ -216,6 +239,8 @@ export async function restoreHere(req: AgentRestoreRequest): Promise<AgentRestor
     const killed = await killLeftovers(req.dir, since).catch(() => []);
     if (killed.length > 0) req.emit('removed-leftovers', { pids: killed });
     if (addressAdded && req.moveAddress !== undefined) await giveUpAddress(req.moveAddress);
+    // A hold still being made (req.hold) is the caller's to delete.
+    if (hold === undefined) await req.hold?.then((h) => h?.destroy()).catch(() => undefined);
     await hold?.destroy().catch(() => undefined);
     if (error instanceof AgentRestoreError) throw error;
     const code = (error as { code?: unknown }).code;

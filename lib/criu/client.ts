@@ -191,6 +191,7 @@ export class Criu {
         ...(type !== CriuReqType.RESTORE && checked.pid !== undefined ? { pid: checked.pid } : {}),
         ...(prepared.logPath ? { logPath: prepared.logPath } : {}),
         ...(checked.freezeCgroup !== undefined ? { freezeCgroup: checked.freezeCgroup } : {}),
+        ...(checked.networkLock === 'skip' ? { lockSkipped: true } : {}),
         notifications,
       });
       // Registered before the connection, so it runs after swrk has been killed/reaped.

@@ -223,6 +223,12 @@ export interface DumpRepairOptions {
    * request's log (its lock table is found by the tuples it locks).
    */
   service?: boolean;
+  /**
+   * CRIU ran with network_lock 'skip': the caller holds the connections with a lock of its own
+   * (and lifts it), CRIU made no table. Every socket of the tree in repair mode was put there by
+   * this CRIU (ptrace is exclusive), so each is taken out of it.
+   */
+  lockSkipped?: boolean;
 }
 
 /** How long a dead tracer's tasks may stay traced before the repair goes on regardless. */
@@ -285,6 +291,10 @@ export async function recoverUnfinishedDump(
     // touched, see docs/reliability/criu-faults.md). A `criu service` worker does not log its run
     // id in the request's log: its table is the one whose every locked tuple is a socket of this
     // tree in repair mode (no other CRIU can be dumping this task: ptrace is exclusive).
+    if (more.lockSkipped === true) {
+      const socketsResumed = resumeRepaired(sockets, problems);
+      return { taskAlive: true, socketsResumed, lockTablesRemoved, problems };
+    }
     const runIds = readCriuRunIds(logPath).map((id) => `CRIU-${id}`);
     const byTuples = runIds.length === 0 && more.service === true;
     if (runIds.length === 0 && !byTuples) return { taskAlive: true, socketsResumed: 0, lockTablesRemoved, problems };

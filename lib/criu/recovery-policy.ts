@@ -71,6 +71,8 @@ export interface RecoveryContext {
   notifications: readonly CriuNotifyRecord[];
   /** The request's freezeCgroup: CRIU freezes it for the dump, and a CRIU that dies leaves it frozen. */
   freezeCgroup?: string;
+  /** The request's networkLock was 'skip': the caller locks the connections, CRIU makes no table. */
+  lockSkipped?: boolean;
 }
 
 /** A DUMP or SINGLE_PRE_DUMP: SIGSTOP the tree before the kill, unlock and resume what CRIU left. */
@@ -129,6 +131,7 @@ class DumpRecoveryPolicy implements RecoveryPolicy {
     const more: recover.DumpRepairOptions = {
       ...(this.thaw !== undefined ? { thawCgroup: this.thaw } : {}),
       ...(this.service ? { service: true } : {}),
+      ...(this.context.lockSkipped === true ? { lockSkipped: true } : {}),
     };
     const repaired = await this.ops.recoverUnfinishedDump(pid, logPath, this.stopped, more);
     return { request: this.request, ...repaired };

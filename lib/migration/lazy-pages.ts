@@ -30,7 +30,7 @@ import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 
 import { hasCapability } from '../capabilities';
-import { locateCriu, type Criu, type CriuOptions } from '../criu';
+import { locateCriu, type Criu, type CriuNotifyHandlers, type CriuOptions } from '../criu';
 import { SWRK_FIRST_EXTRA_FD } from '../criu/prepare';
 import { recoverUnfinishedDump, signalTree } from '../criu/recover';
 import { InvalidArgumentError } from '../errors';
@@ -107,6 +107,8 @@ function dumpLogPath(options: Common): string | undefined {
 export interface LazyDumpOptions extends Common {
   /** Root of the tree to move. */
   pid: number;
+  /** More of CRIU's notifications for the DUMP (its post-dump is ours). */
+  handlers?: Omit<CriuNotifyHandlers, 'post-dump' | 'default'>;
 }
 
 export interface LazyTransferResult {
@@ -171,7 +173,7 @@ export async function startLazyDump(options: LazyDumpOptions): Promise<LazyDump>
         ps: { fd: relay.criuFd },
         configFile: `/proc/${process.pid}/fd/${confFd}`,
       },
-      { 'post-dump': () => imagesReady() },
+      { ...options.handlers, 'post-dump': () => imagesReady() },
       { signal: calls.signal },
     );
   } catch (error) {

@@ -44,6 +44,18 @@ export interface CriuDumpStats {
   pagesScanned?: number;
   pagesSkippedParent?: number;
   pagesWritten?: number;
+  /** Time spent resolving inotify/fanotify watches to paths (irmap). */
+  irmapResolveUs?: number;
+  pagesLazy?: number;
+}
+
+/** CRIU's restore statistics (stats.proto restore_stats_entry); times in microseconds. */
+export interface CriuRestoreStats {
+  pagesCompared?: number;
+  pagesSkippedCow?: number;
+  forkingTimeUs?: number;
+  restoreTimeUs?: number;
+  pagesRestored?: number;
 }
 
 const DUMP_STATS_FIELDS: Record<number, keyof CriuDumpStats> = {
@@ -54,6 +66,16 @@ const DUMP_STATS_FIELDS: Record<number, keyof CriuDumpStats> = {
   5: 'pagesScanned',
   6: 'pagesSkippedParent',
   7: 'pagesWritten',
+  8: 'irmapResolveUs',
+  9: 'pagesLazy',
+};
+
+const RESTORE_STATS_FIELDS: Record<number, keyof CriuRestoreStats> = {
+  1: 'pagesCompared',
+  2: 'pagesSkippedCow',
+  3: 'forkingTimeUs',
+  4: 'restoreTimeUs',
+  5: 'pagesRestored',
 };
 
 /** A CRIU image this file reads is not what it expects (callers treat those images as best effort). */
@@ -88,9 +110,18 @@ function skipField(buf: Buffer, wire: number, at: { pos: number }): void {
  * undefined when it is missing or not what we expect (statistics are best effort).
  */
 export function readDumpStats(dir: string): CriuDumpStats | undefined {
+  return readStats<CriuDumpStats>(path.join(dir, 'stats-dump'), 1, DUMP_STATS_FIELDS);
+}
+
+/** Reads `<dir>/stats-restore` (stats_entry{2: restore_stats_entry}), as readDumpStats. */
+export function readRestoreStats(dir: string): CriuRestoreStats | undefined {
+  return readStats<CriuRestoreStats>(path.join(dir, 'stats-restore'), 2, RESTORE_STATS_FIELDS);
+}
+
+function readStats<T extends object>(file: string, field: number, names: Record<number, keyof T>): T | undefined {
   let buf: Buffer;
   try {
-    buf = fs.readFileSync(path.join(dir, 'stats-dump'));
+    buf = fs.readFileSync(file);
   } catch {
     return undefined;
   }
@@ -101,18 +132,18 @@ export function readDumpStats(dir: string): CriuDumpStats | undefined {
     const at = { pos: 0 };
     while (at.pos < entry.length) {
       const key = readVarint(entry, at);
-      if (key >>> 3 === 1 && (key & 7) === 2) {
+      if (key >>> 3 === field && (key & 7) === 2) {
         const size = readVarint(entry, at);
         const inner = entry.subarray(at.pos, at.pos + size);
-        const stats: CriuDumpStats = {};
+        const stats: Record<string, number> = {};
         const ia = { pos: 0 };
         while (ia.pos < inner.length) {
           const k = readVarint(inner, ia);
-          const name = DUMP_STATS_FIELDS[k >>> 3];
-          if (name !== undefined && (k & 7) === 0) stats[name] = readVarint(inner, ia);
+          const name = names[k >>> 3];
+          if (name !== undefined && (k & 7) === 0) stats[name as string] = readVarint(inner, ia);
           else skipField(inner, k & 7, ia);
         }
-        return stats;
+        return stats as T;
       }
       skipField(entry, key & 7, at);
     }
@@ -180,9 +211,10 @@ export function pagesBytes(dir: string): number {
 }
 
 /**
- * Copies every regular file of `from` into `to` that `to` does not have yet (the page server
- * already wrote pagemap/pages there); stands in for scp/rsync between hosts. A dump has one
- * tcp-stream image per connection, so files are copied a few at a time. Returns bytes copied.
+ * Gives `to` every regular file of `from` it does not have yet (the page server already wrote
+ * pagemap/pages there): a hard link where both are on one filesystem (one machine: CRIU only
+ * reads images, so both directories may share them), else a copy. A dump has one tcp-stream
+ * image per connection, so files go a few at a time. Returns their bytes.
  */
 export async function copyImages(from: string, to: string): Promise<number> {
   fs.mkdirSync(to, { recursive: true, mode: 0o700 });
@@ -195,7 +227,10 @@ export async function copyImages(from: string, to: string): Promise<number> {
   const worker = async (): Promise<void> => {
     while (next < names.length) {
       const name = names[next++];
-      await fs.promises.copyFile(path.join(from, name), path.join(to, name));
+      await fs.promises.link(path.join(from, name), path.join(to, name)).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'EXDEV' && error.code !== 'EPERM') throw error;
+        return fs.promises.copyFile(path.join(from, name), path.join(to, name));
+      });
       const { size } = await fs.promises.stat(path.join(to, name));
       bytes += size;
     }

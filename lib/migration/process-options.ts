@@ -4,7 +4,7 @@ import type { CriuOptions } from '../criu';
 import { InvalidArgumentError } from '../errors';
 import { procState } from '../sys/proc';
 import { describeFailure, ProcessMigrationError } from './process-errors';
-import type { CriuDumpStats } from './process-images';
+import type { CriuDumpStats, CriuRestoreStats } from './process-images';
 
 export interface ProcessMigrationProgress {
   phase: string;
@@ -56,6 +56,14 @@ export interface ProcessMigrationResult {
   memoryTracking: boolean;
   /** CRIU's own statistics of the final dump (stats-dump), when readable. */
   dumpStats?: CriuDumpStats;
+  /** CRIU's own statistics of the restore on the target (stats-restore), when readable. */
+  restoreStats?: CriuRestoreStats;
+  /**
+   * Parts of the phases, ms: lockPrepare (before the dump, the server running), hold (the target
+   * takes the connections' tuples), restoreWaits (the dumped ids and 4-tuples free on the target),
+   * criuRestore (CRIU's restore call), release (the target's hold lifted).
+   */
+  steps: Record<'lockPrepare' | 'hold' | 'restoreWaits' | 'criuRestore' | 'release', number>;
   transfer: 'directory' | 'page-server';
   /** Bytes of images written by the final dump (pages-*.img). */
   pagesBytes: number;

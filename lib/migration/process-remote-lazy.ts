@@ -26,7 +26,6 @@ import type { Frame, FramedConnection } from '../transport/framed';
 import { PageChannel } from '../agent/page-stream';
 import { AgentProtocolError, decodeFailureBody, decodeRestored, encodeBody, messageName, MSG } from '../agent/protocol';
 import { checkPipeSize, startLazyDump, type LazyDump, type LazyTransferResult } from './lazy-pages';
-import { deleteNewLockTables } from './process-criu';
 import { describeFailure, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import { readDumpStats } from './process-images';
 import { dumpFailed } from './process-options';
@@ -45,7 +44,6 @@ const SESSION_END_TIMEOUT_MS = 30_000;
 export interface LazyContext {
   dumpDir: string;
   cleanup: () => Promise<void>;
-  locksBefore: string[];
   started: number;
 }
 
@@ -87,6 +85,7 @@ export async function migrateLazily(m: RemoteMigration, ctx: LazyContext): Promi
         imagesDir: dumpDir,
         stream: link.pages,
         criuOptions: { ...m.base, ...external },
+        handlers: m.lockHandlers(),
         signal: preCommit.signal,
         timeoutMs: LAZY_TIMEOUT_MS,
       }),
@@ -94,6 +93,7 @@ export async function migrateLazily(m: RemoteMigration, ctx: LazyContext): Promi
   } catch (error) {
     m.signal?.removeEventListener('abort', onAbort);
     link.close();
+    await m.releaseSourceLock();
     await keepOnlyLogs(dumpDir);
     throw dumpFailed(pid, error, ' (lazy pages)');
   }
@@ -151,7 +151,7 @@ export async function migrateLazily(m: RemoteMigration, ctx: LazyContext): Promi
   await Promise.race([link.stopped, new Promise((resolve) => (timer = setTimeout(resolve, SESSION_END_TIMEOUT_MS)))]);
   clearTimeout(timer);
   link.close();
-  await deleteNewLockTables(m.remote.source?.netns, ctx.locksBefore);
+  await m.releaseSourceLock();
   const stats = readDumpStats(dumpDir);
   await cleanup();
   m.phases.total = performance.now() - ctx.started;
@@ -197,6 +197,8 @@ async function rollBackLazy(
     (error: unknown) => error as { serverOn?: string },
   );
   const onSource = outcome?.serverOn === 'source';
+  // The tree runs here again, its sockets out of repair: their packets may pass.
+  if (onSource) await m.releaseSourceLock();
   if (onSource) await ctx.cleanup().catch(() => undefined);
   else await keepOnlyLogs(ctx.dumpDir);
   const address =
@@ -232,7 +234,7 @@ async function lost(
     () => true,
     () => false,
   );
-  await deleteNewLockTables(m.remote.source?.netns, ctx.locksBefore).catch(() => undefined);
+  await m.releaseSourceLock();
   await keepOnlyLogs(ctx.dumpDir);
   if (served && !restored)
     throw new ProcessMigrationError(

@@ -37,14 +37,14 @@ import {
   checkTaskNetns,
   criuForTask,
   criuInNetns,
-  criuLockTables,
-  deleteNewLockTables,
-  processTcpTuples,
+  processTcpSockets,
   type NetnsCriu,
+  type TreeSockets,
   type TaskCriu,
 } from './process-criu';
-import { ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
+import { describeFailure, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import { pagesBytes, readDumpStats } from './process-images';
+import { lockForMigration, lockingHandlers, type ConnectionLock } from './process-lock';
 import { holdExternalFiles, type HeldFiles } from './process-mounts';
 import { checkPid, dumpFailed, type ProcessMigrationOptions } from './process-options';
 import {
@@ -68,7 +68,9 @@ type Phases = RemoteProcessMigrationResult['phases'];
 
 export class RemoteMigration implements RollbackContext {
   readonly phases: Phases = { dump: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
-  readonly base: CriuOptions;
+  base: CriuOptions;
+  /** The connections' lock in the source namespace from the freeze on (process-lock.ts). */
+  lock: ConnectionLock | undefined;
   /** base plus the external files given back (inherit_fd) to a rollback restore. */
   restoreBase: CriuOptions;
   held: HeldFiles | undefined;
@@ -78,6 +80,8 @@ export class RemoteMigration implements RollbackContext {
   readonly options: ProcessMigrationOptions;
   readonly migrationId = randomBytes(16).toString('hex');
   tuples = new Set<string>();
+  /** The tree's sockets as read before the dump (the lock's engage compares with them). */
+  sockets: TreeSockets = { inodes: new Set(), tuples: new Map() };
   moved = false;
   channel: FramedConnection | undefined;
   welcome: Welcome | undefined;
@@ -123,6 +127,25 @@ export class RemoteMigration implements RollbackContext {
 
   async releaseHold(): Promise<void> {
     // The agent removes its own hold; nothing to release here.
+  }
+
+  async releaseSourceLock(): Promise<void> {
+    await this.lock?.releaseSource();
+  }
+
+  /** Our lock (CRIU's when ours cannot be made); the dump's network_lock goes with it. */
+  async prepareLock(): Promise<void> {
+    const criuLock = this.remote.lazyPages === true;
+    ({ lock: this.lock, base: this.base } = await lockForMigration(this, this.remote.source?.netns, null, criuLock));
+    this.restoreBase = this.base;
+  }
+
+  /** The dump's notification handlers: the lock engaged once CRIU froze the tree. */
+  lockHandlers(): ReturnType<typeof lockingHandlers> {
+    return lockingHandlers(this.lock as ConnectionLock, this.remote.pid, this.sockets, (tuples) => {
+      this.tuples = tuples;
+      this.emit('dump', { state: 'locked', connections: tuples.size });
+    });
   }
 
   where(move: { cidr: string; device: string }): {
@@ -238,7 +261,8 @@ export class RemoteMigration implements RollbackContext {
       timeoutMs: 30_000,
       ...(this.signal ? { signal: this.signal } : {}),
     });
-    this.tuples = processTcpTuples(pid);
+    this.sockets = processTcpSockets(pid);
+    this.tuples = new Set(this.sockets.tuples.values());
     await this.connect(version.text);
     const channel = this.channel as FramedConnection;
     let dumpDir: string;
@@ -255,7 +279,6 @@ export class RemoteMigration implements RollbackContext {
         error,
       );
     }
-    const locksBefore = await criuLockTables(this.remote.source?.netns);
     if (this.signal?.aborted) {
       channel.close();
       await cleanup();
@@ -266,12 +289,27 @@ export class RemoteMigration implements RollbackContext {
         this.signal.reason,
       );
     }
-    if (this.remote.lazyPages === true) return migrateLazily(this, { dumpDir, cleanup, locksBefore, started });
     try {
-      const external = this.externalFiles();
-      await this.timed('dump', () => this.dumper.criu.dump({ ...this.base, ...external, pid, imagesDir: dumpDir }));
+      await this.prepareLock();
     } catch (error) {
       channel.close();
+      await cleanup();
+      throw this.fail(
+        'ERR_MIGRATION_LOCK',
+        'check',
+        `cannot prepare the connections' lock: ${describeFailure(error)}`,
+        error,
+      );
+    }
+    if (this.remote.lazyPages === true) return migrateLazily(this, { dumpDir, cleanup, started });
+    try {
+      const external = this.externalFiles();
+      await this.timed('dump', () =>
+        this.dumper.criu.dump({ ...this.base, ...external, pid, imagesDir: dumpDir }, this.lockHandlers()),
+      );
+    } catch (error) {
+      channel.close();
+      await this.releaseSourceLock();
       await keepOnlyLogs(dumpDir);
       throw dumpFailed(pid, error);
     }
@@ -309,11 +347,11 @@ export class RemoteMigration implements RollbackContext {
     } catch (error) {
       channel.close();
       if (error instanceof ProcessMigrationError) throw error;
-      throw uncertain(this.remote, error, dumpDir);
+      throw uncertain(this.remote, error, dumpDir, this.lock as ConnectionLock);
     }
     const restored = decodeRestored(reply.payload);
     channel.close();
-    await deleteNewLockTables(this.remote.source?.netns, locksBefore);
+    await this.releaseSourceLock();
     const stats = readDumpStats(dumpDir);
     const pages = pagesBytes(dumpDir);
     await cleanup();

@@ -1,6 +1,6 @@
 /**
  * Putting the server back on the source after a failure that followed the dump: the images are
- * complete and CRIU's lock in the source namespace still holds the connections, so the same
+ * complete and the lock in the source namespace still holds the connections, so the same
  * images are restored there (tried again for passing reasons) after removing whatever a failed
  * restore left behind. Only if every attempt fails is the server lost (ERR_MIGRATION_LOST).
  */
@@ -35,8 +35,10 @@ export interface RollbackContext {
   /** Whether the caller's moveAddress ran (then moveAddressBack runs). */
   readonly moved: boolean;
   emit(phase: string, detail?: Record<string, unknown>): void;
-  /** Deletes our copy of CRIU's lock in the target namespace, if any. */
+  /** Releases the lock's hold in the target namespace, if any. */
   releaseHold(): Promise<void>;
+  /** Releases the source's lock once the restore there succeeded (the restored sockets take the packets). */
+  releaseSourceLock(): Promise<void>;
 }
 
 /** SIGKILLs the tree's pids that pass `mine`, waits until they are free; resolves with them. */
@@ -109,7 +111,7 @@ export async function rollback(
   }
   // The address has left the target (or never arrived): its hold is no longer needed.
   await ctx.releaseHold();
-  // The images are complete and the source's connections stay locked by CRIU's table there, so
+  // The images are complete and the source's connections stay locked there, so
   // a restore that fails for a passing reason (an id of the tree taken by a short-lived
   // process, a zombie not yet reaped) is tried again, after waiting for the ids and removing
   // whatever the failed attempt left, before the server counts as lost.
@@ -146,6 +148,7 @@ export async function rollback(
       if (dumpDir !== undefined) await removeSourceLeftovers(ctx, dumpDir, since);
       continue;
     }
+    await ctx.releaseSourceLock();
     ctx.emit('rollback', { state: 'end', pid: restored.pid, attempts: attempt });
     throw new ProcessMigrationError(
       `migration failed during ${phase} (${describeFailure(cause)}); the server was restored on the source as pid ${restored.pid}${attempt > 1 ? ` (at attempt ${attempt}: ${failures.map(describeFailure).join('; ')})` : ''}`,

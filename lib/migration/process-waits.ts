@@ -3,8 +3,9 @@
  * id and every connection with its 4-tuple, so those must be free first. Both waits are bounded
  * by time and report what they waited for.
  */
+import { NodeCriuError } from '../errors';
 import { conflictingSockets } from './process-criu';
-import { describeTask, isPidFree, waitForPidFree } from './process-errors';
+import { describeTask, isPidFree, ProcessMigrationError, waitForPidFree } from './process-errors';
 import { readTreeTasks } from './process-images';
 
 /** How long a restore waits for the dumped tree's task ids to become free. */
@@ -59,4 +60,51 @@ export async function waitForNoConflicts(
     found = await conflictingSockets(netns, tuples);
   }
   return found;
+}
+
+type Emit = (detail: Record<string, unknown>) => void;
+
+/**
+ * Before the dump, the server still running: the target namespace must have no socket with the
+ * connections' 4-tuples (only leftovers of earlier connections can; the address is not there
+ * yet). Waited for; throws ERR_MIGRATION_TUPLE_IN_USE (phase check, server untouched).
+ */
+export async function checkTargetTuples(
+  netns: string | undefined,
+  tuples: Set<string>,
+  emit: Emit,
+  pid: number,
+): Promise<void> {
+  const conflicts = await waitForNoConflicts(netns, tuples, (sockets) =>
+    emit({ state: 'conflicting-sockets', sockets }),
+  );
+  if (conflicts.length > 0) {
+    throw new ProcessMigrationError(
+      `the target namespace already has sockets with the 4-tuples of connections to restore (${conflicts.join(', ')}); CRIU cannot restore those (EADDRNOTAVAIL); the server keeps running on the source`,
+      { code: 'ERR_MIGRATION_TUPLE_IN_USE', phase: 'check', serverOn: 'source', pid },
+    );
+  }
+}
+
+/**
+ * Just before the restore, both at once: the dumped tree's task ids free again, and no socket in
+ * the target with a moved 4-tuple (one may have come up since checkTargetTuples). Throws
+ * ERR_MIGRATION_TUPLE_IN_USE (a NodeCriuError: the caller rolls back).
+ */
+export async function waitBeforeRestore(
+  dumpDir: string,
+  netns: string | undefined,
+  tuples: Set<string>,
+  emit: Emit,
+): Promise<void> {
+  const [, conflicts] = await Promise.all([
+    waitForTreeFree(dumpDir, (taken) => emit({ state: 'waiting-for-ids', taken })),
+    waitForNoConflicts(netns, tuples, (sockets) => emit({ state: 'conflicting-sockets', sockets })),
+  ]);
+  if (conflicts.length > 0) {
+    throw new NodeCriuError(
+      `the target namespace already has sockets with the 4-tuples of connections to restore (${conflicts.join(', ')}); CRIU cannot restore those (EADDRNOTAVAIL)`,
+      { code: 'ERR_MIGRATION_TUPLE_IN_USE' },
+    );
+  }
 }

@@ -28,36 +28,36 @@ import * as path from 'node:path';
 import { locateCriu, type CriuOptions, type PageServerChild } from '../criu';
 import { describeValue, NodeCriuError } from '../errors';
 import { namespaceId, OWN_NETNS, type NamespaceId } from '../sys/netns';
+import type { TreeSockets } from './process-criu';
 import {
   checkNetns,
   checkTaskNetns,
   criuForTask,
   criuInNetns,
-  criuLockTables,
-  deleteNewLockTables,
-  deleteTables,
-  holdInTarget,
-  processTcpTuples,
+  processTcpSockets,
   type NetnsCriu,
   type TaskCriu,
 } from './process-criu';
-import { describeFailure, pageServerFailed, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
+import { describeFailure, ProcessMigrationError, type ProcessMigrationPhase } from './process-errors';
 import {
   copyImages,
   freshDir,
-  openPageChannel,
   pagesBytes,
   prepareLayout,
   readDumpStats,
+  readRestoreStats,
   type ImagesLayout,
   type PageChannel,
 } from './process-images';
 import {
   checkPid,
+  dumpFailed,
   validateProcessMigrationOptions,
   type ProcessMigrationOptions,
   type ProcessMigrationResult,
 } from './process-options';
+import { CriuMigrationLock, lockForMigration, lockingHandlers, type ConnectionLock } from './process-lock';
+import { guardPageServer, pageServerDone, startPageServer } from './process-page-server';
 import { externalFilesFor, type HeldFiles } from './process-mounts';
 import { preDumpsAreDone, runPreDumps } from './process-predump';
 import {
@@ -66,7 +66,7 @@ import {
   type RemoteProcessMigrationResult,
 } from './process-remote';
 import { rollback, type RollbackContext } from './process-rollback';
-import { waitForNoConflicts, waitForTreeFree } from './process-waits';
+import { checkTargetTuples, waitBeforeRestore } from './process-waits';
 
 export type { ProcessMigrationOptions, ProcessMigrationResult, ProcessMigrationProgress } from './process-options';
 export type { RemoteProcessMigrationOptions, RemoteProcessMigrationResult } from './process-remote';
@@ -78,9 +78,18 @@ type Phases = ProcessMigrationResult['phases'];
 class Migration implements RollbackContext {
   readonly phases: Phases = { preDump: 0, dump: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
   readonly iterations: ProcessMigrationResult['iterations'] = [];
+  readonly steps: ProcessMigrationResult['steps'] = {
+    lockPrepare: 0,
+    hold: 0,
+    restoreWaits: 0,
+    criuRestore: 0,
+    release: 0,
+  };
   readonly signal: AbortSignal | undefined;
   readonly transfer: 'directory' | 'page-server';
-  readonly base: CriuOptions;
+  base: CriuOptions;
+  /** The connections' lock from the freeze until they run again (process-lock.ts). */
+  lock: ConnectionLock | undefined;
   /** Every restore's options: base plus the external files given back (process-mounts.ts). */
   restoreBase: CriuOptions;
   held: HeldFiles | undefined;
@@ -88,10 +97,10 @@ class Migration implements RollbackContext {
   parent: string | undefined;
   moved = false;
   memoryTracking = false;
-  /** Our copy of CRIU's lock in the target namespace, held from moveAddress until the restore. */
-  hold: string | undefined;
-  /** The 4-tuples of the process's connections (read before the dump), to find sockets that would block their restore. */
+  /** The 4-tuples of the tree's connections (read before the dump, again at the freeze), to lock them and to find sockets that would block their restore. */
   tuples = new Set<string>();
+  /** The tree's sockets as read before the dump (the lock's engage compares with them). */
+  sockets: TreeSockets = { inodes: new Set(), tuples: new Map() };
   /**
    * The target namespace's identity, taken while it certainly exists: it may vanish midway
    * (`ip netns del`, the target "host" failing) while a half-restored copy still runs in it.
@@ -132,6 +141,16 @@ class Migration implements RollbackContext {
       this.options.onProgress?.(detail === undefined ? { phase } : { phase, detail });
     } catch {
       // a throwing listener must not break a migration halfway
+    }
+  }
+
+  /** Times a part of a phase into `steps`. */
+  async step<T>(name: keyof ProcessMigrationResult['steps'], body: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    try {
+      return await body();
+    } finally {
+      this.steps[name] += performance.now() - started;
     }
   }
 
@@ -188,61 +207,33 @@ class Migration implements RollbackContext {
     let pageServer: PageServerChild | undefined;
     try {
       if (this.transfer === 'page-server') {
-        channel = await openPageChannel();
-        pageServer = await this.target.criu.pageServerChld({
-          imagesDir: targetDir,
-          ps: { fd: channel.serverFd },
-          ...chain,
-        });
-        channel.closeServerEnd();
-        this.emit('transfer', { state: 'page-server', pid: pageServer.pid });
+        ({ channel, server: pageServer } = await startPageServer(this.target.criu, targetDir, chain));
+        this.emit('transfer', { state: 'page-server', pid: pageServer?.pid });
       }
       const ps = channel !== undefined ? { ps: { fd: channel.clientFd } } : {};
-      // Page-server mode can be aborted mid-dump safely: killing the page server breaks CRIU's
-      // page stream, so the dump fails and CRIU resumes the task on the source. (Killing CRIU
-      // itself could leave the task stopped with its parasite inside, so we never do that.)
-      const server = pageServer;
-      const onAbort = (): void => {
-        if (server !== undefined) void server.close();
-      };
-      this.signal?.addEventListener('abort', onAbort, { once: true });
-      // The target's swrk keeps its own copy of the page server's socket, so a page server that
-      // dies alone would leave the dumping CRIU (and the frozen task) waiting forever: end the
-      // whole target side as soon as the page server exits abnormally.
-      const watchdog =
-        server === undefined
-          ? undefined
-          : setInterval(() => {
-              if (pageServerFailed(server.pid)) void server.close();
-            }, 50);
+      const unguard = pageServer !== undefined ? guardPageServer(pageServer, this.signal) : undefined;
+      const handlers = lockingHandlers(this.lock as ConnectionLock, this.options.pid, this.sockets, (tuples) => {
+        this.tuples = tuples;
+        this.emit('dump', { state: 'locked', connections: tuples.size });
+      });
       try {
         await this.timed('dump', () =>
-          this.dumper.criu.dump({ ...this.base, ...ext, ...chain, ...ps, pid: this.options.pid, imagesDir: dumpDir }),
+          this.dumper.criu.dump(
+            { ...this.base, ...ext, ...chain, ...ps, pid: this.options.pid, imagesDir: dumpDir },
+            handlers,
+          ),
         );
       } finally {
-        if (watchdog !== undefined) clearInterval(watchdog);
-        this.signal?.removeEventListener('abort', onAbort);
+        unguard?.();
       }
     } catch (error) {
       channel?.close();
       await pageServer?.close();
+      // CRIU resumed the tree with its sockets out of repair: their packets may pass again.
+      await this.lock?.releaseTarget();
+      await this.lock?.releaseSource();
       await new Promise((resolve) => setTimeout(resolve, 50));
-      let alive = true;
-      try {
-        checkPid(this.options.pid);
-      } catch {
-        alive = false;
-      }
-      throw new ProcessMigrationError(
-        `CRIU could not dump process ${this.options.pid}: ${describeFailure(error)}; ${alive ? 'it keeps running on the source' : 'it is no longer running'}`,
-        {
-          code: 'ERR_MIGRATION_DUMP_FAILED',
-          phase: 'dump',
-          serverOn: alive ? 'source' : 'none',
-          pid: this.options.pid,
-          cause: error,
-        },
-      );
+      throw dumpFailed(this.options.pid, error);
     }
     channel?.close();
     return { dumpDir, targetDir, ...(pageServer !== undefined ? { pageServer } : {}) };
@@ -251,23 +242,25 @@ class Migration implements RollbackContext {
   /** After the dump: the page server's exit, then the non-page images copied to the target. */
   async carry(dirs: { dumpDir: string; targetDir: string; pageServer?: PageServerChild }): Promise<void> {
     await this.timed('transfer', async () => {
-      if (dirs.pageServer !== undefined) {
-        // After a successful dump the page server has written everything and exits; bounded
-        // so a hung target ends in a rollback instead of an outage.
-        const status = await dirs.pageServer.waitPid({ timeoutMs: 30000 });
-        if (status.exitCode !== 0) {
-          throw new NodeCriuError(`the page server exited with ${status.signal ?? `code ${String(status.exitCode)}`}`, {
-            code: 'ERR_PAGE_SERVER_FAILED',
-          });
-        }
-      }
+      if (dirs.pageServer !== undefined) await pageServerDone(dirs.pageServer);
       await copyImages(dirs.dumpDir, dirs.targetDir);
     });
   }
 
   async releaseHold(): Promise<void> {
-    if (this.hold !== undefined) await deleteTables(this.options.target?.netns, [this.hold]);
-    this.hold = undefined;
+    await this.lock?.releaseTarget();
+  }
+
+  async releaseSourceLock(): Promise<void> {
+    await this.lock?.releaseSource();
+  }
+
+  /** Our lock, or CRIU's when ours cannot be made (then the dump uses CRIU's network lock). */
+  async prepareLock(): Promise<void> {
+    const { source, target } = this.options;
+    const otherTarget = target?.netns !== source?.netns ? target?.netns : null;
+    ({ lock: this.lock, base: this.base } = await lockForMigration(this, source?.netns, otherTarget));
+    this.restoreBase = this.base;
   }
 
   rollback(phase: ProcessMigrationPhase, cause: unknown, dir: string, dumpDir?: string): Promise<never> {
@@ -282,8 +275,17 @@ class Migration implements RollbackContext {
     // The target may have vanished since the start (its namespace deleted): better to stop here,
     // with the server untouched, than to dump, fail to restore and roll back.
     if (this.options.target?.netns !== undefined) checkNetns(this.options.target.netns, 'target.netns');
-    const locksBefore = await criuLockTables(this.options.source?.netns);
-    this.tuples = processTcpTuples(this.options.pid);
+    this.sockets = processTcpSockets(this.options.pid);
+    this.tuples = new Set(this.sockets.tuples.values());
+    const emit = (detail: Record<string, unknown>): void => this.emit('restore', detail);
+    await Promise.all([
+      checkTargetTuples(this.options.target?.netns, this.tuples, emit, this.options.pid),
+      this.step('lockPrepare', () => this.prepareLock()),
+    ]).catch(async (error: unknown) => {
+      await this.lock?.releaseTarget();
+      await this.lock?.releaseSource();
+      throw error;
+    });
     const dirs = await this.dump();
     // Directory mode: the source's own copy is complete. Page-server mode: the pages are only on
     // the target side (on one machine we can read them; across hosts they would be sent back).
@@ -294,21 +296,20 @@ class Migration implements RollbackContext {
       if (this.transfer === 'page-server') await copyImages(dirs.dumpDir, dirs.targetDir).catch(() => undefined);
       return this.rollback('transfer', error, rollbackDir, dirs.dumpDir);
     }
-    if (this.options.target?.netns !== this.options.source?.netns) {
-      const made = await holdInTarget(
-        this.options.source?.netns,
-        this.options.target?.netns,
-        locksBefore,
-        this.options.pid,
-      );
-      this.hold = made.hold;
-      if (made.dumpLock !== undefined && this.hold === undefined)
-        this.emit('moveAddress', {
-          state: 'warning',
-          reason: 'could not hold the connections in the target namespace (nft missing?); a peer may see a reset',
-        });
-      else if (this.hold !== undefined) this.emit('moveAddress', { state: 'hold', table: this.hold });
+    const lock = this.lock as ConnectionLock;
+    try {
+      // The hold is what makes the address move safe: its failure (the target gone) is the move's.
+      await this.step('hold', () => lock.holdOnTarget());
+    } catch (error) {
+      return this.rollback('moveAddress', error, rollbackDir, dirs.dumpDir);
     }
+    if (this.options.target?.netns !== this.options.source?.netns)
+      this.emit('moveAddress', { state: 'hold', lock: lock.describe() });
+    if (lock instanceof CriuMigrationLock && lock.holdMissing)
+      this.emit('moveAddress', {
+        state: 'warning',
+        reason: 'could not hold the connections in the target namespace (nft missing?); a peer may see a reset',
+      });
     let phase: ProcessMigrationPhase = 'moveAddress';
     let restoredPid: number;
     try {
@@ -320,30 +321,27 @@ class Migration implements RollbackContext {
       if (this.aborted()) throw this.abortReason();
       phase = 'restore';
       // On failure the hold stays until the rollback has moved the address back.
+      // Until the hold is lifted the peers' packets are dropped: part of the pause.
       const restored = await this.timed('restore', async () => {
-        await waitForTreeFree(dirs.dumpDir, (taken) => this.emit('restore', { state: 'waiting-for-ids', taken }));
-        const conflicts = await waitForNoConflicts(this.options.target?.netns, this.tuples, (sockets) =>
-          this.emit('restore', { state: 'conflicting-sockets', sockets }),
+        await this.step('restoreWaits', () =>
+          waitBeforeRestore(dirs.dumpDir, this.options.target?.netns, this.tuples, emit),
         );
-        if (conflicts.length > 0) {
-          throw new NodeCriuError(
-            `the target namespace already has sockets with the 4-tuples of connections to restore (${conflicts.join(', ')}); CRIU cannot restore those (EADDRNOTAVAIL)`,
-            { code: 'ERR_MIGRATION_TUPLE_IN_USE' },
-          );
-        }
-        return this.target.criu.restore({ ...this.restoreBase, imagesDir: dirs.targetDir });
+        const made = await this.step('criuRestore', () =>
+          this.target.criu.restore({ ...this.restoreBase, imagesDir: dirs.targetDir }),
+        );
+        await this.step('release', () => this.releaseHold());
+        return made;
       });
       restoredPid = restored.pid;
-      await this.releaseHold();
     } catch (error) {
       return this.rollback(phase, error, rollbackDir, dirs.dumpDir);
     }
     const downtimeMs = this.phases.dump + this.phases.transfer + this.phases.moveAddress + this.phases.restore;
-    // CRIU leaves its lock table in the source namespace after a successful dump (so the source
-    // never answers the moved connections with RST); the process lives on the target now.
-    await deleteNewLockTables(this.options.source?.netns, locksBefore);
+    // The source's lock kept the moved connections from being answered with RST; they live on the target now.
+    await this.releaseSourceLock();
     this.phases.total = performance.now() - started;
     const dumpStats = readDumpStats(dirs.dumpDir);
+    const restoreStats = readRestoreStats(dirs.targetDir);
     const result: ProcessMigrationResult = {
       restoredPid,
       iterations: this.iterations,
@@ -354,6 +352,8 @@ class Migration implements RollbackContext {
       pagesBytes: pagesBytes(dirs.targetDir),
       imagesDir: dirs.targetDir,
       ...(dumpStats !== undefined ? { dumpStats } : {}),
+      ...(restoreStats !== undefined ? { restoreStats } : {}),
+      steps: this.steps,
     };
     this.emit('done', { restoredPid, downtimeMs: Math.round(downtimeMs) });
     return result;

@@ -57,11 +57,14 @@ it('agent killed after RESTORE: uncertain, nothing rolled back, a new agent swee
   const error = (run.json as { error: { message: string; imagesDir: string } }).error;
   expect(error.message).toContain(`node-criu restore --images-dir ${error.imagesDir}`);
   expect(error.message).toContain(`ip addr add ${SERVICE_CIDR} dev eth0`);
-  // Nothing rolled back: no server and no address on A, CRIU's lock still there; the dead agent's hold on B.
+  // Nothing rolled back: no server and no address on A, the migration's lock still there (the
+  // message names its table and how to lift it); the dead agent's hold on B.
   expect(fs.existsSync(`/proc/${pair.serverPid}`)).toBe(false);
   expect(l.hasAddress(l.A)).toBe(false);
   expect(l.hasAddress(l.B)).toBe(false);
-  expect(l.nftTables(l.A)).toMatch(/CRIU-/);
+  const lockTable = /table inet (node_criu_migrate_\d+_[0-9a-f]+)/.exec(l.nftTables(l.A))?.[1];
+  expect(lockTable).toBeDefined();
+  expect(error.message).toContain(`nft delete table inet ${lockTable}`);
   expect(l.nftTables(l.B)).toMatch(/node_criu_agent_/);
 
   // A new agent sweeps the dead one's hold table.
@@ -84,11 +87,12 @@ it('agent killed after RESTORE: uncertain, nothing rolled back, a new agent swee
     '--json',
   ]);
   expect(JSON.parse(restored.stdout)).toMatchObject({ ok: true });
+  // Then the lock, as the message says.
+  execFileSync('nsenter', [`--net=${l.A.netnsPath}`, '--', 'nft', 'delete', 'table', 'inet', lockTable as string]);
   l.track(pair.serverPid);
   expect(fs.statSync(`/proc/${pair.serverPid}/ns/net`).ino).toBe(l.netnsInode(l.A));
   const { clients, server } = await pair.reports();
   expectEveryConnectionExact(clients, server, STREAM);
   expect(l.clientResets()).toEqual(before);
-  // CRIU's restore of these images released the dump's lock.
-  expect(l.nftTables(l.A)).not.toMatch(/CRIU-/);
+  expect(l.nftTables(l.A)).not.toMatch(/CRIU-|node_criu_migrate_/);
 }, 180_000);

@@ -94,6 +94,42 @@ function criuErrors(message: string): string {
   }
 }
 
+/** What the server holds: memory areas, resident memory, threads and fds (how a move changes it). */
+function footprint(pid: number): string {
+  try {
+    const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').length - 1;
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const field = (name: string): string => new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '?';
+    const fds = fs.readdirSync(`/proc/${pid}/fd`).length;
+    return `${maps} VMAs, RSS ${field('VmRSS')}, ${field('Threads')} threads, ${fds} fds`;
+  } catch {
+    return 'footprint unreadable';
+  }
+}
+
+/** A move's phases and CRIU's own statistics, for the log line. */
+function moveDetails(m: ProcessMigrationResult): string {
+  const p = m.phases;
+  const r = (v: number | undefined): string => (v === undefined ? '?' : (v / 1000).toFixed(0));
+  const s = m.dumpStats;
+  const t = m.steps;
+  return `dump ${p.dump.toFixed(0)}, transfer ${p.transfer.toFixed(0)}, move ${p.moveAddress.toFixed(0)}, restore ${p.restore.toFixed(0)} (waits ${t.restoreWaits.toFixed(0)}, CRIU ${t.criuRestore.toFixed(0)}) ms; CRIU frozen ${r(s?.frozenTimeUs)}, memdump ${r(s?.memdumpTimeUs)}, memwrite ${r(s?.memwriteTimeUs)}, restore ${r(m.restoreStats?.restoreTimeUs)} ms, ${s?.pagesWritten ?? '?'} pages written`;
+}
+
+/** SOAK_KEEP_LOGS=<dir>: CRIU's logs and statistics of each move, copied there. */
+function keepLogs(imagesDir: string, move: number): void {
+  const keep = process.env.SOAK_KEEP_LOGS;
+  if (!keep) return;
+  for (const side of ['source', 'target']) {
+    const dir = path.join(imagesDir, side, 'dump');
+    for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
+      if (!/\.log$|^stats-/.test(name)) continue;
+      fs.mkdirSync(path.join(keep, `move-${move}`, side), { recursive: true });
+      fs.copyFileSync(path.join(dir, name), path.join(keep, `move-${move}`, side, name));
+    }
+  }
+}
+
 function checkAbort(signal: AbortSignal | undefined): void {
   if (signal?.aborted)
     throw new Error(`aborted: ${String((signal.reason as Error | undefined)?.message ?? signal.reason)}`);
@@ -180,6 +216,7 @@ export async function runServerSoak(options: ServerSoakOptions): Promise<ServerS
       }
     };
     let progress = await flowing(4 * paceBytes, 'before the first move');
+    log(`server soak: before the first move, server ${footprint(pid)}`);
 
     let on: 'S' | 'T' = 'S';
     for (let i = 0; i < moves; i++) {
@@ -215,6 +252,7 @@ export async function runServerSoak(options: ServerSoakOptions): Promise<ServerS
         progress = await flowing(progress.received + 2 * paceBytes, `after the failed move ${i + 1}`);
         continue;
       }
+      keepLogs(imagesDir, i + 1);
       fs.rmSync(imagesDir, { recursive: true, force: true });
       result.pausesMs.push(migration.downtimeMs);
       result.movesDone++;
@@ -225,7 +263,7 @@ export async function runServerSoak(options: ServerSoakOptions): Promise<ServerS
       on = to;
       progress = await flowing(progress.received + 2 * paceBytes, `after move ${i + 1}`);
       log(
-        `server soak: move ${i + 1}/${moves} (${to === 'T' ? 'S -> T' : 'T -> S'}): downtime ${migration.downtimeMs.toFixed(0)} ms, every connection flowing again`,
+        `server soak: move ${i + 1}/${moves} (${to === 'T' ? 'S -> T' : 'T -> S'}): downtime ${migration.downtimeMs.toFixed(0)} ms (${moveDetails(migration)}), server ${footprint(pid)}; every connection flowing again`,
       );
     }
     for (const ns of [lab.S, lab.T]) {

@@ -147,3 +147,30 @@ it('arbitrary frame sequences write only plain files inside the directory, withi
     { numRuns: 300 },
   );
 });
+
+it('a small file written in the background that fails (it exists) fails the transfer, once every write has ended', async () => {
+  const dir = path.join(root, 'm');
+  fs.mkdirSync(dir, { mode: 0o700 });
+  fs.writeFileSync(path.join(dir, 'core-1.img'), 'there before', { mode: 0o600 });
+  const files = ['core-1.img', 'fdinfo-2.img', 'files.img'].map((name, i) => ({
+    name,
+    data: Buffer.alloc(100 + i, i),
+  }));
+  const error = await receiveImages(
+    dir,
+    LIMITS,
+    feeder([
+      ...files.flatMap((f, i) => fileFrames(i, f.name, f.data)),
+      json(MSG.IMAGES_END, { files: 3, bytes: files.reduce((n, f) => n + f.data.length, 0) }),
+    ]),
+  ).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toMatchObject({ code: 'EEXIST' });
+  // Nothing is still being written when it rejects (the caller deletes the directory then).
+  const after = fs.readdirSync(dir).sort();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  expect(fs.readdirSync(dir).sort()).toEqual(after);
+  expect(fs.readFileSync(path.join(dir, 'core-1.img'), 'utf8')).toBe('there before');
+});
