@@ -12,10 +12,11 @@
  * Any failure before the successor owns the connections puts everything back: the listener
  * listens again, the connections are read again, SYNs pass.
  */
-import type * as net from 'node:net';
+import * as net from 'node:net';
 
 import { InvalidArgumentError } from '../errors';
-import { checkChannelSpec } from './handover-connect';
+import { FramedConnection } from '../transport/framed';
+import { checkChannelSpec, isSeqpacketTransport, type HandoverChannelSpec } from './handover-connect';
 import { HandoverError } from './handover-errors';
 import { handOverConnections } from './handover-source';
 import type { HandOverOptions, HandOverResult } from './handover-source';
@@ -85,6 +86,16 @@ function validate(server: unknown, options: HandOverServerOptions): asserts serv
   checkChannelSpec(options.to, 'options.to');
 }
 
+/**
+ * Closes a channel the caller opened and gave as `to`, as handOverConnections would have: the
+ * successor learns at once that nothing comes, instead of waiting for its time limit.
+ */
+function closeGivenChannel(to: HandoverChannelSpec): void {
+  if (isSeqpacketTransport(to)) to.close();
+  else if (to instanceof net.Socket) to.destroy();
+  else if (to instanceof FramedConnection) to.close();
+}
+
 function listenAgain(server: net.Server, address: net.AddressInfo): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -123,6 +134,7 @@ export async function handOverServer(
   let listenerClosed = false;
   let quiet: Quieted | undefined;
   let closedBusy = 0;
+  let handingOver = false;
   try {
     await progress('holdSyns');
     await drainAcceptQueue(server, drainDeadline, signal);
@@ -150,6 +162,7 @@ export async function handOverServer(
     }
     const kind = http ? 'http' : 'net';
     const ours = new Set(moving);
+    handingOver = true;
     const result = await handOverConnections(moving, {
       ...options,
       signal,
@@ -172,6 +185,7 @@ export async function handOverServer(
     await hold?.destroy();
     return { ...result, closedBusy, leftUpgraded: left.length };
   } catch (error) {
+    if (!handingOver) closeGivenChannel(options.to);
     quiet?.resume();
     if (listenerClosed) {
       try {
