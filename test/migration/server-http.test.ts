@@ -123,6 +123,12 @@ async function handOverUnderLoad(
   // The successor serves them all (its pid is in the bodies), then the load stops.
   const targetPid = (await target.request<Stats>({ cmd: 'stats' })).pid;
   await responsesFrom(clients, targetPid, 2000);
+  // Under load: every connection is the successor's, none is left with the source.
+  expect(await source.request<Stats>({ cmd: 'stats' })).toMatchObject({ connections: 0, listening: false });
+  expect(await target.request<Stats>({ cmd: 'stats' })).toMatchObject({
+    connections: load.connections,
+    listening: true,
+  });
   const { report } = await clients.request<{ report: LoadReport }>({ cmd: 'stop' });
   expect(report).toMatchObject({
     errors: 0,
@@ -139,9 +145,6 @@ async function handOverUnderLoad(
   });
   expect(Object.keys(report.pids).sort()).toEqual([String(sourcePid), String(targetPid)].sort());
   expect(clientRsts.counts().in - rstsBefore).toBe(0);
-
-  expect(await source.request<Stats>({ cmd: 'stats' })).toMatchObject({ connections: 0, listening: false });
-  expect(await target.request<Stats>({ cmd: 'stats' })).toMatchObject({ listening: true });
   expect(lab.exec(H, 'nft', ['list', 'tables']).trim()).toBe('');
 }
 

@@ -1,0 +1,116 @@
+/**
+ * handOverServer across two hosts through the migration agent (test/agent/agent-lab.ts): a
+ * node:http server on A, on the service address, under autocannon from C, hands over to the
+ * agent on B over mutual TLS (method 'repair', the address moving from A to B between staging
+ * and commit); the agent restores the connections and passes them to the successor registered
+ * on its application socket (acceptServerHandover with `from: { agent }`), which enters them and
+ * listens on the service address. autocannon sees no error, timeout or non-2xx, every body and
+ * per-connection request count checked (test/fixtures/http-load.js), and no RST reaches C.
+ */
+import * as path from 'node:path';
+
+import { locateCriu } from '../../lib';
+import { addAddress, removeAddress } from '../../lib/sys/address';
+import { SERVICE_ADDRESS, SERVICE_CIDR } from '../helpers/hosts';
+import { waitUntil } from '../helpers/wait';
+import { FixtureProcess } from '../migration/connections-helpers';
+import { AGENT_PORT, AgentLab } from './agent-lab';
+
+const HTTP_SERVER = path.join(__dirname, '..', 'fixtures', 'http-server.js');
+const HTTP_LOAD = path.join(__dirname, '..', 'fixtures', 'http-load.js');
+const PORT = 7080;
+let lab: AgentLab;
+const started: FixtureProcess[] = [];
+
+beforeAll(() => {
+  lab = new AgentLab(locateCriu().path);
+});
+
+afterAll(async () => {
+  await Promise.all(started.map((p) => p.stop()));
+  await lab.destroy();
+});
+
+function start(netns: string, script: string): FixtureProcess {
+  const child = FixtureProcess.start(lab.hosts.lab, netns, script);
+  started.push(child);
+  return child;
+}
+
+async function responsesFrom(load: FixtureProcess, pid: number, count: number): Promise<void> {
+  const progress = () => load.request<{ pids: Record<string, number> }>({ cmd: 'progress' });
+  const base = (await progress()).pids[pid] ?? 0;
+  await waitUntil(async () => ((await progress()).pids[pid] ?? 0) >= base + count, {
+    what: `${count} responses from ${pid}`,
+    timeoutMs: 60000,
+  });
+}
+
+it('autocannon, 100 keep-alive connections: A hands its http server to the agent on B (TLS, address moves), no error, no reset', async () => {
+  const appSocket = path.join(lab.statusRoot, 'app.sock');
+  await lab.startAgent(['--app-socket', appSocket]);
+  const rstsBefore = lab.rstsIntoClients();
+  const source = start(lab.A.netns, HTTP_SERVER);
+  await source.request({ cmd: 'listen', host: SERVICE_ADDRESS, port: PORT });
+  const sourcePid = (await source.request<{ pid: number }>({ cmd: 'stats' })).pid;
+  const clients = start(lab.C.netns, HTTP_LOAD);
+  await clients.request({
+    cmd: 'start',
+    tool: 'autocannon',
+    host: SERVICE_ADDRESS,
+    port: PORT,
+    connections: 100,
+    pipelining: 1,
+  });
+  await waitUntil(async () => (await source.request<{ connections: number }>({ cmd: 'stats' })).connections === 100, {
+    what: 'every client connected',
+    timeoutMs: 30000,
+  });
+  await responsesFrom(clients, sourcePid, 1000);
+
+  const target = start(lab.B.netns, HTTP_SERVER);
+  await target.request({
+    cmd: 'accept',
+    from: { agent: appSocket, ports: [PORT] },
+    listen: { host: SERVICE_ADDRESS, port: PORT },
+  });
+  await target.nextEvent('registered');
+  source.onEvent((e) => {
+    if (e.event !== 'moveAddress') return;
+    void (async () => {
+      await removeAddress({ cidr: SERVICE_CIDR, device: 'eth0', netns: lab.A.netnsPath });
+      await addAddress({ cidr: SERVICE_CIDR, device: 'eth0', netns: lab.B.netnsPath });
+      source.process.send({ cmd: 'addressMoved' });
+    })();
+  });
+  const reply = await source.request<{ result?: Record<string, unknown> }>({
+    cmd: 'handover',
+    to: { host: lab.B.address, port: AGENT_PORT, tls: lab.pki.client },
+    method: 'repair',
+    moveAddress: true,
+  });
+  expect(reply).toMatchObject({ result: { handedOver: 100, resumed: 0, lost: 0 } });
+  const accepted = await Promise.race([target.nextEvent('accepted', 60000), target.nextEvent('acceptFailed', 60000)]);
+  if (accepted.event !== 'accepted') throw new Error(`the successor failed: ${JSON.stringify(accepted)}`);
+  expect(accepted.result).toMatchObject({ accepted: 100, entered: 100 });
+
+  const targetPid = (await target.request<{ pid: number }>({ cmd: 'stats' })).pid;
+  await responsesFrom(clients, targetPid, 2000);
+  expect(await target.request({ cmd: 'stats' })).toMatchObject({ listening: true, connections: 100 });
+  expect(await source.request({ cmd: 'stats' })).toMatchObject({ listening: false, connections: 0 });
+  const { report } = await clients.request<{ report: Record<string, unknown> }>({ cmd: 'stop' });
+  expect(report).toMatchObject({
+    errors: 0,
+    timeouts: 0,
+    non2xx: 0,
+    bad: 0,
+    gaps: 0,
+    switchedBack: 0,
+    problems: [],
+    clientErrors: {},
+    connections: 100,
+    switches: 100,
+  });
+  expect(lab.rstsIntoClients() - rstsBefore).toBe(0);
+  expect(lab.nftTables(lab.A).trim()).toBe('');
+}, 240000);
