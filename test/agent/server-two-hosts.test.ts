@@ -14,10 +14,9 @@ import { addAddress, removeAddress } from '../../lib/sys/address';
 import { SERVICE_ADDRESS, SERVICE_CIDR } from '../helpers/hosts';
 import { waitUntil } from '../helpers/wait';
 import { FixtureProcess } from '../migration/connections-helpers';
+import { HTTP_LOAD, HTTP_SERVER, finishLoad, responsesFrom } from '../migration/server-helpers';
 import { AGENT_PORT, AgentLab } from './agent-lab';
 
-const HTTP_SERVER = path.join(__dirname, '..', 'fixtures', 'http-server.js');
-const HTTP_LOAD = path.join(__dirname, '..', 'fixtures', 'http-load.js');
 const PORT = 7080;
 let lab: AgentLab;
 const started: FixtureProcess[] = [];
@@ -35,15 +34,6 @@ function start(netns: string, script: string): FixtureProcess {
   const child = FixtureProcess.start(lab.hosts.lab, netns, script);
   started.push(child);
   return child;
-}
-
-async function responsesFrom(load: FixtureProcess, pid: number, count: number): Promise<void> {
-  const progress = () => load.request<{ pids: Record<string, number> }>({ cmd: 'progress' });
-  const base = (await progress()).pids[pid] ?? 0;
-  await waitUntil(async () => ((await progress()).pids[pid] ?? 0) >= base + count, {
-    what: `${count} responses from ${pid}`,
-    timeoutMs: 60000,
-  });
 }
 
 it('autocannon, 100 keep-alive connections: A hands its http server to the agent on B (TLS, address moves), no error, no reset', async () => {
@@ -94,23 +84,7 @@ it('autocannon, 100 keep-alive connections: A hands its http server to the agent
   if (accepted.event !== 'accepted') throw new Error(`the successor failed: ${JSON.stringify(accepted)}`);
   expect(accepted.result).toMatchObject({ accepted: 100, entered: 100 });
 
-  const targetPid = (await target.request<{ pid: number }>({ cmd: 'stats' })).pid;
-  await responsesFrom(clients, targetPid, 2000);
-  expect(await target.request({ cmd: 'stats' })).toMatchObject({ listening: true, connections: 100 });
-  expect(await source.request({ cmd: 'stats' })).toMatchObject({ listening: false, connections: 0 });
-  const { report } = await clients.request<{ report: Record<string, unknown> }>({ cmd: 'stop' });
-  expect(report).toMatchObject({
-    errors: 0,
-    timeouts: 0,
-    non2xx: 0,
-    bad: 0,
-    gaps: 0,
-    switchedBack: 0,
-    problems: [],
-    clientErrors: {},
-    connections: 100,
-    switches: 100,
-  });
+  await finishLoad(clients, source, target, 100);
   expect(lab.rstsIntoClients() - rstsBefore).toBe(0);
   expect(lab.nftTables(lab.A).trim()).toBe('');
 }, 240000);

@@ -10,15 +10,13 @@
  * first server ends with no connection and no listener, and no nftables table stays behind.
  */
 import { closeSync } from 'node:fs';
-import * as path from 'node:path';
 
 import { RstCounter } from '../fixtures/fault-helpers';
 import { NetnsLab } from '../helpers/netns';
 import { waitUntil } from '../helpers/wait';
 import { FixtureProcess, seqpacketPair } from './connections-helpers';
+import { HTTP_LOAD, HTTP_SERVER, finishLoad, responsesFrom, type Stats } from './server-helpers';
 
-const HTTP_SERVER = path.join(__dirname, '..', 'fixtures', 'http-server.js');
-const HTTP_LOAD = path.join(__dirname, '..', 'fixtures', 'http-load.js');
 const lab = new NetnsLab();
 let H = '';
 let C = '';
@@ -49,38 +47,6 @@ function start(ns: string, script: string, channelFd?: number): FixtureProcess {
   const child = FixtureProcess.start(lab, ns, script, channelFd);
   started.push(child);
   return child;
-}
-
-interface LoadReport {
-  errors: number;
-  timeouts: number;
-  non2xx: number;
-  responses: number;
-  pids: Record<string, number>;
-  connections: number;
-  gaps: number;
-  switches: number;
-  switchedBack: number;
-  bad: number;
-  problems: string[];
-  clientErrors: Record<string, number>;
-}
-
-interface Stats {
-  pid: number;
-  served: number;
-  connections: number;
-  listening: boolean;
-}
-
-/** Waits until the clients got `count` more responses from `pid`. */
-async function responsesFrom(load: FixtureProcess, pid: number, count: number): Promise<void> {
-  const progress = () => load.request<{ pids: Record<string, number> }>({ cmd: 'progress' });
-  const base = (await progress()).pids[pid] ?? 0;
-  await waitUntil(async () => ((await progress()).pids[pid] ?? 0) >= base + count, {
-    what: `${count} responses from ${pid}`,
-    timeoutMs: 60000,
-  });
 }
 
 async function handOverUnderLoad(
@@ -120,30 +86,7 @@ async function handOverUnderLoad(
   if (accepted.event !== 'accepted') throw new Error(`the successor failed: ${JSON.stringify(accepted)}`);
   expect(accepted.result).toMatchObject({ accepted: load.connections, entered: load.connections, failed: 0 });
 
-  // The successor serves them all (its pid is in the bodies), then the load stops.
-  const targetPid = (await target.request<Stats>({ cmd: 'stats' })).pid;
-  await responsesFrom(clients, targetPid, 2000);
-  // Under load: every connection is the successor's, none is left with the source.
-  expect(await source.request<Stats>({ cmd: 'stats' })).toMatchObject({ connections: 0, listening: false });
-  expect(await target.request<Stats>({ cmd: 'stats' })).toMatchObject({
-    connections: load.connections,
-    listening: true,
-  });
-  const { report } = await clients.request<{ report: LoadReport }>({ cmd: 'stop' });
-  expect(report).toMatchObject({
-    errors: 0,
-    timeouts: 0,
-    non2xx: 0,
-    bad: 0,
-    gaps: 0,
-    switchedBack: 0,
-    problems: [],
-    clientErrors: {},
-    connections: load.connections,
-    // Every connection was answered first by the source, then by the successor.
-    switches: load.connections,
-  });
-  expect(Object.keys(report.pids).sort()).toEqual([String(sourcePid), String(targetPid)].sort());
+  await finishLoad(clients, source, target, load.connections);
   expect(clientRsts.counts().in - rstsBefore).toBe(0);
   expect(lab.exec(H, 'nft', ['list', 'tables']).trim()).toBe('');
 }
