@@ -130,24 +130,25 @@ export async function handOverServer(
     await options.onProgress?.({ phase, ...(detail ? { detail } : {}) });
   };
 
-  const hold = holdSyns === 'nftables' ? await SynHold.create(serviceOf(address)) : undefined;
+  let hold: SynHold | undefined;
   let listenerClosed = false;
   let quiet: Quieted | undefined;
   let closedBusy = 0;
   let handingOver = false;
   try {
+    if (holdSyns === 'nftables') hold = await SynHold.create(serviceOf(address));
     await progress('holdSyns');
     await drainAcceptQueue(server, drainDeadline, signal);
     closeListener(server);
     listenerClosed = true;
     const sockets = knownConnections(server);
-    const left = http ? sockets.filter(leftHttp) : [];
-    if (left.length > 0 && upgraded === 'fail')
+    const left = new Set(http ? sockets.filter(leftHttp) : []);
+    if (left.size > 0 && upgraded === 'fail')
       throw new HandoverError(
-        `${left.length} connections were upgraded away from HTTP (WebSocket): hand them over with node-criu/ws, or pass upgraded: 'leave'`,
+        `${left.size} connections were upgraded away from HTTP (WebSocket): hand them over with node-criu/ws, or pass upgraded: 'leave'`,
         'ERR_HANDOVER_SERVER_UPGRADED',
       );
-    let moving = sockets.filter((s) => !left.includes(s));
+    let moving = sockets.filter((s) => !left.has(s));
     if (http) {
       quiet = await quiesceHttp(server, moving, drainDeadline, signal);
       await progress('quiet', { ready: quiet.ready.length, busy: quiet.busy.length });
@@ -183,7 +184,7 @@ export async function handOverServer(
       },
     });
     await hold?.destroy();
-    return { ...result, closedBusy, leftUpgraded: left.length };
+    return { ...result, closedBusy, leftUpgraded: left.size };
   } catch (error) {
     if (!handingOver) closeGivenChannel(options.to);
     quiet?.resume();
