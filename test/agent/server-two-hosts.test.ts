@@ -11,18 +11,20 @@ import * as path from 'node:path';
 
 import { locateCriu } from '../../lib';
 import { addAddress, removeAddress } from '../../lib/sys/address';
-import { SERVICE_ADDRESS, SERVICE_CIDR } from '../helpers/hosts';
+import { SERVICE_ADDRESS, SERVICE_CIDR, type LabHost } from '../helpers/hosts';
 import { waitUntil } from '../helpers/wait';
 import { FixtureProcess } from '../migration/connections-helpers';
 import { HTTP_LOAD, HTTP_SERVER, finishLoad, responsesFrom } from '../migration/server-helpers';
 import { AGENT_PORT, AgentLab } from './agent-lab';
 
-const PORT = 7080;
 let lab: AgentLab;
 const started: FixtureProcess[] = [];
 
-beforeAll(() => {
+const appSocket = (): string => path.join(lab.statusRoot, 'app.sock');
+
+beforeAll(async () => {
   lab = new AgentLab(locateCriu().path);
+  await lab.startAgent(['--app-socket', appSocket()]);
 });
 
 afterAll(async () => {
@@ -36,21 +38,26 @@ function start(netns: string, script: string): FixtureProcess {
   return child;
 }
 
-it('autocannon, 100 keep-alive connections: A hands its http server to the agent on B (TLS, address moves), no error, no reset', async () => {
-  const appSocket = path.join(lab.statusRoot, 'app.sock');
-  await lab.startAgent(['--app-socket', appSocket]);
+async function moveAddress(from: LabHost, to: LabHost): Promise<void> {
+  await removeAddress({ cidr: SERVICE_CIDR, device: 'eth0', netns: from.netnsPath });
+  await addAddress({ cidr: SERVICE_CIDR, device: 'eth0', netns: to.netnsPath });
+}
+
+async function handOverToAgent(pipelining: number, port: number): Promise<void> {
+  // The service address starts on A (an earlier case moved it to B).
+  if (lab.hasAddress(lab.B)) await moveAddress(lab.B, lab.A);
   const rstsBefore = lab.rstsIntoClients();
   const source = start(lab.A.netns, HTTP_SERVER);
-  await source.request({ cmd: 'listen', host: SERVICE_ADDRESS, port: PORT });
+  await source.request({ cmd: 'listen', host: SERVICE_ADDRESS, port });
   const sourcePid = (await source.request<{ pid: number }>({ cmd: 'stats' })).pid;
   const clients = start(lab.C.netns, HTTP_LOAD);
   await clients.request({
     cmd: 'start',
     tool: 'autocannon',
     host: SERVICE_ADDRESS,
-    port: PORT,
+    port,
     connections: 100,
-    pipelining: 1,
+    pipelining,
   });
   await waitUntil(async () => (await source.request<{ connections: number }>({ cmd: 'stats' })).connections === 100, {
     what: 'every client connected',
@@ -61,17 +68,13 @@ it('autocannon, 100 keep-alive connections: A hands its http server to the agent
   const target = start(lab.B.netns, HTTP_SERVER);
   await target.request({
     cmd: 'accept',
-    from: { agent: appSocket, ports: [PORT] },
-    listen: { host: SERVICE_ADDRESS, port: PORT },
+    from: { agent: appSocket(), ports: [port] },
+    listen: { host: SERVICE_ADDRESS, port },
   });
   await target.nextEvent('registered');
   source.onEvent((e) => {
     if (e.event !== 'moveAddress') return;
-    void (async () => {
-      await removeAddress({ cidr: SERVICE_CIDR, device: 'eth0', netns: lab.A.netnsPath });
-      await addAddress({ cidr: SERVICE_CIDR, device: 'eth0', netns: lab.B.netnsPath });
-      source.process.send({ cmd: 'addressMoved' });
-    })();
+    void moveAddress(lab.A, lab.B).then(() => source.process.send({ cmd: 'addressMoved' }));
   });
   const reply = await source.request<{ result?: Record<string, unknown> }>({
     cmd: 'handover',
@@ -87,4 +90,12 @@ it('autocannon, 100 keep-alive connections: A hands its http server to the agent
   await finishLoad(clients, source, target, 100);
   expect(lab.rstsIntoClients() - rstsBefore).toBe(0);
   expect(lab.nftTables(lab.A).trim()).toBe('');
+}
+
+it('autocannon, 100 keep-alive connections: A hands its http server to the agent on B (TLS, address moves), no error, no reset', async () => {
+  await handOverToAgent(1, 7080);
+}, 240000);
+
+it('autocannon, 100 connections pipelining 10: the same, no pipelined request lost', async () => {
+  await handOverToAgent(10, 7081);
 }, 240000);
