@@ -271,6 +271,15 @@ Napi::Value SetRepair(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setReuseAddr(fd, on): SO_REUSEADDR. A connection restored from an image starts without it,
+// where one accepted from a listener that had it (Node's always do) inherited it; a listener
+// bound to the same port later conflicts with sockets that lack it.
+Napi::Value SetReuseAddr(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  SetIntOpt(info.Env(), fd, SOL_SOCKET, SO_REUSEADDR, ArgTruthy(info, 1) ? 1 : 0, "setsockopt");
+  return info.Env().Undefined();
+}
+
 // setSendBufferForce(fd, bytes): SO_SNDBUFFORCE (CAP_NET_ADMIN), lets Node's pending writes
 // reach the kernel when the peer is not acknowledging. Returns the resulting SO_SNDBUF.
 Napi::Value SetSendBufferForce(const Napi::CallbackInfo& info) {
@@ -354,6 +363,7 @@ void InitSocketOps(Napi::Env env, Napi::Object exports) {
   ops.Set("socketInfo", Napi::Function::New(env, SocketInfo, "socketInfo"));
   ops.Set("setRepair", Napi::Function::New(env, SetRepair, "setRepair"));
   ops.Set("inspectTcp", Napi::Function::New(env, InspectTcp, "inspectTcp"));
+  ops.Set("setReuseAddr", Napi::Function::New(env, SetReuseAddr, "setReuseAddr"));
   ops.Set("setSendBufferForce", Napi::Function::New(env, SetSendBufferForce, "setSendBufferForce"));
   ops.Set("sendBufferSize", Napi::Function::New(env, SendBufferSize, "sendBufferSize"));
   exports.Set("socketOps", ops);

@@ -17,3 +17,10 @@ export { checkPipeSize, LazyPagesError, startLazyDump, startLazyRestore } from '
 export type { LazyDump, LazyDumpOptions, LazyRestore, LazyRestoreOptions, LazyTransferResult } from './lazy-pages';
 export { openPageRelay } from './page-relay';
 export type { PageRelay, PageRelayOptions, PageRelayStats } from './page-relay';
+
+/** Servers (net.Server, http.Server) with all their connections, on the connections route. */
+export { handOverServer } from './server-source';
+export type { HandOverServerOptions, HandOverServerResult } from './server-source';
+export { acceptServerHandover } from './server-target';
+export type { AcceptServerHandoverOptions, AcceptServerHandoverResult, AgentSource } from './server-target';
+export { trackServerConnections } from './server-http';

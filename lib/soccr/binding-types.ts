@@ -75,6 +75,8 @@ export interface NativeSocketOps {
   inspectTcp(fd: number, out: Uint32Array): void;
   /** TCP_REPAIR on/off; turning it off re-applies SO_REUSEADDR when reuseAddr is true. */
   setRepair(fd: number, on: boolean, reuseAddr?: boolean): void;
+  /** SO_REUSEADDR on/off. */
+  setReuseAddr(fd: number, on: boolean): void;
   setSendBufferForce(fd: number, bytes: number): number;
   sendBufferSize(fd: number): number;
 }

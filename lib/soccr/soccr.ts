@@ -93,6 +93,17 @@ function checkSocket(socket: unknown): asserts socket is net.Socket {
 }
 
 /**
+ * Sets SO_REUSEADDR. A connection restored from an image starts without it, where one accepted
+ * from a Node listener inherited it; a server listening on the connection's port afterwards
+ * needs it on every connection bound there (else EADDRINUSE).
+ */
+export function setReuseAddress(socketOrFd: net.Socket | number, on: boolean): void {
+  const fd = fdOf(socketOrFd);
+  if (typeof on !== 'boolean') throw new InvalidArgumentError('on must be a boolean', 'ERR_INVALID_ARG_TYPE');
+  call('set SO_REUSEADDR', () => soccrBinding().socketOps.setReuseAddr(fd, on));
+}
+
+/**
  * Stops Node (libuv) reading the socket: data and a FIN that arrive stay in the kernel, so
  * nothing ends or destroys the net.Socket meanwhile. Returns whether it was reading (false for a
  * destroyed socket), for restartReading.

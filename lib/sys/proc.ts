@@ -236,3 +236,30 @@ export function tracerPid(pid: number): number | undefined {
     return undefined;
   }
 }
+
+/**
+ * A listening socket's accept queue (the rx_queue of its LISTEN row, found by inode) and the
+ * handshakes in progress on its port (SYN_RECV rows, local port `port`), from /proc/net/tcp{,6}
+ * texts. undefined when no LISTEN row has that inode.
+ */
+export function listenerBacklog(
+  text: string,
+  inode: string,
+  port: number,
+): { queued: number; handshakes: number } | undefined {
+  let queued: number | undefined;
+  let handshakes = 0;
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || !/^\d+:$/.test(f[0])) continue;
+    if (f[3] === '0A' && f[9] === inode) queued = parseInt(f[4].split(':')[1] ?? '', 16);
+    else if (f[3] === '03' && parseInt(f[1].split(':')[1] ?? '', 16) === port) handshakes++;
+  }
+  return queued === undefined || Number.isNaN(queued) ? undefined : { queued, handshakes };
+}
+
+/** The text of our own namespace's /proc/net/tcp and tcp6, read without blocking the loop. */
+export async function ownTcpTables(): Promise<string> {
+  const texts = await Promise.all(OWN_TCP_TABLES.map((file) => fs.promises.readFile(file, 'latin1').catch(() => '')));
+  return texts.join('');
+}
