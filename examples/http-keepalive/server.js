@@ -7,8 +7,9 @@
 //                                           then serves them, and the port, itself
 //   kill -USR2 <old pid>                    the running server hands everything to the one
 //                                           waiting on SOCKET (HANDOVER_SOCKET), then exits
+// README:begin
 const http = require('node:http');
-const { acceptServerHandover, handOverServer } = require('../..');
+const { acceptServerHandover, handOverServer } = require('node-criu');
 
 const port = Number(process.env.PORT || 8080);
 const handoverSocket = process.env.HANDOVER_SOCKET || '/run/http-keepalive.sock';
@@ -46,6 +47,7 @@ async function main() {
     process.exit(0);
   });
 }
+// README:end
 
 main().catch((error) => {
   console.error(`${process.pid}: ${error.code}: ${error.message}`);

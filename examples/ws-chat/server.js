@@ -41,6 +41,7 @@ function join(ws, user) {
   ws.on('close', () => users.delete(ws));
 }
 
+// README:begin
 wss.on('connection', (ws, req, handover) => {
   if (handover?.handedOver) {
     // A client of our predecessor: its state came along, nothing to announce.
@@ -84,6 +85,7 @@ async function main() {
   say(`chat on ws://127.0.0.1:${port} (kill -USR2 ${process.pid} hands it over)`);
   process.once('SIGUSR2', () => handOverToSuccessor().catch((e) => say(`handover failed: ${e.code} ${e.message}`)));
 }
+// README:end
 
 main().catch((error) => {
   console.error(error);

@@ -2,7 +2,8 @@
  * examples/http-keepalive runs as its README says (`node examples/http-keepalive/demo.js`, as
  * root), in a network namespace of its own: the demo itself checks every response and each
  * connection's request count across the two servers, and exits non-zero otherwise. Nothing stays
- * behind in the namespace (no nftables table, no process).
+ * behind in the namespace (no nftables table, no process). The demo runs both sides with
+ * http-keepalive/server.js as it is (the README's recipe).
  */
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';

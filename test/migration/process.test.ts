@@ -185,11 +185,26 @@ describe('migrateProcess failure paths', () => {
   it("the target's CRIU dies late in the restore: the half-restored copy is removed, the server comes back on the source", async () => {
     const pair = await lab.startPair('target-criu-dies', STREAM);
     // Inside T only: kill CRIU as soon as the restored task has its memory back (its cmdline is
-    // the server's again), before CRIU resumes it and replies. That leaves the copy in T.
+    // the server's again), before CRIU resumes it and replies. That leaves the copy in T. The
+    // watcher uses bash builtins only (no fork per look): CRIU's window between the two is short.
     const killer = path.join(lab.dir, 'criu-killed-late');
     fs.writeFileSync(
       killer,
-      `#!/bin/sh\nif [ "$(ip netns identify)" = "${lab.T}" ]; then\n  ( n=0; while ! grep -q process-server /proc/${pair.serverPid}/cmdline 2>/dev/null && [ $n -lt 4000 ]; do n=$((n+1)); done; kill -9 $$ ) &\nfi\nexec "${criuPath}" "$@"\n`,
+      [
+        '#!/bin/bash',
+        `if [ "$(ip netns identify)" = "${lab.T}" ]; then`,
+        '  (',
+        '    SECONDS=0',
+        `    until [ $SECONDS -ge 60 ]; do`,
+        `      mapfile -d '' argv < /proc/${pair.serverPid}/cmdline 2>/dev/null`,
+        '      [[ "${argv[*]}" == *process-server* ]] && break',
+        '    done',
+        '    kill -9 $$',
+        '  ) &',
+        'fi',
+        `exec "${criuPath}" "$@"`,
+        '',
+      ].join('\n'),
       { mode: 0o755 },
     );
     await pair.waitFlowing(256 * 1024);

@@ -31,6 +31,8 @@ const SKIPPED = [
 /** Examples another test already runs as they are (the README test only compares their text). */
 const RUN_ELSEWHERE: Record<string, string> = {
   'examples/aedes-process/run.js': 'test/readme/aedes-process.test.ts',
+  'examples/http-keepalive/server.js': 'test/examples/http-keepalive.test.ts',
+  'examples/ws-chat/server.js': 'test/ws/ws-chat-example.test.ts',
 };
 
 interface Block {

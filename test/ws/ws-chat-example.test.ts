@@ -1,7 +1,8 @@
 /**
  * examples/ws-chat runs as its header says (`node examples/ws-chat/run.js`): chat users keep
  * talking while the server hands them to its successor, every line heard by everyone once and in
- * order, no disconnect. The example checks that itself and exits non-zero otherwise.
+ * order, no disconnect. The example checks that itself and exits non-zero otherwise. run.js runs
+ * ws-chat/server.js as it is (the README's recipe) on both sides.
  */
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
