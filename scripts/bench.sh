@@ -40,3 +40,11 @@ echo
 # --- connections-only migration (libsoccr handover, fd passing) vs restart+reconnect: longest client pause ---
 node bench/migration-connections-bench.js "${CONNECTIONS_BENCH_COUNTS:-10,100,1000}"
 echo
+
+# --- a peer's recovery after a freeze, its packets dropped vs held (holdPackets), one connection ---
+node bench/packet-hold-bench.js
+echo
+
+# --- node:http under autocannon moved by the process route: drop vs hold vs restart ---
+node bench/http-migration-bench.js "${HTTP_BENCH_ROUTES:-steady,drop,hold,restart}"
+echo
