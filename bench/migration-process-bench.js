@@ -20,7 +20,6 @@
  * Usage: node bench/migration-process-bench.js [counts, default 10,100,1000] [routes, default
  * directory,page-server,agent,agent-lazy,restart]. NODE_CRIU_BENCH_KEEP=1 keeps the work directory (CRIU logs).
  */
-const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -33,18 +32,16 @@ const WARMUP_MS = 1500;
 const AFTER_MS = 1500;
 const PREFIX = `ncr-bench-${process.pid}`;
 const SUBNET = `10.${200 + (process.pid % 50)}.0`;
-const VIP = `${SUBNET}.100`;
-const ns = (h) => `${PREFIX}-${h}`;
-const nsPath = (h) => `/run/netns/${ns(h)}`;
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const ip = (h, args) => execFileSync('ip', ['-n', ns(h), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+const { VIP, nsPath, pids, setup, teardown, vipOn, spawnNode, killAll, waitFile, sleep } = require('./migration-lab')({
+  prefix: PREFIX,
+  subnet: SUBNET,
+});
 
 const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
 const AGENT_PORT = 7400;
 const PIPE_MAX = '/proc/sys/fs/pipe-max-size';
 const hostIp = (n) => `${SUBNET}.${n}`;
 
-const pids = new Set();
 const { makeCertificates, migrateFromHost, startAgent } = require('./two-hosts')({
   nsPath,
   hostIp,
@@ -53,78 +50,6 @@ const { makeCertificates, migrateFromHost, startAgent } = require('./two-hosts')
   CLI,
   AGENT_PORT,
 });
-
-function setup() {
-  for (const h of ['b', 's', 't', 'c']) {
-    execFileSync('ip', ['netns', 'add', ns(h)]);
-    ip(h, ['link', 'set', 'lo', 'up']);
-  }
-  ip('b', ['link', 'add', 'br0', 'type', 'bridge']);
-  ip('b', ['link', 'set', 'br0', 'up']);
-  for (const [h, n] of [
-    ['s', 2],
-    ['t', 3],
-    ['c', 9],
-  ]) {
-    ip('b', ['link', 'add', `p${n}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns(h)]);
-    ip('b', ['link', 'set', `p${n}`, 'master', 'br0', 'up']);
-    ip(h, ['addr', 'add', `${SUBNET}.${n}/24`, 'dev', 'eth0']);
-    ip(h, ['link', 'set', 'eth0', 'up']);
-  }
-}
-
-function teardown() {
-  for (const h of ['c', 't', 's', 'b']) {
-    try {
-      execFileSync('ip', ['netns', 'delete', ns(h)], { stdio: 'ignore' });
-    } catch {
-      // gone
-    }
-  }
-}
-
-function vipOn(h) {
-  for (const other of ['s', 't']) {
-    try {
-      ip(other, ['addr', 'del', `${VIP}/24`, 'dev', 'eth0']);
-    } catch {
-      // not there
-    }
-  }
-  ip(h, ['addr', 'add', `${VIP}/24`, 'dev', 'eth0']);
-  ip('c', ['neigh', 'flush', 'dev', 'eth0']);
-}
-
-function spawnNode(h, script, config) {
-  const child = spawn('nsenter', [`--net=${nsPath(h)}`, '--', process.execPath, script, JSON.stringify(config)], {
-    detached: true,
-    stdio: 'ignore',
-    env: { ...process.env, UV_USE_IO_URING: '0' },
-  });
-  child.on('error', () => undefined);
-  pids.add(child.pid);
-  return child.pid;
-}
-
-function killAll() {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-  pids.clear();
-}
-
-async function waitFile(file, timeoutMs = 120000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!fs.existsSync(file)) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${file}`);
-    await sleep(20);
-  }
-  return fs.readFileSync(file, 'utf8');
-}
 
 function gaps(values) {
   const sorted = [...values].sort((a, b) => a - b);
