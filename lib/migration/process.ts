@@ -56,7 +56,13 @@ import {
   type ProcessMigrationOptions,
   type ProcessMigrationResult,
 } from './process-options';
-import { CriuMigrationLock, lockForMigration, lockingHandlers, type ConnectionLock } from './process-lock';
+import {
+  CriuMigrationLock,
+  lockForMigration,
+  lockingHandlers,
+  NftablesMigrationLock,
+  type ConnectionLock,
+} from './process-lock';
 import { guardPageServer, pageServerDone, startPageServer } from './process-page-server';
 import { externalFilesFor, type HeldFiles } from './process-mounts';
 import { preDumpsAreDone, runPreDumps } from './process-predump';
@@ -329,7 +335,9 @@ class Migration implements RollbackContext {
         const made = await this.step('criuRestore', () =>
           this.target.criu.restore({ ...this.restoreBase, imagesDir: dirs.targetDir }),
         );
-        await this.step('release', () => this.releaseHold());
+        await this.step('release', () => this.lock?.releaseTarget(true) ?? Promise.resolve());
+        if (lock instanceof NftablesMigrationLock && lock.heldPackets !== undefined)
+          this.emit('restore', { state: 'released', heldPackets: lock.heldPackets });
         return made;
       });
       restoredPid = restored.pid;
