@@ -27,6 +27,7 @@ import { criuInNetns } from '../../lib/migration/process-criu';
 import { PrivateMounts, fillFilesystem } from '../fixtures/fault-helpers';
 import { expectEveryConnectionExact } from '../helpers/traffic';
 import { ProcessLab, pidAlive, type Pair } from '../migration/process-lab';
+import { newFds, openFds } from '../helpers/fds';
 
 const STREAM = { connections: 2, total: 3 * 1024 * 1024, paceBytes: 16384, paceMs: 5 };
 
@@ -67,13 +68,13 @@ async function expectServedOnSource(pair: Pair, rstsBefore: number): Promise<voi
 
 /** Runs the migration that must fail; our fd count is the same afterwards. */
 async function failure(migrate: () => Promise<unknown>): Promise<ProcessMigrationError> {
-  const fds = fs.readdirSync('/proc/self/fd').length;
+  const fds = openFds();
   const error = await migrate().then(
     () => undefined,
     (e: unknown) => e,
   );
   expect(error).toBeInstanceOf(ProcessMigrationError);
-  expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
+  expect(newFds(fds)).toEqual([]);
   return error as ProcessMigrationError;
 }
 
@@ -104,7 +105,7 @@ it('Criu.dump straight into a full images directory: a typed CriuRequestError, C
   const pair = await lab.startPair('criu-dump-full', STREAM);
   await pair.waitFlowing(256 * 1024);
   const rstsBefore = lab.rstsIntoClients();
-  const fds = fs.readdirSync('/proc/self/fd').length;
+  const fds = openFds();
   const source = criuInNetns(criuPath, lab.path(lab.S));
   try {
     const error = await source.criu
@@ -118,7 +119,7 @@ it('Criu.dump straight into a full images directory: a typed CriuRequestError, C
   } finally {
     await source.close();
   }
-  expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
+  expect(newFds(fds)).toEqual([]);
   await expectServedOnSource(pair, rstsBefore);
 });
 

@@ -37,7 +37,8 @@ import {
   waitForAccepted,
   waitForExactTraffic,
 } from '../migration/connections-helpers';
-import { ProcessLab, pidAlive, type Pair } from '../migration/process-lab';
+import { ProcessLab, criuWrapperOnRestored, pidAlive, type Pair } from '../migration/process-lab';
+import { newFds, openFds } from '../helpers/fds';
 
 /** Seconds since boot (the clock of /proc/PID/stat's start times). */
 function uptime(): number {
@@ -117,7 +118,7 @@ describe('migrateProcess: the target namespace vanishes', () => {
   ): Promise<{ error: ProcessMigrationError; events: ProcessMigrationProgress[] }> {
     const events: ProcessMigrationProgress[] = [];
     const onProgress = extra.onProgress;
-    const fds = fs.readdirSync('/proc/self/fd').length;
+    const fds = openFds();
     const error = await migrateProcess(
       options(pair, { ...extra, onProgress: (e) => (events.push(e), onProgress?.(e)) }),
     ).then(
@@ -125,7 +126,7 @@ describe('migrateProcess: the target namespace vanishes', () => {
       (e: unknown) => e,
     );
     expect(error).toBeInstanceOf(ProcessMigrationError);
-    expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
+    expect(newFds(fds)).toEqual([]);
     return { error: error as ProcessMigrationError, events };
   }
 
@@ -205,12 +206,17 @@ describe('migrateProcess: the target namespace vanishes', () => {
     const deletedFile = path.join(lab.dir, 'target-deleted-at');
     // Inside T only: once the restored task has its memory back (its cmdline is the server's
     // again), stop CRIU, delete T and kill CRIU, leaving the copy alone in the deleted namespace.
-    const wrapper = path.join(lab.dir, 'criu-target-vanishes');
-    fs.writeFileSync(
-      wrapper,
-      `#!/bin/sh\nif [ "$(ip netns identify)" = "${lab.T}" ]; then\n  ( n=0; while ! grep -q process-server /proc/${pair.serverPid}/cmdline 2>/dev/null && [ $n -lt 4000 ]; do n=$((n+1)); done; kill -STOP $$; ip netns delete ${lab.T}; cut -d' ' -f1 /proc/uptime > ${deletedFile}; kill -9 $$ ) &\nfi\nexec "${criuPath}" "$@"\n`,
-      { mode: 0o755 },
-    );
+    const wrapper = criuWrapperOnRestored(path.join(lab.dir, 'criu-target-vanishes'), {
+      netns: lab.T,
+      pid: pair.serverPid,
+      criuPath,
+      actions: [
+        'kill -STOP $$',
+        `ip netns delete ${lab.T}`,
+        `cut -d' ' -f1 /proc/uptime > ${deletedFile}`,
+        'kill -9 $$',
+      ],
+    });
     await pair.waitFlowing(256 * 1024);
     const rstsBefore = lab.rstsIntoClients();
     const { error, events } = await migrateAndFail(pair, { criuPath: wrapper });

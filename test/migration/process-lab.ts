@@ -78,6 +78,35 @@ export async function killPid(pid: number | undefined): Promise<void> {
   for (let i = 0; i < 300 && pidAlive(pid); i++) await sleep(10);
 }
 
+/**
+ * Writes a CRIU wrapper that, inside `netns` only, runs `actions` (shell lines; `$$` is CRIU's
+ * pid) as soon as the restored task `pid` has its memory back (its cmdline is the server's
+ * again), before CRIU resumes it and replies. The watcher uses bash builtins only (no fork per
+ * look): CRIU's window between the two is short.
+ */
+export function criuWrapperOnRestored(
+  file: string,
+  options: { netns: string; pid: number; criuPath: string; actions: string[] },
+): string {
+  const lines = [
+    '#!/bin/bash',
+    `if [ "$(ip netns identify)" = "${options.netns}" ]; then`,
+    '  (',
+    '    SECONDS=0',
+    '    until [ $SECONDS -ge 60 ]; do',
+    `      mapfile -d '' argv < /proc/${options.pid}/cmdline 2>/dev/null`,
+    '      [[ "${argv[*]}" == *process-server* ]] && break',
+    '    done',
+    ...options.actions.map((action) => `    ${action}`),
+    '  ) &',
+    'fi',
+    `exec "${options.criuPath}" "$@"`,
+    '',
+  ];
+  fs.writeFileSync(file, lines.join('\n'), { mode: 0o755 });
+  return file;
+}
+
 export class ProcessLab {
   readonly netns = new NetnsLab();
   readonly subnet: number;

@@ -10,7 +10,14 @@ import * as path from 'node:path';
 
 import { Criu, locateCriu, migrateProcess, type ProcessMigrationOptions, type ProcessMigrationResult } from '../../lib';
 import { expectEveryConnectionExact } from '../helpers/traffic';
-import { ProcessLab, pidAlive, type ClientsReport, type Pair, type ServerReport } from './process-lab';
+import {
+  ProcessLab,
+  criuWrapperOnRestored,
+  pidAlive,
+  type ClientsReport,
+  type Pair,
+  type ServerReport,
+} from './process-lab';
 import { newFds, openFds } from '../helpers/fds';
 
 const STREAM = { connections: 3, total: 3 * 1024 * 1024, paceBytes: 16384, paceMs: 5 };
@@ -193,29 +200,14 @@ describe('migrateProcess failure paths', () => {
 
   it("the target's CRIU dies late in the restore: the half-restored copy is removed, the server comes back on the source", async () => {
     const pair = await lab.startPair('target-criu-dies', STREAM);
-    // Inside T only: kill CRIU as soon as the restored task has its memory back (its cmdline is
-    // the server's again), before CRIU resumes it and replies. That leaves the copy in T. The
-    // watcher uses bash builtins only (no fork per look): CRIU's window between the two is short.
-    const killer = path.join(lab.dir, 'criu-killed-late');
-    fs.writeFileSync(
-      killer,
-      [
-        '#!/bin/bash',
-        `if [ "$(ip netns identify)" = "${lab.T}" ]; then`,
-        '  (',
-        '    SECONDS=0',
-        `    until [ $SECONDS -ge 60 ]; do`,
-        `      mapfile -d '' argv < /proc/${pair.serverPid}/cmdline 2>/dev/null`,
-        '      [[ "${argv[*]}" == *process-server* ]] && break',
-        '    done',
-        '    kill -9 $$',
-        '  ) &',
-        'fi',
-        `exec "${criuPath}" "$@"`,
-        '',
-      ].join('\n'),
-      { mode: 0o755 },
-    );
+    // Inside T only: kill CRIU as soon as the restored task has its memory back, before CRIU
+    // resumes it and replies. That leaves the copy in T.
+    const killer = criuWrapperOnRestored(path.join(lab.dir, 'criu-killed-late'), {
+      netns: lab.T,
+      pid: pair.serverPid,
+      criuPath,
+      actions: ['kill -9 $$'],
+    });
     await pair.waitFlowing(256 * 1024);
     const before = rsts();
     const events: Array<{ phase: string; detail?: Record<string, unknown> }> = [];
