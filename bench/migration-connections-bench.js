@@ -21,7 +21,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const dist = path.join(__dirname, '..', 'dist');
+// NODE_CRIU_BENCH_DIST: another build's dist/ (to compare two versions on the same machine and load).
+const dist = process.env.NODE_CRIU_BENCH_DIST || path.join(__dirname, '..', 'dist');
 const { DEVICE, DemoLab, HOST_IP, SERVICE_IP } = require(path.join(dist, 'demo', 'lab'));
 const { makeDemoPki } = require(path.join(dist, 'demo', 'pki'));
 const { verdict } = require(path.join(dist, 'demo', 'traffic'));

@@ -15,7 +15,9 @@ const { createHash } = require('node:crypto');
 const net = require('node:net');
 const path = require('node:path');
 
-const { PatternStream, clientSeed } = require(path.join(__dirname, '..', 'dist', 'demo', 'traffic'));
+const { PatternStream, clientSeed } = require(
+  path.join(process.env.NODE_CRIU_BENCH_DIST || path.join(__dirname, '..', 'dist'), 'demo', 'traffic'),
+);
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDOUT']);
 const clients = [];

@@ -15,7 +15,8 @@ const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
 
-const dist = path.join(__dirname, '..', 'dist');
+// NODE_CRIU_BENCH_DIST: another build's dist/ (to compare two versions on the same machine and load).
+const dist = process.env.NODE_CRIU_BENCH_DIST || path.join(__dirname, '..', 'dist');
 const { PatternStream, clientSeed, serverSeed } = require(path.join(dist, 'demo', 'traffic'));
 
 const config = JSON.parse(process.argv[2]);

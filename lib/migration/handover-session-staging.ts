@@ -13,6 +13,8 @@ import type { Failure } from './handover-messages';
 
 /** Images per early restore: the first goes alone, later ones take what arrived meanwhile. */
 const MAX_STAGE_BATCH = 512;
+/** How often a restore is tried again while the connections' address has not arrived. */
+const ADDRESS_POLL_MS = 2;
 
 export interface StagedGroup {
   restore: StagedRestore;
@@ -63,6 +65,9 @@ export class StagingPipeline {
   private readonly deferred: Pending[] = [];
   private running: Promise<void> | undefined;
   private error: unknown;
+  private stopped = false;
+  /** The last try found the connections' local address missing here (it is still on its way). */
+  private addressMissing = false;
 
   /**
    * `lock`: the gap lock (the address moves here); every image is restored behind it, and a
@@ -84,15 +89,17 @@ export class StagingPipeline {
   async finish(): Promise<void> {
     await this.settle();
     if (this.error !== undefined) throw this.error;
-    if (this.deferred.length > 0) {
-      const { groups, failed } = await stageEach(this.deferred.splice(0), this.netns);
+    const rest = [...this.deferred.splice(0), ...this.pending.splice(0)];
+    if (rest.length > 0) {
+      const { groups, failed } = await stageEach(rest, this.netns);
       this.groups.push(...groups);
       this.failed.push(...failed);
     }
   }
 
-  /** Waits until no restore runs (before the staged copies are aborted). Never throws. */
+  /** Stops staging early and waits until no restore runs (before finish, or before aborting). Never throws. */
   async settle(): Promise<void> {
+    this.stopped = true;
     for (let running = this.running; running !== undefined; running = this.running) {
       await running;
       if (this.running === running) this.running = undefined;
@@ -104,10 +111,24 @@ export class StagingPipeline {
     return this.groups.flatMap((g) => g.ids);
   }
 
+  /**
+   * Stages what is pending, a batch at a time. While the connections' address has not arrived,
+   * only one image is tried at a time (each try builds its batch's sockets), every ADDRESS_POLL_MS.
+   */
   private async pump(): Promise<void> {
     try {
-      while (this.pending.length > 0 && this.error === undefined) {
-        await this.stageEarly(this.pending.splice(0, MAX_STAGE_BATCH));
+      while (this.pending.length > 0 && this.error === undefined && !this.stopped) {
+        const batch = this.pending.splice(0, this.addressMissing ? 1 : MAX_STAGE_BATCH);
+        const outcome = await this.stageEarly(batch);
+        if (outcome === 'staged') {
+          this.addressMissing = false;
+        } else if (outcome === 'address-missing') {
+          this.pending.unshift(...batch);
+          this.addressMissing = true;
+          await new Promise((resolve) => setTimeout(resolve, ADDRESS_POLL_MS));
+        } else {
+          this.deferred.push(...batch); // tried again, one by one if need be, at STAGE_END
+        }
       }
     } catch (error) {
       this.error ??= error;
@@ -116,7 +137,7 @@ export class StagingPipeline {
     }
   }
 
-  private async stageEarly(items: Pending[]): Promise<void> {
+  private async stageEarly(items: Pending[]): Promise<'staged' | 'address-missing' | 'failed'> {
     if (this.lock) {
       const late = items.filter((i) => !this.isAnnounced(i.image));
       if (late.length > 0) await this.lock.add(late.map(({ image }) => ({ local: image.local, remote: image.remote })));
@@ -129,8 +150,10 @@ export class StagingPipeline {
         this.netns === undefined ? {} : { netns: this.netns },
       );
       this.groups.push({ restore, ids: items.map((i) => i.id) });
-    } catch {
-      this.deferred.push(...items); // again at STAGE_END (rolled back: nothing of it is left)
+      return 'staged';
+    } catch (error) {
+      // Rolled back: nothing of the batch is left.
+      return (error as { code?: string }).code === 'EADDRNOTAVAIL' ? 'address-missing' : 'failed';
     }
   }
 }
