@@ -217,7 +217,10 @@ async function connectionsRoute(n) {
         cmd: 'handover',
         to: { host: HOST_IP.b, port: CHANNEL_PORT, tls: { cert: f.sourceCert, key: f.sourceKey, ca: f.ca } },
       });
-      const { result: targetResult } = await accepted;
+      const { result: targetResult, progress: targetProgress } = await accepted;
+      log(
+        `source progress (ms): ${JSON.stringify(reply.progress)}; target (from its HELLO): ${JSON.stringify(targetProgress)}`,
+      );
       Object.values(shells).forEach((shell) => shell.close());
       await sleep(AFTER_MS);
       await fleet.all({ cmd: 'stop' });

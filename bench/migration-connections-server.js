@@ -21,6 +21,7 @@ const { PatternStream, clientSeed, serverSeed } = require(path.join(dist, 'demo'
 
 const config = JSON.parse(process.argv[2]);
 const connections = new Map();
+const entryOf = new WeakMap();
 let sending = true;
 let listener;
 let addressWaiter;
@@ -40,6 +41,7 @@ function adopt(socket, state) {
     errors: [],
   };
   connections.set(port, entry);
+  entryOf.set(socket, entry);
   socket.on('data', (data) => {
     if (config.role === 'plain') return;
     const expected = entry.recv.next(data.length);
@@ -66,7 +68,7 @@ setInterval(() => {
 
 /** The application's state for one connection; the connection is the handover's from here. */
 function detach(socket) {
-  const entry = [...connections.values()].find((e) => e.socket === socket);
+  const entry = entryOf.get(socket);
   entry.socket.removeAllListeners('data');
   entry.socket = null;
   return Buffer.from(
@@ -109,14 +111,20 @@ async function handOver(to) {
     onResumed: restore,
     moveAddress: () => askParent('moveAddress'),
     moveAddressBack: () => askParent('moveAddressBack'),
-    onProgress: (e) => void progress.push([e.phase, performance.now() - started]),
+    onProgress: (e) => void progress.push([e.phase, Math.round(performance.now() - started)]),
   });
   return { result, progress };
 }
 
 async function accept() {
   const { acceptHandover } = require(path.join(dist, 'migration', 'connections'));
+  const progress = [];
+  let started;
   const result = await acceptHandover({
+    onProgress: (e) => {
+      started ??= performance.now();
+      progress.push([e.phase, Math.round(performance.now() - started)]);
+    },
     from: { listen: { host: config.host, port: config.port }, tls: tlsOptions(config.tls) },
     allow: { addresses: [config.vip] },
     maxConnections: 100000,
@@ -124,7 +132,7 @@ async function accept() {
     onConnection: restore,
     timeoutMs: 600000,
   });
-  send({ event: 'accepted', result });
+  send({ event: 'accepted', result, progress });
 }
 
 function report() {

@@ -14,7 +14,7 @@ import type { Failure } from './handover-messages';
 /** Images per early restore: the first goes alone, later ones take what arrived meanwhile. */
 const MAX_STAGE_BATCH = 512;
 /** How often a restore is tried again while the connections' address has not arrived. */
-const ADDRESS_POLL_MS = 2;
+const ADDRESS_POLL_MS = 10;
 
 export interface StagedGroup {
   restore: StagedRestore;

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 
 import { InvalidArgumentError } from '../errors';
 import { NftablesLock, checkpointConnections, holdConnections, soccr } from '../soccr';
+import type { HeldConnections } from '../soccr';
 import { openChannel, checkChannelSpec } from './handover-connect';
 import type { HandoverChannelSpec } from './handover-connect';
 import type { HandoverChannel } from './handover-channel';
@@ -194,6 +195,7 @@ export async function handOverConnections(
   channel.limits = { maxConnections: sockets.length, maxImageBytes: 0, maxStateBytes: 0 };
   const held: Held[] = [];
   let lock: NftablesLock | undefined;
+  let hold: HeldConnections | undefined;
   let addressMoved: boolean;
   const address = new AddressMove(options.moveAddress, () => progress('moveAddress'));
   let frozenAt: number;
@@ -265,7 +267,7 @@ export async function handOverConnections(
 
     if (method === 'repair' && lockKind === 'filter' && live.length > 0) {
       // One batch from the first pause to the last: nothing else runs on these sockets meanwhile.
-      const hold = await holdConnections(
+      hold = await holdConnections(
         live.map((entry) => entry.socket),
         { lock: 'filter' },
       );
@@ -331,9 +333,16 @@ export async function handOverConnections(
     await progress('done');
     const committed = decodeCommitted((await channel.expect([MessageType.COMMITTED], signal)).payload, restored);
     const byIndex = new Map(live.map((e) => [e.index, e]));
-    for (const id of committed.committed) releaseHeld(byIndex.get(id) as Held);
     lap('commit');
     phases.pause = mark - frozenAt;
+    const taken = committed.committed.map((id) => byIndex.get(id) as Held);
+    if (hold && committed.failed.length === 0) {
+      // Everything still held is the target's now: closed in one batch.
+      hold.release();
+      for (const entry of taken) entry.done = true;
+    } else {
+      taken.forEach(releaseHeld);
+    }
     // A commit that failed on the target closed its copy silently: ours is the only one left.
     const notCommitted = committed.failed.map((f) => byIndex.get(f.id) as Held);
     failures.push(...committed.failed.map((f) => ({ index: f.id, code: f.code, message: f.message })));
