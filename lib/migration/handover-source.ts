@@ -1,7 +1,9 @@
 /**
  * handOverConnections: the source side of a connections-only migration. Protocol (version 2):
- * HELLO -> WELCOME|REFUSE; CONNECTION(_FD) x n; STAGE_END -> STAGED; [moveAddress]; COMMIT ->
- * RESULT; DONE -> COMMITTED. One owner at every moment (docs/ARCHITECTURE.md, "Who owns a
+ * HELLO -> WELCOME|REFUSE; CONNECTION(_FD) x n; STAGE_END -> STAGED; COMMIT -> RESULT; DONE ->
+ * COMMITTED. Pipelined: everything that can is done before the freeze (channel, TLS, HELLO, the
+ * target's checks and gap lock, locks, codec); after it, the address moves while the images
+ * travel in batches and the target restores them as they arrive; STAGE_END waits for the move. One owner at every moment (docs/ARCHITECTURE.md, "Who owns a
  * connection"): until DONE is sent the source can always resume (the target never commits without
  * DONE); after DONE it keeps the originals held until COMMITTED, resumes them if the channel
  * closes (the target's copies died with it), and if it only times out releases them as uncertain.
@@ -72,7 +74,10 @@ export interface HandOverOptions {
   lock?: 'filter' | 'nftables';
   /** Network namespace path the sockets live in (for the nftables table; default: ours). */
   netns?: string;
-  /** Moves the service address to the target, between STAGED and COMMIT. */
+  /**
+   * Moves the service address to the target: 'repair', as soon as every connection is paused
+   * (while the images travel); 'fd', before STAGE_END. Always finished before STAGE_END.
+   */
   moveAddress?: () => Promise<void>;
   /** Moves it back if the target fails after moveAddress, so the originals can resume. */
   moveAddressBack?: () => Promise<void>;
@@ -80,8 +85,9 @@ export interface HandOverOptions {
   /** Whole-handover time limit (default 60000 ms). */
   timeoutMs?: number;
   /**
-   * Called at each step (hello, checkpoint, transfer, staged, moveAddress, commit, result, done,
-   * committed); a returned promise is awaited (inside the handover's time limit).
+   * Called at each step (hello, checkpoint, moveAddress, transfer, staged, commit, result, done,
+   * committed: its detail has the phases); a returned promise is awaited (inside the handover's
+   * time limit).
    */
   onProgress?: (event: HandoverProgress) => void | Promise<void>;
 }
@@ -357,7 +363,7 @@ export async function handOverConnections(
       }
     }
     phases.total = performance.now() - started;
-    await progress('committed', { handedOver: committed.committed.length, resumed, lost });
+    await progress('committed', { handedOver: committed.committed.length, resumed, lost, phases: { ...phases } });
     return { method, handedOver: committed.committed.length, resumed, lost, closed, failures, phases };
   } catch (error) {
     const failure = asHandoverError(error);
