@@ -281,8 +281,9 @@ async function reconnectBaseline(n) {
     server = spawnIn(lab, 'a', script, config);
     let allBackMs;
     for (let i = 0; i < 1200 && allBackMs === undefined; i++) {
-      const reports = await fleet.reports();
-      if (reports.every((r) => r.connected && r.reconnects > 0)) allBackMs = performance.now() - started;
+      const summaries = await fleet.all({ cmd: 'summary' });
+      if (summaries.every((s, j) => s.connected === fleet.counts[j] && s.reconnected === fleet.counts[j]))
+        allBackMs = performance.now() - started;
       else await sleep(20);
     }
     await sleep(500);

@@ -9,6 +9,7 @@
  *     (every 5 ms) when its connection closes.
  *   {cmd:'resetGaps'} -> {steadyMaxGapMs}: the longest gap between two arrivals so far, then restart
  *   {cmd:'stop'} stop sending; a connection silent right now counts with its open gap
+ *   {cmd:'summary'} -> {connected, reconnected}: counts only (cheap to poll)
  *   {cmd:'report'} -> {reports}: per connection {port, sent, received, maxGapMs, resets, errors, ended, reconnects, connected}
  */
 const { createHash } = require('node:crypto');
@@ -49,7 +50,8 @@ function open(client) {
   socket.on('end', () => (client.ended = true));
   socket.on('close', () => {
     client.connected = false;
-    if (!settings.reconnect) return;
+    // A first connect that failed is retried by connectFirst, not here.
+    if (!settings.reconnect || client.port === 0) return;
     client.reconnects++;
     setTimeout(() => open(client).catch(() => undefined), 5);
   });
@@ -57,6 +59,21 @@ function open(client) {
     socket.once('connect', resolve);
     socket.once('error', reject);
   });
+}
+
+/** The first connect, retried (a listener under load lets SYNs time out or overflows its backlog). */
+async function connectFirst(client) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await open(client);
+      return;
+    } catch (error) {
+      if (attempt === 20) throw error;
+      client.socket.destroy();
+      client.errors = [];
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
 }
 
 function newClient() {
@@ -106,7 +123,7 @@ async function handle(msg) {
       settings = msg;
       for (let start = 0; start < msg.count; start += 128) {
         const batch = Array.from({ length: Math.min(128, msg.count - start) }, newClient);
-        await Promise.all(batch.map(open));
+        await Promise.all(batch.map(connectFirst));
         clients.push(...batch);
       }
       setInterval(tick, msg.paceMs);
@@ -130,6 +147,11 @@ async function handle(msg) {
     }
     case 'report':
       return { reports: clients.map(report) };
+    case 'summary':
+      return {
+        connected: clients.filter((c) => c.connected).length,
+        reconnected: clients.filter((c) => c.reconnects > 0).length,
+      };
     default:
       throw new Error(`unknown command ${msg.cmd}`);
   }
