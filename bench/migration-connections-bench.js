@@ -198,7 +198,7 @@ async function connectionsRoute(n) {
       await Promise.all([source.next('listening'), target.next('listening')]);
       const fleet = new ClientFleet(lab, n);
       await fleet.connect(false);
-      while ((await source.request({ cmd: 'report' })).reports.length < n) await sleep(50);
+      while ((await source.request({ cmd: 'count' })).count < n) await sleep(50);
       await fleet.resetGaps();
       await sleep(WARMUP_MS);
       const steadyMs = await fleet.resetGaps();

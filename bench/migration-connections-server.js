@@ -9,7 +9,7 @@
  *     {event:'moveAddress'} / {event:'moveAddressBack'}, answered by {cmd:'addressMoved'}).
  *   role 'target': acceptHandover on host:port over mutual TLS; {event:'accepted', result}.
  *   role 'plain': listens and streams, checks nothing (the reconnect baseline).
- * Commands (IPC, replies carry `id`): report -> {reports}, stop (stop sending).
+ * Commands (IPC, replies carry `id`): report -> {reports}, count -> {count}, stop (stop sending).
  */
 const fs = require('node:fs');
 const net = require('node:net');
@@ -152,6 +152,7 @@ process.on('message', async (msg) => {
     if (msg.cmd === 'addressMoved') return addressWaiter && addressWaiter(msg.fail);
     if (msg.cmd === 'handover') return send({ id: msg.id, ...(await handOver(msg.to)) });
     if (msg.cmd === 'report') return send({ id: msg.id, reports: report() });
+    if (msg.cmd === 'count') return send({ id: msg.id, count: connections.size });
     if (msg.cmd === 'stop') {
       sending = false;
       return send({ id: msg.id });
