@@ -10,8 +10,8 @@
  */
 import * as net from 'node:net';
 
-import { NftablesLock, decodeConnectionImage, stageRestoreConnections } from '../soccr';
-import type { ConnectionImage, ConnectionTuple, StagedRestore } from '../soccr';
+import { NftablesLock, decodeConnectionImage } from '../soccr';
+import type { ConnectionImage, ConnectionTuple } from '../soccr';
 import { InvalidArgumentError } from '../errors';
 import type { HandoverChannel, HandoverMessage } from './handover-channel';
 import { closeFdQuietly, HandoverError } from './handover-errors';
@@ -31,6 +31,7 @@ import {
 } from './handover-messages';
 import type { Failure, HandoverMethod, HelloBody } from './handover-messages';
 import { warmUpImageCodec } from './handover-source-held';
+import { StagingPipeline, failureOf } from './handover-session-staging';
 
 export interface AllowList {
   ports?: number[];
@@ -114,40 +115,6 @@ export async function readHello(
   return decodeHello(message.payload, options.limits.maxConnections);
 }
 
-/** Staged restores (not live yet) and, per image, where it is or why it failed. */
-interface StagedImages {
-  groups: Array<{ restore: StagedRestore; ids: number[] }>;
-  outcomes: Array<{ group: number; position: number } | Error>;
-}
-
-async function stageEach(images: ConnectionImage[], ids: number[], netns: string | undefined): Promise<StagedImages> {
-  const options = netns === undefined ? {} : { netns };
-  try {
-    return {
-      groups: [{ restore: await stageRestoreConnections(images, options), ids }],
-      outcomes: images.map((_, position) => ({ group: 0, position })),
-    };
-  } catch {
-    // One bad image fails the batch (it is rolled back): find which, stage the rest one by one.
-    const result: StagedImages = { groups: [], outcomes: [] };
-    for (const [i, image] of images.entries()) {
-      try {
-        result.groups.push({ restore: await stageRestoreConnections([image], options), ids: [ids[i]] });
-        result.outcomes.push({ group: result.groups.length - 1, position: 0 });
-      } catch (error) {
-        result.outcomes.push(error as Error);
-      }
-    }
-    return result;
-  }
-}
-
-const failureOf = (id: number, error: Error): Failure => ({
-  id,
-  code: ((error as { code?: string }).code ?? 'ERR_RESTORE').slice(0, 64),
-  message: error.message.slice(0, 1024),
-});
-
 function refusalOf(hello: HelloBody, channel: HandoverChannel, options: SessionOptions): string | undefined {
   if (hello.method === 'fd' && !channel.canPassFds) return `method 'fd' needs a SEQPACKET channel`;
   const allowed = allowChecker(options.allow);
@@ -175,7 +142,7 @@ export async function serveHandover(
   warmUpImageCodec();
   const staged: Staged[] = [];
   let lock: NftablesLock | undefined;
-  let restores: StagedRestore[] = [];
+  let pipeline: StagingPipeline | undefined;
   let doneReceived = false;
   const progress = async (phase: string): Promise<void> => {
     await options.onProgress?.({ phase });
@@ -205,6 +172,8 @@ export async function serveHandover(
       await lock.add(hello.tuples ?? []);
     }
     await send(MessageType.WELCOME, encodeWelcome({ pid: process.pid }));
+    const restoring = new StagingPipeline(options.netns, lock, (image) => announced?.has(tupleKey(image)) ?? false);
+    pipeline = restoring;
 
     const ids = new Set<number>();
     const tuples = new Set<string>();
@@ -247,6 +216,7 @@ export async function serveHandover(
           // from a peer, only a node-criu lock table is worth the hint.
           if (image.lock !== undefined && !image.lock.table.startsWith('node_criu_')) delete image.lock;
           staged.push({ id: message.id, state: Buffer.from(state), image });
+          restoring.add(message.id, image);
         }
       } finally {
         message.fds.forEach(closeFdQuietly);
@@ -254,39 +224,16 @@ export async function serveHandover(
       if (staged.length === 1) await progress('connection');
     }
 
-    if (lock && staged.length > 0) {
-      const late = staged
-        .map((s) => s.image as ConnectionImage)
-        .filter((i) => announced === undefined || !announced.has(tupleKey(i)));
-      await lock.add(late.map((i) => ({ local: i.local, remote: i.remote })));
-      // The restore removes each tuple from this table right before it resumes the socket.
-      for (const s of staged) (s.image as ConnectionImage).lock = lock.ref;
-    }
+    await restoring.finish();
     await send(MessageType.STAGED, encodeCount(staged.length));
     const stagedAt = performance.now();
     await progress('staged');
 
     decodeEmpty(MessageType.COMMIT, (await channel.expect([MessageType.COMMIT], signal)).payload);
     await progress('commit');
-    const failed: Failure[] = [];
-    let restoredIds: number[];
-    let groups: StagedImages['groups'] = [];
-    if (hello.method === 'fd') {
-      restoredIds = staged.map((s) => s.id);
-    } else {
-      const stagedImages = await stageEach(
-        staged.map((s) => s.image as ConnectionImage),
-        staged.map((s) => s.id),
-        options.netns,
-      );
-      groups = stagedImages.groups;
-      restores = groups.map((g) => g.restore);
-      restoredIds = [];
-      stagedImages.outcomes.forEach((outcome, i) => {
-        if (outcome instanceof Error) failed.push(failureOf(staged[i].id, outcome));
-        else restoredIds.push(staged[i].id);
-      });
-    }
+    const failed = restoring.failed;
+    const groups = restoring.groups;
+    const restoredIds = hello.method === 'fd' ? staged.map((s) => s.id) : restoring.stagedIds();
     await send(MessageType.RESULT, encodeResult({ restored: restoredIds, failed }));
     await progress('result');
 
@@ -350,7 +297,9 @@ export async function serveHandover(
       error,
     );
   } finally {
-    restores.forEach((restore) => restore.abort()); // those not committed: closed silently
+    // Those not committed: closed silently, once no restore runs any more.
+    await pipeline?.settle();
+    pipeline?.groups.forEach((group) => group.restore.abort());
     for (const s of staged) if (s.fd !== undefined) closeFdQuietly(s.fd);
     channel.close();
     if (lock) await lock.destroy().catch(() => undefined);

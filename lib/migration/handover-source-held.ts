@@ -5,7 +5,13 @@
  */
 import type * as net from 'node:net';
 
-import { decodeConnectionImage, restoreConnections, soccr } from '../soccr';
+import {
+  CONNECTION_IMAGE_VERSION,
+  decodeConnectionImage,
+  encodeConnectionImage,
+  restoreConnections,
+  soccr,
+} from '../soccr';
 import type { ConnectionImage, ConnectionTuple, HeldConnection } from '../soccr';
 import type { HandoverMethod } from './handover-messages';
 
@@ -21,15 +27,31 @@ export interface Held {
   done?: boolean;
 }
 
+/** A well-formed image of nothing in particular: what warmUpImageCodec encodes and decodes. */
+const SAMPLE_IMAGE: ConnectionImage = {
+  version: CONNECTION_IMAGE_VERSION,
+  family: 4,
+  local: { family: 4, address: '127.0.0.1', port: 1 },
+  remote: { family: 4, address: '127.0.0.1', port: 2 },
+  // An established connection with every counter 0 (whichever fields SkData has).
+  skData: new Proxy({} as ConnectionImage['skData'], {
+    get: (_, field) => (field === 'state' ? 1 : field === 'stateName' ? 'ESTABLISHED' : 0),
+  }),
+  recvQueue: Buffer.alloc(0),
+  sendQueue: Buffer.alloc(0),
+  sendQueueUnsent: 0,
+  pendingRead: Buffer.alloc(0),
+};
+
 /**
- * The image codec loads its protobuf schema on first use: do that before anything is paused.
- * Decoding nothing loads it and then fails validation, which is all we want here.
+ * The image codec loads its protobuf schema and generates its encoder and decoder on first use
+ * (tens of milliseconds): do that before anything is paused.
  */
 export function warmUpImageCodec(): void {
   try {
-    decodeConnectionImage(new Uint8Array(0));
+    decodeConnectionImage(encodeConnectionImage(SAMPLE_IMAGE));
   } catch {
-    // expected: an empty image is not valid
+    // Not expected; the real images then pay for the first use themselves.
   }
 }
 

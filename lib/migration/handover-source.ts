@@ -1,7 +1,9 @@
 /**
  * handOverConnections: the source side of a connections-only migration. Protocol (version 2):
- * HELLO -> WELCOME|REFUSE; CONNECTION(_FD) x n; STAGE_END -> STAGED; [moveAddress]; COMMIT ->
- * RESULT; DONE -> COMMITTED. One owner at every moment (docs/ARCHITECTURE.md, "Who owns a
+ * HELLO -> WELCOME|REFUSE; CONNECTION(_FD) x n; STAGE_END -> STAGED; COMMIT -> RESULT; DONE ->
+ * COMMITTED. Pipelined: everything that can is done before the freeze (channel, TLS, HELLO, the
+ * target's checks and gap lock, locks, codec); after it, the address moves while the images
+ * travel in batches and the target restores them as they arrive; STAGE_END waits for the move. One owner at every moment (docs/ARCHITECTURE.md, "Who owns a
  * connection"): until DONE is sent the source can always resume (the target never commits without
  * DONE); after DONE it keeps the originals held until COMMITTED, resumes them if the channel
  * closes (the target's copies died with it), and if it only times out releases them as uncertain.
@@ -10,8 +12,8 @@ import type * as net from 'node:net';
 import * as path from 'node:path';
 
 import { InvalidArgumentError } from '../errors';
-import { NftablesLock, checkpointConnections, encodeConnectionImage, holdConnections, soccr } from '../soccr';
-import type { ConnectionImage } from '../soccr';
+import { NftablesLock, checkpointConnections, holdConnections, soccr } from '../soccr';
+import type { HeldConnections } from '../soccr';
 import { openChannel, checkChannelSpec } from './handover-connect';
 import type { HandoverChannelSpec } from './handover-connect';
 import type { HandoverChannel } from './handover-channel';
@@ -23,7 +25,6 @@ import {
   decodeReason,
   decodeResult,
   decodeWelcome,
-  encodeConnection,
   encodeCount,
   encodeDone,
   encodeHello,
@@ -31,6 +32,7 @@ import {
 import type { HandoverMethod } from './handover-messages';
 import { liveTuples, releaseHeld, resumeHeld, warmUpImageCodec } from './handover-source-held';
 import type { Held } from './handover-source-held';
+import { AddressMove, sendConnections } from './handover-source-stream';
 
 export type { HandoverMethod };
 
@@ -72,7 +74,10 @@ export interface HandOverOptions {
   lock?: 'filter' | 'nftables';
   /** Network namespace path the sockets live in (for the nftables table; default: ours). */
   netns?: string;
-  /** Moves the service address to the target, between STAGED and COMMIT. */
+  /**
+   * Moves the service address to the target: 'repair', as soon as every connection is paused
+   * (while the images travel); 'fd', before STAGE_END. Always finished before STAGE_END.
+   */
   moveAddress?: () => Promise<void>;
   /** Moves it back if the target fails after moveAddress, so the originals can resume. */
   moveAddressBack?: () => Promise<void>;
@@ -80,18 +85,34 @@ export interface HandOverOptions {
   /** Whole-handover time limit (default 60000 ms). */
   timeoutMs?: number;
   /**
-   * Called at each step (hello, checkpoint, transfer, staged, moveAddress, commit, result, done,
-   * committed); a returned promise is awaited (inside the handover's time limit).
+   * Called at each step (hello, checkpoint, moveAddress, transfer, staged, commit, result, done,
+   * committed: its detail has the phases); a returned promise is awaited (inside the handover's
+   * time limit).
    */
   onProgress?: (event: HandoverProgress) => void | Promise<void>;
 }
 
+/**
+ * Where a handover's time went (ms, measured on the source). Only `checkpoint` through `commit`
+ * pause the connections; `moveAddress` runs alongside `transfer`.
+ */
 export interface HandoverPhases {
+  /** Warm-up before anything is paused: channel (TLS), HELLO -> WELCOME (the target's checks and gap lock), our lock table. */
   handshake: number;
+  /** Freeze to the last checkpoint: serializeState, flush, lock, libsoccr's batch dump. */
   checkpoint: number;
+  /** The images written to the channel (the target restores them as they arrive). */
   transfer: number;
+  /** Until STAGED: the rest of the address move, the target's last restores. */
+  staged: number;
+  /** The address move itself (from its start, right after the checkpoint). */
   moveAddress: number;
+  /** COMMIT -> RESULT. */
   restore: number;
+  /** DONE -> COMMITTED: the target's lock removed, repair mode off, its connections live. */
+  commit: number;
+  /** The connections' pause as the source sees it: the first freeze to COMMITTED. */
+  pause: number;
   total: number;
 }
 
@@ -151,7 +172,17 @@ export async function handOverConnections(
   const progress = async (phase: string, detail?: Record<string, unknown>): Promise<void> => {
     await options.onProgress?.({ phase, ...(detail ? { detail } : {}) });
   };
-  const phases: HandoverPhases = { handshake: 0, checkpoint: 0, transfer: 0, moveAddress: 0, restore: 0, total: 0 };
+  const phases: HandoverPhases = {
+    handshake: 0,
+    checkpoint: 0,
+    transfer: 0,
+    staged: 0,
+    moveAddress: 0,
+    restore: 0,
+    commit: 0,
+    pause: 0,
+    total: 0,
+  };
   const started = performance.now();
   let mark = started;
   const lap = (phase: keyof HandoverPhases): void => {
@@ -170,8 +201,10 @@ export async function handOverConnections(
   channel.limits = { maxConnections: sockets.length, maxImageBytes: 0, maxStateBytes: 0 };
   const held: Held[] = [];
   let lock: NftablesLock | undefined;
-  let addressMoved = false;
-  let moveFailed = false;
+  let hold: HeldConnections | undefined;
+  let addressMoved: boolean;
+  const address = new AddressMove(options.moveAddress, () => progress('moveAddress'));
+  let frozenAt: number;
   let doneSent = false;
   let closed = 0;
   const send = (type: MessageType, id: number, body?: Uint8Array, fds?: number[]): Promise<void> =>
@@ -209,6 +242,7 @@ export async function handOverConnections(
       });
     lap('handshake');
     await progress('checkpoint', { connections: sockets.length });
+    mark = frozenAt = performance.now();
 
     for (const [index, socket] of sockets.entries()) {
       const state = options.serializeState ? await options.serializeState(socket) : new Uint8Array(0);
@@ -239,7 +273,7 @@ export async function handOverConnections(
 
     if (method === 'repair' && lockKind === 'filter' && live.length > 0) {
       // One batch from the first pause to the last: nothing else runs on these sockets meanwhile.
-      const hold = await holdConnections(
+      hold = await holdConnections(
         live.map((entry) => entry.socket),
         { lock: 'filter' },
       );
@@ -256,35 +290,22 @@ export async function handOverConnections(
     }
     lap('checkpoint');
 
-    for (const [n, entry] of live.entries()) {
-      if (method === 'fd') {
-        const body = encodeConnection(soccr.unreadBytes(entry.socket), entry.state);
-        await send(MessageType.CONNECTION_FD, entry.index, body, [soccr.fdOfSocket(entry.socket)]);
-      } else {
-        const image = encodeConnectionImage(entry.image as ConnectionImage);
-        await send(MessageType.CONNECTION, entry.index, encodeConnection(image, entry.state));
-      }
-      if (n === 0) await progress('transfer', { connections: live.length });
-    }
+    // Every original is paused (and, lock 'nftables', closed): the address can move now, while
+    // the images travel. The target drops the announced 4-tuples until each restore's commit.
+    if (method === 'repair') address.start();
+    await sendConnections(channel, live, method, signal, () => progress('transfer', { connections: live.length }));
+    lap('transfer');
+    // STAGE_END only once the address is here: the target restores what it could not yet (its
+    // restore binds the connections' local address) before it answers STAGED.
+    await address.result();
+    addressMoved = address.moved;
     await send(MessageType.STAGE_END, 0, encodeCount(live.length));
     const staged = await channel.expect([MessageType.STAGED], signal);
     if (decodeCount(MessageType.STAGED, staged.payload, live.length) !== live.length)
       throw new HandoverError('the target staged another number of connections', 'ERR_HANDOVER_PROTOCOL');
-    lap('transfer');
+    lap('staged');
     await progress('staged');
-
-    if (options.moveAddress) {
-      await progress('moveAddress');
-      try {
-        await options.moveAddress();
-      } catch (error) {
-        // It may have moved the address part of the way: moveAddressBack (if given) undoes that.
-        moveFailed = true;
-        throw new HandoverError(`moveAddress failed: ${(error as Error).message}`, 'ERR_HANDOVER_ADDRESS', error);
-      }
-      addressMoved = true;
-    }
-    lap('moveAddress');
+    phases.moveAddress = address.durationMs;
 
     // From COMMIT on, the outcome is awaited (up to the time limit), never guessed.
     await send(MessageType.COMMIT, 0);
@@ -293,6 +314,7 @@ export async function handOverConnections(
       (await channel.expect([MessageType.RESULT], signal)).payload,
       new Set(live.map((e) => e.index)),
     );
+    lap('restore');
     await progress('result', { restored: result.restored.length, failed: result.failed.length });
     const failures = result.failed.map((f) => ({ index: f.id, code: f.code, message: f.message }));
     const restored = new Set(result.restored);
@@ -317,8 +339,16 @@ export async function handOverConnections(
     await progress('done');
     const committed = decodeCommitted((await channel.expect([MessageType.COMMITTED], signal)).payload, restored);
     const byIndex = new Map(live.map((e) => [e.index, e]));
-    for (const id of committed.committed) releaseHeld(byIndex.get(id) as Held);
-    lap('restore');
+    lap('commit');
+    phases.pause = mark - frozenAt;
+    const taken = committed.committed.map((id) => byIndex.get(id) as Held);
+    if (hold && committed.failed.length === 0) {
+      // Everything still held is the target's now: closed in one batch.
+      hold.release();
+      for (const entry of taken) entry.done = true;
+    } else {
+      taken.forEach(releaseHeld);
+    }
     // A commit that failed on the target closed its copy silently: ours is the only one left.
     const notCommitted = committed.failed.map((f) => byIndex.get(f.id) as Held);
     failures.push(...committed.failed.map((f) => ({ index: f.id, code: f.code, message: f.message })));
@@ -333,7 +363,7 @@ export async function handOverConnections(
       }
     }
     phases.total = performance.now() - started;
-    await progress('committed', { handedOver: committed.committed.length, resumed, lost });
+    await progress('committed', { handedOver: committed.committed.length, resumed, lost, phases: { ...phases } });
     return { method, handedOver: committed.committed.length, resumed, lost, closed, failures, phases };
   } catch (error) {
     const failure = asHandoverError(error);
@@ -348,8 +378,11 @@ export async function handOverConnections(
       throw failure;
     }
     if (!targetGone && failure.code !== 'ERR_HANDOVER_REFUSED') await channel.abort(failure.message);
-    // Before DONE (or the target died after it, taking its uncommitted copies along): ours again.
-    if ((addressMoved || moveFailed) && options.moveAddressBack) {
+    // Before DONE (or the target died after it, taking its uncommitted copies along): ours again,
+    // once a move still under way has ended.
+    await address.settled();
+    addressMoved = address.moved;
+    if ((addressMoved || address.failed) && options.moveAddressBack) {
       await options.moveAddressBack().catch(() => undefined);
       addressMoved = false;
     }

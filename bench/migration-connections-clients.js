@@ -1,0 +1,166 @@
+'use strict';
+/**
+ * One client process of bench/migration-connections-bench.js (several run side by side in the
+ * client namespace, so that 10,000 connections do not saturate one event loop). Driven over IPC
+ * (replies carry `id`):
+ *   {cmd:'connect', host, port, count, paceBytes, paceMs, reconnect} -> {ports}
+ *     each connection sends clientSeed(port)'s pattern (paceBytes every paceMs) and hashes what it
+ *     sends and receives; with `reconnect` (the baseline) it only reads, and reconnects at once
+ *     (every 5 ms) when its connection closes.
+ *   {cmd:'resetGaps'} -> {steadyMaxGapMs}: the longest gap between two arrivals so far, then restart
+ *   {cmd:'stop'} stop sending; a connection silent right now counts with its open gap
+ *   {cmd:'summary'} -> {connected, reconnected}: counts only (cheap to poll)
+ *   {cmd:'report'} -> {reports}: per connection {port, sent, received, maxGapMs, resets, errors, ended, reconnects, connected}
+ */
+const { createHash } = require('node:crypto');
+const net = require('node:net');
+const path = require('node:path');
+
+const { PatternStream, clientSeed } = require(
+  path.join(process.env.NODE_CRIU_BENCH_DIST || path.join(__dirname, '..', 'dist'), 'demo', 'traffic'),
+);
+
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDOUT']);
+const clients = [];
+let settings;
+let sending = true;
+let timingGaps = true;
+
+function open(client) {
+  const socket = net.connect({ host: settings.host, port: settings.port, noDelay: true });
+  client.socket = socket;
+  socket.on('connect', () => {
+    client.connected = true;
+    if (client.port === 0) {
+      client.port = socket.localPort;
+      client.pattern = new PatternStream(clientSeed(client.port));
+    }
+  });
+  socket.on('data', (data) => {
+    const now = performance.now();
+    if (timingGaps) client.maxGapMs = Math.max(client.maxGapMs, now - client.lastDataAt);
+    client.lastDataAt = now;
+    client.receivedBytes += data.length;
+    if (!settings.reconnect) client.receivedHash.update(data);
+  });
+  socket.on('error', (error) => {
+    client.errors.push(error.code || error.message);
+    if (RESET_CODES.has(error.code)) client.resets++;
+  });
+  socket.on('end', () => (client.ended = true));
+  socket.on('close', () => {
+    client.connected = false;
+    // A first connect that failed is retried by connectFirst, not here.
+    if (!settings.reconnect || client.port === 0) return;
+    client.reconnects++;
+    setTimeout(() => open(client).catch(() => undefined), 5);
+  });
+  return new Promise((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+}
+
+/** The first connect, retried (a listener under load lets SYNs time out or overflows its backlog). */
+async function connectFirst(client) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await open(client);
+      return;
+    } catch (error) {
+      if (attempt === 20) throw error;
+      client.socket.destroy();
+      client.errors = [];
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+function newClient() {
+  return {
+    socket: null,
+    port: 0,
+    pattern: null,
+    sentHash: createHash('sha256'),
+    receivedHash: createHash('sha256'),
+    receivedBytes: 0,
+    lastDataAt: performance.now(),
+    maxGapMs: 0,
+    resets: 0,
+    errors: [],
+    ended: false,
+    connected: false,
+    reconnects: 0,
+  };
+}
+
+function tick() {
+  if (!sending || settings.reconnect) return;
+  for (const client of clients) {
+    const s = client.socket;
+    if (!client.connected || s.destroyed || client.ended || s.writableLength > 65536) continue;
+    const chunk = client.pattern.next(settings.paceBytes);
+    client.sentHash.update(chunk);
+    s.write(chunk);
+  }
+}
+
+const report = (c) => ({
+  port: c.port,
+  sent: { bytes: c.pattern ? c.pattern.offset : 0, sha256: c.sentHash.copy().digest('hex') },
+  received: { bytes: c.receivedBytes, sha256: c.receivedHash.copy().digest('hex') },
+  maxGapMs: c.maxGapMs,
+  resets: c.resets,
+  errors: c.errors,
+  ended: c.ended,
+  reconnects: c.reconnects,
+  connected: c.connected,
+});
+
+async function handle(msg) {
+  switch (msg.cmd) {
+    case 'connect': {
+      settings = msg;
+      for (let start = 0; start < msg.count; start += 128) {
+        const batch = Array.from({ length: Math.min(128, msg.count - start) }, newClient);
+        await Promise.all(batch.map(connectFirst));
+        clients.push(...batch);
+      }
+      setInterval(tick, msg.paceMs);
+      return { ports: clients.map((c) => c.port) };
+    }
+    case 'resetGaps': {
+      const now = performance.now();
+      const steadyMaxGapMs = Math.max(0, ...clients.map((c) => Math.max(c.maxGapMs, now - c.lastDataAt)));
+      for (const c of clients) {
+        c.maxGapMs = 0;
+        c.lastDataAt = now;
+      }
+      return { steadyMaxGapMs };
+    }
+    case 'stop': {
+      const now = performance.now();
+      for (const c of clients) c.maxGapMs = Math.max(c.maxGapMs, now - c.lastDataAt);
+      timingGaps = false;
+      sending = false;
+      return {};
+    }
+    case 'report':
+      return { reports: clients.map(report) };
+    case 'summary':
+      return {
+        connected: clients.filter((c) => c.connected).length,
+        reconnected: clients.filter((c) => c.reconnects > 0).length,
+      };
+    default:
+      throw new Error(`unknown command ${msg.cmd}`);
+  }
+}
+
+process.on('message', (msg) => {
+  handle(msg).then(
+    (body) => process.send({ id: msg.id, ...body }),
+    (error) => process.send({ id: msg.id, error: error.message }),
+  );
+});
+process.on('disconnect', () => process.exit(0));
