@@ -316,8 +316,8 @@ export async function conflictingSockets(netns: string | undefined, tuples: Set<
   else {
     // /proc/self/net shows the namespace of the reader, so the reader runs inside `netns`: one
     // reader for both tables (a process start is most of the cost); without IPv6 there is no
-    // tcp6 and what cat read of the rest still counts. Fixed text, no input.
-    text = await run('sh', ['-c', `cat ${OWN_TCP_TABLES.join(' ')} 2>/dev/null; exit 0`], {
+    // tcp6 and what cat read of the rest still counts. A constant script, the paths as arguments.
+    text = await run('sh', ['-c', 'cat "$@" 2>/dev/null; exit 0', 'sh', ...OWN_TCP_TABLES], {
       netns,
       timeoutMs: NFT_TIMEOUT_MS,
     }).then(
