@@ -52,12 +52,23 @@ interface RawFrame extends Frame {
   fds: number[];
 }
 
+/** Errors with which the kernel ends a TCP connection on its own side, the peer unheard. */
+const LOCAL_GIVE_UP = new Set(['EPERM', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN']);
+
 /** A channel error as a HandoverError: closed, timed out, aborted, or the peer broke the protocol. */
 export function channelError(error: unknown): HandoverError {
   if (error instanceof HandoverError) return error;
   const code = (error as { code?: string }).code;
   const message = (error as Error).message;
   if (code === 'ETIMEDOUT') return new HandoverError('handover timed out', 'ERR_HANDOVER_TIMEOUT', error);
+  // Our own TCP gave up (a drop on the path leaves EPERM or an unreachable as its soft error): the
+  // peer may well be alive, so this is no proof that it is gone, unlike its FIN or RST.
+  if (code !== undefined && LOCAL_GIVE_UP.has(code))
+    return new HandoverError(
+      `handover channel lost (${code}): the peer's state is unknown`,
+      'ERR_HANDOVER_TIMEOUT',
+      error,
+    );
   if (code === 'ABORT_ERR') return new HandoverError('handover aborted', 'ERR_HANDOVER_ABORTED', error);
   if (code === 'ERR_FRAME_VERSION') return new HandoverError(message, 'ERR_HANDOVER_VERSION', error);
   if (code === 'ERR_FRAME_INVALID' || code === 'ERR_FRAME_TOO_LARGE') return protocolError(message, error);

@@ -11,7 +11,8 @@ import { NodeCriuError } from '../errors';
  *   ERR_HANDOVER_CONNECT / ERR_HANDOVER_LISTEN   the channel could not be set up
  *   ERR_HANDOVER_PROTOCOL / ERR_HANDOVER_VERSION a malformed frame or a different protocol version
  *   ERR_HANDOVER_FDS_UNSUPPORTED fd passing asked of a stream channel
- *   ERR_HANDOVER_TIMEOUT / ERR_HANDOVER_ABORTED  timeoutMs elapsed / the signal aborted
+ *   ERR_HANDOVER_TIMEOUT / ERR_HANDOVER_ABORTED  timeoutMs elapsed, or our TCP gave up on the peer
+ *                              (ETIMEDOUT, EPERM, unreachable) / the signal aborted
  *   ERR_HANDOVER_ADDRESS       the moveAddress hook failed
  *   ERR_HANDOVER_TLS_REQUIRED  a TCP channel without mutual TLS (refused before connecting/listening)
  *   ERR_HANDOVER_TLS           the TLS handshake failed (certificate refused by either side)

@@ -30,7 +30,7 @@ import { soccrBinding } from './native';
 import { holdMatches, holdTableCommands, type HoldEndpoint } from './nft/hold-table';
 import type { ConnectionTuple } from './nft/keys';
 import { asLockError } from './nft/run';
-import { holdTableName, staleHoldTables } from './nft/sweep';
+import { deleteHoldTables, holdTableName, staleHoldTables } from './nft/sweep';
 
 export type { HoldEndpoint } from './nft/hold-table';
 
@@ -143,7 +143,7 @@ export async function holdPackets(options: PacketHoldOptions): Promise<PacketHol
     await hold.drop();
     throw error;
   }
-  deleteTablesOf(staleHoldTables(listed), netns);
+  deleteHoldTables(staleHoldTables(listed), netns);
   return hold;
 }
 
@@ -151,16 +151,6 @@ export async function holdPackets(options: PacketHoldOptions): Promise<PacketHol
  * Deletes holds' tables over netlink (nft cannot: it fails to parse their xtables rule). A table
  * left by a process that died before its exit hook drops its packets until then.
  */
-function deleteTablesOf(tables: readonly NftTable[], netns: string | undefined): void {
-  for (const { family, name } of tables) {
-    try {
-      soccrBinding().nftDeleteTable(family === 'ip6' ? NFPROTO_IPV6 : NFPROTO_IPV4, name, netns);
-    } catch {
-      // deleted meanwhile by another sweeper
-    }
-  }
-}
-
 // Holds whose tables must go when the process exits (a table left behind with no reader drops the
 // matched packets for good). 'exit' runs no more event-loop turns: one netlink delete each.
 const live = new Set<PacketHold>();

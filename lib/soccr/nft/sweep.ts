@@ -16,7 +16,11 @@ import { checkNetnsPath } from '../../security';
 import { ownNamespaceInode } from '../../sys/netns';
 import { deleteTableCommand, deleteTables, listTables, nftBatch, type NftTable } from '../../sys/nft';
 import { procSelfPid, procStat } from '../../sys/proc';
+import { soccrBinding } from '../native';
 import { asLockError } from './run';
+
+const NFPROTO_IPV4 = 2;
+const NFPROTO_IPV6 = 10;
 
 const PROCESS_LOCK_NAME = /^node_criu_([1-9][0-9]{0,9})_([0-9]{1,20})_([0-9a-f]{16})_[0-9a-f]{8}$/;
 
@@ -133,10 +137,22 @@ export async function sweepStaleLocks(options: { netns?: string } = {}): Promise
   }
   const netns = options.netns;
   if (netns !== undefined) checkNetnsPath(netns);
-  const tables = await asLockError(netns, () =>
-    listTables(netns !== undefined ? { netns, family: 'inet' } : { family: 'inet' }),
-  );
-  return deleteStale(staleProcessLocks(tables), netns);
+  const tables = await asLockError(netns, () => listTables(netns !== undefined ? { netns } : {}));
+  // A dead holder's packet-hold tables keep dropping its tuples: they go too (over netlink: nft
+  // cannot parse their NFQUEUE rule, so it cannot delete them).
+  deleteHoldTables(staleHoldTables(tables), netns);
+  return deleteStale(staleProcessLocks(tables.filter((t) => t.family === 'inet')), netns);
+}
+
+/** Deletes packet-hold tables (ip, ip6) over netlink; one deleted meanwhile is no error. */
+export function deleteHoldTables(tables: readonly NftTable[], netns: string | undefined): void {
+  for (const { family, name } of tables) {
+    try {
+      soccrBinding().nftDeleteTable(family === 'ip6' ? NFPROTO_IPV6 : NFPROTO_IPV4, name, netns);
+    } catch {
+      // deleted meanwhile by another sweeper
+    }
+  }
 }
 
 const HOLD_PREFIX = 'node_criu_hold_';
