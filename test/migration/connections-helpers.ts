@@ -9,6 +9,21 @@ import type { TrafficReport } from '../helpers/traffic';
 import { expectExactTwoWay, waitFor } from '../helpers/traffic';
 import { waitUntil } from '../helpers/wait';
 
+/**
+ * Two namespaces of `lab` joined by a veth: H (the servers) at `<subnet>.1` and C (the clients) at
+ * `<subnet>.2`, both /24.
+ */
+export function serverAndClientNetns(lab: NetnsLab, subnet: string): { H: string; C: string } {
+  const H = lab.add('h');
+  const C = lab.add('c');
+  lab.ip(H, ['link', 'add', 'vh', 'type', 'veth', 'peer', 'name', 'vc', 'netns', C]);
+  lab.ip(H, ['addr', 'add', `${subnet}.1/24`, 'dev', 'vh']);
+  lab.ip(H, ['link', 'set', 'vh', 'up']);
+  lab.ip(C, ['addr', 'add', `${subnet}.2/24`, 'dev', 'vc']);
+  lab.ip(C, ['link', 'set', 'vc', 'up']);
+  return { H, C };
+}
+
 export const SERVER_FIXTURE = path.join(__dirname, '..', 'fixtures', 'migration-server.js');
 export const CLIENTS_FIXTURE = path.join(__dirname, '..', 'fixtures', 'migration-clients.js');
 

@@ -20,6 +20,7 @@ import {
   SERVER_FIXTURE,
   expectAllExact,
   seqpacketPair,
+  serverAndClientNetns,
   waitForAccepted,
   waitForExactTraffic,
   waitForTrafficFlowing,
@@ -37,13 +38,7 @@ let clientRsts: RstCounter;
 
 beforeAll(() => {
   pki = makeTestPki();
-  H = lab.add('h');
-  C = lab.add('c');
-  lab.ip(H, ['link', 'add', 'vh', 'type', 'veth', 'peer', 'name', 'vc', 'netns', C]);
-  lab.ip(H, ['addr', 'add', `${SERVER_IP}/24`, 'dev', 'vh']);
-  lab.ip(H, ['link', 'set', 'vh', 'up']);
-  lab.ip(C, ['addr', 'add', '10.78.0.2/24', 'dev', 'vc']);
-  lab.ip(C, ['link', 'set', 'vc', 'up']);
+  ({ H, C } = serverAndClientNetns(lab, '10.78.0'));
   clientRsts = RstCounter.incoming(lab.path(C));
 });
 

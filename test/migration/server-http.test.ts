@@ -14,7 +14,7 @@ import { closeSync } from 'node:fs';
 import { RstCounter } from '../fixtures/fault-helpers';
 import { NetnsLab } from '../helpers/netns';
 import { waitUntil } from '../helpers/wait';
-import { FixtureProcess, seqpacketPair } from './connections-helpers';
+import { FixtureProcess, seqpacketPair, serverAndClientNetns } from './connections-helpers';
 import { HTTP_LOAD, HTTP_SERVER, finishLoad, responsesFrom, type Stats } from './server-helpers';
 
 const lab = new NetnsLab();
@@ -25,13 +25,7 @@ const started: FixtureProcess[] = [];
 let clientRsts: RstCounter;
 
 beforeAll(() => {
-  H = lab.add('h');
-  C = lab.add('c');
-  lab.ip(H, ['link', 'add', 'vh', 'type', 'veth', 'peer', 'name', 'vc', 'netns', C]);
-  lab.ip(H, ['addr', 'add', `${SERVER_IP}/24`, 'dev', 'vh']);
-  lab.ip(H, ['link', 'set', 'vh', 'up']);
-  lab.ip(C, ['addr', 'add', '10.83.0.2/24', 'dev', 'vc']);
-  lab.ip(C, ['link', 'set', 'vc', 'up']);
+  ({ H, C } = serverAndClientNetns(lab, '10.83.0'));
   clientRsts = RstCounter.incoming(lab.path(C));
 });
 
