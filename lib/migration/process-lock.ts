@@ -112,15 +112,11 @@ export class NftablesMigrationLock implements ConnectionLock {
   async releaseTarget(delivered = false): Promise<void> {
     const held = this.held;
     this.held = undefined;
-    if (held === undefined) {
-      await release(this.target, this.tuples, this.pending);
-    } else {
-      // Tuples out of the drop table first (a transaction: no hook goes away, which would flush
-      // the queue), then the held packets re-injected or dropped, then the table deleted.
-      await this.target?.remove(this.tuples).catch(() => undefined);
-      this.heldPackets = await (delivered ? held.release() : held.drop()).catch(() => undefined);
-      await release(this.target, [], this.pending);
-    }
+    // What was held is re-injected (or dropped) between the tuples leaving the drop table (a
+    // transaction: no hook goes away, which would flush the queue) and the table's deletion.
+    await release(this.target, this.tuples, this.pending, async () => {
+      if (held) this.heldPackets = await (delivered ? held.release() : held.drop()).catch(() => undefined);
+    });
     this.target = undefined;
   }
 
@@ -219,17 +215,18 @@ export async function prepareLock(
 }
 
 /**
- * Tuples out in one transaction (the packets pass now); the table's deletion (an nft run) is
- * left to `pending`, awaited by releaseSource, off the pause.
+ * Tuples out in one transaction (the packets pass now), then `afterRemove` (a hold's release);
+ * the table's deletion (an nft run) is left to `pending`, awaited by releaseSource, off the pause.
  */
 async function release(
   lock: NftablesLock | undefined,
   tuples: ConnectionTuple[],
   pending: Promise<void>[],
+  afterRemove?: () => Promise<void>,
 ): Promise<void> {
-  if (lock === undefined) return;
-  await lock.remove(tuples).catch(() => undefined);
-  pending.push(lock.destroy().catch(() => undefined));
+  await lock?.remove(tuples).catch(() => undefined);
+  await afterRemove?.();
+  if (lock !== undefined) pending.push(lock.destroy().catch(() => undefined));
 }
 
 /**
