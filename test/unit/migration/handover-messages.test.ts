@@ -8,7 +8,7 @@ import { duplexPair } from 'node:stream';
 
 import fc from 'fast-check';
 
-import { StreamHandoverChannel } from '../../../lib/migration/handover-channel';
+import { StreamHandoverChannel, channelError } from '../../../lib/migration/handover-channel';
 import {
   FLAG_MORE,
   MessageType,
@@ -285,5 +285,24 @@ describe('message assembly on a stream channel', () => {
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe('channel errors: only the peer closing is "closed"', () => {
+  // After DONE a closed channel makes the source resume its originals, so only the peer's own FIN
+  // or RST may count as closed; our TCP giving up says nothing about the peer.
+  it.each(['ETIMEDOUT', 'EPERM', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN'])(
+    '%s is ERR_HANDOVER_TIMEOUT',
+    (code) => {
+      const error = channelError(Object.assign(new Error(code), { code }));
+      expect(error).toMatchObject({ code: 'ERR_HANDOVER_TIMEOUT' });
+      expect((error as Error & { cause?: unknown }).cause).toMatchObject({ code });
+    },
+  );
+
+  it.each(['ECONNRESET', 'EPIPE', 'ERR_TRANSPORT_CLOSED'])('%s is ERR_HANDOVER_CHANNEL_CLOSED', (code) => {
+    expect(channelError(Object.assign(new Error(code), { code }))).toMatchObject({
+      code: 'ERR_HANDOVER_CHANNEL_CLOSED',
+    });
   });
 });
