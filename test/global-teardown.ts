@@ -1,0 +1,105 @@
+/**
+ * After the last suite: nothing a test started may outlive the run. A process left in the run's
+ * private network namespace, or holding the run's stdout/stderr, keeps CI waiting for an end of
+ * output that never comes; a handle left open in this process keeps jest from exiting. Both are
+ * reported by name and fail the run instead of hanging it.
+ */
+import * as fs from 'node:fs';
+
+function link(path: string): string | undefined {
+  try {
+    return fs.readlinkSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+function parentOf(pid: number): number | undefined {
+  try {
+    // comm may hold spaces and parentheses: the fields after its closing parenthesis are fixed.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+function ancestorsOfSelf(): Set<number> {
+  const ancestors = new Set<number>([process.pid]);
+  for (let pid = parentOf(process.pid); pid !== undefined && pid > 0 && !ancestors.has(pid); pid = parentOf(pid)) {
+    ancestors.add(pid);
+  }
+  return ancestors;
+}
+
+interface Leftover {
+  pid: number;
+  why: string;
+  command: string;
+}
+
+/** Processes other than jest and its ancestors in our network namespace or on our stdout/stderr. */
+export function leftoverProcesses(): Leftover[] {
+  const ownNet = link('/proc/self/ns/net');
+  const ownOutputs = new Set([link('/proc/self/fd/1'), link('/proc/self/fd/2')].filter((t) => t?.startsWith('pipe:')));
+  const skip = ancestorsOfSelf();
+  const found: Leftover[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || skip.has(pid)) continue;
+    const reasons: string[] = [];
+    if (ownNet !== undefined && link(`/proc/${pid}/ns/net`) === ownNet) reasons.push('in the run network namespace');
+    for (const fd of [1, 2]) {
+      const target = link(`/proc/${pid}/fd/${fd}`);
+      if (target !== undefined && ownOutputs.has(target)) reasons.push(`fd ${fd} on the run output ${target}`);
+    }
+    if (reasons.length === 0) continue;
+    let command: string;
+    try {
+      command = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (command === '') continue; // a zombie, reaped by its parent
+    found.push({ pid, why: reasons.join(', '), command });
+  }
+  return found;
+}
+
+function describeHandles(): string[] {
+  const getHandles = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles;
+  const handles = getHandles ? getHandles.call(process) : [];
+  return handles
+    .filter((h) => h !== process.stdout && h !== process.stderr && h !== process.stdin)
+    .map((h) => {
+      const ctor = (h as { constructor?: { name?: string } }).constructor?.name ?? typeof h;
+      const pid = (h as { pid?: number }).pid;
+      const spawnargs = (h as { spawnargs?: string[] }).spawnargs;
+      return pid !== undefined ? `${ctor} pid ${pid}: ${(spawnargs ?? []).join(' ')}` : ctor;
+    });
+}
+
+export default function globalTeardown(): void {
+  // If something still holds this process open, say what and end instead of hanging CI.
+  setTimeout(() => {
+    process.stderr.write(
+      `jest did not exit 20 s after the last suite; open handles:\n  ${describeHandles().join('\n  ')}\n`,
+    );
+    process.exit(1);
+  }, 20000).unref();
+
+  const leftovers = leftoverProcesses();
+  if (leftovers.length === 0) return;
+  for (const { pid } of leftovers) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  throw new Error(
+    `processes a test started outlived the run (killed now):\n${leftovers
+      .map((p) => `  pid ${p.pid} (${p.why}): ${p.command}`)
+      .join('\n')}`,
+  );
+}
