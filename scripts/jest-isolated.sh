@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jest=node_modules/.bin/jest
+# Every process the run starts inherits this mark (CRIU restores it with their memory): the global
+# teardown finds by it whatever a test left running, wherever it lives.
+export NODE_CRIU_TEST_RUN="${NODE_CRIU_TEST_RUN:-$$-$(date +%s%N)}"
 if [ "${NODE_CRIU_TEST_NETNS:-}" = 1 ]; then
   exec "$jest" --runInBand "$@"
 fi

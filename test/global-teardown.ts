@@ -1,8 +1,9 @@
 /**
- * After the last suite: nothing a test started may outlive the run. A process left in the run's
- * private network namespace, or holding the run's stdout/stderr, keeps CI waiting for an end of
- * output that never comes; a handle left open in this process keeps jest from exiting. Both are
- * reported by name and fail the run instead of hanging it.
+ * After the last suite: nothing a test started may outlive the run. A process left behind (found
+ * by the NODE_CRIU_TEST_RUN mark scripts/jest-isolated.sh puts in the environment of everything
+ * the run starts, by the run's private network namespace, or by holding the run's stdout/stderr)
+ * keeps CI waiting for an end that never comes; so does a handle left open in this process. Both
+ * are reported by name and fail the run instead of hanging it.
  */
 import * as fs from 'node:fs';
 
@@ -38,8 +39,18 @@ interface Leftover {
   command: string;
 }
 
-/** Processes other than jest and its ancestors in our network namespace or on our stdout/stderr. */
+function hasMark(pid: number, mark: string): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(mark);
+  } catch {
+    return false;
+  }
+}
+
+/** Processes other than jest and its ancestors that the run started, or in its namespace or on its output. */
 export function leftoverProcesses(): Leftover[] {
+  const run = process.env.NODE_CRIU_TEST_RUN;
+  const mark = run ? `NODE_CRIU_TEST_RUN=${run}` : undefined;
   const ownNet = link('/proc/self/ns/net');
   const ownOutputs = new Set([link('/proc/self/fd/1'), link('/proc/self/fd/2')].filter((t) => t?.startsWith('pipe:')));
   const skip = ancestorsOfSelf();
@@ -48,6 +59,7 @@ export function leftoverProcesses(): Leftover[] {
     const pid = Number(entry);
     if (!Number.isInteger(pid) || skip.has(pid)) continue;
     const reasons: string[] = [];
+    if (mark !== undefined && hasMark(pid, mark)) reasons.push('started by this run');
     if (ownNet !== undefined && link(`/proc/${pid}/ns/net`) === ownNet) reasons.push('in the run network namespace');
     for (const fd of [1, 2]) {
       const target = link(`/proc/${pid}/fd/${fd}`);

@@ -55,8 +55,20 @@ export class NetnsLab {
     return Object.fromEntries(keys.map((k, i) => [k, values[i]]));
   }
 
+  /** Kills what still runs inside the namespaces (deleting a namespace does not), then deletes them. */
   destroy(): void {
     for (const name of this.names.splice(0).reverse()) {
+      try {
+        for (const pid of run('ip', ['netns', 'pids', name]).split('\n').filter(Boolean)) {
+          try {
+            process.kill(Number(pid), 'SIGKILL');
+          } catch {
+            // exited meanwhile
+          }
+        }
+      } catch {
+        // already gone
+      }
       try {
         run('ip', ['netns', 'delete', name]);
       } catch {

@@ -41,18 +41,23 @@ export async function responsesFrom(load: FixtureProcess, pid: number, count: nu
 
 /**
  * After a handover of `connections` under load: the successor answers (2000 more responses),
- * holds every connection and listens while the source holds none and does not; then the load
- * stops and its report must be clean, every connection answered by the source, then the successor.
+ * holds every connection and listens while the source holds none and does not, and no RST has
+ * reached a client (`rstsIntoClients` counts them since the load started); then the load stops
+ * and its report must be clean, every connection answered by the source, then the successor.
+ * RSTs are judged before the stop: a client that closes with pipelined requests the server has
+ * not read yet gets one from the server's close, which is the clients' teardown, not the move.
  */
 export async function finishLoad(
   clients: FixtureProcess,
   source: FixtureProcess,
   target: FixtureProcess,
   connections: number,
+  rstsIntoClients: () => number,
 ): Promise<LoadReport> {
   const sourcePid = (await source.request<Stats>({ cmd: 'stats' })).pid;
   const targetPid = (await target.request<Stats>({ cmd: 'stats' })).pid;
   await responsesFrom(clients, targetPid, 2000);
+  expect(rstsIntoClients()).toBe(0);
   expect(await source.request<Stats>({ cmd: 'stats' })).toMatchObject({ connections: 0, listening: false });
   expect(await target.request<Stats>({ cmd: 'stats' })).toMatchObject({ connections, listening: true });
   const { report } = await clients.request<{ report: LoadReport }>({ cmd: 'stop' });
