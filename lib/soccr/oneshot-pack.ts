@@ -4,6 +4,7 @@
  * (soccr.restoreFd, SoccrHandle.restore). Validation is complete: it accepts exactly what
  * skDataProblem and the address checks accept, and on a failure the error carries their
  * description. Every property is read once (a getter cannot pass the check and then change).
+ * Also the way back for soccr.dumpFd's addresses (unpackAddress).
  */
 import { InvalidArgumentError } from '../errors';
 import { ipv4Word, socketAddressFromWords, socketAddressToWords } from './address';
