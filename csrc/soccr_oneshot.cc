@@ -82,14 +82,14 @@ Napi::Value SavedQueue(Napi::Env env, const DumpQueues& queues, int queue, uint3
 Napi::Value SoccrDump(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0);
-  Napi::Uint32Array packed = ArgTypedArray<uint32_t>(info, 1, "packed", kSkDataWords);
-  bool with_addresses = packed.ElementLength() >= kPackedWords;
+  TypedArrayRef<uint32_t> packed = ArgTypedArrayRef<uint32_t>(info, 1, "packed", kSkDataWords);
+  bool with_addresses = packed.length >= kPackedWords;
   DumpQueues queues = {env, {nullptr, nullptr, nullptr}, nullptr, 0, 0, {kNotPooled, kNotPooled, kNotPooled}};
   if (HasArg(info, 2)) {
-    Napi::Uint8Array pool = ArgTypedArray<uint8_t>(info, 2, "pool");
-    if (packed.ElementLength() < kPackedWords + 2) ThrowArgType(env, "packed", "35 words long with a pool");
-    queues.pool = pool.Data();
-    queues.pool_length = static_cast<uint32_t>(pool.ElementLength());
+    TypedArrayRef<uint8_t> pool = ArgTypedArrayRef<uint8_t>(info, 2, "pool");
+    if (packed.length < kPackedWords + 2) ThrowArgType(env, "packed", "35 words long with a pool");
+    queues.pool = pool.data;
+    queues.pool_length = static_cast<uint32_t>(pool.length);
     queues.pool_next = ArgUint32(info, 3, "poolOffset");
   }
   const libsoccr_queue_alloc allocator = {AllocDumpQueue, ReleaseDumpQueue, &queues};
@@ -97,7 +97,7 @@ Napi::Value SoccrDump(const Napi::CallbackInfo& info) {
   SoccrFailure failure;
   SoccrLogScope log(env);
   if (!DumpFd(fd, &allocator, with_addresses, &dumped, &failure)) log.Throw(std::move(failure));
-  uint32_t* words = packed.Data();
+  uint32_t* words = packed.data;
   memcpy(words, &dumped.data, sizeof(dumped.data));
   if (with_addresses) memcpy(words + kSkDataWords, dumped.addr_words, sizeof(dumped.addr_words));
   if (queues.pool != nullptr) {
@@ -120,11 +120,14 @@ Napi::Value SoccrDump(const Napi::CallbackInfo& info) {
 // allocation reuses warm memory instead of waiting for the GC. JS sets the bits only for a
 // view that spans its whole, detachable ArrayBuffer; a buffer that cannot be detached is left
 // as it is (the restore already succeeded).
-void DetachTransferred(Napi::Env env, uint32_t mask, Napi::Uint8Array recv, Napi::Uint8Array send) {
-  Napi::Uint8Array* queues[2] = {&recv, &send};
+void DetachTransferred(napi_env env, uint32_t mask, const TypedArrayRef<uint8_t>& recv,
+                       const TypedArrayRef<uint8_t>& send) {
+  const TypedArrayRef<uint8_t>* queues[2] = {&recv, &send};
   for (int i = 0; i < 2; i++) {
-    if ((mask & (1u << i)) == 0 || queues[i]->ByteLength() == 0) continue;
-    napi_detach_arraybuffer(env, queues[i]->ArrayBuffer());
+    if ((mask & (1u << i)) == 0 || queues[i]->length == 0) continue;
+    napi_value buffer;
+    if (napi_get_typedarray_info(env, queues[i]->value, nullptr, nullptr, nullptr, &buffer, nullptr) == napi_ok)
+      napi_detach_arraybuffer(env, buffer);
   }
 }
 
@@ -137,20 +140,20 @@ void DetachTransferred(Napi::Env env, uint32_t mask, Napi::Uint8Array recv, Napi
 Napi::Value SoccrRestore(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0);
-  Napi::Uint32Array packed = ArgTypedArray<uint32_t>(info, 1, "packed", kPackedWords);
-  Napi::Uint8Array recv = OptTypedArray<uint8_t>(info, 2, "recv queue");
-  Napi::Uint8Array send = OptTypedArray<uint8_t>(info, 3, "send queue");
+  TypedArrayRef<uint32_t> packed = ArgTypedArrayRef<uint32_t>(info, 1, "packed", kPackedWords);
+  TypedArrayRef<uint8_t> recv = OptTypedArrayRef<uint8_t>(info, 2, "recv queue");
+  TypedArrayRef<uint8_t> send = OptTypedArrayRef<uint8_t>(info, 3, "send queue");
   uint32_t transfer = OptUint32(info, 5, 0);
   RestoreInput in;
   // The family picks the sockaddr layout; libsoccr reads inq_len / outq_len queue bytes.
-  if (!UnpackRestoreInput(packed.Data(), &in)) ThrowInvalidArg(env, "packed addresses are invalid");
-  if (recv.ElementLength() != in.data.inq_len || send.ElementLength() != in.data.outq_len)
+  if (!UnpackRestoreInput(packed.data, &in)) ThrowInvalidArg(env, "packed addresses are invalid");
+  if (recv.length != in.data.inq_len || send.length != in.data.outq_len)
     ThrowInvalidArg(env, "queue lengths must equal inq_len and outq_len");
-  in.queue[0] = recv.ElementLength() != 0 ? reinterpret_cast<char*>(recv.Data()) : nullptr;
-  in.queue[1] = send.ElementLength() != 0 ? reinterpret_cast<char*>(send.Data()) : nullptr;
+  in.queue[0] = recv.length != 0 ? reinterpret_cast<char*>(recv.data) : nullptr;
+  in.queue[1] = send.length != 0 ? reinterpret_cast<char*>(send.data) : nullptr;
   bool create = fd < 0;
   if (create) {
-    uint8_t family = static_cast<uint8_t>(packed.Data()[kSkDataWords]);
+    uint8_t family = static_cast<uint8_t>(packed.data[kSkDataWords]);
     std::string netns;
     bool in_netns = OptString(info, 4, &netns);
     int32_t created = -1;

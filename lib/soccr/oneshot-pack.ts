@@ -4,9 +4,10 @@
  * (soccr.restoreFd, SoccrHandle.restore). Validation is complete: it accepts exactly what
  * skDataProblem and the address checks accept, and on a failure the error carries their
  * description. Every property is read once (a getter cannot pass the check and then change).
+ * Also the way back for soccr.dumpFd's addresses (unpackAddress).
  */
 import { InvalidArgumentError } from '../errors';
-import { ipv4Word, socketAddressToWords } from './address';
+import { ipv4Word, socketAddressFromWords, socketAddressToWords } from './address';
 import type { SocketAddress } from './address';
 import { RESTORABLE_STATES, SOCCR_FLAGS_WINDOW, skDataProblem } from './sk-data';
 import type { SkData } from './sk-data';
@@ -54,6 +55,46 @@ export function packSkData(data: SkData, words: Uint32Array): void {
 }
 
 /**
+ * The last IPv4 address of each slot (0: own, 1: peer) in both forms, word and dotted text: a
+ * server's own address repeats in every dump, and a restore gets back the strings its dump made.
+ * Both directions fill it with a matching pair (the dotted form is canonical), so a hit in either
+ * direction is exact, and it saves the string building and parsing.
+ */
+const memoWord = [-1, -1];
+const memoText = ['', ''];
+
+/** The dotted text of an IPv4 word (memoized per slot). */
+function ipv4Text(word: number, slot: 0 | 1): string {
+  if (memoWord[slot] === word) return memoText[slot];
+  const text = `${word >>> 24}.${(word >>> 16) & 0xff}.${(word >>> 8) & 0xff}.${word & 0xff}`;
+  memoWord[slot] = word;
+  memoText[slot] = text;
+  return text;
+}
+
+/** ipv4Word (memoized per slot): -1 unless `text` is a dotted-quad IPv4 address. */
+function ipv4WordOf(text: string, slot: 0 | 1): number {
+  if (text === memoText[slot]) return memoWord[slot];
+  const word = ipv4Word(text);
+  if (word >= 0) {
+    memoWord[slot] = word;
+    memoText[slot] = text;
+  }
+  return word;
+}
+
+/** The memo slot of the address at `at`: the own address is packed first, the peer's after it. */
+function slotAt(at: number): 0 | 1 {
+  return at === SK_DATA_WORDS ? 0 : 1;
+}
+
+/** The SocketAddress in the packed words at `at` (socketAddressFromWords, IPv4 memoized). */
+export function unpackAddress(words: Uint32Array, at: number): SocketAddress {
+  if (words[at] !== 4) return socketAddressFromWords(words, at);
+  return { family: 4, address: ipv4Text(words[at + 2], slotAt(at)), port: words[at + 1] };
+}
+
+/**
  * Writes a SocketAddress in the packed form at `at`; throws InvalidArgumentError naming `name`
  * when it is not {family: 4|6, address, port} with a valid address of that family.
  */
@@ -63,7 +104,7 @@ export function packAddress(address: SocketAddress, name: string, words: Uint32A
     if (Number.isInteger(port) && port >= 0 && port <= 65535) {
       if (family === 4) {
         // IPv4 without a Buffer or a TypedArray fill (the common case of the hot path).
-        const word = ipv4Word(address.address);
+        const word = ipv4WordOf(address.address, slotAt(at));
         if (word >= 0) {
           words[at] = 4;
           words[at + 1] = port;

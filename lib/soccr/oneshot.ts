@@ -7,12 +7,11 @@
  */
 import { InvalidArgumentError, fromNativeError } from '../errors';
 import { checkNetnsPath } from '../security';
-import { socketAddressFromWords } from './address';
 import type { SocketAddress } from './address';
 import { SoccrError } from './errors';
 import { checkConnectedTcp } from './handle';
 import { soccrBinding } from './native';
-import { PACKED_WORDS, SK_DATA_WORDS, packAddress, packSkData, transferMask } from './oneshot-pack';
+import { PACKED_WORDS, SK_DATA_WORDS, packAddress, packSkData, transferMask, unpackAddress } from './oneshot-pack';
 import { skDataFromWords } from './sk-data';
 import type { SkData } from './sk-data';
 
@@ -108,8 +107,8 @@ export function dumpFd(fd: number): SocketDump {
   }
   return {
     skData: skDataFromWords(words),
-    local: socketAddressFromWords(words, SK_DATA_WORDS),
-    remote: socketAddressFromWords(words, SK_DATA_WORDS + 8),
+    local: unpackAddress(words, SK_DATA_WORDS),
+    remote: unpackAddress(words, SK_DATA_WORDS + 8),
     recvQueue,
     sendQueue,
   };
