@@ -16,162 +16,43 @@
  * Usage: CONNECTIONS_BENCH_COUNTS=10,100,1000,10000 node bench/migration-connections-bench.js
  * (or the counts as argv[2]; default 10,100,1000).
  */
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
 // NODE_CRIU_BENCH_DIST: another build's dist/ (to compare two versions on the same machine and load).
 const dist = process.env.NODE_CRIU_BENCH_DIST || path.join(__dirname, '..', 'dist');
-const { DEVICE, DemoLab, HOST_IP, SERVICE_IP } = require(path.join(dist, 'demo', 'lab'));
+const { HOST_IP, SERVICE_IP } = require(path.join(dist, 'demo', 'lab'));
 const { makeDemoPki } = require(path.join(dist, 'demo', 'pki'));
 const { verdict } = require(path.join(dist, 'demo', 'traffic'));
-const { nsenterArgs } = require(path.join(dist, 'sys', 'netns'));
-const { announceAddress } = require(path.join(dist, 'sys', 'address'));
+const { BACKLOG, ClientFleet, IpBatch, inLab, moveVip, spawnIn } = require('./migration-connections-bench-lab');
+const { paceMsFor } = require('./migration-connections-bench-pace');
 
-const PACE = { paceBytes: 128, paceMs: Number(process.env.CONNECTIONS_BENCH_PACE_MS || 20) };
+const PACE_BYTES = 128;
+const PACE_OVERRIDE = Number(process.env.CONNECTIONS_BENCH_PACE_MS || 0);
+const MESSAGES_PER_S = Number(process.env.CONNECTIONS_BENCH_MESSAGES_PER_S || 50000);
 const PER_PROCESS = Number(process.env.CONNECTIONS_BENCH_PER_PROCESS || 1000);
 const counts = (process.env.CONNECTIONS_BENCH_COUNTS || process.argv[2] || '10,100,1000').split(',').map(Number);
 const SERVICE_PORT = 8080;
 const CHANNEL_PORT = 9443;
+/** The warm-up (steady-state jitter) and the time after the move: at least this many intervals. */
 const WARMUP_MS = 1500;
 const AFTER_MS = 1000;
+const WINDOW_PACES = 8;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const log = (line) => process.stderr.write(`${line}\n`);
-
-/** `node script config` inside a lab namespace, with an IPC channel: request() and events. */
-function spawnIn(lab, host, script, config) {
-  const child = spawn('nsenter', nsenterArgs(lab.path(host), process.execPath, [script, JSON.stringify(config)]), {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  let next = 1;
-  const pending = new Map();
-  const waiters = [];
-  child.on('message', (msg) => {
-    if (msg.id !== undefined) {
-      const entry = pending.get(msg.id);
-      pending.delete(msg.id);
-      if (entry && msg.error) entry.reject(new Error(msg.error));
-      else if (entry) entry.resolve(msg);
-      return;
-    }
-    for (const w of waiters.filter((x) => x.event === msg.event)) {
-      waiters.splice(waiters.indexOf(w), 1);
-      w.resolve(msg);
-    }
-    if (child.onEvent) child.onEvent(msg);
-  });
-  child.request = (body) =>
-    new Promise((resolve, reject) => {
-      const id = next++;
-      pending.set(id, { resolve, reject });
-      child.send({ ...body, id });
-    });
-  child.next = (event) => new Promise((resolve) => waiters.push({ event, resolve }));
-  return child;
-}
-
-/** The clients, split over processes in namespace C. */
-class ClientFleet {
-  constructor(lab, count) {
-    this.procs = [];
-    this.counts = [];
-    for (let left = count; left > 0; left -= PER_PROCESS) {
-      this.procs.push(spawnIn(lab, 'c', path.join(__dirname, 'migration-connections-clients.js'), {}));
-      this.counts.push(Math.min(PER_PROCESS, left));
-    }
-  }
-  all(body) {
-    return Promise.all(this.procs.map((p) => p.request(body)));
-  }
-  async connect(reconnect) {
-    await Promise.all(
-      this.procs.map((p, i) =>
-        p.request({ cmd: 'connect', host: SERVICE_IP, port: SERVICE_PORT, count: this.counts[i], reconnect, ...PACE }),
-      ),
-    );
-  }
-  async resetGaps() {
-    return Math.max(...(await this.all({ cmd: 'resetGaps' })).map((r) => r.steadyMaxGapMs));
-  }
-  async reports() {
-    return (await this.all({ cmd: 'report' })).flatMap((r) => r.reports);
-  }
-  /** TcpExt counters of namespace C (all client processes share it). */
-  netstat() {
-    const lines = fs.readFileSync(`/proc/${this.procs[0].pid}/net/netstat`, 'utf8').split('\n');
-    const header = lines.find((l) => l.startsWith('TcpExt:')).split(/\s+/);
-    const values = lines.filter((l) => l.startsWith('TcpExt:'))[1].split(/\s+/);
-    const get = (name) => Number(values[header.indexOf(name)]);
-    return { timeouts: get('TCPTimeouts'), lossProbes: get('TCPLossProbes') };
-  }
-}
-
-/**
- * `ip -force -batch -` kept running in one namespace: each command runs without a process start
- * (what an address move costs otherwise is mostly starting `ip` under load). A bad command after
- * each real one marks its end: ip reports it on stderr (unbuffered) once the real one is done.
- */
-class IpBatch {
-  constructor(lab, host) {
-    this.child = spawn('ip', ['-n', lab.name(host), '-force', '-batch', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    this.waiting = [];
-    let text = '';
-    this.child.stderr.on('data', (chunk) => {
-      text += chunk;
-      for (let end = text.indexOf('\n'); end >= 0; end = text.indexOf('\n')) {
-        const line = text.slice(0, end);
-        text = text.slice(end + 1);
-        const head = this.waiting[0];
-        if (!head) continue;
-        if (line.includes('ncrbench-marker')) this.waiting.shift().done();
-        else head.errors.push(line);
-      }
-    });
-  }
-  run(command) {
-    return new Promise((resolve, reject) => {
-      const errors = [];
-      this.waiting.push({ errors, done: () => (errors.length ? reject(new Error(errors.join('; '))) : resolve()) });
-      this.child.stdin.write(`${command}\nncrbench-marker\n`);
-    });
-  }
-  close() {
-    this.child.stdin.end();
-  }
-}
-
-/**
- * The handover's moveAddress hook: the service address leaves one host and arrives at the other
- * (announced by gratuitous ARP) at the same time. While both have it, the clients' packets go
- * wherever their neighbour cache says; either way they are dropped (the originals' filters on A,
- * the gap lock on B) until the restore.
- */
-async function moveVip(lab, shells, to) {
-  const from = to === 'a' ? 'b' : 'a';
-  const cidr = `${SERVICE_IP}/32`;
-  await Promise.all([
-    shells[from].run(`addr del ${cidr} dev ${DEVICE}`).catch(() => undefined),
-    shells[to].run(`addr add ${cidr} dev ${DEVICE}`),
-  ]);
-  await announceAddress({ address: SERVICE_IP, device: DEVICE, netns: lab.path(to), count: 1 });
-  lab.vipOn = to;
-}
-
-async function inLab(fn) {
-  const lab = new DemoLab();
-  const cleanup = () => lab.killProcesses().then(() => lab.destroy());
-  const onSignal = (signal) => void cleanup().finally(() => process.kill(process.pid, signal));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    await lab.setup();
-    return await fn(lab);
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await cleanup();
-  }
+/** Times the stages of a row (seconds, also logged to stderr): where a large count spends its time. */
+function stages(label) {
+  const took = {};
+  let last = performance.now();
+  const stage = (name) => {
+    const now = performance.now();
+    took[name] = (now - last) / 1000;
+    log(`  [${label}] ${name}: ${took[name].toFixed(1)} s (load ${os.loadavg()[0].toFixed(1)})`);
+    last = now;
+  };
+  stage.took = took;
+  return stage;
 }
 
 const median = (values) => {
@@ -179,29 +60,62 @@ const median = (values) => {
   return sorted.length === 0 ? 0 : sorted[Math.floor(sorted.length / 2)];
 };
 
+function rowSettings(n) {
+  const paceMs = paceMsFor(n, { override: PACE_OVERRIDE, messagesPerS: MESSAGES_PER_S });
+  return {
+    pace: { paceBytes: PACE_BYTES, paceMs },
+    warmupMs: Math.max(WARMUP_MS, WINDOW_PACES * paceMs),
+    afterMs: Math.max(AFTER_MS, WINDOW_PACES * paceMs),
+  };
+}
+
+/** Connects the fleet (no traffic yet), starts traffic everywhere, and returns the warm-up's longest gap. */
+async function connectAndWarmUp(fleet, servers, { warmupMs }, stage, reconnect) {
+  await fleet.connect(reconnect);
+  stage('connect');
+  await Promise.all([...servers.map((s) => s.request({ cmd: 'start' })), fleet.all({ cmd: 'start' })]);
+  await fleet.resetGaps();
+  await sleep(warmupMs);
+  const steadyMs = await fleet.resetGaps();
+  stage('warm-up');
+  return steadyMs;
+}
+
+/** Waits until every byte either side sent has arrived (totals), then gets the reports once. */
+async function settledReports(fleet, target) {
+  for (let i = 0; i < 100; i++) {
+    const [c, s] = await Promise.all([fleet.totals(), target.request({ cmd: 'count' })]);
+    if (c.sentBytes === s.receivedBytes && c.receivedBytes === s.sentBytes) break;
+    await sleep(100);
+  }
+  const [clients, servers] = await Promise.all([fleet.reports(), target.request({ cmd: 'report' })]);
+  return { clients, servers: new Map(servers.reports.map((r) => [r.port, r])) };
+}
+
 async function connectionsRoute(n) {
   return inLab(async (lab) => {
+    const stage = stages(`${n} route`);
+    const settings = rowSettings(n);
+    const { pace } = settings;
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${lab.id}-`));
     try {
       const pki = await makeDemoPki(path.join(dir, 'pki'), HOST_IP.b);
       const f = pki.files;
       const server = path.join(__dirname, 'migration-connections-server.js');
-      const source = spawnIn(lab, 'a', server, { role: 'source', host: SERVICE_IP, port: SERVICE_PORT, ...PACE });
+      const listen = { host: SERVICE_IP, port: SERVICE_PORT, backlog: BACKLOG };
+      const source = spawnIn(lab, 'a', server, { role: 'source', ...listen, ...pace });
       const target = spawnIn(lab, 'b', server, {
         role: 'target',
         host: HOST_IP.b,
         port: CHANNEL_PORT,
         vip: SERVICE_IP,
         tls: { cert: f.agentCert, key: f.agentKey, ca: f.ca },
-        ...PACE,
+        ...pace,
       });
       await Promise.all([source.next('listening'), target.next('listening')]);
-      const fleet = new ClientFleet(lab, n);
-      await fleet.connect(false);
-      while ((await source.request({ cmd: 'count' })).count < n) await sleep(50);
-      await fleet.resetGaps();
-      await sleep(WARMUP_MS);
-      const steadyMs = await fleet.resetGaps();
+      stage('lab, pki, servers listening');
+      const fleet = new ClientFleet(lab, n, { perProcess: PER_PROCESS, pace, port: SERVICE_PORT });
+      const steadyMs = await connectAndWarmUp(fleet, [source], settings, stage, false);
       const rstBefore = await lab.resetCounters();
       const netBefore = fleet.netstat();
       const shells = { a: new IpBatch(lab, 'a'), b: new IpBatch(lab, 'b') };
@@ -222,27 +136,20 @@ async function connectionsRoute(n) {
         `source progress (ms): ${JSON.stringify(reply.progress)}; target (from its HELLO): ${JSON.stringify(targetProgress)}`,
       );
       Object.values(shells).forEach((shell) => shell.close());
-      await sleep(AFTER_MS);
+      stage('handover');
+      await sleep(settings.afterMs);
       await fleet.all({ cmd: 'stop' });
       await target.request({ cmd: 'stop' });
-      let clients = [];
-      let servers = new Map();
-      for (let i = 0; i < 100; i++) {
-        clients = await fleet.reports();
-        servers = new Map((await target.request({ cmd: 'report' })).reports.map((r) => [r.port, r]));
-        const settled = clients.every((c) => {
-          const s = servers.get(c.port);
-          return s && s.receivedBytes === c.sent.bytes && c.received.bytes === s.sentBytes;
-        });
-        if (settled) break;
-        await sleep(100);
-      }
+      const { clients, servers } = await settledReports(fleet, target);
+      stage('after, stop, reports');
       const netAfter = fleet.netstat();
       const rstAfter = await lab.resetCounters();
       const verdicts = clients.map((c) => verdict(c, servers.get(c.port)));
+      stage('verify');
       const gaps = clients.map((c) => c.maxGapMs);
       return {
         n,
+        paceMs: pace.paceMs,
         handedOver: reply.result.handedOver,
         accepted: targetResult.accepted,
         exact: verdicts.filter((v) => v.exactClientToServer && v.exactServerToClient).length,
@@ -255,6 +162,7 @@ async function connectionsRoute(n) {
         rtos: netAfter.timeouts - netBefore.timeouts,
         lossProbes: netAfter.lossProbes - netBefore.lossProbes,
         phases: reply.result.phases,
+        stages: stage.took,
       };
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -264,77 +172,88 @@ async function connectionsRoute(n) {
 
 async function reconnectBaseline(n) {
   return inLab(async (lab) => {
+    const stage = stages(`${n} baseline`);
+    const settings = rowSettings(n);
+    const { pace } = settings;
     const script = path.join(__dirname, 'migration-connections-server.js');
-    const config = { role: 'plain', host: SERVICE_IP, port: SERVICE_PORT, ...PACE };
+    const config = { role: 'plain', host: SERVICE_IP, port: SERVICE_PORT, backlog: BACKLOG, ...pace };
     let server = spawnIn(lab, 'a', script, config);
     await server.next('listening');
-    const fleet = new ClientFleet(lab, n);
-    await fleet.connect(true);
-    await fleet.resetGaps();
-    await sleep(WARMUP_MS);
-    const steadyMs = await fleet.resetGaps();
+    stage('lab, server listening');
+    const fleet = new ClientFleet(lab, n, { perProcess: PER_PROCESS, pace, port: SERVICE_PORT });
+    const steadyMs = await connectAndWarmUp(fleet, [server], settings, stage, true);
     const netBefore = fleet.netstat();
     const started = performance.now();
     const exited = new Promise((resolve) => server.once('exit', resolve));
     server.kill('SIGKILL');
     await exited;
-    server = spawnIn(lab, 'a', script, config);
+    server = spawnIn(lab, 'a', script, { ...config, sendAtOnce: true });
     let allBackMs;
-    for (let i = 0; i < 1200 && allBackMs === undefined; i++) {
+    for (let i = 0; i < 3000 && allBackMs === undefined; i++) {
       const summaries = await fleet.all({ cmd: 'summary' });
       if (summaries.every((s, j) => s.connected === fleet.counts[j] && s.reconnected === fleet.counts[j]))
         allBackMs = performance.now() - started;
       else await sleep(20);
     }
-    await sleep(500);
+    stage('kill, restart, all reconnected');
+    await sleep(settings.afterMs);
     await fleet.all({ cmd: 'stop' });
     const reports = await fleet.reports();
+    stage('after, reports');
     const gaps = reports.map((r) => r.maxGapMs);
     return {
       n,
+      paceMs: pace.paceMs,
       longestMs: Math.max(...gaps),
       medianMs: median(gaps),
       steadyMs,
       allBackMs,
       reconnected: reports.filter((r) => r.connected).length,
       rtos: fleet.netstat().timeouts - netBefore.timeouts,
+      stages: stage.took,
     };
   });
 }
 
 const fmt = (v) => (v === undefined ? '-' : `${v >= 100 ? v.toFixed(0) : v.toFixed(1)}`);
+const secs = (took) =>
+  Object.entries(took)
+    .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+    .join(', ');
+
+function routeLine(n, r) {
+  if (r.error) return `| ${n} | connections route | failed: ${r.error} | | | | | |`;
+  const ok = r.exact === n && r.handedOver === n && r.rsts === 0;
+  return `| ${n} | connections route (A→B, address moves) | ${r.paceMs} | ${fmt(r.longestMs)} | ${fmt(r.medianMs)} | ${fmt(r.steadyMs)} | ${r.rtos} (loss probes ${r.lossProbes}) | ${ok ? 'all handed over, every byte both ways, 0 RST' : `handed over ${r.handedOver}, exact ${r.exact}, RST ${r.rsts}`} |`;
+}
+
+function baselineLine(n, b) {
+  if (b.error) return `| ${n} | reconnect baseline | failed: ${b.error} | | | | | |`;
+  return `| ${n} | baseline: reconnect to a restarted server | ${b.paceMs} | ${fmt(b.longestMs)} | ${fmt(b.medianMs)} | ${fmt(b.steadyMs)} | ${b.rtos} | ${b.reconnected}/${n} back after ${fmt(b.allBackMs)} ms; in-flight data and state lost |`;
+}
 
 async function main() {
   const rows = [];
+  const loads = [];
   for (const n of counts) {
     log(`== ${n} connections: connections route`);
     const route = await connectionsRoute(n).catch((error) => ({ n, error: error.message }));
     log(`== ${n} connections: reconnect baseline`);
     const baseline = await reconnectBaseline(n).catch((error) => ({ n, error: error.message }));
     rows.push({ n, route, baseline });
+    loads.push(os.loadavg()[0].toFixed(1));
     log(JSON.stringify({ route, baseline }));
   }
   const lines = [
     '## Connections route: client-visible pause vs number of connections',
     '',
-    `machine: ${os.cpus()[0].model}, ${os.cpus().length} CPUs (shared), load ${os.loadavg()[0].toFixed(1)}, kernel ${os.release()}, node ${process.version}`,
-    `date: ${new Date().toISOString()}; each connection carries ${PACE.paceBytes} B every ${PACE.paceMs} ms each way; clients in processes of ${PER_PROCESS} connections`,
+    `machine: ${os.cpus()[0].model}, ${os.cpus().length} CPUs (shared), load after each count ${loads.join(', ')}, kernel ${os.release()}, node ${process.version}`,
+    `date: ${new Date().toISOString()}; each connection carries ${PACE_BYTES} B each way every "pace" ms (${PACE_OVERRIDE ? 'CONNECTIONS_BENCH_PACE_MS' : `20 ms up to 1,000 connections, then ${MESSAGES_PER_S} messages/s each way over all`}), the processes' writes spread over the interval; clients in processes of ${PER_PROCESS} connections. A pause includes up to one interval.`,
     '',
-    '| connections | route | longest pause ms | median pause ms | steady-state jitter ms (before) | client RTOs | verified |',
-    '| ---: | --- | ---: | ---: | ---: | ---: | --- |',
+    '| connections | route | pace ms | longest pause ms | median pause ms | steady-state jitter ms (before) | client RTOs | verified |',
+    '| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
-  for (const { n, route: r, baseline: b } of rows) {
-    if (r.error) lines.push(`| ${n} | connections route | failed: ${r.error} | | | | |`);
-    else
-      lines.push(
-        `| ${n} | connections route (A→B, address moves) | ${fmt(r.longestMs)} | ${fmt(r.medianMs)} | ${fmt(r.steadyMs)} | ${r.rtos} (loss probes ${r.lossProbes}) | ${r.exact === n && r.handedOver === n && r.rsts === 0 ? 'all handed over, every byte both ways, 0 RST' : `handed over ${r.handedOver}, exact ${r.exact}, RST ${r.rsts}`} |`,
-      );
-    if (b.error) lines.push(`| ${n} | reconnect baseline | failed: ${b.error} | | | | |`);
-    else
-      lines.push(
-        `| ${n} | baseline: reconnect to a restarted server | ${fmt(b.longestMs)} | ${fmt(b.medianMs)} | ${fmt(b.steadyMs)} | ${b.rtos} | ${b.reconnected}/${n} back after ${fmt(b.allBackMs)} ms; in-flight data and state lost |`,
-      );
-  }
+  for (const { n, route, baseline } of rows) lines.push(routeLine(n, route), baselineLine(n, baseline));
   lines.push('', '| connections | phases of the handover (ms) |', '| ---: | --- |');
   for (const { n, route: r } of rows) {
     if (r.phases)
@@ -344,6 +263,8 @@ async function main() {
           .join(', ')} |`,
       );
   }
+  lines.push('', '| connections | stages of the route row (s) | stages of the baseline row (s) |', '| ---: | --- | --- |');
+  for (const { n, route: r, baseline: b } of rows) lines.push(`| ${n} | ${secs(r.stages ?? {})} | ${secs(b.stages ?? {})} |`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 

@@ -4,12 +4,14 @@
  * client namespace, so that 10,000 connections do not saturate one event loop). Driven over IPC
  * (replies carry `id`):
  *   {cmd:'connect', host, port, count, paceBytes, paceMs, reconnect} -> {ports}
- *     each connection sends clientSeed(port)'s pattern (paceBytes every paceMs) and hashes what it
- *     sends and receives; with `reconnect` (the baseline) it only reads, and reconnects at once
- *     (every 5 ms) when its connection closes.
+ *     opens `count` connections (at most CONNECT_BURST at a time), sending nothing yet; with
+ *     `reconnect` (the baseline) each only reads, and reconnects at once (every 5 ms) when it closes.
+ *   {cmd:'start'} each connection sends clientSeed(port)'s pattern (paceBytes every paceMs) and
+ *     hashes what it sends and receives. One timer per process: each tick of TICK_MS writes to
+ *     one slot of the connections, so the writes spread evenly over the interval.
  *   {cmd:'resetGaps'} -> {steadyMaxGapMs}: the longest gap between two arrivals so far, then restart
  *   {cmd:'stop'} stop sending; a connection silent right now counts with its open gap
- *   {cmd:'summary'} -> {connected, reconnected}: counts only (cheap to poll)
+ *   {cmd:'summary'} -> {connected, reconnected, sentBytes, receivedBytes}: totals only (cheap to poll)
  *   {cmd:'report'} -> {reports}: per connection {port, sent, received, maxGapMs, resets, errors, ended, reconnects, connected}
  */
 const { createHash } = require('node:crypto');
@@ -20,7 +22,11 @@ const { PatternStream, clientSeed } = require(
   path.join(process.env.NODE_CRIU_BENCH_DIST || path.join(__dirname, '..', 'dist'), 'demo', 'traffic'),
 );
 
+const { paceSlots } = require('./migration-connections-bench-pace');
+
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDOUT']);
+/** Connections a process opens at once (a burst of SYNs the listener's backlog takes). */
+const CONNECT_BURST = 128;
 const clients = [];
 let settings;
 let sending = true;
@@ -94,9 +100,11 @@ function newClient() {
   };
 }
 
-function tick() {
+/** Writes to the connections of this tick's slot. */
+function tick(slot, slots) {
   if (!sending || settings.reconnect) return;
-  for (const client of clients) {
+  for (let i = slot; i < clients.length; i += slots) {
+    const client = clients[i];
     const s = client.socket;
     if (!client.connected || s.destroyed || client.ended || s.writableLength > 65536) continue;
     const chunk = client.pattern.next(settings.paceBytes);
@@ -121,13 +129,18 @@ async function handle(msg) {
   switch (msg.cmd) {
     case 'connect': {
       settings = msg;
-      for (let start = 0; start < msg.count; start += 128) {
-        const batch = Array.from({ length: Math.min(128, msg.count - start) }, newClient);
+      for (let start = 0; start < msg.count; start += CONNECT_BURST) {
+        const batch = Array.from({ length: Math.min(CONNECT_BURST, msg.count - start) }, newClient);
         await Promise.all(batch.map(connectFirst));
         clients.push(...batch);
       }
-      setInterval(tick, msg.paceMs);
       return { ports: clients.map((c) => c.port) };
+    }
+    case 'start': {
+      const { tickMs, slots } = paceSlots(settings.paceMs);
+      let ticks = 0;
+      setInterval(() => tick(ticks++ % slots, slots), tickMs);
+      return {};
     }
     case 'resetGaps': {
       const now = performance.now();
@@ -151,6 +164,8 @@ async function handle(msg) {
       return {
         connected: clients.filter((c) => c.connected).length,
         reconnected: clients.filter((c) => c.reconnects > 0).length,
+        sentBytes: clients.reduce((sum, c) => sum + (c.pattern ? c.pattern.offset : 0), 0),
+        receivedBytes: clients.reduce((sum, c) => sum + c.receivedBytes, 0),
       };
     default:
       throw new Error(`unknown command ${msg.cmd}`);
