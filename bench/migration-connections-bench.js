@@ -55,6 +55,7 @@ function stages(label) {
   return stage;
 }
 
+const fmt = (v) => (v === undefined ? '-' : `${v >= 100 ? v.toFixed(0) : v.toFixed(1)}`);
 const median = (values) => {
   const sorted = Float64Array.from(values).sort();
   return sorted.length === 0 ? 0 : sorted[Math.floor(sorted.length / 2)];
@@ -72,6 +73,12 @@ function rowSettings(n) {
 /** Connects the fleet (no traffic yet), starts traffic everywhere, and returns the warm-up's longest gap. */
 async function connectAndWarmUp(fleet, servers, { warmupMs }, stage, reconnect) {
   await fleet.connect(reconnect);
+  // A client is connected once the listener's kernel answered; the server accepts it later.
+  const n = fleet.counts.reduce((a, b) => a + b, 0);
+  for (let i = 0; (await servers[0].request({ cmd: 'count' })).count < n; i++) {
+    if (i === 1200) throw new Error(`the server accepted ${(await servers[0].request({ cmd: 'count' })).count} of ${n}`);
+    await sleep(50);
+  }
   stage('connect');
   await Promise.all([...servers.map((s) => s.request({ cmd: 'start' })), fleet.all({ cmd: 'start' })]);
   await fleet.resetGaps();
@@ -127,6 +134,7 @@ async function connectionsRoute(n) {
         );
       };
       const accepted = target.next('accepted');
+      const handoverAt = performance.timeOrigin + performance.now();
       const reply = await source.request({
         cmd: 'handover',
         to: { host: HOST_IP.b, port: CHANNEL_PORT, tls: { cert: f.sourceCert, key: f.sourceKey, ca: f.ca } },
@@ -147,6 +155,10 @@ async function connectionsRoute(n) {
       const verdicts = clients.map((c) => verdict(c, servers.get(c.port)));
       stage('verify');
       const gaps = clients.map((c) => c.maxGapMs);
+      const ends = clients.map((c) => c.maxGapEndAt - handoverAt);
+      log(
+        `  longest gaps: start ${fmt(median(ends.map((e, i) => e - gaps[i])))} ms and end ${fmt(median(ends))} ms (medians) after the handover was asked for`,
+      );
       return {
         n,
         paceMs: pace.paceMs,
@@ -215,7 +227,7 @@ async function reconnectBaseline(n) {
   });
 }
 
-const fmt = (v) => (v === undefined ? '-' : `${v >= 100 ? v.toFixed(0) : v.toFixed(1)}`);
+
 const secs = (took) =>
   Object.entries(took)
     .map(([k, v]) => `${k} ${v.toFixed(1)}`)

@@ -5,14 +5,15 @@
  * (replies carry `id`):
  *   {cmd:'connect', host, port, count, paceBytes, paceMs, reconnect} -> {ports}
  *     opens `count` connections (at most CONNECT_BURST at a time), sending nothing yet; with
- *     `reconnect` (the baseline) each only reads, and reconnects at once (every 5 ms) when it closes.
+ *     `reconnect` (the baseline) each reconnects at once (every 5 ms) when it closes, and its bytes
+ *     are counted, not hashed (the restarted server has lost them anyway).
  *   {cmd:'start'} each connection sends clientSeed(port)'s pattern (paceBytes every paceMs) and
  *     hashes what it sends and receives. One timer per process: each tick of TICK_MS writes to
  *     one slot of the connections, so the writes spread evenly over the interval.
  *   {cmd:'resetGaps'} -> {steadyMaxGapMs}: the longest gap between two arrivals so far, then restart
  *   {cmd:'stop'} stop sending; a connection silent right now counts with its open gap
  *   {cmd:'summary'} -> {connected, reconnected, sentBytes, receivedBytes}: totals only (cheap to poll)
- *   {cmd:'report'} -> {reports}: per connection {port, sent, received, maxGapMs, resets, errors, ended, reconnects, connected}
+ *   {cmd:'report'} -> {reports}: per connection {port, sent, received, maxGapMs, maxGapEndAt, resets, errors, ended, reconnects, connected}
  */
 const { createHash } = require('node:crypto');
 const net = require('node:net');
@@ -37,6 +38,7 @@ function open(client) {
   client.socket = socket;
   socket.on('connect', () => {
     client.connected = true;
+    client.ended = false;
     if (client.port === 0) {
       client.port = socket.localPort;
       client.pattern = new PatternStream(clientSeed(client.port));
@@ -44,7 +46,7 @@ function open(client) {
   });
   socket.on('data', (data) => {
     const now = performance.now();
-    if (timingGaps) client.maxGapMs = Math.max(client.maxGapMs, now - client.lastDataAt);
+    if (timingGaps) noteGap(client, now);
     client.lastDataAt = now;
     client.receivedBytes += data.length;
     if (!settings.reconnect) client.receivedHash.update(data);
@@ -92,6 +94,7 @@ function newClient() {
     receivedBytes: 0,
     lastDataAt: performance.now(),
     maxGapMs: 0,
+    maxGapEndAt: 0,
     resets: 0,
     errors: [],
     ended: false,
@@ -100,15 +103,22 @@ function newClient() {
   };
 }
 
+/** The longest gap so far, and when it ended (epoch ms: the parent places it among the phases). */
+function noteGap(client, now) {
+  if (now - client.lastDataAt <= client.maxGapMs) return;
+  client.maxGapMs = now - client.lastDataAt;
+  client.maxGapEndAt = performance.timeOrigin + now;
+}
+
 /** Writes to the connections of this tick's slot. */
 function tick(slot, slots) {
-  if (!sending || settings.reconnect) return;
+  if (!sending) return;
   for (let i = slot; i < clients.length; i += slots) {
     const client = clients[i];
     const s = client.socket;
     if (!client.connected || s.destroyed || client.ended || s.writableLength > 65536) continue;
     const chunk = client.pattern.next(settings.paceBytes);
-    client.sentHash.update(chunk);
+    if (!settings.reconnect) client.sentHash.update(chunk);
     s.write(chunk);
   }
 }
@@ -118,6 +128,7 @@ const report = (c) => ({
   sent: { bytes: c.pattern ? c.pattern.offset : 0, sha256: c.sentHash.copy().digest('hex') },
   received: { bytes: c.receivedBytes, sha256: c.receivedHash.copy().digest('hex') },
   maxGapMs: c.maxGapMs,
+  maxGapEndAt: c.maxGapEndAt,
   resets: c.resets,
   errors: c.errors,
   ended: c.ended,
@@ -153,7 +164,7 @@ async function handle(msg) {
     }
     case 'stop': {
       const now = performance.now();
-      for (const c of clients) c.maxGapMs = Math.max(c.maxGapMs, now - c.lastDataAt);
+      for (const c of clients) noteGap(c, now);
       timingGaps = false;
       sending = false;
       return {};
