@@ -73,8 +73,9 @@ class ClientFleet {
       ),
     );
   }
+  /** Each connection's longest gap between two arrivals since the last reset. */
   async resetGaps() {
-    return Math.max(...(await this.all({ cmd: 'resetGaps' })).map((r) => r.steadyMaxGapMs));
+    return (await this.all({ cmd: 'resetGaps' })).flatMap((r) => r.gaps);
   }
   /** Byte totals over every client: cheap to poll, unlike the reports. */
   async totals() {

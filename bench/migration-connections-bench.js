@@ -33,6 +33,7 @@ const PACE_OVERRIDE = Number(process.env.CONNECTIONS_BENCH_PACE_MS || 0);
 const MESSAGES_PER_S = Number(process.env.CONNECTIONS_BENCH_MESSAGES_PER_S || 50000);
 const PER_PROCESS = Number(process.env.CONNECTIONS_BENCH_PER_PROCESS || 1000);
 const counts = (process.env.CONNECTIONS_BENCH_COUNTS || process.argv[2] || '10,100,1000').split(',').map(Number);
+const ROUTES = (process.env.CONNECTIONS_BENCH_ROUTES || 'route,baseline').split(',');
 const SERVICE_PORT = 8080;
 const CHANNEL_PORT = 9443;
 /** The warm-up (steady-state jitter) and the time after the move: at least this many intervals. */
@@ -64,14 +65,26 @@ const median = (values) => {
 function rowSettings(n) {
   const paceMs = paceMsFor(n, { override: PACE_OVERRIDE, messagesPerS: MESSAGES_PER_S });
   return {
+    paceMs,
     pace: { paceBytes: PACE_BYTES, paceMs },
     warmupMs: Math.max(WARMUP_MS, WINDOW_PACES * paceMs),
     afterMs: Math.max(AFTER_MS, WINDOW_PACES * paceMs),
   };
 }
 
-/** Connects the fleet (no traffic yet), starts traffic everywhere, and returns the warm-up's longest gap. */
-async function connectAndWarmUp(fleet, servers, { warmupMs }, stage, reconnect) {
+/** CPU seconds (user + system) a process used so far. */
+const USER_HZ = 100;
+function cpuSeconds(pid) {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / USER_HZ;
+}
+
+/**
+ * Connects the fleet (no traffic yet), starts traffic everywhere, lets it settle, and returns the
+ * warm-up's longest gap and the share of a CPU the server used meanwhile (1 = a whole CPU: the
+ * load is more than it can keep up with).
+ */
+async function connectAndWarmUp(fleet, servers, { warmupMs, pace }, stage, reconnect) {
   await fleet.connect(reconnect);
   // A client is connected once the listener's kernel answered; the server accepts it later.
   const n = fleet.counts.reduce((a, b) => a + b, 0);
@@ -81,11 +94,15 @@ async function connectAndWarmUp(fleet, servers, { warmupMs }, stage, reconnect) 
   }
   stage('connect');
   await Promise.all([...servers.map((s) => s.request({ cmd: 'start' })), fleet.all({ cmd: 'start' })]);
+  await sleep(Math.max(500, 2 * pace.paceMs));
   await fleet.resetGaps();
+  const cpuBefore = cpuSeconds(servers[0].pid);
+  const startedAt = performance.now();
   await sleep(warmupMs);
-  const steadyMs = await fleet.resetGaps();
+  const steadyGaps = await fleet.resetGaps();
+  const serverCpu = (cpuSeconds(servers[0].pid) - cpuBefore) / ((performance.now() - startedAt) / 1000);
   stage('warm-up');
-  return steadyMs;
+  return { steadyMs: Math.max(...steadyGaps), steadyMedianMs: median(steadyGaps), serverCpu };
 }
 
 /** Waits until every byte either side sent has arrived (totals), then gets the reports once. */
@@ -122,7 +139,7 @@ async function connectionsRoute(n) {
       await Promise.all([source.next('listening'), target.next('listening')]);
       stage('lab, pki, servers listening');
       const fleet = new ClientFleet(lab, n, { perProcess: PER_PROCESS, pace, port: SERVICE_PORT });
-      const steadyMs = await connectAndWarmUp(fleet, [source], settings, stage, false);
+      const { steadyMs, steadyMedianMs, serverCpu } = await connectAndWarmUp(fleet, [source], settings, stage, false);
       const rstBefore = await lab.resetCounters();
       const netBefore = fleet.netstat();
       const shells = { a: new IpBatch(lab, 'a'), b: new IpBatch(lab, 'b') };
@@ -171,6 +188,8 @@ async function connectionsRoute(n) {
         longestMs: Math.max(...gaps),
         medianMs: median(gaps),
         steadyMs,
+        steadyMedianMs,
+        serverCpu,
         rtos: netAfter.timeouts - netBefore.timeouts,
         lossProbes: netAfter.lossProbes - netBefore.lossProbes,
         phases: reply.result.phases,
@@ -193,7 +212,7 @@ async function reconnectBaseline(n) {
     await server.next('listening');
     stage('lab, server listening');
     const fleet = new ClientFleet(lab, n, { perProcess: PER_PROCESS, pace, port: SERVICE_PORT });
-    const steadyMs = await connectAndWarmUp(fleet, [server], settings, stage, true);
+    const { steadyMs, steadyMedianMs, serverCpu } = await connectAndWarmUp(fleet, [server], settings, stage, true);
     const netBefore = fleet.netstat();
     const started = performance.now();
     const exited = new Promise((resolve) => server.once('exit', resolve));
@@ -219,6 +238,8 @@ async function reconnectBaseline(n) {
       longestMs: Math.max(...gaps),
       medianMs: median(gaps),
       steadyMs,
+      steadyMedianMs,
+      serverCpu,
       allBackMs,
       reconnected: reports.filter((r) => r.connected).length,
       rtos: fleet.netstat().timeouts - netBefore.timeouts,
@@ -228,20 +249,21 @@ async function reconnectBaseline(n) {
 }
 
 
+const pct = (share) => `${Math.round(share * 100)}%`;
 const secs = (took) =>
   Object.entries(took)
     .map(([k, v]) => `${k} ${v.toFixed(1)}`)
     .join(', ');
 
 function routeLine(n, r) {
-  if (r.error) return `| ${n} | connections route | failed: ${r.error} | | | | | |`;
+  if (r.error) return `| ${n} | connections route | failed: ${r.error} | | | | | | |`;
   const ok = r.exact === n && r.handedOver === n && r.rsts === 0;
-  return `| ${n} | connections route (A→B, address moves) | ${r.paceMs} | ${fmt(r.longestMs)} | ${fmt(r.medianMs)} | ${fmt(r.steadyMs)} | ${r.rtos} (loss probes ${r.lossProbes}) | ${ok ? 'all handed over, every byte both ways, 0 RST' : `handed over ${r.handedOver}, exact ${r.exact}, RST ${r.rsts}`} |`;
+  return `| ${n} | connections route (A→B, address moves) | ${r.paceMs} | ${fmt(r.longestMs)} | ${fmt(r.medianMs)} | ${fmt(r.steadyMs)} / ${fmt(r.steadyMedianMs)} | ${pct(r.serverCpu)} | ${r.rtos} (loss probes ${r.lossProbes}) | ${ok ? 'all handed over, every byte both ways, 0 RST' : `handed over ${r.handedOver}, exact ${r.exact}, RST ${r.rsts}`} |`;
 }
 
 function baselineLine(n, b) {
-  if (b.error) return `| ${n} | reconnect baseline | failed: ${b.error} | | | | | |`;
-  return `| ${n} | baseline: reconnect to a restarted server | ${b.paceMs} | ${fmt(b.longestMs)} | ${fmt(b.medianMs)} | ${fmt(b.steadyMs)} | ${b.rtos} | ${b.reconnected}/${n} back after ${fmt(b.allBackMs)} ms; in-flight data and state lost |`;
+  if (b.error) return `| ${n} | reconnect baseline | failed: ${b.error} | | | | | | |`;
+  return `| ${n} | baseline: reconnect to a restarted server | ${b.paceMs} | ${fmt(b.longestMs)} | ${fmt(b.medianMs)} | ${fmt(b.steadyMs)} / ${fmt(b.steadyMedianMs)} | ${pct(b.serverCpu)} | ${b.rtos} | ${b.reconnected}/${n} back after ${fmt(b.allBackMs)} ms; in-flight data and state lost |`;
 }
 
 async function main() {
@@ -249,9 +271,13 @@ async function main() {
   const loads = [];
   for (const n of counts) {
     log(`== ${n} connections: connections route`);
-    const route = await connectionsRoute(n).catch((error) => ({ n, error: error.message }));
+    const route = ROUTES.includes('route')
+      ? await connectionsRoute(n).catch((error) => ({ n, error: error.message }))
+      : { n, error: 'not run' };
     log(`== ${n} connections: reconnect baseline`);
-    const baseline = await reconnectBaseline(n).catch((error) => ({ n, error: error.message }));
+    const baseline = ROUTES.includes('baseline')
+      ? await reconnectBaseline(n).catch((error) => ({ n, error: error.message }))
+      : { n, error: 'not run' };
     rows.push({ n, route, baseline });
     loads.push(os.loadavg()[0].toFixed(1));
     log(JSON.stringify({ route, baseline }));
@@ -262,8 +288,8 @@ async function main() {
     `machine: ${os.cpus()[0].model}, ${os.cpus().length} CPUs (shared), load after each count ${loads.join(', ')}, kernel ${os.release()}, node ${process.version}`,
     `date: ${new Date().toISOString()}; each connection carries ${PACE_BYTES} B each way every "pace" ms (${PACE_OVERRIDE ? 'CONNECTIONS_BENCH_PACE_MS' : `20 ms up to 1,000 connections, then ${MESSAGES_PER_S} messages/s each way over all`}), the processes' writes spread over the interval; clients in processes of ${PER_PROCESS} connections. A pause includes up to one interval.`,
     '',
-    '| connections | route | pace ms | longest pause ms | median pause ms | steady-state jitter ms (before) | client RTOs | verified |',
-    '| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |',
+    '| connections | route | pace ms | longest pause ms | median pause ms | steady-state gap ms (before): longest / median | server CPU (warm-up) | client RTOs | verified |',
+    '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const { n, route, baseline } of rows) lines.push(routeLine(n, route), baselineLine(n, baseline));
   lines.push('', '| connections | phases of the handover (ms) |', '| ---: | --- |');

@@ -10,7 +10,7 @@
  *   {cmd:'start'} each connection sends clientSeed(port)'s pattern (paceBytes every paceMs) and
  *     hashes what it sends and receives. One timer per process: each tick of TICK_MS writes to
  *     one slot of the connections, so the writes spread evenly over the interval.
- *   {cmd:'resetGaps'} -> {steadyMaxGapMs}: the longest gap between two arrivals so far, then restart
+ *   {cmd:'resetGaps'} -> {gaps}: each connection's longest gap between two arrivals so far, then restart
  *   {cmd:'stop'} stop sending; a connection silent right now counts with its open gap
  *   {cmd:'summary'} -> {connected, reconnected, sentBytes, receivedBytes}: totals only (cheap to poll)
  *   {cmd:'report'} -> {reports}: per connection {port, sent, received, maxGapMs, maxGapEndAt, resets, errors, ended, reconnects, connected}
@@ -155,12 +155,12 @@ async function handle(msg) {
     }
     case 'resetGaps': {
       const now = performance.now();
-      const steadyMaxGapMs = Math.max(0, ...clients.map((c) => Math.max(c.maxGapMs, now - c.lastDataAt)));
+      const gaps = clients.map((c) => Math.max(c.maxGapMs, now - c.lastDataAt));
       for (const c of clients) {
         c.maxGapMs = 0;
         c.lastDataAt = now;
       }
-      return { steadyMaxGapMs };
+      return { gaps };
     }
     case 'stop': {
       const now = performance.now();
