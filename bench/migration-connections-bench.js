@@ -30,6 +30,8 @@ const { paceMsFor } = require('./migration-connections-bench-pace');
 
 const PACE_BYTES = 128;
 const PACE_OVERRIDE = Number(process.env.CONNECTIONS_BENCH_PACE_MS || 0);
+/** How soon a baseline client tries again after its connection closed or was refused. */
+const RECONNECT_MS = Number(process.env.CONNECTIONS_BENCH_RECONNECT_MS || 5);
 const MESSAGES_PER_S = Number(process.env.CONNECTIONS_BENCH_MESSAGES_PER_S || 50000);
 const PER_PROCESS = Number(process.env.CONNECTIONS_BENCH_PER_PROCESS || 1000);
 const counts = (process.env.CONNECTIONS_BENCH_COUNTS || process.argv[2] || '10,100,1000').split(',').map(Number);
@@ -66,7 +68,7 @@ function rowSettings(n) {
   const paceMs = paceMsFor(n, { override: PACE_OVERRIDE, messagesPerS: MESSAGES_PER_S });
   return {
     paceMs,
-    pace: { paceBytes: PACE_BYTES, paceMs },
+    pace: { paceBytes: PACE_BYTES, paceMs, reconnectMs: RECONNECT_MS },
     warmupMs: Math.max(WARMUP_MS, WINDOW_PACES * paceMs),
     afterMs: Math.max(AFTER_MS, WINDOW_PACES * paceMs),
   };
@@ -218,7 +220,10 @@ async function reconnectBaseline(n) {
     const exited = new Promise((resolve) => server.once('exit', resolve));
     server.kill('SIGKILL');
     await exited;
+    log(`  [${n} baseline] killed server gone after ${fmt(performance.now() - started)} ms`);
     server = spawnIn(lab, 'a', script, { ...config, sendAtOnce: true });
+    let listeningMs;
+    server.next('listening').then(() => (listeningMs = performance.now() - started));
     let allBackMs;
     for (let i = 0; i < 3000 && allBackMs === undefined; i++) {
       const summaries = await fleet.all({ cmd: 'summary' });
@@ -241,6 +246,8 @@ async function reconnectBaseline(n) {
       steadyMedianMs,
       serverCpu,
       allBackMs,
+      listeningMs,
+      reconnectMs: pace.reconnectMs,
       reconnected: reports.filter((r) => r.connected).length,
       rtos: fleet.netstat().timeouts - netBefore.timeouts,
       stages: stage.took,
@@ -263,7 +270,7 @@ function routeLine(n, r) {
 
 function baselineLine(n, b) {
   if (b.error) return `| ${n} | reconnect baseline | failed: ${b.error} | | | | | | |`;
-  return `| ${n} | baseline: reconnect to a restarted server | ${b.paceMs} | ${fmt(b.longestMs)} | ${fmt(b.medianMs)} | ${fmt(b.steadyMs)} / ${fmt(b.steadyMedianMs)} | ${pct(b.serverCpu)} | ${b.rtos} | ${b.reconnected}/${n} back after ${fmt(b.allBackMs)} ms; in-flight data and state lost |`;
+  return `| ${n} | baseline: reconnect to a restarted server | ${b.paceMs} | ${fmt(b.longestMs)} | ${fmt(b.medianMs)} | ${fmt(b.steadyMs)} / ${fmt(b.steadyMedianMs)} | ${pct(b.serverCpu)} | ${b.rtos} | ${b.reconnected}/${n} back after ${fmt(b.allBackMs)} ms (server listening after ${fmt(b.listeningMs)} ms, clients retrying every ${b.reconnectMs} ms); in-flight data and state lost |`;
 }
 
 async function main() {

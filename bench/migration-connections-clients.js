@@ -3,9 +3,9 @@
  * One client process of bench/migration-connections-bench.js (several run side by side in the
  * client namespace, so that 10,000 connections do not saturate one event loop). Driven over IPC
  * (replies carry `id`):
- *   {cmd:'connect', host, port, count, paceBytes, paceMs, reconnect} -> {ports}
+ *   {cmd:'connect', host, port, count, paceBytes, paceMs, reconnect, reconnectMs} -> {ports}
  *     opens `count` connections (at most CONNECT_BURST at a time), sending nothing yet; with
- *     `reconnect` (the baseline) each reconnects at once (every 5 ms) when it closes, and its bytes
+ *     `reconnect` (the baseline) each reconnects after reconnectMs (again and again until it gets through) when it closes, and its bytes
  *     are counted, not hashed (the restarted server has lost them anyway).
  *   {cmd:'start'} each connection sends clientSeed(port)'s pattern (paceBytes every paceMs) and
  *     hashes what it sends and receives. One timer per process: each tick of TICK_MS writes to
@@ -61,7 +61,7 @@ function open(client) {
     // A first connect that failed is retried by connectFirst, not here.
     if (!settings.reconnect || client.port === 0) return;
     client.reconnects++;
-    setTimeout(() => open(client).catch(() => undefined), 5);
+    setTimeout(() => open(client).catch(() => undefined), settings.reconnectMs);
   });
   return new Promise((resolve, reject) => {
     socket.once('connect', resolve);
