@@ -69,7 +69,14 @@ class ClientFleet {
   async connect(reconnect) {
     await Promise.all(
       this.procs.map((p, i) =>
-        p.request({ cmd: 'connect', host: SERVICE_IP, port: this.port, count: this.counts[i], reconnect, ...this.pace }),
+        p.request({
+          cmd: 'connect',
+          host: SERVICE_IP,
+          port: this.port,
+          count: this.counts[i],
+          reconnect,
+          ...this.pace,
+        }),
       ),
     );
   }

@@ -7,14 +7,22 @@
  *   - baseline: clients simply reconnect to a restarted server (killed, started again on A); the
  *     pause is from the last byte before the kill to the first byte on the new connection, and
  *     everything in flight (and the server's per-connection state) is lost.
- * Each connection carries 128 B every 20 ms each way (CONNECTIONS_BENCH_PACE_MS to change). The
- * clients run in several processes (CONNECTIONS_BENCH_PER_PROCESS connections each, default 1000).
+ * The connections are set up first (each client process opens at most 128 at a time; the server
+ * namespace's SYN backlog is raised), then traffic starts everywhere: each connection carries
+ * 128 B each way every "pace" ms, 20 ms up to 1,000 connections and then longer so that the total
+ * stays at CONNECTIONS_BENCH_MESSAGES_PER_S (default 50,000/s each way: 10,000 connections at
+ * 200 ms); CONNECTIONS_BENCH_PACE_MS fixes it for every row. Every process has one timer that
+ * writes to a slot of its connections per tick, so the writes spread over the interval. The clients
+ * run in processes of CONNECTIONS_BENCH_PER_PROCESS connections (default 1000).
  * Per row: longest and median client pause (per connection, its longest gap between two arrivals
- * of data during the migration window), the steady-state jitter before (the longest gap of a
- * warm-up window), client retransmission timeouts (TcpExtTCPTimeouts of the client namespace,
- * before/after) and the handover's phases. Prints markdown tables. Needs root and dist/.
+ * of data during the migration window; it includes up to one pace), the steady-state gaps of a
+ * warm-up window before (longest and median over the connections) with the server's CPU share
+ * meanwhile (near 100%: the load is more than it keeps up with), client retransmission timeouts
+ * (TcpExtTCPTimeouts of the client namespace, before/after), the handover's phases, and how long
+ * each stage of the row took. Prints markdown tables. Needs root and dist/.
  * Usage: CONNECTIONS_BENCH_COUNTS=10,100,1000,10000 node bench/migration-connections-bench.js
- * (or the counts as argv[2]; default 10,100,1000).
+ * (or the counts as argv[2]; default 10,100,1000). CONNECTIONS_BENCH_ROUTES=route or baseline runs
+ * one of the two; CONNECTIONS_BENCH_RECONNECT_MS: the baseline clients' retry delay (default 5).
  */
 const fs = require('node:fs');
 const os = require('node:os');
@@ -91,7 +99,8 @@ async function connectAndWarmUp(fleet, servers, { warmupMs, pace }, stage, recon
   // A client is connected once the listener's kernel answered; the server accepts it later.
   const n = fleet.counts.reduce((a, b) => a + b, 0);
   for (let i = 0; (await servers[0].request({ cmd: 'count' })).count < n; i++) {
-    if (i === 1200) throw new Error(`the server accepted ${(await servers[0].request({ cmd: 'count' })).count} of ${n}`);
+    if (i === 1200)
+      throw new Error(`the server accepted ${(await servers[0].request({ cmd: 'count' })).count} of ${n}`);
     await sleep(50);
   }
   stage('connect');
@@ -255,7 +264,6 @@ async function reconnectBaseline(n) {
   });
 }
 
-
 const pct = (share) => `${Math.round(share * 100)}%`;
 const secs = (took) =>
   Object.entries(took)
@@ -308,8 +316,13 @@ async function main() {
           .join(', ')} |`,
       );
   }
-  lines.push('', '| connections | stages of the route row (s) | stages of the baseline row (s) |', '| ---: | --- | --- |');
-  for (const { n, route: r, baseline: b } of rows) lines.push(`| ${n} | ${secs(r.stages ?? {})} | ${secs(b.stages ?? {})} |`);
+  lines.push(
+    '',
+    '| connections | stages of the route row (s) | stages of the baseline row (s) |',
+    '| ---: | --- | --- |',
+  );
+  for (const { n, route: r, baseline: b } of rows)
+    lines.push(`| ${n} | ${secs(r.stages ?? {})} | ${secs(b.stages ?? {})} |`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 

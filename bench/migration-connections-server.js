@@ -199,5 +199,7 @@ if (config.role === 'target') {
 } else {
   listener = net.createServer({ noDelay: true }, (socket) => adopt(socket));
   listener.maxConnections = 100000;
-  listener.listen({ host: config.host, port: config.port, backlog: config.backlog }, () => send({ event: 'listening' }));
+  listener.listen({ host: config.host, port: config.port, backlog: config.backlog }, () =>
+    send({ event: 'listening' }),
+  );
 }
