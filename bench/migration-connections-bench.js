@@ -9,15 +9,17 @@
  *     everything in flight (and the server's per-connection state) is lost.
  * The connections are set up first (each client process opens at most 128 at a time; the server
  * namespace's SYN backlog is raised), then traffic starts everywhere: each connection carries
- * 128 B each way every "pace" ms, 20 ms up to 1,000 connections and then longer so that the total
- * stays at CONNECTIONS_BENCH_MESSAGES_PER_S (default 50,000/s each way: 10,000 connections at
- * 200 ms); CONNECTIONS_BENCH_PACE_MS fixes it for every row. Every process has one timer that
+ * 128 B each way every "pace" ms: 20 ms up to 1,000 connections; above, long enough that the total
+ * stays at CONNECTIONS_BENCH_MESSAGES_PER_S (default 20,000/s each way: 10,000 connections at
+ * 500 ms), a load the machine keeps up with; CONNECTIONS_BENCH_PACE_MS fixes it for every row. Every process has one timer that
  * writes to a slot of its connections per tick, so the writes spread over the interval. The clients
- * run in processes of CONNECTIONS_BENCH_PER_PROCESS connections (default 1000).
+ * run in processes of CONNECTIONS_BENCH_PER_PROCESS connections (default 5000: fewer processes leave
+ * the server more of the CPUs).
  * Per row: longest and median client pause (per connection, its longest gap between two arrivals
  * of data during the migration window; it includes up to one pace), the steady-state gaps of a
- * warm-up window before (longest and median over the connections) with the server's CPU share
- * meanwhile (near 100%: the load is more than it keeps up with), client retransmission timeouts
+ * warm-up window before (longest and median over the connections) with the messages per second
+ * that arrived of those the pace asks for (fewer: the load is more than the machine keeps up
+ * with) and the server's CPU share meanwhile, client retransmission timeouts
  * (TcpExtTCPTimeouts of the client namespace, before/after), the handover's phases, and how long
  * each stage of the row took. Prints markdown tables. Needs root and dist/.
  * Usage: CONNECTIONS_BENCH_COUNTS=10,100,1000,10000 node bench/migration-connections-bench.js
@@ -40,8 +42,8 @@ const PACE_BYTES = 128;
 const PACE_OVERRIDE = Number(process.env.CONNECTIONS_BENCH_PACE_MS || 0);
 /** How soon a baseline client tries again after its connection closed or was refused. */
 const RECONNECT_MS = Number(process.env.CONNECTIONS_BENCH_RECONNECT_MS || 5);
-const MESSAGES_PER_S = Number(process.env.CONNECTIONS_BENCH_MESSAGES_PER_S || 50000);
-const PER_PROCESS = Number(process.env.CONNECTIONS_BENCH_PER_PROCESS || 1000);
+const MESSAGES_PER_S = Number(process.env.CONNECTIONS_BENCH_MESSAGES_PER_S || 20000);
+const PER_PROCESS = Number(process.env.CONNECTIONS_BENCH_PER_PROCESS || 5000);
 const counts = (process.env.CONNECTIONS_BENCH_COUNTS || process.argv[2] || '10,100,1000').split(',').map(Number);
 const ROUTES = (process.env.CONNECTIONS_BENCH_ROUTES || 'route,baseline').split(',');
 const SERVICE_PORT = 8080;
@@ -66,6 +68,8 @@ function stages(label) {
   return stage;
 }
 
+const pct = (share) => `${Math.round(share * 100)}%`;
+const msgs = (load) => `${Math.round(load.arrivedPerS)} of ${Math.round(load.askedPerS)}`;
 const fmt = (v) => (v === undefined ? '-' : `${v >= 100 ? v.toFixed(0) : v.toFixed(1)}`);
 const median = (values) => {
   const sorted = Float64Array.from(values).sort();
@@ -107,13 +111,28 @@ async function connectAndWarmUp(fleet, servers, { warmupMs, pace }, stage, recon
   await Promise.all([...servers.map((s) => s.request({ cmd: 'start' })), fleet.all({ cmd: 'start' })]);
   await sleep(Math.max(500, 2 * pace.paceMs));
   await fleet.resetGaps();
+  await servers[0].request({ cmd: 'loopStats' });
   const cpuBefore = cpuSeconds(servers[0].pid);
+  const bytesBefore = await fleet.totals();
+  const serverBefore = await servers[0].request({ cmd: 'count' });
   const startedAt = performance.now();
   await sleep(warmupMs);
   const steadyGaps = await fleet.resetGaps();
-  const serverCpu = (cpuSeconds(servers[0].pid) - cpuBefore) / ((performance.now() - startedAt) / 1000);
+  const seconds = (performance.now() - startedAt) / 1000;
+  const serverCpu = (cpuSeconds(servers[0].pid) - cpuBefore) / seconds;
+  // Messages per second each way that arrived, against what the pace asks for.
+  const arrived = (await fleet.totals()).receivedBytes - bytesBefore.receivedBytes;
+  const serverSent = (await servers[0].request({ cmd: 'count' })).sentBytes - serverBefore.sentBytes;
+  const load = { arrivedPerS: arrived / pace.paceBytes / seconds, askedPerS: (n * 1000) / pace.paceMs };
+  const loop = await servers[0].request({ cmd: 'loopStats' });
+  const late = loop.loopSamples
+    ? `event loop late by ${fmt(loop.loopDelayP50Ms)} ms (median), ${fmt(loop.loopDelayMaxMs)} ms (most)`
+    : 'no event-loop sample';
+  log(
+    `  server during the warm-up: CPU ${pct(serverCpu)}, ${late}, garbage collection ${fmt(loop.gcMs)} ms; ${Math.round(load.arrivedPerS)} of ${Math.round(load.askedPerS)} messages/s arrived (the server sent ${Math.round(serverSent / pace.paceBytes / seconds)}/s)`,
+  );
   stage('warm-up');
-  return { steadyMs: Math.max(...steadyGaps), steadyMedianMs: median(steadyGaps), serverCpu };
+  return { steadyMs: Math.max(...steadyGaps), steadyMedianMs: median(steadyGaps), serverCpu, load };
 }
 
 /** Waits until every byte either side sent has arrived (totals), then gets the reports once. */
@@ -150,7 +169,13 @@ async function connectionsRoute(n) {
       await Promise.all([source.next('listening'), target.next('listening')]);
       stage('lab, pki, servers listening');
       const fleet = new ClientFleet(lab, n, { perProcess: PER_PROCESS, pace, port: SERVICE_PORT });
-      const { steadyMs, steadyMedianMs, serverCpu } = await connectAndWarmUp(fleet, [source], settings, stage, false);
+      const { steadyMs, steadyMedianMs, serverCpu, load } = await connectAndWarmUp(
+        fleet,
+        [source],
+        settings,
+        stage,
+        false,
+      );
       const rstBefore = await lab.resetCounters();
       const netBefore = fleet.netstat();
       const shells = { a: new IpBatch(lab, 'a'), b: new IpBatch(lab, 'b') };
@@ -201,6 +226,7 @@ async function connectionsRoute(n) {
         steadyMs,
         steadyMedianMs,
         serverCpu,
+        load,
         rtos: netAfter.timeouts - netBefore.timeouts,
         lossProbes: netAfter.lossProbes - netBefore.lossProbes,
         phases: reply.result.phases,
@@ -223,7 +249,13 @@ async function reconnectBaseline(n) {
     await server.next('listening');
     stage('lab, server listening');
     const fleet = new ClientFleet(lab, n, { perProcess: PER_PROCESS, pace, port: SERVICE_PORT });
-    const { steadyMs, steadyMedianMs, serverCpu } = await connectAndWarmUp(fleet, [server], settings, stage, true);
+    const { steadyMs, steadyMedianMs, serverCpu, load } = await connectAndWarmUp(
+      fleet,
+      [server],
+      settings,
+      stage,
+      true,
+    );
     const netBefore = fleet.netstat();
     const started = performance.now();
     const exited = new Promise((resolve) => server.once('exit', resolve));
@@ -254,6 +286,7 @@ async function reconnectBaseline(n) {
       steadyMs,
       steadyMedianMs,
       serverCpu,
+      load,
       allBackMs,
       listeningMs,
       reconnectMs: pace.reconnectMs,
@@ -264,7 +297,6 @@ async function reconnectBaseline(n) {
   });
 }
 
-const pct = (share) => `${Math.round(share * 100)}%`;
 const secs = (took) =>
   Object.entries(took)
     .map(([k, v]) => `${k} ${v.toFixed(1)}`)
@@ -273,12 +305,12 @@ const secs = (took) =>
 function routeLine(n, r) {
   if (r.error) return `| ${n} | connections route | failed: ${r.error} | | | | | | |`;
   const ok = r.exact === n && r.handedOver === n && r.rsts === 0;
-  return `| ${n} | connections route (A→B, address moves) | ${r.paceMs} | ${fmt(r.longestMs)} | ${fmt(r.medianMs)} | ${fmt(r.steadyMs)} / ${fmt(r.steadyMedianMs)} | ${pct(r.serverCpu)} | ${r.rtos} (loss probes ${r.lossProbes}) | ${ok ? 'all handed over, every byte both ways, 0 RST' : `handed over ${r.handedOver}, exact ${r.exact}, RST ${r.rsts}`} |`;
+  return `| ${n} | connections route (A→B, address moves) | ${r.paceMs} | ${fmt(r.longestMs)} | ${fmt(r.medianMs)} | ${fmt(r.steadyMs)} / ${fmt(r.steadyMedianMs)} | ${msgs(r.load)}, server CPU ${pct(r.serverCpu)} | ${r.rtos} (loss probes ${r.lossProbes}) | ${ok ? 'all handed over, every byte both ways, 0 RST' : `handed over ${r.handedOver}, exact ${r.exact}, RST ${r.rsts}`} |`;
 }
 
 function baselineLine(n, b) {
   if (b.error) return `| ${n} | reconnect baseline | failed: ${b.error} | | | | | | |`;
-  return `| ${n} | baseline: reconnect to a restarted server | ${b.paceMs} | ${fmt(b.longestMs)} | ${fmt(b.medianMs)} | ${fmt(b.steadyMs)} / ${fmt(b.steadyMedianMs)} | ${pct(b.serverCpu)} | ${b.rtos} | ${b.reconnected}/${n} back after ${fmt(b.allBackMs)} ms (server listening after ${fmt(b.listeningMs)} ms, clients retrying every ${b.reconnectMs} ms); in-flight data and state lost |`;
+  return `| ${n} | baseline: reconnect to a restarted server | ${b.paceMs} | ${fmt(b.longestMs)} | ${fmt(b.medianMs)} | ${fmt(b.steadyMs)} / ${fmt(b.steadyMedianMs)} | ${msgs(b.load)}, server CPU ${pct(b.serverCpu)} | ${b.rtos} | ${b.reconnected}/${n} back after ${fmt(b.allBackMs)} ms (server listening after ${fmt(b.listeningMs)} ms, clients retrying every ${b.reconnectMs} ms); in-flight data and state lost |`;
 }
 
 async function main() {
@@ -301,9 +333,9 @@ async function main() {
     '## Connections route: client-visible pause vs number of connections',
     '',
     `machine: ${os.cpus()[0].model}, ${os.cpus().length} CPUs (shared), load after each count ${loads.join(', ')}, kernel ${os.release()}, node ${process.version}`,
-    `date: ${new Date().toISOString()}; each connection carries ${PACE_BYTES} B each way every "pace" ms (${PACE_OVERRIDE ? 'CONNECTIONS_BENCH_PACE_MS' : `20 ms up to 1,000 connections, then ${MESSAGES_PER_S} messages/s each way over all`}), the processes' writes spread over the interval; clients in processes of ${PER_PROCESS} connections. A pause includes up to one interval.`,
+    `date: ${new Date().toISOString()}; each connection carries ${PACE_BYTES} B each way every "pace" ms (${PACE_OVERRIDE ? 'CONNECTIONS_BENCH_PACE_MS' : `20 ms up to 1,000 connections; above, ${MESSAGES_PER_S} messages/s each way over all`}), the processes' writes spread over the interval; clients in processes of ${PER_PROCESS} connections. A pause includes up to one interval.`,
     '',
-    '| connections | route | pace ms | longest pause ms | median pause ms | steady-state gap ms (before): longest / median | server CPU (warm-up) | client RTOs | verified |',
+    '| connections | route | pace ms | longest pause ms | median pause ms | steady-state gap ms (before): longest / median | warm-up: messages/s arrived of asked (each way) | client RTOs | verified |',
     '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const { n, route, baseline } of rows) lines.push(routeLine(n, route), baselineLine(n, baseline));

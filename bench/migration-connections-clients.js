@@ -1,15 +1,15 @@
 'use strict';
 /**
- * One client process of bench/migration-connections-bench.js (several run side by side in the
- * client namespace, so that 10,000 connections do not saturate one event loop). Driven over IPC
+ * One client process of bench/migration-connections-bench.js (one per
+ * CONNECTIONS_BENCH_PER_PROCESS connections, side by side in the client namespace). Driven over IPC
  * (replies carry `id`):
  *   {cmd:'connect', host, port, count, paceBytes, paceMs, reconnect, reconnectMs} -> {ports}
  *     opens `count` connections (at most CONNECT_BURST at a time), sending nothing yet; with
  *     `reconnect` (the baseline) each reconnects after reconnectMs (again and again until it gets through) when it closes, and its bytes
  *     are counted, not hashed (the restarted server has lost them anyway).
  *   {cmd:'start'} each connection sends clientSeed(port)'s pattern (paceBytes every paceMs) and
- *     hashes what it sends and receives. One timer per process: each tick of TICK_MS writes to
- *     one slot of the connections, so the writes spread evenly over the interval.
+ *     hashes what it sends and receives. One timer per process: each tick writes to one slot of
+ *     the connections (paceSlots), so the writes spread evenly over the interval.
  *   {cmd:'resetGaps'} -> {gaps}: each connection's longest gap between two arrivals so far, then restart
  *   {cmd:'stop'} stop sending; a connection silent right now counts with its open gap
  *   {cmd:'summary'} -> {connected, reconnected, sentBytes, receivedBytes}: totals only (cheap to poll)

@@ -14,11 +14,13 @@
  * first); the target sends from the first restored connection on. One timer per process writes
  * to one slot of the connections per tick (bench/migration-connections-bench-pace.js).
  * Commands (IPC, replies carry `id`): report -> {reports}, count -> {count, sentBytes,
- * receivedBytes}, start, stop (stop sending).
+ * receivedBytes}, loopStats -> {loopSamples, loopDelayMaxMs, loopDelayP50Ms, gcMs} (since the last one), start,
+ * stop (stop sending).
  */
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
+const { PerformanceObserver, monitorEventLoopDelay } = require('node:perf_hooks');
 
 // NODE_CRIU_BENCH_DIST: another build's dist/ (to compare two versions on the same machine and load).
 const dist = process.env.NODE_CRIU_BENCH_DIST || path.join(__dirname, '..', 'dist');
@@ -37,6 +39,25 @@ let listener;
 let addressWaiter;
 
 const send = (body) => process.connected && process.send(body);
+
+/** How late this event loop ran, and how long garbage collection took, since the last loopStats. */
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+loopDelay.enable();
+let gcMs = 0;
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) gcMs += entry.duration;
+}).observe({ entryTypes: ['gc'] });
+function loopStats() {
+  const stats = {
+    loopSamples: loopDelay.count,
+    loopDelayMaxMs: loopDelay.max / 1e6,
+    loopDelayP50Ms: loopDelay.percentile(50) / 1e6,
+    gcMs,
+  };
+  loopDelay.reset();
+  gcMs = 0;
+  return stats;
+}
 
 function adopt(socket, state) {
   const port = state ? state.port : socket.remotePort;
@@ -179,6 +200,7 @@ process.on('message', async (msg) => {
     if (msg.cmd === 'handover') return send({ id: msg.id, ...(await handOver(msg.to)) });
     if (msg.cmd === 'report') return send({ id: msg.id, reports: report() });
     if (msg.cmd === 'count') return send({ id: msg.id, count: connections.size, ...totals() });
+    if (msg.cmd === 'loopStats') return send({ id: msg.id, ...loopStats() });
     if (msg.cmd === 'start') {
       sending = true;
       return send({ id: msg.id });
