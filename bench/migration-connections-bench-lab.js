@@ -6,10 +6,11 @@
  */
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 
 const dist = process.env.NODE_CRIU_BENCH_DIST || path.join(__dirname, '..', 'dist');
-const { DEVICE, DemoLab, SERVICE_IP } = require(path.join(dist, 'demo', 'lab'));
+const { DEMO_PREFIX, DEVICE, DemoLab, SERVICE_IP } = require(path.join(dist, 'demo', 'lab'));
 const { nsenterArgs } = require(path.join(dist, 'sys', 'netns'));
 const { announceAddress } = require(path.join(dist, 'sys', 'address'));
 const { run } = require(path.join(dist, 'sys', 'exec'));
@@ -156,22 +157,62 @@ async function moveVip(lab, shells, to) {
   lab.vipOn = to;
 }
 
+/** Labs alive now, and whether a signal is taking everything down. */
+const labs = new Set();
+let stopping = false;
+
+/** Every namespace (with its processes) and work directory of this process's labs, also one half set up. */
+async function sweepOwnLabs() {
+  const prefix = `${DEMO_PREFIX}-${process.pid}-`;
+  const names = (await run('ip', ['netns', 'list'])).stdout
+    .split('\n')
+    .map((line) => line.split(' ')[0])
+    .filter((name) => name.startsWith(prefix));
+  for (const name of names) {
+    const pids = (await run('ip', ['netns', 'pids', name]).catch(() => ({ stdout: '' }))).stdout;
+    for (const pid of pids.split('\n').filter(Boolean)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    await run('ip', ['netns', 'delete', name]).catch(() => undefined);
+  }
+  for (const entry of fs.readdirSync(os.tmpdir()))
+    if (entry.startsWith(prefix)) fs.rmSync(path.join(os.tmpdir(), entry), { recursive: true, force: true });
+}
+
+const cleanup = (lab) => lab.killProcesses().then(() => lab.destroy());
+
+/** SIGINT/SIGTERM: no new lab starts; the live ones (and anything half made) go, then the signal takes its course. */
+function onSignal(signal) {
+  if (stopping) return;
+  stopping = true;
+  void Promise.allSettled([...labs].map(cleanup))
+    .then(sweepOwnLabs)
+    .finally(() => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      process.kill(process.pid, signal);
+    });
+}
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+
 /** Runs fn(lab) in a new lab whose server namespace A takes BACKLOG SYNs; removes the lab whatever happens. */
 async function inLab(fn) {
+  if (stopping) throw new Error('interrupted');
   const lab = new DemoLab();
-  const cleanup = () => lab.killProcesses().then(() => lab.destroy());
-  const onSignal = (signal) => void cleanup().finally(() => process.kill(process.pid, signal));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  labs.add(lab);
   try {
     await lab.setup();
     const sysctls = [`net.core.somaxconn=${BACKLOG}`, `net.ipv4.tcp_max_syn_backlog=${BACKLOG}`];
     await run('sysctl', ['-q', '-w', ...sysctls], { netns: lab.path('a'), timeoutMs: 30000 });
     return await fn(lab);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await cleanup();
+    labs.delete(lab);
+    await cleanup(lab);
   }
 }
 

@@ -23,7 +23,7 @@
  * (TcpExtTCPTimeouts of the client namespace, before/after), the handover's phases, and how long
  * each stage of the row took. Prints markdown tables. Needs root and dist/.
  * Usage: CONNECTIONS_BENCH_COUNTS=10,100,1000,10000 node bench/migration-connections-bench.js
- * (or the counts as argv[2]; default 10,100,1000). CONNECTIONS_BENCH_ROUTES=route or baseline runs
+ * (or the counts as argv[2]; default 10,100,1000,10000). CONNECTIONS_BENCH_ROUTES=route or baseline runs
  * one of the two; CONNECTIONS_BENCH_RECONNECT_MS: the baseline clients' retry delay (default 5).
  */
 const fs = require('node:fs');
@@ -44,7 +44,7 @@ const PACE_OVERRIDE = Number(process.env.CONNECTIONS_BENCH_PACE_MS || 0);
 const RECONNECT_MS = Number(process.env.CONNECTIONS_BENCH_RECONNECT_MS || 5);
 const MESSAGES_PER_S = Number(process.env.CONNECTIONS_BENCH_MESSAGES_PER_S || 20000);
 const PER_PROCESS = Number(process.env.CONNECTIONS_BENCH_PER_PROCESS || 5000);
-const counts = (process.env.CONNECTIONS_BENCH_COUNTS || process.argv[2] || '10,100,1000').split(',').map(Number);
+const counts = (process.env.CONNECTIONS_BENCH_COUNTS || process.argv[2] || '10,100,1000,10000').split(',').map(Number);
 const ROUTES = (process.env.CONNECTIONS_BENCH_ROUTES || 'route,baseline').split(',');
 const SERVICE_PORT = 8080;
 const CHANNEL_PORT = 9443;
