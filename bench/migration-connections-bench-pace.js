@@ -35,4 +35,20 @@ function paceSlots(paceMs) {
   return { tickMs, slots: Math.max(1, Math.round(paceMs / tickMs)) };
 }
 
-module.exports = { paceMsFor, paceSlots };
+/**
+ * Calls writeSlot(slot, slots) for every tick that is due, from one timer: a loop that ran late
+ * (a timer fires once per turn, however long the turn) catches up instead of falling behind the
+ * pace, but writes each slot at most once per call.
+ */
+function startPacer(paceMs, writeSlot) {
+  const { tickMs, slots } = paceSlots(paceMs);
+  const started = performance.now();
+  let done = 0;
+  return setInterval(() => {
+    const due = Math.floor((performance.now() - started) / tickMs) + 1;
+    done = Math.max(done, due - slots);
+    for (; done < due; done++) writeSlot(done % slots, slots);
+  }, tickMs);
+}
+
+module.exports = { paceMsFor, paceSlots, startPacer };

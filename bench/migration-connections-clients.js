@@ -23,7 +23,7 @@ const { PatternStream, clientSeed } = require(
   path.join(process.env.NODE_CRIU_BENCH_DIST || path.join(__dirname, '..', 'dist'), 'demo', 'traffic'),
 );
 
-const { paceSlots } = require('./migration-connections-bench-pace');
+const { startPacer } = require('./migration-connections-bench-pace');
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDOUT']);
 /** Connections a process opens at once (a burst of SYNs the listener's backlog takes). */
@@ -148,9 +148,7 @@ async function handle(msg) {
       return { ports: clients.map((c) => c.port) };
     }
     case 'start': {
-      const { tickMs, slots } = paceSlots(settings.paceMs);
-      let ticks = 0;
-      setInterval(() => tick(ticks++ % slots, slots), tickMs);
+      startPacer(settings.paceMs, tick);
       return {};
     }
     case 'resetGaps': {

@@ -25,12 +25,12 @@ const { PerformanceObserver, monitorEventLoopDelay } = require('node:perf_hooks'
 // NODE_CRIU_BENCH_DIST: another build's dist/ (to compare two versions on the same machine and load).
 const dist = process.env.NODE_CRIU_BENCH_DIST || path.join(__dirname, '..', 'dist');
 const { PatternStream, clientSeed, serverSeed } = require(path.join(dist, 'demo', 'traffic'));
-const { paceSlots } = require('./migration-connections-bench-pace');
+const { paceSlots, startPacer } = require('./migration-connections-bench-pace');
 
 const config = JSON.parse(process.argv[2]);
 const connections = new Map();
 const entryOf = new WeakMap();
-const { tickMs, slots } = paceSlots(config.paceMs);
+const { slots } = paceSlots(config.paceMs);
 /** The connections each tick writes to (a connection's slot: its order of arrival). */
 const slotted = Array.from({ length: slots }, () => new Set());
 let adopted = 0;
@@ -92,16 +92,14 @@ function adopt(socket, state) {
   });
 }
 
-let ticks = 0;
-setInterval(() => {
-  const slot = slotted[ticks++ % slots];
+startPacer(config.paceMs, (slot) => {
   if (!sending) return;
-  for (const entry of slot) {
+  for (const entry of slotted[slot]) {
     const s = entry.socket;
     if (s === null || s.destroyed || s.writableLength > 65536) continue;
     s.write(entry.send.next(config.paceBytes));
   }
-}, tickMs);
+});
 
 /** The application's state for one connection; the connection is the handover's from here. */
 function detach(socket) {
