@@ -1,16 +1,17 @@
 'use strict';
 /**
  * One client process of bench/migration-connections-bench.js (one per
- * CONNECTIONS_BENCH_PER_PROCESS connections, side by side in the client namespace). Driven over IPC
- * (replies carry `id`):
+ * CONNECTIONS_BENCH_PER_PROCESS connections, side by side in the client namespace). Driven over
+ * IPC (replies carry `id`):
  *   {cmd:'connect', host, port, count, paceBytes, paceMs, reconnect, reconnectMs} -> {ports}
  *     opens `count` connections (at most CONNECT_BURST at a time), sending nothing yet; with
- *     `reconnect` (the baseline) each reconnects after reconnectMs (again and again until it gets through) when it closes, and its bytes
- *     are counted, not hashed (the restarted server has lost them anyway).
+ *     `reconnect` (the baseline) each one that closes tries again every reconnectMs until it
+ *     gets through, and its bytes are counted, not hashed (the restarted server lost them).
  *   {cmd:'start'} each connection sends clientSeed(port)'s pattern (paceBytes every paceMs) and
  *     hashes what it sends and receives. One timer per process: each tick writes to one slot of
  *     the connections (paceSlots), so the writes spread evenly over the interval.
- *   {cmd:'resetGaps'} -> {gaps}: each connection's longest gap between two arrivals so far, then restart
+ *   {cmd:'resetGaps'} -> {gaps}: each connection's longest gap between two arrivals so far, then
+ *     restart
  *   {cmd:'stop'} stop sending; a connection silent right now counts with its open gap
  *   {cmd:'summary'} -> {connected, reconnected, sentBytes, receivedBytes}: totals only (cheap to poll)
  *   {cmd:'report'} -> {reports}: per connection {port, sent, received, maxGapMs, maxGapEndAt, resets, errors, ended, reconnects, connected}
