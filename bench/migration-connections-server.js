@@ -8,25 +8,56 @@
  *     (handOverConnections 'repair', the service address moving: asks the parent
  *     {event:'moveAddress'} / {event:'moveAddressBack'}, answered by {cmd:'addressMoved'}).
  *   role 'target': acceptHandover on host:port over mutual TLS; {event:'accepted', result}.
- *   role 'plain': listens and streams, checks nothing (the reconnect baseline).
- * Commands (IPC, replies carry `id`): report -> {reports}, count -> {count}, stop (stop sending).
+ *   role 'plain': listens and streams, checks nothing (the reconnect baseline; sendAtOnce: the
+ *     restarted server, which streams to each connection as it comes back).
+ * The source and the plain server send nothing until {cmd:'start'} (the connections are set up
+ * first); the target sends from the first restored connection on. One timer per process writes
+ * to one slot of the connections per tick (bench/migration-connections-bench-pace.js).
+ * Commands (IPC, replies carry `id`): report -> {reports}, count -> {count, sentBytes,
+ * receivedBytes}, loopStats -> {loopSamples, loopDelayMaxMs, loopDelayP50Ms, gcMs} (since the last one), start,
+ * stop (stop sending).
  */
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
+const { PerformanceObserver, monitorEventLoopDelay } = require('node:perf_hooks');
 
 // NODE_CRIU_BENCH_DIST: another build's dist/ (to compare two versions on the same machine and load).
 const dist = process.env.NODE_CRIU_BENCH_DIST || path.join(__dirname, '..', 'dist');
 const { PatternStream, clientSeed, serverSeed } = require(path.join(dist, 'demo', 'traffic'));
+const { paceSlots, startPacer } = require('./migration-connections-bench-pace');
 
 const config = JSON.parse(process.argv[2]);
 const connections = new Map();
 const entryOf = new WeakMap();
-let sending = true;
+const { slots } = paceSlots(config.paceMs);
+/** The connections each tick writes to (a connection's slot: its order of arrival). */
+const slotted = Array.from({ length: slots }, () => new Set());
+let adopted = 0;
+let sending = config.role === 'target' || config.sendAtOnce === true;
 let listener;
 let addressWaiter;
 
 const send = (body) => process.connected && process.send(body);
+
+/** How late this event loop ran, and how long garbage collection took, since the last loopStats. */
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+loopDelay.enable();
+let gcMs = 0;
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) gcMs += entry.duration;
+}).observe({ entryTypes: ['gc'] });
+function loopStats() {
+  const stats = {
+    loopSamples: loopDelay.count,
+    loopDelayMaxMs: loopDelay.max / 1e6,
+    loopDelayP50Ms: loopDelay.percentile(50) / 1e6,
+    gcMs,
+  };
+  loopDelay.reset();
+  gcMs = 0;
+  return stats;
+}
 
 function adopt(socket, state) {
   const port = state ? state.port : socket.remotePort;
@@ -42,6 +73,8 @@ function adopt(socket, state) {
   };
   connections.set(port, entry);
   entryOf.set(socket, entry);
+  const slot = slotted[adopted++ % slots];
+  slot.add(entry);
   socket.on('data', (data) => {
     if (config.role === 'plain') return;
     const expected = entry.recv.next(data.length);
@@ -53,18 +86,20 @@ function adopt(socket, state) {
     if (['ECONNRESET', 'EPIPE'].includes(error.code)) entry.resets++;
   });
   socket.on('close', () => {
-    if (config.role === 'plain') connections.delete(port);
+    if (config.role !== 'plain') return;
+    connections.delete(port);
+    slot.delete(entry);
   });
 }
 
-setInterval(() => {
+startPacer(config.paceMs, (slot) => {
   if (!sending) return;
-  for (const entry of connections.values()) {
+  for (const entry of slotted[slot]) {
     const s = entry.socket;
     if (s === null || s.destroyed || s.writableLength > 65536) continue;
     s.write(entry.send.next(config.paceBytes));
   }
-}, config.paceMs);
+});
 
 /** The application's state for one connection; the connection is the handover's from here. */
 function detach(socket) {
@@ -147,12 +182,27 @@ function report() {
   }));
 }
 
+function totals() {
+  let sentBytes = 0;
+  let receivedBytes = 0;
+  for (const e of connections.values()) {
+    sentBytes += e.send.offset;
+    receivedBytes += e.recv.offset;
+  }
+  return { sentBytes, receivedBytes };
+}
+
 process.on('message', async (msg) => {
   try {
     if (msg.cmd === 'addressMoved') return addressWaiter && addressWaiter(msg.fail);
     if (msg.cmd === 'handover') return send({ id: msg.id, ...(await handOver(msg.to)) });
     if (msg.cmd === 'report') return send({ id: msg.id, reports: report() });
-    if (msg.cmd === 'count') return send({ id: msg.id, count: connections.size });
+    if (msg.cmd === 'count') return send({ id: msg.id, count: connections.size, ...totals() });
+    if (msg.cmd === 'loopStats') return send({ id: msg.id, ...loopStats() });
+    if (msg.cmd === 'start') {
+      sending = true;
+      return send({ id: msg.id });
+    }
     if (msg.cmd === 'stop') {
       sending = false;
       return send({ id: msg.id });
@@ -169,5 +219,7 @@ if (config.role === 'target') {
 } else {
   listener = net.createServer({ noDelay: true }, (socket) => adopt(socket));
   listener.maxConnections = 100000;
-  listener.listen({ host: config.host, port: config.port, backlog: 4096 }, () => send({ event: 'listening' }));
+  listener.listen({ host: config.host, port: config.port, backlog: config.backlog }, () =>
+    send({ event: 'listening' }),
+  );
 }

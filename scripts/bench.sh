@@ -37,8 +37,8 @@ echo
 node bench/migration-process-bench.js "${PROCESS_BENCH_COUNTS:-10,100,1000}"
 echo
 
-# --- connections-only migration (libsoccr handover, fd passing) vs restart+reconnect: longest client pause ---
-node bench/migration-connections-bench.js "${CONNECTIONS_BENCH_COUNTS:-10,100,1000}"
+# --- connections-only migration (libsoccr handover) vs restart+reconnect: longest client pause, 10 to 10,000 connections ---
+node bench/migration-connections-bench.js "${CONNECTIONS_BENCH_COUNTS:-10,100,1000,10000}"
 echo
 
 # --- a peer's recovery after a freeze, its packets dropped vs held (holdPackets), one connection ---
