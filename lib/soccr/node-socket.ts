@@ -195,13 +195,12 @@ export function adoptOwnTcpFd(fd: number, allowHalfOpen: boolean, paused: boolea
     handle.close();
     return adoptFd(fd, undefined, allowHalfOpen, paused); // Node's own path (and error) for it
   }
-  // manualStart: a new handle is not reading yet, so pauseOnCreate's readStop() is not needed.
   return new net.Socket({
     handle,
     readable: true,
     writable: true,
     allowHalfOpen,
-    manualStart: paused,
+    pauseOnCreate: paused,
   } as net.SocketConstructorOpts);
 }
 
