@@ -13,6 +13,7 @@
 #include <string.h>
 #include <linux/bpf.h>
 #include <linux/filter.h>
+#include <netinet/tcp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -125,6 +126,49 @@ bool AttachDropAll(int fd, int program, SoccrFailure* f) {
   if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &classic, sizeof(classic)) == 0) return true;
   *f = {errno, -1, "setsockopt", "SO_ATTACH_FILTER"};
   return false;
+}
+
+// What inspectTcp reads, for one fd, into 18 words (see soccrInspectBatch). False on a failed call.
+bool InspectOne(int fd, uint32_t* out) {
+  tcp_info ti;
+  socklen_t len = sizeof(ti);
+  memset(&ti, 0, sizeof(ti));
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0) return false;
+  int reuse = 0;
+  len = sizeof(reuse);
+  if (getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, &len) < 0) return false;
+  sockaddr_storage ss;
+  len = sizeof(ss);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return false;
+  if (!SockaddrToWords(reinterpret_cast<sockaddr*>(&ss), out + 2)) return false;
+  len = sizeof(ss);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return false;
+  if (!SockaddrToWords(reinterpret_cast<sockaddr*>(&ss), out + 2 + kAddrWords)) return false;
+  out[0] = ti.tcpi_state;
+  out[1] = reuse != 0;
+  return true;
+}
+
+// soccrInspectBatch(fds: Int32Array(n), words: Uint32Array(18n)) -> undefined
+// inspectTcp for every fd, spread over a few threads for large batches: words[18i] the TCP state,
+// [18i+1] SO_REUSEADDR, then own and peer address (packed form). A fd whose inspection fails gets
+// state 0 (no TCP state is 0); the caller asks inspectTcp about it for the precise error.
+Napi::Value SoccrInspectBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  constexpr size_t kWords = 2 + 2 * kAddrWords;
+  Napi::Int32Array fds = ArgTypedArray<int32_t>(info, 0, "fds");
+  size_t n = fds.ElementLength();
+  uint32_t* words = ArgTypedArray<uint32_t>(info, 1, "words", n * kWords).Data();
+  const int32_t* fd = fds.Data();
+  SoccrFailure unused;
+  RunBatch(
+      n,
+      [&](size_t i, SoccrFailure*) {
+        if (!InspectOne(fd[i], words + i * kWords)) words[i * kWords] = 0;
+        return true;
+      },
+      &unused);
+  return env.Undefined();
 }
 
 // A batch failure: SoccrError plus `index`, the connection that failed.
@@ -248,6 +292,29 @@ class RestoreWorker : public Napi::AsyncWorker {
   size_t failed_ = 0;
 };
 
+// CreateTcpSockets in this namespace, spread over the batch threads (a namespace is entered by
+// one thread, so CreateTcpSockets does that case). 0, or -1 with errno set and every fd -1.
+int CreateSocketsHere(const uint8_t* families, size_t n, int32_t* fds) {
+  std::fill(fds, fds + n, -1);
+  SoccrFailure failure;
+  size_t failed = RunBatch(
+      n,
+      [&](size_t i, SoccrFailure* f) {
+        fds[i] = socket(families[i] == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+        if (fds[i] >= 0) return true;
+        f->err = errno;
+        return false;
+      },
+      &failure);
+  if (failed >= n) return 0;
+  for (size_t i = 0; i < n; i++) {
+    if (fds[i] >= 0) close(fds[i]);
+    fds[i] = -1;
+  }
+  errno = failure.err;
+  return -1;
+}
+
 // soccrRestoreBatch(packed: Uint32Array(33n), queues: Array(2n) of Uint8Array|null,
 //                   fds: Int32Array(n), netns?: string) -> Promise<void>
 // Synchronously reads and checks everything, then creates n TCP sockets (families from packed:
@@ -296,7 +363,8 @@ Napi::Value SoccrRestoreBatch(const Napi::CallbackInfo& info) {
   }
 
   int32_t* fd = fds.Data();
-  if (CreateTcpSockets(env, families.data(), n, in_netns ? &netns_path : nullptr, fd) < 0) ThrowErrno(env, errno, "socket");
+  int created = in_netns ? CreateTcpSockets(env, families.data(), n, &netns_path, fd) : CreateSocketsHere(families.data(), n, fd);
+  if (created < 0) ThrowErrno(env, errno, "socket");
   std::vector<int> fd_copy(fd, fd + n);
   auto* worker = new RestoreWorker(env, std::move(items), std::move(fd_copy));
   Napi::Promise promise = worker->Promise();
@@ -366,6 +434,7 @@ Napi::Value SoccrDropBatch(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitSoccrBatch(Napi::Env env, Napi::Object exports) {
+  exports.Set("soccrInspectBatch", Napi::Function::New(env, SoccrInspectBatch, "soccrInspectBatch"));
   exports.Set("soccrDumpBatch", Napi::Function::New(env, SoccrDumpBatch, "soccrDumpBatch"));
   exports.Set("soccrRestoreBatch", Napi::Function::New(env, SoccrRestoreBatch, "soccrRestoreBatch"));
   exports.Set("soccrResumeBatch", Napi::Function::New(env, SoccrResumeBatch, "soccrResumeBatch"));

@@ -18,6 +18,7 @@
  * which keeps load drift out of the ratios but mixes the layers' cache footprints.
  *
  * Usage: node bench/soccr/js-soccr-bench.js [iterations=3000] [batch=10000, 0: none] [rounds=3]
+ * (iterations 0: only the batch table, with `rounds` rows per lock, the locks alternating)
  * (scripts/bench.sh: 7 rounds, SOCCR_BENCH_ROUNDS)
  * (scripts/bench.sh runs it in a private network namespace: `unshare -n`, loopback only.)
  */
@@ -325,11 +326,15 @@ async function batch(count, lockKind) {
   const sockets = ports.map((p) => accepted.get(p));
   const lock = lockKind === 'nftables' ? await nodeCriu.NftablesLock.create() : lockKind;
   try {
+    const cpu0 = process.cpuUsage();
     const t0 = nowUs();
     const images = await nodeCriu.checkpointConnections(sockets, { lock });
     const t1 = nowUs();
+    const cpu1 = process.cpuUsage();
     const restored = await nodeCriu.restoreConnections(images);
     const t2 = nowUs();
+    const cpu2 = process.cpuUsage();
+    const cpuMs = (a, b) => (b.user + b.system - a.user - a.system) / 1e3;
     // Every restored connection carries 100 bytes each way.
     await request(peer, { cmd: 'sendMore', bytes: 100 });
     let received = 0;
@@ -346,7 +351,7 @@ async function batch(count, lockKind) {
     const bad = reports.filter((r) => r.received.bytes !== 100 || r.resets !== 0).length;
     if (bad) throw new Error(`${bad} restored connections failed`);
     console.log(
-      `| ${count} | ${lockKind} | ${((t1 - t0) / 1e3).toFixed(0)} | ${((t2 - t1) / 1e3).toFixed(0)} | ${((t2 - t0) / 1e3).toFixed(0)} | ${((t2 - t0) / count).toFixed(1)} |`,
+      `| ${count} | ${lockKind} | ${((t1 - t0) / 1e3).toFixed(0)} | ${((t2 - t1) / 1e3).toFixed(0)} | ${((t2 - t0) / 1e3).toFixed(0)} | ${((t2 - t0) / count).toFixed(1)} | ${cpuMs(cpu0, cpu1).toFixed(0)} + ${cpuMs(cpu1, cpu2).toFixed(0)} | ${os.loadavg()[0].toFixed(1)} |`,
     );
     restored.forEach((s) => s.destroy());
   } finally {
@@ -397,8 +402,8 @@ function printTable(results, sizes, haveC) {
   }
 }
 
-(async () => {
-  const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
+/** The single-connection tables (bench/c's sequence through every layer). */
+async function singleConnectionTables(date) {
   console.log('### libsoccr from JS: checkpoint and restore of one established TCP connection\n');
   console.log(
     `Machine: ${os.arch()} ${os.release()}, ${os.cpus().length} CPUs; node ${process.version}; ${date} UTC; load ${os.loadavg()[0].toFixed(2)}; loopback; ${iterations} iterations per row and layer; ${rounds} rounds, each per queue size: the standalone bench/c (libsoccr, C; separate process) for that size, then on one connection in this process bench/c's C sequence (bench/c/inproc, timed in C), the raw addon (one-call soccrDump/soccrRestore), the public one-call soccr.dumpFd/restoreFd (default, and with restoreFd's 'transfer' option, which frees the queue buffers at once as bench/c's restore frees its SOCCR_MEM_EXCL buffers) and the public step-by-step API (soccr.pause, SoccrHandle) in separate loops (order rotating by round, after a warm-up of all); the connection's 4-tuple is held by an nftables lock throughout (outside the timed calls; the C runs meet the same ruleset). Medians over the rounds of each round's p50 (p99); "vs C": each round's dump + restore p50 over the in-process C's of the same round, median (min-max) over the rounds.\n`,
@@ -439,14 +444,21 @@ function printTable(results, sizes, haveC) {
   console.log(
     '\nDump = pause + save + both queues + both addresses + release (public API: plus argument validation and the result object; step by step also a TCP state check and a dup of the fd per handle); restore = socket + pause + restore + resume (public API: plus validation of everything it is given; transfer: plus freeing the queue buffers). Same sequence as bench/c (which times the same spans); close in repair mode not timed.\n',
   );
+}
+
+(async () => {
+  const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
+  if (iterations > 0) await singleConnectionTables(date);
   if (batchSize > 0) {
     console.log(`### libsoccr from JS: ${batchSize} connections at once\n`);
     console.log(
-      '| connections | lock | checkpointConnections ms | restoreConnections ms | total ms | µs per connection |',
+      '| connections | lock | checkpointConnections ms | restoreConnections ms | total ms | µs per connection | process CPU ms (checkpoint + restore, all threads) | load |',
     );
-    console.log('|---:|---|---:|---:|---:|---:|');
-    await batch(batchSize, 'nftables');
-    await batch(batchSize, 'filter');
+    console.log('|---:|---|---:|---:|---:|---:|---:|---:|');
+    for (let round = 0; round < (iterations === 0 ? rounds : 1); round++) {
+      await batch(batchSize, 'nftables');
+      await batch(batchSize, 'filter');
+    }
     console.log(
       '\ncheckpointConnections: validation, lock (nftables: one nf_tables transaction over netlink; filter: a drop filter per socket, which leaves the close-to-restore gap uncovered and is only safe here because the peers are idle), pause + save + queues per socket, silent close; restoreConnections: new socket + restore per image, one netlink transaction to unlock (nftables), resume, new net.Socket. Peers in a child process; every restored connection then carried 100 bytes each way.',
     );

@@ -133,6 +133,11 @@ export interface SoccrBinding {
    * bit 2: its filter is attached; on failure the failing socket is resumed and the error has
    * `index`.
    */
+  /**
+   * inspectTcp for every fd (18 words each), on a few threads; a fd whose inspection failed gets
+   * state (word 0) 0.
+   */
+  soccrInspectBatch(fds: Int32Array, words: Uint32Array): void;
   soccrDumpBatch(fds: Int32Array, packed: Uint32Array, dumped: Uint8Array, attachFilter?: boolean): (Buffer | null)[];
   /**
    * Creates the sockets (in netns if given) into fds before returning (the caller owns them, also

@@ -21,7 +21,7 @@ import type { ConnectionImage } from './image';
 import { soccrBinding } from './native';
 import { isNftablesLock, NftablesLock, processLock } from './nft-lock';
 import type { ConnectionTuple } from './nft-lock';
-import { flushWrites, pendingReadBytes, restartReading, socketFd, stopReading } from './node-socket';
+import { flushWrites, handleFd, pendingReadBytes, restartReading, socketFd, stopReading } from './node-socket';
 import { SK_DATA_WORDS } from './oneshot-pack';
 import { RESTORABLE_STATES, TcpState, skDataFromWords, tcpStateName } from './sk-data';
 
@@ -103,30 +103,42 @@ const CHECKPOINTABLE: ReadonlySet<number> = new Set(
   [...RESTORABLE_STATES].filter((state) => state !== TcpState.CLOSE && state !== TcpState.SYN_SENT),
 );
 
+/** Words per socket of soccrInspectBatch (as inspectTcp): state, SO_REUSEADDR, own and peer address. */
+const INSPECT_WORDS = 18;
+
 /**
- * State, SO_REUSEADDR and 4-tuple of every socket, one native call each (the fast path of a
- * large batch). When a socket fails, checkConnectedTcp says precisely why.
+ * State, SO_REUSEADDR and 4-tuple of every socket, in one native call for the whole batch. When a
+ * socket fails, inspectTcp and checkConnectedTcp say precisely why.
  */
-function inspectSockets(fds: readonly number[]): { tuples: ConnectionTuple[]; reuseAddr: boolean[] } {
+function inspectSockets(fds: Int32Array): { tuples: ConnectionTuple[]; reuseAddr: boolean[] } {
   const ops = soccrBinding().socketOps;
-  const words = new Uint32Array(18);
+  const words = new Uint32Array(INSPECT_WORDS * fds.length);
+  soccrBinding().soccrInspectBatch(fds, words);
   const tuples: ConnectionTuple[] = [];
   const reuseAddr: boolean[] = [];
-  for (const fd of fds) {
-    try {
-      ops.inspectTcp(fd, words);
-    } catch (error) {
-      checkConnectedTcp(fd);
-      throw fromNativeError(SoccrError, error, 'checkpoint');
+  for (let i = 0; i < fds.length; i++) {
+    const at = i * INSPECT_WORDS;
+    let state = words[at];
+    if (state === 0) {
+      // The batch could not inspect it: the single call throws the failing call's error.
+      const one = new Uint32Array(INSPECT_WORDS);
+      try {
+        ops.inspectTcp(fds[i], one);
+      } catch (error) {
+        checkConnectedTcp(fds[i]);
+        throw fromNativeError(SoccrError, error, 'checkpoint');
+      }
+      words.set(one, at);
+      state = one[0];
     }
-    if (!CHECKPOINTABLE.has(words[0])) {
-      checkConnectedTcp(fd);
-      throw new SoccrError(`TCP state ${tcpStateName(words[0]) ?? words[0]} cannot be checkpointed`, {
+    if (!CHECKPOINTABLE.has(state)) {
+      checkConnectedTcp(fds[i]);
+      throw new SoccrError(`TCP state ${tcpStateName(state) ?? state} cannot be checkpointed`, {
         code: 'ERR_SOCKET_STATE',
       });
     }
-    reuseAddr.push(words[1] === 1);
-    tuples.push({ local: socketAddressFromWords(words, 2), remote: socketAddressFromWords(words, 10) });
+    reuseAddr.push(words[at + 1] === 1);
+    tuples.push({ local: socketAddressFromWords(words, at + 2), remote: socketAddressFromWords(words, at + 10) });
   }
   return { tuples, reuseAddr };
 }
@@ -137,6 +149,11 @@ export interface PauseSpec {
   flushTimeoutMs: number;
   /** Record the nftables lock in the images (their restore removes it). */
   lockRef: boolean;
+  /**
+   * The caller closes the originals (closePaused) as soon as this resolves, before any I/O
+   * callback can run: libuv's reading then need not be stopped (closing stops it).
+   */
+  closeAfter?: boolean;
 }
 
 /**
@@ -146,7 +163,7 @@ export interface PauseSpec {
  */
 export async function pauseConnections(sockets: readonly net.Socket[], spec: PauseSpec): Promise<PausedBatch> {
   const binding = soccrBinding();
-  const fds = Array.from(sockets, (socket) => socketFd(socket)); // Array.from visits holes; map skips them
+  const fds = Int32Array.from(sockets, (socket) => socketFd(socket)); // from() visits holes; map skips them
   const { tuples, reuseAddr } = inspectSockets(fds);
 
   await flushAll(sockets, spec.flushTimeoutMs);
@@ -178,7 +195,7 @@ export async function pauseConnections(sockets: readonly net.Socket[], spec: Pau
   // While the lock was being installed, Node kept reading: a peer's RST (or its FIN, unless
   // allowHalfOpen) may have destroyed a socket and closed its fd, whose number may already belong
   // to another file. Nothing may touch those numbers now.
-  const gone = sockets.findIndex((socket, i) => socket.destroyed || liveFd(socket) !== fds[i]);
+  const gone = sockets.findIndex((socket, i) => socket.destroyed || handleFd(socket) !== fds[i]);
   if (gone >= 0) {
     await unlock();
     throw new SoccrError(`socket ${gone} was closed or reset by its peer while its checkpoint was being locked`, {
@@ -199,14 +216,14 @@ export async function pauseConnections(sockets: readonly net.Socket[], spec: Pau
   const count = entries.length;
   const packed = new Uint32Array(SK_DATA_WORDS * count); // sk_data only: the addresses are known
   try {
-    for (const entry of entries) entry.wasReading = stopReading(entry.socket);
+    if (!spec.closeAfter) for (const entry of entries) entry.wasReading = stopReading(entry.socket);
     // One native call for every socket's libsoccr sequence (the 'filter' lock's drop filter, then
     // pause, save, queues, release; repair stays on, no handle kept), spread over a few threads
     // for large batches.
     const dumped = new Uint8Array(count);
     let queues: (Buffer | null)[];
     try {
-      queues = binding.soccrDumpBatch(Int32Array.from(fds), packed, dumped, spec.lock === 'filter');
+      queues = binding.soccrDumpBatch(fds, packed, dumped, spec.lock === 'filter');
     } catch (error) {
       entries.forEach((entry, i) => {
         entry.repair = (dumped[i] & 1) !== 0;
@@ -254,6 +271,7 @@ export async function checkpointConnections(
     netns: options.netns,
     flushTimeoutMs: options.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS,
     lockRef: !keepRunning,
+    closeAfter: !keepRunning,
   });
   if (keepRunning) {
     batch.entries.forEach(unpause);

@@ -42,6 +42,12 @@ export function socketFd(socket: net.Socket): number {
   return handle.fd;
 }
 
+/** The fd of Node's handle as it is now (no validation), or -1 without a handle. */
+export function handleFd(socket: net.Socket): number {
+  const fd = internals(socket)._handle?.fd;
+  return typeof fd === 'number' ? fd : -1;
+}
+
 /** Stops libuv reading the socket; returns whether it was reading (for restartReading). */
 export function stopReading(socket: net.Socket): boolean {
   const handle = internals(socket)._handle;

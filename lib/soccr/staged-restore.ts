@@ -84,14 +84,24 @@ function lockGroups(images: readonly ConnectionImage[], options: RestoreOptions)
   const groups: LockGroups = new Map();
   const given = new Map((options.locks ?? []).map((lock) => [refKey(lock.ref), lock]));
   const inRestoreNetns = new Map<string, NftablesLock>();
-  const addTo = (lock: NftablesLock, image: ConnectionImage) => {
+  const groupOf = (lock: NftablesLock) => {
     const key = refKey(lock.ref);
-    if (!groups.has(key)) groups.set(key, { lock, tuples: [] });
-    groups.get(key)?.tuples.push({ local: image.local, remote: image.remote });
+    let group = groups.get(key);
+    if (!group) groups.set(key, (group = { lock, tuples: [] }));
+    return group.tuples;
   };
+  const givenGroups = [...given.values()].map(groupOf);
+  // The images of one checkpoint name the same table: the last one's group is reused without
+  // building its key again. An image is a ConnectionTuple itself (local, remote).
+  let last: { table: string; netns?: string; tuples?: ConnectionTuple[] } | undefined;
   for (const image of images) {
-    for (const lock of given.values()) addTo(lock, image);
+    for (const tuples of givenGroups) tuples.push(image);
     if (!image.lock || options.unlock === false) continue;
+    if (last && image.lock.table === last.table && image.lock.netns === last.netns) {
+      last.tuples?.push(image);
+      continue;
+    }
+    last = { table: image.lock.table, netns: image.lock.netns };
     const key = refKey(image.lock);
     if (given.has(key)) continue;
     let lock = ownedLock(image.lock);
@@ -107,7 +117,8 @@ function lockGroups(images: readonly ConnectionImage[], options: RestoreOptions)
         { code: 'ERR_UNTRUSTED_LOCK' },
       );
     }
-    addTo(lock, image);
+    last.tuples = groupOf(lock);
+    last.tuples.push(image);
   }
   return groups;
 }
