@@ -133,9 +133,14 @@ const us = (v) => (v === undefined ? '?' : f(v / 1000));
 function criuStats(result) {
   const d = result.dumpStats ?? {};
   const r = result.restoreStats;
-  const parts = [`frozen ${us(d.frozenTimeUs)} (memdump ${us(d.memdumpTimeUs)}, memwrite ${us(d.memwriteTimeUs)})`];
-  if (r !== undefined) parts.push(`restore ${us(r.restoreTimeUs)} (forking ${us(r.forkingTimeUs)})`);
   const l = result.lazyPages;
+  // With lazy pages the source is never thawed (it serves its pages, then dies): CRIU's frozen
+  // time statistic is then no duration.
+  const parts =
+    l === undefined
+      ? [`frozen ${us(d.frozenTimeUs)} (memdump ${us(d.memdumpTimeUs)}, memwrite ${us(d.memwriteTimeUs)})`]
+      : [];
+  if (r !== undefined) parts.push(`restore ${us(r.restoreTimeUs)} (forking ${us(r.forkingTimeUs)})`);
   if (l !== undefined)
     parts.push(
       `lazy pages after the restore: ${(l.bytes / 1e6).toFixed(1)} MB in ${f(l.ms)} (${(l.bytes / 1e3 / l.ms).toFixed(1)} MB/s)`,
