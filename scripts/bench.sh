@@ -46,5 +46,5 @@ node bench/packet-hold-bench.js
 echo
 
 # --- node:http under autocannon moved by the process route: drop vs hold vs restart ---
-node bench/http-migration-bench.js "${HTTP_BENCH_ROUTES:-steady,drop,hold,restart}"
+node bench/http-migration-bench.js "${HTTP_BENCH_ROUTES:-steady,process,restart}"
 echo
