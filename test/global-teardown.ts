@@ -91,7 +91,18 @@ function describeHandles(): string[] {
     });
 }
 
-export default function globalTeardown(): void {
+/** Leftovers still alive after `graceMs`: what a test's own asynchronous cleanup ends meanwhile is not one. */
+async function lastingLeftovers(graceMs: number): Promise<Leftover[]> {
+  const deadline = Date.now() + graceMs;
+  let found = leftoverProcesses();
+  while (found.length > 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    found = leftoverProcesses();
+  }
+  return found;
+}
+
+export default async function globalTeardown(): Promise<void> {
   // If something still holds this process open, say what and end instead of hanging CI.
   setTimeout(() => {
     process.stderr.write(
@@ -100,7 +111,7 @@ export default function globalTeardown(): void {
     process.exit(1);
   }, 20000).unref();
 
-  const leftovers = leftoverProcesses();
+  const leftovers = await lastingLeftovers(5000);
   if (leftovers.length === 0) return;
   for (const { pid } of leftovers) {
     try {

@@ -34,11 +34,16 @@ beforeAll(() => {
   execFileSync('ip', ['netns', 'add', namespace]);
   fs.writeFileSync(path.join(dir, 'file'), '');
   fs.symlinkSync(`/run/netns/${namespace}`, path.join(dir, 'link'));
-  unblocker = spawn('sh', ['-c', 'sleep 3; exec 3>"$1"; sleep 1', 'sh', fifo], { stdio: 'ignore' });
+  // Its own process group: the kill below must reach its `sleep` too, not only the shell.
+  unblocker = spawn('sh', ['-c', 'sleep 3; exec 3>"$1"; sleep 1', 'sh', fifo], { stdio: 'ignore', detached: true });
 });
 
 afterAll(async () => {
-  unblocker.kill('SIGKILL');
+  try {
+    process.kill(-(unblocker.pid as number), 'SIGKILL');
+  } catch {
+    // the group is gone already
+  }
   execFileSync('ip', ['netns', 'del', namespace]);
   fs.rmSync(dir, { recursive: true, force: true });
   await NftablesLock.destroyProcessLocks();
