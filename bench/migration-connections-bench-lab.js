@@ -40,13 +40,25 @@ function spawnIn(lab, host, script, config) {
     }
     if (child.onEvent) child.onEvent(msg);
   });
-  const gone = new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
+  // One exit handler answers every request still pending (not one handler per request: the
+  // byte totals are polled many times per row).
+  let exited;
+  child.once('exit', (code, signal) => {
+    exited = code ?? signal;
+    for (const [id, entry] of pending) {
+      pending.delete(id);
+      entry.reject(new Error(`${path.basename(script)} exited (${exited}) before answering ${entry.cmd}`));
+    }
+  });
   child.request = (body) =>
     new Promise((resolve, reject) => {
+      if (exited !== undefined) {
+        reject(new Error(`${path.basename(script)} exited (${exited}) before answering ${body.cmd}`));
+        return;
+      }
       const id = next++;
-      pending.set(id, { resolve, reject });
+      pending.set(id, { resolve, reject, cmd: body.cmd });
       child.send({ ...body, id }, (error) => error && reject(error));
-      gone.then((how) => reject(new Error(`${path.basename(script)} exited (${how}) before answering ${body.cmd}`)));
     });
   child.next = (event) => new Promise((resolve) => waiters.push({ event, resolve }));
   return child;
